@@ -1,0 +1,266 @@
+//! The L1 primitives every backend implements.
+//!
+//! L2 features (consumer runner, KV, request retries, typed subjects, ...) are
+//! written once over this trait, so they work on every backend.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+
+use crate::config::{StreamConfig, StreamInfo};
+use crate::error::Result;
+use crate::message::{Message, PublishAck, StoredMessage};
+
+/// Which messages a purge removes. The default removes everything.
+///
+/// Fields combine as JetStream's purge request: `subject` restricts the purge
+/// to messages on matching subjects; `keep` keeps the newest N (of the
+/// matching subject, or of the stream); `up_to_seq` removes messages with a
+/// sequence strictly below it. `keep` and `up_to_seq` are exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeRequest {
+    /// Only messages whose subject matches this filter.
+    pub subject: Option<String>,
+    /// Keep this many of the newest messages.
+    pub keep: Option<u64>,
+    /// Remove messages with sequence below this one.
+    pub up_to_seq: Option<u64>,
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStart {
+    /// From this sequence (1-based; 0 is an error). Sequences below the
+    /// stream's first start at the first.
+    Sequence(u64),
+    /// From the first message stored at or after this time.
+    Time(SystemTime),
+    /// Only messages stored after the replay starts.
+    New,
+}
+
+/// Options of [`Backend::replay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Where to start.
+    pub start: ReplayStart,
+    /// Only messages whose subject matches this filter.
+    pub filter: Option<String>,
+    /// Stop after the last message present when the replay started, instead
+    /// of continuing live.
+    pub stop_at_end: bool,
+}
+
+impl ReplayOptions {
+    /// Replay everything from sequence `seq`, then continue live.
+    pub fn from_seq(seq: u64) -> Self {
+        Self {
+            start: ReplayStart::Sequence(seq),
+            filter: None,
+            stop_at_end: false,
+        }
+    }
+
+    /// Replay from time `t`, then continue live.
+    pub fn from_time(t: SystemTime) -> Self {
+        Self {
+            start: ReplayStart::Time(t),
+            filter: None,
+            stop_at_end: false,
+        }
+    }
+
+    /// Restrict to subjects matching `filter`.
+    #[must_use]
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
+    /// End the replay at the last message present when it started.
+    #[must_use]
+    pub fn stop_at_end(mut self) -> Self {
+        self.stop_at_end = true;
+        self
+    }
+}
+
+/// A backend's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Establishing the first connection.
+    Connecting,
+    /// Usable.
+    Connected,
+    /// Lost, trying again.
+    Reconnecting,
+    /// Too many consecutive failures; calls fail fast until a probe succeeds.
+    CircuitOpen,
+    /// Closed by the application.
+    Closed,
+}
+
+/// A live core subscription: messages published after it was made, on
+/// subjects matching its filter.
+///
+/// Each subscription has a bounded buffer. When the subscriber falls behind
+/// and the buffer is full, new messages are dropped for it and counted in
+/// [`Subscription::dropped`] (the slow-consumer signal); memory never grows
+/// with the backlog. Dropping the subscription unsubscribes.
+pub struct Subscription {
+    filter: String,
+    inner: BoxStream<'static, Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// Wraps a backend's message stream. `dropped` is the counter the backend
+    /// increments for each message it could not deliver to a full buffer.
+    pub fn new(
+        filter: impl Into<String>,
+        inner: BoxStream<'static, Message>,
+        dropped: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            filter: filter.into(),
+            inner,
+            dropped,
+        }
+    }
+
+    /// The next message; `None` once the backend is closed.
+    pub async fn next(&mut self) -> Option<Message> {
+        self.inner.next().await
+    }
+
+    /// The filter this subscription was made with.
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// Messages dropped because this subscriber's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("filter", &self.filter)
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An ordered replay of a stream: messages in sequence order with their
+/// authoritative sequences (gaps after deletes, purges or expiry show).
+///
+/// Cancel-safe: dropping the future of one [`Replay::next`] call (for example
+/// in a `select!` or on a timeout) loses nothing; the next call continues.
+pub struct Replay {
+    inner: BoxStream<'static, Result<StoredMessage>>,
+}
+
+impl Replay {
+    /// Wraps a backend's ordered stream of messages.
+    pub fn new(inner: BoxStream<'static, Result<StoredMessage>>) -> Self {
+        Self { inner }
+    }
+
+    /// The next message; `None` when a bounded replay reached its end or the
+    /// backend closed.
+    pub async fn next(&mut self) -> Option<Result<StoredMessage>> {
+        self.inner.next().await
+    }
+}
+
+impl Stream for Replay {
+    type Item = Result<StoredMessage>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl fmt::Debug for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replay").finish_non_exhaustive()
+    }
+}
+
+/// The primitives a backend provides. See `ARCHITECTURE.md`, L1.
+///
+/// Every method returns [`crate::Error::Closed`] after [`Backend::close`].
+/// Durable consumers join this trait in a later version as
+/// `create_consumer` / `fetch` / `ack` primitives beside these.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Creates a stream if absent. If a stream of that name exists it is
+    /// returned unchanged when the configuration is equal, and
+    /// [`crate::Error::StreamNameInUse`] otherwise: never a silent update.
+    async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo>;
+
+    /// Changes an existing stream's configuration.
+    async fn update_stream(&self, config: StreamConfig) -> Result<StreamInfo>;
+
+    /// Configuration and state of a stream.
+    async fn stream_info(&self, name: &str) -> Result<StreamInfo>;
+
+    /// All streams, ordered by name.
+    async fn list_streams(&self) -> Result<Vec<StreamInfo>>;
+
+    /// Deletes a stream and everything it stores.
+    async fn delete_stream(&self, name: &str) -> Result<()>;
+
+    /// Removes messages; returns how many were removed.
+    async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64>;
+
+    /// Publishes a message. When a stream captures the subject the message is
+    /// stored and the ack returned; otherwise it reaches live subscribers only
+    /// and `None` is returned. Live subscribers receive it in both cases.
+    async fn publish(&self, message: Message) -> Result<Option<PublishAck>>;
+
+    /// Publishes many messages; results are in input order. Backends pipeline
+    /// or batch them, so this is the fast path for bulk writes.
+    async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<Result<Option<PublishAck>>>>;
+
+    /// Subscribes to live messages on subjects matching `filter`; with a
+    /// queue group, each message goes to one member of the group.
+    async fn subscribe(&self, filter: &str, queue_group: Option<&str>) -> Result<Subscription>;
+
+    /// Sends a request and waits for the first reply.
+    /// [`crate::Error::NoResponders`] when nobody listens on the subject.
+    async fn request(&self, message: Message, timeout: Duration) -> Result<Message>;
+
+    /// The message at `seq`.
+    async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage>;
+
+    /// The newest message on `subject` (a literal subject).
+    async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage>;
+
+    /// Deletes the message at `seq`.
+    async fn delete_message(&self, stream: &str, seq: u64) -> Result<()>;
+
+    /// An ordered replay of a stream.
+    async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay>;
+
+    /// Makes everything acknowledged so far durable and releases resources.
+    /// Idempotent; every later call returns [`crate::Error::Closed`].
+    async fn close(&self) -> Result<()>;
+
+    /// The connection's state.
+    fn status(&self) -> ConnectionStatus;
+}

@@ -1,0 +1,189 @@
+//! Typed errors shared by every backend.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in durabus, as kinds callers can match.
+///
+/// Messages say what was wrong and, where there is one, what to do next.
+/// Credentials never appear in an error's text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No stream has this name.
+    #[error("stream {name:?} not found; create it first (`durabus stream add {name} --subjects ...`)")]
+    StreamNotFound {
+        /// The name that was looked up.
+        name: String,
+    },
+    /// A stream with this name exists with a different configuration.
+    #[error("stream {name:?} already exists with a different configuration; use update_stream to change it")]
+    StreamNameInUse {
+        /// The stream's name.
+        name: String,
+    },
+    /// The new stream's subjects overlap those of an existing stream.
+    #[error("subjects overlap with stream {other:?}: {subject:?} of the new stream also matches {other_subject:?}; a subject may be captured by one stream only")]
+    SubjectsOverlap {
+        /// A subject filter of the new stream.
+        subject: String,
+        /// The stream it collides with.
+        other: String,
+        /// The colliding filter of that stream.
+        other_subject: String,
+    },
+    /// `Nats-Expected-Last-Sequence` (or `…-Subject-Sequence`) did not match.
+    #[error("wrong last sequence: expected {expected}, the stream is at {current}")]
+    WrongLastSequence {
+        /// The sequence the publisher expected.
+        expected: u64,
+        /// The actual last sequence (of the stream or of the subject).
+        current: u64,
+    },
+    /// `Nats-Expected-Stream` named another stream than the one capturing the subject.
+    #[error("expected stream {expected:?}, but subject is captured by {actual:?}")]
+    WrongStream {
+        /// The stream the publisher expected.
+        expected: String,
+        /// The stream that captures the subject.
+        actual: String,
+    },
+    /// The message is larger than the stream's `max_msg_size`.
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes; split it or raise max_msg_size")]
+    MaxPayloadExceeded {
+        /// Size of the rejected message (headers and payload).
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The stream is full and its discard policy is `new`.
+    #[error("stream {stream:?} is full ({limit}); discard policy is `new`, so new messages are rejected")]
+    StreamFull {
+        /// The stream's name.
+        stream: String,
+        /// Which limit was hit, e.g. "max_msgs 1000".
+        limit: String,
+    },
+    /// A subject failed validation.
+    #[error("invalid subject {subject:?}: {reason}")]
+    InvalidSubject {
+        /// The offending subject.
+        subject: String,
+        /// What is wrong with it, naming the token.
+        reason: String,
+    },
+    /// A stream or consumer name failed validation.
+    #[error("invalid name {name:?}: {reason} (durabus::sanitize derives a legal name from any id)")]
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration value is invalid or inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A start sequence or other argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No message exists at that sequence (never stored, deleted, or expired).
+    #[error("no message found in stream {stream:?} {what}")]
+    MessageNotFound {
+        /// The stream searched.
+        stream: String,
+        /// What was asked for, e.g. "at sequence 7" or "for subject \"a.b\"".
+        what: String,
+    },
+    /// The stream denies this operation (`deny_delete` / `deny_purge`).
+    #[error("stream {stream:?} denies {operation}")]
+    Denied {
+        /// The stream.
+        stream: String,
+        /// The operation refused.
+        operation: &'static str,
+    },
+    /// A request found nobody listening on its subject.
+    #[error("no responders on subject {subject:?}")]
+    NoResponders {
+        /// The request subject.
+        subject: String,
+    },
+    /// An operation did not complete in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection or store was closed; create a new one.
+    #[error("closed: this durabus connection was closed; connect again")]
+    Closed,
+    /// The data directory is locked by another process.
+    #[error("data directory {path:?} is locked by another process (pid {pid}); stop it or use another directory")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The holder's pid as it recorded it ("unknown" if unreadable).
+        pid: String,
+    },
+    /// Files were written by a newer (or unknown) on-disk format.
+    #[error("{path:?} has format version {found}, this durabus reads version {supported}; upgrade durabus (nothing was changed)")]
+    UnsupportedFormat {
+        /// The file that carries the version.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build understands.
+        supported: u32,
+    },
+    /// Stored bytes failed verification somewhere other than a torn tail.
+    #[error("corruption in {segment:?} at offset {offset}: {reason}; nothing was cut, run `durabus verify` for a report")]
+    Corrupt {
+        /// The file that holds the bad bytes.
+        segment: PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// A previous fsync or write failed: the stream accepts no writes until reopened.
+    #[error("stream {stream:?} is poisoned after an I/O failure ({cause}); reopen the store to recover")]
+    Poisoned {
+        /// The stream.
+        stream: String,
+        /// The original failure.
+        cause: String,
+    },
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A URL could not be used.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL with credentials redacted.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend does not support this operation.
+    #[error("not supported by this backend: {0}")]
+    Unsupported(String),
+    /// An error reported by a remote server, kept with its text.
+    #[error("server error: {0}")]
+    Server(String),
+}
+
+impl Error {
+    /// Wraps an [`std::io::Error`] with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! durabus L0: the types every backend and every feature share.
+//!
+//! Nothing here does I/O. Subjects, names, headers, messages, stream
+//! configuration, typed errors, and the [`Backend`] trait that every backend
+//! (embedded log, memory, NATS, hub) implements. Features built once for every
+//! backend (L2) are written against [`Backend`] only.
+
+mod backend;
+mod config;
+mod error;
+mod header;
+mod message;
+mod name;
+pub mod subject;
+
+pub use backend::{
+    Backend, ConnectionStatus, PurgeRequest, Replay, ReplayOptions, ReplayStart, Subscription,
+};
+pub use config::{
+    DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo, StreamState,
+    DEFAULT_DUPLICATE_WINDOW,
+};
+pub use error::{Error, Result};
+pub use header::{
+    HeaderMap, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
+};
+pub use message::{Message, PublishAck, StoredMessage};
+pub use name::{sanitize, validate_consumer_name, validate_stream_name, MAX_NAME_LEN};

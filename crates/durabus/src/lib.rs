@@ -1,0 +1,202 @@
+//! durabus: durable publish/subscribe for Rust with JetStream semantics.
+//!
+//! One API, wherever the messages live:
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `file:./data` (the default) | embedded file-backed log, in-process |
+//! | `memory:` | the same engine in memory, for tests |
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> durabus::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("file:{}", dir.path().display());
+//! let bus = durabus::connect(&url).await?;   // e.g. "file:./data"
+//! bus.create_stream(durabus::StreamConfig::new("ORDERS").subjects(["orders.>"])).await?;
+//! let ack = bus.publish("orders.eu.created", "order 1").await?.expect("captured");
+//! assert_eq!(ack.seq, 1);
+//! let msg = bus.get_message("ORDERS", 1).await?;
+//! assert_eq!(&msg.payload[..], b"order 1");
+//! bus.close().await?;
+//! # Ok(()) }
+//! ```
+
+mod url;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use durabus_core::{
+    sanitize, subject, validate_consumer_name, validate_stream_name, Backend, ConnectionStatus,
+    DiscardPolicy, Error, HeaderMap, Message, PublishAck, PurgeRequest, Replay, ReplayOptions,
+    ReplayStart, Result, RetentionPolicy, StorageType, StoredMessage, StreamConfig, StreamInfo,
+    StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE,
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
+};
+pub use url::{parse_url, BackendUrl, DEFAULT_URL};
+
+/// The embedded engine, for direct use (options, recovery report, dump).
+pub mod embedded {
+    pub use durabus_log::*;
+}
+
+/// Connects to the backend named by `url` (see the crate docs for the forms).
+///
+/// `file:` URLs take query options: `durability=always|none|periodic:<duration>`
+/// (e.g. `periodic:100ms`), `segment_size=<bytes>`, `subscriber_buffer=<n>`.
+pub async fn connect(url: &str) -> Result<Bus> {
+    Bus::connect(url).await
+}
+
+/// A handle to one backend. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct Bus {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("status", &self.backend.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Connects to the backend named by `url`. See [`connect`].
+    pub async fn connect(url: &str) -> Result<Bus> {
+        let backend: Arc<dyn Backend> = match parse_url(url)? {
+            BackendUrl::File { path, options } => {
+                let store = tokio::task::spawn_blocking(move || {
+                    durabus_log::Store::open(path, options)
+                })
+                .await
+                .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
+                Arc::new(store)
+            }
+            BackendUrl::Memory { options } => Arc::new(durabus_log::Store::memory(options)?),
+        };
+        Ok(Bus { backend })
+    }
+
+    /// Wraps any backend.
+    pub fn from_backend(backend: Arc<dyn Backend>) -> Bus {
+        Bus { backend }
+    }
+
+    /// The backend behind this handle.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Creates a stream if absent; returns an existing equal one unchanged.
+    /// A different configuration under the same name is an error: use
+    /// [`Bus::update_stream`].
+    pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
+        self.backend.create_stream(config).await
+    }
+
+    /// Changes an existing stream's configuration.
+    pub async fn update_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
+        self.backend.update_stream(config).await
+    }
+
+    /// Configuration and state of a stream.
+    pub async fn stream_info(&self, name: &str) -> Result<StreamInfo> {
+        self.backend.stream_info(name).await
+    }
+
+    /// All streams, ordered by name.
+    pub async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        self.backend.list_streams().await
+    }
+
+    /// Deletes a stream and its messages.
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        self.backend.delete_stream(name).await
+    }
+
+    /// Removes messages from a stream; returns how many.
+    pub async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
+        self.backend.purge_stream(name, request).await
+    }
+
+    /// Publishes `payload` to `subject`. `Some(ack)` when a stream stored it,
+    /// `None` when no stream captures the subject (live subscribers only).
+    pub async fn publish(
+        &self,
+        subject: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Result<Option<PublishAck>> {
+        self.backend.publish(Message::new(subject, payload)).await
+    }
+
+    /// Publishes a message with headers (msg id, expectations, ...).
+    pub async fn publish_message(&self, message: Message) -> Result<Option<PublishAck>> {
+        self.backend.publish(message).await
+    }
+
+    /// Publishes many messages at once; results in input order.
+    pub async fn publish_batch(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        self.backend.publish_batch(messages).await
+    }
+
+    /// Subscribes to live messages matching `filter`.
+    pub async fn subscribe(&self, filter: &str) -> Result<Subscription> {
+        self.backend.subscribe(filter, None).await
+    }
+
+    /// Subscribes as a member of queue group `group`: each message goes to one member.
+    pub async fn queue_subscribe(&self, filter: &str, group: &str) -> Result<Subscription> {
+        self.backend.subscribe(filter, Some(group)).await
+    }
+
+    /// Sends a request and waits up to `timeout` for the reply.
+    pub async fn request(
+        &self,
+        subject: impl Into<String>,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message> {
+        self.backend
+            .request(Message::new(subject, payload), timeout)
+            .await
+    }
+
+    /// The stored message at `seq`.
+    pub async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
+        self.backend.get_message(stream, seq).await
+    }
+
+    /// The newest stored message on `subject`.
+    pub async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage> {
+        self.backend.get_last_message(stream, subject).await
+    }
+
+    /// Deletes the message at `seq`.
+    pub async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
+        self.backend.delete_message(stream, seq).await
+    }
+
+    /// An ordered replay of a stream from a sequence or a time.
+    pub async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
+        self.backend.replay(stream, options).await
+    }
+
+    /// The connection's state.
+    pub fn status(&self) -> ConnectionStatus {
+        self.backend.status()
+    }
+
+    /// Makes acknowledged writes durable and closes. Idempotent; every call
+    /// after it returns [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        self.backend.close().await
+    }
+}
