@@ -106,6 +106,21 @@ pub enum ConnectionStatus {
     Closed,
 }
 
+/// Something that happened to a connection, for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A subscriber's buffer was full and messages were dropped for it.
+    /// Sent once when a subscriber starts dropping, then at most once per
+    /// second while it keeps dropping.
+    SlowConsumer {
+        /// The subscription's filter.
+        filter: String,
+        /// Messages dropped for it so far.
+        dropped: u64,
+    },
+}
+
 /// A live core subscription: messages published after it was made, on
 /// subjects matching its filter.
 ///
@@ -235,7 +250,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Publishes many messages; results are in input order. Backends pipeline
     /// or batch them, so this is the fast path for bulk writes.
-    async fn publish_batch(&self, messages: Vec<Message>) -> Result<Vec<Result<Option<PublishAck>>>>;
+    async fn publish_batch(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>>;
 
     /// Subscribes to live messages on subjects matching `filter`; with a
     /// queue group, each message goes to one member of the group.
@@ -263,4 +281,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The connection's state.
     fn status(&self) -> ConnectionStatus;
+
+    /// Monitoring events (slow consumers, ...), if this backend reports any.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
+        None
+    }
 }

@@ -290,10 +290,16 @@ mod tests {
 
     #[test]
     fn validate_rejects_overlapping_own_subjects_and_zero_limits() {
-        assert!(StreamConfig::new("S").subjects(["a.*", "a.b"]).validate().is_err());
+        assert!(StreamConfig::new("S")
+            .subjects(["a.*", "a.b"])
+            .validate()
+            .is_err());
         assert!(StreamConfig::new("S").max_msgs(0u64).validate().is_err());
         assert!(StreamConfig::new("a.b").validate().is_err());
-        assert!(StreamConfig::new("S").subjects(["a..b"]).validate().is_err());
+        assert!(StreamConfig::new("S")
+            .subjects(["a..b"])
+            .validate()
+            .is_err());
     }
 
     #[test]

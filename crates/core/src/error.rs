@@ -14,7 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No stream has this name.
-    #[error("stream {name:?} not found; create it first (`durabus stream add {name} --subjects ...`)")]
+    #[error(
+        "stream {name:?} not found; create it first (`durabus stream add {name} --subjects ...`)"
+    )]
     StreamNotFound {
         /// The name that was looked up.
         name: String,
@@ -76,7 +78,9 @@ pub enum Error {
         reason: String,
     },
     /// A stream or consumer name failed validation.
-    #[error("invalid name {name:?}: {reason} (durabus::sanitize derives a legal name from any id)")]
+    #[error(
+        "invalid name {name:?}: {reason} (durabus::sanitize derives a legal name from any id)"
+    )]
     InvalidName {
         /// The offending name.
         name: String,
@@ -146,7 +150,9 @@ pub enum Error {
         reason: String,
     },
     /// A previous fsync or write failed: the stream accepts no writes until reopened.
-    #[error("stream {stream:?} is poisoned after an I/O failure ({cause}); reopen the store to recover")]
+    #[error(
+        "stream {stream:?} is poisoned after an I/O failure ({cause}); reopen the store to recover"
+    )]
     Poisoned {
         /// The stream.
         stream: String,

@@ -99,7 +99,10 @@ impl HeaderMap {
 
     /// Bytes the headers occupy (names and values), used for size limits.
     pub fn encoded_len(&self) -> usize {
-        self.entries.iter().map(|(n, v)| n.len() + v.len() + 4).sum()
+        self.entries
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum()
     }
 }
 

@@ -14,7 +14,8 @@ mod name;
 pub mod subject;
 
 pub use backend::{
-    Backend, ConnectionStatus, PurgeRequest, Replay, ReplayOptions, ReplayStart, Subscription,
+    Backend, ConnectionStatus, Event, PurgeRequest, Replay, ReplayOptions, ReplayStart,
+    Subscription,
 };
 pub use config::{
     DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo, StreamState,

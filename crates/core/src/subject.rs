@@ -23,7 +23,10 @@ fn check_tokens(subject: &str, allow_wildcards: bool) -> Result<()> {
     if subject.len() > MAX_SUBJECT_LEN {
         return Err(invalid(
             subject,
-            format!("subject is {} bytes, the maximum is {MAX_SUBJECT_LEN}", subject.len()),
+            format!(
+                "subject is {} bytes, the maximum is {MAX_SUBJECT_LEN}",
+                subject.len()
+            ),
         ));
     }
     let count = subject.split('.').count();

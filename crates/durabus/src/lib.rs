@@ -31,9 +31,9 @@ use bytes::Bytes;
 
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, Backend, ConnectionStatus,
-    DiscardPolicy, Error, HeaderMap, Message, PublishAck, PurgeRequest, Replay, ReplayOptions,
-    ReplayStart, Result, RetentionPolicy, StorageType, StoredMessage, StreamConfig, StreamInfo,
-    StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE,
+    DiscardPolicy, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest, Replay,
+    ReplayOptions, ReplayStart, Result, RetentionPolicy, StorageType, StoredMessage, StreamConfig,
+    StreamInfo, StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 pub use url::{parse_url, BackendUrl, DEFAULT_URL};
@@ -70,11 +70,10 @@ impl Bus {
     pub async fn connect(url: &str) -> Result<Bus> {
         let backend: Arc<dyn Backend> = match parse_url(url)? {
             BackendUrl::File { path, options } => {
-                let store = tokio::task::spawn_blocking(move || {
-                    durabus_log::Store::open(path, options)
-                })
-                .await
-                .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
+                let store =
+                    tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
+                        .await
+                        .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
                 Arc::new(store)
             }
             BackendUrl::Memory { options } => Arc::new(durabus_log::Store::memory(options)?),
@@ -187,6 +186,11 @@ impl Bus {
     /// An ordered replay of a stream from a sequence or a time.
     pub async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
         self.backend.replay(stream, options).await
+    }
+
+    /// Monitoring events such as slow consumers, when the backend reports them.
+    pub fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
+        self.backend.events()
     }
 
     /// The connection's state.

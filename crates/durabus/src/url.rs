@@ -37,16 +37,22 @@ fn bad(url: &str, reason: impl Into<String>) -> Error {
 /// Parses `file:./data`, `file:///abs/path`, `memory:` (with `?key=value&...`
 /// options) into a [`BackendUrl`].
 pub fn parse_url(url: &str) -> Result<BackendUrl> {
-    let (scheme, rest) = url
-        .split_once(':')
-        .ok_or_else(|| bad(url, "no scheme; expected file:<dir>, memory: or nats://host"))?;
+    let (scheme, rest) = url.split_once(':').ok_or_else(|| {
+        bad(
+            url,
+            "no scheme; expected file:<dir>, memory: or nats://host",
+        )
+    })?;
     let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
     let options = parse_options(url, query)?;
     match scheme {
         "file" => {
             let path = body.strip_prefix("//").unwrap_or(body);
             if path.is_empty() {
-                return Err(bad(url, "no directory; write file:./data or file:///var/lib/app"));
+                return Err(bad(
+                    url,
+                    "no directory; write file:./data or file:///var/lib/app",
+                ));
             }
             Ok(BackendUrl::File {
                 path: PathBuf::from(path),
@@ -56,7 +62,9 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
         "memory" | "mem" => Ok(BackendUrl::Memory { options }),
         "nats" | "tls" | "ws" | "wss" => Err(bad(
             url,
-            format!("the {scheme}: backend is not available in this build yet; use file: or memory:"),
+            format!(
+                "the {scheme}: backend is not available in this build yet; use file: or memory:"
+            ),
         )),
         other => Err(bad(
             url,
@@ -68,9 +76,12 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
 fn parse_options(url: &str, query: &str) -> Result<Options> {
     let mut options = Options::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| bad(url, format!("option {pair:?} has no value; write key=value")))?;
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            bad(
+                url,
+                format!("option {pair:?} has no value; write key=value"),
+            )
+        })?;
         match key {
             "durability" => options.durability = parse_durability(url, value)?,
             "segment_size" => {
@@ -79,16 +90,16 @@ fn parse_options(url: &str, query: &str) -> Result<Options> {
                     .map_err(|_| bad(url, format!("segment_size {value:?} is not a byte count")))?;
             }
             "subscriber_buffer" => {
-                options.subscriber_buffer = value.parse().map_err(|_| {
-                    bad(url, format!("subscriber_buffer {value:?} is not a count"))
-                })?;
+                options.subscriber_buffer = value
+                    .parse()
+                    .map_err(|_| bad(url, format!("subscriber_buffer {value:?} is not a count")))?;
             }
-            other => {
-                return Err(bad(
-                    url,
-                    format!("unknown option {other:?}; known: durability, segment_size, subscriber_buffer"),
-                ))
-            }
+            other => return Err(bad(
+                url,
+                format!(
+                    "unknown option {other:?}; known: durability, segment_size, subscriber_buffer"
+                ),
+            )),
         }
     }
     Ok(options)
@@ -136,7 +147,10 @@ mod tests {
         match parse_url("file:./data?durability=periodic:100ms&segment_size=1024").unwrap() {
             BackendUrl::File { path, options } => {
                 assert_eq!(path, PathBuf::from("./data"));
-                assert_eq!(options.durability, Durability::Periodic(Duration::from_millis(100)));
+                assert_eq!(
+                    options.durability,
+                    Durability::Periodic(Duration::from_millis(100))
+                );
                 assert_eq!(options.segment_size, 1024);
             }
             other => panic!("{other:?}"),
@@ -151,7 +165,9 @@ mod tests {
     fn bad_urls_say_what_is_wrong() {
         let e = parse_url("data").unwrap_err().to_string();
         assert!(e.contains("no scheme"), "{e}");
-        let e = parse_url("file:x?durability=sometimes").unwrap_err().to_string();
+        let e = parse_url("file:x?durability=sometimes")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sometimes"), "{e}");
         let e = parse_url("file:x?color=red").unwrap_err().to_string();
         assert!(e.contains("color"), "{e}");
