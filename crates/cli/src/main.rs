@@ -1,1 +1,193 @@
-fn main() {}
+//! `durabus`: the command-line tool for durabus stores.
+//!
+//! Verbs follow the `nats` CLI: `pub`, `sub`, `replay`, `stream ...`, `dump`
+//! and `bench`. Every command takes `--url` (or `DURABUS_URL`) to pick the
+//! backend and `--json` for machine-readable output. Each verb group lives in
+//! its own module; this file only parses the command line and reports errors.
+
+mod bench;
+mod dump;
+mod output;
+mod parse;
+mod publish;
+mod replay;
+mod stream;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Durable publish/subscribe with JetStream semantics.
+#[derive(Debug, Parser)]
+#[command(name = "durabus", version, about, long_about = None)]
+struct Cli {
+    /// Backend URL: file:<dir> (embedded store), memory: (in-process, empty).
+    /// `file:` takes options such as `?durability=always|none|periodic:100ms`.
+    /// [default: file:./data]
+    #[arg(long, global = true, env = "DURABUS_URL", value_name = "URL")]
+    url: Option<String>,
+
+    /// Machine-readable output: one JSON object per result, JSON lines for
+    /// message streams.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish a message (payload from the argument or stdin).
+    Pub(publish::PubArgs),
+    /// Print live messages on subjects matching a filter.
+    Sub(publish::SubArgs),
+    /// Print the messages stored in a stream, in sequence order.
+    Replay(replay::ReplayArgs),
+    /// Manage streams: add, ls, info, rm, purge, get, rmm.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
+    /// Print every record of a data directory as JSON lines (read-only, no lock).
+    Dump(dump::DumpArgs),
+    /// Measure publish, group commit and replay throughput (W1-W4).
+    Bench(bench::BenchArgs),
+}
+
+/// What every command needs besides its own arguments.
+#[derive(Debug, Clone)]
+struct Global {
+    /// The URL as given, if any (`bench` treats "none given" specially).
+    url: Option<String>,
+    /// Machine-readable output.
+    json: bool,
+}
+
+impl Global {
+    /// The backend URL, defaulting to [`durabus::DEFAULT_URL`].
+    fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or(durabus::DEFAULT_URL)
+    }
+}
+
+/// Whether a command may create a missing data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Inspecting: a missing `file:` directory is an error, not created.
+    Existing,
+    /// Writing or listening: a missing directory is created.
+    Create,
+}
+
+/// Connects to `url`, saying which URL failed and why.
+async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabus::Bus> {
+    if access == Access::Existing {
+        if let Ok(durabus::BackendUrl::File { path, .. }) = durabus::parse_url(url) {
+            if !path.exists() {
+                anyhow::bail!(
+                    "no durabus data directory at {}: nothing has been stored there yet; \
+                     pass --url file:<dir> (or set DURABUS_URL) to use another store",
+                    path.display()
+                );
+            }
+        }
+    }
+    durabus::connect(url)
+        .await
+        .with_context(|| format!("cannot open {url}"))
+}
+
+/// Closes `bus` after a command, keeping the command's own error first.
+async fn finish<T>(bus: &durabus::Bus, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = bus.close().await;
+    let value = result?;
+    closed.context("closing the store failed; the last acknowledged writes may not be durable")?;
+    Ok(value)
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM: the end of `sub` and `replay --follow`.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = Global {
+        url: cli.url,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Pub(args) => publish::run_pub(&global, args).await,
+        Command::Sub(args) => publish::run_sub(&global, args).await,
+        Command::Replay(args) => replay::run(&global, args).await,
+        Command::Stream(cmd) => stream::run(&global, cmd).await,
+        Command::Dump(args) => dump::run(&global, args),
+        Command::Bench(args) => bench::run(&global, args).await,
+    }
+}
+
+/// Whether the error is a closed stdout (`durabus dump | head`): not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Engine threads (fsync, readers) must not keep a finished command alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            if json {
+                eprintln!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

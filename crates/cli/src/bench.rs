@@ -1,0 +1,702 @@
+//! `durabus bench`: workloads W1-W4 of `PERFORMANCE.md`, measured side by side.
+//!
+//! The workloads are functions over [`durabus::Bus`], so every backend (the
+//! embedded log today, NATS and the hub later) is measured by the same code.
+//! W3 is reported as a ratio of the disk's raw 4 KiB append + fdatasync rate,
+//! measured in the same run on a file in the same directory.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use comfy_table::{modifiers, presets, CellAlignment, Table};
+use durabus::embedded::Durability;
+use durabus::{BackendUrl, Bus, Message, ReplayOptions, StreamConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::output::print_json;
+use crate::Global;
+
+/// Progress bars are advanced once per this many messages, to keep their
+/// cost out of the measurement.
+const PROGRESS_STEP: u64 = 1024;
+
+/// Concurrent publishers in the second half of W3.
+const W3_PUBLISHERS: u64 = 64;
+
+/// Bytes per write of the fdatasync baseline.
+const BASELINE_WRITE: usize = 4096;
+
+/// A workload id, as used in `PERFORMANCE.md` and issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Workload {
+    /// Publish, await each ack, 1 publisher.
+    W1,
+    /// Publish in batches, 1 publisher.
+    W2,
+    /// Durability `Always`: 1 publisher and 64 concurrent publishers.
+    W3,
+    /// Replay the stream from sequence 1 to its end.
+    W4,
+}
+
+/// Arguments of `durabus bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Messages published in W1 and again in W2; W4 replays both.
+    #[arg(long, default_value_t = 200_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    msgs: u64,
+
+    /// Messages in W3 with one publisher; the 64 publishers send 5 times as
+    /// many [default: the smaller of --msgs and 2000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    sync_msgs: Option<u64>,
+
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    size: usize,
+
+    /// Messages per publish_batch call in W2.
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+
+    /// Workloads to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        ignore_case = true,
+        default_value = "w1,w2,w3,w4"
+    )]
+    workloads: Vec<Workload>,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Measurement {
+    /// Workload id (`W1` ... `W4`, or `disk` for the fdatasync baseline).
+    pub(crate) workload: String,
+    /// What was measured.
+    pub(crate) name: String,
+    /// Messages (or, for the baseline, writes).
+    pub(crate) messages: u64,
+    /// Wall-clock seconds.
+    pub(crate) seconds: f64,
+    /// Messages per second.
+    pub(crate) msgs_per_sec: f64,
+    /// Payload megabytes (10^6) per second.
+    pub(crate) mb_per_sec: f64,
+    /// Context: durability, ratio to the fdatasync baseline, ...
+    pub(crate) notes: String,
+}
+
+impl Measurement {
+    fn new(
+        workload: &str,
+        name: &str,
+        messages: u64,
+        bytes_each: usize,
+        elapsed: Duration,
+    ) -> Self {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        #[allow(clippy::cast_precision_loss)] // rates for display
+        let msgs_per_sec = messages as f64 / seconds;
+        #[allow(clippy::cast_precision_loss)]
+        let mb_per_sec = msgs_per_sec * bytes_each as f64 / 1e6;
+        Self {
+            workload: workload.to_owned(),
+            name: name.to_owned(),
+            messages,
+            seconds,
+            msgs_per_sec,
+            mb_per_sec,
+            notes: String::new(),
+        }
+    }
+
+    #[must_use]
+    fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes = note.into();
+        self
+    }
+
+    /// Sort key: the workload order of `PERFORMANCE.md`, baseline before W3.
+    fn rank(&self) -> u8 {
+        match self.workload.as_str() {
+            "W1" => 1,
+            "W2" => 2,
+            "disk" => 3,
+            "W3" => 4,
+            _ => 5,
+        }
+    }
+}
+
+/// The bench report: where it ran and what it measured.
+#[derive(Debug, Serialize)]
+struct Report {
+    url: String,
+    temporary_store: bool,
+    msg_size: usize,
+    results: Vec<Measurement>,
+}
+
+/// Makes one progress bar per workload, or hidden ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress {
+    visible: bool,
+}
+
+impl Progress {
+    /// A bar of `len` messages labelled `label`.
+    pub(crate) fn bar(self, label: &str, len: u64) -> ProgressBar {
+        if !self.visible {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len).with_prefix(label.to_owned());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:<14} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    }
+}
+
+/// Advances `bar` after message `done` (1-based) every [`PROGRESS_STEP`].
+fn tick(bar: &ProgressBar, done: u64) {
+    if done % PROGRESS_STEP == 0 {
+        bar.inc(PROGRESS_STEP);
+    }
+}
+
+/// W1: `n` publishes by one publisher, each awaiting its ack.
+pub(crate) async fn publish_each(
+    bus: &Bus,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for i in 1..=n {
+        let ack = bus
+            .publish(subject.to_owned(), payload.clone())
+            .await
+            .with_context(|| format!("publish {i} of {n} failed"))?;
+        if ack.is_none() {
+            bail!("no stream captured {subject}; the bench stream is missing");
+        }
+        tick(bar, i);
+    }
+    let elapsed = start.elapsed();
+    bar.finish();
+    Ok(elapsed)
+}
+
+/// W2: `n` messages by one publisher in `publish_batch` calls of `batch`.
+pub(crate) async fn publish_batched(
+    bus: &Bus,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let this = batch.min(n - sent);
+        let messages: Vec<Message> = (0..this)
+            .map(|_| Message::new(subject, payload.clone()))
+            .collect();
+        let acks = bus
+            .publish_batch(messages)
+            .await
+            .with_context(|| format!("publish_batch after {sent} of {n} messages failed"))?;
+        if acks.len() as u64 != this {
+            bail!(
+                "publish_batch of {this} messages returned {} results",
+                acks.len()
+            );
+        }
+        for (i, ack) in acks.into_iter().enumerate() {
+            let ack =
+                ack.with_context(|| format!("message {} of {n} failed", sent + i as u64 + 1))?;
+            if ack.is_none() {
+                bail!("no stream captured {subject}; the bench stream is missing");
+            }
+        }
+        sent += this;
+        bar.inc(this);
+    }
+    let elapsed = start.elapsed();
+    bar.finish();
+    Ok(elapsed)
+}
+
+/// W3 (64 publishers): `n` publishes spread over `publishers` concurrent
+/// tasks, each awaiting every ack. Returns the messages sent and the time.
+pub(crate) async fn publish_concurrent(
+    bus: &Bus,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    publishers: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Duration)> {
+    let per_publisher = n.div_ceil(publishers).max(1);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..publishers)
+        .map(|_| {
+            let (bus, subject, payload, bar) = (
+                bus.clone(),
+                subject.to_owned(),
+                payload.clone(),
+                bar.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..per_publisher {
+                    let ack = bus.publish(subject.clone(), payload.clone()).await?;
+                    if ack.is_none() {
+                        bail!("no stream captured {subject}; the bench stream is missing");
+                    }
+                    bar.inc(1);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("a publisher task panicked")??;
+    }
+    let elapsed = start.elapsed();
+    bar.finish();
+    Ok((per_publisher * publishers, elapsed))
+}
+
+/// W4: replays `stream` from sequence 1 to its end; returns the count and time.
+pub(crate) async fn replay_all(
+    bus: &Bus,
+    stream: &str,
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Duration)> {
+    let start = Instant::now();
+    let mut replay = bus
+        .replay(stream, ReplayOptions::from_seq(1).stop_at_end())
+        .await
+        .with_context(|| format!("cannot replay stream {stream}"))?;
+    let mut count = 0u64;
+    while let Some(message) = replay.next().await {
+        message.with_context(|| format!("replay failed after {count} messages"))?;
+        count += 1;
+        tick(bar, count);
+    }
+    let elapsed = start.elapsed();
+    bar.finish();
+    Ok((count, elapsed))
+}
+
+/// The disk's raw rate of 4 KiB appends each followed by fdatasync, on a
+/// temporary file in `dir`: at most `max_ops` writes or about `max_time`.
+pub(crate) fn fsync_baseline(
+    dir: &Path,
+    max_ops: u64,
+    max_time: Duration,
+    bar: &ProgressBar,
+) -> anyhow::Result<Measurement> {
+    let file = tempfile::Builder::new()
+        .prefix(".durabus-bench-fsync-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut handle = OpenOptions::new()
+        .append(true)
+        .open(file.path())
+        .with_context(|| format!("cannot open {}", file.path().display()))?;
+    let block = vec![0xA5u8; BASELINE_WRITE];
+    let mut latencies = Vec::with_capacity(usize::try_from(max_ops).unwrap_or(0));
+    let start = Instant::now();
+    while (latencies.len() as u64) < max_ops && start.elapsed() < max_time {
+        let t = Instant::now();
+        handle.write_all(&block).context("baseline write failed")?;
+        handle.sync_data().context("baseline fdatasync failed")?;
+        latencies.push(t.elapsed());
+        bar.inc(1);
+    }
+    let elapsed = start.elapsed();
+    bar.finish();
+    latencies.sort_unstable();
+    let p50 = latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    Ok(Measurement::new(
+        "disk",
+        "4 KiB append + fdatasync",
+        latencies.len() as u64,
+        BASELINE_WRITE,
+        elapsed,
+    )
+    .note(format!(
+        "baseline for W3, p50 {:.3} ms",
+        p50.as_secs_f64() * 1e3
+    )))
+}
+
+/// `url` with `durability=<value>` in its query: added when absent, or
+/// replacing any given one when `force`. Only `file:` and `memory:` URLs
+/// take the option; others are returned unchanged.
+fn with_durability(url: &str, value: &str, force: bool) -> String {
+    if !matches!(
+        durabus::parse_url(url),
+        Ok(BackendUrl::File { .. } | BackendUrl::Memory { .. })
+    ) {
+        return url.to_owned();
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let given = pairs.iter().any(|p| p.starts_with("durability="));
+    if given && !force {
+        return url.to_owned();
+    }
+    pairs.retain(|p| !p.starts_with("durability="));
+    pairs.push(format!("durability={value}"));
+    format!("{base}?{}", pairs.join("&"))
+}
+
+/// The durability a URL asks for, for the notes column.
+fn durability_of(url: &str) -> String {
+    let options = match durabus::parse_url(url) {
+        Ok(BackendUrl::File { options, .. } | BackendUrl::Memory { options }) => options,
+        _ => return "backend default".to_owned(),
+    };
+    match options.durability {
+        Durability::None => "none".to_owned(),
+        Durability::Always => "always".to_owned(),
+        Durability::Periodic(every) => format!("periodic {every:?}"),
+    }
+}
+
+/// A rate with thousands separators: `1,234,567`.
+fn thousands(value: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // display only
+    let digits = (value.round().max(0.0) as u64).to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The result table for people.
+fn table(results: &[Measurement]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .apply_modifier(modifiers::UTF8_ROUND_CORNERS)
+        .set_header([
+            "workload", "", "messages", "seconds", "msg/s", "MB/s", "notes",
+        ]);
+    for m in results {
+        table.add_row([
+            m.workload.clone(),
+            m.name.clone(),
+            thousands(m.messages as f64),
+            format!("{:.3}", m.seconds),
+            thousands(m.msgs_per_sec),
+            format!("{:.1}", m.mb_per_sec),
+            m.notes.clone(),
+        ]);
+    }
+    for column in 2..6 {
+        if let Some(c) = table.column_mut(column) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// A fresh connection to `url` with a stream capturing `subjects`.
+async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Bus> {
+    let bus = durabus::connect(url)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    if let Err(e) = bus
+        .create_stream(StreamConfig::new(stream).subjects([subjects]))
+        .await
+    {
+        bus.close().await.ok();
+        return Err(e).with_context(|| format!("cannot create the bench stream {stream}"));
+    }
+    Ok(bus)
+}
+
+/// Deletes the bench stream and closes, keeping the workload's error first.
+async fn clean_up<T>(bus: &Bus, stream: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let deleted = bus.delete_stream(stream).await;
+    crate::finish(
+        bus,
+        result.and_then(|v| {
+            deleted.with_context(|| format!("cannot delete the bench stream {stream}"))?;
+            Ok(v)
+        }),
+    )
+    .await
+}
+
+/// Everything one bench run needs.
+struct Plan {
+    workloads: BTreeSet<Workload>,
+    msgs: u64,
+    sync_msgs: u64,
+    batch: u64,
+    payload: Bytes,
+    progress: Progress,
+    /// Unique per process, so a bench on a real store never meets its streams.
+    tag: String,
+}
+
+/// W1, W2 and W4 on one connection with durability `none` (unless the URL says otherwise).
+async fn run_async_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+    let stream = format!("BENCH_{}", plan.tag);
+    let bus = open_with_stream(url, &stream, &format!("bench.{}.>", plan.tag)).await?;
+    let result = async {
+        let size = plan.payload.len();
+        let durability = format!("durability {}", durability_of(url));
+        let mut results = Vec::new();
+        let mut stored = 0u64;
+        if plan.workloads.contains(&Workload::W1) {
+            let bar = plan.progress.bar("W1 publish", plan.msgs);
+            let subject = format!("bench.{}.w1", plan.tag);
+            let elapsed = publish_each(&bus, &subject, &plan.payload, plan.msgs, &bar).await?;
+            stored += plan.msgs;
+            results.push(
+                Measurement::new("W1", "publish, await each ack", plan.msgs, size, elapsed)
+                    .note(format!("1 publisher, {durability}")),
+            );
+        }
+        if plan.workloads.contains(&Workload::W2) {
+            let bar = plan.progress.bar("W2 batch", plan.msgs);
+            let subject = format!("bench.{}.w2", plan.tag);
+            let elapsed =
+                publish_batched(&bus, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+            stored += plan.msgs;
+            results.push(
+                Measurement::new("W2", "publish_batch", plan.msgs, size, elapsed)
+                    .note(format!("batches of {}, {durability}", plan.batch)),
+            );
+        }
+        if plan.workloads.contains(&Workload::W4) {
+            if stored == 0 {
+                let bar = plan.progress.bar("W4 fill", plan.msgs);
+                let subject = format!("bench.{}.w4", plan.tag);
+                publish_batched(&bus, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+                stored = plan.msgs;
+            }
+            let bar = plan.progress.bar("W4 replay", stored);
+            let (count, elapsed) = replay_all(&bus, &stream, &bar).await?;
+            if count != stored {
+                bail!("W4: replay returned {count} messages, but {stored} were stored");
+            }
+            results.push(
+                Measurement::new("W4", "replay from seq 1", count, size, elapsed)
+                    .note("ordered, stop at end"),
+            );
+        }
+        Ok(results)
+    }
+    .await;
+    clean_up(&bus, &stream, result).await
+}
+
+/// W3: durability `always`, 1 publisher then 64, against the fdatasync
+/// baseline measured first in the same directory.
+async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+    let mut results = Vec::new();
+    let baseline_dir = match durabus::parse_url(url) {
+        Ok(BackendUrl::File { path, .. }) => Some(path),
+        _ => None,
+    };
+    let mut baseline_rate = None;
+    if let Some(dir) = baseline_dir {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let max_ops = plan.sync_msgs.max(500);
+        let bar = plan.progress.bar("disk fdatasync", max_ops);
+        let baseline = tokio::task::spawn_blocking(move || {
+            fsync_baseline(&dir, max_ops, Duration::from_secs(2), &bar)
+        })
+        .await
+        .context("the fdatasync baseline task panicked")??;
+        baseline_rate = Some(baseline.msgs_per_sec);
+        results.push(baseline);
+    }
+    let ratio = |rate: f64| match baseline_rate {
+        Some(base) if base > 0.0 => format!("{:.0}% of fdatasync rate", rate / base * 100.0),
+        _ => "no fdatasync baseline for this backend".to_owned(),
+    };
+    let stream = format!("BENCH_SYNC_{}", plan.tag);
+    let subject = format!("benchsync.{}.w3", plan.tag);
+    let bus = open_with_stream(url, &stream, &format!("benchsync.{}.>", plan.tag)).await?;
+    let size = plan.payload.len();
+    let result = async {
+        let bar = plan.progress.bar("W3 1 pub", plan.sync_msgs);
+        let elapsed = publish_each(&bus, &subject, &plan.payload, plan.sync_msgs, &bar).await?;
+        let one = Measurement::new(
+            "W3",
+            "durability always, 1 publisher",
+            plan.sync_msgs,
+            size,
+            elapsed,
+        );
+        let note = ratio(one.msgs_per_sec);
+        results.push(one.note(note));
+
+        let n = plan.sync_msgs * 5;
+        let bar = plan
+            .progress
+            .bar("W3 64 pubs", n.div_ceil(W3_PUBLISHERS) * W3_PUBLISHERS);
+        let (sent, elapsed) =
+            publish_concurrent(&bus, &subject, &plan.payload, n, W3_PUBLISHERS, &bar).await?;
+        let many = Measurement::new(
+            "W3",
+            "durability always, 64 publishers",
+            sent,
+            size,
+            elapsed,
+        );
+        let note = format!("group commit, {}", ratio(many.msgs_per_sec));
+        results.push(many.note(note));
+        Ok(results)
+    }
+    .await;
+    clean_up(&bus, &stream, result).await
+}
+
+/// Runs `durabus bench`.
+pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> {
+    let visible =
+        !global.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let plan = Plan {
+        workloads: args.workloads.iter().copied().collect(),
+        msgs: args.msgs,
+        sync_msgs: args.sync_msgs.unwrap_or(args.msgs.min(2000)),
+        batch: args.batch,
+        payload: Bytes::from(vec![b'x'; args.size]),
+        progress: Progress { visible },
+        tag: std::process::id().to_string(),
+    };
+    // Never touch ./data unless asked: without --url, bench in a fresh temporary store.
+    let temp = match &global.url {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("durabus-bench-")
+                .tempdir()
+                .context("cannot create a temporary directory for the bench store")?,
+        ),
+    };
+    let url = match &temp {
+        Some(dir) => format!("file:{}", dir.path().display()),
+        None => global.url().to_owned(),
+    };
+    if !global.json {
+        let which = if temp.is_some() {
+            " (temporary, removed afterwards)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "durabus bench on {url}{which}: {} messages of {} bytes",
+            plan.msgs, args.size
+        );
+    }
+    let mut results = Vec::new();
+    let async_set = [Workload::W1, Workload::W2, Workload::W4];
+    if async_set.iter().any(|w| plan.workloads.contains(w)) {
+        results.extend(run_async_workloads(&plan, &with_durability(&url, "none", false)).await?);
+    }
+    if plan.workloads.contains(&Workload::W3) {
+        results.extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
+    }
+    results.sort_by_key(Measurement::rank);
+    let report = Report {
+        url: url.clone(),
+        temporary_store: temp.is_some(),
+        msg_size: args.size,
+        results,
+    };
+    if let Some(path) = &args.json_out {
+        let text = serde_json::to_string_pretty(&report).context("cannot encode the results")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the results to {}", path.display()))?;
+    }
+    if global.json {
+        print_json(&serde_json::to_value(&report).context("cannot encode the results")?)?;
+    } else {
+        crate::output::print_text(&table(&report.results).to_string())?;
+    }
+    if let Some(dir) = temp {
+        let path = dir.path().to_owned();
+        dir.close()
+            .with_context(|| format!("cannot remove the bench store {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_is_added_to_file_urls_unless_given() {
+        assert_eq!(
+            with_durability("file:/x", "none", false),
+            "file:/x?durability=none"
+        );
+        assert_eq!(
+            with_durability("file:/x?durability=always", "none", false),
+            "file:/x?durability=always"
+        );
+        assert_eq!(
+            with_durability("file:/x?segment_size=1024&durability=none", "always", true),
+            "file:/x?segment_size=1024&durability=always"
+        );
+        assert_eq!(
+            with_durability("memory:", "none", false),
+            "memory:?durability=none"
+        );
+        assert_eq!(
+            with_durability("nats://h:4222", "none", false),
+            "nats://h:4222"
+        );
+    }
+
+    #[test]
+    fn rates_print_with_thousands_separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(100_000.0), "100,000");
+    }
+}

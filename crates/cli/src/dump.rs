@@ -1,0 +1,135 @@
+//! `durabus dump`: every record of a data directory as JSON lines.
+//!
+//! Reads the files directly, without the lock and without changing
+//! anything, so it works beside a running process and on a damaged store.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use clap::Args;
+use durabus::embedded::DumpRecord;
+use durabus::{validate_stream_name, BackendUrl};
+use serde::Serialize;
+
+use crate::output::{rfc3339_nanos, time_from_unix_nanos};
+use crate::Global;
+
+/// Arguments of `durabus dump`.
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    /// The data directory (a `file:` URL works too) [default: the directory of --url].
+    data_dir: Option<String>,
+
+    /// Only this stream.
+    #[arg(long, value_name = "STREAM")]
+    stream: Option<String>,
+}
+
+/// One output line. Field order is the order people read a record in.
+#[derive(Serialize)]
+struct Line<'a> {
+    stream: &'a str,
+    segment: &'a str,
+    offset: u64,
+    kind: &'a str,
+    seq: u64,
+    time: String,
+    time_ns: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<&'a [(String, String)]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<usize>,
+    /// The payload when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
+    /// The payload, base64, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+impl<'a> Line<'a> {
+    fn new(record: &'a DumpRecord) -> Self {
+        let is_msg = record.kind == "msg";
+        let text = std::str::from_utf8(&record.payload).ok();
+        Line {
+            stream: &record.stream,
+            segment: &record.segment,
+            offset: record.offset,
+            kind: record.kind,
+            seq: record.seq,
+            time: rfc3339_nanos(time_from_unix_nanos(record.time_ns)),
+            time_ns: record.time_ns,
+            subject: record.subject.as_deref(),
+            headers: is_msg.then_some(record.headers.as_slice()),
+            size: is_msg.then_some(record.payload.len()),
+            payload: if is_msg { text } else { None },
+            payload_base64: (is_msg && text.is_none())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&record.payload)),
+        }
+    }
+}
+
+/// The directory to dump: the argument, else the `--url` directory.
+fn data_dir(global: &Global, arg: Option<&str>) -> anyhow::Result<PathBuf> {
+    let url = match arg {
+        Some(dir) if dir.starts_with("file:") => dir.to_owned(),
+        Some(dir) => return Ok(PathBuf::from(dir)),
+        None => global.url().to_owned(),
+    };
+    match durabus::parse_url(&url).with_context(|| format!("cannot dump {url}"))? {
+        BackendUrl::File { path, .. } => Ok(path),
+        _ => bail!("dump reads a data directory on disk; {url} is not a file: URL"),
+    }
+}
+
+/// Runs `durabus dump`.
+pub(crate) fn run(global: &Global, args: DumpArgs) -> anyhow::Result<()> {
+    let dir = data_dir(global, args.data_dir.as_deref())?;
+    if let Some(stream) = &args.stream {
+        validate_stream_name(stream).context("cannot dump")?;
+    }
+    if !dir.is_dir() {
+        bail!(
+            "no data directory at {}; give the directory a `file:` URL points to, e.g. `durabus dump ./data`",
+            dir.display()
+        );
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut write_error: Option<io::Error> = None;
+    let mut records = 0u64;
+    let dumped = durabus::embedded::dump(&dir, args.stream.as_deref(), &mut |record| {
+        if write_error.is_some() {
+            return;
+        }
+        records += 1;
+        let written = serde_json::to_writer(&mut out, &Line::new(&record))
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                // The reader has gone (`dump | head`): nothing more to do, and
+                // dump changes nothing, so stopping here is safe.
+                std::process::exit(0);
+            }
+            write_error = Some(e);
+        }
+    });
+    let flushed = out.flush();
+    if let Some(e) = write_error {
+        return Err(e).context("cannot write to stdout");
+    }
+    flushed.context("cannot write to stdout")?;
+    dumped.with_context(|| format!("dump of {} stopped after {records} records", dir.display()))?;
+    if records == 0 {
+        let scope = args
+            .stream
+            .map(|s| format!("stream {s} in "))
+            .unwrap_or_default();
+        eprintln!("{scope}{} holds no records", dir.display());
+    }
+    Ok(())
+}

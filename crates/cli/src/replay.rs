@@ -1,0 +1,87 @@
+//! `durabus replay`: print a stream's stored messages in sequence order.
+
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::Args;
+use durabus::{subject, validate_stream_name, ReplayOptions, ReplayStart};
+
+use crate::output::{print_json, print_text, stored_human, stored_json};
+use crate::{finish, open_bus, parse, shutdown_signal, Access, Global};
+
+/// Arguments of `durabus replay`.
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The stream to replay.
+    stream: String,
+
+    /// Start at this sequence [default: 1].
+    #[arg(long, value_name = "N", conflicts_with = "since",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    seq: Option<u64>,
+
+    /// Start at the first message stored at or after TIME: RFC 3339
+    /// (2026-11-23T10:00:00Z) or an age such as 10m or 2h.
+    #[arg(long, value_name = "TIME", value_parser = parse::since)]
+    since: Option<SystemTime>,
+
+    /// Only messages whose subject matches this filter.
+    #[arg(long, value_name = "FILTER")]
+    filter: Option<String>,
+
+    /// After the last stored message keep printing new ones until Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+/// Runs `durabus replay`.
+pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()> {
+    validate_stream_name(&args.stream).context("cannot replay")?;
+    if let Some(filter) = &args.filter {
+        subject::validate_filter(filter).context("cannot replay")?;
+    }
+    let start = match (args.seq, args.since) {
+        (_, Some(time)) => ReplayStart::Time(time),
+        (seq, None) => ReplayStart::Sequence(seq.unwrap_or(1)),
+    };
+    let options = ReplayOptions {
+        start,
+        filter: args.filter.clone(),
+        stop_at_end: !args.follow,
+    };
+    let bus = open_bus(global.url(), Access::Existing).await?;
+    let result = async {
+        let mut replay = bus
+            .replay(&args.stream, options)
+            .await
+            .with_context(|| format!("cannot replay stream {}", args.stream))?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut count = 0u64;
+        loop {
+            let item = tokio::select! {
+                item = replay.next() => item,
+                () = &mut shutdown => break,
+            };
+            let Some(item) = item else { break };
+            let message = item.with_context(|| {
+                format!(
+                    "replay of stream {} failed after {count} messages",
+                    args.stream
+                )
+            })?;
+            count += 1;
+            if global.json {
+                print_json(&stored_json(&message))?;
+            } else {
+                print_text(&stored_human(&message))?;
+            }
+        }
+        if !global.json {
+            eprintln!("replayed {count} messages from stream {}", args.stream);
+        }
+        Ok(())
+    }
+    .await;
+    finish(&bus, result).await
+}

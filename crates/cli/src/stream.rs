@@ -1,0 +1,601 @@
+//! `durabus stream ...`: add, ls, info, rm, purge, get, rmm.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use comfy_table::{presets, CellAlignment, Table};
+use durabus::{
+    subject, validate_stream_name, Bus, DiscardPolicy, PurgeRequest, RetentionPolicy, StorageType,
+    StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
+};
+use serde_json::{json, Value};
+
+use crate::output::{
+    bytes_human, duration_human, duration_nanos, print_json, print_text, rfc3339, rfc3339_nanos,
+    rfc3339_or_dash, stored_human, stored_json,
+};
+use crate::{finish, open_bus, parse, Access, Global};
+
+/// The `stream` verbs.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StreamCommand {
+    /// Create a stream. An existing stream with the same configuration is left
+    /// as it is; one with a different configuration is an error.
+    #[command(alias = "create")]
+    Add(AddArgs),
+    /// List the streams.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a stream's configuration and state.
+    Info {
+        /// The stream.
+        name: String,
+    },
+    /// Delete a stream and every message in it.
+    #[command(alias = "delete")]
+    Rm {
+        /// The stream.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Remove messages: all, only some subjects, all but the newest N, or
+    /// those below a sequence.
+    Purge(PurgeArgs),
+    /// Print one stored message: by sequence, or the newest on a subject.
+    Get(GetArgs),
+    /// Delete one message by sequence.
+    Rmm {
+        /// The stream.
+        name: String,
+        /// The message's sequence.
+        seq: u64,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// `--retention` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Retention {
+    /// Keep messages until a limit removes the oldest.
+    Limits,
+    /// Keep messages while some consumer still has to acknowledge them.
+    Interest,
+    /// Remove a message once one consumer acknowledges it.
+    #[value(alias = "workqueue", alias = "work-queue")]
+    WorkQueue,
+}
+
+impl From<Retention> for RetentionPolicy {
+    fn from(r: Retention) -> Self {
+        match r {
+            Retention::Limits => RetentionPolicy::Limits,
+            Retention::Interest => RetentionPolicy::Interest,
+            Retention::WorkQueue => RetentionPolicy::WorkQueue,
+        }
+    }
+}
+
+/// `--discard` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Discard {
+    /// Remove the oldest messages to make room.
+    Old,
+    /// Reject new messages while the stream is full.
+    New,
+}
+
+impl From<Discard> for DiscardPolicy {
+    fn from(d: Discard) -> Self {
+        match d {
+            Discard::Old => DiscardPolicy::Old,
+            Discard::New => DiscardPolicy::New,
+        }
+    }
+}
+
+/// `--storage` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Storage {
+    /// On disk.
+    File,
+    /// In memory.
+    Memory,
+}
+
+impl From<Storage> for StorageType {
+    fn from(s: Storage) -> Self {
+        match s {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        }
+    }
+}
+
+/// Arguments of `durabus stream add`.
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    /// Stream name: no whitespace and none of . * > / \ (e.g. ORDERS).
+    name: String,
+
+    /// Subjects the stream captures, wildcards allowed; comma-separated or
+    /// repeated [default: the stream's name].
+    #[arg(long, value_name = "SUBJECTS", value_delimiter = ',')]
+    subjects: Vec<String>,
+
+    /// Free-text description.
+    #[arg(long)]
+    description: Option<String>,
+
+    /// Remove messages older than this (e.g. 1h, 7d) [default: unlimited].
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    max_age: Option<Duration>,
+
+    /// Keep at most this many bytes (e.g. 1GiB) [default: unlimited].
+    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    max_bytes: Option<u64>,
+
+    /// Keep at most this many messages [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_msgs: Option<u64>,
+
+    /// Keep at most this many messages per subject [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_msgs_per_subject: Option<u64>,
+
+    /// Reject messages larger than this (headers + payload, e.g. 1MiB) [default: unlimited].
+    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    max_msg_size: Option<u64>,
+
+    /// What a full stream does.
+    #[arg(long, value_enum, default_value = "old")]
+    discard: Discard,
+
+    /// Window in which a repeated message id is a duplicate.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "2m")]
+    dupe_window: Duration,
+
+    /// When messages are removed.
+    #[arg(long, value_enum, default_value = "limits")]
+    retention: Retention,
+
+    /// Where messages are kept.
+    #[arg(long, value_enum, default_value = "file")]
+    storage: Storage,
+
+    /// Honour Nats-Rollup headers.
+    #[arg(long)]
+    allow_rollup: bool,
+
+    /// Refuse deleting single messages.
+    #[arg(long)]
+    deny_delete: bool,
+
+    /// Refuse purges.
+    #[arg(long)]
+    deny_purge: bool,
+}
+
+impl AddArgs {
+    /// The stream configuration these options describe, validated.
+    fn config(&self) -> anyhow::Result<StreamConfig> {
+        let mut config = StreamConfig::new(&self.name)
+            .subjects(self.subjects.iter().map(|s| s.trim().to_owned()))
+            .retention(self.retention.into())
+            .discard(self.discard.into())
+            .duplicate_window(self.dupe_window)
+            .storage(self.storage.into())
+            .allow_rollup(self.allow_rollup)
+            .deny_delete(self.deny_delete)
+            .deny_purge(self.deny_purge);
+        config.description.clone_from(&self.description);
+        config.max_age = self.max_age;
+        config.max_bytes = self.max_bytes;
+        config.max_msgs = self.max_msgs;
+        config.max_msgs_per_subject = self.max_msgs_per_subject;
+        if let Some(size) = self.max_msg_size {
+            let size = u32::try_from(size).map_err(|_| {
+                anyhow::anyhow!("--max-msg-size {size} is larger than the limit of 4 GiB")
+            })?;
+            config.max_msg_size = Some(size);
+        }
+        if let Some(age) = self.max_age {
+            // A window longer than the age would outlive the messages it guards.
+            if self.dupe_window == DEFAULT_DUPLICATE_WINDOW && age < self.dupe_window {
+                config.duplicate_window = age;
+            }
+        }
+        config
+            .validate()
+            .with_context(|| format!("cannot add stream {}", self.name))?;
+        Ok(config)
+    }
+}
+
+/// Arguments of `durabus stream purge`.
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// The stream.
+    name: String,
+    /// Only messages on subjects matching this filter.
+    #[arg(long, value_name = "FILTER")]
+    subject: Option<String>,
+    /// Keep the newest N messages (of the subject, with --subject).
+    #[arg(long, value_name = "N", conflicts_with = "seq")]
+    keep: Option<u64>,
+    /// Remove only messages with a sequence below N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    seq: Option<u64>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// Arguments of `durabus stream get`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["seq", "last_subject"])))]
+pub(crate) struct GetArgs {
+    /// The stream.
+    name: String,
+    /// The message's sequence.
+    seq: Option<u64>,
+    /// Instead of a sequence: the newest message on this (literal) subject.
+    #[arg(long, value_name = "SUBJECT")]
+    last_subject: Option<String>,
+}
+
+/// Runs a `stream` verb.
+pub(crate) async fn run(global: &Global, command: StreamCommand) -> anyhow::Result<()> {
+    // Check what can be checked before touching the store.
+    let access = match &command {
+        StreamCommand::Add(args) => {
+            args.config()?;
+            Access::Create
+        }
+        StreamCommand::Ls => Access::Existing,
+        StreamCommand::Info { name }
+        | StreamCommand::Rm { name, .. }
+        | StreamCommand::Rmm { name, .. } => {
+            validate_stream_name(name)?;
+            Access::Existing
+        }
+        StreamCommand::Purge(args) => {
+            validate_stream_name(&args.name)?;
+            if let Some(filter) = &args.subject {
+                subject::validate_filter(filter).context("cannot purge")?;
+            }
+            Access::Existing
+        }
+        StreamCommand::Get(args) => {
+            validate_stream_name(&args.name)?;
+            if let Some(s) = &args.last_subject {
+                subject::validate_publish(s).context("--last-subject takes a literal subject")?;
+            }
+            Access::Existing
+        }
+    };
+    let bus = open_bus(global.url(), access).await?;
+    let result = run_on(global, &bus, command).await;
+    finish(&bus, result).await
+}
+
+async fn run_on(global: &Global, bus: &Bus, command: StreamCommand) -> anyhow::Result<()> {
+    match command {
+        StreamCommand::Add(args) => add(global, bus, &args).await,
+        StreamCommand::Ls => list(global, bus).await,
+        StreamCommand::Info { name } => {
+            let info = info_of(bus, &name).await?;
+            show_info(global, &info)
+        }
+        StreamCommand::Rm { name, force } => {
+            let info = info_of(bus, &name).await?;
+            confirm(
+                force,
+                &format!(
+                    "delete stream {name} and its {} messages",
+                    info.state.messages
+                ),
+            )?;
+            bus.delete_stream(&name)
+                .await
+                .with_context(|| format!("cannot delete stream {name}"))?;
+            if global.json {
+                print_json(&json!({ "stream": name, "deleted": true }))?;
+            } else {
+                print_text(&format!("deleted stream {name}"))?;
+            }
+            Ok(())
+        }
+        StreamCommand::Purge(args) => purge(global, bus, args).await,
+        StreamCommand::Get(args) => {
+            let message = match (&args.last_subject, args.seq) {
+                (Some(subject), _) => bus.get_last_message(&args.name, subject).await,
+                (None, Some(seq)) => bus.get_message(&args.name, seq).await,
+                (None, None) => bail!("give a sequence or --last-subject SUBJECT"),
+            }
+            .context("cannot get the message")?;
+            if global.json {
+                print_json(&stored_json(&message))?;
+            } else {
+                print_text(&stored_human(&message))?;
+            }
+            Ok(())
+        }
+        StreamCommand::Rmm { name, seq, force } => {
+            info_of(bus, &name).await?;
+            confirm(force, &format!("delete message {seq} from stream {name}"))?;
+            bus.delete_message(&name, seq)
+                .await
+                .with_context(|| format!("cannot delete message {seq} from stream {name}"))?;
+            if global.json {
+                print_json(&json!({ "stream": name, "seq": seq, "deleted": true }))?;
+            } else {
+                print_text(&format!("deleted message {seq} from stream {name}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn info_of(bus: &Bus, name: &str) -> anyhow::Result<StreamInfo> {
+    bus.stream_info(name)
+        .await
+        .with_context(|| format!("cannot read stream {name}"))
+}
+
+async fn add(global: &Global, bus: &Bus, args: &AddArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let existed = bus.stream_info(&config.name).await.is_ok();
+    let info = bus
+        .create_stream(config)
+        .await
+        .with_context(|| format!("cannot add stream {}", args.name))?;
+    if global.json {
+        return Ok(print_json(&info_json(&info))?);
+    }
+    let verdict = if existed {
+        format!(
+            "stream {} already exists with this configuration; nothing changed",
+            args.name
+        )
+    } else {
+        format!("created stream {}", args.name)
+    };
+    print_text(&format!("{verdict}\n\n{}", info_human(&info)))?;
+    Ok(())
+}
+
+async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
+    let streams = bus.list_streams().await.context("cannot list streams")?;
+    if global.json {
+        let list: Vec<Value> = streams.iter().map(info_json).collect();
+        return Ok(print_json(&json!({ "streams": list }))?);
+    }
+    if streams.is_empty() {
+        print_text(&format!(
+            "no streams in {}; add one with `durabus stream add NAME --subjects 'orders.>'`",
+            global.url()
+        ))?;
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "NAME",
+        "SUBJECTS",
+        "MESSAGES",
+        "BYTES",
+        "FIRST SEQ",
+        "LAST SEQ",
+        "LAST MESSAGE",
+    ]);
+    for info in &streams {
+        let s = &info.state;
+        table.add_row([
+            info.config.name.clone(),
+            info.config.effective_subjects().join(", "),
+            s.messages.to_string(),
+            bytes_human(s.bytes),
+            s.first_seq.to_string(),
+            s.last_seq.to_string(),
+            rfc3339_or_dash(s.last_time),
+        ]);
+    }
+    for column in 2..6 {
+        if let Some(c) = table.column_mut(column) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    print_text(&table.to_string())?;
+    Ok(())
+}
+
+async fn purge(global: &Global, bus: &Bus, args: PurgeArgs) -> anyhow::Result<()> {
+    let info = info_of(bus, &args.name).await?;
+    let mut what = match &args.subject {
+        Some(filter) => format!("purge messages on {filter} from stream {}", args.name),
+        None => format!(
+            "purge stream {} ({} messages)",
+            args.name, info.state.messages
+        ),
+    };
+    if let Some(keep) = args.keep {
+        what.push_str(&format!(", keeping the newest {keep}"));
+    }
+    if let Some(seq) = args.seq {
+        what.push_str(&format!(", below sequence {seq}"));
+    }
+    confirm(args.force, &what)?;
+    let request = PurgeRequest {
+        subject: args.subject.clone(),
+        keep: args.keep,
+        up_to_seq: args.seq,
+    };
+    let purged = bus
+        .purge_stream(&args.name, request)
+        .await
+        .with_context(|| format!("cannot purge stream {}", args.name))?;
+    if global.json {
+        print_json(&json!({ "stream": args.name, "purged": purged }))?;
+    } else {
+        print_text(&format!(
+            "purged {purged} messages from stream {}",
+            args.name
+        ))?;
+    }
+    Ok(())
+}
+
+/// Asks "`what`? [y/N]" on a terminal; without one, `--force` is required.
+fn confirm(force: bool, what: &str) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to {what} without confirmation; pass --force");
+    }
+    eprint!("{what}? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        bail!("cancelled; nothing was changed")
+    }
+}
+
+/// A limit for people: the value or `unlimited`.
+fn limit<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
+    value.map_or_else(|| "unlimited".to_owned(), show)
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+/// An enum's serde name (`limits`, `work_queue`, `old`, `file`).
+fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => "?".to_owned(),
+    }
+}
+
+/// Rows of `label  value`, labels padded to one width, under a title.
+fn section(title: &str, rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let mut text = format!("{title}\n");
+    for (label, value) in rows {
+        text.push_str(&format!("  {label:<width$}  {value}\n"));
+    }
+    text
+}
+
+/// `stream info` for people: configuration, then state.
+fn info_human(info: &StreamInfo) -> String {
+    let c = &info.config;
+    let s = &info.state;
+    let mut config = vec![
+        ("subjects", c.effective_subjects().join(", ")),
+        ("created", rfc3339(info.created)),
+    ];
+    if let Some(description) = &c.description {
+        config.push(("description", description.clone()));
+    }
+    config.extend([
+        ("retention", serde_name(&c.retention)),
+        ("storage", serde_name(&c.storage)),
+        ("discard", serde_name(&c.discard)),
+        ("max age", limit(c.max_age, duration_human)),
+        ("max bytes", limit(c.max_bytes, bytes_human)),
+        ("max msgs", limit(c.max_msgs, |n| n.to_string())),
+        (
+            "max msgs per subject",
+            limit(c.max_msgs_per_subject, |n| n.to_string()),
+        ),
+        (
+            "max msg size",
+            limit(c.max_msg_size, |n| bytes_human(u64::from(n))),
+        ),
+        ("duplicate window", duration_human(c.duplicate_window)),
+        ("replicas", c.replicas.to_string()),
+        ("allow rollup", yes_no(c.allow_rollup)),
+        ("deny delete", yes_no(c.deny_delete)),
+        ("deny purge", yes_no(c.deny_purge)),
+    ]);
+    let at = |seq: u64, time| match time {
+        Some(t) => format!("{seq} at {}", rfc3339(t)),
+        None => seq.to_string(),
+    };
+    let state = [
+        ("messages", s.messages.to_string()),
+        ("bytes", bytes_human(s.bytes)),
+        ("first seq", at(s.first_seq, s.first_time)),
+        ("last seq", at(s.last_seq, s.last_time)),
+        ("deleted", s.num_deleted.to_string()),
+        ("subjects", s.num_subjects.to_string()),
+        ("consumers", s.consumer_count.to_string()),
+    ];
+    format!(
+        "{}\n{}",
+        section(&format!("Stream {}", c.name), &config),
+        section("State", &state)
+    )
+}
+
+fn show_info(global: &Global, info: &StreamInfo) -> anyhow::Result<()> {
+    if global.json {
+        print_json(&info_json(info))?;
+    } else {
+        print_text(&info_human(info))?;
+    }
+    Ok(())
+}
+
+/// A stream as JSON, with JetStream's field names: durations in
+/// nanoseconds, times in RFC 3339, `null` for unlimited.
+pub(crate) fn info_json(info: &StreamInfo) -> Value {
+    let c = &info.config;
+    let s = &info.state;
+    json!({
+        "config": {
+            "name": c.name,
+            "description": c.description,
+            "subjects": c.effective_subjects(),
+            "retention": serde_name(&c.retention),
+            "max_age": c.max_age.map(duration_nanos),
+            "max_bytes": c.max_bytes,
+            "max_msgs": c.max_msgs,
+            "max_msgs_per_subject": c.max_msgs_per_subject,
+            "max_msg_size": c.max_msg_size,
+            "discard": serde_name(&c.discard),
+            "duplicate_window": duration_nanos(c.duplicate_window),
+            "storage": serde_name(&c.storage),
+            "num_replicas": c.replicas,
+            "allow_rollup_hdrs": c.allow_rollup,
+            "deny_delete": c.deny_delete,
+            "deny_purge": c.deny_purge,
+        },
+        "created": rfc3339_nanos(info.created),
+        "state": {
+            "messages": s.messages,
+            "bytes": s.bytes,
+            "first_seq": s.first_seq,
+            "first_ts": s.first_time.map(rfc3339_nanos),
+            "last_seq": s.last_seq,
+            "last_ts": s.last_time.map(rfc3339_nanos),
+            "num_deleted": s.num_deleted,
+            "num_subjects": s.num_subjects,
+            "consumer_count": s.consumer_count,
+        },
+    })
+}
