@@ -1,0 +1,379 @@
+//! End-to-end tests of the `durabus` binary against `file:` stores in
+//! temporary directories.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A temporary data directory and helpers to run the binary on it.
+struct Store {
+    dir: tempfile::TempDir,
+}
+
+impl Store {
+    fn new() -> Self {
+        Store {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("file:{}", self.dir.path().display())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = durabus();
+        command.arg("--url").arg(self.url()).args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "durabus {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    fn fail(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "durabus {args:?} succeeded but should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    fn with_orders_stream(self) -> Self {
+        self.ok(&["stream", "add", "ORDERS", "--subjects", "orders.>"]);
+        self
+    }
+}
+
+/// The binary, without a `DURABUS_URL` from the environment.
+fn durabus() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_durabus"));
+    command.env_remove("DURABUS_URL").env_remove("RUST_LOG");
+    command
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().map(json).collect()
+}
+
+#[test]
+fn a_published_message_shows_in_info_replay_and_dump() {
+    let store = Store::new().with_orders_stream();
+    let ack = store.ok(&["pub", "orders.eu.created", "order 1", "-H", "Tenant:acme"]);
+    assert!(ack.contains("stream ORDERS seq 1"), "{ack}");
+
+    let info = store.ok(&["stream", "info", "ORDERS"]);
+    let messages = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("messages"))
+        .unwrap_or_else(|| panic!("no messages line in:\n{info}"));
+    assert_eq!(messages.split_whitespace().last(), Some("1"), "{info}");
+    assert!(info.contains("orders.>"), "{info}");
+
+    let replay = store.ok(&["replay", "ORDERS"]);
+    assert!(replay.contains("order 1"), "{replay}");
+    assert!(replay.contains("orders.eu.created"), "{replay}");
+    assert!(replay.contains("Tenant: acme"), "{replay}");
+
+    let dump = durabus()
+        .arg("dump")
+        .arg(store.dir.path())
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{dump:?}");
+    let records = json_lines(&String::from_utf8(dump.stdout).unwrap());
+    let record = records
+        .iter()
+        .find(|r| r["kind"] == "msg")
+        .unwrap_or_else(|| panic!("no msg record in {records:?}"));
+    assert_eq!(record["stream"], "ORDERS");
+    assert_eq!(record["seq"], 1);
+    assert_eq!(record["subject"], "orders.eu.created");
+    assert_eq!(record["payload"], "order 1");
+    assert_eq!(record["headers"], serde_json::json!([["Tenant", "acme"]]));
+}
+
+#[test]
+fn publishing_to_an_invalid_subject_fails_naming_the_token() {
+    let store = Store::new().with_orders_stream();
+    let output = store.run(&["pub", "orders..created", "x"]);
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("token 2"), "{stderr}");
+    assert!(stderr.contains("orders..created"), "{stderr}");
+    let stderr = store.fail(&["pub", "orders.*", "x"]);
+    assert!(stderr.contains("wildcard"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn json_output_of_every_command_parses() {
+    let store = Store::new();
+    let added = json(&store.ok(&[
+        "--json",
+        "stream",
+        "add",
+        "ORDERS",
+        "--subjects",
+        "orders.>",
+    ]));
+    assert_eq!(added["config"]["name"], "ORDERS");
+
+    let ack = json(&store.ok(&["--json", "pub", "orders.eu", "hello"]));
+    assert_eq!(ack["stream"], "ORDERS");
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(ack["duplicate"], false);
+    let uncaptured = json(&store.ok(&["--json", "pub", "other.subject", "x"]));
+    assert_eq!(uncaptured["stored"], false);
+
+    let info = json(&store.ok(&["--json", "stream", "info", "ORDERS"]));
+    assert_eq!(info["state"]["messages"], 1);
+    assert_eq!(info["state"]["last_seq"], 1);
+
+    let list = json(&store.ok(&["--json", "stream", "ls"]));
+    assert_eq!(list["streams"][0]["config"]["name"], "ORDERS");
+
+    let replayed = json_lines(&store.ok(&["--json", "replay", "ORDERS"]));
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["payload"], "hello");
+
+    let got = json(&store.ok(&["--json", "stream", "get", "ORDERS", "1"]));
+    assert_eq!(got["subject"], "orders.eu");
+    let last = json(&store.ok(&[
+        "--json",
+        "stream",
+        "get",
+        "ORDERS",
+        "--last-subject",
+        "orders.eu",
+    ]));
+    assert_eq!(last["seq"], 1);
+
+    let purged = json(&store.ok(&["--json", "stream", "purge", "ORDERS", "--force"]));
+    assert_eq!(purged["purged"], 1);
+    let removed = json(&store.ok(&["--json", "stream", "rm", "ORDERS", "--force"]));
+    assert_eq!(removed["deleted"], true);
+}
+
+#[test]
+fn errors_under_json_are_json_on_stderr() {
+    let store = Store::new();
+    let stderr = store.fail(&["--json", "pub", "a..b", "x"]);
+    let error = json(stderr.trim());
+    assert!(
+        error["error"].as_str().unwrap().contains("token 2"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_message_no_stream_captures_goes_to_live_subscribers_only() {
+    let store = Store::new().with_orders_stream();
+    let out = store.ok(&["pub", "audit.login", "x"]);
+    assert!(
+        out.contains("no stream captures audit.login; delivered to live subscribers only"),
+        "{out}"
+    );
+}
+
+#[test]
+fn count_publishes_numbered_copies_and_msg_ids_deduplicate() {
+    let store = Store::new().with_orders_stream();
+    let acks = json_lines(&store.ok(&[
+        "--json",
+        "pub",
+        "orders.n{{i}}",
+        "body {{i}}",
+        "--count",
+        "3",
+        "--msg-id",
+        "id-{{i}}",
+    ]));
+    let seqs: Vec<_> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let again = json(&store.ok(&["--json", "pub", "orders.n2", "body 2", "--msg-id", "id-2"]));
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["seq"], 2);
+    let third = json(&store.ok(&["--json", "stream", "get", "ORDERS", "3"]));
+    assert_eq!(third["subject"], "orders.n3");
+    assert_eq!(third["payload"], "body 3");
+}
+
+#[test]
+fn a_wrong_expected_last_sequence_is_refused_with_both_numbers() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["pub", "orders.a", "1"]);
+    let stderr = store.fail(&["pub", "orders.a", "2", "--expect-last-seq", "7"]);
+    assert!(stderr.contains('7') && stderr.contains('1'), "{stderr}");
+    store.ok(&["pub", "orders.a", "2", "--expect-last-seq", "1"]);
+}
+
+#[test]
+fn payload_is_read_from_stdin_and_binary_dumps_as_base64() {
+    use std::io::Write;
+    let store = Store::new().with_orders_stream();
+    let mut child = store
+        .command(&["pub", "orders.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&[0xff, 0x00, 0x01])
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let out = durabus()
+        .args(["dump", "--stream", "ORDERS"])
+        .arg(store.url())
+        .output()
+        .unwrap();
+    let records = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(records[0]["payload_base64"], "/wAB");
+    assert!(records[0].get("payload").is_none());
+}
+
+#[test]
+fn inspecting_a_missing_directory_fails_without_creating_it() {
+    let store = Store::new();
+    let missing = store.dir.path().join("nope");
+    let url = format!("file:{}", missing.display());
+    let output = durabus()
+        .args(["--url", &url, "stream", "ls"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no durabus data directory"), "{stderr}");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn destructive_commands_need_force_without_a_terminal() {
+    let store = Store::new().with_orders_stream();
+    let stderr = store.fail(&["stream", "rm", "ORDERS"]);
+    assert!(stderr.contains("--force"), "{stderr}");
+    store.ok(&["stream", "info", "ORDERS"]);
+}
+
+#[test]
+fn unknown_streams_say_how_to_create_one() {
+    let store = Store::new().with_orders_stream();
+    let stderr = store.fail(&["stream", "info", "NOPE"]);
+    assert!(
+        stderr.contains("NOPE") && stderr.contains("stream add"),
+        "{stderr}"
+    );
+}
+
+/// Kills the child by pid when the test ends, even when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
+    let store = Store::new().with_orders_stream();
+    let mut child = KillOnDrop(
+        store
+            .command(&["sub", "orders.>"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    // `sub` says "listening on ..." once it holds the store open.
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("`durabus sub` did not start listening within 30 s");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+
+    let stderr = store.fail(&["stream", "ls"]);
+    assert!(stderr.contains("locked"), "{stderr}");
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The lock dies with its holder.
+    let list = store.ok(&["stream", "ls"]);
+    assert!(list.contains("ORDERS"), "{list}");
+}
+
+#[test]
+fn bench_runs_every_workload_and_prints_a_table() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let json_out = out_dir.path().join("bench.json");
+    let output = durabus()
+        .args(["bench", "--msgs", "2000", "--json-out"])
+        .arg(&json_out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    for workload in ["W1", "W2", "W3", "W4", "fdatasync"] {
+        assert!(
+            table.contains(workload),
+            "{workload} missing from:\n{table}"
+        );
+    }
+    let report = json(&std::fs::read_to_string(&json_out).unwrap());
+    assert_eq!(report["temporary_store"], true);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{report}");
+    assert!(results
+        .iter()
+        .all(|r| r["msgs_per_sec"].as_f64().unwrap() > 0.0));
+    // The temporary store is gone.
+    let url = report["url"].as_str().unwrap();
+    assert!(!std::path::Path::new(url.trim_start_matches("file:")).exists());
+}
