@@ -20,10 +20,9 @@ use clap::{Parser, Subcommand};
 
 /// Durable publish/subscribe with JetStream semantics.
 #[derive(Debug, Parser)]
-#[command(name = "durabus", version, about, long_about = None)]
+#[command(name = "durabus", version)]
 struct Cli {
-    /// Backend URL: file:<dir> (embedded store), memory: (in-process, empty).
-    /// `file:` takes options such as `?durability=always|none|periodic:100ms`.
+    /// Backend: file:<dir>[?durability=always|none|periodic:100ms] or memory:
     /// [default: file:./data]
     #[arg(long, global = true, env = "DURABUS_URL", value_name = "URL")]
     url: Option<String>,
@@ -51,7 +50,8 @@ enum Command {
     Stream(stream::StreamCommand),
     /// Print every record of a data directory as JSON lines (read-only, no lock).
     Dump(dump::DumpArgs),
-    /// Measure publish, group commit and replay throughput (W1-W4).
+    /// Measure publish, group commit and replay throughput (W1-W4). Runs on a
+    /// fresh temporary store unless --url or DURABUS_URL names one.
     Bench(bench::BenchArgs),
 }
 

@@ -67,7 +67,7 @@ enum Retention {
     /// Keep messages while some consumer still has to acknowledge them.
     Interest,
     /// Remove a message once one consumer acknowledges it.
-    #[value(alias = "workqueue", alias = "work-queue")]
+    #[value(name = "work_queue", alias = "workqueue", alias = "work-queue")]
     WorkQueue,
 }
 
@@ -542,7 +542,7 @@ fn info_human(info: &StreamInfo) -> String {
         ("first seq", at(s.first_seq, s.first_time)),
         ("last seq", at(s.last_seq, s.last_time)),
         ("deleted", s.num_deleted.to_string()),
-        ("subjects", s.num_subjects.to_string()),
+        ("distinct subjects", s.num_subjects.to_string()),
         ("consumers", s.consumer_count.to_string()),
     ];
     format!(
