@@ -84,6 +84,47 @@ fn rfc3339(t: &str) -> Option<SystemTime> {
     }
 }
 
+/// A limit that can be set or cleared: `Limit(None)` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit<T>(pub(crate) Option<T>);
+
+/// Whether `s` asks for no limit.
+fn is_unlimited(s: &str) -> bool {
+    matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "unlimited" | "none" | "-1"
+    )
+}
+
+/// A size limit, or `unlimited`.
+pub(crate) fn size_limit(s: &str) -> Result<Limit<u64>, String> {
+    if is_unlimited(s) {
+        return Ok(Limit(None));
+    }
+    size(s).map(|n| Limit(Some(n)))
+}
+
+/// A count limit (at least 1), or `unlimited`.
+pub(crate) fn count_limit(s: &str) -> Result<Limit<u64>, String> {
+    if is_unlimited(s) {
+        return Ok(Limit(None));
+    }
+    match s.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{s:?} is not a count of at least 1; write e.g. 1000, or `unlimited`"
+        )),
+        Ok(n) => Ok(Limit(Some(n))),
+    }
+}
+
+/// A duration limit, or `unlimited`.
+pub(crate) fn duration_limit(s: &str) -> Result<Limit<Duration>, String> {
+    if is_unlimited(s) {
+        return Ok(Limit(None));
+    }
+    duration(s).map(|d| Limit(Some(d)))
+}
+
 /// A header `Name:Value` (whitespace around the value is trimmed).
 pub(crate) fn header(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
@@ -137,6 +178,18 @@ mod tests {
         let age = SystemTime::now().duration_since(ten_minutes_ago).unwrap();
         assert!(age >= Duration::from_secs(600) && age < Duration::from_secs(660));
         assert!(since("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn limits_can_be_cleared_with_unlimited() {
+        assert_eq!(size_limit("unlimited"), Ok(Limit(None)));
+        assert_eq!(size_limit("1KiB"), Ok(Limit(Some(1024))));
+        assert_eq!(count_limit("-1"), Ok(Limit(None)));
+        assert!(count_limit("0").is_err());
+        assert_eq!(
+            duration_limit("1h"),
+            Ok(Limit(Some(Duration::from_secs(3600))))
+        );
     }
 
     #[test]

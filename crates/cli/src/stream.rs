@@ -25,6 +25,9 @@ pub(crate) enum StreamCommand {
     /// as it is; one with a different configuration is an error.
     #[command(alias = "create")]
     Add(AddArgs),
+    /// Change a stream's configuration: only the options given change.
+    #[command(alias = "update")]
+    Edit(EditArgs),
     /// List the streams.
     #[command(alias = "list")]
     Ls,
@@ -217,6 +220,114 @@ impl AddArgs {
     }
 }
 
+/// Arguments of `durabus stream edit`: each option given replaces the
+/// current value; limits take `unlimited` to clear them.
+#[derive(Debug, Args)]
+pub(crate) struct EditArgs {
+    /// The stream.
+    name: String,
+
+    /// Replace the captured subjects (comma-separated or repeated).
+    #[arg(long, value_name = "SUBJECTS", value_delimiter = ',')]
+    subjects: Vec<String>,
+
+    /// Replace the description.
+    #[arg(long)]
+    description: Option<String>,
+
+    /// Maximum age (e.g. 1h, 7d) or `unlimited`.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_limit)]
+    max_age: Option<parse::Limit<Duration>>,
+
+    /// Maximum bytes (e.g. 1GiB) or `unlimited`.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_limit)]
+    max_bytes: Option<parse::Limit<u64>>,
+
+    /// Maximum messages or `unlimited`.
+    #[arg(long, value_name = "N", value_parser = parse::count_limit)]
+    max_msgs: Option<parse::Limit<u64>>,
+
+    /// Maximum messages per subject or `unlimited`.
+    #[arg(long, value_name = "N", value_parser = parse::count_limit)]
+    max_msgs_per_subject: Option<parse::Limit<u64>>,
+
+    /// Maximum message size (e.g. 1MiB) or `unlimited`.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_limit)]
+    max_msg_size: Option<parse::Limit<u64>>,
+
+    /// What a full stream does.
+    #[arg(long, value_enum)]
+    discard: Option<Discard>,
+
+    /// Window in which a repeated message id is a duplicate.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    dupe_window: Option<Duration>,
+
+    /// Honour Nats-Rollup headers.
+    #[arg(long, value_name = "BOOL")]
+    allow_rollup: Option<bool>,
+
+    /// Refuse deleting single messages.
+    #[arg(long, value_name = "BOOL")]
+    deny_delete: Option<bool>,
+
+    /// Refuse purges.
+    #[arg(long, value_name = "BOOL")]
+    deny_purge: Option<bool>,
+}
+
+impl EditArgs {
+    /// `current` with the given options applied, validated.
+    fn apply(&self, mut config: StreamConfig) -> anyhow::Result<StreamConfig> {
+        if !self.subjects.is_empty() {
+            config.subjects = self.subjects.iter().map(|s| s.trim().to_owned()).collect();
+        }
+        if let Some(description) = &self.description {
+            config.description = Some(description.clone());
+        }
+        if let Some(parse::Limit(age)) = self.max_age {
+            config.max_age = age;
+        }
+        if let Some(parse::Limit(bytes)) = self.max_bytes {
+            config.max_bytes = bytes;
+        }
+        if let Some(parse::Limit(n)) = self.max_msgs {
+            config.max_msgs = n;
+        }
+        if let Some(parse::Limit(n)) = self.max_msgs_per_subject {
+            config.max_msgs_per_subject = n;
+        }
+        if let Some(parse::Limit(size)) = self.max_msg_size {
+            config.max_msg_size = size
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| {
+                        anyhow::anyhow!("--max-msg-size {n} is larger than the limit of 4 GiB")
+                    })
+                })
+                .transpose()?;
+        }
+        if let Some(discard) = self.discard {
+            config.discard = discard.into();
+        }
+        if let Some(window) = self.dupe_window {
+            config.duplicate_window = window;
+        }
+        if let Some(b) = self.allow_rollup {
+            config.allow_rollup = b;
+        }
+        if let Some(b) = self.deny_delete {
+            config.deny_delete = b;
+        }
+        if let Some(b) = self.deny_purge {
+            config.deny_purge = b;
+        }
+        config
+            .validate()
+            .with_context(|| format!("cannot edit stream {}", self.name))?;
+        Ok(config)
+    }
+}
+
 /// Arguments of `durabus stream purge`.
 #[derive(Debug, Args)]
 pub(crate) struct PurgeArgs {
@@ -258,6 +369,10 @@ pub(crate) async fn run(global: &Global, command: StreamCommand) -> anyhow::Resu
             Access::Create
         }
         StreamCommand::Ls => Access::Existing,
+        StreamCommand::Edit(args) => {
+            validate_stream_name(&args.name)?;
+            Access::Existing
+        }
         StreamCommand::Info { name }
         | StreamCommand::Rm { name, .. }
         | StreamCommand::Rmm { name, .. } => {
@@ -288,6 +403,33 @@ async fn run_on(global: &Global, bus: &Bus, command: StreamCommand) -> anyhow::R
     match command {
         StreamCommand::Add(args) => add(global, bus, &args).await,
         StreamCommand::Ls => list(global, bus).await,
+        StreamCommand::Edit(args) => {
+            let current = info_of(bus, &args.name).await?;
+            let config = args.apply(current.config.clone())?;
+            if config == current.config {
+                if !global.json {
+                    print_text(&format!(
+                        "stream {} already has this configuration; nothing changed",
+                        args.name
+                    ))?;
+                    return Ok(());
+                }
+                return Ok(print_json(&info_json(&current))?);
+            }
+            let info = bus
+                .update_stream(config)
+                .await
+                .with_context(|| format!("cannot edit stream {}", args.name))?;
+            if global.json {
+                return Ok(print_json(&info_json(&info))?);
+            }
+            print_text(&format!(
+                "updated stream {}\n\n{}",
+                args.name,
+                info_human(&info)
+            ))?;
+            Ok(())
+        }
         StreamCommand::Info { name } => {
             let info = info_of(bus, &name).await?;
             show_info(global, &info)
@@ -351,10 +493,14 @@ async fn info_of(bus: &Bus, name: &str) -> anyhow::Result<StreamInfo> {
 async fn add(global: &Global, bus: &Bus, args: &AddArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let existed = bus.stream_info(&config.name).await.is_ok();
-    let info = bus
-        .create_stream(config)
-        .await
-        .with_context(|| format!("cannot add stream {}", args.name))?;
+    let info = match bus.create_stream(config).await {
+        Ok(info) => info,
+        Err(durabus::Error::StreamNameInUse { name }) => bail!(
+            "cannot add stream {name}: it exists with a different configuration; \
+             change it with `durabus stream edit {name} ...` (see `durabus stream info {name}`)"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot add stream {}", args.name)),
+    };
     if global.json {
         return Ok(print_json(&info_json(&info))?);
     }
