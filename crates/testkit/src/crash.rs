@@ -1,0 +1,499 @@
+//! The kill -9 crash harness (RELIABILITY.md, R1 and R10).
+//!
+//! One trial: a fresh data directory; then several rounds of
+//!
+//! 1. spawn the `crash_publisher` child on the directory; it publishes with
+//!    msg ids from several concurrent tasks (so acks share group commits) and
+//!    prints `ACK <seq> <id>` after each acknowledgement;
+//! 2. SIGKILL it at a random moment: sometimes while it is still opening the
+//!    store (recovering the previous round's kill), usually after a random
+//!    number of acks plus a random delay;
+//! 3. reopen the directory in this process and check against the acks:
+//!    every acknowledged message is present exactly once at its acked seq;
+//!    sequences are contiguous from 1; each task's messages are stored in
+//!    order with no holes and at most its one in-flight unacked message
+//!    beyond its last ack; re-publishing a stored msg id is answered as a
+//!    duplicate with the original seq (dedup survives the crash); and
+//!    publishing continues at `last_seq + 1`.
+//!
+//! The next round's child reopens the same directory, so recovery after a
+//! kill is itself killed and re-verified.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context};
+use durabus::{Error, Message, ReplayOptions, StreamConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::{file_url, Rng};
+
+/// The stream `crash_publisher` writes.
+pub const STREAM: &str = "CRASH";
+
+/// How long any step of a trial may take before the trial fails.
+const STEP: Duration = Duration::from_secs(60);
+
+/// What a trial does.
+#[derive(Debug, Clone)]
+pub struct CrashPlan {
+    /// Path of the `crash_publisher` binary
+    /// (`env!("CARGO_BIN_EXE_crash_publisher")` in this crate's tests).
+    pub exe: PathBuf,
+    /// `always`, `none` or `periodic:<d>`: the child's durability. A process
+    /// kill (unlike a power loss) must lose no ack under any of them.
+    pub durability: String,
+    /// Kills per trial, each followed by a reopen and a check.
+    pub rounds: usize,
+    /// Concurrent publishing tasks in the child.
+    pub concurrency: usize,
+    /// The kill comes after a random number of acks below this.
+    pub max_acks_before_kill: u64,
+    /// ... plus a random delay below this.
+    pub max_delay: Duration,
+}
+
+impl CrashPlan {
+    /// Defaults: `always`, 3 rounds, 4 tasks, up to 150 acks and 3 ms.
+    pub fn new(exe: impl Into<PathBuf>) -> Self {
+        Self {
+            exe: exe.into(),
+            durability: "always".into(),
+            rounds: 3,
+            concurrency: 4,
+            max_acks_before_kill: 150,
+            max_delay: Duration::from_millis(3),
+        }
+    }
+
+    /// Sets the child's durability.
+    #[must_use]
+    pub fn durability(mut self, d: impl Into<String>) -> Self {
+        self.durability = d.into();
+        self
+    }
+}
+
+/// What a passing trial saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrialReport {
+    /// Acknowledgements received (child and parent).
+    pub acked: usize,
+    /// Messages stored at the end.
+    pub stored: u64,
+    /// Stored messages whose ack the kill cut off (allowed: in flight).
+    pub stored_unacked: usize,
+    /// Kills made before the child reported ready (during open/recovery).
+    pub early_kills: usize,
+}
+
+/// A child process of `crash_publisher`, with its output being read.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: Child,
+    lines: BufReader<ChildStdout>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl ChildProcess {
+    /// Spawns `exe <dir> <args...>` with stdout and stderr captured and stdin
+    /// piped (closing it ends a `hold` child).
+    pub fn spawn(exe: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(exe)
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", exe.display()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut stderr = child.stderr.take().context("child stderr")?;
+        let stderr = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s).await;
+            s
+        });
+        Ok(Self {
+            child,
+            lines: BufReader::new(stdout),
+            stderr,
+        })
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The next complete line, `None` at end of output. A last line cut
+    /// short by a kill (no newline) is discarded: it was never fully said.
+    pub async fn next_line(&mut self) -> anyhow::Result<Option<String>> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(STEP, self.lines.read_line(&mut line))
+            .await
+            .map_err(|_| anyhow!("child printed nothing for {STEP:?}"))?
+            .context("reading child stdout")?;
+        if n == 0 || !line.ends_with('\n') {
+            return Ok(None);
+        }
+        line.pop();
+        Ok(Some(line))
+    }
+
+    /// Waits for the `READY <pid>` line; returns the pid it names.
+    pub async fn ready(&mut self) -> anyhow::Result<u32> {
+        match self.next_line().await? {
+            Some(l) if l.starts_with("READY ") => {
+                l[6..].trim().parse().context("READY line without a pid")
+            }
+            Some(l) => bail!("expected READY, child said {l:?}"),
+            None => bail!("child exited before READY: {}", self.finish_stderr().await),
+        }
+    }
+
+    /// Whether the child has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILLs the child (on unix `start_kill` is SIGKILL) and reaps it.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("sending SIGKILL")?;
+        tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .map_err(|_| anyhow!("child not dead {STEP:?} after SIGKILL"))?
+            .context("reaping child")?;
+        Ok(())
+    }
+
+    /// Closes the child's stdin (ends a `hold` child gracefully) and waits.
+    pub async fn close_stdin_and_wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        drop(self.child.stdin.take());
+        tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .map_err(|_| anyhow!("child did not exit {STEP:?} after stdin closed"))?
+            .context("waiting for child")
+    }
+
+    /// Everything the child wrote to stderr (after it exited).
+    pub async fn finish_stderr(&mut self) -> String {
+        match tokio::time::timeout(STEP, &mut self.stderr).await {
+            Ok(Ok(s)) => s,
+            _ => "<stderr unavailable>".into(),
+        }
+    }
+}
+
+/// An ack line: `ACK <seq> <id>`.
+fn parse_ack(line: &str) -> anyhow::Result<(u64, String)> {
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ACK"), Some(seq), Some(id), None) => Ok((
+            seq.parse()
+                .with_context(|| format!("bad seq in {line:?}"))?,
+            id.to_owned(),
+        )),
+        _ => bail!("unexpected line from child: {line:?}"),
+    }
+}
+
+/// `<tag>-<task>-<i>` -> (`<tag>-<task>`, i). Parent ids have no index.
+fn producer_of(id: &str) -> (String, Option<u64>) {
+    match id.rsplit_once('-') {
+        Some((producer, i)) => match i.parse() {
+            Ok(i) => (producer.to_owned(), Some(i)),
+            Err(_) => (id.to_owned(), None),
+        },
+        None => (id.to_owned(), None),
+    }
+}
+
+/// Runs one trial of `plan` with `seed` in a fresh temp dir.
+///
+/// On failure the data directory is kept and its path is in the error, with
+/// the round, the kill plan and the child's stderr.
+pub async fn run_trial(plan: &CrashPlan, seed: u64) -> anyhow::Result<TrialReport> {
+    let dir = crate::temp_dir();
+    match trial_in(plan, seed, dir.path()).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let kept = dir.keep();
+            Err(e.context(format!("data directory kept at {}", kept.display())))
+        }
+    }
+}
+
+async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<TrialReport> {
+    let mut rng = Rng::new(seed);
+    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    let mut report = TrialReport::default();
+    for round in 0..plan.rounds {
+        let tag = format!("r{round}");
+        let concurrency = plan.concurrency.to_string();
+        let mut child = ChildProcess::spawn(
+            &plan.exe,
+            dir,
+            &[
+                "publish",
+                "--durability",
+                &plan.durability,
+                "--tag",
+                &tag,
+                "--concurrency",
+                &concurrency,
+            ],
+        )?;
+        let early = rng.one_in(8);
+        let target = rng.below(plan.max_acks_before_kill);
+        let delay = Duration::from_micros(rng.below(plan.max_delay.as_micros() as u64 + 1));
+        let what = if early {
+            format!("round {round}: kill {delay:?} after spawn")
+        } else {
+            format!("round {round}: kill {delay:?} after {target} acks")
+        };
+        let mut new_acks = Vec::new();
+        if early {
+            // Kill during open: recovery of the previous round's kill.
+            tokio::time::sleep(delay * 4).await;
+            report.early_kills += 1;
+        } else {
+            child.ready().await.with_context(|| what.clone())?;
+            while (new_acks.len() as u64) < target {
+                match child.next_line().await.with_context(|| what.clone())? {
+                    Some(l) => new_acks.push(parse_ack(&l).with_context(|| what.clone())?),
+                    None => bail!(
+                        "{what}: child exited after {} acks: {}",
+                        new_acks.len(),
+                        child.finish_stderr().await
+                    ),
+                }
+            }
+            // A blocking sleep for sub-millisecond precision; the child
+            // keeps publishing meanwhile.
+            std::thread::sleep(delay);
+        }
+        if let Some(status) = child.exited() {
+            bail!(
+                "{what}: child exited on its own ({status}): {}",
+                child.finish_stderr().await
+            );
+        }
+        child.kill9().await.with_context(|| what.clone())?;
+        // Acks printed before the kill are acks: read them all.
+        while let Some(l) = child.next_line().await? {
+            if l.starts_with("READY ") {
+                continue;
+            }
+            new_acks.push(parse_ack(&l).with_context(|| what.clone())?);
+        }
+        for (seq, id) in new_acks {
+            if let Some(prev) = acked.insert(seq, id.clone()) {
+                bail!("{what}: seq {seq} acked twice, for {prev} and {id}");
+            }
+        }
+        let stderr = child.finish_stderr().await;
+        verify(dir, &mut acked, round, &mut report)
+            .await
+            .with_context(|| format!("{what} (seed {seed}); child stderr: {stderr:?}"))?;
+    }
+    report.acked = acked.len();
+    Ok(report)
+}
+
+/// Reopens `dir` and checks it against `acked`; then re-publishes a stored
+/// id (must be a duplicate) and publishes one more message (recorded in
+/// `acked`).
+async fn verify(
+    dir: &Path,
+    acked: &mut BTreeMap<u64, String>,
+    round: usize,
+    report: &mut TrialReport,
+) -> anyhow::Result<()> {
+    let bus = durabus::connect(&file_url(dir, "always"))
+        .await
+        .context("reopening the data directory after the kill")?;
+    let cfg = StreamConfig::new(STREAM).subjects(["crash.>"]);
+    let state = match bus.stream_info(STREAM).await {
+        Ok(info) => info.state,
+        Err(Error::StreamNotFound { .. }) => {
+            ensure!(
+                acked.is_empty(),
+                "stream {STREAM} lost after {} acks",
+                acked.len()
+            );
+            bus.create_stream(cfg.clone()).await?.state
+        }
+        Err(e) => return Err(e).context("stream_info after reopen"),
+    };
+    let mut replay = bus
+        .replay(STREAM, ReplayOptions::from_seq(1).stop_at_end())
+        .await
+        .context("replay after reopen")?;
+    let mut stored: Vec<(u64, String)> = Vec::new();
+    while let Some(m) = tokio::time::timeout(STEP, replay.next())
+        .await
+        .map_err(|_| anyhow!("replay stalled"))?
+    {
+        let m = m.context("replay after reopen")?;
+        let payload = String::from_utf8(m.payload.to_vec()).context("payload not UTF-8")?;
+        let msg_id = m.headers.get(durabus::NATS_MSG_ID).unwrap_or_default();
+        ensure!(
+            payload == msg_id,
+            "seq {}: payload {payload:?} but msg id {msg_id:?} (torn or mixed record)",
+            m.seq
+        );
+        stored.push((m.seq, payload));
+    }
+    drop(replay);
+
+    // Contiguous from 1: nothing was ever purged or deleted here.
+    let last = state.last_seq;
+    ensure!(
+        stored.len() as u64 == last && state.messages == last,
+        "state says {} messages up to last_seq {last}, replay yielded {}",
+        state.messages,
+        stored.len()
+    );
+    for (i, (seq, _)) in stored.iter().enumerate() {
+        ensure!(
+            *seq == i as u64 + 1,
+            "gap or disorder: position {i} holds seq {seq}"
+        );
+    }
+    if last > 0 {
+        ensure!(
+            state.first_seq == 1,
+            "first_seq {} after kill",
+            state.first_seq
+        );
+    }
+
+    // Every ack present at its seq; acked seqs beyond the end are lost acks.
+    for (seq, id) in acked.iter() {
+        match stored.get((*seq as usize).wrapping_sub(1)) {
+            Some((_, got)) if got == id => {}
+            Some((_, got)) => bail!("acked {id} at seq {seq}, but seq {seq} holds {got}"),
+            None => bail!("LOST ACK: {id} was acked at seq {seq}, store ends at {last}"),
+        }
+    }
+
+    // Each producer: indexes 0..=m in seq order, m within one of its last ack.
+    let mut seen = BTreeMap::new();
+    let mut next_index: BTreeMap<String, u64> = BTreeMap::new();
+    for (seq, id) in &stored {
+        if let Some(prev) = seen.insert(id.clone(), *seq) {
+            bail!("{id} stored twice, at seq {prev} and {seq}");
+        }
+        if let (producer, Some(i)) = producer_of(id) {
+            let want = next_index.entry(producer).or_insert(0);
+            ensure!(
+                i == *want,
+                "{id} at seq {seq}: expected index {want} (hole or disorder)"
+            );
+            *want += 1;
+        }
+    }
+    let mut max_acked: BTreeMap<String, u64> = BTreeMap::new();
+    for id in acked.values() {
+        if let (producer, Some(i)) = producer_of(id) {
+            let e = max_acked.entry(producer).or_insert(0);
+            *e = (*e).max(i + 1);
+        }
+    }
+    for (producer, stored_count) in &next_index {
+        let acked_count = max_acked.get(producer).copied().unwrap_or(0);
+        ensure!(
+            *stored_count <= acked_count + 1,
+            "{producer}: {stored_count} stored but only {acked_count} acked; at most one can be in flight"
+        );
+    }
+    report.stored = last;
+    report.stored_unacked = stored.len() - acked.len();
+
+    // R10: dedup state survives the kill.
+    if let Some((seq, id)) = stored.last() {
+        let ack = bus
+            .publish_message(Message::new("crash.retry", id.clone()).with_msg_id(id.clone()))
+            .await
+            .context("re-publishing a stored msg id")?
+            .context("not captured")?;
+        ensure!(
+            ack.duplicate && ack.seq == *seq,
+            "re-publishing {id} (stored at seq {seq}) after the kill gave {ack:?}"
+        );
+    }
+
+    // Publishing continues after recovery.
+    let id = format!("parent-{round}");
+    let ack = bus
+        .publish_message(Message::new("crash.parent", id.clone()).with_msg_id(id.clone()))
+        .await
+        .context("publishing after reopen")?
+        .context("not captured")?;
+    ensure!(
+        ack.seq == last + 1 && !ack.duplicate,
+        "first publish after reopen got {ack:?}, expected seq {}",
+        last + 1
+    );
+    acked.insert(ack.seq, id);
+    bus.close().await.context("closing after verify")?;
+    Ok(())
+}
+
+/// Runs `trials` trials of `plan`, seeds `base_seed + t`. Panics on the first
+/// failure with the seed and a command line that reproduces it.
+///
+/// `DURABUS_CRASH_SEED` overrides the base seed; otherwise it is random and
+/// printed.
+pub async fn run_trials(plan: &CrashPlan, trials: u64, test_name: &str) -> TrialReport {
+    let base = match std::env::var("DURABUS_CRASH_SEED") {
+        Ok(s) => match s.parse() {
+            Ok(n) => n,
+            Err(_) => panic!("DURABUS_CRASH_SEED={s:?} is not a number"),
+        },
+        Err(_) => Rng::seed_from_clock(),
+    };
+    eprintln!(
+        "{test_name}: {trials} trials, durability {}, base seed {base}",
+        plan.durability
+    );
+    let mut total = TrialReport::default();
+    for t in 0..trials {
+        let seed = base.wrapping_add(t);
+        match run_trial(plan, seed).await {
+            Ok(r) => {
+                total.acked += r.acked;
+                total.stored += r.stored;
+                total.stored_unacked += r.stored_unacked;
+                total.early_kills += r.early_kills;
+            }
+            Err(e) => panic!(
+                "{test_name}: trial {t} of {trials} failed (seed {seed}): {e:#}\n\
+                 reproduce: DURABUS_CRASH_SEED={seed} DURABUS_CRASH_TRIALS=1 \
+                 cargo test -p durabus-testkit --test kill9 {test_name}"
+            ),
+        }
+    }
+    eprintln!("{test_name}: passed: {total:?}");
+    total
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_lines_and_ids_parse() {
+        assert_eq!(parse_ack("ACK 7 r0-1-3").unwrap(), (7, "r0-1-3".into()));
+        assert!(parse_ack("ACK 7").is_err());
+        assert!(parse_ack("garbage").is_err());
+        assert_eq!(producer_of("r0-1-3"), ("r0-1".into(), Some(3)));
+        assert_eq!(producer_of("parent-2"), ("parent".into(), Some(2)));
+    }
+}

@@ -1,0 +1,42 @@
+//! R1 (and R10): acknowledged publishes survive SIGKILL of the publishing
+//! process, at random moments, across repeated kills of one data directory.
+//!
+//! Trials: `DURABUS_CRASH_TRIALS` (default 20; `scripts/soak` runs
+//! thousands). Seed: `DURABUS_CRASH_SEED` (default random, printed on
+//! failure together with a command that reproduces the trial).
+
+use durabus_testkit::crash::{run_trials, CrashPlan};
+use durabus_testkit::env_count;
+
+fn plan() -> CrashPlan {
+    CrashPlan::new(env!("CARGO_BIN_EXE_crash_publisher"))
+}
+
+/// Under `always` every ack was fsynced: a kill loses none of them, nor the
+/// dedup state, and the store reopens and takes new publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_publishes_survive_kill9_with_always() {
+    let trials = env_count("DURABUS_CRASH_TRIALS", 20);
+    let report = run_trials(&plan(), trials, "acked_publishes_survive_kill9_with_always").await;
+    assert!(
+        trials == 0 || report.acked > 0,
+        "no trial acknowledged anything"
+    );
+}
+
+/// Under `none` an ack means "written to the OS": a process kill (not a
+/// power loss) must lose nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_publishes_survive_kill9_with_none() {
+    let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);
+    let report = run_trials(
+        &plan().durability("none"),
+        trials,
+        "acked_publishes_survive_kill9_with_none",
+    )
+    .await;
+    assert!(
+        trials == 0 || report.acked > 0,
+        "no trial acknowledged anything"
+    );
+}
