@@ -251,15 +251,17 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
         let early = rng.one_in(8);
         let target = rng.below(plan.max_acks_before_kill);
         let delay = Duration::from_micros(rng.below(plan.max_delay.as_micros() as u64 + 1));
+        // Up to 50 ms after spawn: before, during or just after open.
+        let early_delay = Duration::from_micros(rng.below(50_000));
         let what = if early {
-            format!("round {round}: kill {delay:?} after spawn")
+            format!("round {round}: kill {early_delay:?} after spawn")
         } else {
             format!("round {round}: kill {delay:?} after {target} acks")
         };
         let mut new_acks = Vec::new();
         if early {
             // Kill during open: recovery of the previous round's kill.
-            tokio::time::sleep(delay * 4).await;
+            tokio::time::sleep(early_delay).await;
             report.early_kills += 1;
         } else {
             child.ready().await.with_context(|| what.clone())?;

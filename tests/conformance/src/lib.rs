@@ -1462,6 +1462,7 @@ pub mod pubsub {
                 let m = tokio::select! {
                     Some(m) = m1.next() => m,
                     Some(m) = m2.next() => m,
+                    else => panic!("both queue members' subscriptions ended"),
                 };
                 seen.push(String::from_utf8_lossy(&m.payload).into_owned());
             }
@@ -1905,7 +1906,7 @@ pub mod close {
         );
         assert_err!(bus.publish(n.subject("a"), "x").await, Error::Closed);
         assert_err!(
-            bus.publish(n.subject("uncaptured_x"), "x").await,
+            bus.publish(format!("{}_uncaptured.x", n.root()), "x").await,
             Error::Closed
         );
         assert_err!(
