@@ -3,15 +3,50 @@
 //! A [`Store`] owns one data directory (or an in-memory image) and implements
 //! [`durabus_core::Backend`]. Formats, recovery rules and the numbered
 //! invariants cited in the code are in `docs/design.md`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> durabus_core::Result<()> {
+//! use durabus_core::{Backend, Message, StreamConfig};
+//! let store = durabus_log::Store::memory(durabus_log::Options::default())?;
+//! store.create_stream(StreamConfig::new("ORDERS").subjects(["orders.>"])).await?;
+//! let ack = store.publish(Message::new("orders.1", "hello")).await?;
+//! assert_eq!(ack.map(|a| a.seq), Some(1));
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules, one concept each: `storage` (the [`Storage`] trait every file
+//! operation goes through), `record` (framing), `segment` (segment and index
+//! files), `checkpoint`, `stream` (the synchronous stream core), `recovery`,
+//! `sync` (group commit and maintenance threads), `router` (core pub/sub),
+//! `replay`, `store` ([`Store`], the [`durabus_core::Backend`]) and `dump`.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod checkpoint;
+mod dump;
+mod rangeset;
+mod record;
+mod recovery;
+mod replay;
+mod router;
+mod segment;
+mod storage;
+mod store;
+mod stream;
+mod sync;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use durabus_core::{
-    Backend, ConnectionStatus, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, Result,
-    StoredMessage, StreamConfig, StreamInfo, Subscription,
+use durabus_core::Result;
+
+pub use storage::{
+    write_atomic, FsStorage, LockOutcome, MemStorage, Storage, StorageFile, StorageLock,
 };
+pub use store::{Store, FORMAT_VERSION};
 
 /// When an acknowledged publish is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,106 +147,5 @@ pub fn dump(
     stream: Option<&str>,
     f: &mut dyn FnMut(DumpRecord),
 ) -> Result<()> {
-    let _ = (dir.as_ref(), stream, f);
-    todo!()
-}
-
-/// The embedded store: a data directory (or memory image) of streams.
-#[derive(Clone)]
-pub struct Store {
-    _private: Arc<()>,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
-
-impl Store {
-    /// Opens (creating if needed) the data directory `dir`, locking it and
-    /// recovering every stream.
-    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
-        let _ = (dir.as_ref(), options);
-        todo!()
-    }
-
-    /// The same engine on in-memory storage.
-    pub fn memory(options: Options) -> Result<Store> {
-        let _ = options;
-        todo!()
-    }
-
-    /// What recovery found at open.
-    pub fn recovery_report(&self) -> RecoveryReport {
-        todo!()
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for Store {
-    async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
-        let _ = config;
-        todo!()
-    }
-    async fn update_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
-        let _ = config;
-        todo!()
-    }
-    async fn stream_info(&self, name: &str) -> Result<StreamInfo> {
-        let _ = name;
-        todo!()
-    }
-    async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
-        todo!()
-    }
-    async fn delete_stream(&self, name: &str) -> Result<()> {
-        let _ = name;
-        todo!()
-    }
-    async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
-        let _ = (name, request);
-        todo!()
-    }
-    async fn publish(&self, message: Message) -> Result<Option<PublishAck>> {
-        let _ = message;
-        todo!()
-    }
-    async fn publish_batch(
-        &self,
-        messages: Vec<Message>,
-    ) -> Result<Vec<Result<Option<PublishAck>>>> {
-        let _ = messages;
-        todo!()
-    }
-    async fn subscribe(&self, filter: &str, queue_group: Option<&str>) -> Result<Subscription> {
-        let _ = (filter, queue_group);
-        todo!()
-    }
-    async fn request(&self, message: Message, timeout: Duration) -> Result<Message> {
-        let _ = (message, timeout);
-        todo!()
-    }
-    async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
-        let _ = (stream, seq);
-        todo!()
-    }
-    async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage> {
-        let _ = (stream, subject);
-        todo!()
-    }
-    async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
-        let _ = (stream, seq);
-        todo!()
-    }
-    async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
-        let _ = (stream, options);
-        todo!()
-    }
-    async fn close(&self) -> Result<()> {
-        todo!()
-    }
-    fn status(&self) -> ConnectionStatus {
-        todo!()
-    }
+    dump::dump(dir.as_ref(), stream, f)
 }

@@ -1,0 +1,531 @@
+//! Opening a stream: docs/design.md "Recovery rules" 3-7, and creating a new
+//! stream's files.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use durabus_core::{Error, Result, StreamConfig, NATS_MSG_ID};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use crate::rangeset::RangeSet;
+use crate::record::Kind;
+use crate::segment::{self, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
+use crate::storage::{write_atomic, Storage, StorageFile};
+use crate::stream::{
+    from_system_time, now_ns, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
+};
+
+/// `config.json` of a stream.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ConfigFile {
+    pub(crate) config: StreamConfig,
+    pub(crate) created_ns: i64,
+}
+
+/// A torn tail that recovery cut: (segment, bytes dropped).
+pub(crate) type Truncation = (PathBuf, u64);
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        segment: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(context, e)
+}
+
+/// Writes a stream's config atomically (invariant 6).
+pub(crate) fn write_config(
+    storage: &dyn Storage,
+    dir: &Path,
+    config: &StreamConfig,
+    created: SystemTime,
+) -> Result<()> {
+    let cf = ConfigFile {
+        config: config.clone(),
+        created_ns: from_system_time(created),
+    };
+    let bytes = serde_json::to_vec_pretty(&cf)
+        .map_err(|e| Error::Server(format!("encoding stream config: {e}")))?;
+    let path = dir.join("config.json");
+    write_atomic(storage, &path, &bytes).map_err(io(format!("writing {}", path.display())))
+}
+
+/// Creates a new stream's directory atomically: built under
+/// `streams/.creating-<name>`, then renamed into place.
+pub(crate) fn create(
+    env: Arc<Env>,
+    streams_dir: &Path,
+    config: StreamConfig,
+) -> Result<Arc<Stream>> {
+    let storage = &*env.storage;
+    let name = config.name.clone();
+    let staging = streams_dir.join(format!(".creating-{name}"));
+    let dir = streams_dir.join(&name);
+    let ctx = |what: &str| format!("creating stream {name}: {what}");
+    if storage.exists(&staging).unwrap_or(false) {
+        storage
+            .remove_dir_all(&staging)
+            .map_err(io(ctx("removing a stale staging directory")))?;
+    }
+    let segdir = staging.join("segments");
+    storage
+        .create_dir_all(&segdir)
+        .map_err(io(ctx("creating directories")))?;
+    let created = to_system_time(now_ns());
+    write_config(storage, &staging, &config, created)?;
+    let seg_path = segdir.join(segment::log_name(1));
+    let f = storage
+        .create(&seg_path)
+        .map_err(io(ctx("creating the first segment")))?;
+    f.write_all_at(&segment::header_bytes(), 0)
+        .map_err(io(ctx("writing the segment header")))?;
+    f.sync_data().map_err(io(ctx("syncing the segment")))?;
+    drop(f);
+    storage.sync_dir(&segdir).map_err(io(ctx("syncing")))?;
+    storage
+        .rename(&staging, &dir)
+        .map_err(io(ctx("renaming into place")))?;
+    // IMPORTANT: fsync the directory after rename.
+    storage.sync_dir(streams_dir).map_err(io(ctx("syncing")))?;
+    let segdir = dir.join("segments");
+    let mut active = SegmentMeta::new(1, segdir.join(segment::log_name(1)));
+    active.file = Some(
+        storage
+            .open(&active.path)
+            .map_err(io(ctx("opening the segment")))?,
+    );
+    let inner = Inner::new_empty(config, created, segdir, active);
+    Ok(Stream::new(name, dir, env, inner))
+}
+
+/// The index of a sealed segment from its `.idx` file, if present and sane.
+fn load_index(
+    storage: &dyn Storage,
+    segdir: &Path,
+    base: u64,
+    size: u64,
+) -> Option<Vec<IndexEntry>> {
+    let b = storage
+        .read_file(&segdir.join(segment::idx_name(base)))
+        .ok()?;
+    let entries = segment::decode_index(&b)?;
+    let sane = entries
+        .windows(2)
+        .all(|w| w[0].offset < w[1].offset && w[0].seq < w[1].seq && w[0].time <= w[1].time)
+        && entries
+            .iter()
+            .all(|e| e.offset >= SEGMENT_HEADER && e.offset < size && e.seq >= base);
+    sane.then_some(entries)
+}
+
+/// Checks a segment header; `Ok(false)` when it is short (torn creation).
+fn check_header(file: &dyn StorageFile, path: &Path) -> Result<bool> {
+    let mut h = [0u8; 16];
+    let n =
+        segment::read_full(file, &mut h, 0).map_err(io(format!("reading {}", path.display())))?;
+    match segment::check_header(&h[..n]) {
+        HeaderCheck::Ok => Ok(true),
+        HeaderCheck::Short => Ok(false),
+        HeaderCheck::BadMagic => Err(corrupt(path, 0, "not a durabus segment (bad magic)")),
+        HeaderCheck::Version(v) => Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: v,
+            supported: segment::SEGMENT_VERSION,
+        }),
+    }
+}
+
+/// Rebuilds the index of a sealed segment by reading it (verifying every record).
+fn rebuild_index(file: &dyn StorageFile, path: &Path, size: u64) -> Result<Vec<IndexEntry>> {
+    if !check_header(file, path)? {
+        return Err(corrupt(path, 0, "segment header is truncated"));
+    }
+    let mut index = Vec::new();
+    let end = segment::scan(file, SEGMENT_HEADER, size, &mut |off, r| {
+        if r.kind == Kind::Message {
+            segment::maybe_index(&mut index, r.seq, r.time, off);
+        }
+        Ok(true)
+    })
+    .map_err(|e| scan_error(path, e))?;
+    if let ScanEnd::Bad { offset, reason, .. } = end {
+        return Err(corrupt(path, offset, reason));
+    }
+    Ok(index)
+}
+
+/// Loads a checkpoint if it matches the segments on disk (else `None`: full scan).
+fn load_checkpoint(
+    storage: &dyn Storage,
+    dir: &Path,
+    segdir: &Path,
+    bases: &[u64],
+) -> Option<Checkpoint> {
+    let c = Checkpoint::decode(&storage.read_file(&dir.join(CHECKPOINT_FILE)).ok()?)?;
+    let n = c.segments.len();
+    if n == 0 || bases.len() < n || c.segments[n - 1].base != c.covered_base {
+        return None;
+    }
+    for (i, s) in c.segments.iter().enumerate() {
+        if bases[i] != s.base {
+            return None;
+        }
+        let len = storage
+            .open(&segdir.join(segment::log_name(s.base)))
+            .ok()?
+            .len()
+            .ok()?;
+        let ok = if i + 1 < n {
+            len == s.size
+        } else {
+            len >= c.covered_offset && c.covered_offset >= SEGMENT_HEADER
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(c)
+}
+
+/// Opens (recovers) the stream in `dir`. On error nothing on disk was changed.
+pub(crate) fn open(
+    env: Arc<Env>,
+    dir: PathBuf,
+    name: &str,
+) -> Result<(Arc<Stream>, Option<Truncation>)> {
+    let storage: &dyn Storage = &*env.storage;
+    let cfg_path = dir.join("config.json");
+    let cfg_bytes = storage.read_file(&cfg_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            corrupt(&cfg_path, 0, "stream config is missing")
+        } else {
+            Error::io(format!("reading {}", cfg_path.display()), e)
+        }
+    })?;
+    let cf: ConfigFile = serde_json::from_slice(&cfg_bytes).map_err(|e| {
+        corrupt(
+            &cfg_path,
+            0,
+            format!("stream config is not valid JSON: {e}"),
+        )
+    })?;
+    let config = cf.config;
+    let created = to_system_time(cf.created_ns);
+    let segdir = dir.join("segments");
+    let names = storage
+        .list_dir(&segdir)
+        .map_err(io(format!("listing {}", segdir.display())))?;
+    let mut bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_log_name(n))
+        .collect();
+    bases.sort_unstable();
+    let stray: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .map(|n| segdir.join(n))
+        .collect();
+    let now = now_ns();
+    let window_cutoff =
+        now.saturating_sub(i64::try_from(config.duplicate_window.as_nanos()).unwrap_or(i64::MAX));
+
+    if bases.is_empty() {
+        // Only possible if files were removed by hand: start over after the
+        // checkpoint's last sequence if there is one.
+        let base = Checkpoint::decode(
+            &storage
+                .read_file(&dir.join(CHECKPOINT_FILE))
+                .unwrap_or_default(),
+        )
+        .map_or(1, |c| c.last_seq + 1);
+        let path = segdir.join(segment::log_name(base));
+        let f = storage
+            .create(&path)
+            .map_err(io(format!("creating {}", path.display())))?;
+        f.write_all_at(&segment::header_bytes(), 0)
+            .and_then(|()| f.sync_data())
+            .and_then(|()| storage.sync_dir(&segdir))
+            .map_err(io(format!("creating {}", path.display())))?;
+        let mut active = SegmentMeta::new(base, path);
+        active.file = Some(f);
+        let inner = Inner::new_empty(config, created, segdir, active);
+        return Ok((Stream::new(name.to_owned(), dir, env, inner), None));
+    }
+
+    let ckpt = load_checkpoint(storage, &dir, &segdir, &bases);
+    let seg_path = |base: u64| segdir.join(segment::log_name(base));
+    let mut to_write_index: Vec<u64> = Vec::new();
+
+    // Build the starting state and the scan plan: (segment index in `bases`, start offset).
+    let (mut g, first_scan) = match &ckpt {
+        Some(c) => {
+            let n = c.segments.len();
+            let mut sealed = VecDeque::with_capacity(n);
+            for s in &c.segments[..n - 1] {
+                let path = seg_path(s.base);
+                let index = match load_index(storage, &segdir, s.base, s.size) {
+                    Some(ix) => ix,
+                    None => {
+                        // Rule 6: a sealed segment without a valid index gets it rebuilt.
+                        let f = storage
+                            .open(&path)
+                            .map_err(io(format!("opening {}", path.display())))?;
+                        to_write_index.push(s.base);
+                        rebuild_index(&*f, &path, s.size)?
+                    }
+                };
+                let mut m = SegmentMeta::new(s.base, path);
+                m.size = s.size;
+                m.msgs = s.msgs;
+                m.bytes = s.bytes;
+                m.last_seq = s.last_seq;
+                m.first_time = s.first_time;
+                m.last_time = s.last_time;
+                m.index = index;
+                m.indexed = !to_write_index.contains(&s.base);
+                sealed.push_back(m);
+            }
+            let s = &c.segments[n - 1];
+            let mut active = SegmentMeta::new(s.base, seg_path(s.base));
+            active.size = c.covered_offset;
+            active.msgs = s.msgs;
+            active.bytes = s.bytes;
+            active.last_seq = s.last_seq;
+            active.first_time = s.first_time;
+            active.last_time = s.last_time;
+            active.index = s.index.clone();
+            let mut g = Inner::new_empty(config.clone(), created, segdir.clone(), active);
+            g.sealed = sealed;
+            g.flushed = c.covered_offset;
+            g.first_seq = c.first_seq;
+            g.last_seq = c.last_seq;
+            g.last_time = c.last_time;
+            g.messages = c.messages;
+            g.bytes = c.bytes;
+            let mut deleted = RangeSet::default();
+            for &(lo, hi) in &c.deleted {
+                deleted.insert_range(lo, hi);
+            }
+            g.deleted = deleted;
+            g.track_subject_seqs = c.track_subject_seqs;
+            g.subjects = c
+                .subjects
+                .iter()
+                .map(|s| {
+                    (
+                        s.subject.clone(),
+                        SubjState {
+                            count: s.count,
+                            last: s.last,
+                            seqs: s.seqs.as_ref().map(|v| v.iter().copied().collect()),
+                        },
+                    )
+                })
+                .collect::<HashMap<_, _>>();
+            let mut dedup = Dedup::default();
+            for (id, seq, t) in &c.dedup {
+                if *t >= window_cutoff {
+                    dedup.insert(id, *seq, *t);
+                }
+            }
+            g.dedup = dedup;
+            (g, (n - 1, c.covered_offset))
+        }
+        None => {
+            let active = SegmentMeta::new(bases[0], seg_path(bases[0]));
+            (
+                Inner::new_empty(config.clone(), created, segdir.clone(), active),
+                (0, SEGMENT_HEADER),
+            )
+        }
+    };
+    g.recovering = true;
+
+    // Rule 5: scan from the covered position to the end.
+    let mut truncation: Option<(PathBuf, u64, u64, bool)> = None; // (path, cut at, dropped, rewrite header)
+    let last_i = bases.len() - 1;
+    for (i, &base) in bases.iter().enumerate().skip(first_scan.0) {
+        let is_last = i == last_i;
+        if i > first_scan.0 {
+            // Move on: the scanned segment becomes sealed.
+            if base <= g.last_seq {
+                return Err(corrupt(
+                    &seg_path(base),
+                    0,
+                    format!(
+                        "segment starts at {base} but sequence {} was already seen",
+                        g.last_seq
+                    ),
+                ));
+            }
+            let next = SegmentMeta::new(base, seg_path(base));
+            let mut prev = std::mem::replace(&mut g.active, next);
+            prev.file = None;
+            prev.indexed = load_index(storage, &segdir, prev.base, prev.size)
+                .is_some_and(|ix| ix == prev.index);
+            if !prev.indexed {
+                to_write_index.push(prev.base);
+            }
+            g.sealed.push_back(prev);
+            g.flushed = SEGMENT_HEADER;
+            g.active.size = SEGMENT_HEADER;
+            if base > g.last_seq + 1 {
+                if g.messages == 0 {
+                    g.first_seq = base;
+                } else {
+                    g.deleted.insert_range(g.last_seq + 1, base - 1);
+                }
+                g.last_seq = base - 1;
+            }
+        }
+        let path = seg_path(base);
+        let file = storage
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        let len = file
+            .len()
+            .map_err(io(format!("reading {}", path.display())))?;
+        if !check_header(&*file, &path)? {
+            if is_last {
+                truncation = Some((path.clone(), 0, len, true));
+                g.active.file = Some(file);
+                break;
+            }
+            return Err(corrupt(&path, 0, "segment header is truncated"));
+        }
+        g.active.file = Some(file.clone());
+        let start = if i == first_scan.0 {
+            first_scan.1
+        } else {
+            SEGMENT_HEADER
+        };
+        let stream_name = name.to_owned();
+        let end = {
+            let g = &mut g;
+            segment::scan(&*file, start, len, &mut |off, r| {
+                let end = off + r.size as u64;
+                match r.kind {
+                    Kind::Message => {
+                        if r.seq <= g.last_seq {
+                            return Err(corrupt(
+                                &path,
+                                off,
+                                format!(
+                                    "sequence {} is not above the previous {}",
+                                    r.seq, g.last_seq
+                                ),
+                            ));
+                        }
+                        let id = if r.time >= window_cutoff {
+                            r.header(NATS_MSG_ID)
+                        } else {
+                            None
+                        };
+                        g.active.size = end;
+                        g.flushed = end;
+                        g.note_message(r.seq, r.time, r.subject, r.size as u64, off, id);
+                        if g.config.max_msgs_per_subject.is_some() {
+                            g.enforce_subject_limit(&stream_name, storage, r.subject)?;
+                        }
+                        g.enforce_limits(&stream_name, storage)?;
+                    }
+                    Kind::Delete => {
+                        g.active.size = end;
+                        g.flushed = end;
+                        if g.is_live(r.seq) {
+                            let (subject, size) = g.read_info(&stream_name, storage, r.seq)?;
+                            g.remove_msg(r.seq, &subject, size);
+                        }
+                    }
+                    Kind::Purge => {
+                        g.active.size = end;
+                        g.flushed = end;
+                        g.apply_purge(&stream_name, storage, r.subject, r.seq, r.purge_keep())?;
+                    }
+                }
+                g.last_time = g.last_time.max(r.time);
+                Ok(true)
+            })
+            .map_err(|e| scan_error(&path, e))?
+        };
+        g.active.size = g.active.size.max(start);
+        g.flushed = g.active.size;
+        if let ScanEnd::Bad { offset, reason, .. } = end {
+            if !is_last {
+                return Err(corrupt(&path, offset, reason));
+            }
+            // Rule 5: a torn tail only if nothing valid follows (invariant 7).
+            let mut rest = vec![0u8; (len - offset) as usize];
+            segment::read_full(&*file, &mut rest, offset)
+                .map_err(io(format!("reading {}", path.display())))?;
+            if segment::valid_record_after(&rest, g.last_seq + 1) {
+                return Err(corrupt(
+                    &path,
+                    offset,
+                    format!("{reason}, and valid records follow"),
+                ));
+            }
+            truncation = Some((path.clone(), offset, len - offset, false));
+        }
+    }
+
+    // Recovery succeeded: now, and only now, change files.
+    let mut report = None;
+    if let Some((path, at, dropped, rewrite)) = truncation {
+        let file = g
+            .active
+            .file
+            .clone()
+            .ok_or_else(|| corrupt(&path, at, "segment not open"))?;
+        let ctx = format!("truncating the torn tail of {}", path.display());
+        file.set_len(at).map_err(io(ctx.clone()))?;
+        if rewrite {
+            file.write_all_at(&segment::header_bytes(), 0)
+                .map_err(io(ctx.clone()))?;
+            g.active.size = SEGMENT_HEADER;
+            g.flushed = SEGMENT_HEADER;
+        }
+        // IMPORTANT: the cut is durable before appends continue after it.
+        file.sync_data().map_err(io(ctx))?;
+        tracing::warn!(stream = name, segment = %path.display(), offset = at, bytes_dropped = dropped,
+            "recovery truncated a torn tail (a write that never completed)");
+        report = Some((path, dropped));
+    }
+    g.recovering = false;
+    g.remove_doomed(storage);
+    for p in stray {
+        let _ = storage.remove_file(&p);
+    }
+    for base in to_write_index {
+        if let Some(i) = g.sealed.iter().position(|s| s.base == base) {
+            match segment::write_index(storage, &segdir, base, &g.sealed[i].index) {
+                Ok(()) => g.sealed[i].indexed = true,
+                Err(e) => {
+                    tracing::warn!(stream = name, base, error = %e, "could not write segment index")
+                }
+            }
+        }
+    }
+    if g.config.max_msgs_per_subject.is_some() && !g.track_subject_seqs {
+        g.rebuild_subject_seqs(storage)?;
+    }
+    // Rule 7: limits again (max_age included) after the scan.
+    g.enforce_all(name, storage, now)?;
+    g.remove_doomed(storage);
+    g.dedup.expire(window_cutoff);
+    g.ckpt_needed = false;
+    let stream = Stream::new(name.to_owned(), dir, env, g);
+    if !stream.env.storage.is_volatile() {
+        if let Err(e) = stream.write_checkpoint() {
+            tracing::warn!(stream = name, error = %e, "could not write checkpoint after recovery");
+        }
+    }
+    Ok((stream, report))
+}

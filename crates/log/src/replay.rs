@@ -1,0 +1,237 @@
+//! Ordered replay of a stream (invariant 11): reads segment files in big
+//! chunks through its own handles, holding the stream lock only to plan a
+//! chunk and to filter deleted sequences; payloads are zero-copy slices of
+//! the chunk. Cancel-safe: its state lives in the stream, not in the future
+//! of one `next()` call.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use durabus_core::{subject, Error, Replay, ReplayOptions, ReplayStart, Result, StoredMessage};
+use tokio::sync::watch;
+
+use crate::record::{self, Decoded, Kind};
+use crate::segment::{self, SEGMENT_HEADER};
+use crate::storage::StorageFile;
+use crate::stream::{from_system_time, stored_from, Stream};
+
+struct Position {
+    base: u64,
+    offset: u64,
+    file: Arc<dyn StorageFile>,
+}
+
+struct ReplayState {
+    stream: Arc<Stream>,
+    next_seq: u64,
+    pos: Option<Position>,
+    queue: VecDeque<StoredMessage>,
+    filter: Option<String>,
+    end: Option<u64>,
+    rx: watch::Receiver<u64>,
+    done: bool,
+}
+
+enum Progress {
+    More,
+    CaughtUp,
+}
+
+/// Starts a replay of `stream`.
+pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Replay> {
+    if let Some(f) = &options.filter {
+        subject::validate_filter(f)?;
+    }
+    // Subscribe before reading the state, so no change is missed.
+    let rx = stream.tail_tx.subscribe();
+    let last = stream.lock().last_seq;
+    let next_seq = match options.start {
+        ReplayStart::Sequence(0) => {
+            return Err(Error::InvalidArgument(
+                "replay start sequence 0: sequences start at 1".into(),
+            ))
+        }
+        ReplayStart::Sequence(n) => n,
+        ReplayStart::Time(t) => stream.seq_for_time(from_system_time(t))?,
+        ReplayStart::New => last + 1,
+    };
+    let state = ReplayState {
+        stream,
+        next_seq,
+        pos: None,
+        queue: VecDeque::new(),
+        filter: options.filter,
+        end: options.stop_at_end.then_some(last),
+        rx,
+        done: false,
+    };
+    let s = futures::stream::unfold(state, |mut st| async move {
+        let item = st.next().await?;
+        Some((item, st))
+    });
+    Ok(Replay::new(Box::pin(s)))
+}
+
+impl ReplayState {
+    async fn next(&mut self) -> Option<Result<StoredMessage>> {
+        loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Some(Ok(m));
+            }
+            if self.done || self.stream.is_closed() {
+                return None;
+            }
+            if self.end.is_some_and(|e| self.next_seq > e) {
+                return None;
+            }
+            self.rx.borrow_and_update();
+            match self.fill() {
+                Ok(Progress::More) => {}
+                Ok(Progress::CaughtUp) => {
+                    if self.end.is_some() {
+                        return None;
+                    }
+                    if self.rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Reads one chunk into the queue, or says there is nothing new.
+    fn fill(&mut self) -> Result<Progress> {
+        let stream = self.stream.clone();
+        let (base, path, seek, limit, is_last, next_base) = {
+            let g = stream.lock();
+            let target = self.next_seq.max(g.first_seq);
+            self.next_seq = target;
+            if target > g.last_seq {
+                return Ok(Progress::CaughtUp);
+            }
+            let seg = g.seg_for_seq(target);
+            let t = (
+                seg.base,
+                seg.path.clone(),
+                segment::seek_seq(&seg.index, target),
+                g.readable_limit(seg),
+                seg.base == g.active.base,
+                g.seg_after(seg.base).map(|s| s.base),
+            );
+            // The handle is our own (invariant 11), opened outside the lock below.
+            drop(g);
+            t
+        };
+        let reuse = matches!(&self.pos, Some(p) if p.base == base);
+        if !reuse {
+            let file = match stream.storage().open(&path) {
+                Ok(f) => f,
+                // Removed by retention meanwhile: plan again from the new first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Progress::More),
+                Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+            };
+            self.pos = Some(Position {
+                base,
+                offset: seek.max(SEGMENT_HEADER),
+                file,
+            });
+        }
+        let Some(pos) = self.pos.as_mut() else {
+            return Ok(Progress::More);
+        };
+        if seek > pos.offset {
+            pos.offset = seek;
+        }
+        if pos.offset >= limit {
+            if is_last {
+                return Ok(Progress::CaughtUp);
+            }
+            // Nothing at or after `target` left in this segment.
+            if let Some(nb) = next_base {
+                self.next_seq = self.next_seq.max(nb);
+            }
+            self.pos = None;
+            return Ok(Progress::More);
+        }
+        let mut want = ((limit - pos.offset) as usize).min(segment::CHUNK);
+        let mut buf = vec![0u8; want];
+        segment::read_full(&*pos.file, &mut buf, pos.offset)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if let Decoded::Torn = record::decode(&buf) {
+            // A record bigger than a chunk: read it whole.
+            if let Some(n) = record::announced_size(&buf) {
+                if n > want && (n as u64) <= limit - pos.offset {
+                    want = n;
+                    buf.resize(want, 0);
+                    segment::read_full(&*pos.file, &mut buf, pos.offset)
+                        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                }
+            }
+        }
+        let chunk = Bytes::from(buf);
+        let mut at = 0usize;
+        let mut out: Vec<StoredMessage> = Vec::new();
+        let mut last_seen = None;
+        let target = self.next_seq;
+        let mut hit_end = false;
+        while at < chunk.len() {
+            match record::decode(&chunk[at..]) {
+                Decoded::Ok(r) => {
+                    if r.kind == Kind::Message {
+                        if self.end.is_some_and(|e| r.seq > e) {
+                            hit_end = true;
+                            break;
+                        }
+                        last_seen = Some(r.seq);
+                        let wanted = r.seq >= target
+                            && self
+                                .filter
+                                .as_deref()
+                                .is_none_or(|f| subject::matches(f, r.subject));
+                        if wanted {
+                            out.push(stored_from(&stream.name, &r, Some(&chunk)));
+                        }
+                    }
+                    at += r.size;
+                }
+                Decoded::Torn if at > 0 => break,
+                Decoded::Torn => {
+                    return Err(Error::Corrupt {
+                        segment: path.clone(),
+                        offset: pos.offset,
+                        reason: "record ends past the written data".into(),
+                    })
+                }
+                Decoded::Corrupt(reason) => {
+                    return Err(Error::Corrupt {
+                        segment: path.clone(),
+                        offset: pos.offset + at as u64,
+                        reason,
+                    })
+                }
+            }
+        }
+        pos.offset += at as u64;
+        if let Some(s) = last_seen {
+            self.next_seq = s + 1;
+        }
+        if hit_end {
+            self.done = true;
+        }
+        if !out.is_empty() {
+            // Drop what was deleted or expired meanwhile.
+            let g = stream.lock();
+            let (lo, hi) = (out[0].seq, out[out.len() - 1].seq);
+            let any_deleted = g.deleted.count_in(lo, hi) > 0;
+            let first = g.first_seq;
+            out.retain(|m| m.seq >= first && !(any_deleted && g.deleted.contains(m.seq)));
+        }
+        self.queue.extend(out);
+        Ok(Progress::More)
+    }
+}

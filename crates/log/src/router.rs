@@ -1,0 +1,195 @@
+//! Core (non-persistent) pub/sub: live subscriptions with wildcards and queue
+//! groups, bounded per-subscriber buffers and slow-consumer signals
+//! (invariant 12).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use durabus_core::{subject, Error, Event, Message, Result, Subscription};
+use tokio::sync::{broadcast, mpsc};
+
+struct Sub {
+    id: u64,
+    filter: String,
+    queue: Option<String>,
+    tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
+    last_event: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct Table {
+    literal: HashMap<String, Vec<Arc<Sub>>>,
+    wild: Vec<Arc<Sub>>,
+    /// Round-robin counters of queue groups.
+    rr: HashMap<String, Arc<AtomicUsize>>,
+}
+
+/// The subscription table of a store.
+pub(crate) struct Router {
+    /// Live subscriptions; 0 makes routing a single atomic load (the fast path).
+    count: AtomicUsize,
+    table: RwLock<Table>,
+    next_id: AtomicU64,
+    buffer: usize,
+    events: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("subscriptions", &self.count.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+const SLOW_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Router {
+    pub(crate) fn new(buffer: usize, events: broadcast::Sender<Event>) -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            table: RwLock::new(Table::default()),
+            next_id: AtomicU64::new(1),
+            buffer: buffer.max(1),
+            events,
+        }
+    }
+
+    /// A new live subscription.
+    pub(crate) fn subscribe(&self, filter: &str, queue: Option<&str>) -> Result<Subscription> {
+        subject::validate_filter(filter)?;
+        if let Some(q) = queue {
+            if q.is_empty() || q.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Error::InvalidArgument(format!(
+                    "queue group {q:?} must be non-empty without whitespace"
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sub = Arc::new(Sub {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            filter: filter.to_owned(),
+            queue: queue.map(str::to_owned),
+            tx,
+            dropped: dropped.clone(),
+            last_event: Mutex::new(None),
+        });
+        {
+            let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(q) = queue {
+                t.rr.entry(q.to_owned()).or_default();
+            }
+            if subject::has_wildcards(filter) {
+                t.wild.push(sub);
+            } else {
+                t.literal.entry(filter.to_owned()).or_default().push(sub);
+            }
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let m = rx.recv().await?;
+            Some((m, rx))
+        });
+        Ok(Subscription::new(filter, Box::pin(stream), dropped))
+    }
+
+    /// Delivers `msg` to matching subscribers; returns how many accepted or
+    /// dropped it (0: nobody listens).
+    pub(crate) fn deliver(&self, msg: &Message) -> usize {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let mut matched = 0;
+        let mut closed: Vec<u64> = Vec::new();
+        {
+            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
+            let lit = t.literal.get(msg.subject.as_str()).into_iter().flatten();
+            let wild = t
+                .wild
+                .iter()
+                .filter(|s| subject::matches(&s.filter, &msg.subject));
+            for sub in lit.chain(wild) {
+                match &sub.queue {
+                    None => {
+                        if self.send(sub, msg) {
+                            matched += 1;
+                        } else {
+                            closed.push(sub.id);
+                        }
+                    }
+                    Some(q) => match groups.iter_mut().find(|(name, _)| name == q) {
+                        Some((_, members)) => members.push(sub),
+                        None => groups.push((q.as_str(), vec![sub])),
+                    },
+                }
+            }
+            for (name, members) in groups {
+                let start =
+                    t.rr.get(name)
+                        .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed));
+                // One member per group, round-robin; skip members that are gone.
+                for k in 0..members.len() {
+                    let sub = members[(start + k) % members.len()];
+                    if self.send(sub, msg) {
+                        matched += 1;
+                        break;
+                    }
+                    closed.push(sub.id);
+                }
+            }
+        }
+        if !closed.is_empty() {
+            self.remove(&closed);
+        }
+        matched
+    }
+
+    /// false when the subscriber is gone.
+    fn send(&self, sub: &Sub, msg: &Message) -> bool {
+        match sub.tx.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut last = sub.last_event.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.is_none_or(|t| t.elapsed() >= SLOW_EVENT_INTERVAL);
+                if due {
+                    *last = Some(Instant::now());
+                    let _ = self.events.send(Event::SlowConsumer {
+                        filter: sub.filter.clone(),
+                        dropped,
+                    });
+                    tracing::warn!(filter = %sub.filter, dropped, "slow consumer: messages dropped");
+                }
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn remove(&self, ids: &[u64]) {
+        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let mut removed = 0;
+        t.literal.retain(|_, subs| {
+            let before = subs.len();
+            subs.retain(|s| !ids.contains(&s.id));
+            removed += before - subs.len();
+            !subs.is_empty()
+        });
+        let before = t.wild.len();
+        t.wild.retain(|s| !ids.contains(&s.id));
+        removed += before - t.wild.len();
+        self.count.fetch_sub(removed, Ordering::AcqRel);
+    }
+
+    /// Ends every subscription (store closed).
+    pub(crate) fn close(&self) {
+        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        *t = Table::default();
+        self.count.store(0, Ordering::Release);
+    }
+}

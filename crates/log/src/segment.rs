@@ -1,0 +1,399 @@
+//! Segment files (`.log`) and their sparse index files (`.idx`); see
+//! docs/design.md, "Segment file" and "Index file".
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{self, Decoded, Kind};
+use crate::storage::{Storage, StorageFile};
+
+/// Magic at the start of every segment.
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"DBUSLOG\0";
+/// Segment format version written by this build.
+pub(crate) const SEGMENT_VERSION: u32 = 1;
+/// Bytes of the segment header.
+pub(crate) const SEGMENT_HEADER: u64 = 16;
+/// Magic of index files.
+pub(crate) const INDEX_MAGIC: &[u8; 8] = b"DBUSIDX\0";
+/// Index format version.
+pub(crate) const INDEX_VERSION: u32 = 1;
+/// One index entry per this many bytes of segment.
+pub(crate) const INDEX_INTERVAL: u64 = 4096;
+/// Bytes read per chunk when scanning.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// The 16-byte header of a segment.
+pub(crate) fn header_bytes() -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h
+}
+
+/// What a segment header says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeaderCheck {
+    Ok,
+    /// Shorter than a header (a crash during creation).
+    Short,
+    BadMagic,
+    /// Written by a newer format.
+    Version(u32),
+}
+
+pub(crate) fn check_header(bytes: &[u8]) -> HeaderCheck {
+    if bytes.len() < SEGMENT_HEADER as usize {
+        return HeaderCheck::Short;
+    }
+    if &bytes[..8] != SEGMENT_MAGIC {
+        return HeaderCheck::BadMagic;
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&bytes[8..12]);
+    let v = u32::from_le_bytes(v);
+    if v != SEGMENT_VERSION {
+        return HeaderCheck::Version(v);
+    }
+    HeaderCheck::Ok
+}
+
+/// File name of the segment starting at `base`.
+pub(crate) fn log_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+/// File name of the index of the segment starting at `base`.
+pub(crate) fn idx_name(base: u64) -> String {
+    format!("{base:020}.idx")
+}
+
+/// Parses a segment file name into its base sequence.
+pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// One sparse index entry: a message record's seq, time and offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IndexEntry {
+    pub(crate) seq: u64,
+    pub(crate) time: i64,
+    pub(crate) offset: u64,
+}
+
+/// Adds an entry for a message record at `offset` when due (the first record,
+/// then one per [`INDEX_INTERVAL`] bytes).
+pub(crate) fn maybe_index(index: &mut Vec<IndexEntry>, seq: u64, time: i64, offset: u64) {
+    let due = match index.last() {
+        None => true,
+        Some(last) => offset >= last.offset + INDEX_INTERVAL,
+    };
+    if due {
+        index.push(IndexEntry { seq, time, offset });
+    }
+}
+
+/// Encodes an index file.
+pub(crate) fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + entries.len() * 24 + 4);
+    b.extend_from_slice(INDEX_MAGIC);
+    b.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        b.extend_from_slice(&e.seq.to_le_bytes());
+        b.extend_from_slice(&e.time.to_le_bytes());
+        b.extend_from_slice(&e.offset.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes an index file; `None` when it is malformed in any way (the caller
+/// rebuilds it, invariant 8).
+pub(crate) fn decode_index(b: &[u8]) -> Option<Vec<IndexEntry>> {
+    if b.len() < 20 || &b[..8] != INDEX_MAGIC {
+        return None;
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    if u32::from_le_bytes(body[8..12].try_into().ok()?) != INDEX_VERSION {
+        return None;
+    }
+    let n = u32::from_le_bytes(body[12..16].try_into().ok()?) as usize;
+    let entries = &body[16..];
+    if entries.len() != n.checked_mul(24)? {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for e in entries.chunks_exact(24) {
+        out.push(IndexEntry {
+            seq: u64::from_le_bytes(e[0..8].try_into().ok()?),
+            time: i64::from_le_bytes(e[8..16].try_into().ok()?),
+            offset: u64::from_le_bytes(e[16..24].try_into().ok()?),
+        });
+    }
+    Some(out)
+}
+
+/// Writes the index of segment `base` atomically (invariant 6).
+pub(crate) fn write_index(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    entries: &[IndexEntry],
+) -> std::io::Result<()> {
+    crate::storage::write_atomic(storage, &dir.join(idx_name(base)), &encode_index(entries))
+}
+
+/// The entry to start a forward scan from to find `seq` (offset of the first
+/// record when none is lower).
+pub(crate) fn seek_seq(index: &[IndexEntry], seq: u64) -> u64 {
+    let i = index.partition_point(|e| e.seq <= seq);
+    if i == 0 {
+        SEGMENT_HEADER
+    } else {
+        index[i - 1].offset
+    }
+}
+
+/// Offset to start a forward scan from to find the first message with time
+/// >= `t` (times never decrease, invariant 2).
+pub(crate) fn seek_time(index: &[IndexEntry], t: i64) -> u64 {
+    let i = index.partition_point(|e| e.time < t);
+    if i == 0 {
+        SEGMENT_HEADER
+    } else {
+        index[i - 1].offset
+    }
+}
+
+/// In-memory metadata of one segment. No per-message data (W6).
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentMeta {
+    /// First sequence (the file name).
+    pub(crate) base: u64,
+    pub(crate) path: PathBuf,
+    /// Bytes written (header included). For the active segment, the append position.
+    pub(crate) size: u64,
+    /// Live messages in it.
+    pub(crate) msgs: u64,
+    /// Bytes of its live messages.
+    pub(crate) bytes: u64,
+    /// Highest message seq it holds (0 if none).
+    pub(crate) last_seq: u64,
+    /// Time of its first and last message records (0 if none).
+    pub(crate) first_time: i64,
+    pub(crate) last_time: i64,
+    /// Sparse seq/time index.
+    pub(crate) index: Vec<IndexEntry>,
+    /// A shared handle (reads for every segment; writes for the active one).
+    pub(crate) file: Option<Arc<dyn StorageFile>>,
+    /// Whether the index file is known to be on disk.
+    pub(crate) indexed: bool,
+}
+
+impl SegmentMeta {
+    pub(crate) fn new(base: u64, path: PathBuf) -> Self {
+        Self {
+            base,
+            path,
+            size: SEGMENT_HEADER,
+            msgs: 0,
+            bytes: 0,
+            last_seq: 0,
+            first_time: 0,
+            last_time: 0,
+            index: Vec::new(),
+            file: None,
+            indexed: false,
+        }
+    }
+
+    /// Accounts a message record appended at `offset`.
+    pub(crate) fn note_message(&mut self, seq: u64, time: i64, offset: u64, size: u64) {
+        maybe_index(&mut self.index, seq, time, offset);
+        if self.last_seq == 0 {
+            self.first_time = time;
+        }
+        self.last_seq = seq;
+        self.last_time = time;
+        self.msgs += 1;
+        self.bytes += size;
+    }
+}
+
+/// How a forward scan of a segment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanEnd {
+    /// Reached `limit` exactly.
+    Clean,
+    /// Stopped at `offset` on a record that does not decode.
+    Bad {
+        offset: u64,
+        torn: bool,
+        reason: String,
+    },
+}
+
+/// Reads records of `file` from `offset` up to `limit` in big chunks, calling
+/// `f(offset, record)` for each; `f` returns false to stop early.
+pub(crate) fn scan(
+    file: &dyn StorageFile,
+    mut offset: u64,
+    limit: u64,
+    f: &mut dyn FnMut(u64, &record::RecordRef<'_>) -> Result<bool, durabus_core::Error>,
+) -> Result<ScanEnd, ScanError> {
+    let mut buf: Vec<u8> = Vec::new();
+    while offset < limit {
+        let want = ((limit - offset) as usize).min(CHUNK);
+        buf.resize(want, 0);
+        read_full(file, &mut buf, offset)?;
+        let mut pos = 0usize;
+        loop {
+            if pos == buf.len() {
+                break;
+            }
+            match record::decode(&buf[pos..]) {
+                Decoded::Ok(r) => {
+                    if !f(offset + pos as u64, &r).map_err(ScanError::Callback)? {
+                        return Ok(ScanEnd::Clean);
+                    }
+                    pos += r.size;
+                }
+                Decoded::Torn => {
+                    let abs = offset + pos as u64;
+                    let avail = buf.len() - pos;
+                    let rest = limit - abs;
+                    let need = record::announced_size(&buf[pos..]);
+                    let continues = match need {
+                        Some(n) if n <= record::LEN_FIELD => false, // len 0
+                        Some(n) => n as u64 <= rest && n > avail,
+                        None => rest > avail as u64,
+                    };
+                    if !continues {
+                        return Ok(ScanEnd::Bad {
+                            offset: abs,
+                            torn: true,
+                            reason: "record ends past the end of the data".to_owned(),
+                        });
+                    }
+                    if pos > 0 {
+                        break; // re-read from this record
+                    }
+                    // One record bigger than a chunk: read it whole.
+                    let n = need.unwrap_or(avail + 1);
+                    buf.resize(n, 0);
+                    read_full(file, &mut buf, offset)?;
+                }
+                Decoded::Corrupt(reason) => {
+                    return Ok(ScanEnd::Bad {
+                        offset: offset + pos as u64,
+                        torn: false,
+                        reason,
+                    })
+                }
+            }
+        }
+        offset += pos as u64;
+    }
+    Ok(ScanEnd::Clean)
+}
+
+/// Failure of [`scan`].
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    Io(std::io::Error),
+    Callback(durabus_core::Error),
+}
+
+impl From<std::io::Error> for ScanError {
+    fn from(e: std::io::Error) -> Self {
+        ScanError::Io(e)
+    }
+}
+
+/// Fills `buf` from `offset`; a short file leaves zeros (decoded as torn).
+pub(crate) fn read_full(
+    file: &dyn StorageFile,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    if done < buf.len() {
+        buf[done..].fill(0);
+    }
+    Ok(done)
+}
+
+/// Whether any valid record starts somewhere in `bytes` after position 0
+/// (used to tell a torn tail from mid-segment corruption, recovery rule 5).
+/// `min_seq`: a message found must have a seq at least this.
+pub(crate) fn valid_record_after(bytes: &[u8], min_seq: u64) -> bool {
+    (1..bytes.len()).any(|p| match record::decode(&bytes[p..]) {
+        Decoded::Ok(r) => r.kind != Kind::Message || r.seq >= min_seq,
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort_by_sequence() {
+        assert_eq!(log_name(42), "00000000000000000042.log");
+        assert_eq!(parse_log_name(&log_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_log_name("42.log"), None);
+        assert_eq!(parse_log_name("0000000000000000004x.log"), None);
+        assert!(log_name(9) < log_name(10));
+    }
+
+    #[test]
+    fn index_round_trips_and_rejects_damage() {
+        let e: Vec<IndexEntry> = (0..10)
+            .map(|i| IndexEntry {
+                seq: i * 3 + 1,
+                time: i as i64 * 100,
+                offset: 16 + i * 4096,
+            })
+            .collect();
+        let b = encode_index(&e);
+        assert_eq!(decode_index(&b), Some(e.clone()));
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x10;
+            assert_eq!(decode_index(&d), None, "flip at {i}");
+        }
+        assert_eq!(decode_index(&b[..b.len() - 1]), None);
+        assert_eq!(seek_seq(&e, 0), SEGMENT_HEADER);
+        assert_eq!(seek_seq(&e, 5), e[1].offset);
+        assert_eq!(seek_time(&e, 250), e[2].offset);
+        assert_eq!(seek_time(&e, 0), SEGMENT_HEADER);
+    }
+
+    #[test]
+    fn header_checks() {
+        assert_eq!(check_header(&header_bytes()), HeaderCheck::Ok);
+        assert_eq!(check_header(&header_bytes()[..10]), HeaderCheck::Short);
+        let mut h = header_bytes();
+        h[8] = 2;
+        assert_eq!(check_header(&h), HeaderCheck::Version(2));
+        h[0] = b'X';
+        assert_eq!(check_header(&h), HeaderCheck::BadMagic);
+    }
+}

@@ -1,0 +1,675 @@
+//! The store: data directory, lock, format marker, streams, background
+//! threads, and the [`Backend`] implementation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use durabus_core::{
+    subject, Backend, ConnectionStatus, Error, Event, Message, PublishAck, PurgeRequest, Replay,
+    ReplayOptions, Result, StorageType, StoredMessage, StreamConfig, StreamInfo, Subscription,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::recovery;
+use crate::router::Router;
+use crate::storage::{FsStorage, LockOutcome, MemStorage, Storage, StorageLock};
+use crate::stream::{now_ns, Env, Stream};
+use crate::sync::{Background, MaintWork};
+use crate::{Durability, Options, RecoveryReport};
+
+/// On-disk format version of the data directory (`durabus.json`).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: u32,
+}
+
+/// Bounded size of the subject -> stream cache.
+const CAPTURE_CACHE_MAX: usize = 65_536;
+
+pub(crate) struct StoreInner {
+    dir: PathBuf,
+    env: Arc<Env>,
+    /// Where streams with `StorageType::Memory` live.
+    mem_env: Arc<Env>,
+    mem_root: PathBuf,
+    closed: AtomicBool,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    capture: RwLock<HashMap<String, Option<Arc<Stream>>>>,
+    router: Router,
+    events: broadcast::Sender<Event>,
+    report: RecoveryReport,
+    lock: Mutex<Option<Box<dyn StorageLock>>>,
+    bg: Arc<Background>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    admin: Mutex<()>,
+    inbox_counter: AtomicU64,
+}
+
+/// The embedded store: a data directory (or memory image) of streams.
+///
+/// Cheap to clone; clones share the store. Dropping the last clone (or
+/// [`Backend::close`]) flushes, checkpoints and releases the directory lock.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(context, e)
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory `dir`, locking it and
+    /// recovering every stream.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_with_storage(dir, Arc::new(FsStorage::new()), options)
+    }
+
+    /// The same engine on in-memory storage.
+    pub fn memory(options: Options) -> Result<Store> {
+        Self::open_with_storage("/durabus-memory", Arc::new(MemStorage::new()), options)
+    }
+
+    /// Opens a store on any [`Storage`] (crash and I/O-error shims in tests).
+    /// Recovery follows docs/design.md, "Recovery rules".
+    pub fn open_with_storage(
+        dir: impl AsRef<Path>,
+        storage: Arc<dyn Storage>,
+        options: Options,
+    ) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let st: &dyn Storage = &*storage;
+        // Rule 1: refuse a newer format before writing anything.
+        let marker = dir.join("durabus.json");
+        let need_marker = match st.read_file(&marker) {
+            Ok(b) => {
+                let m: Marker = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+                    segment: marker.clone(),
+                    offset: 0,
+                    reason: format!("format marker is not valid JSON: {e}"),
+                })?;
+                if m.format > FORMAT_VERSION || m.format == 0 {
+                    return Err(Error::UnsupportedFormat {
+                        path: marker,
+                        found: m.format,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(Error::io(format!("reading {}", marker.display()), e)),
+        };
+        if !st.exists(&dir).unwrap_or(false) {
+            st.create_dir_all(&dir)
+                .map_err(io(format!("creating data directory {}", dir.display())))?;
+        }
+        // Rule 2 (invariant 13): one owner.
+        let lock_path = dir.join("LOCK");
+        let lock = match st
+            .try_lock(&lock_path, &std::process::id().to_string())
+            .map_err(io(format!("locking {}", lock_path.display())))?
+        {
+            LockOutcome::Acquired(l) => l,
+            LockOutcome::Held { pid } => return Err(Error::Locked { path: dir, pid }),
+        };
+        if need_marker {
+            let body = serde_json::to_vec(&Marker {
+                format: FORMAT_VERSION,
+            })
+            .map_err(|e| Error::Server(format!("encoding format marker: {e}")))?;
+            crate::storage::write_atomic(st, &marker, &body)
+                .map_err(io(format!("writing {}", marker.display())))?;
+        }
+        let bg = Arc::new(Background::default());
+        let env = Arc::new(Env {
+            storage: storage.clone(),
+            durability: options.durability,
+            segment_size: options.segment_size.max(1),
+            bg: bg.clone(),
+        });
+        let mem_env = if storage.is_volatile() {
+            env.clone()
+        } else {
+            Arc::new(Env {
+                storage: Arc::new(MemStorage::new()),
+                durability: options.durability,
+                segment_size: options.segment_size.max(1),
+                bg: bg.clone(),
+            })
+        };
+        let mem_root = if storage.is_volatile() {
+            dir.join("streams")
+        } else {
+            PathBuf::from("/memory-streams")
+        };
+        mem_env
+            .storage
+            .create_dir_all(&mem_root)
+            .map_err(io("creating the memory stream root".into()))?;
+        // Rule 3: every stream.
+        let streams_dir = dir.join("streams");
+        st.create_dir_all(&streams_dir)
+            .map_err(io(format!("creating {}", streams_dir.display())))?;
+        let mut streams = BTreeMap::new();
+        let mut report = RecoveryReport::default();
+        let names = st
+            .list_dir(&streams_dir)
+            .map_err(io(format!("listing {}", streams_dir.display())))?;
+        for name in names {
+            let path = streams_dir.join(&name);
+            if name.starts_with(".creating-") || name.starts_with(".deleted-") {
+                // An interrupted create or delete: finish it.
+                st.remove_dir_all(&path)
+                    .map_err(io(format!("removing {}", path.display())))?;
+                continue;
+            }
+            if !st.is_dir(&path).unwrap_or(false) {
+                continue;
+            }
+            let (stream, truncated) = recovery::open(env.clone(), path, &name)?;
+            if let Some((seg, dropped)) = truncated {
+                report.truncated.push((name.clone(), seg, dropped));
+            }
+            streams.insert(name, stream);
+        }
+        let (events, _) = broadcast::channel(256);
+        let inner = Arc::new(StoreInner {
+            dir,
+            env,
+            mem_env,
+            mem_root,
+            closed: AtomicBool::new(false),
+            streams: RwLock::new(streams),
+            capture: RwLock::new(HashMap::new()),
+            router: Router::new(options.subscriber_buffer, events.clone()),
+            events,
+            report,
+            lock: Mutex::new(Some(lock)),
+            bg: bg.clone(),
+            threads: Mutex::new(Vec::new()),
+            admin: Mutex::new(()),
+            inbox_counter: AtomicU64::new(0),
+        });
+        let mut threads = Vec::new();
+        if options.durability == Durability::Always && !storage.is_volatile() {
+            let b = bg.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("durabus-sync".into())
+                    .spawn(move || b.run_syncer())
+                    .map_err(io("starting the sync thread".into()))?,
+            );
+        }
+        let weak = Arc::downgrade(&inner);
+        let durability = options.durability;
+        threads.push(
+            std::thread::Builder::new()
+                .name("durabus-maint".into())
+                .spawn(move || maintenance(weak, bg, durability))
+                .map_err(io("starting the maintenance thread".into()))?,
+        );
+        *inner.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+        Ok(Store { inner })
+    }
+
+    /// What recovery found at open.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.report.clone()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Monitoring events (slow consumers).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.check_open()?;
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::StreamNotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    /// The stream capturing `subject` (cached).
+    fn capture(&self, subj: &str) -> Option<Arc<Stream>> {
+        if let Some(hit) = self
+            .inner
+            .capture
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(subj)
+        {
+            return hit.clone();
+        }
+        let found = {
+            let streams = self.inner.streams.read().unwrap_or_else(|e| e.into_inner());
+            streams
+                .values()
+                .find(|s| {
+                    s.config()
+                        .effective_subjects()
+                        .iter()
+                        .any(|f| subject::matches(f, subj))
+                })
+                .cloned()
+        };
+        let mut cache = self
+            .inner
+            .capture
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CAPTURE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(subj.to_owned(), found.clone());
+        found
+    }
+
+    fn clear_capture(&self) {
+        self.inner
+            .capture
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn check_overlaps(&self, config: &StreamConfig) -> Result<()> {
+        let streams = self.inner.streams.read().unwrap_or_else(|e| e.into_inner());
+        let mine = config.effective_subjects();
+        for (name, s) in streams.iter() {
+            if *name == config.name {
+                continue;
+            }
+            for other in s.config().effective_subjects() {
+                if let Some(subj) = mine.iter().find(|m| subject::overlaps(m, &other)) {
+                    return Err(Error::SubjectsOverlap {
+                        subject: subj.clone(),
+                        other: name.clone(),
+                        other_subject: other,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn env_for(&self, storage: StorageType) -> (Arc<Env>, PathBuf) {
+        match storage {
+            StorageType::Memory => (self.inner.mem_env.clone(), self.inner.mem_root.clone()),
+            StorageType::File => (self.inner.env.clone(), self.inner.dir.join("streams")),
+        }
+    }
+
+    fn new_inbox(&self) -> String {
+        let n = self.inner.inbox_counter.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "_INBOX.{:x}{:x}.{n}",
+            now_ns() as u64 & 0xffff_ffff_ffff,
+            std::process::id()
+        )
+    }
+
+    /// Routes and stores one validated message; returns the ack and how many
+    /// core subscribers got it.
+    async fn publish_inner(&self, message: &Message) -> Result<(Option<PublishAck>, usize)> {
+        subject::validate_publish(&message.subject)?;
+        if let Some(r) = &message.reply {
+            subject::validate_publish(r)?;
+        }
+        let delivered = self.inner.router.deliver(message);
+        let ack = match self.capture(&message.subject) {
+            Some(s) => Some(s.publish(message).await?),
+            None => None,
+        };
+        Ok((ack, delivered))
+    }
+}
+
+/// The maintenance thread: checkpoints, max_age timers, periodic fsync.
+/// Holds only a `Weak` so dropping the last `Store` ends it.
+fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durability) {
+    let tick = match durability {
+        Durability::Periodic(d) => d.clamp(Duration::from_millis(1), Duration::from_millis(100)),
+        _ => Duration::from_millis(100),
+    };
+    let mut last_sync = Instant::now();
+    loop {
+        let names = match bg.next_maint(tick) {
+            MaintWork::Shutdown => return,
+            MaintWork::Tick(names) => names,
+        };
+        let streams: Vec<Arc<Stream>> = match store.upgrade() {
+            Some(s) => s
+                .streams
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+            None => return,
+        };
+        for name in names {
+            if let Some(s) = streams.iter().find(|s| s.name == name) {
+                if s.env.storage.is_volatile() || s.is_closed() {
+                    continue;
+                }
+                if let Err(e) = s.write_checkpoint() {
+                    tracing::warn!(stream = %s.name, error = %e, "could not write checkpoint");
+                }
+            }
+        }
+        for s in &streams {
+            s.expire_now();
+        }
+        if let Durability::Periodic(d) = durability {
+            if last_sync.elapsed() >= d {
+                last_sync = Instant::now();
+                for s in &streams {
+                    if !s.env.storage.is_volatile() && s.is_dirty() {
+                        s.sync_now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl StoreInner {
+    /// Flushes, fsyncs and checkpoints every stream, ends subscriptions and
+    /// replays, stops the threads, releases the lock.
+    fn shutdown(&self, join: bool) -> Result<()> {
+        self.router.close();
+        let streams: Vec<Arc<Stream>> = self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut first_err = None;
+        for s in streams {
+            if let Err(e) = s.shutdown() {
+                tracing::warn!(stream = %s.name, error = %e, "close: stream did not shut down cleanly");
+                first_err.get_or_insert(e);
+            }
+        }
+        self.bg.shutdown();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if join {
+            let me = std::thread::current().id();
+            for t in threads {
+                if t.thread().id() != me {
+                    let _ = t.join();
+                }
+            }
+        }
+        // Invariant 13: the lock goes with the store.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.shutdown(false);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Store {
+    async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
+        self.check_open()?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let existing = self
+            .inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&config.name)
+            .cloned();
+        if let Some(s) = existing {
+            // Create-if-absent, never a silent update.
+            if s.config() == config {
+                return Ok(s.info());
+            }
+            return Err(Error::StreamNameInUse { name: config.name });
+        }
+        self.check_overlaps(&config)?;
+        // Retention Interest and WorkQueue are accepted but behave as Limits
+        // until consumers exist (a later version removes acked messages).
+        let (env, root) = self.env_for(config.storage);
+        let name = config.name.clone();
+        let stream = recovery::create(env, &root, config)?;
+        let info = stream.info();
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, stream);
+        self.clear_capture();
+        Ok(info)
+    }
+
+    async fn update_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
+        config.validate()?;
+        let s = self.stream(&config.name)?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let old = s.config();
+        if old.storage != config.storage {
+            return Err(Error::InvalidConfig(format!(
+                "stream {:?}: storage cannot change from {:?} to {:?}; create a new stream and copy the messages",
+                config.name, old.storage, config.storage
+            )));
+        }
+        self.check_overlaps(&config)?;
+        if old != config {
+            let created = s.info().created;
+            recovery::write_config(s.storage(), &s.dir, &config, created)?;
+            s.update(config)?;
+            self.clear_capture();
+        }
+        Ok(s.info())
+    }
+
+    async fn stream_info(&self, name: &str) -> Result<StreamInfo> {
+        Ok(self.stream(name)?.info())
+    }
+
+    async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        self.check_open()?;
+        let streams: Vec<Arc<Stream>> = self
+            .inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        Ok(streams.iter().map(|s| s.info()).collect())
+    }
+
+    async fn delete_stream(&self, name: &str) -> Result<()> {
+        let s = self.stream(name)?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.clear_capture();
+        s.mark_closed();
+        let storage = s.storage();
+        let parent = s.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tomb = parent.join(format!(".deleted-{name}-{}", now_ns()));
+        // Rename first so a crash never leaves a half-deleted stream.
+        storage
+            .rename(&s.dir, &tomb)
+            .map_err(io(format!("deleting stream {name}")))?;
+        // IMPORTANT: fsync the directory after rename.
+        storage
+            .sync_dir(&parent)
+            .map_err(io(format!("deleting stream {name}")))?;
+        if let Err(e) = storage.remove_dir_all(&tomb) {
+            tracing::warn!(stream = name, error = %e, "could not remove deleted stream files; removed at next open");
+        }
+        Ok(())
+    }
+
+    async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
+        self.stream(name)?.purge(&request).await
+    }
+
+    async fn publish(&self, message: Message) -> Result<Option<PublishAck>> {
+        self.check_open()?;
+        Ok(self.publish_inner(&message).await?.0)
+    }
+
+    async fn publish_batch(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        self.check_open()?;
+        let mut out: Vec<Option<Result<Option<PublishAck>>>> = Vec::with_capacity(messages.len());
+        // Per capturing stream: indices of its messages, in order.
+        let mut groups: Vec<(Arc<Stream>, Vec<usize>)> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if let Err(e) = subject::validate_publish(&m.subject) {
+                out.push(Some(Err(e)));
+                continue;
+            }
+            self.inner.router.deliver(m);
+            match self.capture(&m.subject) {
+                None => out.push(Some(Ok(None))),
+                Some(s) => {
+                    out.push(None);
+                    match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &s)) {
+                        Some((_, idx)) => idx.push(i),
+                        None => groups.push((s, vec![i])),
+                    }
+                }
+            }
+        }
+        for (stream, idx) in groups {
+            let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
+            let results = stream.publish_batch(&refs).await;
+            for (i, r) in idx.into_iter().zip(results) {
+                out[i] = Some(r.map(Some));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+            .collect())
+    }
+
+    async fn subscribe(&self, filter: &str, queue_group: Option<&str>) -> Result<Subscription> {
+        self.check_open()?;
+        self.inner.router.subscribe(filter, queue_group)
+    }
+
+    async fn request(&self, message: Message, timeout: Duration) -> Result<Message> {
+        self.check_open()?;
+        subject::validate_publish(&message.subject)?;
+        let inbox = self.new_inbox();
+        let mut sub = self.inner.router.subscribe(&inbox, None)?;
+        let subj = message.subject.clone();
+        let message = message.with_reply(inbox.clone());
+        let (ack, delivered) = self.publish_inner(&message).await?;
+        if delivered == 0 {
+            return match ack {
+                // As JetStream: a captured request is answered by the stream's ack.
+                Some(ack) => Ok(Message::new(
+                    inbox,
+                    serde_json::to_vec(&ack).unwrap_or_default(),
+                )),
+                None => Err(Error::NoResponders { subject: subj }),
+            };
+        }
+        match tokio::time::timeout(timeout, sub.next()).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
+        self.stream(stream)?.get(seq)
+    }
+
+    async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage> {
+        subject::validate_publish(subject)?;
+        self.stream(stream)?.get_last(subject)
+    }
+
+    async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
+        self.stream(stream)?.delete_message(seq).await
+    }
+
+    async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
+        crate::replay::start(self.stream(stream)?, options)
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || inner.shutdown(true)).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Server(format!("close task failed: {e}"))),
+        }
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        if self.inner.closed.load(Ordering::Acquire) {
+            ConnectionStatus::Closed
+        } else {
+            ConnectionStatus::Connected
+        }
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<Event>> {
+        Some(self.inner.events.subscribe())
+    }
+}
