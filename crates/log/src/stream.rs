@@ -254,7 +254,7 @@ impl Inner {
             poisoned: None,
             write_gen: 0,
             dirty: false,
-            head_base: base,
+            head_base: 0,
             head_off: SEGMENT_HEADER,
             head_buf: Vec::new(),
             head_buf_off: 0,
@@ -552,6 +552,8 @@ impl Inner {
             // Reposition when the cursor's segment is gone or behind the head.
             let target = self.seg_for_seq(first);
             let (tbase, toff) = (target.base, segment::seek_seq(&target.index, first));
+            // first_seq is live, so the head record is in its segment; the
+            // cursor starts at 0 (before every segment) after open.
             if self.head_base < tbase || self.seg_by_base(self.head_base).is_none() {
                 self.head_base = tbase;
                 self.head_off = toff;
