@@ -7,6 +7,7 @@
 //!   binary of this crate) publishes and prints every ack; the harness
 //!   SIGKILLs it at a random moment, reopens the data directory and checks
 //!   that everything acknowledged is there exactly once, in order.
+//! - [`nats::NatsServer`]: a real `nats-server -js` on a free port.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> durabus::Result<()> {
@@ -21,6 +22,7 @@ use durabus::Bus;
 use tempfile::TempDir;
 
 pub mod crash;
+pub mod nats;
 
 /// A fresh temporary directory, removed when dropped.
 ///
