@@ -1,4 +1,5 @@
 //! Core pub/sub: wildcards, queue groups, slow consumers, request/reply.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

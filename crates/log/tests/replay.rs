@@ -1,4 +1,5 @@
 //! Ordered replay: start positions, gaps, live tail, cancel-safety.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! JetStream stream semantics of the embedded engine, on file and memory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,28 +1,29 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, missing_docs)]
 
 use std::path::Path;
 
 use durabus_core::{Backend, Message, StreamConfig};
 use durabus_log::{Durability, Options, Store};
 
-pub fn opts() -> Options {
+pub(crate) fn opts() -> Options {
     Options::default().durability(Durability::None)
 }
 
-pub fn open(dir: &Path) -> Store {
+pub(crate) fn open(dir: &Path) -> Store {
     Store::open(dir, opts()).unwrap()
 }
 
-pub fn open_with(dir: &Path, o: Options) -> Store {
+pub(crate) fn open_with(dir: &Path, o: Options) -> Store {
     Store::open(dir, o).unwrap()
 }
 
-pub async fn stream(store: &Store, cfg: StreamConfig) {
+pub(crate) async fn stream(store: &Store, cfg: StreamConfig) {
     store.create_stream(cfg).await.unwrap();
 }
 
-pub async fn publish(store: &Store, subject: &str, payload: impl Into<bytes::Bytes>) -> u64 {
+pub(crate) async fn publish(store: &Store, subject: &str, payload: impl Into<bytes::Bytes>) -> u64 {
     store
         .publish(Message::new(subject, payload))
         .await
@@ -32,7 +33,7 @@ pub async fn publish(store: &Store, subject: &str, payload: impl Into<bytes::Byt
 }
 
 /// Both flavours of the engine: on disk and in memory.
-pub fn both(dir: &Path) -> Vec<(&'static str, Store)> {
+pub(crate) fn both(dir: &Path) -> Vec<(&'static str, Store)> {
     vec![
         ("file", open(dir)),
         ("memory", Store::memory(opts()).unwrap()),
@@ -40,7 +41,7 @@ pub fn both(dir: &Path) -> Vec<(&'static str, Store)> {
 }
 
 /// The segment files of a stream, sorted.
-pub fn segments(dir: &Path, stream: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn segments(dir: &Path, stream: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("streams").join(stream).join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -50,7 +51,7 @@ pub fn segments(dir: &Path, stream: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
-pub fn files_with_ext(dir: &Path, stream: &str, ext: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_with_ext(dir: &Path, stream: &str, ext: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("streams").join(stream).join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
