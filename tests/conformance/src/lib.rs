@@ -438,7 +438,8 @@ pub mod streams {
             .is_none());
         let other = StreamConfig::new(n.stream("T")).subjects([n.all()]);
         create(bus, other).await;
-        let again = create(bus, cfg.clone().subjects([n.subject("zz")])).await;
+        // The name is free again too; a new stream under it starts from scratch.
+        let again = create(bus, cfg.clone().subjects([format!("{}_again.>", n.root())])).await;
         assert_eq!(again.state.messages, 0);
         assert_eq!(again.state.last_seq, 0);
         assert!(!bus.list_streams().await.unwrap().is_empty());
