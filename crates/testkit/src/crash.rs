@@ -498,4 +498,58 @@ mod tests {
         assert_eq!(producer_of("r0-1-3"), ("r0-1".into(), Some(3)));
         assert_eq!(producer_of("parent-2"), ("parent".into(), Some(2)));
     }
+
+    /// Stores `ids` in order in a fresh CRASH stream and runs `verify` with
+    /// `acked`; returns its error text ("" when it passed).
+    async fn verify_with(ids: &[&str], acked: &[(u64, &str)]) -> String {
+        let dir = crate::temp_dir();
+        let bus = durabus::connect(&file_url(dir.path(), "none"))
+            .await
+            .unwrap();
+        bus.create_stream(StreamConfig::new(STREAM).subjects(["crash.>"]))
+            .await
+            .unwrap();
+        for id in ids {
+            let msg = Message::new("crash.t", id.to_string()).with_msg_id(id.to_string());
+            bus.publish_message(msg).await.unwrap().unwrap();
+        }
+        bus.close().await.unwrap();
+        let mut acked = acked.iter().map(|(s, i)| (*s, i.to_string())).collect();
+        match verify(dir.path(), &mut acked, 0, &mut TrialReport::default()).await {
+            Ok(()) => String::new(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    // Negative controls: the checker must catch what it exists to catch.
+
+    #[tokio::test]
+    async fn verify_accepts_acks_plus_one_in_flight_message() {
+        let err = verify_with(&["r0-0-0", "r0-0-1"], &[(1, "r0-0-0")]).await;
+        assert_eq!(err, "");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_lost_ack() {
+        let err = verify_with(&["r0-0-0"], &[(1, "r0-0-0"), (2, "r0-0-1")]).await;
+        assert!(err.contains("LOST ACK"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_an_ack_at_the_wrong_seq() {
+        let err = verify_with(&["r0-0-0", "r0-1-0"], &[(1, "r0-1-0")]).await;
+        assert!(err.contains("holds"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_hole_in_a_producers_messages() {
+        let err = verify_with(&["r0-0-0", "r0-0-2"], &[(1, "r0-0-0"), (2, "r0-0-2")]).await;
+        assert!(err.contains("hole"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_more_unacked_messages_than_can_be_in_flight() {
+        let err = verify_with(&["r0-0-0", "r0-0-1", "r0-0-2"], &[(1, "r0-0-0")]).await;
+        assert!(err.contains("at most one"), "{err}");
+    }
 }
