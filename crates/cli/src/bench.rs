@@ -653,7 +653,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     if global.json {
         print_json(&serde_json::to_value(&report).context("cannot encode the results")?)?;
     } else {
-        crate::output::print_text(&table(&report.results).to_string())?;
+        crate::output::print_text(&crate::output::table_text(&table(&report.results)))?;
     }
     if let Some(dir) = temp {
         let path = dir.path().to_owned();

@@ -93,6 +93,8 @@ async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabus::Bus> {
             }
         }
     }
+    // A malformed URL explains itself; only failures to open get the URL prefixed.
+    durabus::parse_url(url)?;
     durabus::connect(url)
         .await
         .with_context(|| format!("cannot open {url}"))

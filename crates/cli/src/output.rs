@@ -49,6 +49,24 @@ pub(crate) fn bytes_human(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `n` and the noun, plural unless `n` is 1: `1 message`, `3 messages`.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A table as text without the trailing blanks comfy-table pads lines with.
+pub(crate) fn table_text(table: &comfy_table::Table) -> String {
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A duration for people: `2m`, `1h 30m`, `250ms`.
 pub(crate) fn duration_human(d: Duration) -> String {
     humantime::format_duration(d).to_string()

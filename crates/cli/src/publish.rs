@@ -224,11 +224,12 @@ pub(crate) async fn run_sub(global: &Global, args: SubArgs) -> anyhow::Result<()
         let dropped = sub.dropped();
         if dropped > 0 {
             eprintln!(
-                "warning: {dropped} messages were dropped because this subscriber fell behind"
+                "warning: {} dropped because this subscriber fell behind",
+                crate::output::count(dropped, "message")
             );
         }
         if !global.json {
-            eprintln!("received {received} messages");
+            eprintln!("received {}", crate::output::count(received, "message"));
         }
         Ok(())
     }

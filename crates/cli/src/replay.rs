@@ -78,7 +78,11 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
             }
         }
         if !global.json {
-            eprintln!("replayed {count} messages from stream {}", args.stream);
+            eprintln!(
+                "replayed {} from stream {}",
+                crate::output::count(count, "message"),
+                args.stream
+            );
         }
         Ok(())
     }

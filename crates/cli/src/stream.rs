@@ -439,8 +439,8 @@ async fn run_on(global: &Global, bus: &Bus, command: StreamCommand) -> anyhow::R
             confirm(
                 force,
                 &format!(
-                    "delete stream {name} and its {} messages",
-                    info.state.messages
+                    "delete stream {name} and its {}",
+                    crate::output::count(info.state.messages, "message")
                 ),
             )?;
             bus.delete_stream(&name)
@@ -556,7 +556,7 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    print_text(&table.to_string())?;
+    print_text(&crate::output::table_text(&table))?;
     Ok(())
 }
 
@@ -589,7 +589,8 @@ async fn purge(global: &Global, bus: &Bus, args: PurgeArgs) -> anyhow::Result<()
         print_json(&json!({ "stream": args.name, "purged": purged }))?;
     } else {
         print_text(&format!(
-            "purged {purged} messages from stream {}",
+            "purged {} from stream {}",
+            crate::output::count(purged, "message"),
             args.name
         ))?;
     }
