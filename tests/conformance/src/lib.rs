@@ -14,9 +14,10 @@
 //! A backend runs the suite with [`conformance_suite!`], which expands to one
 //! `#[tokio::test]` per case:
 //!
-//! ```ignore
+//! ```no_run
 //! // tests/memory.rs
 //! durabus_conformance::conformance_suite!(durabus::connect("memory:").await.expect("connect"));
+//! # fn main() {}
 //! ```
 //!
 //! The expression is evaluated once per case, inside that case's async test.
