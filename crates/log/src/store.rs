@@ -30,6 +30,25 @@ struct Marker {
     format: u32,
 }
 
+/// Validates a publish subject: a single byte pass for the common ASCII
+/// case, `durabus_core::subject::validate_publish` (with its precise error
+/// message) for anything else.
+pub(crate) fn validate_publish_fast(subj: &str) -> Result<()> {
+    let b = subj.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= subject::MAX_SUBJECT_LEN
+        && b[0] != b'.'
+        && b[b.len() - 1] != b'.'
+        && b.iter()
+            .all(|&c| c > b' ' && c < 0x7f && c != b'*' && c != b'>')
+        && !b.windows(2).any(|w| w == b"..");
+    if ok {
+        Ok(())
+    } else {
+        subject::validate_publish(subj)
+    }
+}
+
 /// Bounded size of the subject -> stream cache.
 const CAPTURE_CACHE_MAX: usize = 65_536;
 
@@ -347,9 +366,9 @@ impl Store {
     /// Routes and stores one validated message; returns the ack and how many
     /// core subscribers got it.
     async fn publish_inner(&self, message: &Message) -> Result<(Option<PublishAck>, usize)> {
-        subject::validate_publish(&message.subject)?;
+        validate_publish_fast(&message.subject)?;
         if let Some(r) = &message.reply {
-            subject::validate_publish(r)?;
+            validate_publish_fast(r)?;
         }
         let delivered = self.inner.router.deliver(message);
         let ack = match self.capture(&message.subject) {
@@ -573,13 +592,23 @@ impl Backend for Store {
         let mut out: Vec<Option<Result<Option<PublishAck>>>> = Vec::with_capacity(messages.len());
         // Per capturing stream: indices of its messages, in order.
         let mut groups: Vec<(Arc<Stream>, Vec<usize>)> = Vec::new();
+        // Batches usually repeat subjects: remember the last lookup.
+        let mut memo: Option<(&str, Option<Arc<Stream>>)> = None;
         for (i, m) in messages.iter().enumerate() {
-            if let Err(e) = subject::validate_publish(&m.subject) {
+            if let Err(e) = validate_publish_fast(&m.subject) {
                 out.push(Some(Err(e)));
                 continue;
             }
             self.inner.router.deliver(m);
-            match self.capture(&m.subject) {
+            let captured = match &memo {
+                Some((subj, hit)) if *subj == m.subject => hit.clone(),
+                _ => {
+                    let hit = self.capture(&m.subject);
+                    memo = Some((m.subject.as_str(), hit.clone()));
+                    hit
+                }
+            };
+            match captured {
                 None => out.push(Some(Ok(None))),
                 Some(s) => {
                     out.push(None);
@@ -671,5 +700,26 @@ impl Backend for Store {
 
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         Some(self.inner.events.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_subject_validation_agrees_with_core() {
+        for s in [
+            "a", "a.b", "a.b.c", "", ".", "a.", ".a", "a..b", "a.*", "a.>", "a b", "a\tb", "a*b",
+            "x>y", "é.b", "a.\u{a0}", "ok-1_2.x", "a.b.", "\u{7f}",
+        ] {
+            assert_eq!(
+                validate_publish_fast(s).is_ok(),
+                subject::validate_publish(s).is_ok(),
+                "{s:?}"
+            );
+        }
+        let long = "a".repeat(subject::MAX_SUBJECT_LEN + 1);
+        assert!(validate_publish_fast(&long).is_err());
     }
 }
