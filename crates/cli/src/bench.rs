@@ -50,7 +50,7 @@ pub(crate) enum Workload {
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Messages published in W1 and again in W2; W4 replays both.
-    #[arg(long, default_value_t = 200_000, value_name = "N",
+    #[arg(long, default_value_t = 500_000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     msgs: u64,
 
@@ -167,7 +167,7 @@ impl Progress {
         }
         let bar = ProgressBar::new(len).with_prefix(label.to_owned());
         if let Ok(style) = ProgressStyle::with_template(
-            "{prefix:<14} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+            "{prefix:<14} [{bar:30}] {human_pos}/{human_len} eta {eta}",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -202,7 +202,7 @@ pub(crate) async fn publish_each(
         tick(bar, i);
     }
     let elapsed = start.elapsed();
-    bar.finish();
+    bar.finish_and_clear();
     Ok(elapsed)
 }
 
@@ -243,7 +243,7 @@ pub(crate) async fn publish_batched(
         bar.inc(this);
     }
     let elapsed = start.elapsed();
-    bar.finish();
+    bar.finish_and_clear();
     Ok(elapsed)
 }
 
@@ -283,7 +283,7 @@ pub(crate) async fn publish_concurrent(
         task.await.context("a publisher task panicked")??;
     }
     let elapsed = start.elapsed();
-    bar.finish();
+    bar.finish_and_clear();
     Ok((per_publisher * publishers, elapsed))
 }
 
@@ -305,7 +305,7 @@ pub(crate) async fn replay_all(
         tick(bar, count);
     }
     let elapsed = start.elapsed();
-    bar.finish();
+    bar.finish_and_clear();
     Ok((count, elapsed))
 }
 
@@ -336,7 +336,7 @@ pub(crate) fn fsync_baseline(
         bar.inc(1);
     }
     let elapsed = start.elapsed();
-    bar.finish();
+    bar.finish_and_clear();
     latencies.sort_unstable();
     let p50 = latencies
         .get(latencies.len() / 2)
@@ -414,7 +414,7 @@ fn table(results: &[Measurement]) -> Table {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .apply_modifier(modifiers::UTF8_ROUND_CORNERS)
         .set_header([
-            "workload", "", "messages", "seconds", "msg/s", "MB/s", "notes",
+            "workload", "what", "messages", "seconds", "msg/s", "MB/s", "notes",
         ]);
     for m in results {
         table.add_row([
