@@ -97,6 +97,21 @@ async fn main() {
     );
     s.close().await.unwrap();
 
+    // The disk's own rate: 128-byte append + fdatasync.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(dir.path().join("raw")).unwrap();
+        let t = Instant::now();
+        for _ in 0..2000 {
+            f.write_all(&payload).unwrap();
+            f.sync_data().unwrap();
+        }
+        println!(
+            "disk append+fdatasync          {:>12.0} /s",
+            2000.0 / t.elapsed().as_secs_f64()
+        );
+    }
+
     // W3: Always, 1 publisher and 64 concurrent publishers.
     let s = Store::open(dir.path().join("w3"), Options::default()).unwrap();
     s.create_stream(StreamConfig::new("S").subjects(["bench.>"]))
