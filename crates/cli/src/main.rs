@@ -50,6 +50,9 @@ enum Command {
     Stream(stream::StreamCommand),
     /// Print every record of a data directory as JSON lines (read-only, no lock).
     Dump(dump::DumpArgs),
+    /// Check every record of a data directory (CRC and framing) without
+    /// changing anything; exits non-zero on corruption.
+    Verify(dump::VerifyArgs),
     /// Measure publish, group commit and replay throughput (W1-W4). Runs on a
     /// fresh temporary store unless --url or DURABUS_URL names one.
     Bench(bench::BenchArgs),
@@ -144,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&global, args).await,
         Command::Stream(cmd) => stream::run(&global, cmd).await,
         Command::Dump(args) => dump::run(&global, args),
+        Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,
     }
 }

@@ -261,6 +261,50 @@ fn payload_is_read_from_stdin_and_binary_dumps_as_base64() {
 }
 
 #[test]
+fn verify_reports_a_flipped_byte_with_segment_and_offset() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["pub", "orders.a", "first"]);
+    store.ok(&["pub", "orders.a", "second"]);
+    let clean = durabus()
+        .args(["verify"])
+        .arg(store.dir.path())
+        .output()
+        .unwrap();
+    assert!(clean.status.success(), "{clean:?}");
+    assert!(String::from_utf8_lossy(&clean.stdout).contains("ok"));
+
+    // Flip a payload byte of the first record: not a torn tail, so corruption.
+    let segments = store.dir.path().join("streams/ORDERS/segments");
+    let log = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"first")
+        .expect("payload in segment");
+    bytes[at] ^= 0xff;
+    std::fs::write(&log, bytes).unwrap();
+
+    let output = durabus()
+        .args(["verify"])
+        .arg(store.dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("CORRUPT") && stdout.contains("offset 16"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(".log"), "{stdout}");
+    assert!(stderr.contains("ORDERS"), "{stderr}");
+}
+
+#[test]
 fn inspecting_a_missing_directory_fails_without_creating_it() {
     let store = Store::new();
     let missing = store.dir.path().join("nope");
