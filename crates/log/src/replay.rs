@@ -31,6 +31,8 @@ struct ReplayState {
     end: Option<u64>,
     rx: watch::Receiver<u64>,
     done: bool,
+    /// Consecutive plans whose segment file was missing.
+    missing: u32,
 }
 
 enum Progress {
@@ -65,6 +67,7 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
         end: options.stop_at_end.then_some(last),
         rx,
         done: false,
+        missing: 0,
     };
     let s = futures::stream::unfold(state, |mut st| async move {
         let item = st.next().await?;
@@ -132,9 +135,14 @@ impl ReplayState {
             let file = match stream.storage().open(&path) {
                 Ok(f) => f,
                 // Removed by retention meanwhile: plan again from the new first.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Progress::More),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.missing < 100 => {
+                    self.missing += 1;
+                    std::thread::yield_now();
+                    return Ok(Progress::More);
+                }
                 Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
             };
+            self.missing = 0;
             self.pos = Some(Position {
                 base,
                 offset: seek.max(SEGMENT_HEADER),
