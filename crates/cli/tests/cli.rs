@@ -347,9 +347,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
-    let store = Store::new().with_orders_stream();
+/// Starts `durabus sub orders.>` on `store` and returns once it holds the
+/// store open (it says "listening on ..." on stderr), with its later stderr lines.
+fn spawn_listening_sub(store: &Store) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = KillOnDrop(
         store
             .command(&["sub", "orders.>"])
@@ -358,8 +358,6 @@ fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
             .spawn()
             .unwrap(),
     );
-    let pid = child.0.id();
-    // `sub` says "listening on ..." once it holds the store open.
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -374,9 +372,16 @@ fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
             .recv_timeout(Duration::from_secs(30))
             .expect("`durabus sub` did not start listening within 30 s");
         if line.contains("listening on") {
-            break;
+            return (child, rx);
         }
     }
+}
+
+#[test]
+fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
+    let store = Store::new().with_orders_stream();
+    let (mut child, _stderr) = spawn_listening_sub(&store);
+    let pid = child.0.id();
 
     let stderr = store.fail(&["stream", "ls"]);
     assert!(stderr.contains("locked"), "{stderr}");
@@ -387,6 +392,81 @@ fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
     // The lock dies with its holder.
     let list = store.ok(&["stream", "ls"]);
     assert!(list.contains("ORDERS"), "{list}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sub_stops_cleanly_on_sigterm_and_releases_the_store() {
+    let store = Store::new().with_orders_stream();
+    let (mut child, stderr) = spawn_listening_sub(&store);
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "sub exited with {status}");
+    let rest: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("received 0 messages")),
+        "{rest:?}"
+    );
+    store.ok(&["stream", "info", "ORDERS"]);
+}
+
+#[test]
+fn edit_changes_only_the_options_given() {
+    let store = Store::new();
+    store.ok(&[
+        "stream",
+        "add",
+        "ORDERS",
+        "--subjects",
+        "orders.>",
+        "--max-msgs",
+        "10",
+        "--max-age",
+        "1h",
+    ]);
+    let edited = json(&store.ok(&[
+        "--json",
+        "stream",
+        "edit",
+        "ORDERS",
+        "--max-msgs",
+        "unlimited",
+        "--deny-delete",
+        "true",
+    ]));
+    assert_eq!(edited["config"]["max_msgs"], Value::Null);
+    assert_eq!(edited["config"]["deny_delete"], true);
+    assert_eq!(edited["config"]["max_age"], 3_600_000_000_000u64);
+    assert_eq!(
+        edited["config"]["subjects"],
+        serde_json::json!(["orders.>"])
+    );
+    // Adding it again with other options is refused with a pointer to edit.
+    let stderr = store.fail(&["stream", "add", "ORDERS", "--subjects", "orders.>"]);
+    assert!(stderr.contains("stream edit ORDERS"), "{stderr}");
+}
+
+#[test]
+fn purge_below_a_sequence_and_replay_from_later_points() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["pub", "orders.{{i}}", "m{{i}}", "--count", "5"]);
+    let purged = json(&store.ok(&["--json", "stream", "purge", "ORDERS", "--seq", "3", "-f"]));
+    assert_eq!(purged["purged"], 2);
+    let seqs = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["--json", "replay", "ORDERS"];
+        all.extend_from_slice(args);
+        json_lines(&store.ok(&all))
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&[]), [3, 4, 5]);
+    assert_eq!(seqs(&["--seq", "4"]), [4, 5]);
+    assert_eq!(seqs(&["--filter", "orders.5"]), [5]);
+    assert_eq!(seqs(&["--since", "1h"]), [3, 4, 5]);
+    assert!(seqs(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
 }
 
 #[test]
