@@ -46,6 +46,9 @@ pub struct CrashPlan {
     /// `always`, `none` or `periodic:<d>`: the child's durability. A process
     /// kill (unlike a power loss) must lose no ack under any of them.
     pub durability: String,
+    /// Segment size for the child and the reopen (`None`: the default).
+    /// Small segments put kills in the middle of segment rolls.
+    pub segment_size: Option<u64>,
     /// Kills per trial, each followed by a reopen and a check.
     pub rounds: usize,
     /// Concurrent publishing tasks in the child.
@@ -62,6 +65,7 @@ impl CrashPlan {
         Self {
             exe: exe.into(),
             durability: "always".into(),
+            segment_size: None,
             rounds: 3,
             concurrency: 4,
             max_acks_before_kill: 150,
@@ -74,6 +78,22 @@ impl CrashPlan {
     pub fn durability(mut self, d: impl Into<String>) -> Self {
         self.durability = d.into();
         self
+    }
+
+    /// Sets a segment size (bytes) for the child and the reopen.
+    #[must_use]
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = Some(bytes);
+        self
+    }
+
+    /// The URL the parent reopens the directory with.
+    fn reopen_url(&self, dir: &Path) -> String {
+        let mut url = file_url(dir, "always");
+        if let Some(bytes) = self.segment_size {
+            url.push_str(&format!("&segment_size={bytes}"));
+        }
+        url
     }
 }
 
@@ -235,19 +255,20 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
     for round in 0..plan.rounds {
         let tag = format!("r{round}");
         let concurrency = plan.concurrency.to_string();
-        let mut child = ChildProcess::spawn(
-            &plan.exe,
-            dir,
-            &[
-                "publish",
-                "--durability",
-                &plan.durability,
-                "--tag",
-                &tag,
-                "--concurrency",
-                &concurrency,
-            ],
-        )?;
+        let mut args = vec![
+            "publish".to_owned(),
+            "--durability".to_owned(),
+            plan.durability.clone(),
+            "--tag".to_owned(),
+            tag.clone(),
+            "--concurrency".to_owned(),
+            concurrency,
+        ];
+        if let Some(bytes) = plan.segment_size {
+            args.extend(["--segment-size".to_owned(), bytes.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = ChildProcess::spawn(&plan.exe, dir, &args)?;
         let early = rng.one_in(8);
         let target = rng.below(plan.max_acks_before_kill);
         let delay = Duration::from_micros(rng.below(plan.max_delay.as_micros() as u64 + 1));
@@ -299,7 +320,7 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
             }
         }
         let stderr = child.finish_stderr().await;
-        verify(dir, &mut acked, round, &mut report)
+        verify(&plan.reopen_url(dir), &mut acked, round, &mut report)
             .await
             .with_context(|| format!("{what} (seed {seed}); child stderr: {stderr:?}"))?;
     }
@@ -307,16 +328,16 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
     Ok(report)
 }
 
-/// Reopens `dir` and checks it against `acked`; then re-publishes a stored
+/// Reopens the store at `url` and checks it against `acked`; then re-publishes a stored
 /// id (must be a duplicate) and publishes one more message (recorded in
 /// `acked`).
 async fn verify(
-    dir: &Path,
+    url: &str,
     acked: &mut BTreeMap<u64, String>,
     round: usize,
     report: &mut TrialReport,
 ) -> anyhow::Result<()> {
-    let bus = durabus::connect(&file_url(dir, "always"))
+    let bus = durabus::connect(url)
         .await
         .context("reopening the data directory after the kill")?;
     let cfg = StreamConfig::new(STREAM).subjects(["crash.>"]);
@@ -453,6 +474,14 @@ async fn verify(
 /// `DURABUS_CRASH_SEED` overrides the base seed; otherwise it is random and
 /// printed.
 pub async fn run_trials(plan: &CrashPlan, trials: u64, test_name: &str) -> TrialReport {
+    // One crash test at a time per process. The parent opens and closes the
+    // store between kills; while it holds the LOCK fd, a child spawned by
+    // another test thread gets a copy of that fd until it execs (O_CLOEXEC
+    // closes it only then), so the next child could find the directory
+    // still locked for a moment. That is flock's fork semantics, not a lost
+    // lock; serializing the trials keeps spawns and store handles apart.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _serial = SERIAL.lock().await;
     let base = match std::env::var("DURABUS_CRASH_SEED") {
         Ok(s) => match s.parse() {
             Ok(n) => n,
@@ -515,7 +544,8 @@ mod tests {
         }
         bus.close().await.unwrap();
         let mut acked = acked.iter().map(|(s, i)| (*s, i.to_string())).collect();
-        match verify(dir.path(), &mut acked, 0, &mut TrialReport::default()).await {
+        let url = file_url(dir.path(), "always");
+        match verify(&url, &mut acked, 0, &mut TrialReport::default()).await {
             Ok(()) => String::new(),
             Err(e) => format!("{e:#}"),
         }

@@ -1,7 +1,7 @@
 //! Child process of the kill -9 harness (`durabus_testkit::crash`).
 //!
 //! ```text
-//! crash_publisher <dir> publish [--durability always] [--tag T] [--concurrency K] [--count N]
+//! crash_publisher <dir> publish [--durability always] [--segment-size B] [--tag T] [--concurrency K] [--count N]
 //! crash_publisher <dir> hold
 //! ```
 //!
@@ -40,6 +40,7 @@ struct Args {
     dir: String,
     mode: String,
     durability: String,
+    segment_size: Option<u64>,
     tag: String,
     concurrency: usize,
     count: Option<u64>,
@@ -55,6 +56,7 @@ fn parse_args() -> anyhow::Result<Args> {
         dir,
         mode,
         durability: "always".into(),
+        segment_size: None,
         tag: "r0".into(),
         concurrency: 1,
         count: None,
@@ -63,6 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--durability" => args.durability = value,
+            "--segment-size" => args.segment_size = Some(value.parse().context("--segment-size")?),
             "--tag" => args.tag = value,
             "--concurrency" => args.concurrency = value.parse().context("--concurrency")?,
             "--count" => args.count = Some(value.parse().context("--count")?),
@@ -77,7 +80,10 @@ fn parse_args() -> anyhow::Result<Args> {
 
 async fn run() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let url = format!("file:{}?durability={}", args.dir, args.durability);
+    let mut url = format!("file:{}?durability={}", args.dir, args.durability);
+    if let Some(bytes) = args.segment_size {
+        url.push_str(&format!("&segment_size={bytes}"));
+    }
     let bus = durabus::connect(&url)
         .await
         .with_context(|| format!("opening {url}"))?;
