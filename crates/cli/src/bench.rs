@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::output::print_json;
-use crate::Global;
+use crate::session::Global;
 
 /// Progress bars are advanced once per this many messages, to keep their
 /// cost out of the measurement.
@@ -98,6 +98,9 @@ pub(crate) struct Measurement {
     pub(crate) msgs_per_sec: f64,
     /// Payload megabytes (10^6) per second.
     pub(crate) mb_per_sec: f64,
+    /// `msgs_per_sec` divided by the disk's fdatasync rate (W3 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) vs_fdatasync: Option<f64>,
     /// Context: durability, ratio to the fdatasync baseline, ...
     pub(crate) notes: String,
 }
@@ -122,6 +125,7 @@ impl Measurement {
             seconds,
             msgs_per_sec,
             mb_per_sec,
+            vs_fdatasync: None,
             notes: String::new(),
         }
     }
@@ -453,7 +457,7 @@ async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Re
 /// Deletes the bench stream and closes, keeping the workload's error first.
 async fn clean_up<T>(bus: &Bus, stream: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
     let deleted = bus.delete_stream(stream).await;
-    crate::finish(
+    crate::session::finish(
         bus,
         result.and_then(|v| {
             deleted.with_context(|| format!("cannot delete the bench stream {stream}"))?;
@@ -550,9 +554,17 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
         baseline_rate = Some(baseline.msgs_per_sec);
         results.push(baseline);
     }
-    let ratio = |rate: f64| match baseline_rate {
-        Some(base) if base > 0.0 => format!("{:.0}% of fdatasync rate", rate / base * 100.0),
-        _ => "no fdatasync baseline for this backend".to_owned(),
+    // Sets the ratio to the baseline and says it in the notes.
+    let compare = |mut m: Measurement, prefix: &str| {
+        let note = match baseline_rate {
+            Some(base) if base > 0.0 => {
+                let ratio = m.msgs_per_sec / base;
+                m.vs_fdatasync = Some(ratio);
+                format!("{prefix}{:.0}% of fdatasync rate", ratio * 100.0)
+            }
+            _ => format!("{prefix}no fdatasync baseline for this backend"),
+        };
+        m.note(note)
     };
     let stream = format!("BENCH_SYNC_{}", plan.tag);
     let subject = format!("benchsync.{}.w3", plan.tag);
@@ -568,8 +580,7 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
             size,
             elapsed,
         );
-        let note = ratio(one.msgs_per_sec);
-        results.push(one.note(note));
+        results.push(compare(one, ""));
 
         let n = plan.sync_msgs * 5;
         let bar = plan
@@ -584,8 +595,7 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
             size,
             elapsed,
         );
-        let note = format!("group commit, {}", ratio(many.msgs_per_sec));
-        results.push(many.note(note));
+        results.push(compare(many, "group commit, "));
         Ok(results)
     }
     .await;

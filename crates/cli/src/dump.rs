@@ -14,7 +14,7 @@ use durabus::{validate_stream_name, BackendUrl};
 use serde::Serialize;
 
 use crate::output::{count, print_json, print_text, rfc3339_nanos, time_from_unix_nanos};
-use crate::Global;
+use crate::session::Global;
 
 /// Arguments of `durabus dump`.
 #[derive(Debug, Args)]

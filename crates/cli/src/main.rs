@@ -11,11 +11,11 @@ mod output;
 mod parse;
 mod publish;
 mod replay;
+mod session;
 mod stream;
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// Durable publish/subscribe with JetStream semantics.
@@ -58,86 +58,8 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// What every command needs besides its own arguments.
-#[derive(Debug, Clone)]
-struct Global {
-    /// The URL as given, if any (`bench` treats "none given" specially).
-    url: Option<String>,
-    /// Machine-readable output.
-    json: bool,
-}
-
-impl Global {
-    /// The backend URL, defaulting to [`durabus::DEFAULT_URL`].
-    fn url(&self) -> &str {
-        self.url.as_deref().unwrap_or(durabus::DEFAULT_URL)
-    }
-}
-
-/// Whether a command may create a missing data directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Inspecting: a missing `file:` directory is an error, not created.
-    Existing,
-    /// Writing or listening: a missing directory is created.
-    Create,
-}
-
-/// Connects to `url`, saying which URL failed and why.
-async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabus::Bus> {
-    if access == Access::Existing {
-        if let Ok(durabus::BackendUrl::File { path, .. }) = durabus::parse_url(url) {
-            if !path.exists() {
-                anyhow::bail!(
-                    "no durabus data directory at {}: nothing has been stored there yet; \
-                     pass --url file:<dir> (or set DURABUS_URL) to use another store",
-                    path.display()
-                );
-            }
-        }
-    }
-    // A malformed URL explains itself; only failures to open get the URL prefixed.
-    durabus::parse_url(url)?;
-    durabus::connect(url)
-        .await
-        .with_context(|| format!("cannot open {url}"))
-}
-
-/// Closes `bus` after a command, keeping the command's own error first.
-async fn finish<T>(bus: &durabus::Bus, result: anyhow::Result<T>) -> anyhow::Result<T> {
-    let closed = bus.close().await;
-    let value = result?;
-    closed.context("closing the store failed; the last acknowledged writes may not be durable")?;
-    Ok(value)
-}
-
-/// Resolves on Ctrl-C or, on Unix, SIGTERM: the end of `sub` and `replay --follow`.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let global = Global {
+    let global = session::Global {
         url: cli.url,
         json: cli.json,
     };

@@ -12,7 +12,8 @@ use durabus::{
 use serde_json::json;
 
 use crate::output::{message_human, message_json, print_json, print_text};
-use crate::{finish, open_bus, parse, shutdown_signal, Access, Global};
+use crate::parse;
+use crate::session::{finish, open_bus, shutdown_signal, Access, Global};
 
 /// The placeholder `--count` replaces with the message's number (1..=N).
 const COUNTER: &str = "{{i}}";

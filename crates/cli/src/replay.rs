@@ -7,7 +7,8 @@ use clap::Args;
 use durabus::{subject, validate_stream_name, ReplayOptions, ReplayStart};
 
 use crate::output::{print_json, print_text, stored_human, stored_json};
-use crate::{finish, open_bus, parse, shutdown_signal, Access, Global};
+use crate::parse;
+use crate::session::{finish, open_bus, shutdown_signal, Access, Global};
 
 /// Arguments of `durabus replay`.
 #[derive(Debug, Args)]

@@ -16,7 +16,8 @@ use crate::output::{
     bytes_human, duration_human, duration_nanos, print_json, print_text, rfc3339, rfc3339_nanos,
     rfc3339_or_dash, stored_human, stored_json,
 };
-use crate::{finish, open_bus, parse, Access, Global};
+use crate::parse;
+use crate::session::{finish, open_bus, Access, Global};
 
 /// The `stream` verbs.
 #[derive(Debug, Subcommand)]
