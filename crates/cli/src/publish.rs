@@ -197,15 +197,16 @@ pub(crate) async fn run_sub(global: &Global, args: SubArgs) -> anyhow::Result<()
             .as_deref()
             .map(|g| format!(" in queue group {g}"))
             .unwrap_or_default();
-        // Tests and scripts wait for this line: the store is open and subscribed.
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        // Tests and scripts wait for this line: the store is open, subscribed,
+        // and Ctrl-C / SIGTERM end the command cleanly from here on.
         eprintln!(
             "listening on {}{group} at {}; Ctrl-C to stop",
             args.filter,
             global.url()
         );
         let mut received = 0u64;
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
         while args.count.is_none_or(|n| received < n) {
             let message = tokio::select! {
                 message = sub.next() => message,
