@@ -112,6 +112,7 @@ macro_rules! conformance_suite {
                 msg_ids_are_scoped_per_stream,
                 msg_id_can_be_reused_after_duplicate_window,
                 duplicate_inside_a_batch_is_stored_once,
+                purged_or_deleted_msg_id_is_still_a_duplicate_inside_the_window,
             }
             expectations {
                 expected_last_sequence_match_is_stored,
@@ -779,6 +780,30 @@ pub mod dedup {
         assert_eq!((acks[1].seq, acks[1].duplicate), (2, false));
         assert_eq!((acks[2].seq, acks[2].duplicate), (1, true));
         assert_eq!(state(bus, &cfg.name).await.messages, 2);
+    }
+
+    /// Purging or deleting a message does not forget its msg id: within the
+    /// window a re-publish is still a duplicate of the original seq (as
+    /// JetStream, while the server runs; restarts are backend-specific).
+    pub async fn purged_or_deleted_msg_id_is_still_a_duplicate_inside_the_window(bus: &Bus) {
+        let n = names("dup_purged");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        let x = publish_captured(bus, Message::new(n.subject("a"), "x").with_msg_id("x")).await;
+        publish_captured(bus, Message::new(n.subject("a"), "y").with_msg_id("y")).await;
+        bus.purge_stream(&cfg.name, durabus::PurgeRequest::default())
+            .await
+            .unwrap();
+        let again = publish_captured(bus, Message::new(n.subject("a"), "x").with_msg_id("x")).await;
+        assert!(again.duplicate, "purged id stored again: {again:?}");
+        assert_eq!(again.seq, x.seq);
+        let z = publish_captured(bus, Message::new(n.subject("a"), "z").with_msg_id("z")).await;
+        bus.delete_message(&cfg.name, z.seq).await.unwrap();
+        let again = publish_captured(bus, Message::new(n.subject("a"), "z").with_msg_id("z")).await;
+        assert!(again.duplicate, "deleted id stored again: {again:?}");
+        assert_eq!(again.seq, z.seq);
+        let st = state(bus, &cfg.name).await;
+        assert_eq!((st.messages, st.last_seq), (0, 3), "{st:?}");
     }
 }
 
