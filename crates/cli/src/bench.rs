@@ -78,6 +78,11 @@ pub(crate) struct BenchArgs {
     )]
     workloads: Vec<Workload>,
 
+    /// Repeat the workloads this many times and report each one's median run.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -602,6 +607,36 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
     clean_up(&bus, &stream, result).await
 }
 
+/// Row by row, the run with the median rate. Every run has the same rows in
+/// the same order; a W3 row keeps its own run's fdatasync ratio, so a ratio
+/// always compares figures measured side by side.
+fn medians(runs: Vec<Vec<Measurement>>) -> Vec<Measurement> {
+    let count = runs.len();
+    let Some(rows) = runs.first().map(Vec::len) else {
+        return Vec::new();
+    };
+    let mut columns: Vec<Vec<Measurement>> = (0..rows).map(|_| Vec::new()).collect();
+    for run in runs {
+        for (i, m) in run.into_iter().enumerate() {
+            if let Some(column) = columns.get_mut(i) {
+                column.push(m);
+            }
+        }
+    }
+    columns
+        .into_iter()
+        .filter_map(|mut column| {
+            column.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+            let middle = column.len() / 2;
+            let mut m = column.into_iter().nth(middle)?;
+            if count > 1 {
+                m.notes = format!("{}; median of {count} runs", m.notes);
+            }
+            Some(m)
+        })
+        .collect()
+}
+
 /// Runs `durabus bench`.
 pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> {
     let visible =
@@ -640,15 +675,22 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
             plan.msgs, args.size
         );
     }
-    let mut results = Vec::new();
-    let async_set = [Workload::W1, Workload::W2, Workload::W4];
-    if async_set.iter().any(|w| plan.workloads.contains(w)) {
-        results.extend(run_async_workloads(&plan, &with_durability(&url, "none", false)).await?);
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        let mut results = Vec::new();
+        let async_set = [Workload::W1, Workload::W2, Workload::W4];
+        if async_set.iter().any(|w| plan.workloads.contains(w)) {
+            results
+                .extend(run_async_workloads(&plan, &with_durability(&url, "none", false)).await?);
+        }
+        if plan.workloads.contains(&Workload::W3) {
+            results
+                .extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
+        }
+        results.sort_by_key(Measurement::rank);
+        runs.push(results);
     }
-    if plan.workloads.contains(&Workload::W3) {
-        results.extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
-    }
-    results.sort_by_key(Measurement::rank);
+    let results = medians(runs);
     let report = Report {
         url: url.clone(),
         temporary_store: temp.is_some(),
@@ -700,6 +742,23 @@ mod tests {
             with_durability("nats://h:4222", "none", false),
             "nats://h:4222"
         );
+    }
+
+    #[test]
+    fn medians_pick_the_middle_run_per_row() {
+        let run = |rate: f64| {
+            vec![Measurement::new(
+                "W1",
+                "x",
+                1,
+                1,
+                Duration::from_secs_f64(1.0 / rate),
+            )]
+        };
+        let picked = medians(vec![run(10.0), run(30.0), run(20.0)]);
+        assert_eq!(picked.len(), 1);
+        assert!((picked[0].msgs_per_sec - 20.0).abs() < 1e-6);
+        assert!(picked[0].notes.contains("median of 3 runs"));
     }
 
     #[test]

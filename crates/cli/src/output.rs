@@ -140,6 +140,17 @@ pub(crate) fn print_text(text: &str) -> io::Result<()> {
     out.flush()
 }
 
+/// Writes a payload's bytes as they are on stdout, then a newline if asked
+/// (`--raw`: for scripts and binary payloads).
+pub(crate) fn print_raw(payload: &[u8], newline: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(payload)?;
+    if newline {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 /// The payload for people: the text itself when it is UTF-8 (one trailing
 /// newline dropped), otherwise a note with the base64 form.
 fn payload_text(payload: &[u8]) -> String {

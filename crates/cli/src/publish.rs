@@ -11,7 +11,7 @@ use durabus::{
 };
 use serde_json::json;
 
-use crate::output::{message_human, message_json, print_json, print_text};
+use crate::output::{message_human, message_json, print_json, print_raw, print_text};
 use crate::parse;
 use crate::session::{finish, open_bus, shutdown_signal, Access, Global};
 
@@ -180,6 +180,10 @@ pub(crate) struct SubArgs {
     /// Exit after N messages.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
+
+    /// Print only each payload, as it is, followed by a newline (wins over --json).
+    #[arg(long)]
+    raw: bool,
 }
 
 /// Runs `durabus sub` until Ctrl-C, SIGTERM or `--count` messages.
@@ -217,7 +221,9 @@ pub(crate) async fn run_sub(global: &Global, args: SubArgs) -> anyhow::Result<()
                 break;
             };
             received += 1;
-            if global.json {
+            if args.raw {
+                print_raw(&message.payload, true)?;
+            } else if global.json {
                 print_json(&message_json(&message))?;
             } else {
                 print_text(&message_human(received, &message))?;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use durabus::{subject, validate_stream_name, ReplayOptions, ReplayStart};
 
-use crate::output::{print_json, print_text, stored_human, stored_json};
+use crate::output::{print_json, print_raw, print_text, stored_human, stored_json};
 use crate::parse;
 use crate::session::{finish, open_bus, shutdown_signal, Access, Global};
 
@@ -33,6 +33,10 @@ pub(crate) struct ReplayArgs {
     /// After the last stored message keep printing new ones until Ctrl-C.
     #[arg(short, long)]
     follow: bool,
+
+    /// Print only each payload, as it is, followed by a newline (wins over --json).
+    #[arg(long)]
+    raw: bool,
 }
 
 /// Runs `durabus replay`.
@@ -72,13 +76,15 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
                 )
             })?;
             count += 1;
-            if global.json {
+            if args.raw {
+                print_raw(&message.payload, true)?;
+            } else if global.json {
                 print_json(&stored_json(&message))?;
             } else {
                 print_text(&stored_human(&message))?;
             }
         }
-        if !global.json {
+        if !global.json && !args.raw {
             eprintln!(
                 "replayed {} from stream {}",
                 crate::output::count(count, "message"),

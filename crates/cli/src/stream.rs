@@ -359,6 +359,10 @@ pub(crate) struct GetArgs {
     /// Instead of a sequence: the newest message on this (literal) subject.
     #[arg(long, value_name = "SUBJECT")]
     last_subject: Option<String>,
+
+    /// Print only the payload, byte for byte, no newline added (wins over --json).
+    #[arg(long)]
+    raw: bool,
 }
 
 /// Runs a `stream` verb.
@@ -462,7 +466,9 @@ async fn run_on(global: &Global, bus: &Bus, command: StreamCommand) -> anyhow::R
                 (None, None) => bail!("give a sequence or --last-subject SUBJECT"),
             }
             .context("cannot get the message")?;
-            if global.json {
+            if args.raw {
+                crate::output::print_raw(&message.payload, false)?;
+            } else if global.json {
                 print_json(&stored_json(&message))?;
             } else {
                 print_text(&stored_human(&message))?;

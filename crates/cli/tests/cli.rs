@@ -234,7 +234,7 @@ fn a_wrong_expected_last_sequence_is_refused_with_both_numbers() {
 }
 
 #[test]
-fn payload_is_read_from_stdin_and_binary_dumps_as_base64() {
+fn binary_payloads_from_stdin_dump_as_base64_and_come_back_raw() {
     use std::io::Write;
     let store = Store::new().with_orders_stream();
     let mut child = store
@@ -258,6 +258,9 @@ fn payload_is_read_from_stdin_and_binary_dumps_as_base64() {
     let records = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(records[0]["payload_base64"], "/wAB");
     assert!(records[0].get("payload").is_none());
+    let raw = store.run(&["stream", "get", "ORDERS", "1", "--raw"]);
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, [0xff, 0x00, 0x01]);
 }
 
 #[test]
