@@ -1,9 +1,10 @@
 //! `durabus`: the command-line tool for durabus stores.
 //!
-//! Verbs follow the `nats` CLI: `pub`, `sub`, `replay`, `stream ...`, `dump`
-//! and `bench`. Every command takes `--url` (or `DURABUS_URL`) to pick the
-//! backend and `--json` for machine-readable output. Each verb group lives in
-//! its own module; this file only parses the command line and reports errors.
+//! Verbs follow the `nats` CLI: `pub`, `sub`, `replay`, `stream ...` (add,
+//! edit, ls, info, rm, purge, get, rmm), `dump`, `verify` and `bench`. Every
+//! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
+//! for machine-readable output. Each verb group lives in its own module; this
+//! file only parses the command line and reports errors.
 
 mod bench;
 mod dump;
