@@ -403,7 +403,11 @@ fn sub_stops_cleanly_on_sigterm_and_releases_the_store() {
     let store = Store::new().with_orders_stream();
     let (mut child, stderr) = spawn_listening_sub(&store);
     let pid = child.0.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // The shell's builtin `kill`, so no procps binary is needed.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = child.0.wait().unwrap();
     assert!(status.success(), "sub exited with {status}");
