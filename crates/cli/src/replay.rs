@@ -34,6 +34,10 @@ pub(crate) struct ReplayArgs {
     #[arg(short, long)]
     follow: bool,
 
+    /// Stop after N messages.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+
     /// Print only each payload, as it is, followed by a newline (wins over --json).
     #[arg(long)]
     raw: bool,
@@ -63,7 +67,7 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let mut count = 0u64;
-        loop {
+        while args.count.is_none_or(|n| count < n) {
             let item = tokio::select! {
                 item = replay.next() => item,
                 () = &mut shutdown => break,

@@ -471,6 +471,7 @@ fn purge_below_a_sequence_and_replay_from_later_points() {
     };
     assert_eq!(seqs(&[]), [3, 4, 5]);
     assert_eq!(seqs(&["--seq", "4"]), [4, 5]);
+    assert_eq!(seqs(&["--count", "2"]), [3, 4]);
     assert_eq!(seqs(&["--filter", "orders.5"]), [5]);
     assert_eq!(seqs(&["--since", "1h"]), [3, 4, 5]);
     assert!(seqs(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
