@@ -26,12 +26,18 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// Backend: file:<dir>[?durability=always|none|periodic:100ms] or memory:
     /// [default: file:./data]
-    #[arg(long, global = true, env = "DURABUS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "DURABUS_URL",
+        value_name = "URL",
+        display_order = 1000
+    )]
     url: Option<String>,
 
     /// Machine-readable output: one JSON object per result, JSON lines for
     /// message streams.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 1001)]
     json: bool,
 
     #[command(subcommand)]
