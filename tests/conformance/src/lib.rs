@@ -28,6 +28,7 @@
 // A conformance case is a test: a failed expectation must panic with context.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod model;
 mod support;
 
 use std::any::Any;
@@ -128,6 +129,7 @@ macro_rules! conformance_suite {
                 max_age_expires_old_messages,
                 max_msg_size_rejects_larger_messages,
                 discard_new_rejects_when_full_with_stream_full,
+                max_msgs_per_subject_evicts_oldest_even_with_discard_new,
             }
             purge_delete {
                 purge_all_empties_stream_and_sets_first_seq_past_last,
@@ -180,6 +182,9 @@ macro_rules! conformance_suite {
                 replay_of_a_large_history_is_complete_and_ordered,
                 replay_of_unknown_stream_is_stream_not_found,
                 replay_with_invalid_filter_is_invalid_subject,
+            }
+            model_based {
+                random_operations_match_the_jetstream_model,
             }
             close {
                 close_is_idempotent,
@@ -1045,6 +1050,22 @@ pub mod limits {
             "{st:?}"
         );
     }
+    /// `discard: new` governs the stream-wide limits only: a subject at its
+    /// max_msgs_per_subject still evicts its oldest message (JetStream
+    /// rejects per subject only with `discard_new_per_subject`, which
+    /// durabus does not have).
+    pub async fn max_msgs_per_subject_evicts_oldest_even_with_discard_new(bus: &Bus) {
+        let n = names("per_subject_discard_new");
+        let cfg = n
+            .stream_config("S")
+            .max_msgs(100u64)
+            .max_msgs_per_subject(2u64)
+            .discard(DiscardPolicy::New);
+        create(bus, cfg.clone()).await;
+        assert_eq!(publish_n(bus, &n.subject("a"), 4).await, [1, 2, 3, 4]);
+        let stored = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
+        assert_eq!(seqs(&stored), [3, 4]);
+    }
 }
 
 /// Purging streams and deleting single messages.
@@ -1895,6 +1916,26 @@ pub mod replay {
             bus.replay(&cfg.name, ReplayOptions::from_seq(1).filter(format!("{}..a", n.root()))).await,
             Error::InvalidSubject { ref reason, .. } if reason.contains("token 2")
         );
+    }
+}
+
+/// Random operation sequences against a reference model ([`crate::model`]).
+pub mod model_based {
+    use durabus::Bus;
+
+    /// Publishes (with ids and expectations), deletes, purges of every kind,
+    /// gets, infos and replays in random order, under random limits, agree
+    /// with a plain model of JetStream's rules. Runs the fixed seeds of
+    /// [`crate::model::seeds`] (plus random ones on request); a failure
+    /// prints the seed (`DURABUS_MODEL_SEED` reruns it).
+    pub async fn random_operations_match_the_jetstream_model(bus: &Bus) {
+        let bus = bus.clone();
+        crate::model::run_all(
+            400,
+            move |_seed| std::future::ready(bus.clone()),
+            None::<crate::model::NoReopen>,
+        )
+        .await;
     }
 }
 
