@@ -58,3 +58,19 @@ async fn acked_publishes_survive_kill9_during_segment_rolls() {
         "no trial acknowledged anything"
     );
 }
+
+/// `periodic` fsyncs on a timer; a process kill must still lose no ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_publishes_survive_kill9_with_periodic() {
+    let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(4);
+    let report = run_trials(
+        &plan().durability("periodic:20ms"),
+        trials,
+        "acked_publishes_survive_kill9_with_periodic",
+    )
+    .await;
+    assert!(
+        trials == 0 || report.acked > 0,
+        "no trial acknowledged anything"
+    );
+}

@@ -105,6 +105,7 @@ macro_rules! conformance_suite {
                 publish_batch_results_are_in_input_order,
                 empty_and_large_payloads_round_trip,
                 timestamps_never_decrease,
+                concurrent_publishers_get_unique_contiguous_sequences,
             }
             dedup {
                 duplicate_msg_id_returns_original_seq_and_stores_nothing,
@@ -668,6 +669,68 @@ pub mod publish {
         let slack = std::time::Duration::from_secs(5);
         assert!(stored[0].time + slack >= before);
         assert!(stored[49].time <= SystemTime::now() + slack);
+    }
+
+    /// Many publishers at once: every ack has its own seq, the seqs are
+    /// exactly 1..=N, and each stored message is the one its ack named.
+    pub async fn concurrent_publishers_get_unique_contiguous_sequences(bus: &Bus) {
+        const TASKS: usize = 8;
+        const EACH: usize = 150;
+        let n = names("concurrent");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let bus = bus.clone();
+            let subject = n.subject(&format!("t{t}"));
+            tasks.push(tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for i in 0..EACH {
+                    let payload = format!("{t}/{i}");
+                    let ack = if i % 3 == 0 {
+                        let batch = vec![Message::new(subject.clone(), payload.clone())];
+                        let mut r = bus.publish_batch(batch).await.unwrap();
+                        r.remove(0).unwrap().expect("captured")
+                    } else {
+                        bus.publish(subject.clone(), payload.clone())
+                            .await
+                            .unwrap()
+                            .expect("captured")
+                    };
+                    acks.push((ack.seq, payload));
+                }
+                acks
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let acks = tokio::time::timeout(crate::WAIT, t)
+                .await
+                .expect("publishers finished")
+                .unwrap();
+            // One publisher's acks increase: its messages are stored in order.
+            assert!(
+                acks.windows(2).all(|w| w[0].0 < w[1].0),
+                "a publisher's seqs went backwards"
+            );
+            all.extend(acks);
+        }
+        all.sort();
+        let total = (TASKS * EACH) as u64;
+        assert_eq!(
+            all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (1..=total).collect::<Vec<_>>()
+        );
+        let stored = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
+        assert_eq!(stored.len() as u64, total);
+        for (m, (seq, payload)) in stored.iter().zip(&all) {
+            assert_eq!(m.seq, *seq);
+            assert_eq!(
+                m.payload,
+                payload.as_bytes(),
+                "seq {seq} holds another message than acked"
+            );
+        }
     }
 }
 
