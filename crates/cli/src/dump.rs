@@ -93,6 +93,8 @@ struct Verdict {
     messages: u64,
     segments: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
+    torn_tail: Option<durabus::embedded::TornTail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -141,9 +143,14 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
                 segments.insert(record.segment);
             }
         });
+        let (result, torn_tail) = match result {
+            Ok(mut torn) => (Ok(()), torn.pop()),
+            Err(e) => (Err(e), None),
+        };
         verdicts.push(Verdict {
             stream: name,
             ok: result.is_ok(),
+            torn_tail,
             records,
             messages,
             segments: segments.len(),
@@ -168,12 +175,22 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
         let mut text = String::new();
         for v in &verdicts {
             let status = match &v.error {
-                None => format!(
-                    "ok       {} ({}) in {}",
-                    count(v.records, "record"),
-                    count(v.messages, "message"),
-                    count(v.segments as u64, "segment")
-                ),
+                None => {
+                    let torn = v.torn_tail.as_ref().map_or(String::new(), |t| {
+                        format!(
+                            "; torn tail of {} at offset {} of {} (the next open truncates it)",
+                            count(t.bytes, "byte"),
+                            t.offset,
+                            t.segment
+                        )
+                    });
+                    format!(
+                        "ok       {} ({}) in {}{torn}",
+                        count(v.records, "record"),
+                        count(v.messages, "message"),
+                        count(v.segments as u64, "segment")
+                    )
+                }
                 Some(error) => format!("CORRUPT  {error}"),
             };
             text.push_str(&format!("{:<width$}  {status}\n", v.stream));
@@ -246,7 +263,14 @@ pub(crate) fn run(global: &Global, args: DumpArgs) -> anyhow::Result<()> {
         return Err(e).context("cannot write to stdout");
     }
     flushed.context("cannot write to stdout")?;
-    dumped.with_context(|| format!("dump of {} stopped after {records} records", dir.display()))?;
+    let torn = dumped
+        .with_context(|| format!("dump of {} stopped after {records} records", dir.display()))?;
+    for t in torn {
+        eprintln!(
+            "stream {}: torn tail of {} bytes at offset {} of segment {} (the next open truncates it)",
+            t.stream, t.bytes, t.offset, t.segment
+        );
+    }
     if records == 0 {
         let scope = args
             .stream

@@ -38,11 +38,12 @@ pub enum Error {
         other_subject: String,
     },
     /// `Nats-Expected-Last-Sequence` (or `…-Subject-Sequence`) did not match.
-    #[error("wrong last sequence: expected {expected}, the stream is at {current}")]
+    #[error("wrong last sequence: expected {expected}, but the last sequence is {current}")]
     WrongLastSequence {
         /// The sequence the publisher expected.
         expected: u64,
-        /// The actual last sequence (of the stream or of the subject).
+        /// The actual last sequence (of the stream, or of the subject for
+        /// `Nats-Expected-Last-Subject-Sequence`).
         current: u64,
     },
     /// `Nats-Expected-Stream` named another stream than the one capturing the subject.
@@ -54,7 +55,7 @@ pub enum Error {
         actual: String,
     },
     /// The message is larger than the stream's `max_msg_size`.
-    #[error("message of {size} bytes exceeds the maximum of {max} bytes; split it or raise max_msg_size")]
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes; split it, or raise the stream's max_msg_size if that is the limit (the embedded engine caps records at 64 MiB)")]
     MaxPayloadExceeded {
         /// Size of the rejected message (headers and payload).
         size: usize,

@@ -9,10 +9,14 @@ use crate::record::Kind;
 use crate::segment::{self, HeaderCheck, ScanEnd, SEGMENT_HEADER};
 use crate::storage::{FsStorage, Storage};
 use crate::stream::scan_error;
-use crate::DumpRecord;
+use crate::{DumpRecord, TornTail};
 
 /// See [`crate::dump`].
-pub(crate) fn dump(dir: &Path, stream: Option<&str>, f: &mut dyn FnMut(DumpRecord)) -> Result<()> {
+pub(crate) fn dump(
+    dir: &Path,
+    stream: Option<&str>,
+    f: &mut dyn FnMut(DumpRecord),
+) -> Result<Vec<TornTail>> {
     let storage = FsStorage::new();
     let streams_dir = dir.join("streams");
     let names: Vec<String> = storage
@@ -27,17 +31,21 @@ pub(crate) fn dump(dir: &Path, stream: Option<&str>, f: &mut dyn FnMut(DumpRecor
         }
     }
     let mut first_err = None;
+    let mut torn = Vec::new();
     for name in names
         .iter()
         .filter(|n| stream.is_none_or(|s| s == n.as_str()))
     {
-        if let Err(e) = dump_stream(&storage, &streams_dir.join(name), name, f) {
-            first_err.get_or_insert(e);
+        match dump_stream(&storage, &streams_dir.join(name), name, f) {
+            Ok(t) => torn.extend(t),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(torn),
     }
 }
 
@@ -46,7 +54,7 @@ fn dump_stream(
     dir: &Path,
     name: &str,
     f: &mut dyn FnMut(DumpRecord),
-) -> Result<()> {
+) -> Result<Option<TornTail>> {
     let segdir = dir.join("segments");
     let mut bases: Vec<u64> = storage
         .list_dir(&segdir)
@@ -70,7 +78,14 @@ fn dump_stream(
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         match segment::check_header(&h[..n]) {
             HeaderCheck::Ok => {}
-            HeaderCheck::Short if is_last => return Ok(()),
+            HeaderCheck::Short if is_last => {
+                return Ok(Some(TornTail {
+                    stream: name.to_owned(),
+                    segment: seg_name,
+                    offset: 0,
+                    bytes: len,
+                }))
+            }
             other => {
                 return Err(Error::Corrupt {
                     segment: path,
@@ -109,7 +124,13 @@ fn dump_stream(
                 segment::read_full(&*file, &mut rest, offset)
                     .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
                 if !segment::valid_record_after(&rest, 0) {
-                    return Ok(()); // a torn tail just ends the dump
+                    // A torn tail ends the dump; the next open truncates it.
+                    return Ok(Some(TornTail {
+                        stream: name.to_owned(),
+                        segment: seg_name,
+                        offset,
+                        bytes: len - offset,
+                    }));
                 }
             }
             return Err(Error::Corrupt {
@@ -119,5 +140,5 @@ fn dump_stream(
             });
         }
     }
-    Ok(())
+    Ok(None)
 }

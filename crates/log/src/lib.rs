@@ -138,14 +138,29 @@ pub struct DumpRecord {
     pub payload: bytes::Bytes,
 }
 
+/// A torn tail found by [`dump`]: the unreadable end of a stream's last
+/// segment, which the next open truncates (recovery rule 5).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TornTail {
+    /// The stream.
+    pub stream: String,
+    /// The segment file name.
+    pub segment: String,
+    /// Where the unreadable bytes start.
+    pub offset: u64,
+    /// How many bytes the next open will drop.
+    pub bytes: u64,
+}
+
 /// Reads every record of `stream` (or of all streams) in a data directory,
 /// without taking the lock and without modifying anything, calling `f` for
 /// each in log order. A bad record ends that stream's dump with an error
-/// naming segment and offset.
+/// naming segment and offset; torn tails (which end a stream's dump without
+/// error) are returned.
 pub fn dump(
     dir: impl AsRef<Path>,
     stream: Option<&str>,
     f: &mut dyn FnMut(DumpRecord),
-) -> Result<()> {
+) -> Result<Vec<TornTail>> {
     dump::dump(dir.as_ref(), stream, f)
 }

@@ -450,7 +450,6 @@ pub(crate) fn open(
                         g.apply_purge(&stream_name, storage, r.subject, r.seq, r.purge_keep())?;
                     }
                 }
-                g.last_time = g.last_time.max(r.time);
                 Ok(true)
             })
             .map_err(|e| scan_error(&path, e))?
@@ -520,6 +519,9 @@ pub(crate) fn open(
     g.enforce_all(name, storage, now)?;
     g.remove_doomed(storage);
     g.dedup.expire(window_cutoff);
+    let mut dedup = std::mem::take(&mut g.dedup);
+    dedup.retain(|seq| g.is_live(seq));
+    g.dedup = dedup;
     g.ckpt_needed = false;
     let stream = Stream::new(name.to_owned(), dir, env, g);
     if !stream.env.storage.is_volatile() {

@@ -109,6 +109,14 @@ impl Dedup {
         }
     }
 
+    /// Keeps only ids whose message is still stored. Used at open, so that
+    /// the window is rebuilt from stored messages whether or not a checkpoint
+    /// survived (invariant 8), as JetStream rebuilds it after a restart.
+    pub(crate) fn retain(&mut self, live: impl Fn(u64) -> bool) {
+        self.map.retain(|_, (seq, _)| live(*seq));
+        self.order.retain(|(_, seq, _)| live(*seq));
+    }
+
     pub(crate) fn insert(&mut self, id: &str, seq: u64, time: i64) {
         let id: Arc<str> = Arc::from(id);
         self.map.insert(id.clone(), (seq, time));

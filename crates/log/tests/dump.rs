@@ -62,7 +62,7 @@ async fn dump_prints_every_record_in_log_order_without_the_lock() {
 }
 
 #[tokio::test]
-async fn dump_ends_quietly_at_a_torn_tail() {
+async fn dump_ends_at_a_torn_tail_and_reports_its_position() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
     stream(&s, StreamConfig::new("S").subjects(["a"])).await;
@@ -79,8 +79,18 @@ async fn dump_ends_quietly_at_a_torn_tail() {
         .set_len(len - 3)
         .unwrap();
     let mut n = 0;
-    durabus_log::dump(tmp.path(), None, &mut |_| n += 1).unwrap();
+    let mut last_end = 0;
+    let torn = durabus_log::dump(tmp.path(), None, &mut |r| {
+        n += 1;
+        last_end = r.offset;
+    })
+    .unwrap();
     assert_eq!(n, 4);
+    assert_eq!(torn.len(), 1, "{torn:?}");
+    let t = &torn[0];
+    assert_eq!(t.stream, "S");
+    assert!(t.offset > last_end, "{t:?}");
+    assert_eq!(t.offset + t.bytes, len - 3, "{t:?}");
 }
 
 #[tokio::test]
