@@ -84,6 +84,7 @@ macro_rules! conformance_suite {
                 create_stream_with_different_config_is_name_in_use,
                 update_stream_changes_config_and_keeps_messages,
                 update_stream_with_lower_max_msgs_evicts_oldest,
+                update_stream_can_change_captured_subjects,
                 update_unknown_stream_is_stream_not_found,
                 stream_info_of_unknown_stream_is_stream_not_found,
                 stream_info_reports_state,
@@ -95,6 +96,7 @@ macro_rules! conformance_suite {
                 delete_unknown_stream_is_stream_not_found,
                 invalid_stream_name_is_refused_with_the_reason,
                 invalid_stream_subject_names_the_token,
+                invalid_config_is_refused_with_the_reason,
             }
             publish {
                 sequences_start_at_one_and_increase_by_one,
@@ -103,6 +105,7 @@ macro_rules! conformance_suite {
                 publish_preserves_subject_headers_and_payload,
                 publish_to_invalid_subject_names_the_token,
                 publish_batch_results_are_in_input_order,
+                publish_batch_reports_each_failure_in_place,
                 empty_and_large_payloads_round_trip,
                 timestamps_never_decrease,
                 concurrent_publishers_get_unique_contiguous_sequences,
@@ -165,6 +168,7 @@ macro_rules! conformance_suite {
             }
             request_reply {
                 request_receives_the_responders_reply,
+                concurrent_requests_each_get_their_own_reply,
                 request_without_responders_is_no_responders,
                 request_to_a_silent_responder_times_out,
                 request_to_invalid_subject_is_invalid_subject,
@@ -491,6 +495,65 @@ pub mod streams {
             Error::InvalidSubject { ref reason, .. } if reason.contains("token 2")
         );
     }
+
+    /// Subjects can be edited: new ones are captured, dropped ones are not,
+    /// and an edit may not overlap another stream either.
+    pub async fn update_stream_can_change_captured_subjects(bus: &Bus) {
+        let n = names("update_subjects");
+        let cfg = StreamConfig::new(n.stream("S")).subjects([n.subject("a")]);
+        create(bus, cfg.clone()).await;
+        let other = StreamConfig::new(n.stream("O")).subjects([n.subject("o.>")]);
+        create(bus, other.clone()).await;
+        publish_n(bus, &n.subject("a"), 1).await;
+        let info = bus
+            .update_stream(cfg.clone().subjects([n.subject("b")]))
+            .await
+            .unwrap();
+        assert_eq!(info.config.subjects, [n.subject("b")]);
+        assert!(bus.publish(n.subject("a"), "x").await.unwrap().is_none());
+        let ack = bus
+            .publish(n.subject("b"), "y")
+            .await
+            .unwrap()
+            .expect("captured");
+        assert_eq!((ack.stream.as_str(), ack.seq), (cfg.name.as_str(), 2));
+        assert_err!(
+            bus.update_stream(cfg.clone().subjects([n.subject("o.x")])).await,
+            Error::SubjectsOverlap { ref other, .. } if *other == n.stream("O")
+        );
+        assert_eq!(
+            bus.stream_info(&cfg.name).await.unwrap().config.subjects,
+            [n.subject("b")]
+        );
+    }
+
+    /// Inconsistent configurations are refused, saying which field.
+    pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
+        let n = names("bad_config");
+        let zero = n.stream_config("S").max_msgs(0u64);
+        assert_err!(
+            bus.create_stream(zero).await,
+            Error::InvalidConfig(ref why) if why.contains("max_msgs")
+        );
+        let window = n
+            .stream_config("S")
+            .max_age(Duration::from_secs(10))
+            .duplicate_window(Duration::from_secs(60));
+        assert_err!(
+            bus.create_stream(window).await,
+            Error::InvalidConfig(ref why) if why.contains("duplicate_window")
+        );
+        let own = n
+            .stream_config("S")
+            .subjects([n.subject("a.*"), n.subject("a.b")]);
+        assert_err!(bus.create_stream(own).await, Error::InvalidConfig(_));
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        assert_err!(
+            bus.update_stream(cfg.max_msgs_per_subject(0u64)).await,
+            Error::InvalidConfig(ref why) if why.contains("max_msgs_per_subject")
+        );
+    }
 }
 
 /// Publishing: acks, sequences, fan-out, validation.
@@ -731,6 +794,55 @@ pub mod publish {
                 "seq {seq} holds another message than acked"
             );
         }
+    }
+
+    /// A batch answers each message on its own: a failing message gets its
+    /// error in place, the others are stored in order (expectations see the
+    /// earlier messages of the same batch) and reach subscribers.
+    /// Rejected messages may or may not reach subscribers (NATS delivers
+    /// them: core fan-out does not wait for the stream), so that is not
+    /// asserted.
+    pub async fn publish_batch_reports_each_failure_in_place(bus: &Bus) {
+        let n = names("batch_errors");
+        let cfg = n.stream_config("S").max_msg_size(1000u32);
+        create(bus, cfg.clone()).await;
+        let mut sub = bus.subscribe(&n.all()).await.unwrap();
+        let batch = vec![
+            Message::new(n.subject("a"), "1"),
+            Message::new(n.subject("a"), vec![0u8; 4000]),
+            Message::new(n.subject("a"), "2"),
+            Message::new(n.subject("a"), "3")
+                .with_header(durabus::NATS_EXPECTED_LAST_SEQUENCE, "2"),
+            Message::new(n.subject("a"), "4")
+                .with_header(durabus::NATS_EXPECTED_LAST_SEQUENCE, "1"),
+            Message::new(n.subject("a"), "5"),
+        ];
+        let mut r = bus.publish_batch(batch).await.unwrap().into_iter();
+        assert_eq!(r.next().unwrap().unwrap().expect("captured").seq, 1);
+        assert_err!(r.next().unwrap(), Error::MaxPayloadExceeded { .. });
+        assert_eq!(r.next().unwrap().unwrap().expect("captured").seq, 2);
+        assert_eq!(r.next().unwrap().unwrap().expect("captured").seq, 3);
+        assert_err!(
+            r.next().unwrap(),
+            Error::WrongLastSequence {
+                expected: 1,
+                current: 3
+            }
+        );
+        assert_eq!(r.next().unwrap().unwrap().expect("captured").seq, 4);
+        assert!(r.next().is_none());
+        // Whether subscribers also see the rejected messages is
+        // backend-specific (on NATS core fan-out ignores the stream's
+        // verdict): only the stored ones are required, in order.
+        let mut live = Vec::new();
+        while live.last().map(String::as_str) != Some("5") {
+            let m = next_message(&mut sub).await;
+            live.push(String::from_utf8_lossy(&m.payload).into_owned());
+        }
+        live.retain(|p| ["1", "2", "3", "5"].contains(&p.as_str()));
+        assert_eq!(live, ["1", "2", "3", "5"]);
+        let stored = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
+        assert_eq!(seqs(&stored), [1, 2, 3, 4]);
     }
 }
 
@@ -1705,6 +1817,42 @@ pub mod request_reply {
             bus.request(n.subject("*"), "x", WAIT).await,
             Error::InvalidSubject { .. }
         );
+    }
+
+    /// Replies go to the request that asked: many requests in flight at once
+    /// each get the answer to their own question.
+    pub async fn concurrent_requests_each_get_their_own_reply(bus: &Bus) {
+        const N: usize = 20;
+        let n = names("requests");
+        let subject = n.subject("double");
+        let mut sub = bus.subscribe(&subject).await.unwrap();
+        let responder = bus.clone();
+        let task = tokio::spawn(async move {
+            for _ in 0..N {
+                let Some(m) = sub.next().await else { return };
+                let x: u64 = String::from_utf8_lossy(&m.payload).parse().unwrap();
+                let reply = m.reply.clone().expect("reply subject");
+                responder.publish(reply, (2 * x).to_string()).await.unwrap();
+            }
+        });
+        let mut requests = Vec::new();
+        for i in 0..N as u64 {
+            let bus = bus.clone();
+            let subject = subject.clone();
+            requests.push(tokio::spawn(async move {
+                let answer = bus.request(subject, i.to_string(), WAIT).await.unwrap();
+                (i, String::from_utf8_lossy(&answer.payload).into_owned())
+            }));
+        }
+        for r in requests {
+            let (i, answer) = r.await.unwrap();
+            assert_eq!(
+                answer,
+                (2 * i).to_string(),
+                "request {i} got another request's reply"
+            );
+        }
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     }
 }
 
