@@ -24,6 +24,18 @@
 //! It yields a [`durabus::Bus`], or a `(Bus, guard)` tuple whose guard (a
 //! `TempDir`, a server handle) lives until the case has finished and the bus
 //! has been closed. The crate using the macro needs `tokio` as a dependency.
+//!
+//! A new backend joins with one file. For NATS, against one real server
+//! shared by every case (`durabus-testkit` starts it on a free port):
+//!
+//! ```ignore
+//! // tests/nats.rs
+//! durabus_conformance::conformance_suite!(
+//!     durabus::connect(&durabus_testkit::nats::NatsServer::shared().url())
+//!         .await
+//!         .expect("connect to nats")
+//! );
+//! ```
 
 // A conformance case is a test: a failed expectation must panic with context.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
