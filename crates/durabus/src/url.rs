@@ -94,12 +94,14 @@ fn parse_options(url: &str, query: &str) -> Result<Options> {
                     .parse()
                     .map_err(|_| bad(url, format!("subscriber_buffer {value:?} is not a count")))?;
             }
-            other => return Err(bad(
-                url,
-                format!(
+            other => {
+                return Err(bad(
+                    url,
+                    format!(
                     "unknown option {other:?}; known: durability, segment_size, subscriber_buffer"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(options)

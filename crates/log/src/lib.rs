@@ -48,6 +48,10 @@ pub use storage::{
 };
 pub use store::{Store, FORMAT_VERSION};
 
+/// Maps keyed by subjects and ids on hot paths: foldhash is several times
+/// faster than SipHash for short keys and still randomly seeded.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// When an acknowledged publish is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {

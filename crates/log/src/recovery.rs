@@ -1,7 +1,8 @@
 //! Opening a stream: docs/design.md "Recovery rules" 3-7, and creating a new
 //! stream's files.
 
-use std::collections::{HashMap, VecDeque};
+use crate::HashMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -2,7 +2,7 @@
 //! groups, bounded per-subscriber buffers and slow-consumer signals
 //! (invariant 12).
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};

@@ -1,7 +1,8 @@
 //! The store: data directory, lock, format marker, streams, background
 //! threads, and the [`Backend`] implementation.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -216,7 +217,7 @@ impl Store {
             mem_root,
             closed: AtomicBool::new(false),
             streams: RwLock::new(streams),
-            capture: RwLock::new(HashMap::new()),
+            capture: RwLock::new(HashMap::default()),
             router: Router::new(options.subscriber_buffer, events.clone()),
             events,
             report,

@@ -5,7 +5,8 @@
 //! never by the number of messages (W6): there is no per-message index. The
 //! oldest records are read back from disk (buffered) when limits evict them.
 
-use std::collections::{HashMap, VecDeque};
+use crate::HashMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -262,7 +263,7 @@ impl Inner {
             messages: 0,
             bytes: 0,
             deleted: RangeSet::default(),
-            subjects: HashMap::new(),
+            subjects: HashMap::default(),
             track_subject_seqs: track,
             dedup: Dedup::default(),
             poisoned: None,
