@@ -1171,9 +1171,9 @@ impl Stream {
             Appended::Stored(s) => (s, false),
             Appended::Duplicate(s) => (s, true),
         };
-        if !duplicate {
-            self.wait_durable(gen).await?;
-        }
+        // A duplicate's original may have been written an instant ago by a
+        // concurrent retry: its ack, too, waits until the original is durable.
+        self.wait_durable(gen).await?;
         Ok(PublishAck {
             stream: self.name.clone(),
             seq,
@@ -1222,7 +1222,7 @@ impl Stream {
             self.after_change(&mut g);
             gen = g.write_gen;
         }
-        let durable = if out.iter().any(|r| matches!(r, Ok(Appended::Stored(_)))) {
+        let durable = if out.iter().any(|r| r.is_ok()) {
             self.wait_durable(gen).await
         } else {
             Ok(())
@@ -1237,11 +1237,14 @@ impl Stream {
                     }),
                     Err(_) => Err(self.poisoned_now()),
                 },
-                Ok(Appended::Duplicate(seq)) => Ok(PublishAck {
-                    stream: self.name.clone(),
-                    seq,
-                    duplicate: true,
-                }),
+                Ok(Appended::Duplicate(seq)) => match &durable {
+                    Ok(()) => Ok(PublishAck {
+                        stream: self.name.clone(),
+                        seq,
+                        duplicate: true,
+                    }),
+                    Err(_) => Err(self.poisoned_now()),
+                },
                 Err(e) => Err(e),
             })
             .collect()
