@@ -160,6 +160,9 @@ macro_rules! conformance_suite {
                 deleting_the_first_message_moves_first_seq,
                 sequences_are_not_reused_after_deleting_the_last_message,
                 deny_delete_and_deny_purge_are_enforced,
+                rollup_sub_replaces_the_history_of_its_subject,
+                rollup_all_leaves_only_the_rollup_message,
+                rollup_needs_allow_rollup,
             }
             get {
                 get_message_returns_the_stored_message,
@@ -1257,9 +1260,9 @@ pub mod limits {
 
 /// Purging streams and deleting single messages.
 pub mod purge_delete {
-    use durabus::{Bus, Error, PurgeRequest, ReplayOptions, StreamConfig};
+    use durabus::{Bus, Error, Message, PurgeRequest, ReplayOptions, StreamConfig, NATS_ROLLUP};
 
-    use crate::{assert_err, create, names, publish_n, replay_all, seqs, state};
+    use crate::{assert_err, create, names, publish_captured, publish_n, replay_all, seqs, state};
 
     fn purge_subject(subject: String) -> PurgeRequest {
         PurgeRequest {
@@ -1497,6 +1500,67 @@ pub mod purge_delete {
             Error::Denied { .. }
         );
         assert_eq!(state(bus, &cfg.name).await.messages, 2);
+    }
+
+    /// `Nats-Rollup: sub` stores the message and removes every older one on
+    /// its subject; other subjects keep theirs.
+    pub async fn rollup_sub_replaces_the_history_of_its_subject(bus: &Bus) {
+        let n = names("rollup_sub");
+        let cfg = n.stream_config("S").allow_rollup(true);
+        create(bus, cfg.clone()).await;
+        for s in ["a", "a", "b"] {
+            publish_n(bus, &n.subject(s), 1).await;
+        }
+        let roll = Message::new(n.subject("a"), "snapshot").with_header(NATS_ROLLUP, "sub");
+        assert_eq!(publish_captured(bus, roll).await.seq, 4);
+        let stored = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
+        assert_eq!(seqs(&stored), [3, 4]);
+        let st = state(bus, &cfg.name).await;
+        assert_eq!(
+            (st.messages, st.first_seq, st.last_seq),
+            (2, 3, 4),
+            "{st:?}"
+        );
+        let last = bus
+            .get_last_message(&cfg.name, &n.subject("a"))
+            .await
+            .unwrap();
+        assert_eq!(&last.payload[..], b"snapshot");
+    }
+
+    /// `Nats-Rollup: all` stores the message and removes everything older
+    /// in the stream.
+    pub async fn rollup_all_leaves_only_the_rollup_message(bus: &Bus) {
+        let n = names("rollup_all");
+        let cfg = n.stream_config("S").allow_rollup(true);
+        create(bus, cfg.clone()).await;
+        for s in ["a", "b", "c"] {
+            publish_n(bus, &n.subject(s), 1).await;
+        }
+        let roll = Message::new(n.subject("z"), "all").with_header(NATS_ROLLUP, "all");
+        assert_eq!(publish_captured(bus, roll).await.seq, 4);
+        let st = state(bus, &cfg.name).await;
+        assert_eq!(
+            (st.messages, st.first_seq, st.last_seq),
+            (1, 4, 4),
+            "{st:?}"
+        );
+        assert_err!(
+            bus.get_last_message(&cfg.name, &n.subject("a")).await,
+            Error::MessageNotFound { .. }
+        );
+    }
+
+    /// Without allow_rollup a rollup header is refused and nothing changes.
+    pub async fn rollup_needs_allow_rollup(bus: &Bus) {
+        let n = names("rollup_denied");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        publish_n(bus, &n.subject("a"), 2).await;
+        let roll = Message::new(n.subject("a"), "x").with_header(NATS_ROLLUP, "sub");
+        assert_err!(bus.publish_message(roll).await, Error::Denied { .. });
+        let st = state(bus, &cfg.name).await;
+        assert_eq!((st.messages, st.last_seq), (2, 2), "{st:?}");
     }
 }
 
