@@ -188,6 +188,29 @@ fn assert_same(before: &[Snapshot], after: &[Snapshot]) {
     }
 }
 
+/// Replays by time start where the messages say they should, after a
+/// reopen too (time indexes loaded or rebuilt).
+async fn check_time_lookups(bus: &Bus, snapshots: &[Snapshot]) {
+    for snap in snapshots {
+        let name = &snap.info.config.name;
+        let msgs = &snap.messages;
+        for k in (0..msgs.len()).step_by(7) {
+            let t = msgs[k].time;
+            let want = msgs.iter().find(|m| m.time >= t).map(|m| m.seq);
+            let mut r = bus
+                .replay(name, ReplayOptions::from_time(t).stop_at_end())
+                .await
+                .unwrap();
+            let got = r.next().await.map(|m| m.unwrap().seq);
+            assert_eq!(
+                got, want,
+                "{name}: replay from the time of seq {}",
+                msgs[k].seq
+            );
+        }
+    }
+}
+
 /// After reopening, ids inside the window are still duplicates of their
 /// original seqs, and the next publish continues the sequence.
 async fn check_dedup_and_continue(bus: &Bus, before: &[Snapshot]) {
@@ -234,6 +257,7 @@ async fn reopen_after_close_shows_the_same_streams_messages_and_dedup() {
     assert_eq!(names, ["A", "B", "C", "D"]);
     let after = snapshots(&bus, &streams).await;
     assert_same(&before, &after);
+    check_time_lookups(&bus, &after).await;
     check_dedup_and_continue(&bus, &before).await;
     bus.close().await.unwrap();
 }
@@ -257,6 +281,7 @@ async fn reopen_without_checkpoints_and_indexes_rebuilds_the_same_state() {
     let bus = durabus::connect(&url(dir.path())).await.unwrap();
     let after = snapshots(&bus, &streams).await;
     assert_same(&before, &after);
+    check_time_lookups(&bus, &after).await;
     check_dedup_and_continue(&bus, &before).await;
     bus.close().await.unwrap();
 }

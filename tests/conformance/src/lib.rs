@@ -193,6 +193,7 @@ macro_rules! conformance_suite {
                 replay_from_sequence_zero_is_invalid_argument,
                 replay_from_sequence_below_first_starts_at_first,
                 replay_from_time_starts_at_first_message_at_or_after_it,
+                replay_from_time_finds_its_start_in_a_long_history,
                 replay_new_yields_only_later_messages,
                 replay_filter_yields_only_matching_subjects,
                 replay_continues_live_after_history,
@@ -1998,6 +1999,47 @@ pub mod replay {
         assert!(replay_all(bus, &cfg.name, ReplayOptions::from_time(future))
             .await
             .is_empty());
+    }
+
+    /// Time lookups land on the first message at or after the time, at
+    /// any depth of a long history (on small segments: in any segment).
+    pub async fn replay_from_time_finds_its_start_in_a_long_history(bus: &Bus) {
+        const N: usize = 600;
+        let n = names("replay_time_long");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        for chunk in 0..N / 50 {
+            let batch = (0..50)
+                .map(|i| Message::new(n.subject("t"), format!("{chunk}-{i}-{}", "x".repeat(60))))
+                .collect();
+            for r in bus.publish_batch(batch).await.unwrap() {
+                r.unwrap().expect("captured");
+            }
+            // Spread the history over time so lookups have distinct answers.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let all = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
+        assert_eq!(all.len(), N);
+        for k in [0, 1, 49, 50, 51, 137, 299, 300, 451, 598, 599] {
+            let t = all[k].time;
+            let first = all.iter().find(|m| m.time >= t).expect("k qualifies").seq;
+            let mut r = bus
+                .replay(&cfg.name, ReplayOptions::from_time(t).stop_at_end())
+                .await
+                .unwrap();
+            let got = next_stored(&mut r).await.seq;
+            assert_eq!(
+                got, first,
+                "replay from the time of seq {} started at {got}",
+                all[k].seq
+            );
+        }
+        let after_last = all[N - 1].time + Duration::from_millis(1);
+        assert!(
+            replay_all(bus, &cfg.name, ReplayOptions::from_time(after_last))
+                .await
+                .is_empty()
+        );
     }
 
     /// Start New skips history and yields only messages stored afterwards.
