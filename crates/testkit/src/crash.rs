@@ -49,6 +49,9 @@ pub struct CrashPlan {
     /// Segment size for the child and the reopen (`None`: the default).
     /// Small segments put kills in the middle of segment rolls.
     pub segment_size: Option<u64>,
+    /// With `Some(d)`, each child task deletes one of its own earlier
+    /// messages after every d-th ack; acked deletes must survive the kill.
+    pub delete_every: Option<u64>,
     /// Kills per trial, each followed by a reopen and a check.
     pub rounds: usize,
     /// Concurrent publishing tasks in the child.
@@ -66,6 +69,7 @@ impl CrashPlan {
             exe: exe.into(),
             durability: "always".into(),
             segment_size: None,
+            delete_every: None,
             rounds: 3,
             concurrency: 4,
             max_acks_before_kill: 150,
@@ -84,6 +88,13 @@ impl CrashPlan {
     #[must_use]
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = Some(bytes);
+        self
+    }
+
+    /// Makes the child delete some of its messages (see `delete_every`).
+    #[must_use]
+    pub fn delete_every(mut self, d: u64) -> Self {
+        self.delete_every = Some(d);
         self
     }
 
@@ -108,6 +119,8 @@ pub struct TrialReport {
     pub stored_unacked: usize,
     /// Kills made before the child reported ready (during open/recovery).
     pub early_kills: usize,
+    /// Deletes acknowledged.
+    pub deleted: usize,
 }
 
 /// A child process of `crash_publisher`, with its output being read.
@@ -209,16 +222,62 @@ impl ChildProcess {
     }
 }
 
-/// An ack line: `ACK <seq> <id>`.
-fn parse_ack(line: &str) -> anyhow::Result<(u64, String)> {
+/// A line of the child's output.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// `ACK <seq> <id>`: a publish was acknowledged.
+    Ack(u64, String),
+    /// `DELETING <seq> <id>`: a delete is about to be requested.
+    Deleting(u64, String),
+    /// `DEL <seq> <id>`: a delete was acknowledged.
+    Deleted(u64, String),
+    /// `READY <pid>`.
+    Ready,
+}
+
+fn parse_line(line: &str) -> anyhow::Result<Line> {
     let mut parts = line.split(' ');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("ACK"), Some(seq), Some(id), None) => Ok((
-            seq.parse()
-                .with_context(|| format!("bad seq in {line:?}"))?,
-            id.to_owned(),
-        )),
+    let (kind, a, b, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let seq = |s: &str| -> anyhow::Result<u64> {
+        s.parse().with_context(|| format!("bad seq in {line:?}"))
+    };
+    match (kind, a, b, rest) {
+        (Some("ACK"), Some(q), Some(id), None) => Ok(Line::Ack(seq(q)?, id.to_owned())),
+        (Some("DELETING"), Some(q), Some(id), None) => Ok(Line::Deleting(seq(q)?, id.to_owned())),
+        (Some("DEL"), Some(q), Some(id), None) => Ok(Line::Deleted(seq(q)?, id.to_owned())),
+        (Some("READY"), Some(_), None, None) => Ok(Line::Ready),
         _ => bail!("unexpected line from child: {line:?}"),
+    }
+}
+
+/// What the children said, over all rounds of a trial.
+#[derive(Debug, Default)]
+struct Said {
+    /// Acknowledged publishes: seq -> id.
+    acked: BTreeMap<u64, String>,
+    /// Deletes requested (acknowledged or cut off by the kill).
+    deleting: BTreeMap<u64, String>,
+    /// Deletes acknowledged.
+    deleted: BTreeMap<u64, String>,
+}
+
+impl Said {
+    fn take(&mut self, line: Line, what: &str) -> anyhow::Result<()> {
+        match line {
+            Line::Ack(seq, id) => {
+                if let Some(prev) = self.acked.insert(seq, id.clone()) {
+                    bail!("{what}: seq {seq} acked twice, for {prev} and {id}");
+                }
+            }
+            Line::Deleting(seq, id) => {
+                self.deleting.insert(seq, id);
+            }
+            Line::Deleted(seq, id) => {
+                self.deleted.insert(seq, id);
+            }
+            Line::Ready => {}
+        }
+        Ok(())
     }
 }
 
@@ -250,7 +309,7 @@ pub async fn run_trial(plan: &CrashPlan, seed: u64) -> anyhow::Result<TrialRepor
 
 async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<TrialReport> {
     let mut rng = Rng::new(seed);
-    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    let mut said = Said::default();
     let mut report = TrialReport::default();
     for round in 0..plan.rounds {
         let tag = format!("r{round}");
@@ -267,6 +326,9 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
         if let Some(bytes) = plan.segment_size {
             args.extend(["--segment-size".to_owned(), bytes.to_string()]);
         }
+        if let Some(d) = plan.delete_every {
+            args.extend(["--delete-every".to_owned(), d.to_string()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = ChildProcess::spawn(&plan.exe, dir, &args)?;
         let early = rng.one_in(8);
@@ -279,19 +341,22 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
         } else {
             format!("round {round}: kill {delay:?} after {target} acks")
         };
-        let mut new_acks = Vec::new();
+        let mut acks_seen = 0u64;
         if early {
             // Kill during open: recovery of the previous round's kill.
             tokio::time::sleep(early_delay).await;
             report.early_kills += 1;
         } else {
             child.ready().await.with_context(|| what.clone())?;
-            while (new_acks.len() as u64) < target {
+            while acks_seen < target {
                 match child.next_line().await.with_context(|| what.clone())? {
-                    Some(l) => new_acks.push(parse_ack(&l).with_context(|| what.clone())?),
+                    Some(l) => {
+                        let line = parse_line(&l).with_context(|| what.clone())?;
+                        acks_seen += u64::from(matches!(line, Line::Ack(..)));
+                        said.take(line, &what)?;
+                    }
                     None => bail!(
-                        "{what}: child exited after {} acks: {}",
-                        new_acks.len(),
+                        "{what}: child exited after {acks_seen} acks: {}",
                         child.finish_stderr().await
                     ),
                 }
@@ -309,31 +374,24 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
         child.kill9().await.with_context(|| what.clone())?;
         // Acks printed before the kill are acks: read them all.
         while let Some(l) = child.next_line().await? {
-            if l.starts_with("READY ") {
-                continue;
-            }
-            new_acks.push(parse_ack(&l).with_context(|| what.clone())?);
-        }
-        for (seq, id) in new_acks {
-            if let Some(prev) = acked.insert(seq, id.clone()) {
-                bail!("{what}: seq {seq} acked twice, for {prev} and {id}");
-            }
+            said.take(parse_line(&l).with_context(|| what.clone())?, &what)?;
         }
         let stderr = child.finish_stderr().await;
-        verify(&plan.reopen_url(dir), &mut acked, round, &mut report)
+        verify(&plan.reopen_url(dir), &mut said, round, &mut report)
             .await
             .with_context(|| format!("{what} (seed {seed}); child stderr: {stderr:?}"))?;
     }
-    report.acked = acked.len();
+    report.acked = said.acked.len();
+    report.deleted = said.deleted.len();
     Ok(report)
 }
 
-/// Reopens the store at `url` and checks it against `acked`; then re-publishes a stored
-/// id (must be a duplicate) and publishes one more message (recorded in
-/// `acked`).
+/// Reopens the store at `url` and checks it against what the children
+/// said; then re-publishes a stored id (must be a duplicate) and publishes
+/// one more message (recorded as acked).
 async fn verify(
     url: &str,
-    acked: &mut BTreeMap<u64, String>,
+    said: &mut Said,
     round: usize,
     report: &mut TrialReport,
 ) -> anyhow::Result<()> {
@@ -345,9 +403,9 @@ async fn verify(
         Ok(info) => info.state,
         Err(Error::StreamNotFound { .. }) => {
             ensure!(
-                acked.is_empty(),
+                said.acked.is_empty(),
                 "stream {STREAM} lost after {} acks",
-                acked.len()
+                said.acked.len()
             );
             bus.create_stream(cfg.clone()).await?.state
         }
@@ -357,7 +415,8 @@ async fn verify(
         .replay(STREAM, ReplayOptions::from_seq(1).stop_at_end())
         .await
         .context("replay after reopen")?;
-    let mut stored: Vec<(u64, String)> = Vec::new();
+    let mut stored: BTreeMap<u64, String> = BTreeMap::new();
+    let mut order = Vec::new();
     while let Some(m) = tokio::time::timeout(STEP, replay.next())
         .await
         .map_err(|_| anyhow!("replay stalled"))?
@@ -370,76 +429,125 @@ async fn verify(
             "seq {}: payload {payload:?} but msg id {msg_id:?} (torn or mixed record)",
             m.seq
         );
-        stored.push((m.seq, payload));
+        ensure!(
+            order.last().is_none_or(|p| *p < m.seq),
+            "replay out of order at seq {}",
+            m.seq
+        );
+        order.push(m.seq);
+        stored.insert(m.seq, payload);
     }
     drop(replay);
 
-    // Contiguous from 1: nothing was ever purged or deleted here.
+    // State agrees with what replay shows.
     let last = state.last_seq;
     ensure!(
-        stored.len() as u64 == last && state.messages == last,
-        "state says {} messages up to last_seq {last}, replay yielded {}",
+        state.messages == stored.len() as u64,
+        "state says {} messages, replay yielded {}",
         state.messages,
         stored.len()
     );
-    for (i, (seq, _)) in stored.iter().enumerate() {
-        ensure!(
-            *seq == i as u64 + 1,
-            "gap or disorder: position {i} holds seq {seq}"
-        );
-    }
-    if last > 0 {
-        ensure!(
-            state.first_seq == 1,
-            "first_seq {} after kill",
+    match stored.keys().next() {
+        Some(first) => {
+            ensure!(
+                state.first_seq == *first,
+                "first_seq {} but the first stored seq is {first}",
+                state.first_seq
+            );
+            ensure!(
+                state.num_deleted == last - first + 1 - state.messages,
+                "num_deleted {} disagrees with {} messages in {first}..={last}",
+                state.num_deleted,
+                state.messages
+            );
+            ensure!(
+                stored.keys().next_back() <= Some(&last),
+                "a stored seq lies beyond last_seq {last}"
+            );
+        }
+        None if last > 0 => ensure!(
+            state.first_seq == last + 1,
+            "empty stream with last_seq {last} has first_seq {}",
             state.first_seq
-        );
+        ),
+        None => {}
     }
 
-    // Every ack present at its seq; acked seqs beyond the end are lost acks.
-    for (seq, id) in acked.iter() {
-        match stored.get((*seq as usize).wrapping_sub(1)) {
-            Some((_, got)) if got == id => {}
-            Some((_, got)) => bail!("acked {id} at seq {seq}, but seq {seq} holds {got}"),
+    // Gaps only where a delete was requested: sequences are contiguous.
+    for seq in 1..=last {
+        ensure!(
+            stored.contains_key(&seq) || said.deleting.contains_key(&seq),
+            "seq {seq} is missing and was never deleted (lost or not contiguous)"
+        );
+    }
+    // An acknowledged delete stays deleted.
+    for (seq, id) in &said.deleted {
+        ensure!(
+            !stored.contains_key(seq),
+            "RESURRECTED: seq {seq} ({id}) was deleted and acknowledged, but is back after the kill"
+        );
+    }
+    // Every ack present at its seq, unless a delete of it was requested.
+    for (seq, id) in &said.acked {
+        match stored.get(seq) {
+            Some(got) if got == id => {}
+            Some(got) => bail!("acked {id} at seq {seq}, but seq {seq} holds {got}"),
+            None if said.deleting.contains_key(seq) => {}
             None => bail!("LOST ACK: {id} was acked at seq {seq}, store ends at {last}"),
         }
     }
 
-    // Each producer: indexes 0..=m in seq order, m within one of its last ack.
+    // Each producer: indexes in seq order; stored plus deleted indexes are
+    // 0..m with no hole; m within one of its last ack.
+    let mut indexes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut seen = BTreeMap::new();
-    let mut next_index: BTreeMap<String, u64> = BTreeMap::new();
     for (seq, id) in &stored {
         if let Some(prev) = seen.insert(id.clone(), *seq) {
             bail!("{id} stored twice, at seq {prev} and {seq}");
         }
         if let (producer, Some(i)) = producer_of(id) {
-            let want = next_index.entry(producer).or_insert(0);
+            let v = indexes.entry(producer).or_default();
             ensure!(
-                i == *want,
-                "{id} at seq {seq}: expected index {want} (hole or disorder)"
+                v.last().is_none_or(|p| *p < i),
+                "{id} at seq {seq} is stored after a later message of its producer"
             );
-            *want += 1;
+            v.push(i);
+        }
+    }
+    for id in said.deleting.values() {
+        if let (producer, Some(i)) = producer_of(id) {
+            indexes.entry(producer).or_default().push(i);
         }
     }
     let mut max_acked: BTreeMap<String, u64> = BTreeMap::new();
-    for id in acked.values() {
+    for id in said.acked.values() {
         if let (producer, Some(i)) = producer_of(id) {
             let e = max_acked.entry(producer).or_insert(0);
             *e = (*e).max(i + 1);
         }
     }
-    for (producer, stored_count) in &next_index {
+    for (producer, v) in &mut indexes {
+        v.sort_unstable();
+        v.dedup();
+        let count = v.len() as u64;
+        ensure!(
+            v.iter().copied().eq(0..count),
+            "{producer}: stored and deleted indexes {v:?} have a hole"
+        );
         let acked_count = max_acked.get(producer).copied().unwrap_or(0);
         ensure!(
-            *stored_count <= acked_count + 1,
-            "{producer}: {stored_count} stored but only {acked_count} acked; at most one can be in flight"
+            count <= acked_count + 1,
+            "{producer}: {count} stored but only {acked_count} acked; at most one can be in flight"
         );
     }
-    report.stored = last;
-    report.stored_unacked = stored.len() - acked.len();
+    report.stored = state.messages;
+    report.stored_unacked = stored
+        .iter()
+        .filter(|(seq, _)| !said.acked.contains_key(seq))
+        .count();
 
     // R10: dedup state survives the kill.
-    if let Some((seq, id)) = stored.last() {
+    if let Some((seq, id)) = stored.iter().next_back() {
         let ack = bus
             .publish_message(Message::new("crash.retry", id.clone()).with_msg_id(id.clone()))
             .await
@@ -463,7 +571,7 @@ async fn verify(
         "first publish after reopen got {ack:?}, expected seq {}",
         last + 1
     );
-    acked.insert(ack.seq, id);
+    said.acked.insert(ack.seq, id);
     bus.close().await.context("closing after verify")?;
     Ok(())
 }
@@ -502,6 +610,7 @@ pub async fn run_trials(plan: &CrashPlan, trials: u64, test_name: &str) -> Trial
                 total.stored += r.stored;
                 total.stored_unacked += r.stored_unacked;
                 total.early_kills += r.early_kills;
+                total.deleted += r.deleted;
             }
             Err(e) => panic!(
                 "{test_name}: trial {t} of {trials} failed (seed {seed}): {e:#}\n\
@@ -521,9 +630,17 @@ mod tests {
 
     #[test]
     fn ack_lines_and_ids_parse() {
-        assert_eq!(parse_ack("ACK 7 r0-1-3").unwrap(), (7, "r0-1-3".into()));
-        assert!(parse_ack("ACK 7").is_err());
-        assert!(parse_ack("garbage").is_err());
+        assert_eq!(
+            parse_line("ACK 7 r0-1-3").unwrap(),
+            Line::Ack(7, "r0-1-3".into())
+        );
+        assert_eq!(
+            parse_line("DEL 2 r0-1-0").unwrap(),
+            Line::Deleted(2, "r0-1-0".into())
+        );
+        assert_eq!(parse_line("READY 42").unwrap(), Line::Ready);
+        assert!(parse_line("ACK 7").is_err());
+        assert!(parse_line("garbage").is_err());
         assert_eq!(producer_of("r0-1-3"), ("r0-1".into(), Some(3)));
         assert_eq!(producer_of("parent-2"), ("parent".into(), Some(2)));
     }
@@ -531,6 +648,18 @@ mod tests {
     /// Stores `ids` in order in a fresh CRASH stream and runs `verify` with
     /// `acked`; returns its error text ("" when it passed).
     async fn verify_with(ids: &[&str], acked: &[(u64, &str)]) -> String {
+        verify_with_deletes(ids, acked, &[], &[], &[]).await
+    }
+
+    /// As `verify_with`, also deleting `really_deleted` seqs from the store
+    /// and telling `verify` about `deleting` / `deleted` as a child would.
+    async fn verify_with_deletes(
+        ids: &[&str],
+        acked: &[(u64, &str)],
+        really_deleted: &[u64],
+        deleting: &[(u64, &str)],
+        deleted: &[(u64, &str)],
+    ) -> String {
         let dir = crate::temp_dir();
         let bus = durabus::connect(&file_url(dir.path(), "none"))
             .await
@@ -542,10 +671,18 @@ mod tests {
             let msg = Message::new("crash.t", id.to_string()).with_msg_id(id.to_string());
             bus.publish_message(msg).await.unwrap().unwrap();
         }
+        for seq in really_deleted {
+            bus.delete_message(STREAM, *seq).await.unwrap();
+        }
         bus.close().await.unwrap();
-        let mut acked = acked.iter().map(|(s, i)| (*s, i.to_string())).collect();
+        let map = |v: &[(u64, &str)]| v.iter().map(|(s, i)| (*s, i.to_string())).collect();
+        let mut said = Said {
+            acked: map(acked),
+            deleting: map(deleting),
+            deleted: map(deleted),
+        };
         let url = file_url(dir.path(), "always");
-        match verify(&url, &mut acked, 0, &mut TrialReport::default()).await {
+        match verify(&url, &mut said, 0, &mut TrialReport::default()).await {
             Ok(()) => String::new(),
             Err(e) => format!("{e:#}"),
         }
@@ -575,6 +712,33 @@ mod tests {
     async fn verify_reports_a_hole_in_a_producers_messages() {
         let err = verify_with(&["r0-0-0", "r0-0-2"], &[(1, "r0-0-0"), (2, "r0-0-2")]).await;
         assert!(err.contains("hole"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_acked_and_in_flight_deletes() {
+        let ids = ["r0-0-0", "r0-0-1", "r0-0-2"];
+        let acked = [(1, "r0-0-0"), (2, "r0-0-1"), (3, "r0-0-2")];
+        let err = verify_with_deletes(&ids, &acked, &[1], &[(1, "r0-0-0")], &[(1, "r0-0-0")]).await;
+        assert_eq!(err, "");
+        // A delete cut off by the kill may or may not have happened.
+        let err = verify_with_deletes(&ids, &acked, &[], &[(2, "r0-0-1")], &[]).await;
+        assert_eq!(err, "");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_resurrected_delete() {
+        let ids = ["r0-0-0", "r0-0-1"];
+        let acked = [(1, "r0-0-0"), (2, "r0-0-1")];
+        let err = verify_with_deletes(&ids, &acked, &[], &[(1, "r0-0-0")], &[(1, "r0-0-0")]).await;
+        assert!(err.contains("RESURRECTED"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_gap_no_delete_explains() {
+        let ids = ["r0-0-0", "r0-0-1", "r0-0-2"];
+        let acked = [(1, "r0-0-0"), (2, "r0-0-1"), (3, "r0-0-2")];
+        let err = verify_with_deletes(&ids, &acked, &[2], &[], &[]).await;
+        assert!(err.contains("never deleted"), "{err}");
     }
 
     #[tokio::test]

@@ -74,3 +74,22 @@ async fn acked_publishes_survive_kill9_with_periodic() {
         "no trial acknowledged anything"
     );
 }
+
+/// Children also delete some of their own acknowledged messages: a delete
+/// that was acknowledged stays deleted after the kill (no resurrection),
+/// gaps appear only where deletes were requested, everything else acked is
+/// there (design.md invariant 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_deletes_stay_deleted_after_kill9() {
+    let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);
+    let report = run_trials(
+        &plan().delete_every(3).segment_size(8192),
+        trials,
+        "acked_deletes_stay_deleted_after_kill9",
+    )
+    .await;
+    assert!(
+        trials == 0 || report.deleted > 0,
+        "no trial deleted anything"
+    );
+}

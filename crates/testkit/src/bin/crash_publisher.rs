@@ -1,7 +1,7 @@
 //! Child process of the kill -9 harness (`durabus_testkit::crash`).
 //!
 //! ```text
-//! crash_publisher <dir> publish [--durability always] [--segment-size B] [--tag T] [--concurrency K] [--count N]
+//! crash_publisher <dir> publish [--durability always] [--segment-size B] [--tag T] [--concurrency K] [--count N] [--delete-every D]
 //! crash_publisher <dir> hold
 //! ```
 //!
@@ -11,6 +11,10 @@
 //! `crash.<tag>.<k>`, each only after the previous one was acknowledged, and
 //! prints `ACK <seq> <id>` (flushed) after each ack. It stops after N
 //! messages per task (`DONE`), or runs until killed.
+//!
+//! With `--delete-every D`, after every D-th ack a task deletes its own
+//! message from 3 acks earlier, printing `DELETING <seq> <id>` before the
+//! call and `DEL <seq> <id>` after it succeeded.
 //!
 //! `hold` opens the directory, prints `READY <pid>` and idles until killed
 //! or until stdin closes, keeping the data directory locked.
@@ -44,6 +48,7 @@ struct Args {
     tag: String,
     concurrency: usize,
     count: Option<u64>,
+    delete_every: Option<u64>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -60,6 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
         tag: "r0".into(),
         concurrency: 1,
         count: None,
+        delete_every: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -69,6 +75,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--tag" => args.tag = value,
             "--concurrency" => args.concurrency = value.parse().context("--concurrency")?,
             "--count" => args.count = Some(value.parse().context("--count")?),
+            "--delete-every" => args.delete_every = Some(value.parse().context("--delete-every")?),
             other => bail!("unknown option {other}"),
         }
     }
@@ -109,8 +116,10 @@ async fn run() -> anyhow::Result<()> {
                 let bus = bus.clone();
                 let tag = Arc::clone(&tag);
                 let count = args.count;
+                let delete_every = args.delete_every.filter(|d| *d > 0);
                 tasks.push(tokio::spawn(async move {
                     let subject = format!("crash.{tag}.{k}");
+                    let mut acked: Vec<(u64, String)> = Vec::new();
                     let mut i = 0u64;
                     while count.is_none_or(|c| i < c) {
                         let id = format!("{tag}-{k}-{i}");
@@ -121,7 +130,18 @@ async fn run() -> anyhow::Result<()> {
                             .with_context(|| format!("publishing {id}"))?
                             .context("stream CRASH did not capture the message")?;
                         say(&format!("ACK {} {id}", ack.seq))?;
+                        acked.push((ack.seq, id));
                         i += 1;
+                        if let Some(d) = delete_every {
+                            if i % d == 0 && acked.len() > 3 {
+                                let (seq, id) = acked[acked.len() - 4].clone();
+                                say(&format!("DELETING {seq} {id}"))?;
+                                bus.delete_message(STREAM, seq)
+                                    .await
+                                    .with_context(|| format!("deleting seq {seq}"))?;
+                                say(&format!("DEL {seq} {id}"))?;
+                            }
+                        }
                     }
                     anyhow::Ok(())
                 }));
