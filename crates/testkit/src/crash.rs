@@ -52,6 +52,10 @@ pub struct CrashPlan {
     /// With `Some(d)`, each child task deletes one of its own earlier
     /// messages after every d-th ack; acked deletes must survive the kill.
     pub delete_every: Option<u64>,
+    /// With `Some(p)`, child task 0 purges the stream below a recent seq
+    /// after every p-th ack; acked purges must survive the kill, and a purge
+    /// cut off by it must be all or nothing.
+    pub purge_every: Option<u64>,
     /// Kills per trial, each followed by a reopen and a check.
     pub rounds: usize,
     /// Concurrent publishing tasks in the child.
@@ -70,6 +74,7 @@ impl CrashPlan {
             durability: "always".into(),
             segment_size: None,
             delete_every: None,
+            purge_every: None,
             rounds: 3,
             concurrency: 4,
             max_acks_before_kill: 150,
@@ -98,6 +103,13 @@ impl CrashPlan {
         self
     }
 
+    /// Makes child task 0 purge periodically (see `purge_every`).
+    #[must_use]
+    pub fn purge_every(mut self, p: u64) -> Self {
+        self.purge_every = Some(p);
+        self
+    }
+
     /// The URL the parent reopens the directory with.
     fn reopen_url(&self, dir: &Path) -> String {
         let mut url = file_url(dir, "always");
@@ -121,6 +133,8 @@ pub struct TrialReport {
     pub early_kills: usize,
     /// Deletes acknowledged.
     pub deleted: usize,
+    /// Purges acknowledged.
+    pub purges: usize,
 }
 
 /// A child process of `crash_publisher`, with its output being read.
@@ -231,6 +245,10 @@ enum Line {
     Deleting(u64, String),
     /// `DEL <seq> <id>`: a delete was acknowledged.
     Deleted(u64, String),
+    /// `PURGING <up_to>`: a purge below `up_to` is about to be requested.
+    Purging(u64),
+    /// `PURGED <up_to> <count>`: that purge was acknowledged.
+    Purged(u64),
     /// `READY <pid>`.
     Ready,
 }
@@ -245,6 +263,8 @@ fn parse_line(line: &str) -> anyhow::Result<Line> {
         (Some("ACK"), Some(q), Some(id), None) => Ok(Line::Ack(seq(q)?, id.to_owned())),
         (Some("DELETING"), Some(q), Some(id), None) => Ok(Line::Deleting(seq(q)?, id.to_owned())),
         (Some("DEL"), Some(q), Some(id), None) => Ok(Line::Deleted(seq(q)?, id.to_owned())),
+        (Some("PURGING"), Some(q), None, None) => Ok(Line::Purging(seq(q)?)),
+        (Some("PURGED"), Some(q), Some(_), None) => Ok(Line::Purged(seq(q)?)),
         (Some("READY"), Some(_), None, None) => Ok(Line::Ready),
         _ => bail!("unexpected line from child: {line:?}"),
     }
@@ -259,6 +279,12 @@ struct Said {
     deleting: BTreeMap<u64, String>,
     /// Deletes acknowledged.
     deleted: BTreeMap<u64, String>,
+    /// Highest `up_to` of a purge requested (acknowledged or cut off).
+    purge_requested: u64,
+    /// Highest `up_to` of an acknowledged purge.
+    purge_acked: u64,
+    /// Purges acknowledged.
+    purges: usize,
 }
 
 impl Said {
@@ -274,6 +300,11 @@ impl Said {
             }
             Line::Deleted(seq, id) => {
                 self.deleted.insert(seq, id);
+            }
+            Line::Purging(up_to) => self.purge_requested = self.purge_requested.max(up_to),
+            Line::Purged(up_to) => {
+                self.purge_acked = self.purge_acked.max(up_to);
+                self.purges += 1;
             }
             Line::Ready => {}
         }
@@ -329,6 +360,9 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
         if let Some(d) = plan.delete_every {
             args.extend(["--delete-every".to_owned(), d.to_string()]);
         }
+        if let Some(p) = plan.purge_every {
+            args.extend(["--purge-every".to_owned(), p.to_string()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = ChildProcess::spawn(&plan.exe, dir, &args)?;
         let early = rng.one_in(8);
@@ -383,6 +417,7 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
     }
     report.acked = said.acked.len();
     report.deleted = said.deleted.len();
+    report.purges = said.purges;
     Ok(report)
 }
 
@@ -473,11 +508,36 @@ async fn verify(
         None => {}
     }
 
-    // Gaps only where a delete was requested: sequences are contiguous.
+    // Gaps only where a delete or purge was requested: sequences are
+    // contiguous.
+    let (purge_acked, purge_requested) = (said.purge_acked, said.purge_requested);
     for seq in 1..=last {
         ensure!(
-            stored.contains_key(&seq) || said.deleting.contains_key(&seq),
-            "seq {seq} is missing and was never deleted (lost or not contiguous)"
+            stored.contains_key(&seq) || said.deleting.contains_key(&seq) || seq < purge_requested,
+            "seq {seq} is missing and was never deleted or purged (lost or not contiguous)"
+        );
+    }
+    // An acknowledged purge stays done.
+    if let Some((seq, id)) = stored.range(..purge_acked).next() {
+        bail!("RESURRECTED: seq {seq} ({id}) is below an acknowledged purge up to {purge_acked}");
+    }
+    // A purge cut off by the kill happened entirely or not at all.
+    if purge_requested > purge_acked {
+        let maybe = |seq: &u64| !said.deleting.contains_key(seq);
+        let present: Vec<u64> = stored
+            .range(purge_acked..purge_requested)
+            .map(|(s, _)| *s)
+            .filter(maybe)
+            .collect();
+        let all: Vec<u64> = (purge_acked.max(1)..purge_requested.min(last + 1))
+            .filter(maybe)
+            .collect();
+        ensure!(
+            present.is_empty() || present == all,
+            "a purge up to {purge_requested} cut off by the kill was applied partly: \
+             {} of {} messages in {purge_acked}..{purge_requested} remain",
+            present.len(),
+            all.len()
         );
     }
     // An acknowledged delete stays deleted.
@@ -492,7 +552,7 @@ async fn verify(
         match stored.get(seq) {
             Some(got) if got == id => {}
             Some(got) => bail!("acked {id} at seq {seq}, but seq {seq} holds {got}"),
-            None if said.deleting.contains_key(seq) => {}
+            None if said.deleting.contains_key(seq) || *seq < purge_requested => {}
             None => bail!("LOST ACK: {id} was acked at seq {seq}, store ends at {last}"),
         }
     }
@@ -529,9 +589,25 @@ async fn verify(
     for (producer, v) in &mut indexes {
         v.sort_unstable();
         v.dedup();
-        let count = v.len() as u64;
+        // A purge removes a producer's oldest messages: its indexes then
+        // start above 0, but still have no hole.
+        if purge_requested > 0 {
+            let lowest_stored = seen
+                .keys()
+                .filter_map(|id| match producer_of(id) {
+                    (p, Some(i)) if p == *producer => Some(i),
+                    _ => None,
+                })
+                .min();
+            match lowest_stored {
+                Some(lo) => v.retain(|i| *i >= lo),
+                None => v.clear(),
+            }
+        }
+        let lo = v.first().copied().unwrap_or(0);
+        let count = v.last().map_or(0, |m| m + 1);
         ensure!(
-            v.iter().copied().eq(0..count),
+            v.iter().copied().eq(lo..count),
             "{producer}: stored and deleted indexes {v:?} have a hole"
         );
         let acked_count = max_acked.get(producer).copied().unwrap_or(0);
@@ -611,6 +687,7 @@ pub async fn run_trials(plan: &CrashPlan, trials: u64, test_name: &str) -> Trial
                 total.stored_unacked += r.stored_unacked;
                 total.early_kills += r.early_kills;
                 total.deleted += r.deleted;
+                total.purges += r.purges;
             }
             Err(e) => panic!(
                 "{test_name}: trial {t} of {trials} failed (seed {seed}): {e:#}\n\
@@ -680,6 +757,7 @@ mod tests {
             acked: map(acked),
             deleting: map(deleting),
             deleted: map(deleted),
+            ..Said::default()
         };
         let url = file_url(dir.path(), "always");
         match verify(&url, &mut said, 0, &mut TrialReport::default()).await {
@@ -739,6 +817,64 @@ mod tests {
         let acked = [(1, "r0-0-0"), (2, "r0-0-1"), (3, "r0-0-2")];
         let err = verify_with_deletes(&ids, &acked, &[2], &[], &[]).await;
         assert!(err.contains("never deleted"), "{err}");
+    }
+
+    /// Stores r0-0-0..n, purges below `really_purged` (if any), then runs
+    /// `verify` told that purges up to `requested` / `acked` were made.
+    async fn verify_with_purge(
+        n: u64,
+        really_purged: Option<u64>,
+        requested: u64,
+        acked: u64,
+    ) -> String {
+        let dir = crate::temp_dir();
+        let bus = durabus::connect(&file_url(dir.path(), "none"))
+            .await
+            .unwrap();
+        bus.create_stream(StreamConfig::new(STREAM).subjects(["crash.>"]))
+            .await
+            .unwrap();
+        let mut said = Said::default();
+        for i in 0..n {
+            let id = format!("r0-0-{i}");
+            let msg = Message::new("crash.t", id.clone()).with_msg_id(id.clone());
+            let ack = bus.publish_message(msg).await.unwrap().unwrap();
+            said.acked.insert(ack.seq, id);
+        }
+        if let Some(up_to) = really_purged {
+            let req = durabus::PurgeRequest {
+                up_to_seq: Some(up_to),
+                ..durabus::PurgeRequest::default()
+            };
+            bus.purge_stream(STREAM, req).await.unwrap();
+        }
+        bus.close().await.unwrap();
+        said.purge_requested = requested;
+        said.purge_acked = acked;
+        let url = file_url(dir.path(), "always");
+        match verify(&url, &mut said, 0, &mut TrialReport::default()).await {
+            Ok(()) => String::new(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_acked_and_cut_off_purges() {
+        assert_eq!(verify_with_purge(10, Some(5), 5, 5).await, "");
+        assert_eq!(verify_with_purge(10, Some(5), 5, 0).await, "");
+        assert_eq!(verify_with_purge(10, None, 5, 0).await, "");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_resurrected_purge() {
+        let err = verify_with_purge(10, None, 5, 5).await;
+        assert!(err.contains("RESURRECTED"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_partly_applied_purge() {
+        let err = verify_with_purge(10, Some(3), 6, 0).await;
+        assert!(err.contains("partly"), "{err}");
     }
 
     #[tokio::test]

@@ -93,3 +93,22 @@ async fn acked_deletes_stay_deleted_after_kill9() {
         "no trial deleted anything"
     );
 }
+
+/// A child task also purges the stream below a recent seq now and then,
+/// on 4 KiB segments so purges remove whole segment files: an acknowledged
+/// purge stays done after the kill, a purge cut off by the kill is all or
+/// nothing, and everything else acked is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_purges_stay_done_after_kill9() {
+    let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);
+    let report = run_trials(
+        &plan().purge_every(7).segment_size(4096),
+        trials,
+        "acked_purges_stay_done_after_kill9",
+    )
+    .await;
+    assert!(
+        trials == 0 || report.acked > 0,
+        "no trial acknowledged anything"
+    );
+}

@@ -1,7 +1,7 @@
 //! Child process of the kill -9 harness (`durabus_testkit::crash`).
 //!
 //! ```text
-//! crash_publisher <dir> publish [--durability always] [--segment-size B] [--tag T] [--concurrency K] [--count N] [--delete-every D]
+//! crash_publisher <dir> publish [--durability always] [--segment-size B] [--tag T] [--concurrency K] [--count N] [--delete-every D] [--purge-every P]
 //! crash_publisher <dir> hold
 //! ```
 //!
@@ -15,6 +15,10 @@
 //! With `--delete-every D`, after every D-th ack a task deletes its own
 //! message from 3 acks earlier, printing `DELETING <seq> <id>` before the
 //! call and `DEL <seq> <id>` after it succeeded.
+//!
+//! With `--purge-every P`, task 0 purges the stream up to (not including)
+//! its own ack's seq minus 20 after every P-th ack, printing
+//! `PURGING <up_to>` before and `PURGED <up_to> <count>` after.
 //!
 //! `hold` opens the directory, prints `READY <pid>` and idles until killed
 //! or until stdin closes, keeping the data directory locked.
@@ -49,6 +53,7 @@ struct Args {
     concurrency: usize,
     count: Option<u64>,
     delete_every: Option<u64>,
+    purge_every: Option<u64>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -66,6 +71,7 @@ fn parse_args() -> anyhow::Result<Args> {
         concurrency: 1,
         count: None,
         delete_every: None,
+        purge_every: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -76,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--concurrency" => args.concurrency = value.parse().context("--concurrency")?,
             "--count" => args.count = Some(value.parse().context("--count")?),
             "--delete-every" => args.delete_every = Some(value.parse().context("--delete-every")?),
+            "--purge-every" => args.purge_every = Some(value.parse().context("--purge-every")?),
             other => bail!("unknown option {other}"),
         }
     }
@@ -117,6 +124,7 @@ async fn run() -> anyhow::Result<()> {
                 let tag = Arc::clone(&tag);
                 let count = args.count;
                 let delete_every = args.delete_every.filter(|d| *d > 0);
+                let purge_every = args.purge_every.filter(|p| *p > 0 && k == 0);
                 tasks.push(tokio::spawn(async move {
                     let subject = format!("crash.{tag}.{k}");
                     let mut acked: Vec<(u64, String)> = Vec::new();
@@ -132,6 +140,23 @@ async fn run() -> anyhow::Result<()> {
                         say(&format!("ACK {} {id}", ack.seq))?;
                         acked.push((ack.seq, id));
                         i += 1;
+                        if let Some(p) = purge_every {
+                            let up_to = acked
+                                .last()
+                                .map_or(1, |(seq, _)| seq.saturating_sub(20).max(1));
+                            if i % p == 0 {
+                                say(&format!("PURGING {up_to}"))?;
+                                let request = durabus::PurgeRequest {
+                                    up_to_seq: Some(up_to),
+                                    ..durabus::PurgeRequest::default()
+                                };
+                                let n = bus
+                                    .purge_stream(STREAM, request)
+                                    .await
+                                    .with_context(|| format!("purging up to {up_to}"))?;
+                                say(&format!("PURGED {up_to} {n}"))?;
+                            }
+                        }
                         if let Some(d) = delete_every {
                             if i % d == 0 && acked.len() > 3 {
                                 let (seq, id) = acked[acked.len() - 4].clone();
