@@ -70,7 +70,10 @@ impl NatsServer {
         // its tests (a static's Drop never runs).
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#""$0" "$@" </dev/null >/dev/null 2>&1 & pid=$!; echo "$pid"; read -r _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid""#)
+            .arg(r#""$0" "$@" </dev/null >/dev/null 2>&1 & pid=$!; echo "$pid"; read -r _ignored; kill -9 "$pid" 2>/dev/null; wait "$pid"; rm -rf "$DURABUS_NATS_STORE""#)
+            // The watchdog removes the store too: a shared server's TempDir
+            // is in a static and never dropped.
+            .env("DURABUS_NATS_STORE", store.path())
             .arg(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())

@@ -132,12 +132,8 @@ async fn delete_stream_racing_publishers_neither_fails_nor_hangs() {
 /// instead of waiting forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_replay_of_a_deleted_stream_ends() {
-    for url in ["memory:".to_owned(), {
-        let dir = temp_dir();
-        let url = file_url(dir.path(), "none");
-        std::mem::forget(dir); // removed with the process' temp files
-        url
-    }] {
+    let dir = temp_dir();
+    for url in ["memory:".to_owned(), file_url(dir.path(), "none")] {
         let bus = durabus::connect(&url).await.unwrap();
         bus.create_stream(StreamConfig::new("R").subjects(["r.>"]))
             .await
