@@ -82,6 +82,10 @@ pub struct StreamConfig {
     pub max_msg_size: Option<u32>,
     /// What a full stream does. Default [`DiscardPolicy::Old`].
     pub discard: DiscardPolicy,
+    /// With `discard: new` and `max_msgs_per_subject`: reject a message whose
+    /// subject is at its limit instead of evicting that subject's oldest.
+    /// Default false (as JetStream 2.9+).
+    pub discard_new_per_subject: bool,
     /// Window in which a repeated `Nats-Msg-Id` is a duplicate. Default 2 minutes.
     pub duplicate_window: Duration,
     /// File or memory. Default file.
@@ -109,6 +113,7 @@ impl Default for StreamConfig {
             max_msgs_per_subject: None,
             max_msg_size: None,
             discard: DiscardPolicy::Old,
+            discard_new_per_subject: false,
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             storage: StorageType::File,
             replicas: 1,
@@ -164,6 +169,8 @@ impl StreamConfig {
         max_msg_size: u32);
     setter!(/// Sets the discard policy.
         discard: DiscardPolicy);
+    setter!(/// Reject per subject under `discard: new` (see the field).
+        discard_new_per_subject: bool);
     setter!(/// Sets the duplicate window.
         duplicate_window: Duration);
     setter!(/// Sets the storage type.
@@ -221,6 +228,14 @@ impl StreamConfig {
         }
         if self.max_age == Some(Duration::ZERO) {
             return zero("max_age");
+        }
+        if self.discard_new_per_subject
+            && (self.discard != DiscardPolicy::New || self.max_msgs_per_subject.is_none())
+        {
+            return Err(Error::InvalidConfig(format!(
+                "stream {:?}: discard_new_per_subject needs discard new and max_msgs_per_subject",
+                self.name
+            )));
         }
         if self.replicas == 0 {
             return Err(Error::InvalidConfig(format!(

@@ -111,7 +111,8 @@ impl ReplayState {
     fn fill(&mut self) -> Result<Progress> {
         let stream = self.stream.clone();
         let (base, path, seek, limit, is_last, next_base) = {
-            let g = stream.lock();
+            let mut g = stream.lock();
+            g.flush_for_read()?;
             let target = self.next_seq.max(g.first_seq);
             self.next_seq = target;
             if target > g.last_seq {

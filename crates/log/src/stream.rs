@@ -57,6 +57,11 @@ fn dur_ns(d: Duration) -> i64 {
 /// shared (microseconds).
 const GROUP_COMMIT_GATHER_US: u64 = 100;
 
+/// Under `Always`, a single publish leaves its record in the pending buffer
+/// for the syncer to write together with the rest of its group, up to this
+/// many buffered bytes.
+const DEFER_WRITE_MAX: usize = 1024 * 1024;
+
 /// What every stream of a store shares.
 #[derive(Debug)]
 pub(crate) struct Env {
@@ -540,6 +545,16 @@ impl Inner {
         }
     }
 
+    /// Writes records still pending (deferred by group commit) so that readers,
+    /// which read files, see every stored message.
+    pub(crate) fn flush_for_read(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let name = self.config.name.clone();
+        self.flush(&name)
+    }
+
     /// Refuses every later write (invariant 5) and returns the error to report.
     pub(crate) fn poison(&mut self, stream: &str, cause: String) -> Error {
         tracing::error!(stream, cause = %cause, "stream poisoned; reopen the store to recover");
@@ -785,6 +800,7 @@ impl Inner {
         if from > self.last_seq {
             return Ok(());
         }
+        self.flush_for_read()?;
         let mut base = self.seg_for_seq(from).base;
         let mut start = segment::seek_seq(&self.seg_for_seq(from).index, from);
         loop {
@@ -1153,18 +1169,25 @@ impl Stream {
         let (ack, gen) = {
             let mut g = self.lock();
             let now = now_ns();
+            // Records of other publishers may be pending (deferred below):
+            // a failed append removes only its own bytes.
+            let mark = g.pending.len();
             let r = self.append(&mut g, msg, now);
             let r = match r {
+                // Invariant 4: under `Always` the syncer writes the whole
+                // group with one call before its fsync; the ack waits for it.
+                Ok(a) if self.defers_writes() && g.pending.len() < DEFER_WRITE_MAX => Ok(a),
                 Ok(a) => g.flush(&self.name).map(|()| a),
                 Err(e) => {
-                    g.pending.clear();
+                    g.pending.truncate(mark);
                     Err(e)
                 }
             };
             self.notify(&g);
             self.after_change(&mut g);
             let a = r?;
-            let gen = g.write_gen;
+            // Pending bytes become durable with the next write generation.
+            let gen = g.write_gen + u64::from(!g.pending.is_empty());
             (a, gen)
         };
         let (seq, duplicate) = match ack {
@@ -1377,8 +1400,12 @@ impl Stream {
                     return Err(self.full(format!("max_bytes {max}")));
                 }
             }
+            // As JetStream: `discard new` governs the per-subject limit only
+            // with `discard_new_per_subject`; otherwise the subject's oldest goes.
             if let Some(max) = g.config.max_msgs_per_subject {
-                if g.subjects.get(msg.subject.as_str()).map_or(0, |s| s.count) >= max {
+                if g.config.discard_new_per_subject
+                    && g.subjects.get(msg.subject.as_str()).map_or(0, |s| s.count) >= max
+                {
                     return Err(self.full(format!("max_msgs_per_subject {max}")));
                 }
             }
@@ -1399,21 +1426,23 @@ impl Stream {
             record::encode_message(&mut g.pending, seq, time, &msg.subject, h, &msg.payload) as u64;
         g.active.size += size;
         g.note_message(seq, time, &msg.subject, size, offset, msg_id);
-        if g.config.discard == DiscardPolicy::Old {
-            let mut evict = || -> Result<()> {
-                if g.config.max_msgs_per_subject.is_some() {
-                    g.enforce_subject_limit(&self.name, storage, &msg.subject)?;
-                }
-                if g.config.max_msgs.is_some() || g.config.max_bytes.is_some() {
-                    g.enforce_limits(&self.name, storage)?;
-                }
-                Ok(())
-            };
-            if let Err(e) = evict() {
-                // The record is encoded and accounted: the state cannot be
-                // rolled back, so refuse further writes (invariant 5).
-                return Err(g.poison(&self.name, format!("evicting old messages failed: {e}")));
+        // The per-subject limit evicts under either discard policy (a
+        // rejection was decided above); the stream-wide limits only under `old`.
+        let mut evict = || -> Result<()> {
+            if g.config.max_msgs_per_subject.is_some() {
+                g.enforce_subject_limit(&self.name, storage, &msg.subject)?;
             }
+            if g.config.discard == DiscardPolicy::Old
+                && (g.config.max_msgs.is_some() || g.config.max_bytes.is_some())
+            {
+                g.enforce_limits(&self.name, storage)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = evict() {
+            // The record is encoded and accounted: the state cannot be
+            // rolled back, so refuse further writes (invariant 5).
+            return Err(g.poison(&self.name, format!("evicting old messages failed: {e}")));
         }
         Ok(Appended::Stored(seq))
     }
@@ -1464,6 +1493,11 @@ impl Stream {
 
     /// Waits until write generation `gen` is durable (`Always` only):
     /// group commit (invariant 4) by the store's syncer thread.
+    /// Whether single publishes leave their write to the group-commit syncer.
+    fn defers_writes(&self) -> bool {
+        self.env.durability == Durability::Always && !self.env.volatile()
+    }
+
     async fn wait_durable(self: &Arc<Self>, gen: u64) -> Result<()> {
         if self.env.durability != Durability::Always || self.env.volatile() {
             return Ok(());
@@ -1503,6 +1537,12 @@ impl Stream {
         let (file, gen) = {
             let mut g = self.lock();
             if g.poisoned.is_some() {
+                drop(g);
+                self.durable_tx.send_modify(|d| d.failed = true);
+                return;
+            }
+            if let Err(e) = g.flush(&self.name) {
+                tracing::debug!(stream = %self.name, error = %e, "group write failed");
                 drop(g);
                 self.durable_tx.send_modify(|d| d.failed = true);
                 return;
@@ -1568,10 +1608,12 @@ impl Stream {
         let _one = self.ckpt_lock.lock().unwrap_or_else(|e| e.into_inner());
         let storage = self.storage();
         let (bytes, file, to_index) = {
-            let g = self.lock();
+            let mut g = self.lock();
             if g.poisoned.is_some() {
                 return Ok(());
             }
+            // The checkpoint's state must not count records it does not cover.
+            g.flush_for_read()?;
             let to_index: Vec<(u64, Vec<segment::IndexEntry>)> = g
                 .sealed
                 .iter()
@@ -1746,6 +1788,7 @@ impl Stream {
             if !g.is_live(seq) {
                 return Err(self.not_found(seq));
             }
+            g.flush_for_read()?;
             let seg = g.seg_for_seq(seq);
             let (base, start, limit, path) = (
                 seg.base,
@@ -1794,6 +1837,7 @@ impl Stream {
     pub(crate) fn seq_for_time(&self, t: i64) -> Result<u64> {
         let (file, start, limit, path, fallback) = {
             let mut g = self.lock();
+            g.flush_for_read()?;
             let fallback = g.last_seq + 1;
             let segs: Vec<&SegmentMeta> =
                 g.sealed.iter().chain(std::iter::once(&g.active)).collect();

@@ -268,7 +268,7 @@ async fn max_bytes_discard_old_and_new() {
 }
 
 #[tokio::test]
-async fn max_msgs_per_subject_keeps_newest_per_subject_and_discard_new_rejects() {
+async fn max_msgs_per_subject_keeps_newest_and_discard_new_per_subject_rejects() {
     let tmp = tempfile::tempdir().unwrap();
     for (kind, s) in both(tmp.path()) {
         stream(
@@ -295,7 +295,8 @@ async fn max_msgs_per_subject_keeps_newest_per_subject_and_discard_new_rejects()
             StreamConfig::new("NEW")
                 .subjects(["n.*"])
                 .max_msgs_per_subject(1u64)
-                .discard(DiscardPolicy::New),
+                .discard(DiscardPolicy::New)
+                .discard_new_per_subject(true),
         )
         .await;
         publish(&s, "n.a", "1").await;

@@ -1266,8 +1266,7 @@ pub mod limits {
     }
     /// `discard: new` governs the stream-wide limits only: a subject at its
     /// max_msgs_per_subject still evicts its oldest message (JetStream
-    /// rejects per subject only with `discard_new_per_subject`, which
-    /// durabus does not have).
+    /// rejects per subject only with `discard_new_per_subject`).
     pub async fn max_msgs_per_subject_evicts_oldest_even_with_discard_new(bus: &Bus) {
         let n = names("per_subject_discard_new");
         let cfg = n
