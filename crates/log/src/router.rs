@@ -4,7 +4,7 @@
 
 use crate::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use durabus_core::{subject, Error, Event, Message, Result, Subscription};
@@ -45,6 +45,22 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// Removes a subscription from the table when its stream is dropped, so
+/// finished subscriptions (e.g. request inboxes) leave nothing behind.
+struct Unsubscribe {
+    router: Weak<Router>,
+    id: u64,
+    filter: String,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        if let Some(router) = self.router.upgrade() {
+            router.remove_one(self.id, &self.filter);
+        }
+    }
+}
+
 const SLOW_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Router {
@@ -58,8 +74,12 @@ impl Router {
         }
     }
 
-    /// A new live subscription.
-    pub(crate) fn subscribe(&self, filter: &str, queue: Option<&str>) -> Result<Subscription> {
+    /// A new live subscription; dropping it removes it from the table.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        filter: &str,
+        queue: Option<&str>,
+    ) -> Result<Subscription> {
         subject::validate_filter(filter)?;
         if let Some(q) = queue {
             if q.is_empty() || q.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -70,8 +90,9 @@ impl Router {
         }
         let (tx, rx) = mpsc::channel(self.buffer);
         let dropped = Arc::new(AtomicU64::new(0));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Sub {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             filter: filter.to_owned(),
             queue: queue.map(str::to_owned),
             tx,
@@ -90,9 +111,14 @@ impl Router {
             }
             self.count.fetch_add(1, Ordering::AcqRel);
         }
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let guard = Unsubscribe {
+            router: Arc::downgrade(self),
+            id,
+            filter: filter.to_owned(),
+        };
+        let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
             let m = rx.recv().await?;
-            Some((m, rx))
+            Some((m, (rx, guard)))
         });
         Ok(Subscription::new(filter, Box::pin(stream), dropped))
     }
@@ -184,6 +210,34 @@ impl Router {
         t.wild.retain(|s| !ids.contains(&s.id));
         removed += before - t.wild.len();
         self.count.fetch_sub(removed, Ordering::AcqRel);
+    }
+
+    /// Live subscriptions.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Removes one subscription, looked up by its filter.
+    fn remove_one(&self, id: u64, filter: &str) {
+        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let before;
+        let after;
+        if subject::has_wildcards(filter) {
+            before = t.wild.len();
+            t.wild.retain(|s| s.id != id);
+            after = t.wild.len();
+        } else {
+            let Some(subs) = t.literal.get_mut(filter) else {
+                return;
+            };
+            before = subs.len();
+            subs.retain(|s| s.id != id);
+            after = subs.len();
+            if after == 0 {
+                t.literal.remove(filter);
+            }
+        }
+        self.count.fetch_sub(before - after, Ordering::AcqRel);
     }
 
     /// Ends every subscription (store closed).

@@ -62,7 +62,7 @@ pub(crate) struct StoreInner {
     closed: AtomicBool,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     capture: RwLock<HashMap<String, Option<Arc<Stream>>>>,
-    router: Router,
+    router: Arc<Router>,
     events: broadcast::Sender<Event>,
     report: RecoveryReport,
     lock: Mutex<Option<Box<dyn StorageLock>>>,
@@ -218,7 +218,7 @@ impl Store {
             closed: AtomicBool::new(false),
             streams: RwLock::new(streams),
             capture: RwLock::new(HashMap::default()),
-            router: Router::new(options.subscriber_buffer, events.clone()),
+            router: Arc::new(Router::new(options.subscriber_buffer, events.clone())),
             events,
             report,
             lock: Mutex::new(Some(lock)),
@@ -252,6 +252,11 @@ impl Store {
     /// What recovery found at open.
     pub fn recovery_report(&self) -> RecoveryReport {
         self.inner.report.clone()
+    }
+
+    /// Live core subscriptions (request inboxes included).
+    pub fn subscription_count(&self) -> usize {
+        self.inner.router.len()
     }
 
     /// The data directory.

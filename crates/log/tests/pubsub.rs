@@ -160,3 +160,37 @@ async fn close_ends_subscriptions() {
         .unwrap()
         .is_none());
 }
+
+/// Regression: a dropped subscription stayed in the routing table until a
+/// message reached it, so every finished request leaked its inbox entry and
+/// kept routing on the slow path.
+#[tokio::test]
+async fn dropped_subscriptions_and_finished_requests_leave_no_routing_entries() {
+    let s = Store::memory(Options::default()).unwrap();
+    let mut responder = s.subscribe("svc.echo", None).await.unwrap();
+    let echo = s.clone();
+    let task = tokio::spawn(async move {
+        while let Some(m) = responder.next().await {
+            let reply = m.reply.clone().unwrap();
+            echo.publish(Message::new(reply, m.payload)).await.unwrap();
+        }
+    });
+    for i in 0..50 {
+        let r = s
+            .request(
+                Message::new("svc.echo", format!("{i}")),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.payload, format!("{i}").into_bytes());
+    }
+    {
+        let _a = s.subscribe("x.*", None).await.unwrap();
+        let _b = s.subscribe("x.y", Some("q")).await.unwrap();
+        assert_eq!(s.subscription_count(), 3);
+    }
+    // Only the responder is left.
+    assert_eq!(s.subscription_count(), 1);
+    task.abort();
+}
