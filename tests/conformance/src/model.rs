@@ -319,15 +319,19 @@ where
             );
             let got = bus.publish_message(msg).await;
             if let Some(i) = id.as_deref().filter(|i| model.uncertain_ids.contains(*i)) {
-                // Backend-specific after a reopen: follow what it did.
-                match &got {
-                    Ok(Some(ack)) if ack.duplicate => continue,
-                    Ok(Some(_)) => {
-                        model.uncertain_ids.remove(i);
-                        model.ids.remove(i);
+                // Backend-specific after a reopen: a duplicate answer means
+                // it remembered the id; any other answer means it forgot it,
+                // and the model then judges the publish as for a new id.
+                if let Ok(Some(ack)) = &got {
+                    if ack.duplicate {
+                        if model.ids.get(i) != Some(&ack.seq) {
+                            fail!("{i} remembered after reopen with another seq: {ack:?}");
+                        }
+                        continue;
                     }
-                    other => fail!("publish {i} (uncertain id) gave {other:?}"),
                 }
+                model.uncertain_ids.remove(i);
+                model.ids.remove(i);
             }
             match (
                 model.publish(&s, &payload, id.as_deref(), el, es, rollup),
