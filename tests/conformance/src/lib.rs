@@ -147,6 +147,7 @@ macro_rules! conformance_suite {
                 max_msg_size_rejects_larger_messages,
                 discard_new_rejects_when_full_with_stream_full,
                 max_msgs_per_subject_evicts_oldest_even_with_discard_new,
+                discard_new_per_subject_rejects_at_the_subject_limit,
             }
             purge_delete {
                 purge_all_empties_stream_and_sets_first_seq_past_last,
@@ -385,7 +386,8 @@ pub mod streams {
             .discard(DiscardPolicy::New)
             .duplicate_window(Duration::from_secs(30))
             .deny_delete(true)
-            .deny_purge(true);
+            .deny_purge(true)
+            .discard_new_per_subject(true);
         cfg.description = Some("round trip".into());
         create(bus, cfg.clone()).await;
         let got = bus.stream_info(&cfg.name).await.unwrap().config;
@@ -398,6 +400,7 @@ pub mod streams {
         assert_eq!(got.duplicate_window, cfg.duplicate_window);
         assert_eq!(got.deny_delete, cfg.deny_delete);
         assert_eq!(got.deny_purge, cfg.deny_purge);
+        assert_eq!(got.discard_new_per_subject, cfg.discard_new_per_subject);
         assert_eq!(got.description, cfg.description);
         assert_eq!(got.retention, cfg.retention);
     }
@@ -559,6 +562,15 @@ pub mod streams {
         assert_err!(
             bus.create_stream(window).await,
             Error::InvalidConfig(ref why) if why.contains("duplicate_window")
+        );
+        // JetStream: per-subject discard needs discard new.
+        let per_subject = n
+            .stream_config("S")
+            .max_msgs_per_subject(3u64)
+            .discard_new_per_subject(true);
+        assert_err!(
+            bus.create_stream(per_subject).await,
+            Error::InvalidConfig(ref why) if why.contains("discard_new_per_subject")
         );
         let own = n
             .stream_config("S")
@@ -1278,6 +1290,27 @@ pub mod limits {
         assert_eq!(publish_n(bus, &n.subject("a"), 4).await, [1, 2, 3, 4]);
         let stored = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
         assert_eq!(seqs(&stored), [3, 4]);
+    }
+
+    /// With discard_new_per_subject (and discard new) a subject at its
+    /// max_msgs_per_subject refuses new messages with StreamFull; other
+    /// subjects are not affected.
+    pub async fn discard_new_per_subject_rejects_at_the_subject_limit(bus: &Bus) {
+        let n = names("discard_new_per_subject");
+        let cfg = n
+            .stream_config("S")
+            .max_msgs_per_subject(2u64)
+            .discard(DiscardPolicy::New)
+            .discard_new_per_subject(true);
+        create(bus, cfg.clone()).await;
+        assert_eq!(publish_n(bus, &n.subject("a"), 2).await, [1, 2]);
+        assert_err!(
+            bus.publish(n.subject("a"), "3").await,
+            Error::StreamFull { ref stream, .. } if *stream == cfg.name
+        );
+        assert_eq!(publish_n(bus, &n.subject("b"), 1).await, [3]);
+        let stored = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
+        assert_eq!(seqs(&stored), [1, 2, 3]);
     }
 }
 

@@ -89,6 +89,7 @@ struct Model {
     max_msgs: Option<u64>,
     max_per_subject: Option<u64>,
     discard_new: bool,
+    discard_new_per_subject: bool,
     allow_rollup: bool,
 }
 
@@ -147,6 +148,14 @@ impl Model {
         if self.discard_new {
             if let Some(max) = self.max_msgs {
                 if self.msgs.len() as u64 >= max {
+                    return PublishOutcome::Full;
+                }
+            }
+        }
+        if self.discard_new_per_subject {
+            if let Some(max) = self.max_per_subject {
+                let on = self.msgs.values().filter(|m| m.subject == subject).count() as u64;
+                if on >= max {
                     return PublishOutcome::Full;
                 }
             }
@@ -243,7 +252,10 @@ where
         max_per_subject: rng.chance(40).then(|| 1 + rng.below(5)),
         ..Model::default()
     };
-    model.discard_new = model.max_msgs.is_some() && rng.chance(30);
+    model.discard_new =
+        (model.max_msgs.is_some() || model.max_per_subject.is_some()) && rng.chance(30);
+    model.discard_new_per_subject =
+        model.discard_new && model.max_per_subject.is_some() && rng.chance(50);
     // Rollup with discard new is left out: the oracle's answer there is
     // not pinned down.
     model.allow_rollup = !model.discard_new && rng.chance(40);
@@ -253,6 +265,7 @@ where
     if model.discard_new {
         cfg.discard = DiscardPolicy::New;
     }
+    cfg.discard_new_per_subject = model.discard_new_per_subject;
     cfg.allow_rollup = model.allow_rollup;
     if let Err(e) = bus.create_stream(cfg.clone()).await {
         panic!("model seed {seed}: create_stream({cfg:?}): {e}");
