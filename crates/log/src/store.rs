@@ -142,10 +142,23 @@ impl Store {
         }
         // Rule 2 (invariant 13): one owner.
         let lock_path = dir.join("LOCK");
-        let lock = match st
-            .try_lock(&lock_path, &std::process::id().to_string())
-            .map_err(io(format!("locking {}", lock_path.display())))?
-        {
+        // A lock released an instant ago can still be held by a child that a
+        // thread of its old owner forked and that has not exec'd yet (flock
+        // follows the descriptor across fork): retry briefly before refusing.
+        let mut attempt = 0;
+        let lock = loop {
+            match st
+                .try_lock(&lock_path, &std::process::id().to_string())
+                .map_err(io(format!("locking {}", lock_path.display())))?
+            {
+                LockOutcome::Held { .. } if attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                outcome => break outcome,
+            }
+        };
+        let lock = match lock {
             LockOutcome::Acquired(l) => l,
             LockOutcome::Held { pid } => return Err(Error::Locked { path: dir, pid }),
         };
@@ -385,6 +398,9 @@ impl Store {
     }
 }
 
+/// Attempts (10 ms apart) to take a data directory's lock before `Locked`.
+const LOCK_RETRIES: u32 = 10;
+
 /// The maintenance thread: checkpoints, max_age timers, periodic fsync.
 /// Holds only a `Weak` so dropping the last `Store` ends it.
 fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durability) {
@@ -587,6 +603,10 @@ impl Backend for Store {
 
     async fn publish(&self, message: Message) -> Result<Option<PublishAck>> {
         self.check_open()?;
+        // A publish that needs no fsync completes without waiting: spend the
+        // task's cooperative budget so a tight publish loop still lets other
+        // tasks (a close, a reader) run on its worker.
+        tokio::task::consume_budget().await;
         Ok(self.publish_inner(&message).await?.0)
     }
 
@@ -595,6 +615,7 @@ impl Backend for Store {
         messages: Vec<Message>,
     ) -> Result<Vec<Result<Option<PublishAck>>>> {
         self.check_open()?;
+        tokio::task::consume_budget().await;
         let mut out: Vec<Option<Result<Option<PublishAck>>>> = Vec::with_capacity(messages.len());
         // Per capturing stream: indices of its messages, in order.
         let mut groups: Vec<(Arc<Stream>, Vec<usize>)> = Vec::new();

@@ -194,3 +194,27 @@ async fn dropped_subscriptions_and_finished_requests_leave_no_routing_entries() 
     assert_eq!(s.subscription_count(), 1);
     task.abort();
 }
+
+/// Regression: a publish that needs no fsync never yielded, so a tight
+/// publish loop starved every other task on its worker (a racing `close`
+/// hung until the loop ended).
+#[tokio::test(flavor = "current_thread")]
+async fn a_tight_publish_loop_lets_other_tasks_run() {
+    let s = Store::memory(Options::default()).unwrap();
+    stream(&s, StreamConfig::new("S").subjects(["s"])).await;
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+    let mut published_before_it_ran = 0;
+    for _ in 0..10_000 {
+        s.publish(Message::new("s", "x")).await.unwrap();
+        if ran.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        published_before_it_ran += 1;
+    }
+    assert!(
+        published_before_it_ran < 10_000,
+        "the spawned task never ran during 10000 publishes"
+    );
+}
