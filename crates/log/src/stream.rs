@@ -8,7 +8,7 @@
 use crate::HashMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,10 +52,6 @@ pub(crate) fn from_system_time(t: SystemTime) -> i64 {
 fn dur_ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
-
-/// How long the syncer waits for more writers when the previous fsync was
-/// shared (microseconds).
-const GROUP_COMMIT_GATHER_US: u64 = 100;
 
 /// Under `Always`, a single publish leaves its record in the pending buffer
 /// for the syncer to write together with the rest of its group, up to this
@@ -191,8 +187,6 @@ pub(crate) struct Stream {
     /// The stream was deleted or the store closed: replays end.
     closed: AtomicBool,
     pub(crate) sync_requested: AtomicBool,
-    /// Write generations the previous fsync covered (group-commit batching).
-    last_group: AtomicU64,
     ckpt_lock: Mutex<()>,
 }
 
@@ -1109,7 +1103,6 @@ impl Stream {
             durable_tx,
             closed: AtomicBool::new(false),
             sync_requested: AtomicBool::new(false),
-            last_group: AtomicU64::new(0),
             ckpt_lock: Mutex::new(()),
         })
     }
@@ -1527,12 +1520,6 @@ impl Stream {
     /// fsyncs everything written so far and advances the watermark; a failure
     /// poisons the stream (invariant 5).
     pub(crate) fn sync_now(&self) {
-        if self.last_group.load(Ordering::Relaxed) > 1 {
-            // Several publishers shared the previous fsync: give the ones just
-            // woken a moment to append, so the next fsync covers them too. A
-            // lone publisher never waits here.
-            std::thread::sleep(Duration::from_micros(GROUP_COMMIT_GATHER_US));
-        }
         self.sync_requested.store(false, Ordering::Release);
         let (file, gen) = {
             let mut g = self.lock();
@@ -1572,7 +1559,6 @@ impl Stream {
     fn advance_durable(&self, gen: u64) {
         self.durable_tx.send_if_modified(|d| {
             if gen > d.gen {
-                self.last_group.store(gen - d.gen, Ordering::Relaxed);
                 d.gen = gen;
                 true
             } else {

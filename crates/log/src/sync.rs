@@ -8,10 +8,7 @@
 //! every publisher whose write came before it shares it.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-/// How long the syncer polls for the next request before sleeping.
-const SPIN: Duration = Duration::from_micros(100);
+use std::time::Duration;
 
 use crate::stream::Stream;
 
@@ -71,17 +68,6 @@ impl Background {
     /// The syncer thread's loop.
     pub(crate) fn run_syncer(&self) {
         loop {
-            // A publisher acked by the last fsync usually asks again within
-            // microseconds: poll briefly before sleeping, saving a wakeup.
-            let spin_until = Instant::now() + SPIN;
-            while Instant::now() < spin_until {
-                let s = self.lock();
-                if !s.sync_queue.is_empty() || s.shutdown {
-                    break;
-                }
-                drop(s);
-                std::thread::yield_now();
-            }
             let batch = {
                 let mut s = self.lock();
                 while s.sync_queue.is_empty() && !s.shutdown {
