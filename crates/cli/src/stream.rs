@@ -160,6 +160,11 @@ pub(crate) struct AddArgs {
     #[arg(long, value_enum, default_value = "old")]
     discard: Discard,
 
+    /// With --discard new and --max-msgs-per-subject: reject a message whose
+    /// subject is full instead of evicting that subject's oldest.
+    #[arg(long)]
+    discard_new_per_subject: bool,
+
     /// Window in which a repeated message id is a duplicate.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration, default_value = "2m")]
     dupe_window: Duration,
@@ -192,6 +197,7 @@ impl AddArgs {
             .subjects(self.subjects.iter().map(|s| s.trim().to_owned()))
             .retention(self.retention.into())
             .discard(self.discard.into())
+            .discard_new_per_subject(self.discard_new_per_subject)
             .duplicate_window(self.dupe_window)
             .storage(self.storage.into())
             .allow_rollup(self.allow_rollup)
@@ -260,6 +266,10 @@ pub(crate) struct EditArgs {
     #[arg(long, value_enum)]
     discard: Option<Discard>,
 
+    /// Reject per subject under discard new (see `stream add`).
+    #[arg(long, value_name = "BOOL")]
+    discard_new_per_subject: Option<bool>,
+
     /// Window in which a repeated message id is a duplicate.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     dupe_window: Option<Duration>,
@@ -309,6 +319,9 @@ impl EditArgs {
         }
         if let Some(discard) = self.discard {
             config.discard = discard.into();
+        }
+        if let Some(b) = self.discard_new_per_subject {
+            config.discard_new_per_subject = b;
         }
         if let Some(window) = self.dupe_window {
             config.duplicate_window = window;
@@ -669,6 +682,7 @@ fn info_human(info: &StreamInfo) -> String {
         ("retention", serde_name(&c.retention)),
         ("storage", serde_name(&c.storage)),
         ("discard", serde_name(&c.discard)),
+        ("discard new per subject", yes_no(c.discard_new_per_subject)),
         ("max age", limit(c.max_age, duration_human)),
         ("max bytes", limit(c.max_bytes, bytes_human)),
         ("max msgs", limit(c.max_msgs, |n| n.to_string())),
@@ -732,6 +746,7 @@ pub(crate) fn info_json(info: &StreamInfo) -> Value {
             "max_msgs_per_subject": c.max_msgs_per_subject,
             "max_msg_size": c.max_msg_size,
             "discard": serde_name(&c.discard),
+            "discard_new_per_subject": c.discard_new_per_subject,
             "duplicate_window": duration_nanos(c.duplicate_window),
             "storage": serde_name(&c.storage),
             "num_replicas": c.replicas,
