@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `file:./data` (the default) | embedded file-backed log, in-process |
 //! | `memory:` | the same engine in memory, for tests |
+//! | `nats://host:4222` | NATS JetStream (feature `nats`, on by default) |
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -36,7 +37,7 @@ pub use durabus_core::{
     StreamInfo, StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
-pub use url::{parse_url, BackendUrl, DEFAULT_URL};
+pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 
 /// The embedded engine, for direct use (options, recovery report, dump).
 pub mod embedded {
@@ -77,6 +78,11 @@ impl Bus {
                 Arc::new(store)
             }
             BackendUrl::Memory { options } => Arc::new(durabus_log::Store::memory(options)?),
+            #[cfg(feature = "nats")]
+            BackendUrl::Nats { url } => Arc::new(
+                durabus_nats::NatsBackend::connect(&url, durabus_nats::NatsOptions::default())
+                    .await?,
+            ),
         };
         Ok(Bus { backend })
     }

@@ -25,11 +25,26 @@ pub enum BackendUrl {
         /// Engine options from the query string.
         options: Options,
     },
+    /// `nats://host:port` (also `tls://`, several servers separated by
+    /// commas, credentials as `user:pass@` or `token@`): NATS JetStream.
+    Nats {
+        /// The URL as given, credentials included (never printed: see
+        /// [`redact`]).
+        url: String,
+    },
+}
+
+/// The URL with any `user:password@` or `token@` part replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 fn bad(url: &str, reason: impl Into<String>) -> Error {
     Error::InvalidUrl {
-        url: url.to_owned(),
+        url: redact(url),
         reason: reason.into(),
     }
 }
@@ -43,6 +58,9 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
             "no scheme; expected file:<dir>, memory: or nats://host",
         )
     })?;
+    if matches!(scheme, "nats" | "tls") {
+        return parse_nats(url, scheme, rest);
+    }
     let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
     let options = parse_options(url, query)?;
     match scheme {
@@ -60,7 +78,7 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
             })
         }
         "memory" | "mem" => Ok(BackendUrl::Memory { options }),
-        "nats" | "tls" | "ws" | "wss" => Err(bad(
+        "ws" | "wss" => Err(bad(
             url,
             format!(
                 "the {scheme}: backend is not available in this build yet; use file: or memory:"
@@ -71,6 +89,28 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
             format!("unknown scheme {other:?}; expected file:, memory:, nats://, ws:// or wss://"),
         )),
     }
+}
+
+#[cfg(feature = "nats")]
+fn parse_nats(url: &str, _scheme: &str, rest: &str) -> Result<BackendUrl> {
+    let host = rest.strip_prefix("//").unwrap_or(rest);
+    if host.is_empty() {
+        return Err(bad(url, "no server; write nats://host:4222"));
+    }
+    if host.contains('?') {
+        return Err(bad(url, "nats:// URLs take no options yet"));
+    }
+    Ok(BackendUrl::Nats {
+        url: url.to_owned(),
+    })
+}
+
+#[cfg(not(feature = "nats"))]
+fn parse_nats(url: &str, scheme: &str, _rest: &str) -> Result<BackendUrl> {
+    Err(bad(
+        url,
+        format!("the {scheme}: backend is not in this build; enable durabus's `nats` feature"),
+    ))
 }
 
 fn parse_options(url: &str, query: &str) -> Result<Options> {
@@ -175,5 +215,21 @@ mod tests {
         assert!(e.contains("color"), "{e}");
         let e = parse_url("ftp://x").unwrap_err().to_string();
         assert!(e.contains("ftp"), "{e}");
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_urls_parse_and_credentials_are_redacted() {
+        match parse_url("nats://u:secret@127.0.0.1:4222").unwrap() {
+            BackendUrl::Nats { url } => assert_eq!(url, "nats://u:secret@127.0.0.1:4222"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(redact("nats://u:secret@h:4222"), "nats://***@h:4222");
+        let e = parse_url("nats://u:secret@h:4222?x=1")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
+        let e = parse_url("nats://").unwrap_err().to_string();
+        assert!(e.contains("no server"), "{e}");
     }
 }
