@@ -425,6 +425,84 @@ impl NatsBackend {
         }
     }
 
+    /// The newest message on `subj`, found by walking the subject forward.
+    ///
+    /// nats-server 2.9 forgets a subject's earlier messages for
+    /// last-by-subject lookups once the subject's newest message is deleted
+    /// (its per-subject index keeps the deleted sequence as the last). When
+    /// the server still counts messages on the subject, this finds the
+    /// newest one with next-by-subject reads, one per stored message.
+    async fn last_by_scan(&self, stream: &str, subj: &str, what: String) -> Result<StoredMessage> {
+        let missing = || Error::MessageNotFound {
+            stream: stream.to_owned(),
+            what: what.clone(),
+        };
+        let info = match self
+            .api(
+                &format!("STREAM.INFO.{stream}"),
+                json!({ "subjects_filter": subj }),
+            )
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(stream)),
+            Err(e) => return Err(generic(e)),
+        };
+        let count = info
+            .pointer("/state/subjects")
+            .and_then(|m| m.get(subj))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if count == 0 {
+            return Err(missing());
+        }
+        let mut seq = info
+            .pointer("/state/first_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        let mut last = None;
+        loop {
+            let body = json!({ "seq": seq, "next_by_subj": subj });
+            match self.msg_get(stream, body, what.clone()).await {
+                Ok(m) => {
+                    seq = m.seq + 1;
+                    last = Some(m);
+                }
+                Err(Error::MessageNotFound { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        last.ok_or_else(missing)
+    }
+
+    /// nats-server 2.9 reports 0 as a subject's last sequence once the
+    /// subject's newest message was deleted (see [`Self::last_by_scan`]);
+    /// a refused `Nats-Expected-Last-Subject-Sequence` then names the real
+    /// one, looked up here.
+    async fn correct_subject_seq(
+        &self,
+        stream: &str,
+        m: &Message,
+        r: Result<Option<PublishAck>>,
+    ) -> Result<Option<PublishAck>> {
+        match r {
+            Err(Error::WrongLastSequence {
+                expected,
+                current: 0,
+            }) if m.headers.get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE).is_some()
+                && m.headers.get(NATS_EXPECTED_LAST_SEQUENCE).is_none() =>
+            {
+                let what = format!("for subject {:?}", m.subject);
+                let current = match self.last_by_scan(stream, &m.subject, what).await {
+                    Ok(last) => last.seq,
+                    Err(_) => 0,
+                };
+                Err(Error::WrongLastSequence { expected, current })
+            }
+            other => other,
+        }
+    }
+
     async fn msg_get(&self, stream: &str, body: Value, what: String) -> Result<StoredMessage> {
         durabus_core::validate_stream_name(stream)?;
         match self.api(&format!("STREAM.MSG.GET.{stream}"), body).await? {
@@ -624,7 +702,8 @@ impl Backend for NatsBackend {
             }
             Ok(Ok(m)) => m,
         };
-        self.ack_from(&stream, &route, &message, &reply)
+        let r = self.ack_from(&stream, &route, &message, &reply);
+        self.correct_subject_seq(&stream, &message, r).await
     }
 
     async fn publish_batch(
@@ -685,7 +764,8 @@ impl Backend for NatsBackend {
                 continue;
             };
             if let Some((stream, route, m)) = waiting.remove(&i) {
-                results[i] = Some(self.ack_from(&stream, &route, &m, &reply));
+                let r = self.ack_from(&stream, &route, &m, &reply);
+                results[i] = Some(self.correct_subject_seq(&stream, &m, r).await);
             }
         }
         Ok(results
@@ -748,12 +828,14 @@ impl Backend for NatsBackend {
     async fn get_last_message(&self, stream: &str, subj: &str) -> Result<StoredMessage> {
         self.check()?;
         subject::validate_publish(subj)?;
-        self.msg_get(
-            stream,
-            json!({ "last_by_subj": subj }),
-            format!("for subject {subj:?}"),
-        )
-        .await
+        let what = format!("for subject {subj:?}");
+        match self
+            .msg_get(stream, json!({ "last_by_subj": subj }), what.clone())
+            .await
+        {
+            Err(Error::MessageNotFound { .. }) => self.last_by_scan(stream, subj, what).await,
+            other => other,
+        }
     }
 
     async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {

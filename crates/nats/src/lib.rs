@@ -8,7 +8,26 @@
 //! ephemeral push consumer with flow control and heartbeats, recreated from
 //! the last sequence seen when a gap shows.
 //!
-//! Works with nats-server 2.9 and later.
+//! Works with nats-server 2.9 and later; the conformance suite passes on
+//! 2.9.10 (`tests/conformance/tests/nats.rs`).
+//!
+//! # nats-server 2.9 quirks handled here
+//!
+//! - Purge with `up_to_seq: 1` means "unbounded" to the server: durabus
+//!   removes nothing (nothing lies below sequence 1).
+//! - A stream-wide purge with `keep` compacts to `last_seq - keep + 1`,
+//!   keeping fewer than asked after interior deletes: durabus sends the
+//!   stream's own subject as the filter, which counts.
+//! - Purge `up_to_seq: n` onto a deleted `n` reports the deleted `n` as
+//!   `first_seq`: durabus compacts to the first present message at or
+//!   after `n`.
+//! - Once a subject's newest message is deleted the server forgets its
+//!   earlier messages for last-by-subject lookups: `get_last_message` then
+//!   walks the subject, and a refused `Nats-Expected-Last-Subject-Sequence`
+//!   reports the real last sequence. Not fixable client-side: in that state
+//!   the server also *accepts* an expectation of 0 for that subject.
+//! - A filtered consumer's pending count can be too high after deletes, so
+//!   bounded replays also end on an idle heartbeat (250 ms).
 
 mod api;
 mod backend;
