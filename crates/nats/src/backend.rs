@@ -935,6 +935,12 @@ impl Backend for NatsBackend {
     }
 }
 
+impl Drop for ReplayState {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// An ordered consumer, driven by `next()`; all state lives here, so a
 /// cancelled `next()` loses nothing.
 struct ReplayState {
@@ -978,7 +984,8 @@ impl ReplayState {
             "mem_storage": true,
             "replay_policy": "instant",
             "num_replicas": 1,
-            "inactive_threshold": 300_000_000_000u64,
+            // A backstop: a dropped replay deletes its consumer itself.
+            "inactive_threshold": 30_000_000_000u64,
         });
         if self.last_sseq > 0 {
             cfg["deliver_policy"] = json!("by_start_sequence");
@@ -1020,9 +1027,29 @@ impl ReplayState {
         Ok(v.get("num_pending").and_then(Value::as_u64).unwrap_or(0))
     }
 
+    /// Unsubscribes and deletes the consumer (in the background).
+    fn release(&mut self) {
+        self.sub = None;
+        let Some(name) = self.consumer.take() else {
+            return;
+        };
+        if self.backend.check().is_err() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let client = self.backend.inner.client.clone();
+            let subject = format!("$JS.API.CONSUMER.DELETE.{}.{name}", self.stream);
+            handle.spawn(async move {
+                let _ =
+                    tokio::time::timeout(API_TIMEOUT, client.request(subject, Bytes::new())).await;
+            });
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<StoredMessage>> {
         loop {
             if self.done {
+                self.release();
                 return None;
             }
             if self.sub.is_none() {
@@ -1125,5 +1152,17 @@ impl ReplayState {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(redact_url("nats://u:pw@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
     }
 }
