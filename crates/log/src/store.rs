@@ -415,13 +415,7 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
             MaintWork::Tick(names) => names,
         };
         let streams: Vec<Arc<Stream>> = match store.upgrade() {
-            Some(s) => s
-                .streams
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect(),
+            Some(s) => s.snapshot(),
             None => return,
         };
         for name in names {
@@ -451,17 +445,21 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
 }
 
 impl StoreInner {
-    /// Flushes, fsyncs and checkpoints every stream, ends subscriptions and
-    /// replays, stops the threads, releases the lock.
-    fn shutdown(&self, join: bool) -> Result<()> {
-        self.router.close();
-        let streams: Vec<Arc<Stream>> = self
-            .streams
+    /// Every open stream, without holding the streams lock afterwards.
+    fn snapshot(&self) -> Vec<Arc<Stream>> {
+        self.streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Flushes, fsyncs and checkpoints every stream, ends subscriptions and
+    /// replays, stops the threads, releases the lock.
+    fn shutdown(&self, join: bool) -> Result<()> {
+        self.router.close();
+        let streams: Vec<Arc<Stream>> = self.snapshot();
         let mut first_err = None;
         for s in streams {
             if let Err(e) = s.shutdown() {
@@ -559,14 +557,7 @@ impl Backend for Store {
 
     async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         self.check_open()?;
-        let streams: Vec<Arc<Stream>> = self
-            .inner
-            .streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let streams: Vec<Arc<Stream>> = self.inner.snapshot();
         Ok(streams.iter().map(|s| s.info()).collect())
     }
 
