@@ -119,6 +119,33 @@ pub enum Event {
         /// Messages dropped for it so far.
         dropped: u64,
     },
+    /// The connection to the server is up (the first time, or again after
+    /// a disconnect).
+    Connected,
+    /// The connection to the server was lost; the backend reconnects.
+    Disconnected,
+    /// The backend is about to make reconnect attempt `attempt` (1-based,
+    /// consecutive) after waiting `delay`. Attempt `n > 1` means `n - 1`
+    /// attempts have failed.
+    Reconnecting {
+        /// The attempt about to be made.
+        attempt: u64,
+        /// The wait before it (backoff with jitter).
+        delay: Duration,
+    },
+    /// The server entered lame duck mode: it will shut down soon.
+    LameDuck,
+    /// The backend gave up on the connection for good (e.g. its reconnect
+    /// limit was reached); every later call fails.
+    ConnectionClosed {
+        /// Why.
+        reason: String,
+    },
+    /// The server reported an error on the connection.
+    ServerError {
+        /// The server's text (no credentials).
+        message: String,
+    },
 }
 
 /// A live core subscription: messages published after it was made, on
@@ -278,6 +305,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes everything acknowledged so far durable and releases resources.
     /// Idempotent; every later call returns [`crate::Error::Closed`].
     async fn close(&self) -> Result<()>;
+
+    /// A round trip to the server (for networked backends, one request that
+    /// the storage service answers); the time it took. Embedded backends
+    /// answer at once.
+    async fn ping(&self) -> Result<Duration>;
 
     /// The connection's state.
     fn status(&self) -> ConnectionStatus;

@@ -177,6 +177,54 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The server could not be reached (refused, unreachable, timed out, or
+    /// the connection was lost for good after the reconnect limit).
+    #[error("cannot reach {url}: {reason}; check that the server runs at that address, or raise the connect timeout")]
+    Unreachable {
+        /// The server URL(s), credentials redacted.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The server refused the credentials. The text never holds a credential.
+    #[error("authentication failed at {url}: {reason}; check the user and password, token or credentials file")]
+    AuthFailed {
+        /// The server URL(s), credentials redacted.
+        url: String,
+        /// What the server or client reported.
+        reason: String,
+    },
+    /// The TLS handshake or TLS configuration failed.
+    #[error("TLS failed with {url}: {reason}; check the CA file, the client certificate and key, and the server name")]
+    Tls {
+        /// The server URL(s), credentials redacted.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The NATS server (or account) has no JetStream.
+    #[error("JetStream is not enabled on this NATS server or account; start nats-server with -js (or a jetstream block in its config)")]
+    JetStreamNotEnabled,
+    /// The circuit breaker is open after consecutive connection failures:
+    /// calls fail fast instead of waiting for timeouts. A probe runs when
+    /// `retry_in` has passed; the circuit closes when it succeeds.
+    #[error("circuit open after {failures} consecutive connection failures; failing fast, next probe in {retry_in:?}")]
+    CircuitOpen {
+        /// Consecutive failures that opened (or kept open) the circuit.
+        failures: u32,
+        /// Time until the next probe.
+        retry_in: Duration,
+    },
+    /// A publish was sent but its acknowledgement never arrived: the message
+    /// may or may not be stored. Publishing it again with the same msg id
+    /// (`Nats-Msg-Id`) inside the duplicate window stores it at most once.
+    #[error("publish to {subject:?} unconfirmed ({reason}); it may or may not be stored: republish with the same msg id to be sure")]
+    AckUnknown {
+        /// The subject published to.
+        subject: String,
+        /// Why no ack arrived.
+        reason: String,
+    },
     /// The backend does not support this operation.
     #[error("not supported by this backend: {0}")]
     Unsupported(String),
@@ -186,11 +234,60 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this error says the connection (not the request) failed: the
+    /// failures a circuit breaker counts. Retrying later may succeed.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(_) | Error::Unreachable { .. } | Error::AckUnknown { .. }
+        )
+    }
+
     /// Wraps an [`std::io::Error`] with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// The URL with any `user:password@` or `token@` part replaced by `***`,
+/// for every server of a comma-separated list.
+pub fn redact_url(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let (body, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let Some(start) = body.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let redacted = match body[start..].rfind('@') {
+        Some(at) => format!("{}***@{}", &body[..start], &body[start + at + 1..]),
+        None => body.to_owned(),
+    };
+    match query {
+        Some(q) => format!("{redacted}?{q}"),
+        None => redacted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(redact_url("nats://u:pw@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        assert_eq!(
+            redact_url("nats://a:b@h1,nats://c@h2?name=x"),
+            "nats://***@h1,nats://***@h2?name=x"
+        );
     }
 }

@@ -21,7 +21,7 @@ pub use config::{
     DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo, StreamState,
     DEFAULT_DUPLICATE_WINDOW,
 };
-pub use error::{Error, Result};
+pub use error::{redact_url, Error, Result};
 pub use header::{
     HeaderMap, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
     NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,

@@ -23,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+mod connect;
+mod supervise;
 mod url;
 
 use std::sync::Arc;
@@ -30,12 +32,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use connect::ConnectOptions;
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, Backend, ConnectionStatus,
     DiscardPolicy, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest, Replay,
     ReplayOptions, ReplayStart, Result, RetentionPolicy, StorageType, StoredMessage, StreamConfig,
     StreamInfo, StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
+};
+#[cfg(feature = "nats")]
+pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls};
+pub use supervise::{
+    Callback, Callbacks, Readiness, Stats, StatusCallback, Supervised, SupervisorConfig,
 };
 pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 
@@ -44,18 +52,23 @@ pub mod embedded {
     pub use durabus_log::*;
 }
 
-/// Connects to the backend named by `url` (see the crate docs for the forms).
+/// Connects to the backend named by `url` (see the crate docs for the forms)
+/// with default options; [`ConnectOptions`] sets credentials, TLS,
+/// reconnect and circuit-breaker settings and callbacks.
 ///
 /// `file:` URLs take query options: `durability=always|none|periodic:<duration>`
 /// (e.g. `periodic:100ms`), `segment_size=<bytes>`, `subscriber_buffer=<n>`.
+/// `nats://` URLs take theirs as listed at `NatsOptions::apply_url`.
 pub async fn connect(url: &str) -> Result<Bus> {
-    Bus::connect(url).await
+    ConnectOptions::new().connect(url).await
 }
 
 /// A handle to one backend. Cheap to clone; all clones share the connection.
 #[derive(Clone)]
 pub struct Bus {
     backend: Arc<dyn Backend>,
+    /// Present for networked backends.
+    supervisor: Option<Arc<Supervised>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -69,27 +82,23 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// Connects to the backend named by `url`. See [`connect`].
     pub async fn connect(url: &str) -> Result<Bus> {
-        let backend: Arc<dyn Backend> = match parse_url(url)? {
-            BackendUrl::File { path, options } => {
-                let store =
-                    tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
-                        .await
-                        .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
-                Arc::new(store)
-            }
-            BackendUrl::Memory { options } => Arc::new(durabus_log::Store::memory(options)?),
-            #[cfg(feature = "nats")]
-            BackendUrl::Nats { url } => Arc::new(
-                durabus_nats::NatsBackend::connect(&url, durabus_nats::NatsOptions::default())
-                    .await?,
-            ),
-        };
-        Ok(Bus { backend })
+        connect(url).await
     }
 
-    /// Wraps any backend.
+    /// A bus over a supervised backend.
+    fn supervised(supervisor: Arc<Supervised>) -> Bus {
+        Bus {
+            backend: supervisor.clone(),
+            supervisor: Some(supervisor),
+        }
+    }
+
+    /// Wraps any backend, unsupervised (see [`ConnectOptions::supervise`]).
     pub fn from_backend(backend: Arc<dyn Backend>) -> Bus {
-        Bus { backend }
+        Bus {
+            backend,
+            supervisor: None,
+        }
     }
 
     /// The backend behind this handle.
@@ -202,6 +211,40 @@ impl Bus {
     /// The connection's state.
     pub fn status(&self) -> ConnectionStatus {
         self.backend.status()
+    }
+
+    /// Waits until the connection is up: at once for embedded backends.
+    /// [`Error::Timeout`] after `timeout`, [`Error::Closed`] once closed.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        match &self.supervisor {
+            Some(s) => s.wait_connected(timeout).await,
+            None if self.status() == ConnectionStatus::Closed => Err(Error::Closed),
+            None => Ok(()),
+        }
+    }
+
+    /// Failures, reconnects, circuit opens and the last round-trip time of a
+    /// networked backend; `None` for embedded ones.
+    pub fn stats(&self) -> Option<Stats> {
+        self.supervisor.as_ref().map(|s| s.stats())
+    }
+
+    /// A round trip to the backend; the time it took.
+    pub async fn ping(&self) -> Result<Duration> {
+        self.backend.ping().await
+    }
+
+    /// Whether the bus can serve requests now, for a readiness endpoint:
+    /// connected and answering a ping within `timeout`. The answer's body
+    /// holds the status only, never a URL or credential.
+    pub async fn readiness(&self, timeout: Duration) -> Readiness {
+        let status = self.status();
+        let ready = status == ConnectionStatus::Connected
+            && matches!(tokio::time::timeout(timeout, self.ping()).await, Ok(Ok(_)));
+        Readiness {
+            ready,
+            status: self.status(),
+        }
     }
 
     /// Makes acknowledged writes durable and closes. Idempotent; every call

@@ -26,20 +26,19 @@ pub enum BackendUrl {
         options: Options,
     },
     /// `nats://host:port` (also `tls://`, several servers separated by
-    /// commas, credentials as `user:pass@` or `token@`): NATS JetStream.
+    /// commas, credentials as `user:pass@` or `token@`, options as a query
+    /// string: see `durabus_nats::NatsOptions::apply_url`): NATS JetStream.
+    #[cfg(feature = "nats")]
     Nats {
-        /// The URL as given, credentials included (never printed: see
-        /// [`redact`]).
-        url: String,
+        /// The URL as given, credentials included: redacted in `Debug`,
+        /// zeroed when dropped.
+        url: secrecy::SecretString,
     },
 }
 
 /// The URL with any `user:password@` or `token@` part replaced by `***`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
+    durabus_core::redact_url(url)
 }
 
 fn bad(url: &str, reason: impl Into<String>) -> Error {
@@ -92,16 +91,11 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
 }
 
 #[cfg(feature = "nats")]
-fn parse_nats(url: &str, _scheme: &str, rest: &str) -> Result<BackendUrl> {
-    let host = rest.strip_prefix("//").unwrap_or(rest);
-    if host.is_empty() {
-        return Err(bad(url, "no server; write nats://host:4222"));
-    }
-    if host.contains('?') {
-        return Err(bad(url, "nats:// URLs take no options yet"));
-    }
+fn parse_nats(url: &str, _scheme: &str, _rest: &str) -> Result<BackendUrl> {
+    // Checked now so a bad URL fails before any connection attempt.
+    durabus_nats::NatsOptions::default().apply_url(url)?;
     Ok(BackendUrl::Nats {
-        url: url.to_owned(),
+        url: secrecy::SecretString::from(url.to_owned()),
     })
 }
 
@@ -220,15 +214,20 @@ mod tests {
     #[cfg(feature = "nats")]
     #[test]
     fn nats_urls_parse_and_credentials_are_redacted() {
-        match parse_url("nats://u:secret@127.0.0.1:4222").unwrap() {
-            BackendUrl::Nats { url } => assert_eq!(url, "nats://u:secret@127.0.0.1:4222"),
+        use secrecy::ExposeSecret as _;
+        let parsed = parse_url("nats://u:secret@127.0.0.1:4222").unwrap();
+        assert!(!format!("{parsed:?}").contains("secret"));
+        match parsed {
+            BackendUrl::Nats { url } => {
+                assert_eq!(url.expose_secret(), "nats://u:secret@127.0.0.1:4222")
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(redact("nats://u:secret@h:4222"), "nats://***@h:4222");
         let e = parse_url("nats://u:secret@h:4222?x=1")
             .unwrap_err()
             .to_string();
-        assert!(!e.contains("secret"), "{e}");
+        assert!(!e.contains("secret") && e.contains("\"x\""), "{e}");
         let e = parse_url("nats://").unwrap_err().to_string();
         assert!(e.contains("no server"), "{e}");
     }

@@ -708,6 +708,13 @@ impl Backend for Store {
         }
     }
 
+    async fn ping(&self) -> Result<Duration> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(Duration::ZERO)
+    }
+
     fn status(&self) -> ConnectionStatus {
         if self.inner.closed.load(Ordering::Acquire) {
             ConnectionStatus::Closed

@@ -9,42 +9,24 @@ use async_nats::connection::State;
 use async_nats::{Client, StatusCode};
 use bytes::Bytes;
 use durabus_core::{
-    subject, Backend, ConnectionStatus, Error, HeaderMap, Message, PublishAck, PurgeRequest,
+    subject, Backend, ConnectionStatus, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest,
     Replay, ReplayOptions, ReplayStart, Result, StoredMessage, StreamConfig, StreamInfo,
     Subscription, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
     NATS_EXPECTED_STREAM,
 };
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use secrecy::ExposeSecret as _;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::api::{self, codes, ApiError};
+use crate::options::{scrub, NatsAuth, NatsOptions, ServerList};
 
-/// How long a JetStream API call or publish ack may take.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle heartbeat of replay consumers.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Idle heartbeat of bounded (stop_at_end) replays.
 const BOUNDED_HEARTBEAT: Duration = Duration::from_millis(250);
-
-/// Connection options of the NATS backend.
-#[derive(Debug, Clone)]
-pub struct NatsOptions {
-    /// Client name shown by the server. Default "durabus".
-    pub name: String,
-    /// How long the first connection may take. Default 5 s.
-    pub connect_timeout: Duration,
-}
-
-impl Default for NatsOptions {
-    fn default() -> Self {
-        Self {
-            name: "durabus".into(),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// What durabus remembers of a stream to route publishes.
 #[derive(Debug, Clone)]
@@ -55,8 +37,15 @@ struct Route {
 
 struct Inner {
     client: Client,
+    /// The servers, without credentials: safe for messages.
+    url: String,
+    request_timeout: Duration,
+    drain_timeout: Duration,
     closed: AtomicBool,
+    /// async-nats gave up reconnecting (`max_reconnects`).
+    link_lost: AtomicBool,
     close_tx: watch::Sender<bool>,
+    events: broadcast::Sender<Event>,
     /// Stream name -> subjects, for deciding JetStream vs core publish.
     routes: RwLock<HashMap<String, Route>>,
 }
@@ -70,17 +59,150 @@ pub struct NatsBackend {
 impl std::fmt::Debug for NatsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsBackend")
+            .field("url", &self.inner.url)
             .field("status", &self.status())
             .finish_non_exhaustive()
     }
 }
 
-/// Removes `user:password@` or `token@` from a URL for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
+/// Opens the async-nats connection: options, credentials, TLS, the
+/// reconnect backoff and the event bridge.
+async fn open(
+    list: &ServerList,
+    options: &NatsOptions,
+    events: broadcast::Sender<Event>,
+) -> std::result::Result<Client, OpenError> {
+    let backoff = options.clone();
+    let attempts = events.clone();
+    let mut co = async_nats::ConnectOptions::new()
+        .name(&options.name)
+        .connection_timeout(options.connect_timeout)
+        .request_timeout(Some(options.request_timeout))
+        .ping_interval(options.ping_interval)
+        .max_reconnects(options.max_reconnects)
+        .reconnect_delay_callback(move |attempt| {
+            let delay = backoff.reconnect_delay(attempt);
+            let _ = attempts.send(Event::Reconnecting {
+                attempt: attempt as u64,
+                delay,
+            });
+            delay
+        })
+        .event_callback(move |e| {
+            let events = events.clone();
+            async move {
+                if let Some(e) = bridge_event(e) {
+                    let _ = events.send(e);
+                }
+            }
+        });
+    co = match &options.auth {
+        NatsAuth::None => co,
+        NatsAuth::UserPassword { user, password } => {
+            co.user_and_password(user.clone(), password.expose_secret().to_owned())
+        }
+        NatsAuth::Token(t) => co.token(t.expose_secret().to_owned()),
+        NatsAuth::NKeySeed(seed) => co.nkey(seed.expose_secret().to_owned()),
+        NatsAuth::CredentialsFile(path) => co
+            .credentials_file(path)
+            .await
+            .map_err(|e| OpenError::Credentials(format!("{}: {e}", path.display())))?,
+    };
+    let tls = &options.tls;
+    if tls.required {
+        co = co.require_tls(true);
     }
+    if let Some(ca) = &tls.ca_file {
+        co = co.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        co = co.add_client_certificate(cert.clone(), key.clone());
+    }
+    let servers: Vec<async_nats::ServerAddr> = list
+        .servers
+        .iter()
+        .map(|s| s.parse())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e: std::io::Error| OpenError::Address(e.to_string()))?;
+    // async-nats bounds each attempt by the connect timeout; this bounds the
+    // whole (one attempt per server).
+    let limit = options
+        .connect_timeout
+        .saturating_mul(u32::try_from(servers.len()).unwrap_or(1).max(1))
+        + Duration::from_millis(500);
+    match tokio::time::timeout(limit, co.connect(servers)).await {
+        Err(_) => Err(OpenError::TimedOut),
+        Ok(r) => r.map_err(OpenError::Connect),
+    }
+}
+
+/// Why [`open`] failed.
+#[derive(Debug)]
+enum OpenError {
+    Credentials(String),
+    Address(String),
+    TimedOut,
+    Connect(async_nats::ConnectError),
+}
+
+fn connect_error(url: &str, secrets: &[String], e: OpenError, timeout: Duration) -> Error {
+    use async_nats::ConnectErrorKind as K;
+    let url = url.to_owned();
+    let timed_out = || format!("no answer within the connect timeout ({timeout:?})");
+    match e {
+        OpenError::Credentials(reason) => Error::InvalidConfig(format!(
+            "cannot read the credentials file {}",
+            scrub(&reason, secrets)
+        )),
+        OpenError::Address(reason) => Error::InvalidUrl {
+            url,
+            reason: scrub(&reason, secrets),
+        },
+        OpenError::TimedOut => Error::Unreachable {
+            url,
+            reason: timed_out(),
+        },
+        OpenError::Connect(e) => {
+            let reason = scrub(&e.to_string(), secrets);
+            match e.kind() {
+                K::Authentication | K::AuthorizationViolation => Error::AuthFailed { url, reason },
+                K::Tls => Error::Tls { url, reason },
+                K::TimedOut => Error::Unreachable {
+                    url,
+                    reason: timed_out(),
+                },
+                K::ServerParse | K::Dns | K::Io | K::MaxReconnects => {
+                    let lower = reason.to_ascii_lowercase();
+                    // A server that drops a connection after a failed TLS
+                    // handshake shows as an I/O error.
+                    if lower.contains("tls") || lower.contains("certificate") {
+                        Error::Tls { url, reason }
+                    } else if lower.contains("authorization") {
+                        Error::AuthFailed { url, reason }
+                    } else {
+                        Error::Unreachable { url, reason }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An async-nats connection event as a durabus [`Event`].
+fn bridge_event(e: async_nats::Event) -> Option<Event> {
+    use async_nats::{ClientError, Event as E};
+    Some(match e {
+        E::Connected => Event::Connected,
+        E::Disconnected => Event::Disconnected,
+        E::LameDuckMode => Event::LameDuck,
+        E::ClientError(ClientError::MaxReconnects) => Event::ConnectionClosed {
+            reason: "the reconnect limit was reached".into(),
+        },
+        E::ServerError(e) => Event::ServerError {
+            message: e.to_string(),
+        },
+        E::Closed | E::Draining | E::SlowConsumer(_) | E::ClientError(_) => return None,
+    })
 }
 
 fn server(e: impl std::fmt::Display) -> Error {
@@ -130,30 +252,97 @@ fn generic(e: ApiError) -> Error {
 }
 
 impl NatsBackend {
-    /// Connects to `url` (`nats://host:port`, several separated by commas).
+    /// Connects to `url` (`nats://[user:password@|token@]host:port`, several
+    /// separated by commas, query options as in [`NatsOptions::apply_url`])
+    /// and checks that JetStream answers.
+    ///
+    /// Errors: [`Error::InvalidUrl`] / [`Error::InvalidConfig`] before any
+    /// connection; [`Error::Unreachable`] within the connect timeout when no
+    /// server answers; [`Error::AuthFailed`]; [`Error::Tls`];
+    /// [`Error::JetStreamNotEnabled`]. No credential appears in any of them.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name(options.name)
-            .connection_timeout(options.connect_timeout)
-            .connect(url)
+        let mut options = options;
+        let list = options.apply_url(url)?;
+        options.validate()?;
+        let shown = list.display();
+        let secrets = options.secrets();
+        let (events, _) = broadcast::channel(256);
+        let client = open(&list, &options, events.clone())
             .await
-            .map_err(|e| Error::Server(format!("cannot connect to {}: {e}", redact_url(url))))?;
+            .map_err(|e| connect_error(&shown, &secrets, e, options.connect_timeout))?;
         let (close_tx, _) = watch::channel(false);
-        Ok(Self {
+        let backend = Self {
             inner: Arc::new(Inner {
                 client,
+                url: shown,
+                request_timeout: options.request_timeout,
+                drain_timeout: options.drain_timeout,
                 closed: AtomicBool::new(false),
+                link_lost: AtomicBool::new(false),
                 close_tx,
+                events,
                 routes: RwLock::new(HashMap::new()),
             }),
-        })
+        };
+        backend.watch_link();
+        // IMPORTANT: the options (and the secrets in them) are dropped, and
+        // zeroed, here; async-nats holds the only copy from now on.
+        drop(options);
+        if let Err(e) = backend.ping().await {
+            let _ = backend.close().await;
+            return Err(e);
+        }
+        Ok(backend)
+    }
+
+    /// Marks the connection lost when async-nats gives up reconnecting.
+    fn watch_link(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut rx = self.inner.events.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(Event::ConnectionClosed { .. }) => {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.link_lost.store(true, Ordering::Release);
+                        }
+                        return;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+                if weak.strong_count() == 0 {
+                    return;
+                }
+            }
+        });
     }
 
     fn check(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
+        } else if self.inner.link_lost.load(Ordering::Acquire) {
+            Err(self.lost())
         } else {
             Ok(())
+        }
+    }
+
+    fn lost(&self) -> Error {
+        Error::Unreachable {
+            url: self.inner.url.clone(),
+            reason: "the connection was lost and the reconnect limit reached; connect again".into(),
+        }
+    }
+
+    /// The error of a request that failed without an answer.
+    fn request_error(&self, e: &async_nats::RequestError, timeout: Duration) -> Error {
+        match e.kind() {
+            async_nats::RequestErrorKind::TimedOut => Error::Timeout(timeout),
+            async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
+                subject: String::new(),
+            },
+            async_nats::RequestErrorKind::Other => self.closed_or(e),
         }
     }
 
@@ -172,22 +361,15 @@ impl NatsBackend {
         let subject = format!("$JS.API.{what}");
         let payload = Bytes::from(serde_json::to_vec(&body).map_err(server)?);
         let fut = self.inner.client.request(subject, payload);
-        let reply = match tokio::time::timeout(API_TIMEOUT, fut).await {
-            Err(_) => return Err(Error::Timeout(API_TIMEOUT)),
+        let timeout = self.inner.request_timeout;
+        let reply = match tokio::time::timeout(timeout, fut).await {
+            Err(_) => return Err(Error::Timeout(timeout)),
             Ok(Err(e)) => {
-                return Err(match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => Error::Server(
-                        "JetStream is not enabled on this NATS server (start it with -js)".into(),
-                    ),
-                    async_nats::RequestErrorKind::TimedOut => Error::Timeout(API_TIMEOUT),
-                    async_nats::RequestErrorKind::Other => {
-                        if self.inner.closed.load(Ordering::Acquire) {
-                            Error::Closed
-                        } else {
-                            server(e)
-                        }
-                    }
-                })
+                return Err(match self.request_error(&e, timeout) {
+                    // Nobody serves $JS.API: no JetStream here.
+                    Error::NoResponders { .. } => Error::JetStreamNotEnabled,
+                    other => other,
+                });
             }
             Ok(Ok(m)) => m,
         };
@@ -409,8 +591,37 @@ impl NatsBackend {
     fn closed_or(&self, e: impl std::fmt::Display) -> Error {
         if self.inner.closed.load(Ordering::Acquire) {
             Error::Closed
+        } else if self.inner.link_lost.load(Ordering::Acquire) {
+            self.lost()
         } else {
             server(e)
+        }
+    }
+
+    /// A publish that was sent but not acknowledged: unknown outcome
+    /// (closing is reported as [`Error::Closed`]).
+    fn unconfirmed(&self, subject: &str, cause: &Error) -> Error {
+        match cause {
+            Error::Closed => Error::Closed,
+            cause => Error::AckUnknown {
+                subject: subject.to_owned(),
+                reason: cause.to_string(),
+            },
+        }
+    }
+
+    /// A batch message that was never sent because an earlier one could
+    /// not be: the same error, which says nothing was stored.
+    fn not_sent(&self, cause: &Error) -> Error {
+        match cause {
+            Error::Closed => Error::Closed,
+            Error::Unreachable { url, reason } => Error::Unreachable {
+                url: url.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::Server(format!(
+                "not sent: an earlier message of the batch failed ({other})"
+            )),
         }
     }
 
@@ -688,17 +899,20 @@ impl Backend for NatsBackend {
             to_nats_headers(&message.headers),
             message.payload.clone(),
         );
-        let reply = match tokio::time::timeout(API_TIMEOUT, fut).await {
-            Err(_) => return Err(Error::Timeout(API_TIMEOUT)),
+        let timeout = self.inner.request_timeout;
+        let reply = match tokio::time::timeout(timeout, fut).await {
+            Err(_) => return Err(self.unconfirmed(&message.subject, &Error::Timeout(timeout))),
             Ok(Err(e)) => {
-                return match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => {
+                return match self.request_error(&e, timeout) {
+                    Error::NoResponders { .. } => {
+                        // The stream went away since it was cached: the
+                        // message reached core subscribers only.
                         self.forget(&stream);
                         Ok(None)
                     }
-                    async_nats::RequestErrorKind::TimedOut => Err(Error::Timeout(API_TIMEOUT)),
-                    async_nats::RequestErrorKind::Other => Err(self.closed_or(e)),
-                }
+                    Error::Closed => Err(Error::Closed),
+                    other => Err(self.unconfirmed(&message.subject, &other)),
+                };
             }
             Ok(Ok(m)) => m,
         };
@@ -719,38 +933,57 @@ impl Backend for NatsBackend {
             .map_err(|e| self.closed_or(e))?;
         let mut results: Vec<Option<Result<Option<PublishAck>>>> = Vec::new();
         let mut waiting: HashMap<usize, (String, Route, Message)> = HashMap::new();
+        // After a failure to send, the rest of the batch is not sent: each
+        // gets that error, and what was sent is still collected.
+        let mut failed: Option<Error> = None;
         for (i, m) in messages.into_iter().enumerate() {
+            if let Some(e) = &failed {
+                results.push(Some(Err(self.not_sent(e))));
+                continue;
+            }
             if let Err(e) = subject::validate_publish(&m.subject) {
                 results.push(Some(Err(e)));
                 continue;
             }
-            match self.capturing(&m.subject).await? {
-                None => {
-                    self.core_publish(m).await?;
-                    results.push(Some(Ok(None)));
-                }
-                Some((stream, route)) => {
-                    client
-                        .publish_with_reply_and_headers(
-                            m.subject.clone(),
-                            format!("{prefix}.{i}"),
-                            to_nats_headers(&m.headers),
-                            m.payload.clone(),
-                        )
-                        .await
-                        .map_err(|e| self.closed_or(e))?;
-                    waiting.insert(i, (stream, route, m));
+            let sent = match self.capturing(&m.subject).await {
+                Err(e) => Err(e),
+                Ok(None) => self.core_publish(m).await.map(|()| None),
+                Ok(Some((stream, route))) => client
+                    .publish_with_reply_and_headers(
+                        m.subject.clone(),
+                        format!("{prefix}.{i}"),
+                        to_nats_headers(&m.headers),
+                        m.payload.clone(),
+                    )
+                    .await
+                    .map_err(|e| self.closed_or(e))
+                    .map(|()| Some((stream, route, m))),
+            };
+            match sent {
+                Ok(Some(w)) => {
+                    waiting.insert(i, w);
                     results.push(None);
+                }
+                Ok(None) => results.push(Some(Ok(None))),
+                Err(e) => {
+                    results.push(Some(Err(self.not_sent(&e))));
+                    failed = Some(e);
                 }
             }
         }
-        client.flush().await.map_err(|e| self.closed_or(e))?;
-        let deadline = tokio::time::Instant::now() + API_TIMEOUT;
+        let timeout = self.inner.request_timeout;
+        let mut lost = Error::Timeout(timeout);
+        if let Err(e) = client.flush().await {
+            lost = self.closed_or(e);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
         while !waiting.is_empty() {
             let reply = match tokio::time::timeout_at(deadline, acks.next()).await {
                 Err(_) => break,
                 Ok(None) => {
-                    self.check()?;
+                    if let Err(e) = self.check() {
+                        lost = e;
+                    }
                     break;
                 }
                 Ok(Some(r)) => r,
@@ -768,9 +1001,12 @@ impl Backend for NatsBackend {
                 results[i] = Some(self.correct_subject_seq(&stream, &m, r).await);
             }
         }
+        for (i, (_, _, m)) in waiting {
+            results[i] = Some(Err(self.unconfirmed(&m.subject, &lost)));
+        }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Timeout(API_TIMEOUT))))
+            .map(|r| r.unwrap_or_else(|| Err(self.unconfirmed("", &lost))))
             .collect())
     }
 
@@ -918,13 +1154,28 @@ impl Backend for NatsBackend {
             return Ok(());
         }
         self.inner.close_tx.send_replace(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.client.flush()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.client.drain()).await;
+        let drain = self.inner.drain_timeout;
+        let client = &self.inner.client;
+        let _ = tokio::time::timeout(drain, async {
+            let _ = client.flush().await;
+            let _ = client.drain().await;
+        })
+        .await;
         Ok(())
     }
 
+    async fn ping(&self) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        match self.api("INFO", json!({})).await? {
+            Ok(_) => Ok(start.elapsed()),
+            Err(e) if e.code == 503 => Err(Error::JetStreamNotEnabled),
+            Err(e) => Err(generic(e)),
+        }
+    }
+
     fn status(&self) -> ConnectionStatus {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.closed.load(Ordering::Acquire) || self.inner.link_lost.load(Ordering::Acquire)
+        {
             return ConnectionStatus::Closed;
         }
         match self.inner.client.connection_state() {
@@ -932,6 +1183,10 @@ impl Backend for NatsBackend {
             State::Disconnected => ConnectionStatus::Reconnecting,
             State::Pending => ConnectionStatus::Connecting,
         }
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<Event>> {
+        Some(self.inner.events.subscribe())
     }
 }
 
@@ -1038,10 +1293,10 @@ impl ReplayState {
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let client = self.backend.inner.client.clone();
+            let timeout = self.backend.inner.request_timeout;
             let subject = format!("$JS.API.CONSUMER.DELETE.{}.{name}", self.stream);
             handle.spawn(async move {
-                let _ =
-                    tokio::time::timeout(API_TIMEOUT, client.request(subject, Bytes::new())).await;
+                let _ = tokio::time::timeout(timeout, client.request(subject, Bytes::new())).await;
             });
         }
     }
@@ -1152,17 +1407,5 @@ impl ReplayState {
             }
         }
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials_in_messages() {
-        assert_eq!(redact_url("nats://u:pw@h:4222"), "nats://***@h:4222");
-        assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
-        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
     }
 }

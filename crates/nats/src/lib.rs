@@ -31,5 +31,8 @@
 
 mod api;
 mod backend;
+mod options;
 
-pub use backend::{redact_url, NatsBackend, NatsOptions};
+pub use backend::NatsBackend;
+pub use options::{NatsAuth, NatsOptions, NatsTls, ServerList};
+pub use secrecy::SecretString;

@@ -1,0 +1,226 @@
+//! [`ConnectOptions`]: how to connect, for every backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use durabus_core::{Backend, ConnectionStatus, Error, Result};
+
+use crate::supervise::{Callbacks, Supervised, SupervisorConfig};
+use crate::url::{parse_url, BackendUrl};
+use crate::Bus;
+
+/// Connection settings, ending in [`ConnectOptions::connect`].
+///
+/// Settings that only networked backends use (credentials, TLS, reconnect,
+/// circuit breaker, callbacks) are ignored by `file:` and `memory:`. For
+/// `nats://` URLs, options in the URL's query string take precedence over
+/// the ones set here.
+///
+/// ```no_run
+/// # async fn example() -> durabus::Result<()> {
+/// use std::time::Duration;
+///
+/// let bus = durabus::ConnectOptions::new()
+///     .user_and_password("app", "s3cret")
+///     .tls_ca_file("ca.pem")
+///     .max_reconnects(Some(60))
+///     .on_health_change(|status| eprintln!("bus is {status:?}"))
+///     .connect("nats://127.0.0.1:4222")
+///     .await?;
+/// bus.wait_connected(Duration::from_secs(5)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ConnectOptions {
+    #[cfg(feature = "nats")]
+    nats: durabus_nats::NatsOptions,
+    supervisor: SupervisorConfig,
+    callbacks: Callbacks,
+}
+
+impl ConnectOptions {
+    /// Defaults: no credentials, reconnect forever, circuit breaker after 5
+    /// consecutive failures.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connects to the backend named by `url` (see [`crate::connect`]).
+    pub async fn connect(self, url: &str) -> Result<Bus> {
+        match parse_url(url)? {
+            BackendUrl::File { path, options } => {
+                let store =
+                    tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
+                        .await
+                        .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
+                Ok(Bus::from_backend(Arc::new(store)))
+            }
+            BackendUrl::Memory { options } => Ok(Bus::from_backend(Arc::new(
+                durabus_log::Store::memory(options)?,
+            ))),
+            #[cfg(feature = "nats")]
+            BackendUrl::Nats { url } => {
+                use secrecy::ExposeSecret as _;
+                self.supervisor.validate()?;
+                let backend =
+                    durabus_nats::NatsBackend::connect(url.expose_secret(), self.nats.clone())
+                        .await?;
+                self.supervise(Arc::new(backend))
+            }
+        }
+    }
+
+    /// Supervises an already connected networked backend and wraps it in a
+    /// [`Bus`] (for backends connected by hand, e.g. a hub client).
+    pub fn supervise(self, backend: Arc<dyn Backend>) -> Result<Bus> {
+        let supervised = Supervised::new(backend, self.supervisor, self.callbacks)?;
+        Ok(Bus::supervised(supervised))
+    }
+
+    /// Circuit breaker and health check settings.
+    pub fn supervisor(mut self, config: SupervisorConfig) -> Self {
+        self.supervisor = config;
+        self
+    }
+
+    /// Consecutive connection failures that open the circuit (default 5).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.supervisor.failure_threshold = failures;
+        self
+    }
+
+    /// The cap of the circuit's open backoff (default 1 min).
+    pub fn max_open_backoff(mut self, cap: Duration) -> Self {
+        self.supervisor.max_open_backoff = cap;
+        self
+    }
+
+    /// Called once when the first connection is up.
+    pub fn on_connect(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.callbacks.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when the connection is lost.
+    pub fn on_disconnect(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.callbacks.on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when the connection is up again after a loss.
+    pub fn on_reconnect(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.callbacks.on_reconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with the new status on every status change.
+    pub fn on_health_change(
+        mut self,
+        f: impl Fn(ConnectionStatus) + Send + Sync + 'static,
+    ) -> Self {
+        self.callbacks.on_health_change = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Settings of the NATS backend.
+#[cfg(feature = "nats")]
+impl ConnectOptions {
+    /// All NATS settings at once (replacing the ones set so far).
+    pub fn nats(mut self, options: durabus_nats::NatsOptions) -> Self {
+        self.nats = options;
+        self
+    }
+
+    /// Client name shown by the server (default "durabus").
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.nats.name = name.into();
+        self
+    }
+
+    /// Authenticate with a user and password.
+    pub fn user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.nats.auth = durabus_nats::NatsAuth::UserPassword {
+            user: user.into(),
+            password: durabus_nats::SecretString::from(password.into()),
+        };
+        self
+    }
+
+    /// Authenticate with a token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.nats.auth =
+            durabus_nats::NatsAuth::Token(durabus_nats::SecretString::from(token.into()));
+        self
+    }
+
+    /// Authenticate with a `.creds` file (user JWT and NKey seed).
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nats.auth = durabus_nats::NatsAuth::CredentialsFile(path.into());
+        self
+    }
+
+    /// Require TLS, even if the server does not ask for it.
+    pub fn require_tls(mut self, required: bool) -> Self {
+        self.nats.tls.required = required;
+        self
+    }
+
+    /// The CA(s) the server certificate must chain to (PEM).
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nats.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its key (PEM), for mutual TLS.
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.nats.tls.client_cert = Some(cert.into());
+        self.nats.tls.client_key = Some(key.into());
+        self
+    }
+
+    /// Reconnect attempts in a row before giving up; `None` (the default)
+    /// never gives up.
+    pub fn max_reconnects(mut self, attempts: Option<usize>) -> Self {
+        self.nats.max_reconnects = attempts;
+        self
+    }
+
+    /// The first and the longest wait between reconnect attempts (default
+    /// 100 ms doubling to 5 s, with jitter).
+    pub fn reconnect_wait(mut self, first: Duration, max: Duration) -> Self {
+        self.nats.reconnect_wait = first;
+        self.nats.reconnect_wait_max = max;
+        self
+    }
+
+    /// How long the first connection may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.nats.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an API call or a publish ack may take (default 5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.nats.request_timeout = timeout;
+        self
+    }
+
+    /// Keep-alive ping interval (default 20 s).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.nats.ping_interval = interval;
+        self
+    }
+
+    /// How long `close` may drain (default 5 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.nats.drain_timeout = timeout;
+        self
+    }
+}
