@@ -36,3 +36,13 @@ mod options;
 pub use backend::NatsBackend;
 pub use options::{NatsAuth, NatsOptions, NatsTls, ServerList};
 pub use secrecy::SecretString;
+
+/// A `tracing` filter directive that keeps credentials out of logs: add it
+/// to your `EnvFilter` (e.g. `"info,async_nats::connection=debug"`) when you
+/// enable trace logging of async-nats.
+///
+/// async-nats 0.46 logs the CONNECT protocol line, password and token
+/// included, at trace level under this target (fixed upstream in
+/// nats-io/nats.rs#1616, not yet released). durabus's own logs and errors
+/// never hold a credential; the `durabus` CLI applies this directive itself.
+pub const LOG_DIRECTIVE: &str = "async_nats::connection=debug";
