@@ -397,7 +397,8 @@ fn with_durability(url: &str, value: &str, force: bool) -> String {
 fn durability_of(url: &str) -> String {
     let options = match durabus::parse_url(url) {
         Ok(BackendUrl::File { options, .. } | BackendUrl::Memory { options }) => options,
-        _ => return "backend default".to_owned(),
+        // durabus cannot choose a NATS server's fsync policy.
+        _ => return "set by the server".to_owned(),
     };
     match options.durability {
         Durability::None => "none".to_owned(),
@@ -450,9 +451,7 @@ fn table(results: &[Measurement]) -> Table {
 
 /// A fresh connection to `url` with a stream capturing `subjects`.
 async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Bus> {
-    let bus = durabus::connect(url)
-        .await
-        .with_context(|| format!("cannot open {url}"))?;
+    let bus = crate::session::open_bus(url, crate::session::Access::Create).await?;
     if let Err(e) = bus
         .create_stream(StreamConfig::new(stream).subjects([subjects]))
         .await
@@ -464,10 +463,16 @@ async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Re
 }
 
 /// Deletes the bench stream and closes, keeping the workload's error first.
-async fn clean_up<T>(bus: &Bus, stream: &str, result: anyhow::Result<T>) -> anyhow::Result<T> {
+async fn clean_up<T>(
+    bus: &Bus,
+    url: &str,
+    stream: &str,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let deleted = bus.delete_stream(stream).await;
     crate::session::finish(
         bus,
+        url,
         result.and_then(|v| {
             deleted.with_context(|| format!("cannot delete the bench stream {stream}"))?;
             Ok(v)
@@ -538,7 +543,7 @@ async fn run_async_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measu
         Ok(results)
     }
     .await;
-    clean_up(&bus, &stream, result).await
+    clean_up(&bus, url, &stream, result).await
 }
 
 /// W3: durability `always`, 1 publisher then 64, against the fdatasync
@@ -575,6 +580,20 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
         };
         m.note(note)
     };
+    // Only the embedded engine takes durability=always from the URL.
+    let (one_name, many_name, many_note) = if durability_of(url) == "always" {
+        (
+            "durability always, 1 publisher",
+            "durability always, 64 publishers",
+            "group commit, ",
+        )
+    } else {
+        (
+            "1 publisher, durability set by the server",
+            "64 publishers, durability set by the server",
+            "",
+        )
+    };
     let stream = format!("BENCH_SYNC_{}", plan.tag);
     let subject = format!("benchsync.{}.w3", plan.tag);
     let bus = open_with_stream(url, &stream, &format!("benchsync.{}.>", plan.tag)).await?;
@@ -582,13 +601,7 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
     let result = async {
         let bar = plan.progress.bar("W3 1 pub", plan.sync_msgs);
         let elapsed = publish_each(&bus, &subject, &plan.payload, plan.sync_msgs, &bar).await?;
-        let one = Measurement::new(
-            "W3",
-            "durability always, 1 publisher",
-            plan.sync_msgs,
-            size,
-            elapsed,
-        );
+        let one = Measurement::new("W3", one_name, plan.sync_msgs, size, elapsed);
         results.push(compare(one, ""));
 
         let n = plan.sync_msgs * W3_GROUP_FACTOR;
@@ -597,18 +610,12 @@ async fn run_sync_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measur
             .bar("W3 64 pubs", n.div_ceil(W3_PUBLISHERS) * W3_PUBLISHERS);
         let (sent, elapsed) =
             publish_concurrent(&bus, &subject, &plan.payload, n, W3_PUBLISHERS, &bar).await?;
-        let many = Measurement::new(
-            "W3",
-            "durability always, 64 publishers",
-            sent,
-            size,
-            elapsed,
-        );
-        results.push(compare(many, "group commit, "));
+        let many = Measurement::new("W3", many_name, sent, size, elapsed);
+        results.push(compare(many, many_note));
         Ok(results)
     }
     .await;
-    clean_up(&bus, &stream, result).await
+    clean_up(&bus, url, &stream, result).await
 }
 
 /// Row by row, the run with the median rate. Every run has the same rows in
@@ -675,8 +682,10 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
             ""
         };
         eprintln!(
-            "durabus bench on {url}{which}: {} messages of {} bytes",
-            plan.msgs, args.size
+            "durabus bench on {}{which}: {} messages of {} bytes",
+            durabus::redact(&url),
+            plan.msgs,
+            args.size
         );
     }
     let mut runs = Vec::new();
@@ -696,7 +705,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     }
     let results = medians(runs);
     let report = Report {
-        url: url.clone(),
+        url: durabus::redact(&url),
         temporary_store: temp.is_some(),
         msg_size: args.size,
         results,

@@ -19,7 +19,8 @@ use crate::session::Global;
 /// Arguments of `durabus dump`.
 #[derive(Debug, Args)]
 pub(crate) struct DumpArgs {
-    /// The data directory (a `file:` URL works too) [default: the directory of --url].
+    /// The data directory of an embedded store (a `file:` URL works too; not
+    /// a nats:// server) [default: the directory of --url].
     data_dir: Option<String>,
 
     /// Only this stream.
@@ -76,7 +77,8 @@ impl<'a> Line<'a> {
 /// Arguments of `durabus verify`.
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The data directory (a `file:` URL works too) [default: the directory of --url].
+    /// The data directory of an embedded store (a `file:` URL works too; not
+    /// a nats:// server) [default: the directory of --url].
     data_dir: Option<String>,
 
     /// Only this stream.
@@ -119,9 +121,12 @@ fn stream_names(dir: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Runs `durabus verify`: reads every record of every stream and checks it.
 pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()> {
-    let dir = data_dir(global, args.data_dir.as_deref())?;
+    let dir = data_dir(global, "verify", args.data_dir.as_deref())?;
     if !dir.is_dir() {
-        bail!("no data directory at {}", dir.display());
+        bail!(
+            "no data directory at {}; give the directory a `file:` URL points to, e.g. `durabus verify ./data`",
+            dir.display()
+        );
     }
     let names = match args.stream {
         Some(stream) => {
@@ -213,22 +218,50 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
     Ok(())
 }
 
-/// The directory to dump: the argument, else the `--url` directory.
-fn data_dir(global: &Global, arg: Option<&str>) -> anyhow::Result<PathBuf> {
-    let url = match arg {
-        Some(dir) if dir.starts_with("file:") => dir.to_owned(),
+/// The data directory `verb` (`dump` or `verify`) reads: the argument (a
+/// path or a `file:` URL), else the `--url` / `DURABUS_URL` directory. Any
+/// other URL is refused with what to use instead.
+fn data_dir(global: &Global, verb: &str, arg: Option<&str>) -> anyhow::Result<PathBuf> {
+    let (url, from) = match arg {
+        Some(dir) if looks_like_url(dir) => (dir.to_owned(), "the argument"),
         Some(dir) => return Ok(PathBuf::from(dir)),
-        None => global.url().to_owned(),
+        None if global.url.is_some() => (global.url().to_owned(), "--url (or DURABUS_URL)"),
+        None => (global.url().to_owned(), "the default URL"),
     };
-    match durabus::parse_url(&url).with_context(|| format!("cannot dump {url}"))? {
-        BackendUrl::File { path, .. } => Ok(path),
-        _ => bail!("dump reads a data directory on disk; {url} is not a file: URL"),
-    }
+    let shown = durabus::redact(&url);
+    let parsed = durabus::parse_url(&url).with_context(|| format!("cannot {verb} {shown}"))?;
+    let (what, instead) = match parsed {
+        BackendUrl::File { path, .. } => return Ok(path),
+        BackendUrl::Memory { .. } => (
+            "an in-memory store, which keeps nothing on disk",
+            String::new(),
+        ),
+        BackendUrl::Nats { .. } => (
+            "a NATS server (its files belong to nats-server)",
+            format!("read its streams with `durabus --url {shown} replay STREAM`, or "),
+        ),
+        _ => ("no embedded store", String::new()),
+    };
+    bail!(
+        "{verb} reads the data directory of an embedded file: store, but {from} names {shown}, \
+         {what}; {instead}give a directory: `durabus {verb} ./data`"
+    )
+}
+
+/// Whether a positional `dump`/`verify` argument is a URL rather than a
+/// path: `file:`, `memory:` or anything with `://`.
+fn looks_like_url(arg: &str) -> bool {
+    arg.contains("://")
+        || arg.starts_with("file:")
+        || matches!(
+            arg.split_once(':'),
+            Some(("memory" | "mem" | "nats" | "tls", _))
+        )
 }
 
 /// Runs `durabus dump`.
 pub(crate) fn run(global: &Global, args: DumpArgs) -> anyhow::Result<()> {
-    let dir = data_dir(global, args.data_dir.as_deref())?;
+    let dir = data_dir(global, "dump", args.data_dir.as_deref())?;
     if let Some(stream) = &args.stream {
         validate_stream_name(stream).context("cannot dump")?;
     }

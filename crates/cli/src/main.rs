@@ -1,4 +1,4 @@
-//! `durabus`: the command-line tool for durabus stores.
+//! `durabus`: the command-line tool for durabus stores and NATS JetStream.
 //!
 //! Verbs follow the `nats` CLI: `pub`, `sub`, `replay`, `stream ...` (add,
 //! edit, ls, info, rm, purge, get, rmm), `dump`, `verify` and `bench`. Every
@@ -24,8 +24,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "durabus", version)]
 struct Cli {
-    /// Backend: file:<dir>[?durability=always|none|periodic:100ms] or memory:
-    /// [default: file:./data]
+    /// Backend: file:<dir>[?durability=always|none|periodic:100ms] (embedded,
+    /// on disk), memory: (embedded, this process only) or nats://host:4222
+    /// (NATS JetStream) [default: file:./data]
     #[arg(
         long,
         global = true,
@@ -50,6 +51,10 @@ enum Command {
     /// Publish a message (payload from the argument or stdin).
     Pub(publish::PubArgs),
     /// Print live messages on subjects matching a filter.
+    ///
+    /// On nats:// every client's publishes arrive. An embedded file: or
+    /// memory: store lives inside one process (a file: directory is locked by
+    /// it), so there `sub` can only see publishes of its own process.
     Sub(publish::SubArgs),
     /// Print the messages stored in a stream, in sequence order.
     Replay(replay::ReplayArgs),
@@ -57,9 +62,15 @@ enum Command {
     #[command(subcommand)]
     Stream(stream::StreamCommand),
     /// Print every record of a data directory as JSON lines (read-only, no lock).
+    ///
+    /// Reads the files of an embedded file: store. A nats:// server keeps its
+    /// own files: read its streams with `replay` and `stream info` instead.
     Dump(dump::DumpArgs),
     /// Check every record of a data directory (CRC and framing) without
     /// changing anything; exits non-zero on corruption.
+    ///
+    /// Reads the files of an embedded file: store; a nats:// server checks
+    /// its own.
     Verify(dump::VerifyArgs),
     /// Measure publish, group commit and replay throughput (W1-W4). Runs on a
     /// fresh temporary store unless --url or DURABUS_URL names one.

@@ -13,7 +13,10 @@ use serde_json::json;
 
 use crate::output::{message_human, message_json, print_json, print_raw, print_text};
 use crate::parse;
-use crate::session::{finish, open_bus, shutdown_signal, Access, Global};
+use crate::session::{
+    finish, finish_reader, open_bus, shutdown_signal, Access, ConnectionWatch, Global, Kind,
+    WATCH_INTERVAL,
+};
 
 /// The placeholder `--count` replaces with the message's number (1..=N).
 const COUNTER: &str = "{{i}}";
@@ -164,7 +167,7 @@ pub(crate) async fn run_pub(global: &Global, args: PubArgs) -> anyhow::Result<()
         Ok(())
     }
     .await;
-    finish(&bus, result).await
+    finish(&bus, global.url(), result).await
 }
 
 /// Arguments of `durabus sub`.
@@ -203,21 +206,32 @@ pub(crate) async fn run_sub(global: &Global, args: SubArgs) -> anyhow::Result<()
             .unwrap_or_default();
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let mut watch = ConnectionWatch::new(
+            &bus,
+            global.url(),
+            "messages published meanwhile are missed (live subjects keep nothing; \
+             `durabus replay --follow` reads a stream without gaps)",
+        );
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         // Tests and scripts wait for this line: the store is open, subscribed,
         // and Ctrl-C / SIGTERM end the command cleanly from here on.
         eprintln!(
             "listening on {}{group} at {}; Ctrl-C to stop",
             args.filter,
-            global.url()
+            global.shown_url()
         );
         let mut received = 0u64;
         while args.count.is_none_or(|n| received < n) {
             let message = tokio::select! {
                 message = sub.next() => message,
                 () = &mut shutdown => break,
+                _ = ticks.tick() => {
+                    watch.check(&bus);
+                    continue;
+                }
             };
             let Some(message) = message else {
-                eprintln!("the store was closed; stopping");
+                eprintln!("{}; stopping", closed_note(global));
                 break;
             };
             received += 1;
@@ -242,5 +256,13 @@ pub(crate) async fn run_sub(global: &Global, args: SubArgs) -> anyhow::Result<()
         Ok(())
     }
     .await;
-    finish(&bus, result).await
+    finish_reader(&bus, global.url(), result).await
+}
+
+/// Why a live subscription ended by itself.
+fn closed_note(global: &Global) -> String {
+    match Kind::of(global.url()) {
+        Some(Kind::Nats) => format!("the connection to {} was closed", global.shown_url()),
+        _ => "the store was closed".to_owned(),
+    }
 }

@@ -8,7 +8,9 @@ use durabus::{subject, validate_stream_name, ReplayOptions, ReplayStart};
 
 use crate::output::{print_json, print_raw, print_text, stored_human, stored_json};
 use crate::parse;
-use crate::session::{finish, open_bus, shutdown_signal, Access, Global};
+use crate::session::{
+    finish_reader, open_bus, shutdown_signal, Access, ConnectionWatch, Global, WATCH_INTERVAL,
+};
 
 /// Arguments of `durabus replay`.
 #[derive(Debug, Args)]
@@ -66,11 +68,21 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
             .with_context(|| format!("cannot replay stream {}", args.stream))?;
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let mut watch = ConnectionWatch::new(
+            &bus,
+            global.url(),
+            "the replay resumes after the last message printed",
+        );
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         let mut count = 0u64;
         while args.count.is_none_or(|n| count < n) {
             let item = tokio::select! {
                 item = replay.next() => item,
                 () = &mut shutdown => break,
+                _ = ticks.tick() => {
+                    watch.check(&bus);
+                    continue;
+                }
             };
             let Some(item) = item else { break };
             let message = item.with_context(|| {
@@ -98,5 +110,5 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
         Ok(())
     }
     .await;
-    finish(&bus, result).await
+    finish_reader(&bus, global.url(), result).await
 }

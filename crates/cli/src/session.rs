@@ -1,7 +1,10 @@
 //! What the verbs share: global options, opening and closing the store, and
 //! the shutdown signal of long-running commands.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
+use durabus::ConnectionStatus;
 
 /// What every command needs besides its own arguments.
 #[derive(Debug, Clone)]
@@ -17,6 +20,34 @@ impl Global {
     pub(crate) fn url(&self) -> &str {
         self.url.as_deref().unwrap_or(durabus::DEFAULT_URL)
     }
+
+    /// The backend URL for messages: credentials replaced by `***`.
+    pub(crate) fn shown_url(&self) -> String {
+        durabus::redact(self.url())
+    }
+}
+
+/// Which kind of backend a URL names, for wording messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `file:`: the embedded engine on disk, locked by one process.
+    File,
+    /// `memory:`: the embedded engine in this process's memory.
+    Memory,
+    /// `nats://`, `tls://`: a NATS server.
+    Nats,
+}
+
+impl Kind {
+    /// The kind of `url`, if it parses.
+    pub(crate) fn of(url: &str) -> Option<Kind> {
+        match durabus::parse_url(url).ok()? {
+            durabus::BackendUrl::File { .. } => Some(Kind::File),
+            durabus::BackendUrl::Memory { .. } => Some(Kind::Memory),
+            durabus::BackendUrl::Nats { .. } => Some(Kind::Nats),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a command may create a missing data directory.
@@ -28,14 +59,14 @@ pub(crate) enum Access {
     Create,
 }
 
-/// Connects to `url`, saying which URL failed and why.
+/// Connects to `url`, saying which URL failed and why (credentials never shown).
 pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabus::Bus> {
     if access == Access::Existing {
         if let Ok(durabus::BackendUrl::File { path, .. }) = durabus::parse_url(url) {
             if !path.exists() {
                 anyhow::bail!(
                     "no durabus data directory at {}: nothing has been stored there yet; \
-                     pass --url file:<dir> (or set DURABUS_URL) to use another store",
+                     pass --url file:<dir> or nats://host:4222 (or set DURABUS_URL) to use another store",
                     path.display()
                 );
             }
@@ -43,17 +74,115 @@ pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabu
     }
     // A malformed URL explains itself; only failures to open get the URL prefixed.
     durabus::parse_url(url)?;
-    durabus::connect(url)
-        .await
-        .with_context(|| format!("cannot open {url}"))
+    let shown = durabus::redact(url);
+    match durabus::connect(url).await {
+        Ok(bus) => Ok(bus),
+        // The backend's text already names the (redacted) server.
+        Err(durabus::Error::Server(text)) if Kind::of(url) == Some(Kind::Nats) => {
+            anyhow::bail!(
+                "{text}; is nats-server running there? pass another --url or set DURABUS_URL"
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open {shown}")),
+    }
 }
 
 /// Closes `bus` after a command, keeping the command's own error first.
-pub(crate) async fn finish<T>(bus: &durabus::Bus, result: anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) async fn finish<T>(
+    bus: &durabus::Bus,
+    url: &str,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let closed = bus.close().await;
     let value = result?;
-    closed.context("closing the store failed; the last acknowledged writes may not be durable")?;
+    closed.with_context(|| match Kind::of(url) {
+        Some(Kind::Nats) => format!(
+            "closing the connection to {} failed; messages published without an ack \
+             (subjects no stream captures) may not have reached the server",
+            durabus::redact(url)
+        ),
+        _ => "closing the store failed; the last acknowledged writes may not be durable".to_owned(),
+    })?;
     Ok(value)
+}
+
+/// How long a command that only reads (`sub`, `replay`) waits for the
+/// backend to close: an unreachable server must not hold up Ctrl-C.
+const READER_CLOSE: Duration = Duration::from_secs(1);
+
+/// [`finish`] for commands that wrote nothing: closing is bounded by
+/// [`READER_CLOSE`], and skipped while the connection is down, since
+/// nothing is left to flush.
+pub(crate) async fn finish_reader<T>(
+    bus: &durabus::Bus,
+    url: &str,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let grace = match bus.status() {
+        ConnectionStatus::Reconnecting | ConnectionStatus::CircuitOpen => Duration::ZERO,
+        _ => READER_CLOSE,
+    };
+    match tokio::time::timeout(grace, finish(bus, url, Ok(()))).await {
+        Ok(closed) => {
+            let value = result?;
+            closed?;
+            Ok(value)
+        }
+        Err(_) => {
+            let value = result?;
+            if !grace.is_zero() {
+                eprintln!(
+                    "warning: {} did not confirm the close within {READER_CLOSE:?}; \
+                     exiting anyway (nothing was pending)",
+                    durabus::redact(url)
+                );
+            }
+            Ok(value)
+        }
+    }
+}
+
+/// Tells on stderr when a server connection is lost and restored, for the
+/// long-running commands (`sub`, `replay --follow`): the embedded backends
+/// never change state, a NATS connection reconnects by itself.
+#[derive(Debug)]
+pub(crate) struct ConnectionWatch {
+    url: String,
+    last: ConnectionStatus,
+    /// What a gap means for this command, said when the connection is lost.
+    consequence: &'static str,
+}
+
+/// How often [`ConnectionWatch::check`] should be called.
+pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+impl ConnectionWatch {
+    /// Watches `bus` (connected to `url`); `consequence` completes
+    /// "lost the connection to URL; reconnecting, ...".
+    pub(crate) fn new(bus: &durabus::Bus, url: &str, consequence: &'static str) -> Self {
+        ConnectionWatch {
+            url: durabus::redact(url),
+            last: bus.status(),
+            consequence,
+        }
+    }
+
+    /// Compares the status with the last one seen and reports a change.
+    pub(crate) fn check(&mut self, bus: &durabus::Bus) {
+        let now = bus.status();
+        if now == self.last {
+            return;
+        }
+        match now {
+            ConnectionStatus::Reconnecting | ConnectionStatus::CircuitOpen => eprintln!(
+                "warning: lost the connection to {}; reconnecting, {}",
+                self.url, self.consequence
+            ),
+            ConnectionStatus::Connected => eprintln!("reconnected to {}", self.url),
+            _ => {}
+        }
+        self.last = now;
+    }
 }
 
 /// A future that resolves on Ctrl-C or, on Unix, SIGTERM: the end of `sub`

@@ -414,7 +414,7 @@ pub(crate) async fn run(global: &Global, command: StreamCommand) -> anyhow::Resu
     };
     let bus = open_bus(global.url(), access).await?;
     let result = run_on(global, &bus, command).await;
-    finish(&bus, result).await
+    finish(&bus, global.url(), result).await
 }
 
 async fn run_on(global: &Global, bus: &Bus, command: StreamCommand) -> anyhow::Result<()> {
@@ -545,7 +545,7 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
     if streams.is_empty() {
         print_text(&format!(
             "no streams in {}; add one with `durabus stream add NAME --subjects 'orders.>'`",
-            global.url()
+            global.shown_url()
         ))?;
         return Ok(());
     }
