@@ -77,12 +77,13 @@ pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabu
     let shown = durabus::redact(url);
     match durabus::connect(url).await {
         Ok(bus) => Ok(bus),
-        // The backend's text already names the (redacted) server.
-        Err(durabus::Error::Server(text)) if Kind::of(url) == Some(Kind::Nats) => {
-            anyhow::bail!(
-                "{text}; is nats-server running there? pass another --url or set DURABUS_URL"
-            )
-        }
+        // These name the (redacted) server and say what to check.
+        Err(
+            e @ (durabus::Error::Unreachable { .. }
+            | durabus::Error::AuthFailed { .. }
+            | durabus::Error::Tls { .. }
+            | durabus::Error::JetStreamNotEnabled),
+        ) => Err(e.into()),
         Err(e) => Err(e).with_context(|| format!("cannot open {shown}")),
     }
 }

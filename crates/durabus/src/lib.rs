@@ -41,7 +41,7 @@ pub use durabus_core::{
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 #[cfg(feature = "nats")]
-pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls};
+pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
 pub use supervise::{
     Callback, Callbacks, Readiness, Stats, StatusCallback, Supervised, SupervisorConfig,
 };

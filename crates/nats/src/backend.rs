@@ -1252,7 +1252,10 @@ impl ReplayState {
                     cfg["opt_start_seq"] = json!(s);
                 }
                 ReplayStart::Time(t) => {
-                    let t = if t < UNIX_EPOCH { UNIX_EPOCH } else { t };
+                    // nats-server compares start times as i64 nanoseconds:
+                    // a later time wraps around to the past.
+                    let latest = UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64);
+                    let t = t.clamp(UNIX_EPOCH, latest);
                     cfg["deliver_policy"] = json!("by_start_time");
                     cfg["opt_start_time"] = json!(humantime::format_rfc3339_nanos(t).to_string());
                 }

@@ -2054,6 +2054,11 @@ pub mod replay {
         assert!(replay_all(bus, &cfg.name, ReplayOptions::from_time(future))
             .await
             .is_empty());
+        // Past the year 2262 (i64 nanoseconds): still after every message.
+        let far = UNIX_EPOCH + Duration::from_secs(32_000_000_000);
+        assert!(replay_all(bus, &cfg.name, ReplayOptions::from_time(far))
+            .await
+            .is_empty());
     }
 
     /// Time lookups land on the first message at or after the time, at
