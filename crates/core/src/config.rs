@@ -136,6 +136,30 @@ macro_rules! setter {
 }
 
 impl StreamConfig {
+    /// Checks that `self` may replace `old` by an update (JetStream's
+    /// rules): storage stays, and deny_delete / deny_purge cannot be lifted.
+    pub fn validate_update(&self, old: &StreamConfig) -> Result<()> {
+        let refuse = |what: String| {
+            Err(Error::InvalidConfig(format!(
+                "stream {:?}: stream configuration update {what}",
+                self.name
+            )))
+        };
+        if old.storage != self.storage {
+            return refuse(format!(
+                "can not change storage from {:?} to {:?}; create a new stream and copy the messages",
+                old.storage, self.storage
+            ));
+        }
+        if old.deny_delete && !self.deny_delete {
+            return refuse("can not cancel deny message deletes".into());
+        }
+        if old.deny_purge && !self.deny_purge {
+            return refuse("can not cancel deny purge".into());
+        }
+        Ok(())
+    }
+
     /// A configuration with JetStream defaults for stream `name`.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -234,6 +258,12 @@ impl StreamConfig {
         {
             return Err(Error::InvalidConfig(format!(
                 "stream {:?}: discard_new_per_subject needs discard new and max_msgs_per_subject",
+                self.name
+            )));
+        }
+        if self.allow_rollup && self.deny_purge {
+            return Err(Error::InvalidConfig(format!(
+                "stream {:?}: roll-ups require the purge permission; allow_rollup and deny_purge exclude each other",
                 self.name
             )));
         }

@@ -535,12 +535,7 @@ impl Backend for Store {
         let s = self.stream(&config.name)?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         let old = s.config();
-        if old.storage != config.storage {
-            return Err(Error::InvalidConfig(format!(
-                "stream {:?}: storage cannot change from {:?} to {:?}; create a new stream and copy the messages",
-                config.name, old.storage, config.storage
-            )));
-        }
+        config.validate_update(&old)?;
         self.check_overlaps(&config)?;
         if old != config {
             let created = s.info().created;

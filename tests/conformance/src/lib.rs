@@ -1556,6 +1556,24 @@ pub mod purge_delete {
             Error::Denied { .. }
         );
         assert_eq!(state(bus, &cfg.name).await.messages, 2);
+        // JetStream: once set, neither can be lifted by an update.
+        for lifted in [cfg.clone().deny_delete(false), cfg.clone().deny_purge(false)] {
+            assert_err!(
+                bus.update_stream(lifted).await,
+                Error::InvalidConfig(ref why) if why.contains("can not cancel deny")
+            );
+        }
+        let info = bus.stream_info(&cfg.name).await.unwrap();
+        assert!(info.config.deny_delete && info.config.deny_purge);
+        // Rollups purge, so they cannot be allowed when purges are denied.
+        let rollup = StreamConfig::new(n.stream("R"))
+            .subjects([n.subject("r.>")])
+            .allow_rollup(true)
+            .deny_purge(true);
+        assert_err!(
+            bus.create_stream(rollup).await,
+            Error::InvalidConfig(ref why) if why.contains("roll-ups require the purge permission")
+        );
     }
 
     /// `Nats-Rollup: sub` stores the message and removes every older one on
