@@ -202,6 +202,13 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The service is up but cannot serve now (e.g. a JetStream cluster
+    /// without a leader); retrying later may succeed.
+    #[error("temporarily unavailable: {reason}; retry later")]
+    Unavailable {
+        /// What the server said.
+        reason: String,
+    },
     /// The NATS server (or account) has no JetStream.
     #[error("JetStream is not enabled on this NATS server or account; start nats-server with -js (or a jetstream block in its config)")]
     JetStreamNotEnabled,
@@ -239,7 +246,10 @@ impl Error {
     pub fn is_connection_failure(&self) -> bool {
         matches!(
             self,
-            Error::Timeout(_) | Error::Unreachable { .. } | Error::AckUnknown { .. }
+            Error::Timeout(_)
+                | Error::Unreachable { .. }
+                | Error::AckUnknown { .. }
+                | Error::Unavailable { .. }
         )
     }
 

@@ -34,6 +34,7 @@ pub(crate) mod codes {
     pub(crate) const STORE_FAILED: u64 = 10077;
     pub(crate) const MSG_DELETE_FAILED: u64 = 10057;
     pub(crate) const SEQUENCE_NOT_FOUND: u64 = 10043;
+    pub(crate) const JETSTREAM_NOT_ENABLED_FOR_ACCOUNT: u64 = 10039;
 }
 
 /// Splits an API answer into its error or its body.

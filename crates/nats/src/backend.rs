@@ -245,6 +245,14 @@ fn not_found(stream: &str) -> Error {
 }
 
 fn generic(e: ApiError) -> Error {
+    if e.err_code == codes::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT {
+        return Error::JetStreamNotEnabled;
+    }
+    if e.code == 503 {
+        return Error::Unavailable {
+            reason: format!("{} (err_code {})", e.description, e.err_code),
+        };
+    }
     Error::Server(format!(
         "{} (code {}, err_code {})",
         e.description, e.code, e.err_code
@@ -1131,6 +1139,7 @@ impl Backend for NatsBackend {
             last_sseq: 0,
             end,
             done: false,
+            events: self.inner.events.subscribe(),
         };
         if end == Some(0) || (end.is_some() && info.state.messages == 0) {
             state.done = true;
@@ -1168,7 +1177,6 @@ impl Backend for NatsBackend {
         let start = std::time::Instant::now();
         match self.api("INFO", json!({})).await? {
             Ok(_) => Ok(start.elapsed()),
-            Err(e) if e.code == 503 => Err(Error::JetStreamNotEnabled),
             Err(e) => Err(generic(e)),
         }
     }
@@ -1188,6 +1196,11 @@ impl Backend for NatsBackend {
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         Some(self.inner.events.subscribe())
     }
+}
+
+/// Whether a replay should wait and try again rather than end.
+fn retryable(e: &Error) -> bool {
+    e.is_connection_failure() || matches!(e, Error::JetStreamNotEnabled)
 }
 
 impl Drop for ReplayState {
@@ -1212,6 +1225,9 @@ struct ReplayState {
     /// Stop after this stream sequence (stop_at_end).
     end: Option<u64>,
     done: bool,
+    /// Connection events: after a reconnect the consumer is recreated at
+    /// once (a restarted server has lost it).
+    events: broadcast::Receiver<Event>,
 }
 
 impl ReplayState {
@@ -1311,14 +1327,33 @@ impl ReplayState {
                 return None;
             }
             if self.sub.is_none() {
-                if let Err(e) = self.start_consumer().await {
-                    self.done = true;
-                    return Some(Err(e));
+                match self.start_consumer().await {
+                    Ok(_) => {}
+                    // The server is away or busy: the replay goes on once
+                    // it answers again, from after the last message yielded.
+                    Err(e) if retryable(&e) && self.backend.check().is_ok() => {
+                        tracing::debug!(stream = %self.stream, error = %e, "replay waits for the server");
+                        self.wait_reconnect(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
                 }
             }
             let wait = self.heartbeat() * 3;
             let sub = self.sub.as_mut()?;
-            let m = match tokio::time::timeout(wait, sub.next()).await {
+            let next = tokio::select! {
+                m = tokio::time::timeout(wait, sub.next()) => m,
+                e = self.events.recv() => {
+                    if matches!(e, Ok(Event::Connected)) {
+                        self.sub = None;
+                    }
+                    continue;
+                }
+            };
+            let m = match next {
                 Err(_) => {
                     // Heartbeats stopped: recreate the consumer.
                     self.sub = None;
@@ -1374,6 +1409,19 @@ impl ReplayState {
             };
             return Some(Ok(stored));
         }
+    }
+
+    /// Waits for a reconnect, or `at_most`.
+    async fn wait_reconnect(&mut self, at_most: Duration) {
+        let reconnected = async {
+            loop {
+                match self.events.recv().await {
+                    Ok(Event::Connected) | Err(broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(at_most, reconnected).await;
     }
 
     /// Idle heartbeat interval: short for bounded replays, whose end a

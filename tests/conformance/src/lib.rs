@@ -1557,7 +1557,10 @@ pub mod purge_delete {
         );
         assert_eq!(state(bus, &cfg.name).await.messages, 2);
         // JetStream: once set, neither can be lifted by an update.
-        for lifted in [cfg.clone().deny_delete(false), cfg.clone().deny_purge(false)] {
+        for lifted in [
+            cfg.clone().deny_delete(false),
+            cfg.clone().deny_purge(false),
+        ] {
             assert_err!(
                 bus.update_stream(lifted).await,
                 Error::InvalidConfig(ref why) if why.contains("can not cancel deny")
