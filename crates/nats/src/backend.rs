@@ -552,7 +552,8 @@ impl NatsBackend {
         }
     }
 
-    fn ack_from(
+    /// The outcome of a JetStream publish from its reply.
+    async fn settle(
         &self,
         stream: &str,
         route: &Route,
@@ -560,10 +561,36 @@ impl NatsBackend {
         reply: &async_nats::Message,
     ) -> Result<Option<PublishAck>> {
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
-            // The stream went away since it was cached: a core publish.
-            self.forget(stream);
-            return Ok(None);
+            return self.no_responders(stream, m).await;
         }
+        let r = self.ack_from(stream, route, m, reply);
+        self.correct_subject_seq(stream, m, r).await
+    }
+
+    /// Nobody answered a publish to a subject `stream` was known to
+    /// capture. If the stream is gone, that was a core publish; if a stream
+    /// still captures the subject it did not store the message (a server
+    /// restarting, say), which must not pass for success.
+    async fn no_responders(&self, stream: &str, m: &Message) -> Result<Option<PublishAck>> {
+        self.forget(stream);
+        match self.capturing(&m.subject).await? {
+            None => Ok(None),
+            Some((name, _)) => Err(Error::Unavailable {
+                reason: format!(
+                    "stream {name:?} captures {:?} but did not answer; the message was not stored",
+                    m.subject
+                ),
+            }),
+        }
+    }
+
+    fn ack_from(
+        &self,
+        stream: &str,
+        route: &Route,
+        m: &Message,
+        reply: &async_nats::Message,
+    ) -> Result<Option<PublishAck>> {
         match api::split(&reply.payload).map_err(Error::Server)? {
             Err(e) => Err(self.publish_error(stream, route, m, e)),
             Ok(v) => Ok(Some(PublishAck {
@@ -912,20 +939,14 @@ impl Backend for NatsBackend {
             Err(_) => return Err(self.unconfirmed(&message.subject, &Error::Timeout(timeout))),
             Ok(Err(e)) => {
                 return match self.request_error(&e, timeout) {
-                    Error::NoResponders { .. } => {
-                        // The stream went away since it was cached: the
-                        // message reached core subscribers only.
-                        self.forget(&stream);
-                        Ok(None)
-                    }
+                    Error::NoResponders { .. } => self.no_responders(&stream, &message).await,
                     Error::Closed => Err(Error::Closed),
                     other => Err(self.unconfirmed(&message.subject, &other)),
                 };
             }
             Ok(Ok(m)) => m,
         };
-        let r = self.ack_from(&stream, &route, &message, &reply);
-        self.correct_subject_seq(&stream, &message, r).await
+        self.settle(&stream, &route, &message, &reply).await
     }
 
     async fn publish_batch(
@@ -1005,8 +1026,7 @@ impl Backend for NatsBackend {
                 continue;
             };
             if let Some((stream, route, m)) = waiting.remove(&i) {
-                let r = self.ack_from(&stream, &route, &m, &reply);
-                results[i] = Some(self.correct_subject_seq(&stream, &m, r).await);
+                results[i] = Some(self.settle(&stream, &route, &m, &reply).await);
             }
         }
         for (i, (_, _, m)) in waiting {
