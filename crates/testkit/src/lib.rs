@@ -7,7 +7,9 @@
 //!   binary of this crate) publishes and prints every ack; the harness
 //!   SIGKILLs it at a random moment, reopens the data directory and checks
 //!   that everything acknowledged is there exactly once, in order.
-//! - [`nats::NatsServer`]: a real `nats-server -js` on a free port.
+//! - [`nats`]: real `nats-server` processes: [`nats::NatsServer`] (file or
+//!   memory JetStream, none, auth, TLS with generated certificates; kill,
+//!   pause, restart) and [`nats::NatsCluster`] (a JetStream cluster).
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> durabus::Result<()> {
