@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use durabus::{
-    Bus, ConnectOptions, ConnectionStatus, Error, Message, ReplayOptions, StorageType,
-    StreamConfig,
+    Bus, ConnectOptions, ConnectionStatus, Error, Message, ReplayOptions, StorageType, StreamConfig,
 };
 use durabus_testkit::nats::{NatsCluster, NatsServer};
 use rand::Rng as _;
@@ -136,7 +135,10 @@ async fn acked_publishes_survive_server_kill9_and_unacked_ones_are_errors() {
     }
 
     let ledger = ledger.lock().unwrap();
-    assert!(ledger.acked.len() > 100, "too little traffic to mean anything");
+    assert!(
+        ledger.acked.len() > 100,
+        "too little traffic to mean anything"
+    );
     let mut stored: HashMap<String, Vec<u64>> = HashMap::new();
     let mut replay = bus
         .replay("CHAOS", ReplayOptions::from_seq(1).stop_at_end())
@@ -172,7 +174,10 @@ async fn acked_publishes_survive_server_kill9_and_unacked_ones_are_errors() {
     let stats = bus.stats().unwrap();
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert!(
-        statuses.lock().unwrap().contains(&ConnectionStatus::Reconnecting),
+        statuses
+            .lock()
+            .unwrap()
+            .contains(&ConnectionStatus::Reconnecting),
         "{statuses:?}"
     );
     bus.close().await.unwrap();
@@ -233,7 +238,11 @@ async fn the_breaker_opens_while_the_server_hangs_fails_fast_and_closes_after() 
     let start = Instant::now();
     let e = bus.publish("hang.a", "fast").await.unwrap_err();
     assert!(matches!(e, Error::CircuitOpen { .. }), "{e}");
-    assert!(start.elapsed() < Duration::from_millis(50), "not fast: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(50),
+        "not fast: {:?}",
+        start.elapsed()
+    );
     let r = bus.readiness(Duration::from_millis(200)).await;
     assert!(!r.ready);
     assert_eq!(r.http_status(), 503);
@@ -267,7 +276,10 @@ async fn a_replay_resumes_after_a_server_restart_without_gaps_or_repeats() {
     for i in 0..100 {
         bus.publish("resume.a", format!("{i}")).await.unwrap();
     }
-    let mut replay = bus.replay("RESUME", ReplayOptions::from_seq(1)).await.unwrap();
+    let mut replay = bus
+        .replay("RESUME", ReplayOptions::from_seq(1))
+        .await
+        .unwrap();
     let mut seqs = Vec::new();
     for _ in 0..50 {
         seqs.push(replay.next().await.unwrap().unwrap().seq);

@@ -1,0 +1,206 @@
+//! Connecting to real nats-servers that require credentials or TLS, or
+//! have no JetStream: what works, and the typed error when it does not.
+//! No error text ever holds the credential.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use durabus::{ConnectOptions, ConnectionStatus, Error, StorageType, StreamConfig};
+use durabus_testkit::nats::{NatsServer, Storage, TlsMode};
+
+fn port_url(server: &NatsServer) -> String {
+    format!("127.0.0.1:{}", server.port())
+}
+
+async fn works(bus: &durabus::Bus, stream: &str) {
+    let subject = format!("{}.a", stream.to_lowercase());
+    bus.create_stream(StreamConfig::new(stream).subjects([subject.clone()]))
+        .await
+        .unwrap();
+    let ack = bus.publish(subject, "x").await.unwrap().unwrap();
+    assert_eq!(ack.seq, 1);
+    assert_eq!(bus.status(), ConnectionStatus::Connected);
+}
+
+#[tokio::test]
+async fn user_and_password_work_in_the_url_and_as_options_and_a_wrong_one_is_auth_failed() {
+    let server = NatsServer::builder()
+        .user_password("app", "pa55-word")
+        .start()
+        .unwrap();
+    let host = port_url(&server);
+    let bus = durabus::connect(&format!("nats://app:pa55-word@{host}"))
+        .await
+        .unwrap();
+    works(&bus, "UP1").await;
+    bus.close().await.unwrap();
+    let bus = ConnectOptions::new()
+        .user_and_password("app", "pa55-word")
+        .connect(&format!("nats://{host}"))
+        .await
+        .unwrap();
+    works(&bus, "UP2").await;
+    bus.close().await.unwrap();
+
+    for url in [
+        format!("nats://app:wrong-secret@{host}"),
+        format!("nats://{host}"),
+    ] {
+        let e = durabus::connect(&url).await.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::AuthFailed { .. }), "{url}: {text}");
+        assert!(!text.contains("wrong-secret"), "{text}");
+        assert!(text.contains(&host), "names the server: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_works_and_a_wrong_token_is_auth_failed_without_showing_it() {
+    let server = NatsServer::builder().token("t0ken-abc").start().unwrap();
+    let host = port_url(&server);
+    let bus = durabus::connect(&format!("nats://t0ken-abc@{host}"))
+        .await
+        .unwrap();
+    works(&bus, "TOK").await;
+    bus.close().await.unwrap();
+    let e = ConnectOptions::new()
+        .token("n0t-the-token")
+        .connect(&format!("nats://{host}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::AuthFailed { .. }), "{e}");
+    assert!(!e.to_string().contains("n0t-the-token"), "{e}");
+}
+
+#[tokio::test]
+async fn tls_with_the_servers_ca_works_and_an_untrusted_ca_is_a_tls_error() {
+    let server = NatsServer::builder()
+        .tls(TlsMode::ServerOnly)
+        .start()
+        .unwrap();
+    let tls = server.tls().unwrap();
+    let bus = ConnectOptions::new()
+        .tls_ca_file(&tls.ca)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    works(&bus, "TLS1").await;
+    bus.close().await.unwrap();
+    // The same through URL options.
+    let url = format!("{}?tls_ca={}", server.url(), tls.ca.display());
+    let bus = durabus::connect(&url).await.unwrap();
+    bus.close().await.unwrap();
+
+    let e = ConnectOptions::new()
+        .tls_ca_file(&tls.untrusted_ca)
+        .connect(&server.url())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Tls { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_a_client_certificate_from_the_trusted_ca() {
+    let server = NatsServer::builder().tls(TlsMode::Mutual).start().unwrap();
+    let tls = server.tls().unwrap();
+    let bus = ConnectOptions::new()
+        .tls_ca_file(&tls.ca)
+        .tls_client_cert(&tls.client_cert, &tls.client_key)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    works(&bus, "MTLS").await;
+    bus.close().await.unwrap();
+
+    let no_cert = ConnectOptions::new()
+        .tls_ca_file(&tls.ca)
+        .connect_timeout(Duration::from_secs(2))
+        .connect(&server.url())
+        .await
+        .unwrap_err();
+    eprintln!("no client certificate: {no_cert}");
+    assert!(matches!(no_cert, Error::Tls { .. }), "{no_cert}");
+    let untrusted = ConnectOptions::new()
+        .tls_ca_file(&tls.ca)
+        .tls_client_cert(&tls.untrusted_client_cert, &tls.untrusted_client_key)
+        .connect_timeout(Duration::from_secs(2))
+        .connect(&server.url())
+        .await
+        .unwrap_err();
+    eprintln!("untrusted client certificate: {untrusted}");
+    assert!(matches!(untrusted, Error::Tls { .. }), "{untrusted}");
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_refused_saying_so() {
+    let server = NatsServer::builder().jetstream(false).start().unwrap();
+    let e = durabus::connect(&server.url()).await.unwrap_err();
+    assert!(matches!(e, Error::JetStreamNotEnabled), "{e}");
+    assert!(e.to_string().contains("-js"), "says how to fix it: {e}");
+}
+
+#[tokio::test]
+async fn a_memory_only_server_refuses_file_streams_and_keeps_memory_ones() {
+    let server = NatsServer::builder()
+        .storage(Storage::Memory)
+        .start()
+        .unwrap();
+    let bus = durabus::connect(&server.url()).await.unwrap();
+    let e = bus
+        .create_stream(StreamConfig::new("FILE").subjects(["file.>"]))
+        .await
+        .unwrap_err();
+    eprintln!("file stream on a memory-only server: {e}");
+    assert!(e.to_string().contains("storage"), "{e}");
+    bus.create_stream(
+        StreamConfig::new("MEM")
+            .subjects(["mem.>"])
+            .storage(StorageType::Memory),
+    )
+    .await
+    .unwrap();
+    assert!(bus.publish("mem.a", "x").await.unwrap().is_some());
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_streams_are_stream_not_found_as_on_the_embedded_backend() {
+    let server = NatsServer::shared();
+    let bus = durabus::connect(&server.url()).await.unwrap();
+    for e in [
+        bus.stream_info("NO_SUCH").await.unwrap_err(),
+        bus.get_message("NO_SUCH", 1).await.unwrap_err(),
+        bus.delete_stream("NO_SUCH").await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, Error::StreamNotFound { ref name } if name == "NO_SUCH"),
+            "{e}"
+        );
+    }
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_never_shows_the_url_or_credentials() {
+    let server = NatsServer::builder()
+        .user_password("probe", "r3ady-secret")
+        .start()
+        .unwrap();
+    let bus = durabus::connect(&format!("nats://probe:r3ady-secret@{}", port_url(&server)))
+        .await
+        .unwrap();
+    let r = bus.readiness(Duration::from_secs(2)).await;
+    assert!(r.ready && r.http_status() == 200);
+    let body = r.body();
+    for leak in [
+        "r3ady-secret",
+        "probe",
+        "127.0.0.1",
+        &server.port().to_string(),
+    ] {
+        assert!(!body.contains(leak), "{body}");
+    }
+    assert!(!format!("{bus:?}").contains("r3ady-secret"));
+    bus.close().await.unwrap();
+}
