@@ -229,6 +229,6 @@ mod tests {
             .to_string();
         assert!(!e.contains("secret") && e.contains("\"x\""), "{e}");
         let e = parse_url("nats://").unwrap_err().to_string();
-        assert!(e.contains("no server"), "{e}");
+        assert!(e.contains("nats://host:4222"), "{e}");
     }
 }
