@@ -275,10 +275,12 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return ConnectionStatus::Closed;
         }
-        if st.breaker != Breaker::Closed {
-            return ConnectionStatus::CircuitOpen;
+        match self.backend.status() {
+            // Closed by the backend (it gave up reconnecting): for good.
+            ConnectionStatus::Closed => ConnectionStatus::Closed,
+            _ if st.breaker != Breaker::Closed => ConnectionStatus::CircuitOpen,
+            link => link,
         }
-        self.backend.status()
     }
 
     fn admit(&self) -> Result<()> {
@@ -287,6 +289,8 @@ impl Shared {
         }
         let st = self.lock();
         match st.breaker {
+            // A backend that gave up says so itself, at once.
+            _ if self.backend.status() == ConnectionStatus::Closed => Ok(()),
             Breaker::Closed => Ok(()),
             Breaker::Open { until } => Err(Error::CircuitOpen {
                 failures: st.consecutive,
@@ -401,7 +405,8 @@ impl Shared {
 async fn run(shared: Weak<Shared>, mut events: Option<broadcast::Receiver<Event>>) {
     loop {
         let Some(sh) = shared.upgrade() else { return };
-        if sh.closed.load(Ordering::Acquire) {
+        if sh.closed.load(Ordering::Acquire) || sh.backend.status() == ConnectionStatus::Closed {
+            sh.report();
             return;
         }
         let now = Instant::now();

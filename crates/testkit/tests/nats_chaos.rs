@@ -364,3 +364,38 @@ async fn a_replicas3_stream_keeps_working_with_one_node_of_three_killed() {
     assert_eq!(n, 200);
     bus.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_max_reconnects_the_connection_is_given_up_with_a_clear_error() {
+    let server = NatsServer::builder().start().unwrap();
+    let bus = options()
+        .max_reconnects(Some(8))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    server.kill().unwrap();
+    eventually(
+        "the connection is given up",
+        Duration::from_secs(20),
+        || {
+            let s = bus.status();
+            async move { s == ConnectionStatus::Closed }
+        },
+    )
+    .await;
+    let e = bus.publish("gone.a", "x").await.unwrap_err();
+    assert!(
+        matches!(e, Error::Unreachable { ref reason, .. } if reason.contains("reconnect limit")),
+        "{e}"
+    );
+    let stats = bus.stats().unwrap();
+    assert!(
+        stats.circuit_opens >= 1,
+        "8 failed attempts open the circuit: {stats:?}"
+    );
+    // Restarting the server does not bring a given-up connection back.
+    server.restart().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bus.status(), ConnectionStatus::Closed);
+    bus.close().await.unwrap();
+}
