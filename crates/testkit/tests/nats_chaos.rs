@@ -134,7 +134,9 @@ async fn acked_publishes_survive_server_kill9_and_unacked_ones_are_errors() {
         t.await.unwrap();
     }
 
-    let ledger = ledger.lock().unwrap();
+    // The publishers are done: take the ledger out rather than hold the
+    // lock across the awaits below.
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(
         ledger.acked.len() > 100,
         "too little traffic to mean anything"
