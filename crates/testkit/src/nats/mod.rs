@@ -2,7 +2,9 @@
 //!
 //! - [`NatsServer::start`]: JetStream with a file store, on a free port.
 //! - [`NatsServer::builder`]: memory-only JetStream, no JetStream, user and
-//!   password or token auth, TLS or mutual TLS with generated certificates
+//!   password or token auth, a generated NKey user ([`NKeyUser`]),
+//!   decentralized JWT auth with generated operator, accounts and `.creds`
+//!   files ([`OperatorAuth`]), TLS or mutual TLS with generated certificates
 //!   ([`TlsFiles`]), a fixed port, an HTTP monitoring port.
 //! - [`NatsServer::shared`]: one server for a whole test process. The NATS
 //!   backend's conformance run uses it for all cases; they keep apart by
@@ -72,10 +74,12 @@ use tempfile::TempDir;
 
 mod certs;
 mod cluster;
+mod jwt;
 mod process;
 
 pub use certs::{TlsFiles, TlsMode};
 pub use cluster::NatsCluster;
+pub use jwt::{NKeyUser, OperatorAuth};
 
 use process::{free_ports, greet, log_tail, spawn_server, unique_name, Greeting, Watchdog};
 
@@ -132,6 +136,12 @@ pub enum Auth {
     },
     /// `authorization { token }`.
     Token(String),
+    /// `authorization { users: [ { nkey } ] }` with an NKey user generated
+    /// at start ([`NatsServer::nkey_user`]).
+    NKeyUser,
+    /// Decentralized JWT auth with an operator, accounts and a user
+    /// generated at start ([`NatsServer::operator_auth`]).
+    Operator,
 }
 
 /// The cluster block of a node's config.
@@ -206,6 +216,25 @@ impl NatsServerBuilder {
     /// `ConnectOptions::with_token`; a token in the URL is ignored).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.auth = Auth::Token(token.into());
+        self
+    }
+
+    /// Clients must log in as an NKey user generated at start: the server
+    /// lists its public key, [`NatsServer::nkey_seed_file`] holds its seed
+    /// (durabus: `?nkey_seed_file=<path>`).
+    pub fn nkey_user(mut self) -> Self {
+        self.auth = Auth::NKeyUser;
+        self
+    }
+
+    /// Decentralized JWT auth ("operator mode"): an operator, a system
+    /// account, an account with JetStream and a user of it are generated
+    /// at start; the server trusts the operator and has both accounts
+    /// preloaded (`resolver: MEMORY`). Clients log in with
+    /// [`NatsServer::creds_file`]; [`OperatorAuth`] has the keys and the
+    /// `.creds` of a user of an account the server does not know.
+    pub fn operator_mode(mut self) -> Self {
+        self.auth = Auth::Operator;
         self
     }
 
@@ -285,6 +314,15 @@ impl NatsServerBuilder {
             .tls
             .map(|mode| TlsFiles::generate(&dir.path().join("certs"), mode))
             .transpose()?;
+        let auth_dir = dir.path().join("auth");
+        let nkey_user = match self.auth {
+            Auth::NKeyUser => Some(NKeyUser::generate(&auth_dir)?),
+            _ => None,
+        };
+        let operator = match self.auth {
+            Auth::Operator => Some(OperatorAuth::generate(&auth_dir)?),
+            _ => None,
+        };
         let settings = Settings {
             name: self.name.clone().unwrap_or_else(|| unique_name("server")),
             port,
@@ -292,6 +330,8 @@ impl NatsServerBuilder {
             jetstream: self.jetstream.then_some(self.storage),
             store_dir,
             auth: self.auth.clone(),
+            nkey_user,
+            operator,
             tls,
             cluster: self.cluster.clone(),
         };
@@ -327,6 +367,10 @@ struct Settings {
     jetstream: Option<Storage>,
     store_dir: PathBuf,
     auth: Auth,
+    /// With [`Auth::NKeyUser`].
+    nkey_user: Option<NKeyUser>,
+    /// With [`Auth::Operator`].
+    operator: Option<OperatorAuth>,
     tls: Option<TlsFiles>,
     cluster: Option<ClusterSpec>,
 }
@@ -379,6 +423,13 @@ impl Settings {
             Auth::Token(token) => {
                 c += &format!("authorization {{\n  token: {}\n}}\n", quote(token))
             }
+            Auth::NKeyUser | Auth::Operator => {}
+        }
+        if let Some(user) = &self.nkey_user {
+            c += &user.render();
+        }
+        if let Some(operator) = &self.operator {
+            c += &operator.render();
         }
         if let Some(tls) = &self.tls {
             c += &format!(
@@ -672,6 +723,30 @@ impl NatsServer {
     /// How clients authenticate.
     pub fn auth(&self) -> &Auth {
         &self.settings.auth
+    }
+
+    /// The generated NKey user, when started with
+    /// [`NatsServerBuilder::nkey_user`].
+    pub fn nkey_user(&self) -> Option<&NKeyUser> {
+        self.settings.nkey_user.as_ref()
+    }
+
+    /// The file holding the NKey user's seed (for `?nkey_seed_file=`),
+    /// when started with [`NatsServerBuilder::nkey_user`].
+    pub fn nkey_seed_file(&self) -> Option<&Path> {
+        self.nkey_user().map(|u| u.seed_file.as_path())
+    }
+
+    /// The generated operator, accounts and users, when started with
+    /// [`NatsServerBuilder::operator_mode`].
+    pub fn operator_auth(&self) -> Option<&OperatorAuth> {
+        self.settings.operator.as_ref()
+    }
+
+    /// The `.creds` file of a user of the account with JetStream, when
+    /// started with [`NatsServerBuilder::operator_mode`].
+    pub fn creds_file(&self) -> Option<&Path> {
+        self.operator_auth().map(|o| o.creds_file.as_path())
     }
 
     /// Where JetStream keeps streams; `None` without JetStream.
