@@ -160,6 +160,13 @@ impl ConnectOptions {
         self
     }
 
+    /// Authenticate with an NKey seed (`SU...`), for NKey users.
+    pub fn nkey_seed(mut self, seed: impl Into<String>) -> Self {
+        self.nats.auth =
+            durabus_nats::NatsAuth::NKeySeed(durabus_nats::SecretString::from(seed.into()));
+        self
+    }
+
     /// Authenticate with a `.creds` file (user JWT and NKey seed).
     pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.nats.auth = durabus_nats::NatsAuth::CredentialsFile(path.into());

@@ -179,6 +179,10 @@ fn connect_error(url: &str, secrets: &[String], e: OpenError, timeout: Duration)
                         Error::Tls { url, reason }
                     } else if lower.contains("authorization") {
                         Error::AuthFailed { url, reason }
+                    } else if lower.contains("maximum") || lower.contains("exceeded") {
+                        // A limit of the server or account, e.g. "maximum
+                        // account active connections exceeded".
+                        Error::Server(format!("{url} refused the connection: {reason}"))
                     } else {
                         Error::Unreachable { url, reason }
                     }

@@ -188,7 +188,9 @@ impl NatsOptions {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| bad(format!("option {pair:?} has no value; write key=value")))?;
-            self.apply_option(key, value).map_err(&bad)?;
+            let value = percent_decode(value)
+                .ok_or_else(|| bad(format!("option {key}: invalid percent-encoding")))?;
+            self.apply_option(key, &value).map_err(&bad)?;
         }
         Ok(ServerList { servers })
     }
@@ -385,6 +387,11 @@ mod tests {
         assert!(o.tls.required);
         assert_eq!(o.tls.client_key, Some(PathBuf::from("/k.pem")));
         assert!(matches!(o.auth, NatsAuth::CredentialsFile(_)));
+        let mut o = NatsOptions::default();
+        o.apply_url("nats://h?creds=/a%26b%3Fc.creds").unwrap();
+        assert!(
+            matches!(&o.auth, NatsAuth::CredentialsFile(p) if p == &PathBuf::from("/a&b?c.creds"))
+        );
 
         let e = NatsOptions::default()
             .apply_url("nats://u:hunter2@h?colour=red")

@@ -129,6 +129,14 @@ async fn an_nkey_seed_authenticates() {
     works(&bus, "NKEY").await;
     assert!(!format!("{bus:?}").contains(&seed));
     bus.close().await.unwrap();
+    // The same with the seed given to ConnectOptions.
+    let bus = durabus::ConnectOptions::new()
+        .nkey_seed(seed.clone())
+        .connect(&format!("nats://{}", host(&server)))
+        .await
+        .unwrap();
+    works(&bus, "NKEY2").await;
+    bus.close().await.unwrap();
 
     // Without the seed, or with another user's, the server refuses.
     let other = durabus_testkit::temp_dir();
