@@ -1,15 +1,20 @@
 //! `durabus bench`: workloads W1-W4 of `PERFORMANCE.md`, measured side by side.
 //!
 //! The workloads are functions over [`durabus::Bus`], so every backend (the
-//! embedded log today, NATS and the hub later) is measured by the same code.
+//! embedded log, NATS, the hub later) is measured by the same code.
 //! W3 is reported as a ratio of the disk's raw 4 KiB append + fdatasync rate,
-//! measured in the same run on a file in the same directory.
+//! measured in the same run on a file in the same directory; it is about the
+//! embedded engine's durability modes and does not apply to `nats://`.
+//!
+//! `--peer async-nats` measures W1, W2 and W4 with raw async-nats calls on a
+//! `nats://` server instead (see [`raw`]), the bar the NATS backend is held to.
+//! Every run uses streams and subjects of its own and deletes them afterwards.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -22,6 +27,8 @@ use serde::Serialize;
 
 use crate::output::print_json;
 use crate::session::Global;
+
+mod raw;
 
 /// Progress bars are advanced once per this many messages, to keep their
 /// cost out of the measurement.
@@ -48,6 +55,15 @@ pub(crate) enum Workload {
     W3,
     /// Replay the stream from sequence 1 to its end.
     W4,
+}
+
+/// Who runs the workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Peer {
+    /// durabus, on the backend of --url.
+    Durabus,
+    /// Raw async-nats JetStream calls on the nats:// server of --url (W1, W2, W4).
+    AsyncNats,
 }
 
 /// Arguments of `durabus bench`.
@@ -87,6 +103,11 @@ pub(crate) struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
 
+    /// Who runs the workloads: durabus, or raw async-nats on the same
+    /// nats:// server (the peer the NATS backend is compared with).
+    #[arg(long, value_enum, default_value = "durabus", value_name = "PEER")]
+    peer: Peer,
+
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -97,6 +118,9 @@ pub(crate) struct BenchArgs {
 pub(crate) struct Measurement {
     /// Workload id (`W1` ... `W4`, or `disk` for the fdatasync baseline).
     pub(crate) workload: String,
+    /// Who ran it on which backend: `durabus/file`, `durabus/nats`,
+    /// `async-nats/nats`, ...
+    pub(crate) peer: String,
     /// What was measured.
     pub(crate) name: String,
     /// Messages (or, for the baseline, writes).
@@ -129,6 +153,7 @@ impl Measurement {
         let mb_per_sec = msgs_per_sec * bytes_each as f64 / 1e6;
         Self {
             workload: workload.to_owned(),
+            peer: String::new(),
             name: name.to_owned(),
             messages,
             seconds,
@@ -160,11 +185,36 @@ impl Measurement {
 /// The bench report: where it ran and what it measured.
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The backend URL, credentials redacted.
     url: String,
+    /// The backend kind: `file`, `memory` or `nats`.
+    backend: &'static str,
+    /// `durabus` or `async-nats`.
+    peer: &'static str,
     temporary_store: bool,
     msg_size: usize,
+    /// Messages of W1 and of W2 (W4 replays both).
+    msgs: u64,
+    /// Messages per batch in W2.
+    batch: u64,
+    runs: u64,
     results: Vec<Measurement>,
+    /// Workloads asked for but not applicable here, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<Skipped>,
 }
+
+/// A workload that was not run, and why.
+#[derive(Debug, Serialize)]
+struct Skipped {
+    workload: &'static str,
+    reason: &'static str,
+}
+
+/// Why W3 is not run on `nats://`.
+const W3_ON_NATS: &str = "not applicable on nats://: W3 measures the embedded engine's \
+     durability modes against the disk's fdatasync rate; a NATS stream's durability is \
+     the server's";
 
 /// Makes one progress bar per workload, or hidden ones.
 #[derive(Debug, Clone, Copy)]
@@ -397,6 +447,7 @@ fn with_durability(url: &str, value: &str, force: bool) -> String {
 fn durability_of(url: &str) -> String {
     let options = match durabus::parse_url(url) {
         Ok(BackendUrl::File { options, .. } | BackendUrl::Memory { options }) => options,
+        Ok(BackendUrl::Nats { .. }) => return "of the server (file stream)".to_owned(),
         _ => return "backend default".to_owned(),
     };
     match options.durability {
@@ -427,11 +478,12 @@ fn table(results: &[Measurement]) -> Table {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .apply_modifier(modifiers::UTF8_ROUND_CORNERS)
         .set_header([
-            "workload", "what", "messages", "seconds", "msg/s", "MB/s", "notes",
+            "workload", "peer", "what", "messages", "seconds", "msg/s", "MB/s", "notes",
         ]);
     for m in results {
         table.add_row([
             m.workload.clone(),
+            m.peer.clone(),
             m.name.clone(),
             thousands(m.messages as f64),
             format!("{:.3}", m.seconds),
@@ -440,7 +492,7 @@ fn table(results: &[Measurement]) -> Table {
             m.notes.clone(),
         ]);
     }
-    for column in 2..6 {
+    for column in 3..7 {
         if let Some(c) = table.column_mut(column) {
             c.set_cell_alignment(CellAlignment::Right);
         }
@@ -452,15 +504,26 @@ fn table(results: &[Measurement]) -> Table {
 async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Bus> {
     let bus = durabus::connect(url)
         .await
-        .with_context(|| format!("cannot open {url}"))?;
-    if let Err(e) = bus
+        .with_context(|| format!("cannot open {}", durabus::redact(url)))?;
+    match bus
         .create_stream(StreamConfig::new(stream).subjects([subjects]))
         .await
     {
-        bus.close().await.ok();
-        return Err(e).with_context(|| format!("cannot create the bench stream {stream}"));
+        Err(e) => {
+            bus.close().await.ok();
+            Err(e).with_context(|| format!("cannot create the bench stream {stream}"))
+        }
+        // create_stream returns an existing stream of the same config: never
+        // measure (or delete) someone else's messages.
+        Ok(info) if info.state.messages > 0 => {
+            bus.close().await.ok();
+            bail!(
+                "the bench stream {stream} already holds {} messages",
+                info.state.messages
+            )
+        }
+        Ok(_) => Ok(bus),
     }
-    Ok(bus)
 }
 
 /// Deletes the bench stream and closes, keeping the workload's error first.
@@ -484,8 +547,19 @@ struct Plan {
     batch: u64,
     payload: Bytes,
     progress: Progress,
-    /// Unique per process, so a bench on a real store never meets its streams.
+    /// Unique per run (process id, start time, run number), so runs on one
+    /// server never meet each other's streams: they are named `BENCH_<tag>`
+    /// and `BENCH_SYNC_<tag>` and capture `bench.<tag>.>`, `benchsync.<tag>.>`.
     tag: String,
+}
+
+/// The process's part of [`Plan::tag`]: its id and start time.
+fn process_tag() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
 /// W1, W2 and W4 on one connection with durability `none` (unless the URL says otherwise).
@@ -645,14 +719,15 @@ fn medians(runs: Vec<Vec<Measurement>>) -> Vec<Measurement> {
 pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> {
     let visible =
         !global.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let plan = Plan {
+    let process = process_tag();
+    let mut plan = Plan {
         workloads: args.workloads.iter().copied().collect(),
         msgs: args.msgs,
         sync_msgs: args.sync_msgs.unwrap_or(args.msgs.min(2000)),
         batch: args.batch,
         payload: Bytes::from(vec![b'x'; args.size]),
         progress: Progress { visible },
-        tag: std::process::id().to_string(),
+        tag: process.clone(),
     };
     // Never touch ./data unless asked: without --url, bench in a fresh temporary store.
     let temp = match &global.url {
@@ -668,6 +743,29 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         Some(dir) => format!("file:{}", dir.path().display()),
         None => global.url().to_owned(),
     };
+    let backend = match durabus::parse_url(&url)? {
+        BackendUrl::File { .. } => "file",
+        BackendUrl::Memory { .. } => "memory",
+        BackendUrl::Nats { .. } => "nats",
+        _ => "other",
+    };
+    let peer = match args.peer {
+        Peer::Durabus => "durabus",
+        Peer::AsyncNats if backend == "nats" => "async-nats",
+        Peer::AsyncNats => bail!(
+            "--peer async-nats measures a NATS server: give --url nats://host:port (not {})",
+            durabus::redact(&url)
+        ),
+    };
+    let label = format!("{peer}/{backend}");
+    let shown = durabus::redact(&url);
+    let mut skipped = Vec::new();
+    if backend == "nats" && plan.workloads.remove(&Workload::W3) {
+        skipped.push(Skipped {
+            workload: "W3",
+            reason: W3_ON_NATS,
+        });
+    }
     if !global.json {
         let which = if temp.is_some() {
             " (temporary, removed afterwards)"
@@ -675,31 +773,44 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
             ""
         };
         eprintln!(
-            "durabus bench on {url}{which}: {} messages of {} bytes",
+            "{peer} bench on {shown}{which}: {} messages of {} bytes",
             plan.msgs, args.size
         );
     }
     let mut runs = Vec::new();
-    for _ in 0..args.runs {
+    for run in 1..=args.runs {
+        plan.tag = format!("{process}_{run}");
         let mut results = Vec::new();
         let async_set = [Workload::W1, Workload::W2, Workload::W4];
         if async_set.iter().any(|w| plan.workloads.contains(w)) {
-            results
-                .extend(run_async_workloads(&plan, &with_durability(&url, "none", false)).await?);
+            let url = with_durability(&url, "none", false);
+            results.extend(match args.peer {
+                Peer::Durabus => run_async_workloads(&plan, &url).await?,
+                Peer::AsyncNats => raw::run_workloads(&plan, &url).await?,
+            });
         }
         if plan.workloads.contains(&Workload::W3) {
             results
                 .extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
         }
         results.sort_by_key(Measurement::rank);
+        for m in &mut results {
+            m.peer.clone_from(&label);
+        }
         runs.push(results);
     }
     let results = medians(runs);
     let report = Report {
-        url: url.clone(),
+        url: shown,
+        backend,
+        peer,
         temporary_store: temp.is_some(),
         msg_size: args.size,
+        msgs: plan.msgs,
+        batch: plan.batch,
+        runs: args.runs,
         results,
+        skipped,
     };
     if let Some(path) = &args.json_out {
         let text = serde_json::to_string_pretty(&report).context("cannot encode the results")?;
@@ -710,6 +821,9 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         print_json(&serde_json::to_value(&report).context("cannot encode the results")?)?;
     } else {
         crate::output::print_text(&crate::output::table_text(&table(&report.results)))?;
+        for s in &report.skipped {
+            eprintln!("{} skipped: {}", s.workload, s.reason);
+        }
     }
     if let Some(dir) = temp {
         let path = dir.path().to_owned();

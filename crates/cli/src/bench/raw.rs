@@ -1,0 +1,206 @@
+//! The raw async-nats peer of `durabus bench --peer async-nats`: W1, W2 and
+//! W4 written directly against async-nats' JetStream API, on the same
+//! nats-server, with the same counts, payload, batch size and subjects as the
+//! durabus workloads, so the two rows differ only in what durabus adds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer::push, consumer::DeliverPolicy, stream};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use indicatif::ProgressBar;
+
+use super::{tick, Measurement, Plan, Workload};
+
+/// W1: `n` JetStream publishes, each ack awaited before the next publish:
+/// `publish(..).await?.await?`.
+async fn publish_each(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for i in 1..=n {
+        js.publish(subject.to_owned(), payload.clone())
+            .await
+            .with_context(|| format!("publish {i} of {n} failed"))?
+            .await
+            .with_context(|| format!("ack {i} of {n} failed"))?;
+        tick(bar, i);
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok(elapsed)
+}
+
+/// W2: `n` messages in rounds of `batch`: publish the round, then await its
+/// ack futures (the pipelining of durabus' `publish_batch`).
+async fn publish_batched(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut acks = Vec::with_capacity(usize::try_from(batch).unwrap_or(0));
+    while sent < n {
+        let this = batch.min(n - sent);
+        for i in 0..this {
+            let ack = js
+                .publish(subject.to_owned(), payload.clone())
+                .await
+                .with_context(|| format!("publish {} of {n} failed", sent + i + 1))?;
+            acks.push(ack);
+        }
+        for (i, ack) in acks.drain(..).enumerate() {
+            ack.await
+                .with_context(|| format!("ack {} of {n} failed", sent + i as u64 + 1))?;
+        }
+        sent += this;
+        bar.inc(this);
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok(elapsed)
+}
+
+/// W4: an ordered push consumer (async-nats' own) from sequence 1, counting
+/// messages up to the stream's last sequence read from its info first, as
+/// durabus' bounded replay does. The time includes the info call and the
+/// consumer's creation.
+async fn replay_all(
+    js: &jetstream::Context,
+    stream: &str,
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Duration)> {
+    let start = Instant::now();
+    let handle = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("cannot get stream {stream}"))?;
+    let last = handle.cached_info().state.last_sequence;
+    let mut count = 0u64;
+    if last > 0 {
+        let consumer = handle
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: js.client().new_inbox(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 1 },
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create an ordered consumer on {stream}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("cannot subscribe the ordered consumer")?;
+        while let Some(message) = messages.next().await {
+            let message = message.with_context(|| format!("replay failed after {count}"))?;
+            count += 1;
+            tick(bar, count);
+            let seq = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("bad JetStream reply subject: {e}"))?
+                .stream_sequence;
+            if seq >= last {
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok((count, elapsed))
+}
+
+/// W1, W2 and W4 on one async-nats connection to `url`, in a stream of their
+/// own (file storage, server defaults otherwise, as durabus creates it),
+/// deleted afterwards.
+pub(super) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+    let client = async_nats::ConnectOptions::new()
+        .name("durabus-bench-raw")
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {}", durabus::redact(url)))?;
+    let js = jetstream::new(client.clone());
+    let stream = format!("BENCH_{}", plan.tag);
+    let created = js
+        .create_stream(stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("bench.{}.>", plan.tag)],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create the bench stream {stream}"))?;
+    let result = async {
+        let held = created.cached_info().state.messages;
+        if held > 0 {
+            bail!("the bench stream {stream} already holds {held} messages");
+        }
+        measure(plan, &js, &stream).await
+    }
+    .await;
+    let deleted = js.delete_stream(&stream).await;
+    let drained = client.drain().await;
+    let results = result?;
+    deleted.with_context(|| format!("cannot delete the bench stream {stream}"))?;
+    drained.context("cannot drain the connection")?;
+    Ok(results)
+}
+
+/// The workloads of `plan` on `stream`.
+async fn measure(
+    plan: &Plan,
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<Measurement>> {
+    let size = plan.payload.len();
+    let mut results = Vec::new();
+    let mut stored = 0u64;
+    if plan.workloads.contains(&Workload::W1) {
+        let bar = plan.progress.bar("W1 publish", plan.msgs);
+        let subject = format!("bench.{}.w1", plan.tag);
+        let elapsed = publish_each(js, &subject, &plan.payload, plan.msgs, &bar).await?;
+        stored += plan.msgs;
+        results.push(
+            Measurement::new("W1", "publish, await each ack", plan.msgs, size, elapsed)
+                .note("1 publisher, js.publish().await?.await?"),
+        );
+    }
+    if plan.workloads.contains(&Workload::W2) {
+        let bar = plan.progress.bar("W2 batch", plan.msgs);
+        let subject = format!("bench.{}.w2", plan.tag);
+        let elapsed =
+            publish_batched(js, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+        stored += plan.msgs;
+        results.push(
+            Measurement::new("W2", "publish_batch", plan.msgs, size, elapsed).note(format!(
+                "batches of {}: publish all, then await the acks",
+                plan.batch
+            )),
+        );
+    }
+    if plan.workloads.contains(&Workload::W4) {
+        if stored == 0 {
+            let bar = plan.progress.bar("W4 fill", plan.msgs);
+            let subject = format!("bench.{}.w4", plan.tag);
+            publish_batched(js, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+            stored = plan.msgs;
+        }
+        let bar = plan.progress.bar("W4 replay", stored);
+        let (count, elapsed) = replay_all(js, stream, &bar).await?;
+        if count != stored {
+            bail!("W4: replay returned {count} messages, but {stored} were stored");
+        }
+        results.push(
+            Measurement::new("W4", "replay from seq 1", count, size, elapsed)
+                .note("async-nats ordered push consumer"),
+        );
+    }
+    Ok(results)
+}
