@@ -7,8 +7,10 @@
 //! embedded engine's durability modes and does not apply to `nats://`.
 //!
 //! `--peer async-nats` measures W1, W2 and W4 with raw async-nats calls on a
-//! `nats://` server instead (see [`raw`]), the bar the NATS backend is held to.
-//! Every run uses streams and subjects of its own and deletes them afterwards.
+//! `nats://` server instead (see [`raw`]), the bar the NATS backend is held to;
+//! `--peer durabus,async-nats` measures both in one process, interleaved, and
+//! reports the ratio (see [`pair`]). Every run uses streams and subjects of
+//! its own and deletes them afterwards.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -28,6 +30,7 @@ use serde::Serialize;
 use crate::output::print_json;
 use crate::session::Global;
 
+mod pair;
 mod raw;
 
 /// Progress bars are advanced once per this many messages, to keep their
@@ -104,9 +107,22 @@ pub(crate) struct BenchArgs {
     runs: u64,
 
     /// Who runs the workloads: durabus, or raw async-nats on the same
-    /// nats:// server (the peer the NATS backend is compared with).
-    #[arg(long, value_enum, default_value = "durabus", value_name = "PEER")]
-    peer: Peer,
+    /// nats:// server (the peer the NATS backend is compared with), or both
+    /// (durabus,async-nats): interleaved in one process, with their ratio.
+    #[arg(
+        long = "peer",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "durabus",
+        value_name = "PEER"
+    )]
+    peers: Vec<Peer>,
+
+    /// With both peers: messages per turn in W1 and W2 (W2 rounds up to
+    /// whole batches).
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    slice: u64,
 
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -202,6 +218,58 @@ struct Report {
     /// Workloads asked for but not applicable here, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     skipped: Vec<Skipped>,
+    /// With both peers: durabus / raw async-nats per workload.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    comparison: Vec<Comparison>,
+}
+
+/// durabus on NATS against raw async-nats on one workload.
+#[derive(Debug, Serialize)]
+struct Comparison {
+    workload: String,
+    /// Median over runs of each run's durabus msg/s divided by raw's.
+    ratio: f64,
+    /// Each run's ratio.
+    ratios: Vec<f64>,
+    /// Whether `ratio` is at least 0.95 (the bar of PERFORMANCE.md).
+    within_5_percent: bool,
+}
+
+/// Per workload, the median of the runs' durabus / raw ratios.
+fn compare(runs: &[Vec<Measurement>]) -> Vec<Comparison> {
+    let mut out: Vec<Comparison> = Vec::new();
+    for run in runs {
+        for d in run.iter().filter(|m| m.peer == pair::DURABUS) {
+            let Some(r) = run
+                .iter()
+                .find(|m| m.peer == pair::RAW && m.workload == d.workload)
+            else {
+                continue;
+            };
+            let ratio = d.msgs_per_sec / r.msgs_per_sec.max(f64::MIN_POSITIVE);
+            match out.iter_mut().find(|c| c.workload == d.workload) {
+                Some(c) => c.ratios.push(ratio),
+                None => out.push(Comparison {
+                    workload: d.workload.clone(),
+                    ratio: 0.0,
+                    ratios: vec![ratio],
+                    within_5_percent: false,
+                }),
+            }
+        }
+    }
+    for c in &mut out {
+        let mut sorted = c.ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        c.ratio = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        c.within_5_percent = c.ratio >= 0.95;
+    }
+    out
 }
 
 /// A workload that was not run, and why.
@@ -547,6 +615,8 @@ struct Plan {
     batch: u64,
     payload: Bytes,
     progress: Progress,
+    /// The run number, from 1.
+    run: u64,
     /// Unique per run (process id, start time, run number), so runs on one
     /// server never meet each other's streams: they are named `BENCH_<tag>`
     /// and `BENCH_SYNC_<tag>` and capture `bench.<tag>.>`, `benchsync.<tag>.>`.
@@ -727,6 +797,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         batch: args.batch,
         payload: Bytes::from(vec![b'x'; args.size]),
         progress: Progress { visible },
+        run: 1,
         tag: process.clone(),
     };
     // Never touch ./data unless asked: without --url, bench in a fresh temporary store.
@@ -749,13 +820,23 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         BackendUrl::Nats { .. } => "nats",
         _ => "other",
     };
-    let peer = match args.peer {
-        Peer::Durabus => "durabus",
-        Peer::AsyncNats if backend == "nats" => "async-nats",
-        Peer::AsyncNats => bail!(
+    let mut peers: Vec<Peer> = Vec::new();
+    for p in &args.peers {
+        if !peers.contains(p) {
+            peers.push(*p);
+        }
+    }
+    if peers.contains(&Peer::AsyncNats) && backend != "nats" {
+        bail!(
             "--peer async-nats measures a NATS server: give --url nats://host:port (not {})",
             durabus::redact(&url)
-        ),
+        );
+    }
+    let both = peers.len() > 1;
+    let peer = match peers.as_slice() {
+        [Peer::AsyncNats] => "async-nats",
+        [_] => "durabus",
+        _ => "durabus,async-nats",
     };
     let label = format!("{peer}/{backend}");
     let shown = durabus::redact(&url);
@@ -780,13 +861,15 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         plan.tag = format!("{process}_{run}");
+        plan.run = run;
         let mut results = Vec::new();
         let async_set = [Workload::W1, Workload::W2, Workload::W4];
         if async_set.iter().any(|w| plan.workloads.contains(w)) {
             let url = with_durability(&url, "none", false);
-            results.extend(match args.peer {
-                Peer::Durabus => run_async_workloads(&plan, &url).await?,
-                Peer::AsyncNats => raw::run_workloads(&plan, &url).await?,
+            results.extend(match peers.as_slice() {
+                _ if both => pair::run(&plan, &url, args.slice).await?,
+                [Peer::AsyncNats] => raw::run_workloads(&plan, &url).await?,
+                _ => run_async_workloads(&plan, &url).await?,
             });
         }
         if plan.workloads.contains(&Workload::W3) {
@@ -794,11 +877,12 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
                 .extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
         }
         results.sort_by_key(Measurement::rank);
-        for m in &mut results {
+        for m in results.iter_mut().filter(|m| m.peer.is_empty()) {
             m.peer.clone_from(&label);
         }
         runs.push(results);
     }
+    let comparison = compare(&runs);
     let results = medians(runs);
     let report = Report {
         url: shown,
@@ -811,6 +895,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         runs: args.runs,
         results,
         skipped,
+        comparison,
     };
     if let Some(path) = &args.json_out {
         let text = serde_json::to_string_pretty(&report).context("cannot encode the results")?;
@@ -821,6 +906,28 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         print_json(&serde_json::to_value(&report).context("cannot encode the results")?)?;
     } else {
         crate::output::print_text(&crate::output::table_text(&table(&report.results)))?;
+        for c in &report.comparison {
+            let (low, high) = c
+                .ratios
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+            let of = match c.ratios.len() {
+                1 => "1 run".to_owned(),
+                n => format!("median of {n} runs, {low:.3}-{high:.3}"),
+            };
+            println!(
+                "{}: {} / {} = {:.3} ({of}): {}",
+                c.workload,
+                pair::DURABUS,
+                pair::RAW,
+                c.ratio,
+                if c.within_5_percent {
+                    "within 5%"
+                } else {
+                    "more than 5% slower"
+                }
+            );
+        }
         for s in &report.skipped {
             eprintln!("{} skipped: {}", s.workload, s.reason);
         }
@@ -877,6 +984,25 @@ mod tests {
         assert_eq!(picked.len(), 1);
         assert!((picked[0].msgs_per_sec - 20.0).abs() < 1e-6);
         assert!(picked[0].notes.contains("median of 3 runs"));
+    }
+
+    #[test]
+    fn the_comparison_is_the_median_of_each_runs_ratio() {
+        let row = |peer: &str, rate: f64| {
+            let mut m = Measurement::new("W1", "x", 1, 1, Duration::from_secs_f64(1.0 / rate));
+            m.peer = peer.to_owned();
+            m
+        };
+        let run = |d: f64, r: f64| vec![row(pair::DURABUS, d), row(pair::RAW, r)];
+        let c = compare(&[run(90.0, 100.0), run(200.0, 100.0), run(97.0, 100.0)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].workload, "W1");
+        assert_eq!(c[0].ratios.len(), 3);
+        assert!((c[0].ratio - 0.97).abs() < 1e-6);
+        assert!(c[0].within_5_percent);
+        assert!(compare(&[run(94.0, 100.0)])
+            .iter()
+            .all(|c| !c.within_5_percent));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::{tick, Measurement, Plan, Workload};
 
 /// W1: `n` JetStream publishes, each ack awaited before the next publish:
 /// `publish(..).await?.await?`.
-async fn publish_each(
+pub(super) async fn publish_each(
     js: &jetstream::Context,
     subject: &str,
     payload: &Bytes,
@@ -38,7 +38,7 @@ async fn publish_each(
 
 /// W2: `n` messages in rounds of `batch`: publish the round, then await its
 /// ack futures (the pipelining of durabus' `publish_batch`).
-async fn publish_batched(
+pub(super) async fn publish_batched(
     js: &jetstream::Context,
     subject: &str,
     payload: &Bytes,
@@ -76,7 +76,7 @@ async fn publish_batched(
 /// and the consumer's creation. The bench stream has no deletes, so the
 /// count ends the replay; reading each message's sequence would parse its
 /// reply subject a second time (the ordered consumer already does).
-async fn replay_all(
+pub(super) async fn replay_all(
     js: &jetstream::Context,
     stream: &str,
     bar: &ProgressBar,
@@ -115,40 +115,81 @@ async fn replay_all(
     Ok((count, elapsed))
 }
 
-/// W1, W2 and W4 on one async-nats connection to `url`, in a stream of their
-/// own (file storage, server defaults otherwise, as durabus creates it),
-/// deleted afterwards.
-pub(super) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
-    let client = async_nats::ConnectOptions::new()
-        .name("durabus-bench-raw")
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot connect to {}", durabus::redact(url)))?;
-    let js = jetstream::new(client.clone());
-    let stream = format!("BENCH_{}", plan.tag);
-    let created = js
-        .create_stream(stream::Config {
-            name: stream.clone(),
-            subjects: vec![format!("bench.{}.>", plan.tag)],
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("cannot create the bench stream {stream}"))?;
-    let result = async {
-        let held = created.cached_info().state.messages;
-        if held > 0 {
-            bail!("the bench stream {stream} already holds {held} messages");
+/// An async-nats connection with a bench stream of its own.
+pub(super) struct Raw {
+    client: async_nats::Client,
+    /// The JetStream context the workloads use.
+    pub(super) js: jetstream::Context,
+    /// The bench stream's name.
+    pub(super) stream: String,
+}
+
+impl Raw {
+    /// Connects to `url` and creates `stream` capturing `subjects` (file
+    /// storage, server defaults otherwise, as durabus creates it); refuses a
+    /// stream that already holds messages.
+    pub(super) async fn open(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name("durabus-bench-raw")
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot connect to {}", durabus::redact(url)))?;
+        let js = jetstream::new(client.clone());
+        let raw = Self {
+            client,
+            js,
+            stream: stream.to_owned(),
+        };
+        let created = raw
+            .js
+            .create_stream(stream::Config {
+                name: stream.to_owned(),
+                subjects: vec![subjects.to_owned()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the bench stream {stream}"));
+        match created {
+            Err(e) => {
+                raw.client.drain().await.ok();
+                Err(e)
+            }
+            // An existing stream of the same config is returned as is: never
+            // measure (or delete) someone else's messages.
+            Ok(s) if s.cached_info().state.messages > 0 => {
+                raw.client.drain().await.ok();
+                bail!(
+                    "the bench stream {stream} already holds {} messages",
+                    s.cached_info().state.messages
+                )
+            }
+            Ok(_) => Ok(raw),
         }
-        measure(plan, &js, &stream).await
     }
-    .await;
-    let deleted = js.delete_stream(&stream).await;
-    let drained = client.drain().await;
-    let results = result?;
-    deleted.with_context(|| format!("cannot delete the bench stream {stream}"))?;
-    drained.context("cannot drain the connection")?;
-    Ok(results)
+
+    /// Deletes the stream and closes the connection, keeping `result`'s error first.
+    pub(super) async fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        let deleted = self.js.delete_stream(&self.stream).await;
+        let drained = self.client.drain().await;
+        let value = result?;
+        deleted.with_context(|| format!("cannot delete the bench stream {}", self.stream))?;
+        drained.context("cannot drain the connection")?;
+        Ok(value)
+    }
+}
+
+/// W1, W2 and W4 on one async-nats connection to `url`, in a stream of their
+/// own, deleted afterwards.
+pub(super) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+    let raw = Raw::open(
+        url,
+        &format!("BENCH_{}", plan.tag),
+        &format!("bench.{}.>", plan.tag),
+    )
+    .await?;
+    let result = measure(plan, &raw.js, &raw.stream).await;
+    raw.finish(result).await
 }
 
 /// The workloads of `plan` on `stream`.
