@@ -615,8 +615,6 @@ struct Plan {
     batch: u64,
     payload: Bytes,
     progress: Progress,
-    /// The run number, from 1.
-    run: u64,
     /// Unique per run (process id, start time, run number), so runs on one
     /// server never meet each other's streams: they are named `BENCH_<tag>`
     /// and `BENCH_SYNC_<tag>` and capture `bench.<tag>.>`, `benchsync.<tag>.>`.
@@ -797,7 +795,6 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         batch: args.batch,
         payload: Bytes::from(vec![b'x'; args.size]),
         progress: Progress { visible },
-        run: 1,
         tag: process.clone(),
     };
     // Never touch ./data unless asked: without --url, bench in a fresh temporary store.
@@ -861,7 +858,6 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         plan.tag = format!("{process}_{run}");
-        plan.run = run;
         let mut results = Vec::new();
         let async_set = [Workload::W1, Workload::W2, Workload::W4];
         if async_set.iter().any(|w| plan.workloads.contains(w)) {

@@ -607,8 +607,9 @@ fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up
             ("W1", "async-nats/nats", 200),
             ("W2", "durabus/nats", 200),
             ("W2", "async-nats/nats", 200),
-            ("W4", "durabus/nats", 400),
-            ("W4", "async-nats/nats", 400),
+            // Four replays each, interleaved.
+            ("W4", "durabus/nats", 1600),
+            ("W4", "async-nats/nats", 1600),
         ],
         "{report}"
     );

@@ -5,8 +5,9 @@
 //! the next, so two runs one after the other cannot show a 5% difference.
 //! Here the two peers take turns within each workload: W1 and W2 in slices
 //! of `--slice` messages (W2 in whole batches), the order swapped every turn
-//! (durabus first, then raw first, ...); W4 replays alternate by run. Each
-//! peer publishes into a stream of its own, so W4 replays the same count.
+//! (durabus first, then raw first, ...); in W4 each peer replays its stream
+//! [`W4_TURNS`] times, taking turns the same way. Each peer publishes into a
+//! stream of its own, so both replay the same count.
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use super::{
     clean_up, open_with_stream, publish_batched, publish_each, raw, replay_all, Measurement, Plan,
     Workload,
 };
+
+/// Replays of each peer's stream in W4.
+pub(super) const W4_TURNS: u64 = 4;
 
 /// Row label of durabus on NATS.
 pub(super) const DURABUS: &str = "durabus/nats";
@@ -122,24 +126,33 @@ impl Pair<'_> {
                 self.alternate("w4", plan.msgs, step, true, &bar).await?;
                 stored = plan.msgs;
             }
-            // One replay each; who goes first alternates by run.
-            let (mut durabus, mut raw) = (None, None);
-            for durabus_now in [plan.run % 2 == 1, plan.run % 2 == 0] {
-                let bar = plan.progress.bar("W4 replay", stored);
-                if durabus_now {
-                    durabus = Some(replay_all(self.bus, self.bus_stream, &bar).await?);
-                } else {
-                    raw = Some(raw::replay_all(&self.raw.js, &self.raw.stream, &bar).await?);
+            let (mut durabus, mut raw) = (Duration::ZERO, Duration::ZERO);
+            let bar = plan.progress.bar("W4 replays", 2 * W4_TURNS * stored);
+            let hidden = ProgressBar::hidden();
+            for turn in 0..W4_TURNS {
+                for durabus_now in [turn % 2 == 0, turn % 2 == 1] {
+                    let (count, took) = if durabus_now {
+                        replay_all(self.bus, self.bus_stream, &hidden).await?
+                    } else {
+                        raw::replay_all(&self.raw.js, &self.raw.stream, &hidden).await?
+                    };
+                    if count != stored {
+                        bail!("W4: a replay returned {count} messages, but {stored} were stored");
+                    }
+                    *if durabus_now { &mut durabus } else { &mut raw } += took;
+                    bar.inc(stored);
                 }
             }
-            let (Some((d_count, d)), Some((r_count, r))) = (durabus, raw) else {
-                bail!("W4: a replay did not run");
-            };
-            if d_count != stored || r_count != stored {
-                bail!("W4: replays returned {d_count} and {r_count} messages, but {stored} were stored");
-            }
-            let note = "ordered consumer, to the end; alternating by run".to_owned();
-            push("W4", "replay from seq 1", stored, (d, r), note);
+            bar.finish_and_clear();
+            let note =
+                format!("ordered consumer, to the end; {W4_TURNS} replays each, interleaved");
+            push(
+                "W4",
+                "replay from seq 1",
+                W4_TURNS * stored,
+                (durabus, raw),
+                note,
+            );
         }
         Ok(results)
     }
