@@ -1,15 +1,22 @@
 //! `durabus bench`: workloads W1-W4 of `PERFORMANCE.md`, measured side by side.
 //!
 //! The workloads are functions over [`durabus::Bus`], so every backend (the
-//! embedded log today, NATS and the hub later) is measured by the same code.
+//! embedded log, NATS, the hub later) is measured by the same code.
 //! W3 is reported as a ratio of the disk's raw 4 KiB append + fdatasync rate,
-//! measured in the same run on a file in the same directory.
+//! measured in the same run on a file in the same directory; it is about the
+//! embedded engine's durability modes and does not apply to `nats://`.
+//!
+//! `--peer async-nats` measures W1, W2 and W4 with raw async-nats calls on a
+//! `nats://` server instead (see [`raw`]), the bar the NATS backend is held to;
+//! `--peer durabus,async-nats` measures both in one process, interleaved, and
+//! reports the ratio (see [`pair`]). Every run uses streams and subjects of
+//! its own and deletes them afterwards.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -22,6 +29,9 @@ use serde::Serialize;
 
 use crate::output::print_json;
 use crate::session::Global;
+
+mod pair;
+mod raw;
 
 /// Progress bars are advanced once per this many messages, to keep their
 /// cost out of the measurement.
@@ -48,6 +58,15 @@ pub(crate) enum Workload {
     W3,
     /// Replay the stream from sequence 1 to its end.
     W4,
+}
+
+/// Who runs the workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Peer {
+    /// durabus, on the backend of --url.
+    Durabus,
+    /// Raw async-nats JetStream calls on the nats:// server of --url (W1, W2, W4).
+    AsyncNats,
 }
 
 /// Arguments of `durabus bench`.
@@ -87,6 +106,24 @@ pub(crate) struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
 
+    /// Who runs the workloads: durabus, or raw async-nats on the same
+    /// nats:// server (the peer the NATS backend is compared with), or both
+    /// (durabus,async-nats): interleaved in one process, with their ratio.
+    #[arg(
+        long = "peer",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "durabus",
+        value_name = "PEER"
+    )]
+    peers: Vec<Peer>,
+
+    /// With both peers: messages per turn in W1 and W2 (W2 rounds up to
+    /// whole batches).
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    slice: u64,
+
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -97,6 +134,9 @@ pub(crate) struct BenchArgs {
 pub(crate) struct Measurement {
     /// Workload id (`W1` ... `W4`, or `disk` for the fdatasync baseline).
     pub(crate) workload: String,
+    /// Who ran it on which backend: `durabus/file`, `durabus/nats`,
+    /// `async-nats/nats`, ...
+    pub(crate) peer: String,
     /// What was measured.
     pub(crate) name: String,
     /// Messages (or, for the baseline, writes).
@@ -129,6 +169,7 @@ impl Measurement {
         let mb_per_sec = msgs_per_sec * bytes_each as f64 / 1e6;
         Self {
             workload: workload.to_owned(),
+            peer: String::new(),
             name: name.to_owned(),
             messages,
             seconds,
@@ -160,11 +201,88 @@ impl Measurement {
 /// The bench report: where it ran and what it measured.
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The backend URL, credentials redacted.
     url: String,
+    /// The backend kind: `file`, `memory` or `nats`.
+    backend: &'static str,
+    /// `durabus` or `async-nats`.
+    peer: &'static str,
     temporary_store: bool,
     msg_size: usize,
+    /// Messages of W1 and of W2 (W4 replays both).
+    msgs: u64,
+    /// Messages per batch in W2.
+    batch: u64,
+    runs: u64,
     results: Vec<Measurement>,
+    /// Workloads asked for but not applicable here, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<Skipped>,
+    /// With both peers: durabus / raw async-nats per workload.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    comparison: Vec<Comparison>,
 }
+
+/// durabus on NATS against raw async-nats on one workload.
+#[derive(Debug, Serialize)]
+struct Comparison {
+    workload: String,
+    /// Median over runs of each run's durabus msg/s divided by raw's.
+    ratio: f64,
+    /// Each run's ratio.
+    ratios: Vec<f64>,
+    /// Whether `ratio` is at least 0.95 (the bar of PERFORMANCE.md).
+    within_5_percent: bool,
+}
+
+/// Per workload, the median of the runs' durabus / raw ratios.
+fn compare(runs: &[Vec<Measurement>]) -> Vec<Comparison> {
+    let mut out: Vec<Comparison> = Vec::new();
+    for run in runs {
+        for d in run.iter().filter(|m| m.peer == pair::DURABUS) {
+            let Some(r) = run
+                .iter()
+                .find(|m| m.peer == pair::RAW && m.workload == d.workload)
+            else {
+                continue;
+            };
+            let ratio = d.msgs_per_sec / r.msgs_per_sec.max(f64::MIN_POSITIVE);
+            match out.iter_mut().find(|c| c.workload == d.workload) {
+                Some(c) => c.ratios.push(ratio),
+                None => out.push(Comparison {
+                    workload: d.workload.clone(),
+                    ratio: 0.0,
+                    ratios: vec![ratio],
+                    within_5_percent: false,
+                }),
+            }
+        }
+    }
+    for c in &mut out {
+        let mut sorted = c.ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        c.ratio = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        c.within_5_percent = c.ratio >= 0.95;
+    }
+    out
+}
+
+/// A workload that was not run, and why.
+#[derive(Debug, Serialize)]
+struct Skipped {
+    workload: &'static str,
+    reason: &'static str,
+}
+
+/// Why W3 is not run on `nats://`.
+const W3_ON_NATS: &str = "not applicable on nats://: W3 measures the embedded engine's \
+     durability modes against the disk's fdatasync rate; a NATS stream's durability is \
+     the server's";
 
 /// Makes one progress bar per workload, or hidden ones.
 #[derive(Debug, Clone, Copy)]
@@ -397,8 +515,8 @@ fn with_durability(url: &str, value: &str, force: bool) -> String {
 fn durability_of(url: &str) -> String {
     let options = match durabus::parse_url(url) {
         Ok(BackendUrl::File { options, .. } | BackendUrl::Memory { options }) => options,
-        // durabus cannot choose a NATS server's fsync policy.
-        _ => return "set by the server".to_owned(),
+        Ok(BackendUrl::Nats { .. }) => return "set by the server".to_owned(),
+        _ => return "backend default".to_owned(),
     };
     match options.durability {
         Durability::None => "none".to_owned(),
@@ -428,11 +546,12 @@ fn table(results: &[Measurement]) -> Table {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .apply_modifier(modifiers::UTF8_ROUND_CORNERS)
         .set_header([
-            "workload", "what", "messages", "seconds", "msg/s", "MB/s", "notes",
+            "workload", "peer", "what", "messages", "seconds", "msg/s", "MB/s", "notes",
         ]);
     for m in results {
         table.add_row([
             m.workload.clone(),
+            m.peer.clone(),
             m.name.clone(),
             thousands(m.messages as f64),
             format!("{:.3}", m.seconds),
@@ -441,7 +560,7 @@ fn table(results: &[Measurement]) -> Table {
             m.notes.clone(),
         ]);
     }
-    for column in 2..6 {
+    for column in 3..7 {
         if let Some(c) = table.column_mut(column) {
             c.set_cell_alignment(CellAlignment::Right);
         }
@@ -452,14 +571,25 @@ fn table(results: &[Measurement]) -> Table {
 /// A fresh connection to `url` with a stream capturing `subjects`.
 async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Bus> {
     let bus = crate::session::open_bus(url, crate::session::Access::Create).await?;
-    if let Err(e) = bus
+    match bus
         .create_stream(StreamConfig::new(stream).subjects([subjects]))
         .await
     {
-        bus.close().await.ok();
-        return Err(e).with_context(|| format!("cannot create the bench stream {stream}"));
+        Err(e) => {
+            bus.close().await.ok();
+            Err(e).with_context(|| format!("cannot create the bench stream {stream}"))
+        }
+        // create_stream returns an existing stream of the same config: never
+        // measure (or delete) someone else's messages.
+        Ok(info) if info.state.messages > 0 => {
+            bus.close().await.ok();
+            bail!(
+                "the bench stream {stream} already holds {} messages",
+                info.state.messages
+            )
+        }
+        Ok(_) => Ok(bus),
     }
-    Ok(bus)
 }
 
 /// Deletes the bench stream and closes, keeping the workload's error first.
@@ -489,8 +619,19 @@ struct Plan {
     batch: u64,
     payload: Bytes,
     progress: Progress,
-    /// Unique per process, so a bench on a real store never meets its streams.
+    /// Unique per run (process id, start time, run number), so runs on one
+    /// server never meet each other's streams: they are named `BENCH_<tag>`
+    /// and `BENCH_SYNC_<tag>` and capture `bench.<tag>.>`, `benchsync.<tag>.>`.
     tag: String,
+}
+
+/// The process's part of [`Plan::tag`]: its id and start time.
+fn process_tag() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
 /// W1, W2 and W4 on one connection with durability `none` (unless the URL says otherwise).
@@ -652,14 +793,15 @@ fn medians(runs: Vec<Vec<Measurement>>) -> Vec<Measurement> {
 pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> {
     let visible =
         !global.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let plan = Plan {
+    let process = process_tag();
+    let mut plan = Plan {
         workloads: args.workloads.iter().copied().collect(),
         msgs: args.msgs,
         sync_msgs: args.sync_msgs.unwrap_or(args.msgs.min(2000)),
         batch: args.batch,
         payload: Bytes::from(vec![b'x'; args.size]),
         progress: Progress { visible },
-        tag: std::process::id().to_string(),
+        tag: process.clone(),
     };
     // Never touch ./data unless asked: without --url, bench in a fresh temporary store.
     let temp = match &global.url {
@@ -675,6 +817,39 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         Some(dir) => format!("file:{}", dir.path().display()),
         None => global.url().to_owned(),
     };
+    let backend = match durabus::parse_url(&url)? {
+        BackendUrl::File { .. } => "file",
+        BackendUrl::Memory { .. } => "memory",
+        BackendUrl::Nats { .. } => "nats",
+        _ => "other",
+    };
+    let mut peers: Vec<Peer> = Vec::new();
+    for p in &args.peers {
+        if !peers.contains(p) {
+            peers.push(*p);
+        }
+    }
+    if peers.contains(&Peer::AsyncNats) && backend != "nats" {
+        bail!(
+            "--peer async-nats measures a NATS server: give --url nats://host:port (not {})",
+            durabus::redact(&url)
+        );
+    }
+    let both = peers.len() > 1;
+    let peer = match peers.as_slice() {
+        [Peer::AsyncNats] => "async-nats",
+        [_] => "durabus",
+        _ => "durabus,async-nats",
+    };
+    let label = format!("{peer}/{backend}");
+    let shown = durabus::redact(&url);
+    let mut skipped = Vec::new();
+    if backend == "nats" && plan.workloads.remove(&Workload::W3) {
+        skipped.push(Skipped {
+            workload: "W3",
+            reason: W3_ON_NATS,
+        });
+    }
     if !global.json {
         let which = if temp.is_some() {
             " (temporary, removed afterwards)"
@@ -682,33 +857,47 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
             ""
         };
         eprintln!(
-            "durabus bench on {}{which}: {} messages of {} bytes",
-            durabus::redact(&url),
-            plan.msgs,
-            args.size
+            "{peer} bench on {shown}{which}: {} messages of {} bytes",
+            plan.msgs, args.size
         );
     }
     let mut runs = Vec::new();
-    for _ in 0..args.runs {
+    for run in 1..=args.runs {
+        plan.tag = format!("{process}_{run}");
         let mut results = Vec::new();
         let async_set = [Workload::W1, Workload::W2, Workload::W4];
         if async_set.iter().any(|w| plan.workloads.contains(w)) {
-            results
-                .extend(run_async_workloads(&plan, &with_durability(&url, "none", false)).await?);
+            let url = with_durability(&url, "none", false);
+            results.extend(match peers.as_slice() {
+                _ if both => pair::run(&plan, &url, args.slice).await?,
+                [Peer::AsyncNats] => raw::run_workloads(&plan, &url).await?,
+                _ => run_async_workloads(&plan, &url).await?,
+            });
         }
         if plan.workloads.contains(&Workload::W3) {
             results
                 .extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
         }
         results.sort_by_key(Measurement::rank);
+        for m in results.iter_mut().filter(|m| m.peer.is_empty()) {
+            m.peer.clone_from(&label);
+        }
         runs.push(results);
     }
+    let comparison = compare(&runs);
     let results = medians(runs);
     let report = Report {
-        url: durabus::redact(&url),
+        url: shown,
+        backend,
+        peer,
         temporary_store: temp.is_some(),
         msg_size: args.size,
+        msgs: plan.msgs,
+        batch: plan.batch,
+        runs: args.runs,
         results,
+        skipped,
+        comparison,
     };
     if let Some(path) = &args.json_out {
         let text = serde_json::to_string_pretty(&report).context("cannot encode the results")?;
@@ -719,6 +908,31 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         print_json(&serde_json::to_value(&report).context("cannot encode the results")?)?;
     } else {
         crate::output::print_text(&crate::output::table_text(&table(&report.results)))?;
+        for c in &report.comparison {
+            let (low, high) = c
+                .ratios
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+            let of = match c.ratios.len() {
+                1 => "1 run".to_owned(),
+                n => format!("median of {n} runs, {low:.3}-{high:.3}"),
+            };
+            println!(
+                "{}: {} / {} = {:.3} ({of}): {}",
+                c.workload,
+                pair::DURABUS,
+                pair::RAW,
+                c.ratio,
+                if c.within_5_percent {
+                    "within 5%"
+                } else {
+                    "more than 5% slower"
+                }
+            );
+        }
+        for s in &report.skipped {
+            eprintln!("{} skipped: {}", s.workload, s.reason);
+        }
     }
     if let Some(dir) = temp {
         let path = dir.path().to_owned();
@@ -772,6 +986,25 @@ mod tests {
         assert_eq!(picked.len(), 1);
         assert!((picked[0].msgs_per_sec - 20.0).abs() < 1e-6);
         assert!(picked[0].notes.contains("median of 3 runs"));
+    }
+
+    #[test]
+    fn the_comparison_is_the_median_of_each_runs_ratio() {
+        let row = |peer: &str, rate: f64| {
+            let mut m = Measurement::new("W1", "x", 1, 1, Duration::from_secs_f64(1.0 / rate));
+            m.peer = peer.to_owned();
+            m
+        };
+        let run = |d: f64, r: f64| vec![row(pair::DURABUS, d), row(pair::RAW, r)];
+        let c = compare(&[run(90.0, 100.0), run(200.0, 100.0), run(97.0, 100.0)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].workload, "W1");
+        assert_eq!(c[0].ratios.len(), 3);
+        assert!((c[0].ratio - 0.97).abs() < 1e-6);
+        assert!(c[0].within_5_percent);
+        assert!(compare(&[run(94.0, 100.0)])
+            .iter()
+            .all(|c| !c.within_5_percent));
     }
 
     #[test]

@@ -73,7 +73,8 @@ enum Command {
     /// its own.
     Verify(dump::VerifyArgs),
     /// Measure publish, group commit and replay throughput (W1-W4). Runs on a
-    /// fresh temporary store unless --url or DURABUS_URL names one.
+    /// fresh temporary store unless --url or DURABUS_URL names one; on
+    /// nats:// W3 is skipped, and --peer async-nats measures raw async-nats.
     Bench(bench::BenchArgs),
 }
 

@@ -509,3 +509,132 @@ fn bench_runs_every_workload_and_prints_a_table() {
     let url = report["url"].as_str().unwrap();
     assert!(!std::path::Path::new(url.trim_start_matches("file:")).exists());
 }
+
+#[test]
+fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up() {
+    let server = durabus_testkit::nats::NatsServer::start().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    for peer in ["durabus", "async-nats"] {
+        let json_out = out_dir.path().join(format!("{peer}.json"));
+        let output = durabus()
+            .args(["bench", "--url", &server.url(), "--peer", peer])
+            .args([
+                "--msgs",
+                "200",
+                "--batch",
+                "50",
+                "--runs",
+                "2",
+                "--json-out",
+            ])
+            .arg(&json_out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{peer}: {stderr}");
+        // W3 (the embedded durability modes) is skipped with a note, not failed.
+        assert!(stderr.contains("W3 skipped: not applicable"), "{stderr}");
+        let table = String::from_utf8(output.stdout).unwrap();
+        assert!(table.contains(&format!("{peer}/nats")), "{table}");
+        let report = json(&std::fs::read_to_string(&json_out).unwrap());
+        assert_eq!(report["backend"], "nats");
+        assert_eq!(report["peer"], peer);
+        assert_eq!(report["skipped"][0]["workload"], "W3");
+        let results = report["results"].as_array().unwrap();
+        let rows: Vec<(&str, u64)> = results
+            .iter()
+            .map(|r| {
+                (
+                    r["workload"].as_str().unwrap(),
+                    r["messages"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(rows, [("W1", 200), ("W2", 200), ("W4", 400)], "{report}");
+        assert!(results
+            .iter()
+            .all(|r| r["msgs_per_sec"].as_f64().unwrap() > 0.0));
+    }
+    // Both peers interleaved in one process, with their ratio per workload.
+    let json_out = out_dir.path().join("pair.json");
+    let output = durabus()
+        .args([
+            "bench",
+            "--url",
+            &server.url(),
+            "--peer",
+            "durabus,async-nats",
+        ])
+        .args([
+            "--msgs",
+            "200",
+            "--batch",
+            "50",
+            "--slice",
+            "100",
+            "--json-out",
+        ])
+        .arg(&json_out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("W1: durabus/nats / async-nats/nats = "),
+        "{stdout}"
+    );
+    let report = json(&std::fs::read_to_string(&json_out).unwrap());
+    let rows: Vec<(&str, &str, u64)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap(),
+                r["peer"].as_str().unwrap(),
+                r["messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("W1", "durabus/nats", 200),
+            ("W1", "async-nats/nats", 200),
+            ("W2", "durabus/nats", 200),
+            ("W2", "async-nats/nats", 200),
+            // Four replays each, interleaved.
+            ("W4", "durabus/nats", 1600),
+            ("W4", "async-nats/nats", 1600),
+        ],
+        "{report}"
+    );
+    let comparison = report["comparison"].as_array().unwrap();
+    assert_eq!(comparison.len(), 3, "{report}");
+    assert!(comparison
+        .iter()
+        .all(|c| c["ratio"].as_f64().unwrap() > 0.0));
+    // Every run deleted the streams it created (and so their consumers).
+    let output = durabus()
+        .args(["--url", &server.url(), "--json", "stream", "ls"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let streams = json(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(streams["streams"], serde_json::json!([]), "{streams}");
+}
+
+#[test]
+fn bench_peer_async_nats_needs_a_nats_url() {
+    let output = durabus()
+        .args(["bench", "--peer", "async-nats", "--msgs", "10"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--url nats://"), "{stderr}");
+}

@@ -1,0 +1,245 @@
+//! The raw async-nats peer of `durabus bench --peer async-nats`: W1, W2 and
+//! W4 written directly against async-nats' JetStream API, on the same
+//! nats-server, with the same counts, payload, batch size and subjects as the
+//! durabus workloads, so the two rows differ only in what durabus adds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer::push, consumer::DeliverPolicy, stream};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use indicatif::ProgressBar;
+
+use super::{tick, Measurement, Plan, Workload};
+
+/// W1: `n` JetStream publishes, each ack awaited before the next publish:
+/// `publish(..).await?.await?`.
+pub(super) async fn publish_each(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for i in 1..=n {
+        js.publish(subject.to_owned(), payload.clone())
+            .await
+            .with_context(|| format!("publish {i} of {n} failed"))?
+            .await
+            .with_context(|| format!("ack {i} of {n} failed"))?;
+        tick(bar, i);
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok(elapsed)
+}
+
+/// W2: `n` messages in rounds of `batch`: publish the round, then await its
+/// ack futures (the pipelining of durabus' `publish_batch`).
+pub(super) async fn publish_batched(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut acks = Vec::with_capacity(usize::try_from(batch).unwrap_or(0));
+    while sent < n {
+        let this = batch.min(n - sent);
+        for i in 0..this {
+            let ack = js
+                .publish(subject.to_owned(), payload.clone())
+                .await
+                .with_context(|| format!("publish {} of {n} failed", sent + i + 1))?;
+            acks.push(ack);
+        }
+        for (i, ack) in acks.drain(..).enumerate() {
+            ack.await
+                .with_context(|| format!("ack {} of {n} failed", sent + i as u64 + 1))?;
+        }
+        sent += this;
+        bar.inc(this);
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok(elapsed)
+}
+
+/// W4: an ordered push consumer (async-nats' own) from sequence 1, counting
+/// messages up to the stream's message count read from its info first (as
+/// durabus' bounded replay reads its end). The time includes the info call
+/// and the consumer's creation. The bench stream has no deletes, so the
+/// count ends the replay; reading each message's sequence would parse its
+/// reply subject a second time (the ordered consumer already does).
+pub(super) async fn replay_all(
+    js: &jetstream::Context,
+    stream: &str,
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Duration)> {
+    let start = Instant::now();
+    let handle = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("cannot get stream {stream}"))?;
+    let total = handle.cached_info().state.messages;
+    let mut count = 0u64;
+    if total > 0 {
+        let consumer = handle
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: js.client().new_inbox(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 1 },
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create an ordered consumer on {stream}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("cannot subscribe the ordered consumer")?;
+        while let Some(message) = messages.next().await {
+            message.with_context(|| format!("replay failed after {count} messages"))?;
+            count += 1;
+            tick(bar, count);
+            if count >= total {
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok((count, elapsed))
+}
+
+/// An async-nats connection with a bench stream of its own.
+pub(super) struct Raw {
+    client: async_nats::Client,
+    /// The JetStream context the workloads use.
+    pub(super) js: jetstream::Context,
+    /// The bench stream's name.
+    pub(super) stream: String,
+}
+
+impl Raw {
+    /// Connects to `url` and creates `stream` capturing `subjects` (file
+    /// storage, server defaults otherwise, as durabus creates it); refuses a
+    /// stream that already holds messages.
+    pub(super) async fn open(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name("durabus-bench-raw")
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot connect to {}", durabus::redact(url)))?;
+        let js = jetstream::new(client.clone());
+        let raw = Self {
+            client,
+            js,
+            stream: stream.to_owned(),
+        };
+        let created = raw
+            .js
+            .create_stream(stream::Config {
+                name: stream.to_owned(),
+                subjects: vec![subjects.to_owned()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the bench stream {stream}"));
+        match created {
+            Err(e) => {
+                raw.client.drain().await.ok();
+                Err(e)
+            }
+            // An existing stream of the same config is returned as is: never
+            // measure (or delete) someone else's messages.
+            Ok(s) if s.cached_info().state.messages > 0 => {
+                raw.client.drain().await.ok();
+                bail!(
+                    "the bench stream {stream} already holds {} messages",
+                    s.cached_info().state.messages
+                )
+            }
+            Ok(_) => Ok(raw),
+        }
+    }
+
+    /// Deletes the stream and closes the connection, keeping `result`'s error first.
+    pub(super) async fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        let deleted = self.js.delete_stream(&self.stream).await;
+        let drained = self.client.drain().await;
+        let value = result?;
+        deleted.with_context(|| format!("cannot delete the bench stream {}", self.stream))?;
+        drained.context("cannot drain the connection")?;
+        Ok(value)
+    }
+}
+
+/// W1, W2 and W4 on one async-nats connection to `url`, in a stream of their
+/// own, deleted afterwards.
+pub(super) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+    let raw = Raw::open(
+        url,
+        &format!("BENCH_{}", plan.tag),
+        &format!("bench.{}.>", plan.tag),
+    )
+    .await?;
+    let result = measure(plan, &raw.js, &raw.stream).await;
+    raw.finish(result).await
+}
+
+/// The workloads of `plan` on `stream`.
+async fn measure(
+    plan: &Plan,
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<Measurement>> {
+    let size = plan.payload.len();
+    let mut results = Vec::new();
+    let mut stored = 0u64;
+    if plan.workloads.contains(&Workload::W1) {
+        let bar = plan.progress.bar("W1 publish", plan.msgs);
+        let subject = format!("bench.{}.w1", plan.tag);
+        let elapsed = publish_each(js, &subject, &plan.payload, plan.msgs, &bar).await?;
+        stored += plan.msgs;
+        results.push(
+            Measurement::new("W1", "publish, await each ack", plan.msgs, size, elapsed)
+                .note("1 publisher, js.publish().await?.await?"),
+        );
+    }
+    if plan.workloads.contains(&Workload::W2) {
+        let bar = plan.progress.bar("W2 batch", plan.msgs);
+        let subject = format!("bench.{}.w2", plan.tag);
+        let elapsed =
+            publish_batched(js, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+        stored += plan.msgs;
+        results.push(
+            Measurement::new("W2", "publish_batch", plan.msgs, size, elapsed).note(format!(
+                "batches of {}: publish all, then await the acks",
+                plan.batch
+            )),
+        );
+    }
+    if plan.workloads.contains(&Workload::W4) {
+        if stored == 0 {
+            let bar = plan.progress.bar("W4 fill", plan.msgs);
+            let subject = format!("bench.{}.w4", plan.tag);
+            publish_batched(js, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+            stored = plan.msgs;
+        }
+        let bar = plan.progress.bar("W4 replay", stored);
+        let (count, elapsed) = replay_all(js, stream, &bar).await?;
+        if count != stored {
+            bail!("W4: replay returned {count} messages, but {stored} were stored");
+        }
+        results.push(
+            Measurement::new("W4", "replay from seq 1", count, size, elapsed)
+                .note("async-nats ordered push consumer"),
+        );
+    }
+    Ok(results)
+}
