@@ -37,6 +37,30 @@ pub(crate) mod codes {
     pub(crate) const JETSTREAM_NOT_ENABLED_FOR_ACCOUNT: u64 = 10039;
 }
 
+/// The body of a publish ack (or its error), parsed without building a
+/// `Value`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AckBody<'a> {
+    #[serde(borrow, default)]
+    pub(crate) stream: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub(crate) seq: u64,
+    #[serde(default)]
+    pub(crate) duplicate: bool,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+/// A publish ack, or the server's error.
+pub(crate) fn publish_ack(body: &[u8]) -> Result<Result<AckBody<'_>, ApiError>, String> {
+    let mut ack: AckBody<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable JetStream publish ack ({e})"))?;
+    Ok(match ack.error.take() {
+        Some(e) => Err(e),
+        None => Ok(ack),
+    })
+}
+
 /// Splits an API answer into its error or its body.
 pub(crate) fn split(body: &[u8]) -> Result<Result<Value, ApiError>, String> {
     let v: Value = serde_json::from_slice(body)
@@ -315,11 +339,19 @@ pub(crate) struct AckInfo {
 }
 
 pub(crate) fn parse_ack_subject(reply: &str) -> Option<AckInfo> {
-    let t: Vec<&str> = reply.split('.').collect();
-    if t.len() < 9 || t[0] != "$JS" || t[1] != "ACK" {
+    // The first 12 tokens (all of the v2 form) on the stack: no allocation.
+    let mut t = [""; 12];
+    let mut len = 0;
+    for token in reply.split('.') {
+        if let Some(slot) = t.get_mut(len) {
+            *slot = token;
+        }
+        len += 1;
+    }
+    if len < 9 || t[0] != "$JS" || t[1] != "ACK" {
         return None;
     }
-    let base = if t.len() == 9 { 4 } else { 6 };
+    let base = if len == 9 { 4 } else { 6 };
     let num = |i: usize| t.get(base + i).and_then(|s| s.parse::<u64>().ok());
     Some(AckInfo {
         stream_seq: num(1)?,

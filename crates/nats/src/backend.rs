@@ -29,10 +29,27 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const BOUNDED_HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// What durabus remembers of a stream to route publishes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Route {
+    /// The stream's name.
+    name: String,
     subjects: Vec<String>,
     max_msg_size: Option<u32>,
+}
+
+/// Most literal subjects remembered with their stream; past it the memo
+/// starts over.
+const MEMO_SUBJECTS: usize = 4096;
+
+/// The route cache.
+#[derive(Default)]
+struct Routes {
+    /// Stream name -> its route.
+    streams: HashMap<String, Arc<Route>>,
+    /// Literal subject -> the route capturing it, so a subject published
+    /// before is validated and matched once. Cleared whenever `streams`
+    /// changes.
+    memo: HashMap<String, Arc<Route>>,
 }
 
 struct Inner {
@@ -47,7 +64,7 @@ struct Inner {
     close_tx: watch::Sender<bool>,
     events: broadcast::Sender<Event>,
     /// Stream name -> subjects, for deciding JetStream vs core publish.
-    routes: RwLock<HashMap<String, Route>>,
+    routes: RwLock<Routes>,
 }
 
 /// The NATS JetStream backend. Cheap to clone.
@@ -293,7 +310,7 @@ impl NatsBackend {
                 link_lost: AtomicBool::new(false),
                 close_tx,
                 events,
-                routes: RwLock::new(HashMap::new()),
+                routes: RwLock::new(Routes::default()),
             }),
         };
         backend.watch_link();
@@ -372,50 +389,80 @@ impl NatsBackend {
         self.check()?;
         let subject = format!("$JS.API.{what}");
         let payload = Bytes::from(serde_json::to_vec(&body).map_err(server)?);
-        let fut = self.inner.client.request(subject, payload);
-        let timeout = self.inner.request_timeout;
-        let reply = match tokio::time::timeout(timeout, fut).await {
-            Err(_) => return Err(Error::Timeout(timeout)),
-            Ok(Err(e)) => {
-                return Err(match self.request_error(&e, timeout) {
+        // Bounded by the client's request timeout.
+        let reply = match self.inner.client.request(subject, payload).await {
+            Err(e) => {
+                return Err(match self.request_error(&e, self.inner.request_timeout) {
                     // Nobody serves $JS.API: no JetStream here.
                     Error::NoResponders { .. } => Error::JetStreamNotEnabled,
                     other => other,
                 });
             }
-            Ok(Ok(m)) => m,
+            Ok(m) => m,
         };
         api::split(&reply.payload).map_err(Error::Server)
     }
 
     fn remember(&self, info: &StreamInfo) {
         if let Ok(mut routes) = self.inner.routes.write() {
-            routes.insert(
-                info.config.name.clone(),
-                Route {
-                    subjects: info.config.effective_subjects(),
-                    max_msg_size: info.config.max_msg_size,
-                },
-            );
+            let route = Route {
+                name: info.config.name.clone(),
+                subjects: info.config.effective_subjects(),
+                max_msg_size: info.config.max_msg_size,
+            };
+            routes
+                .streams
+                .insert(info.config.name.clone(), Arc::new(route));
+            routes.memo.clear();
         }
     }
 
     fn forget(&self, stream: &str) {
         if let Ok(mut routes) = self.inner.routes.write() {
-            routes.remove(stream);
+            routes.streams.remove(stream);
+            routes.memo.clear();
         }
     }
 
-    fn cached_route(&self, subject: &str) -> Option<(String, Route)> {
-        let routes = self.inner.routes.read().ok()?;
-        routes
-            .iter()
-            .find(|(_, r)| r.subjects.iter().any(|f| subject::matches(f, subject)))
-            .map(|(n, r)| (n.clone(), r.clone()))
+    /// The route of a subject published before (so known to be valid): one
+    /// hash lookup, no validation, no matching.
+    fn memoized(&self, subject: &str) -> Option<Arc<Route>> {
+        self.inner.routes.read().ok()?.memo.get(subject).cloned()
     }
 
-    /// The stream capturing `subject`, from the cache or (on a miss) the server.
-    async fn capturing(&self, subj: &str) -> Result<Option<(String, Route)>> {
+    /// The cached stream capturing the valid literal `subject`, remembered
+    /// in the memo.
+    fn cached_route(&self, subject: &str) -> Option<Arc<Route>> {
+        let hit = {
+            let routes = self.inner.routes.read().ok()?;
+            if let Some(hit) = routes.memo.get(subject) {
+                return Some(hit.clone());
+            }
+            routes
+                .streams
+                .values()
+                .find(|r| r.subjects.iter().any(|f| subject::matches(f, subject)))
+                .cloned()?
+        };
+        if let Ok(mut routes) = self.inner.routes.write() {
+            // Unless the stream was forgotten or replaced meanwhile.
+            if routes
+                .streams
+                .get(&hit.name)
+                .is_some_and(|r| Arc::ptr_eq(r, &hit))
+            {
+                if routes.memo.len() >= MEMO_SUBJECTS {
+                    routes.memo.clear();
+                }
+                routes.memo.insert(subject.to_owned(), hit.clone());
+            }
+        }
+        Some(hit)
+    }
+
+    /// The stream capturing the valid literal `subj`, from the cache or (on
+    /// a miss) the server.
+    async fn capturing(&self, subj: &str) -> Result<Option<Arc<Route>>> {
         if let Some(hit) = self.cached_route(subj) {
             return Ok(Some(hit));
         }
@@ -515,7 +562,8 @@ impl NatsBackend {
         c
     }
 
-    fn publish_error(&self, stream: &str, route: &Route, m: &Message, e: ApiError) -> Error {
+    fn publish_error(&self, route: &Route, m: &Message, e: ApiError) -> Error {
+        let stream = route.name.as_str();
         match e.err_code {
             codes::WRONG_LAST_SEQUENCE => {
                 let current = e
@@ -559,16 +607,15 @@ impl NatsBackend {
     /// The outcome of a JetStream publish from its reply.
     async fn settle(
         &self,
-        stream: &str,
         route: &Route,
         m: &Message,
         reply: &async_nats::Message,
     ) -> Result<Option<PublishAck>> {
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
-            return self.no_responders(stream, m).await;
+            return self.no_responders(&route.name, m).await;
         }
-        let r = self.ack_from(stream, route, m, reply);
-        self.correct_subject_seq(stream, m, r).await
+        let r = self.ack_from(route, m, reply);
+        self.correct_subject_seq(&route.name, m, r).await
     }
 
     /// Nobody answered a publish to a subject `stream` was known to
@@ -579,10 +626,10 @@ impl NatsBackend {
         self.forget(stream);
         match self.capturing(&m.subject).await? {
             None => Ok(None),
-            Some((name, _)) => Err(Error::Unavailable {
+            Some(route) => Err(Error::Unavailable {
                 reason: format!(
-                    "stream {name:?} captures {:?} but did not answer; the message was not stored",
-                    m.subject
+                    "stream {:?} captures {:?} but did not answer; the message was not stored",
+                    route.name, m.subject
                 ),
             }),
         }
@@ -590,21 +637,18 @@ impl NatsBackend {
 
     fn ack_from(
         &self,
-        stream: &str,
         route: &Route,
         m: &Message,
         reply: &async_nats::Message,
     ) -> Result<Option<PublishAck>> {
-        match api::split(&reply.payload).map_err(Error::Server)? {
-            Err(e) => Err(self.publish_error(stream, route, m, e)),
-            Ok(v) => Ok(Some(PublishAck {
-                stream: v
-                    .get("stream")
-                    .and_then(Value::as_str)
-                    .unwrap_or(stream)
-                    .to_owned(),
-                seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
-                duplicate: v.get("duplicate").and_then(Value::as_bool).unwrap_or(false),
+        match api::publish_ack(&reply.payload).map_err(Error::Server)? {
+            Err(e) => Err(self.publish_error(route, m, e)),
+            Ok(ack) => Ok(Some(PublishAck {
+                stream: ack
+                    .stream
+                    .map_or_else(|| route.name.clone(), |s| s.into_owned()),
+                seq: ack.seq,
+                duplicate: ack.duplicate,
             })),
         }
     }
@@ -928,29 +972,38 @@ impl Backend for NatsBackend {
 
     async fn publish(&self, message: Message) -> Result<Option<PublishAck>> {
         self.check()?;
-        subject::validate_publish(&message.subject)?;
-        let Some((stream, route)) = self.capturing(&message.subject).await? else {
-            self.core_publish(message).await?;
-            return Ok(None);
+        let route = match self.memoized(&message.subject) {
+            Some(route) => route,
+            None => {
+                subject::validate_publish(&message.subject)?;
+                let Some(route) = self.capturing(&message.subject).await? else {
+                    self.core_publish(message).await?;
+                    return Ok(None);
+                };
+                route
+            }
         };
-        let fut = self.inner.client.request_with_headers(
-            message.subject.clone(),
-            to_nats_headers(&message.headers),
-            message.payload.clone(),
-        );
-        let timeout = self.inner.request_timeout;
-        let reply = match tokio::time::timeout(timeout, fut).await {
-            Err(_) => return Err(self.unconfirmed(&message.subject, &Error::Timeout(timeout))),
-            Ok(Err(e)) => {
-                return match self.request_error(&e, timeout) {
-                    Error::NoResponders { .. } => self.no_responders(&stream, &message).await,
+        // Bounded by the client's request timeout: no second timer.
+        let reply = match self
+            .inner
+            .client
+            .request_with_headers(
+                message.subject.clone(),
+                to_nats_headers(&message.headers),
+                message.payload.clone(),
+            )
+            .await
+        {
+            Err(e) => {
+                return match self.request_error(&e, self.inner.request_timeout) {
+                    Error::NoResponders { .. } => self.no_responders(&route.name, &message).await,
                     Error::Closed => Err(Error::Closed),
                     other => Err(self.unconfirmed(&message.subject, &other)),
                 };
             }
-            Ok(Ok(m)) => m,
+            Ok(m) => m,
         };
-        self.settle(&stream, &route, &message, &reply).await
+        self.settle(&route, &message, &reply).await
     }
 
     async fn publish_batch(
@@ -964,37 +1017,58 @@ impl Backend for NatsBackend {
             .subscribe(format!("{prefix}.*"))
             .await
             .map_err(|e| self.closed_or(e))?;
-        let mut results: Vec<Option<Result<Option<PublishAck>>>> = Vec::new();
-        let mut waiting: HashMap<usize, (String, Route, Message)> = HashMap::new();
+        let mut results: Vec<Option<Result<Option<PublishAck>>>> =
+            Vec::with_capacity(messages.len());
+        // Slot i: message i while its ack is awaited.
+        let mut waiting: Vec<Option<(Arc<Route>, Message)>> = Vec::with_capacity(messages.len());
+        let mut pending = 0usize;
+        // Batches mostly repeat one subject: its route is looked up once.
+        let mut last: Option<(String, Arc<Route>)> = None;
         // After a failure to send, the rest of the batch is not sent: each
         // gets that error, and what was sent is still collected.
         let mut failed: Option<Error> = None;
         for (i, m) in messages.into_iter().enumerate() {
+            waiting.push(None);
             if let Some(e) = &failed {
                 results.push(Some(Err(self.not_sent(e))));
                 continue;
             }
-            if let Err(e) = subject::validate_publish(&m.subject) {
-                results.push(Some(Err(e)));
-                continue;
-            }
-            let sent = match self.capturing(&m.subject).await {
+            let route = match &last {
+                Some((subject, route)) if *subject == m.subject => Ok(Some(route.clone())),
+                _ => match self.memoized(&m.subject) {
+                    Some(route) => Ok(Some(route)),
+                    None => match subject::validate_publish(&m.subject) {
+                        Err(e) => {
+                            results.push(Some(Err(e)));
+                            continue;
+                        }
+                        Ok(()) => self.capturing(&m.subject).await,
+                    },
+                },
+            };
+            let sent = match route {
                 Err(e) => Err(e),
                 Ok(None) => self.core_publish(m).await.map(|()| None),
-                Ok(Some((stream, route))) => client
-                    .publish_with_reply_and_headers(
-                        m.subject.clone(),
-                        format!("{prefix}.{i}"),
-                        to_nats_headers(&m.headers),
-                        m.payload.clone(),
-                    )
-                    .await
-                    .map_err(|e| self.closed_or(e))
-                    .map(|()| Some((stream, route, m))),
+                Ok(Some(route)) => {
+                    if last.as_ref().is_none_or(|(s, _)| *s != m.subject) {
+                        last = Some((m.subject.clone(), route.clone()));
+                    }
+                    client
+                        .publish_with_reply_and_headers(
+                            m.subject.clone(),
+                            format!("{prefix}.{i}"),
+                            to_nats_headers(&m.headers),
+                            m.payload.clone(),
+                        )
+                        .await
+                        .map_err(|e| self.closed_or(e))
+                        .map(|()| Some((route, m)))
+                }
             };
             match sent {
                 Ok(Some(w)) => {
-                    waiting.insert(i, w);
+                    waiting[i] = Some(w);
+                    pending += 1;
                     results.push(None);
                 }
                 Ok(None) => results.push(Some(Ok(None))),
@@ -1010,7 +1084,7 @@ impl Backend for NatsBackend {
             lost = self.closed_or(e);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        while !waiting.is_empty() {
+        while pending > 0 {
             let reply = match tokio::time::timeout_at(deadline, acks.next()).await {
                 Err(_) => break,
                 Ok(None) => {
@@ -1029,12 +1103,15 @@ impl Backend for NatsBackend {
             else {
                 continue;
             };
-            if let Some((stream, route, m)) = waiting.remove(&i) {
-                results[i] = Some(self.settle(&stream, &route, &m, &reply).await);
+            if let Some((route, m)) = waiting.get_mut(i).and_then(Option::take) {
+                pending -= 1;
+                results[i] = Some(self.settle(&route, &m, &reply).await);
             }
         }
-        for (i, (_, _, m)) in waiting {
-            results[i] = Some(Err(self.unconfirmed(&m.subject, &lost)));
+        for (i, slot) in waiting.into_iter().enumerate() {
+            if let Some((_, m)) = slot {
+                results[i] = Some(Err(self.unconfirmed(&m.subject, &lost)));
+            }
         }
         Ok(results
             .into_iter()
@@ -1069,20 +1146,23 @@ impl Backend for NatsBackend {
     async fn request(&self, message: Message, timeout: Duration) -> Result<Message> {
         self.check()?;
         subject::validate_publish(&message.subject)?;
-        let fut = self.inner.client.request_with_headers(
-            message.subject.clone(),
-            to_nats_headers(&message.headers),
-            message.payload,
-        );
-        match tokio::time::timeout(timeout, fut).await {
-            Err(_) => Err(Error::Timeout(timeout)),
-            Ok(Ok(m)) => Ok(from_nats_message(m)),
-            Ok(Err(e)) => match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => Err(Error::NoResponders {
+        // The caller's timeout, not the client's request timeout.
+        let request = async_nats::Request::new()
+            .headers(to_nats_headers(&message.headers))
+            .payload(message.payload)
+            .timeout(Some(timeout));
+        match self
+            .inner
+            .client
+            .send_request(message.subject.clone(), request)
+            .await
+        {
+            Ok(m) => Ok(from_nats_message(m)),
+            Err(e) => match self.request_error(&e, timeout) {
+                Error::NoResponders { .. } => Err(Error::NoResponders {
                     subject: message.subject,
                 }),
-                async_nats::RequestErrorKind::TimedOut => Err(Error::Timeout(timeout)),
-                async_nats::RequestErrorKind::Other => Err(self.closed_or(e)),
+                other => Err(other),
             },
         }
     }
@@ -1164,6 +1244,7 @@ impl Backend for NatsBackend {
             end,
             done: false,
             events: self.inner.events.subscribe(),
+            idle_rounds: 0,
         };
         if end == Some(0) || (end.is_some() && info.state.messages == 0) {
             state.done = true;
@@ -1252,6 +1333,8 @@ struct ReplayState {
     /// Connection events: after a reconnect the consumer is recreated at
     /// once (a restarted server has lost it).
     events: broadcast::Receiver<Event>,
+    /// Idle heartbeats of a bounded replay since the last delivery.
+    idle_rounds: u32,
 }
 
 impl ReplayState {
@@ -1395,10 +1478,7 @@ impl ReplayState {
             };
             if m.status.is_some() {
                 let idle = self.control(m).await;
-                if idle && self.end.is_some() && self.sub.is_some() {
-                    // Caught up: nothing more to deliver. (The pending
-                    // count of nats-server 2.9 can be too high after
-                    // deletes, so it alone cannot end a bounded replay.)
+                if idle && self.end.is_some() && self.sub.is_some() && !self.remaining().await {
                     self.done = true;
                     return None;
                 }
@@ -1413,6 +1493,7 @@ impl ReplayState {
                 continue;
             }
             self.next_cseq += 1;
+            self.idle_rounds = 0;
             if let Some(end) = self.end {
                 if ack.stream_seq > end {
                     self.done = true;
@@ -1432,6 +1513,45 @@ impl ReplayState {
                 payload: m.payload,
             };
             return Some(Ok(stored));
+        }
+    }
+
+    /// After an idle heartbeat of a bounded replay: whether messages up to
+    /// the end remain to be delivered.
+    ///
+    /// An idle consumer is not proof: in a cluster it may sit on a replica
+    /// still catching up, and nats-server 2.9's pending count can be too
+    /// high after deletes. The stream (its leader) is asked for the next
+    /// message after the last one yielded; a consumer that stays idle for
+    /// 20 heartbeats (5 s) ends the replay anyway.
+    async fn remaining(&mut self) -> bool {
+        self.idle_rounds += 1;
+        let Some(end) = self.end else { return false };
+        if self.idle_rounds > 20 {
+            tracing::warn!(stream = %self.stream, after = self.last_sseq, "bounded replay ends on a consumer idle for 5 s");
+            return false;
+        }
+        let from = match (self.last_sseq, self.start) {
+            (0, ReplayStart::Sequence(s)) => s,
+            (0, _) => return self.idle_rounds < 2,
+            (last, _) => last + 1,
+        };
+        if from > end {
+            return false;
+        }
+        let body = json!({ "seq": from, "next_by_subj": self.filter.as_deref().unwrap_or(">") });
+        match self
+            .backend
+            .api(&format!("STREAM.MSG.GET.{}", self.stream), body)
+            .await
+        {
+            Ok(Ok(v)) => v
+                .pointer("/message/seq")
+                .and_then(Value::as_u64)
+                .is_some_and(|seq| seq <= end),
+            Ok(Err(e)) if e.err_code == codes::NO_MESSAGE_FOUND => false,
+            // Unknown: wait for the next heartbeat.
+            _ => true,
         }
     }
 

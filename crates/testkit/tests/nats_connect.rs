@@ -204,3 +204,37 @@ async fn readiness_never_shows_the_url_or_credentials() {
     assert!(!format!("{bus:?}").contains("r3ady-secret"));
     bus.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_waits_for_its_own_timeout_not_the_clients_request_timeout() {
+    let server = NatsServer::shared();
+    let bus = ConnectOptions::new()
+        .request_timeout(Duration::from_millis(200))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let mut service = bus.subscribe("slow.echo").await.unwrap();
+    let responder = bus.clone();
+    tokio::spawn(async move {
+        while let Some(m) = service.next().await {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let answer = bus
+        .request("slow.echo", "ping", Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(&answer.payload[..], b"ping");
+    let e = bus
+        .request("slow.echo", "ping", Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Timeout(t) if t == Duration::from_millis(100)),
+        "{e}"
+    );
+    bus.close().await.unwrap();
+}
