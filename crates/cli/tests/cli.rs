@@ -4,11 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+
+mod common;
+use common::{durabus, json, json_lines, Cli};
 
 /// A temporary data directory and helpers to run the binary on it.
 struct Store {
@@ -22,63 +25,16 @@ impl Store {
         }
     }
 
-    fn url(&self) -> String {
-        format!("file:{}", self.dir.path().display())
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = durabus();
-        command.arg("--url").arg(self.url()).args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "durabus {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    /// Runs and asserts failure; returns stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            !output.status.success(),
-            "durabus {args:?} succeeded but should have failed:\nstdout: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        String::from_utf8(output.stderr).unwrap()
-    }
-
     fn with_orders_stream(self) -> Self {
         self.ok(&["stream", "add", "ORDERS", "--subjects", "orders.>"]);
         self
     }
 }
 
-/// The binary, without a `DURABUS_URL` from the environment.
-fn durabus() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_durabus"));
-    command.env_remove("DURABUS_URL").env_remove("RUST_LOG");
-    command
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().map(json).collect()
+impl Cli for Store {
+    fn url(&self) -> String {
+        format!("file:{}", self.dir.path().display())
+    }
 }
 
 #[test]

@@ -9,12 +9,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use durabus_testkit::nats::NatsServer;
 use serde_json::Value;
+
+mod common;
+use common::{durabus, json, Cli};
 
 /// How long a child may take to say it is ready, or to print a line.
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,31 +39,9 @@ impl Nats {
         Nats { url: server.url() }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = durabus();
-        command.arg("--url").arg(&self.url).args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "durabus {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    /// Runs and asserts failure without a panic; returns stderr.
-    fn fail(&self, args: &[&str]) -> String {
+    /// Runs and asserts failure with status 1, without a panic; returns
+    /// stderr.
+    fn fail_cleanly(&self, args: &[&str]) -> String {
         let output = self.run(args);
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(
@@ -71,20 +52,6 @@ impl Nats {
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         stderr
-    }
-
-    /// Runs with `--json` and parses the one JSON object on stdout.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        json(&self.ok(&all))
-    }
-
-    /// Runs with `--json` and parses the JSON lines on stdout.
-    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        json_lines(&self.ok(&all))
     }
 
     /// Adds stream `name` capturing `subjects`.
@@ -127,19 +94,10 @@ impl Nats {
     }
 }
 
-/// The binary, without a `DURABUS_URL` or `RUST_LOG` from the environment.
-fn durabus() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_durabus"));
-    command.env_remove("DURABUS_URL").env_remove("RUST_LOG");
-    command
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().map(json).collect()
+impl Cli for Nats {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
 }
 
 /// The lines of a child's pipe, read on a thread.
@@ -319,7 +277,7 @@ fn stream_add_sets_every_option_and_info_shows_them() {
         again.contains("already exists with this configuration"),
         "{again}"
     );
-    let stderr = nats.fail(&["stream", "add", "ADD_ALL", "--subjects", "add_all.a.>"]);
+    let stderr = nats.fail_cleanly(&["stream", "add", "ADD_ALL", "--subjects", "add_all.a.>"]);
     assert!(stderr.contains("stream edit ADD_ALL"), "{stderr}");
 
     // The options add does not combine with the above, on streams of their own.
@@ -540,14 +498,14 @@ fn get_prints_a_message_by_sequence_and_by_last_subject() {
     assert!(raw.status.success());
     assert_eq!(raw.stdout, b"b1");
 
-    let stderr = nats.fail(&["stream", "get", "GET", "9"]);
+    let stderr = nats.fail_cleanly(&["stream", "get", "GET", "9"]);
     assert!(
         stderr.contains("no message found") && stderr.contains('9'),
         "{stderr}"
     );
-    let stderr = nats.fail(&["stream", "get", "GET", "--last-subject", "get.none"]);
+    let stderr = nats.fail_cleanly(&["stream", "get", "GET", "--last-subject", "get.none"]);
     assert!(stderr.contains("get.none"), "{stderr}");
-    let stderr = nats.fail(&["stream", "get", "GET", "--last-subject", "get.*"]);
+    let stderr = nats.fail_cleanly(&["stream", "get", "GET", "--last-subject", "get.*"]);
     assert!(stderr.contains("literal subject"), "{stderr}");
 }
 
@@ -556,7 +514,7 @@ fn rmm_deletes_one_message_after_confirmation() {
     let nats = Nats::shared();
     nats.add("RMM", "rmm.>");
     nats.ok(&["pub", "rmm.{{i}}", "m{{i}}", "--count", "3"]);
-    let stderr = nats.fail(&["stream", "rmm", "RMM", "2"]);
+    let stderr = nats.fail_cleanly(&["stream", "rmm", "RMM", "2"]);
     assert!(stderr.contains("--force"), "{stderr}");
     assert_eq!(nats.replayed("RMM", &[]), [1, 2, 3]);
 
@@ -566,9 +524,9 @@ fn rmm_deletes_one_message_after_confirmation() {
     let info = nats.json(&["stream", "info", "RMM"]);
     assert_eq!(info["state"]["messages"], 2);
     assert_eq!(info["state"]["num_deleted"], 1);
-    let stderr = nats.fail(&["stream", "get", "RMM", "2"]);
+    let stderr = nats.fail_cleanly(&["stream", "get", "RMM", "2"]);
     assert!(stderr.contains("no message found"), "{stderr}");
-    let stderr = nats.fail(&["stream", "rmm", "RMM", "2", "-f"]);
+    let stderr = nats.fail_cleanly(&["stream", "rmm", "RMM", "2", "-f"]);
     assert!(stderr.contains("no message found"), "{stderr}");
 
     nats.ok(&[
@@ -580,7 +538,7 @@ fn rmm_deletes_one_message_after_confirmation() {
         "--deny-delete",
     ]);
     nats.ok(&["pub", "rmm_deny.a", "x"]);
-    let stderr = nats.fail(&["stream", "rmm", "RMM_DENY", "1", "-f"]);
+    let stderr = nats.fail_cleanly(&["stream", "rmm", "RMM_DENY", "1", "-f"]);
     assert!(stderr.contains("denies delete"), "{stderr}");
 }
 
@@ -591,7 +549,7 @@ fn purge_by_subject_keep_and_seq_removes_exactly_those() {
     nats.ok(&["pub", "purge.{{i}}", "m{{i}}", "--count", "6"]); // 1-6
     nats.ok(&["pub", "purge.a", "a{{i}}", "--count", "4"]); // 7-10
 
-    let stderr = nats.fail(&["stream", "purge", "PURGE", "--subject", "purge.a"]);
+    let stderr = nats.fail_cleanly(&["stream", "purge", "PURGE", "--subject", "purge.a"]);
     assert!(stderr.contains("--force"), "{stderr}");
     assert_eq!(nats.replayed("PURGE", &[]).len(), 10);
 
@@ -637,7 +595,7 @@ fn purge_by_subject_keep_and_seq_removes_exactly_those() {
         "purge_deny.>",
         "--deny-purge",
     ]);
-    let stderr = nats.fail(&["stream", "purge", "PURGE_DENY", "-f"]);
+    let stderr = nats.fail_cleanly(&["stream", "purge", "PURGE_DENY", "-f"]);
     assert!(stderr.contains("denies purge"), "{stderr}");
 }
 
@@ -646,7 +604,7 @@ fn rm_deletes_the_stream_after_confirmation() {
     let nats = Nats::shared();
     nats.add("RM", "rm.>");
     nats.ok(&["pub", "rm.a", "x"]);
-    let stderr = nats.fail(&["stream", "rm", "RM"]);
+    let stderr = nats.fail_cleanly(&["stream", "rm", "RM"]);
     assert!(
         stderr.contains("--force") && stderr.contains("1 message"),
         "{stderr}"
@@ -655,7 +613,7 @@ fn rm_deletes_the_stream_after_confirmation() {
 
     let text = nats.ok(&["stream", "rm", "RM", "--force"]);
     assert!(text.contains("deleted stream RM"), "{text}");
-    let stderr = nats.fail(&["stream", "info", "RM"]);
+    let stderr = nats.fail_cleanly(&["stream", "info", "RM"]);
     assert!(stderr.contains("not found"), "{stderr}");
     // Its subjects are no longer captured.
     let ack = nats.json(&["pub", "rm.a", "y"]);
@@ -782,21 +740,21 @@ fn a_wrong_expectation_is_refused_with_both_numbers() {
     let nats = Nats::shared();
     nats.add("EXPECT", "expect.>");
     nats.ok(&["pub", "expect.a", "1"]);
-    let stderr = nats.fail(&["pub", "expect.a", "2", "--expect-last-seq", "7"]);
+    let stderr = nats.fail_cleanly(&["pub", "expect.a", "2", "--expect-last-seq", "7"]);
     assert!(
         stderr.contains("expected 7") && stderr.contains("last sequence is 1"),
         "{stderr}"
     );
     nats.ok(&["pub", "expect.a", "2", "--expect-last-seq", "1"]);
 
-    let stderr = nats.fail(&["pub", "expect.a", "3", "--expect-last-subject-seq", "1"]);
+    let stderr = nats.fail_cleanly(&["pub", "expect.a", "3", "--expect-last-subject-seq", "1"]);
     assert!(
         stderr.contains("expected 1") && stderr.contains("last sequence is 2"),
         "{stderr}"
     );
     nats.ok(&["pub", "expect.b", "x", "--expect-last-subject-seq", "0"]);
 
-    let stderr = nats.fail(&["pub", "expect.a", "4", "--expect-stream", "OTHER"]);
+    let stderr = nats.fail_cleanly(&["pub", "expect.a", "4", "--expect-stream", "OTHER"]);
     assert!(
         stderr.contains("OTHER") && stderr.contains("EXPECT"),
         "{stderr}"
@@ -830,7 +788,7 @@ fn a_too_large_message_is_refused_with_the_limit() {
         "--max-msg-size",
         "16",
     ]);
-    let stderr = nats.fail(&["pub", "large.a", "0123456789abcdefXYZ"]);
+    let stderr = nats.fail_cleanly(&["pub", "large.a", "0123456789abcdefXYZ"]);
     assert!(
         stderr.contains("19 bytes") && stderr.contains("16"),
         "{stderr}"
@@ -1091,24 +1049,24 @@ fn unknown_streams_say_how_to_create_one() {
 fn invalid_subjects_are_refused_naming_the_token() {
     let nats = Nats::shared();
     nats.add("BADSUBJ", "badsubj.>");
-    let stderr = nats.fail(&["pub", "badsubj..created", "x"]);
+    let stderr = nats.fail_cleanly(&["pub", "badsubj..created", "x"]);
     assert!(
         stderr.contains("token 2") && stderr.contains("badsubj..created"),
         "{stderr}"
     );
-    let stderr = nats.fail(&["pub", "badsubj.*", "x"]);
+    let stderr = nats.fail_cleanly(&["pub", "badsubj.*", "x"]);
     assert!(stderr.contains("wildcard"), "{stderr}");
-    let stderr = nats.fail(&["pub", "badsubj.{{i}}.", "x", "--count", "2"]);
+    let stderr = nats.fail_cleanly(&["pub", "badsubj.{{i}}.", "x", "--count", "2"]);
     assert!(stderr.contains("token 3"), "{stderr}");
-    let stderr = nats.fail(&["sub", "badsubj..x"]);
+    let stderr = nats.fail_cleanly(&["sub", "badsubj..x"]);
     assert!(stderr.contains("token 2"), "{stderr}");
-    let stderr = nats.fail(&["replay", "BADSUBJ", "--filter", "badsubj.>.x"]);
+    let stderr = nats.fail_cleanly(&["replay", "BADSUBJ", "--filter", "badsubj.>.x"]);
     assert!(stderr.contains("badsubj.>.x"), "{stderr}");
-    let stderr = nats.fail(&["stream", "purge", "BADSUBJ", "--subject", "a..b", "-f"]);
+    let stderr = nats.fail_cleanly(&["stream", "purge", "BADSUBJ", "--subject", "a..b", "-f"]);
     assert!(stderr.contains("token 2"), "{stderr}");
-    let stderr = nats.fail(&["stream", "add", "BADSUBJ2", "--subjects", "x..y"]);
+    let stderr = nats.fail_cleanly(&["stream", "add", "BADSUBJ2", "--subjects", "x..y"]);
     assert!(stderr.contains("token 2"), "{stderr}");
-    let stderr = nats.fail(&["stream", "add", "a.b"]);
+    let stderr = nats.fail_cleanly(&["stream", "add", "a.b"]);
     assert!(stderr.contains("invalid name"), "{stderr}");
     // Nothing was published.
     assert_eq!(
@@ -1121,7 +1079,7 @@ fn invalid_subjects_are_refused_naming_the_token() {
 fn overlapping_subjects_name_the_other_stream() {
     let nats = Nats::shared();
     nats.add("OVERLAP", "overlap.>");
-    let stderr = nats.fail(&["stream", "add", "OVERLAP2", "--subjects", "overlap.eu.*"]);
+    let stderr = nats.fail_cleanly(&["stream", "add", "OVERLAP2", "--subjects", "overlap.eu.*"]);
     assert!(
         stderr.contains("OVERLAP") && stderr.contains("overlap"),
         "{stderr}"
@@ -1184,20 +1142,20 @@ fn credentials_in_the_url_never_show_in_output() {
         "w1",
     ]);
     assert!(!out.contains("s3cret"), "{out}");
-    let dump = nats.fail(&["dump"]);
+    let dump = nats.fail_cleanly(&["dump"]);
     assert!(!dump.contains("s3cret"), "{dump}");
 }
 
 #[test]
 fn errors_under_json_are_json_on_stderr() {
     let nats = Nats::shared();
-    let stderr = nats.fail(&["--json", "pub", "a..b", "x"]);
+    let stderr = nats.fail_cleanly(&["--json", "pub", "a..b", "x"]);
     let error = json(&stderr);
     assert!(
         error["error"].as_str().unwrap().contains("token 2"),
         "{error}"
     );
-    let stderr = nats.fail(&["--json", "stream", "info", "NOPE_JSON"]);
+    let stderr = nats.fail_cleanly(&["--json", "stream", "info", "NOPE_JSON"]);
     let error = json(&stderr);
     assert!(
         error["error"].as_str().unwrap().contains("stream add"),
@@ -1267,8 +1225,8 @@ fn dump_and_verify_refuse_a_nats_url_saying_what_to_use() {
     };
     for verb in ["dump", "verify"] {
         // --url
-        check(&nats.fail(&[verb]), verb);
-        check(&nats.fail(&[verb, "--stream", "X"]), verb);
+        check(&nats.fail_cleanly(&[verb]), verb);
+        check(&nats.fail_cleanly(&[verb, "--stream", "X"]), verb);
         // DURABUS_URL
         let output = durabus()
             .env("DURABUS_URL", &nats.url)
@@ -1282,7 +1240,7 @@ fn dump_and_verify_refuse_a_nats_url_saying_what_to_use() {
         assert_eq!(output.status.code(), Some(1));
         check(&String::from_utf8(output.stderr).unwrap(), verb);
         // --json: the error is JSON too.
-        let error = json(&nats.fail(&["--json", verb]));
+        let error = json(&nats.fail_cleanly(&["--json", verb]));
         assert!(
             error["error"].as_str().unwrap().contains("NATS server"),
             "{error}"
