@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
 use crate::config::{StreamConfig, StreamInfo};
+use crate::consumer::{AckKind, AckRef, ConsumerConfig, ConsumerInfo, Delivery};
 use crate::error::Result;
 use crate::message::{Message, PublishAck, StoredMessage};
 
@@ -246,8 +247,8 @@ impl fmt::Debug for Replay {
 /// The primitives a backend provides. See `ARCHITECTURE.md`, L1.
 ///
 /// Every method returns [`crate::Error::Closed`] after [`Backend::close`].
-/// Durable consumers join this trait in a later version as
-/// `create_consumer` / `fetch` / `ack` primitives beside these.
+/// The consumer primitives have default bodies that answer
+/// [`crate::Error::Unsupported`], so a backend can add them later.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Creates a stream if absent. If a stream of that name exists it is
@@ -302,6 +303,64 @@ pub trait Backend: Send + Sync + 'static {
     /// An ordered replay of a stream.
     async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay>;
 
+    /// Creates a consumer on `stream` if absent (durable: by its name;
+    /// ephemeral: always new). An existing durable with an equal
+    /// configuration is returned unchanged; a different one is
+    /// [`crate::Error::ConsumerNameInUse`]: never a silent update.
+    async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        let _ = (stream, config);
+        Err(unsupported_consumers())
+    }
+
+    /// Changes a durable consumer's configuration; fields JetStream keeps
+    /// fixed (deliver and ack policy) are refused with
+    /// [`crate::Error::InvalidConfig`].
+    async fn update_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        let _ = (stream, config);
+        Err(unsupported_consumers())
+    }
+
+    /// A consumer's configuration and state;
+    /// [`crate::Error::ConsumerNotFound`] if there is none of that name.
+    async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        let _ = (stream, name);
+        Err(unsupported_consumers())
+    }
+
+    /// The consumers of a stream, ordered by name.
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        let _ = stream;
+        Err(unsupported_consumers())
+    }
+
+    /// Deletes a consumer and its state.
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        let _ = (stream, name);
+        Err(unsupported_consumers())
+    }
+
+    /// Up to `batch` deliveries: messages due for (re)delivery, waiting up
+    /// to `expires` for the first if none is due. An empty answer after
+    /// `expires` is not an error. Delivery pauses while `max_ack_pending`
+    /// deliveries are unacknowledged.
+    async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let _ = (stream, consumer, batch, expires);
+        Err(unsupported_consumers())
+    }
+
+    /// Settles a delivery. Settling one that is already acknowledged or
+    /// terminated is a no-op, not an error.
+    async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        let _ = (delivery, kind);
+        Err(unsupported_consumers())
+    }
+
     /// Makes everything acknowledged so far durable and releases resources.
     /// Idempotent; every later call returns [`crate::Error::Closed`].
     async fn close(&self) -> Result<()>;
@@ -318,4 +377,8 @@ pub trait Backend: Send + Sync + 'static {
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
         None
     }
+}
+
+fn unsupported_consumers() -> crate::Error {
+    crate::Error::Unsupported("durable consumers are not implemented by this backend yet".into())
 }

@@ -21,6 +21,22 @@ pub enum Error {
         /// The name that was looked up.
         name: String,
     },
+    /// No consumer has this name on the stream.
+    #[error("consumer {name:?} not found on stream {stream:?}; create it first (`durabus consumer add {stream} {name}`)")]
+    ConsumerNotFound {
+        /// The stream.
+        stream: String,
+        /// The consumer name looked up.
+        name: String,
+    },
+    /// A consumer with this name exists with a different configuration.
+    #[error("consumer {name:?} already exists on stream {stream:?} with a different configuration; use update_consumer to change it")]
+    ConsumerNameInUse {
+        /// The stream.
+        stream: String,
+        /// The consumer's name.
+        name: String,
+    },
     /// A stream with this name exists with a different configuration.
     #[error("stream {name:?} already exists with a different configuration; use update_stream to change it")]
     StreamNameInUse {

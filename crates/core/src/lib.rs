@@ -7,6 +7,7 @@
 
 mod backend;
 mod config;
+mod consumer;
 mod error;
 mod header;
 mod message;
@@ -20,6 +21,10 @@ pub use backend::{
 pub use config::{
     DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo, StreamState,
     DEFAULT_DUPLICATE_WINDOW,
+};
+pub use consumer::{
+    AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,
+    SequencePair, DEFAULT_ACK_WAIT, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_MAX_ACK_PENDING,
 };
 pub use error::{redact_url, Error, Result};
 pub use header::{

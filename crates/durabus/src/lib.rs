@@ -40,6 +40,10 @@ pub use durabus_core::{
     StreamInfo, StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
+pub use durabus_core::{
+    AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,
+    SequencePair, DEFAULT_ACK_WAIT, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_MAX_ACK_PENDING,
+};
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
 pub use supervise::{
@@ -201,6 +205,59 @@ impl Bus {
     /// An ordered replay of a stream from a sequence or a time.
     pub async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
         self.backend.replay(stream, options).await
+    }
+
+    /// Creates a consumer on `stream` if absent; returns an existing equal
+    /// durable unchanged. A different configuration under the same durable
+    /// name is [`Error::ConsumerNameInUse`]: use [`Bus::update_consumer`].
+    pub async fn create_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerInfo> {
+        self.backend.create_consumer(stream, config).await
+    }
+
+    /// Changes a durable consumer's configuration.
+    pub async fn update_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerInfo> {
+        self.backend.update_consumer(stream, config).await
+    }
+
+    /// A consumer's configuration and state.
+    pub async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        self.backend.consumer_info(stream, name).await
+    }
+
+    /// The consumers of a stream, ordered by name.
+    pub async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        self.backend.list_consumers(stream).await
+    }
+
+    /// Deletes a consumer and its state.
+    pub async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        self.backend.delete_consumer(stream, name).await
+    }
+
+    /// Up to `batch` deliveries of `consumer`, waiting up to `expires` for
+    /// the first.
+    pub async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        self.backend.fetch(stream, consumer, batch, expires).await
+    }
+
+    /// Settles a delivery: ack, nak (with an optional delay), term or
+    /// in-progress.
+    pub async fn ack(&self, delivery: &Delivery, kind: AckKind) -> Result<()> {
+        self.backend.ack(&delivery.ack, kind).await
     }
 
     /// Monitoring events such as slow consumers, when the backend reports them.

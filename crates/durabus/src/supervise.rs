@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use durabus_core::{
-    Backend, ConnectionStatus, Error, Event, Message, PublishAck, PurgeRequest, Replay,
-    ReplayOptions, Result, StoredMessage, StreamConfig, StreamInfo, Subscription,
+    AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery, Error,
+    Event, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, Result, StoredMessage,
+    StreamConfig, StreamInfo, Subscription,
 };
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -543,6 +544,45 @@ impl Backend for Supervised {
     async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
         self.guard(self.shared.backend.replay(stream, options))
             .await
+    }
+
+    async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        self.guard(self.shared.backend.create_consumer(stream, config))
+            .await
+    }
+
+    async fn update_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        self.guard(self.shared.backend.update_consumer(stream, config))
+            .await
+    }
+
+    async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        self.guard(self.shared.backend.consumer_info(stream, name))
+            .await
+    }
+
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        self.guard(self.shared.backend.list_consumers(stream)).await
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        self.guard(self.shared.backend.delete_consumer(stream, name))
+            .await
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        self.guard(self.shared.backend.fetch(stream, consumer, batch, expires))
+            .await
+    }
+
+    async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.guard(self.shared.backend.ack(delivery, kind)).await
     }
 
     async fn close(&self) -> Result<()> {
