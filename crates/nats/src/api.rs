@@ -332,6 +332,8 @@ pub(crate) fn stored_message(stream: &str, v: Value) -> Result<StoredMessage, St
 /// (v1), or the v2 form with domain and account hash (and a trailing token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AckInfo {
+    /// Which delivery of the message this is (1 for the first).
+    pub(crate) delivered: u64,
     pub(crate) stream_seq: u64,
     pub(crate) consumer_seq: u64,
     pub(crate) time_nanos: u64,
@@ -354,6 +356,7 @@ pub(crate) fn parse_ack_subject(reply: &str) -> Option<AckInfo> {
     let base = if len == 9 { 4 } else { 6 };
     let num = |i: usize| t.get(base + i).and_then(|s| s.parse::<u64>().ok());
     Some(AckInfo {
+        delivered: num(0)?,
         stream_seq: num(1)?,
         consumer_seq: num(2)?,
         time_nanos: num(3)?,
@@ -390,6 +393,7 @@ mod tests {
     fn ack_subjects_v1_and_v2_parse() {
         let v1 = parse_ack_subject("$JS.ACK.S.C.1.7.3.1700000000000000000.2").unwrap();
         assert_eq!((v1.stream_seq, v1.consumer_seq, v1.pending), (7, 3, 2));
+        assert_eq!(v1.delivered, 1);
         let v2 = parse_ack_subject("$JS.ACK.dom.acc.S.C.1.7.3.1700000000000000000.2.tok").unwrap();
         assert_eq!((v2.stream_seq, v2.consumer_seq, v2.pending), (7, 3, 2));
         assert!(parse_ack_subject("_INBOX.x").is_none());

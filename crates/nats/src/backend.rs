@@ -9,10 +9,10 @@ use async_nats::connection::State;
 use async_nats::{Client, StatusCode};
 use bytes::Bytes;
 use durabus_core::{
-    subject, Backend, ConnectionStatus, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest,
-    Replay, ReplayOptions, ReplayStart, Result, StoredMessage, StreamConfig, StreamInfo,
-    Subscription, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-    NATS_EXPECTED_STREAM,
+    subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
+    Error, Event, HeaderMap, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart,
+    Result, StoredMessage, StreamConfig, StreamInfo, Subscription, NATS_EXPECTED_LAST_SEQUENCE,
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
 };
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -238,7 +238,7 @@ fn to_nats_headers(h: &HeaderMap) -> async_nats::HeaderMap {
     out
 }
 
-fn from_nats_headers(h: Option<&async_nats::HeaderMap>) -> HeaderMap {
+pub(crate) fn from_nats_headers(h: Option<&async_nats::HeaderMap>) -> HeaderMap {
     let mut out = HeaderMap::new();
     if let Some(h) = h {
         for (n, values) in h.iter() {
@@ -259,13 +259,13 @@ fn from_nats_message(m: async_nats::Message) -> Message {
     }
 }
 
-fn not_found(stream: &str) -> Error {
+pub(crate) fn not_found(stream: &str) -> Error {
     Error::StreamNotFound {
         name: stream.to_owned(),
     }
 }
 
-fn generic(e: ApiError) -> Error {
+pub(crate) fn generic(e: ApiError) -> Error {
     if e.err_code == codes::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT {
         return Error::JetStreamNotEnabled;
     }
@@ -347,7 +347,7 @@ impl NatsBackend {
         });
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
         } else if self.inner.link_lost.load(Ordering::Acquire) {
@@ -365,7 +365,7 @@ impl NatsBackend {
     }
 
     /// The error of a request that failed without an answer.
-    fn request_error(&self, e: &async_nats::RequestError, timeout: Duration) -> Error {
+    pub(crate) fn request_error(&self, e: &async_nats::RequestError, timeout: Duration) -> Error {
         match e.kind() {
             async_nats::RequestErrorKind::TimedOut => Error::Timeout(timeout),
             async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
@@ -385,7 +385,11 @@ impl NatsBackend {
     }
 
     /// One JetStream API call: `Ok(Err(api error))` when the server refused.
-    async fn api(&self, what: &str, body: Value) -> Result<std::result::Result<Value, ApiError>> {
+    pub(crate) async fn api(
+        &self,
+        what: &str,
+        body: Value,
+    ) -> Result<std::result::Result<Value, ApiError>> {
         self.check()?;
         let subject = format!("$JS.API.{what}");
         let payload = Bytes::from(serde_json::to_vec(&body).map_err(server)?);
@@ -401,6 +405,16 @@ impl NatsBackend {
             Ok(m) => m,
         };
         api::split(&reply.payload).map_err(Error::Server)
+    }
+
+    /// The async-nats client.
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The client's request timeout.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     fn remember(&self, info: &StreamInfo) {
@@ -671,7 +685,7 @@ impl NatsBackend {
         r.map_err(|e| self.closed_or(e))
     }
 
-    fn closed_or(&self, e: impl std::fmt::Display) -> Error {
+    pub(crate) fn closed_or(&self, e: impl std::fmt::Display) -> Error {
         if self.inner.closed.load(Ordering::Acquire) {
             Error::Closed
         } else if self.inner.link_lost.load(Ordering::Acquire) {
@@ -1261,6 +1275,40 @@ impl Backend for NatsBackend {
         .take_until(self.closed_signal())
         .boxed();
         Ok(Replay::new(s))
+    }
+
+    async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        self.nats_create_consumer(stream, config).await
+    }
+
+    async fn update_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        self.nats_update_consumer(stream, config).await
+    }
+
+    async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        self.nats_consumer_info(stream, name).await
+    }
+
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        self.nats_list_consumers(stream).await
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        self.nats_delete_consumer(stream, name).await
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        self.nats_fetch(stream, consumer, batch, expires).await
+    }
+
+    async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.nats_ack(delivery, kind).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -31,6 +31,7 @@
 
 mod api;
 mod backend;
+mod consumer;
 mod options;
 
 pub use backend::NatsBackend;

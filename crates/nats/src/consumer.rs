@@ -1,0 +1,740 @@
+//! Pull consumers on NATS: the JetStream consumer API (`$JS.API.CONSUMER.*`)
+//! with durabus's [`ConsumerConfig`] mapped to and from its JSON, pull
+//! requests (`CONSUMER.MSG.NEXT`) for fetches and `$JS.ACK.*` replies for
+//! settling deliveries.
+//!
+//! # nats-server 2.9 behaviours handled here
+//!
+//! - A create of an existing consumer with another configuration is an
+//!   update in 2.9 (the `action` field is 2.10): durabus looks first with
+//!   `CONSUMER.INFO` and refuses with [`Error::ConsumerNameInUse`].
+//! - With a backoff list the server sets `ack_wait` to its first wait; the
+//!   comparison of an existing consumer's configuration allows for it.
+//! - A pull request to a consumer that does not exist gets no answer at all
+//!   (no 503): the consumer is looked up when a pull stays unanswered.
+//! - A `no_wait` pull on a consumer at `max_ack_pending`, or with a delayed
+//!   redelivery outstanding, waits for its `expires` (without one it never
+//!   ends); every pull here carries an `expires`.
+//! - Several filter subjects need 2.10.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use durabus_core::{
+    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ConsumerConfig,
+    ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair, StoredMessage,
+};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::api::{self, codes, ApiError};
+use crate::backend::{from_nats_headers, generic, not_found, NatsBackend};
+
+/// JetStream error codes of the consumer API.
+pub(crate) mod consumer_codes {
+    /// `consumer not found`.
+    pub(crate) const CONSUMER_NOT_FOUND: u64 = 10014;
+    /// `consumer create failed` (2.9 wraps refused updates in it, code 500).
+    pub(crate) const CONSUMER_CREATE: u64 = 10012;
+}
+
+/// The wait of a pull that only collects what is due now: long enough for
+/// the server to hand over what it has, short enough not to hold a fetch
+/// when the server decides to wait (at `max_ack_pending`, say).
+const DUE_NOW: Duration = Duration::from_millis(50);
+
+/// How long past a pull's `expires` its end (a 408) may take to arrive.
+const GRACE: Duration = Duration::from_millis(500);
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn limit(v: Option<u64>) -> i64 {
+    v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// nats-server compares start times as i64 nanoseconds since the epoch.
+fn clamp_time(t: SystemTime) -> SystemTime {
+    let latest = UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64);
+    t.clamp(UNIX_EPOCH, latest)
+}
+
+/// A durabus consumer configuration as JetStream JSON (a pull consumer).
+pub(crate) fn config_to_json(cfg: &ConsumerConfig) -> Result<Value> {
+    if cfg.filter_subjects.len() > 1 {
+        return Err(Error::Unsupported(format!(
+            "a consumer with several filter subjects ({}) needs nats-server 2.10; this backend speaks the 2.9 API, which takes one",
+            cfg.filter_subjects.join(", ")
+        )));
+    }
+    let mut v = json!({
+        "ack_policy": match cfg.ack_policy {
+            AckPolicy::Explicit => "explicit",
+            AckPolicy::None => "none",
+            AckPolicy::All => "all",
+        },
+        "ack_wait": nanos(cfg.ack_wait),
+        "max_deliver": limit(cfg.max_deliver),
+        "max_ack_pending": limit(cfg.max_ack_pending),
+        "replay_policy": "instant",
+    });
+    let policy = match cfg.deliver_policy {
+        DeliverPolicy::All => "all",
+        DeliverPolicy::Last => "last",
+        DeliverPolicy::New => "new",
+        DeliverPolicy::LastPerSubject => "last_per_subject",
+        DeliverPolicy::ByStartSequence(seq) => {
+            v["opt_start_seq"] = json!(seq);
+            "by_start_sequence"
+        }
+        DeliverPolicy::ByStartTime(t) => {
+            let t = humantime::format_rfc3339_nanos(clamp_time(t)).to_string();
+            v["opt_start_time"] = json!(t);
+            "by_start_time"
+        }
+    };
+    v["deliver_policy"] = json!(policy);
+    if let Some(name) = &cfg.durable_name {
+        v["durable_name"] = json!(name);
+        v["name"] = json!(name);
+    }
+    if let Some(d) = &cfg.description {
+        v["description"] = json!(d);
+    }
+    if !cfg.backoff.is_empty() {
+        v["backoff"] = json!(cfg.backoff.iter().map(|d| nanos(*d)).collect::<Vec<_>>());
+    }
+    if let Some(f) = cfg.filter_subjects.first() {
+        v["filter_subject"] = json!(f);
+    }
+    if let Some(t) = cfg.effective_inactive_threshold() {
+        v["inactive_threshold"] = json!(nanos(t));
+    }
+    Ok(v)
+}
+
+/// A configuration as the server keeps it, for comparing an existing
+/// consumer's with a requested one.
+pub(crate) fn normalized(cfg: &ConsumerConfig) -> ConsumerConfig {
+    let mut c = cfg.clone();
+    c.inactive_threshold = c.effective_inactive_threshold();
+    // The server replaces ack_wait by the first backoff wait.
+    if let Some(first) = c.backoff.first() {
+        c.ack_wait = *first;
+    }
+    c.description = c.description.filter(|d| !d.is_empty());
+    if let DeliverPolicy::ByStartTime(t) = c.deliver_policy {
+        c.deliver_policy = DeliverPolicy::ByStartTime(clamp_time(t));
+    }
+    c
+}
+
+#[derive(Debug, Deserialize)]
+struct JsConsumerConfig {
+    #[serde(default)]
+    durable_name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    deliver_policy: String,
+    #[serde(default)]
+    opt_start_seq: u64,
+    #[serde(default)]
+    opt_start_time: Option<String>,
+    #[serde(default)]
+    ack_policy: String,
+    #[serde(default)]
+    ack_wait: u64,
+    #[serde(default)]
+    max_deliver: i64,
+    #[serde(default)]
+    backoff: Vec<u64>,
+    #[serde(default)]
+    max_ack_pending: i64,
+    #[serde(default)]
+    filter_subject: Option<String>,
+    /// nats-server 2.10.
+    #[serde(default)]
+    filter_subjects: Vec<String>,
+    #[serde(default)]
+    inactive_threshold: u64,
+    #[serde(default)]
+    deliver_subject: Option<String>,
+}
+
+fn positive(v: i64) -> Option<u64> {
+    u64::try_from(v).ok().filter(|n| *n > 0)
+}
+
+/// An opt_start_time; the epoch for Go's zero time or anything unreadable.
+fn start_time(s: Option<&str>) -> SystemTime {
+    s.and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
+        .unwrap_or(UNIX_EPOCH)
+}
+
+impl JsConsumerConfig {
+    fn into_config(self) -> ConsumerConfig {
+        let deliver_policy = match self.deliver_policy.as_str() {
+            "last" => DeliverPolicy::Last,
+            "new" => DeliverPolicy::New,
+            "last_per_subject" => DeliverPolicy::LastPerSubject,
+            "by_start_sequence" => DeliverPolicy::ByStartSequence(self.opt_start_seq),
+            "by_start_time" => {
+                DeliverPolicy::ByStartTime(start_time(self.opt_start_time.as_deref()))
+            }
+            _ => DeliverPolicy::All,
+        };
+        let mut filter_subjects = self.filter_subjects;
+        if let Some(f) = self.filter_subject.filter(|f| !f.is_empty()) {
+            if !filter_subjects.contains(&f) {
+                filter_subjects.insert(0, f);
+            }
+        }
+        ConsumerConfig {
+            durable_name: self.durable_name.filter(|d| !d.is_empty()),
+            description: self.description.filter(|d| !d.is_empty()),
+            deliver_policy,
+            ack_policy: match self.ack_policy.as_str() {
+                "none" => AckPolicy::None,
+                "all" => AckPolicy::All,
+                _ => AckPolicy::Explicit,
+            },
+            ack_wait: if self.ack_wait == 0 {
+                durabus_core::DEFAULT_ACK_WAIT
+            } else {
+                Duration::from_nanos(self.ack_wait)
+            },
+            max_deliver: positive(self.max_deliver),
+            backoff: self.backoff.into_iter().map(Duration::from_nanos).collect(),
+            max_ack_pending: positive(self.max_ack_pending),
+            filter_subjects,
+            inactive_threshold: (self.inactive_threshold > 0)
+                .then(|| Duration::from_nanos(self.inactive_threshold)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JsSequencePair {
+    #[serde(default)]
+    consumer_seq: u64,
+    #[serde(default)]
+    stream_seq: u64,
+}
+
+impl From<JsSequencePair> for SequencePair {
+    fn from(p: JsSequencePair) -> Self {
+        SequencePair {
+            consumer_seq: p.consumer_seq,
+            stream_seq: p.stream_seq,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct JsConsumerInfo {
+    stream_name: String,
+    name: String,
+    config: JsConsumerConfig,
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    delivered: JsSequencePair,
+    #[serde(default)]
+    ack_floor: JsSequencePair,
+    #[serde(default)]
+    num_ack_pending: u64,
+    #[serde(default)]
+    num_redelivered: u64,
+    #[serde(default)]
+    num_pending: u64,
+}
+
+/// A consumer info answer as durabus's [`ConsumerInfo`], and whether it is
+/// a push consumer (a replay's, or another client's).
+fn parse_info(v: Value) -> Result<(ConsumerInfo, bool)> {
+    let info: JsConsumerInfo = serde_json::from_value(v)
+        .map_err(|e| Error::Server(format!("unreadable consumer info ({e})")))?;
+    let push = info
+        .config
+        .deliver_subject
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
+    Ok((
+        ConsumerInfo {
+            stream: info.stream_name,
+            name: info.name,
+            config: info.config.into_config(),
+            created: info
+                .created
+                .as_deref()
+                .and_then(api::parse_time)
+                .unwrap_or(UNIX_EPOCH),
+            delivered: info.delivered.into(),
+            ack_floor: info.ack_floor.into(),
+            num_pending: info.num_pending,
+            num_ack_pending: info.num_ack_pending,
+            num_redelivered: info.num_redelivered,
+        },
+        push,
+    ))
+}
+
+fn consumer_not_found(stream: &str, name: &str) -> Error {
+    Error::ConsumerNotFound {
+        stream: stream.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// A refused create or update: the server's text for configuration
+/// errors (code 400, and 2.9's "consumer create failed" wrapper).
+fn create_error(stream: &str, e: ApiError) -> Error {
+    match e.err_code {
+        codes::STREAM_NOT_FOUND => not_found(stream),
+        consumer_codes::CONSUMER_CREATE => Error::InvalidConfig(e.description),
+        _ if e.code == 400 => Error::InvalidConfig(e.description),
+        _ => generic(e),
+    }
+}
+
+/// The payload of an ack of `kind`.
+fn ack_payload(kind: AckKind) -> Bytes {
+    match kind {
+        AckKind::Ack => Bytes::from_static(b"+ACK"),
+        AckKind::Nak(None) => Bytes::from_static(b"-NAK"),
+        AckKind::Nak(Some(d)) if d.is_zero() => Bytes::from_static(b"-NAK"),
+        AckKind::Nak(Some(d)) => Bytes::from(format!("-NAK {{\"delay\": {}}}", nanos(d))),
+        AckKind::Term => Bytes::from_static(b"+TERM"),
+        AckKind::InProgress => Bytes::from_static(b"+WPI"),
+    }
+}
+
+/// How a pull request ended.
+#[derive(Debug, PartialEq, Eq)]
+enum PullEnd {
+    /// The batch is full, or the server ended it (404, 408).
+    Done,
+    /// No answer at all by the deadline: the consumer may not exist.
+    Silent,
+}
+
+impl NatsBackend {
+    /// The consumer `name` of `stream` as the server has it.
+    async fn lookup_consumer(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        match self
+            .api(&format!("CONSUMER.INFO.{stream}.{name}"), json!({}))
+            .await?
+        {
+            Ok(v) => parse_info(v).map(|(info, _)| info),
+            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
+            Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
+                Err(consumer_not_found(stream, name))
+            }
+            Err(e) => Err(generic(e)),
+        }
+    }
+
+    /// Sends a create (in 2.9 also an update) of `config` on `stream`.
+    async fn send_create(&self, stream: &str, config: &ConsumerConfig) -> Result<ConsumerInfo> {
+        let body = json!({ "stream_name": stream, "config": config_to_json(config)? });
+        let what = match &config.durable_name {
+            Some(name) => format!("CONSUMER.CREATE.{stream}.{name}"),
+            None => format!("CONSUMER.CREATE.{stream}"),
+        };
+        match self.api(&what, body).await? {
+            Ok(v) => parse_info(v).map(|(info, _)| info),
+            Err(e) => Err(create_error(stream, e)),
+        }
+    }
+
+    /// [`durabus_core::Backend::create_consumer`].
+    pub(crate) async fn nats_create_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerInfo> {
+        self.check()?;
+        validate_stream_name(stream)?;
+        config.validate()?;
+        // Refuse several filters before anything reaches the server.
+        config_to_json(&config)?;
+        if let Some(name) = &config.durable_name {
+            match self.lookup_consumer(stream, name).await {
+                Ok(info) => {
+                    return if normalized(&info.config) == normalized(&config) {
+                        Ok(info)
+                    } else {
+                        Err(Error::ConsumerNameInUse {
+                            stream: stream.to_owned(),
+                            name: name.clone(),
+                        })
+                    };
+                }
+                Err(Error::ConsumerNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.send_create(stream, &config).await
+    }
+
+    /// [`durabus_core::Backend::update_consumer`].
+    pub(crate) async fn nats_update_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerInfo> {
+        self.check()?;
+        validate_stream_name(stream)?;
+        config.validate()?;
+        config_to_json(&config)?;
+        let Some(name) = &config.durable_name else {
+            return Err(Error::InvalidConfig(
+                "update_consumer needs a durable name: ephemeral consumers cannot be updated"
+                    .into(),
+            ));
+        };
+        // Without this a 2.9 "update" of a missing consumer creates it.
+        let old = self.lookup_consumer(stream, name).await?;
+        config.validate_update(&old.config)?;
+        self.send_create(stream, &config).await
+    }
+
+    /// [`durabus_core::Backend::consumer_info`].
+    pub(crate) async fn nats_consumer_info(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Result<ConsumerInfo> {
+        self.check()?;
+        validate_stream_name(stream)?;
+        validate_consumer_name(name)?;
+        self.lookup_consumer(stream, name).await
+    }
+
+    /// [`durabus_core::Backend::list_consumers`]: the pull consumers
+    /// (replays' push consumers and other clients' are left out).
+    pub(crate) async fn nats_list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        self.check()?;
+        validate_stream_name(stream)?;
+        let mut out = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let v = match self
+                .api(
+                    &format!("CONSUMER.LIST.{stream}"),
+                    json!({ "offset": offset }),
+                )
+                .await?
+            {
+                Ok(v) => v,
+                Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(stream)),
+                Err(e) => return Err(generic(e)),
+            };
+            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0);
+            let page = match v.get("consumers") {
+                Some(Value::Array(page)) => page.clone(),
+                _ => Vec::new(),
+            };
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len();
+            for c in page {
+                let (info, push) = parse_info(c)?;
+                if !push {
+                    out.push(info);
+                }
+            }
+            if offset as u64 >= total {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// [`durabus_core::Backend::delete_consumer`].
+    pub(crate) async fn nats_delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        self.check()?;
+        validate_stream_name(stream)?;
+        validate_consumer_name(name)?;
+        match self
+            .api(&format!("CONSUMER.DELETE.{stream}.{name}"), json!({}))
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
+            Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
+                Err(consumer_not_found(stream, name))
+            }
+            Err(e) => Err(generic(e)),
+        }
+    }
+
+    /// [`durabus_core::Backend::fetch`].
+    ///
+    /// Up to three pull requests, each ended by the server: what is due now
+    /// (`no_wait`, batch `batch`); if nothing was, a wait for one message
+    /// until `expires`; after it, what else is due now. A pull never asks
+    /// for more than the fetch returns, so no delivery is left to a pull
+    /// nobody reads, except when the fetch future is dropped: its inbox is
+    /// unsubscribed then, and what the server sent to it meanwhile is
+    /// delivered again after `ack_wait`.
+    pub(crate) async fn nats_fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        self.check()?;
+        validate_stream_name(stream)?;
+        validate_consumer_name(consumer)?;
+        if batch == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + expires;
+        let mut out = Vec::new();
+        let first = self
+            .pull(
+                stream,
+                consumer,
+                batch,
+                true,
+                DUE_NOW.min(expires),
+                &mut out,
+            )
+            .await?;
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        if first == PullEnd::Silent {
+            // No 404 for a no_wait pull: is there a consumer at all?
+            self.lookup_consumer(stream, consumer).await?;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(out);
+        }
+        let waited = self
+            .pull(stream, consumer, 1, false, left, &mut out)
+            .await?;
+        if out.is_empty() {
+            if waited == PullEnd::Silent {
+                self.lookup_consumer(stream, consumer).await?;
+            }
+            return Ok(out);
+        }
+        if batch > 1 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = DUE_NOW.min(left).max(Duration::from_millis(1));
+            self.pull(stream, consumer, batch - 1, true, wait, &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// One pull request for `batch` messages, collected into `out` until the
+    /// batch is full or the server ends the request.
+    async fn pull(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        no_wait: bool,
+        expires: Duration,
+        out: &mut Vec<Delivery>,
+    ) -> Result<PullEnd> {
+        let client = self.client();
+        let inbox = client.new_inbox();
+        // Dropped (so unsubscribed) when this future is.
+        let mut sub = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| self.closed_or(e))?;
+        // Zero would mean "never expires" to the server.
+        let expires = expires.max(Duration::from_millis(1));
+        let mut body = json!({ "batch": batch, "expires": nanos(expires) });
+        if no_wait {
+            body["no_wait"] = json!(true);
+        }
+        client
+            .publish_with_reply(
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+                inbox,
+                Bytes::from(body.to_string()),
+            )
+            .await
+            .map_err(|e| self.closed_or(e))?;
+        let until = Instant::now() + expires + GRACE;
+        let mut got = 0usize;
+        let mut answered = false;
+        while got < batch {
+            let m = match tokio::time::timeout_at(until, sub.next()).await {
+                Err(_) => break,
+                Ok(None) => {
+                    self.check()?;
+                    return Err(self.closed_or("the connection ended a fetch"));
+                }
+                Ok(Some(m)) => m,
+            };
+            answered = true;
+            if let Some(status) = m.status {
+                let description = m.description.unwrap_or_default();
+                match status.as_u16() {
+                    // Heartbeats.
+                    100 => continue,
+                    404 | 408 => return Ok(PullEnd::Done),
+                    409 if description.contains("Consumer Deleted") => {
+                        return Err(consumer_not_found(stream, consumer));
+                    }
+                    409 if description.contains("push based") => {
+                        return Err(Error::InvalidArgument(format!(
+                            "consumer {consumer:?} of stream {stream:?} is a push consumer; fetch needs a pull consumer"
+                        )));
+                    }
+                    // No responders: nobody serves this consumer.
+                    503 => return Ok(PullEnd::Silent),
+                    code => {
+                        if got > 0 {
+                            return Ok(PullEnd::Done);
+                        }
+                        return Err(Error::Server(format!(
+                            "fetch from consumer {consumer:?} of stream {stream:?}: {code} {description}"
+                        )));
+                    }
+                }
+            }
+            let Some(reply) = m.reply else { continue };
+            let Some(ack) = api::parse_ack_subject(&reply) else {
+                continue;
+            };
+            got += 1;
+            out.push(Delivery {
+                message: StoredMessage {
+                    stream: stream.to_owned(),
+                    seq: ack.stream_seq,
+                    subject: m.subject.to_string(),
+                    time: UNIX_EPOCH + Duration::from_nanos(ack.time_nanos),
+                    headers: from_nats_headers(m.headers.as_ref()),
+                    payload: m.payload,
+                },
+                ack: AckRef {
+                    stream: stream.to_owned(),
+                    consumer: consumer.to_owned(),
+                    stream_seq: ack.stream_seq,
+                    consumer_seq: ack.consumer_seq,
+                    delivered: ack.delivered,
+                    token: Some(reply.to_string()),
+                },
+                pending: ack.pending,
+            });
+        }
+        Ok(if answered {
+            PullEnd::Done
+        } else {
+            PullEnd::Silent
+        })
+    }
+
+    /// [`durabus_core::Backend::ack`]: a request to the delivery's reply
+    /// subject, so `Ok` means the server has it (nats-server answers every
+    /// ack that carries a reply, repeated ones included).
+    pub(crate) async fn nats_ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.check()?;
+        let Some(token) = delivery.token.as_deref() else {
+            return Err(Error::InvalidArgument(format!(
+                "delivery {} of stream {:?} has no NATS ack subject (token); only deliveries fetched from a NATS consumer can be settled here",
+                delivery.stream_seq, delivery.stream
+            )));
+        };
+        if api::parse_ack_subject(token).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{token:?} is not a JetStream ack subject ($JS.ACK...)"
+            )));
+        }
+        let timeout = self.request_timeout();
+        match self
+            .client()
+            .request(token.to_owned(), ack_payload(kind))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.request_error(&e, timeout) {
+                // The consumer is gone: nobody takes acks for it.
+                Error::NoResponders { .. } => {
+                    Err(consumer_not_found(&delivery.stream, &delivery.consumer))
+                }
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(cfg: &ConsumerConfig) -> ConsumerConfig {
+        let js: JsConsumerConfig = serde_json::from_value(config_to_json(cfg).unwrap()).unwrap();
+        js.into_config()
+    }
+
+    #[test]
+    fn configs_round_trip_through_jetstream_json() {
+        let t = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        for policy in [
+            DeliverPolicy::All,
+            DeliverPolicy::Last,
+            DeliverPolicy::New,
+            DeliverPolicy::LastPerSubject,
+            DeliverPolicy::ByStartSequence(7),
+            DeliverPolicy::ByStartTime(t),
+            DeliverPolicy::ByStartTime(UNIX_EPOCH),
+        ] {
+            let mut cfg = ConsumerConfig::durable("c")
+                .deliver_policy(policy)
+                .ack_policy(AckPolicy::All)
+                .ack_wait(Duration::from_millis(300))
+                .max_deliver(4)
+                .backoff([Duration::from_secs(1), Duration::from_secs(2)])
+                .max_ack_pending(None)
+                .filter_subject("a.*")
+                .inactive_threshold(Duration::from_secs(9));
+            cfg.description = Some("d".into());
+            assert_eq!(
+                normalized(&round_trip(&cfg)),
+                normalized(&cfg),
+                "{policy:?}"
+            );
+        }
+        let eph = ConsumerConfig::ephemeral();
+        assert_eq!(normalized(&round_trip(&eph)), normalized(&eph));
+        assert_eq!(round_trip(&eph).max_ack_pending, Some(1000));
+    }
+
+    #[test]
+    fn several_filters_need_nats_server_2_10() {
+        let mut cfg = ConsumerConfig::durable("c");
+        cfg.filter_subjects = vec!["a".into(), "b".into()];
+        let e = config_to_json(&cfg).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e}");
+        assert!(e.to_string().contains("2.10"), "{e}");
+    }
+
+    #[test]
+    fn ack_payloads() {
+        assert_eq!(ack_payload(AckKind::Ack), "+ACK");
+        assert_eq!(ack_payload(AckKind::Nak(None)), "-NAK");
+        assert_eq!(
+            ack_payload(AckKind::Nak(Some(Duration::from_millis(5)))),
+            "-NAK {\"delay\": 5000000}"
+        );
+        assert_eq!(ack_payload(AckKind::Term), "+TERM");
+        assert_eq!(ack_payload(AckKind::InProgress), "+WPI");
+    }
+}
