@@ -631,3 +631,57 @@ where
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// What [`Bus::redrive`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedriveStats {
+    /// Dead letters published to their origin subject again (and removed).
+    pub republished: u64,
+    /// Dead letters without the origin headers, left where they are.
+    pub skipped: u64,
+}
+
+impl Bus {
+    /// Republishes the dead letters stored in `dlq_stream` (those on
+    /// subjects matching `filter`, default all) to their origin subjects,
+    /// without the dead-letter headers, and deletes each from the DLQ once
+    /// the origin stream acknowledged it. Each republish carries the msg id
+    /// `redrive:<dlq stream>:<seq>`, so a redrive cut short and run again
+    /// stores no copy twice (inside the origin's duplicate window).
+    pub async fn redrive(&self, dlq_stream: &str, filter: Option<&str>) -> Result<RedriveStats> {
+        let mut options = crate::ReplayOptions::from_seq(1).stop_at_end();
+        if let Some(f) = filter {
+            options = options.filter(f);
+        }
+        let mut replay = self.replay(dlq_stream, options).await?;
+        let mut stats = RedriveStats::default();
+        while let Some(letter) = replay.next().await {
+            let letter = letter?;
+            let Some(origin) = letter.headers.get(DLQ_SUBJECT).map(str::to_owned) else {
+                stats.skipped += 1;
+                continue;
+            };
+            let mut m = Message::new(origin, letter.payload.clone());
+            for (name, value) in letter.headers.iter() {
+                if !name.starts_with("Durabus-Dlq-") && name != NATS_MSG_ID {
+                    m.headers.append(name, value);
+                }
+            }
+            m = m.with_msg_id(format!("redrive:{dlq_stream}:{}", letter.seq));
+            match self.publish_message(m).await? {
+                Some(_) => {}
+                None => {
+                    return Err(Error::InvalidConfig(format!(
+                        "no stream captures {:?} any more; dead letter {} left in {dlq_stream}",
+                        letter.headers.get(DLQ_SUBJECT).unwrap_or_default(),
+                        letter.seq
+                    )))
+                }
+            }
+            self.delete_message(dlq_stream, letter.seq).await?;
+            stats.republished += 1;
+        }
+        Ok(stats)
+    }
+}

@@ -242,6 +242,7 @@ macro_rules! conformance_suite {
             runner {
                 consume_acks_every_message_the_handler_completes,
                 failing_messages_are_dead_lettered_once_with_their_origin,
+                redrive_republishes_dead_letters_to_their_origin,
                 stall_in_order_retries_a_message_before_taking_the_next,
                 long_handlers_are_kept_alive_past_ack_wait,
                 shutdown_finishes_in_flight_work_and_gives_back_the_rest,
@@ -3147,6 +3148,50 @@ pub mod runner {
         assert_eq!(letters[0].payload, "1".as_bytes());
         let info = bus.consumer_info(&cfg.name, "r").await.unwrap();
         assert_eq!(info.num_ack_pending, 0, "the dead letter was terminated");
+    }
+
+    /// Redrive publishes dead letters to their origin subject again,
+    /// without the dead-letter headers, and removes them from the DLQ.
+    pub async fn redrive_republishes_dead_letters_to_their_origin(bus: &Bus) {
+        let n = names("run_redrive");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        publish_n(bus, &n.subject("a"), 2).await;
+        consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(1)).await;
+        let dlq_stream = n.stream("DLQ");
+        let options = ConsumeOptions::new().dead_letter(DeadLetter::Subject {
+            subject: n.subject("dead"),
+            stream: dlq_stream.clone(),
+        });
+        let handle = bus
+            .consume(&cfg.name, "r", options, |d| async move {
+                if d.stream_seq() == 1 {
+                    Outcome::Failed("no".into())
+                } else {
+                    Outcome::Done
+                }
+            })
+            .await
+            .unwrap();
+        eventually("dead-lettered", WAIT, || async {
+            handle.stats().dead_lettered == 1
+        })
+        .await;
+        handle.shutdown().await.unwrap();
+        let stats = bus.redrive(&dlq_stream, None).await.unwrap();
+        assert_eq!(stats.republished, 1);
+        assert!(replay_all(bus, &dlq_stream, ReplayOptions::from_seq(1))
+            .await
+            .is_empty());
+        let again = bus.get_message(&cfg.name, 3).await.unwrap();
+        assert_eq!(again.subject, n.subject("a"));
+        assert_eq!(again.payload, "0".as_bytes());
+        assert!(again
+            .headers
+            .iter()
+            .all(|(name, _)| !name.starts_with("Durabus-Dlq-")));
+        // Run again: nothing left to redrive.
+        assert_eq!(bus.redrive(&dlq_stream, None).await.unwrap().republished, 0);
     }
 
     /// Stall in order: a failing message is retried before the next one is
