@@ -45,6 +45,9 @@ pub(crate) mod consumer_codes {
 /// when the server decides to wait (at `max_ack_pending`, say).
 const DUE_NOW: Duration = Duration::from_millis(50);
 
+/// The longest single pull of a fetch waiting for its first message.
+const WAIT_CHUNK: Duration = Duration::from_secs(1);
+
 /// How long past a pull's `expires` its end (a 408) may take to arrive.
 const GRACE: Duration = Duration::from_millis(500);
 
@@ -477,13 +480,14 @@ impl NatsBackend {
 
     /// [`durabus_core::Backend::fetch`].
     ///
-    /// Up to three pull requests, each ended by the server: what is due now
-    /// (`no_wait`, batch `batch`); if nothing was, a wait for one message
-    /// until `expires`; after it, what else is due now. A pull never asks
-    /// for more than the fetch returns, so no delivery is left to a pull
-    /// nobody reads, except when the fetch future is dropped: its inbox is
-    /// unsubscribed then, and what the server sent to it meanwhile is
-    /// delivered again after `ack_wait`.
+    /// Pull requests, each ended by the server: what is due now (`no_wait`,
+    /// batch `batch`); if nothing was, a wait for one message until
+    /// `expires`, in pulls of at most [`WAIT_CHUNK`]; after it, what else
+    /// is due now. A pull never asks for more than the fetch returns, so no
+    /// delivery is left to a pull nobody reads, except when the fetch
+    /// future is dropped: its inbox is unsubscribed then, and what the
+    /// server sends there before that pull ends (while waiting: one message
+    /// at most, within a second) is delivered again after `ack_wait`.
     pub(crate) async fn nats_fetch(
         &self,
         stream: &str,
@@ -516,18 +520,24 @@ impl NatsBackend {
             // No 404 for a no_wait pull: is there a consumer at all?
             self.lookup_consumer(stream, consumer).await?;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(out);
-        }
-        let waited = self
-            .pull(stream, consumer, 1, false, left, &mut out)
-            .await?;
-        if out.is_empty() {
+        // Wait for one, in pulls of at most WAIT_CHUNK: a pull the server
+        // lost (a restart) is replaced soon, and a dropped fetch leaves a
+        // pull behind for that long at most.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(out);
+            }
+            let wait = left.min(WAIT_CHUNK);
+            let waited = self
+                .pull(stream, consumer, 1, false, wait, &mut out)
+                .await?;
+            if !out.is_empty() {
+                break;
+            }
             if waited == PullEnd::Silent {
                 self.lookup_consumer(stream, consumer).await?;
             }
-            return Ok(out);
         }
         if batch > 1 {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -6,7 +6,10 @@
 //! to subjects a stream captures are JetStream publishes (request with an
 //! ack); others are core publishes. Replay is an ordered consumer: an
 //! ephemeral push consumer with flow control and heartbeats, recreated from
-//! the last sequence seen when a gap shows.
+//! the last sequence seen when a gap shows. Durable and ephemeral consumers
+//! are JetStream pull consumers: fetch sends `CONSUMER.MSG.NEXT` pull
+//! requests, and acks are requests to the delivery's `$JS.ACK` subject, so
+//! a settled delivery is confirmed by the server.
 //!
 //! Works with nats-server 2.9 and later; the conformance suite passes on
 //! 2.9.10 (`tests/conformance/tests/nats.rs`).
@@ -28,6 +31,17 @@
 //!   the server also *accepts* an expectation of 0 for that subject.
 //! - A filtered consumer's pending count can be too high after deletes, so
 //!   bounded replays also end on an idle heartbeat (250 ms).
+//! - A consumer create of an existing name is an update in 2.9 (no
+//!   `action` field before 2.10): `create_consumer` looks first and answers
+//!   `ConsumerNameInUse` for another configuration. A create racing another
+//!   client's create of the same name can still update it.
+//! - With a backoff list the server makes `ack_wait` its first wait (the
+//!   consumer info says so); several filter subjects need 2.10
+//!   (`Unsupported`); `last_per_subject` needs a filter subject (10094).
+//! - A pull request to a missing consumer gets no answer at all: a fetch
+//!   that hears nothing looks the consumer up (`ConsumerNotFound`).
+//! - A `no_wait` pull waits for its `expires` at `max_ack_pending` or with a
+//!   delayed redelivery outstanding (and forever without an `expires`).
 
 mod api;
 mod backend;
