@@ -2682,10 +2682,21 @@ pub mod consumers {
         for s in ["a", "b", "a", "c", "b"] {
             publish_payload(bus, &n.subject(s), s).await;
         }
+        // JetStream needs a filter with this policy.
+        assert_err!(
+            bus.create_consumer(
+                &cfg.name,
+                ConsumerConfig::durable("bare").deliver_policy(DeliverPolicy::LastPerSubject)
+            )
+            .await,
+            Error::InvalidConfig(_)
+        );
         consumer(
             bus,
             &cfg.name,
-            ConsumerConfig::durable("lps").deliver_policy(DeliverPolicy::LastPerSubject),
+            ConsumerConfig::durable("lps")
+                .deliver_policy(DeliverPolicy::LastPerSubject)
+                .filter_subject(n.all()),
         )
         .await;
         let got = fetch_n(bus, &cfg.name, "lps", 3).await;
@@ -3111,7 +3122,7 @@ pub mod runner {
         publish_n(bus, &n.subject("a"), 4).await;
         consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(3)).await;
         let dlq_stream = n.stream("DLQ");
-        let dlq_subject = n.subject("dead");
+        let dlq_subject = format!("{}_dlq.dead", n.root());
         let options = ConsumeOptions::new()
             .backoff([Duration::from_millis(50)])
             .dead_letter(DeadLetter::Subject {
@@ -3160,7 +3171,7 @@ pub mod runner {
         consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(1)).await;
         let dlq_stream = n.stream("DLQ");
         let options = ConsumeOptions::new().dead_letter(DeadLetter::Subject {
-            subject: n.subject("dead"),
+            subject: format!("{}_dlq.dead", n.root()),
             stream: dlq_stream.clone(),
         });
         let handle = bus
