@@ -636,3 +636,36 @@ async fn a_dropped_fetch_loses_nothing_for_good() {
     got.sort_unstable();
     assert_eq!(got, [1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_survives_a_server_restart() {
+    let server = std::sync::Arc::new(NatsServer::start().unwrap());
+    let b = NatsBackend::connect(&server.url(), NatsOptions::default())
+        .await
+        .unwrap();
+    b.create_stream(StreamConfig::new("RESTART").subjects(["restart.>"]))
+        .await
+        .unwrap();
+    b.create_consumer("RESTART", ConsumerConfig::durable("c"))
+        .await
+        .unwrap();
+    let b2 = b.clone();
+    let t = Instant::now();
+    let waiting =
+        tokio::spawn(async move { b2.fetch("RESTART", "c", 5, Duration::from_secs(15)).await });
+    tokio::time::sleep(300 * MS).await;
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.restart())
+        .await
+        .unwrap()
+        .unwrap();
+    // The pull the server had is gone with it; the fetch pulls again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.publish(Message::new("restart.a", "x")).await.is_err() {
+        assert!(Instant::now() < deadline, "no publish after the restart");
+        tokio::time::sleep(100 * MS).await;
+    }
+    let got = waiting.await.unwrap().unwrap();
+    assert_eq!(seqs(&got), [1]);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
