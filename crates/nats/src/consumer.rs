@@ -328,11 +328,16 @@ enum PullEnd {
 impl NatsBackend {
     /// The consumer `name` of `stream` as the server has it.
     async fn lookup_consumer(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        self.lookup_kind(stream, name).await.map(|(info, _)| info)
+    }
+
+    /// The consumer `name` of `stream`, and whether it is a push consumer.
+    async fn lookup_kind(&self, stream: &str, name: &str) -> Result<(ConsumerInfo, bool)> {
         match self
             .api(&format!("CONSUMER.INFO.{stream}.{name}"), json!({}))
             .await?
         {
-            Ok(v) => parse_info(v).map(|(info, _)| info),
+            Ok(v) => parse_info(v),
             Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
             Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
                 Err(consumer_not_found(stream, name))
@@ -366,9 +371,11 @@ impl NatsBackend {
         // Refuse several filters before anything reaches the server.
         config_to_json(&config)?;
         if let Some(name) = &config.durable_name {
-            match self.lookup_consumer(stream, name).await {
-                Ok(info) => {
-                    return if normalized(&info.config) == normalized(&config) {
+            match self.lookup_kind(stream, name).await {
+                Ok((info, push)) => {
+                    // A push consumer of that name (another client's) is
+                    // not the pull consumer asked for.
+                    return if !push && normalized(&info.config) == normalized(&config) {
                         Ok(info)
                     } else {
                         Err(Error::ConsumerNameInUse {
