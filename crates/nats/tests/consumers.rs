@@ -669,3 +669,34 @@ async fn a_waiting_fetch_survives_a_server_restart() {
     assert_eq!(seqs(&got), [1]);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_policy_all_acks_earlier_deliveries_and_none_needs_no_acks() {
+    let b = setup("ACKALL", 3).await;
+    b.create_consumer(
+        "ACKALL",
+        ConsumerConfig::durable("all")
+            .ack_policy(AckPolicy::All)
+            .ack_wait(300 * MS),
+    )
+    .await
+    .unwrap();
+    let d = fetch(&b, "ACKALL", "all", 3, 500).await;
+    b.ack(&d[1].ack, AckKind::Ack).await.unwrap();
+    let info = b.consumer_info("ACKALL", "all").await.unwrap();
+    assert_eq!((info.ack_floor.stream_seq, info.num_ack_pending), (2, 1));
+    assert_eq!(seqs(&fetch(&b, "ACKALL", "all", 3, 1500).await), [3]);
+
+    b.create_consumer(
+        "ACKALL",
+        ConsumerConfig::durable("none")
+            .ack_policy(AckPolicy::None)
+            .ack_wait(200 * MS),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seqs(&fetch(&b, "ACKALL", "none", 5, 500).await), [1, 2, 3]);
+    let info = b.consumer_info("ACKALL", "none").await.unwrap();
+    assert_eq!((info.num_ack_pending, info.ack_floor.stream_seq), (0, 3));
+    assert!(fetch(&b, "ACKALL", "none", 5, 500).await.is_empty());
+}
