@@ -557,16 +557,17 @@ where
         tokio::spawn(async move {
             let due = tokio::time::Instant::now() + delay;
             let mut next = tokio::time::Instant::now() + beat;
-            loop {
+            while !*stopped.borrow() {
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => break,
                     () = tokio::time::sleep_until(next) => {
                         let _ = bus.ack(&delivery, AckKind::InProgress).await;
                         next += beat;
                     }
-                    r = stopped.wait_for(|s| *s) => {
-                        let _ = r;
-                        break;
+                    changed = stopped.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
                     }
                 }
             }
