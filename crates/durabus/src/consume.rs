@@ -557,17 +557,16 @@ where
         tokio::spawn(async move {
             let due = tokio::time::Instant::now() + delay;
             let mut next = tokio::time::Instant::now() + beat;
-            while !*stopped.borrow() {
+            loop {
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => break,
                     () = tokio::time::sleep_until(next) => {
                         let _ = bus.ack(&delivery, AckKind::InProgress).await;
                         next += beat;
                     }
-                    changed = stopped.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
+                    r = stopped.wait_for(|s| *s) => {
+                        let _ = r;
+                        break;
                     }
                 }
             }
