@@ -440,6 +440,44 @@ pub(crate) async fn replay_all(
     Ok((count, elapsed))
 }
 
+/// W4 (consume): a durable consumer from sequence 1, fetching `batch` at a
+/// time and acking each delivery, until `n` were acked; returns the time.
+pub(crate) async fn consume_all(
+    bus: &Bus,
+    stream: &str,
+    n: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+    let config = durabus::ConsumerConfig::durable("bench")
+        .max_ack_pending(None)
+        .ack_wait(Duration::from_secs(60));
+    let start = Instant::now();
+    bus.create_consumer(stream, config).await?;
+    let mut acked = 0u64;
+    while acked < n {
+        let deliveries = bus
+            .fetch(stream, "bench", batch, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("fetch failed after {acked} acks"))?;
+        if deliveries.is_empty() {
+            bail!("W4 consume: nothing to fetch after {acked} of {n} acks");
+        }
+        for d in &deliveries {
+            bus.ack(d, durabus::AckKind::Ack)
+                .await
+                .with_context(|| format!("ack {} failed", acked + 1))?;
+            acked += 1;
+            tick(bar, acked);
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    bus.delete_consumer(stream, "bench").await?;
+    Ok(elapsed)
+}
+
 /// The disk's raw rate of 4 KiB appends each followed by fdatasync, on a
 /// temporary file in `dir`: at most `max_ops` writes or about `max_time`.
 pub(crate) fn fsync_baseline(
@@ -680,6 +718,18 @@ async fn run_async_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measu
                 Measurement::new("W4", "replay from seq 1", count, size, elapsed)
                     .note("ordered, stop at end"),
             );
+            let bar = plan.progress.bar("W4 consume", stored);
+            match consume_all(&bus, &stream, stored, plan.batch, &bar).await {
+                Ok(elapsed) => results.push(
+                    Measurement::new("W4", "consume, explicit ack", stored, size, elapsed)
+                        .note(format!("durable consumer, fetch {}, ack each", plan.batch)),
+                ),
+                // A backend without consumers still reports the rest.
+                Err(e)
+                    if e.downcast_ref::<durabus::Error>()
+                        .is_some_and(|e| matches!(e, durabus::Error::Unsupported(_))) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(results)
     }
