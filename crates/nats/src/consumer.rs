@@ -40,13 +40,12 @@ pub(crate) mod consumer_codes {
     pub(crate) const CONSUMER_CREATE: u64 = 10012;
 }
 
-/// The wait of a pull that only collects what is due now: long enough for
-/// the server to hand over what it has, short enough not to hold a fetch
-/// when the server decides to wait (at `max_ack_pending`, say).
-const DUE_NOW: Duration = Duration::from_millis(50);
+/// A pull unanswered for this long makes the fetch check that the
+/// consumer exists (nats-server does not answer pulls to missing ones).
+const PROBE_AFTER: Duration = Duration::from_millis(250);
 
 /// The longest single pull of a fetch waiting for its first message.
-const WAIT_CHUNK: Duration = Duration::from_secs(1);
+const WAIT_CHUNK: Duration = Duration::from_secs(2);
 
 /// How long past a pull's `expires` its end (a 408) may take to arrive.
 const GRACE: Duration = Duration::from_millis(500);
@@ -319,8 +318,10 @@ fn ack_payload(kind: AckKind) -> Bytes {
 /// How a pull request ended.
 #[derive(Debug, PartialEq, Eq)]
 enum PullEnd {
-    /// The batch is full, or the server ended it (404, 408).
+    /// The batch is full, or the server ended it (408).
     Done,
+    /// The server had nothing pending at all (404).
+    NoMessages,
     /// No answer at all by the deadline: the consumer may not exist.
     Silent,
 }
@@ -487,14 +488,23 @@ impl NatsBackend {
 
     /// [`durabus_core::Backend::fetch`].
     ///
-    /// Pull requests, each ended by the server: what is due now (`no_wait`,
-    /// batch `batch`); if nothing was, a wait for one message until
-    /// `expires`, in pulls of at most [`WAIT_CHUNK`]; after it, what else
-    /// is due now. A pull never asks for more than the fetch returns, so no
+    /// `no_wait` pulls of `batch` with an `expires`, which nats-server 2.9
+    /// answers as the fetch contract says: at once with what is due, else
+    /// with the first messages that fall due before `expires` (then 408).
+    /// They last [`WAIT_CHUNK`] at most, one after the other until
+    /// `expires`: a pull the server lost (a restart) is soon replaced.
+    /// A server that answers an empty `no_wait` pull with 404 at once gets
+    /// waiting pulls of one message instead, then a `no_wait` pull for the
+    /// rest. A pull never asks for more than the fetch returns, so no
     /// delivery is left to a pull nobody reads, except when the fetch
-    /// future is dropped: its inbox is unsubscribed then, and what the
-    /// server sends there before that pull ends (while waiting: one message
-    /// at most, within a second) is delivered again after `ack_wait`.
+    /// future is dropped: its inbox is unsubscribed, and what the server
+    /// sends there before that pull ends (within [`WAIT_CHUNK`]) is
+    /// delivered again after `ack_wait`.
+    ///
+    /// Pulls are long rather than many: nats-server 2.9.10 can mishandle a
+    /// redelivery that falls due just as a pull expires (it delivers an
+    /// acknowledged message again, with delivery count 1, and holds the
+    /// redelivery until `ack_wait`); fewer expiring pulls make that rare.
     pub(crate) async fn nats_fetch(
         &self,
         stream: &str,
@@ -510,45 +520,36 @@ impl NatsBackend {
         }
         let deadline = Instant::now() + expires;
         let mut out = Vec::new();
-        let first = self
-            .pull(
-                stream,
-                consumer,
-                batch,
-                true,
-                DUE_NOW.min(expires),
-                &mut out,
-            )
-            .await?;
-        if !out.is_empty() {
-            return Ok(out);
-        }
-        if first == PullEnd::Silent {
-            // No 404 for a no_wait pull: is there a consumer at all?
-            self.lookup_consumer(stream, consumer).await?;
-        }
-        // Wait for one, in pulls of at most WAIT_CHUNK: a pull the server
-        // lost (a restart) is replaced soon, and a dropped fetch leaves a
-        // pull behind for that long at most.
+        // Whether the server answers empty no_wait pulls with 404 at once.
+        let mut eager_404 = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(out);
-            }
-            let wait = left.min(WAIT_CHUNK);
-            let waited = self
-                .pull(stream, consumer, 1, false, wait, &mut out)
-                .await?;
+            let wait = left.min(WAIT_CHUNK).max(Duration::from_millis(1));
+            let end = if eager_404 {
+                self.pull(stream, consumer, 1, false, wait, &mut out)
+                    .await?
+            } else {
+                self.pull(stream, consumer, batch, true, wait, &mut out)
+                    .await?
+            };
             if !out.is_empty() {
                 break;
             }
-            if waited == PullEnd::Silent {
-                self.lookup_consumer(stream, consumer).await?;
+            match end {
+                PullEnd::NoMessages => eager_404 = true,
+                // Unanswered: is there a consumer at all?
+                PullEnd::Silent => {
+                    self.lookup_consumer(stream, consumer).await?;
+                }
+                PullEnd::Done => {}
+            }
+            if Instant::now() >= deadline {
+                return Ok(out);
             }
         }
-        if batch > 1 {
+        if eager_404 && batch > 1 {
             let left = deadline.saturating_duration_since(Instant::now());
-            let wait = DUE_NOW.min(left).max(Duration::from_millis(1));
+            let wait = left.max(Duration::from_millis(1));
             self.pull(stream, consumer, batch - 1, true, wait, &mut out)
                 .await?;
         }
@@ -588,10 +589,18 @@ impl NatsBackend {
             .await
             .map_err(|e| self.closed_or(e))?;
         let until = Instant::now() + expires + GRACE;
+        let mut probe = Some(Instant::now() + PROBE_AFTER);
         let mut got = 0usize;
         let mut answered = false;
         while got < batch {
-            let m = match tokio::time::timeout_at(until, sub.next()).await {
+            let wake = probe.map_or(until, |p| p.min(until));
+            let m = match tokio::time::timeout_at(wake, sub.next()).await {
+                Err(_) if wake < until => {
+                    // Unanswered so far: is there a consumer at all?
+                    probe = None;
+                    self.lookup_consumer(stream, consumer).await?;
+                    continue;
+                }
                 Err(_) => break,
                 Ok(None) => {
                     self.check()?;
@@ -600,11 +609,13 @@ impl NatsBackend {
                 Ok(Some(m)) => m,
             };
             answered = true;
+            probe = None;
             if let Some(status) = m.status {
                 let description = m.description.unwrap_or_default();
                 match status.as_u16() {
                     // Heartbeats.
                     100 => continue,
+                    404 if got == 0 => return Ok(PullEnd::NoMessages),
                     404 | 408 => return Ok(PullEnd::Done),
                     409 if description.contains("Consumer Deleted") => {
                         return Err(consumer_not_found(stream, consumer));

@@ -40,8 +40,13 @@
 //!   (`Unsupported`); `last_per_subject` needs a filter subject (10094).
 //! - A pull request to a missing consumer gets no answer at all: a fetch
 //!   that hears nothing looks the consumer up (`ConsumerNotFound`).
-//! - A `no_wait` pull waits for its `expires` at `max_ack_pending` or with a
-//!   delayed redelivery outstanding (and forever without an `expires`).
+//! - A `no_wait` pull with an `expires` waits up to it for the first
+//!   messages (and without an `expires`, at `max_ack_pending`, forever):
+//!   fetch is such pulls, of at most 2 s each.
+//! - A redelivery (a delayed nak's) falling due just as a pull expires can
+//!   make 2.9.10 deliver an acknowledged message again with delivery count
+//!   1 and hold the redelivery until `ack_wait`. Fetch avoids short pulls,
+//!   which hit it often; the risk is not zero while pulls expire.
 
 mod api;
 mod backend;
