@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use durabus_core::{
-    subject, Backend, ConnectionStatus, Error, Event, Message, PublishAck, PurgeRequest, Replay,
+    subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
+    Error, Event, Message, PublishAck, PurgeRequest, Replay,
     ReplayOptions, Result, StorageType, StoredMessage, StreamConfig, StreamInfo, Subscription,
 };
 use serde::{Deserialize, Serialize};
@@ -217,6 +218,10 @@ impl Store {
                 continue;
             }
             let (stream, truncated) = recovery::open(env.clone(), path, &name)?;
+            // Invariant 19: durable consumers resume exactly; acknowledged
+            // messages of interest/work-queue streams are removed again.
+            stream.load_consumers()?;
+            stream.apply_retention();
             if let Some((seg, dropped)) = truncated {
                 report.truncated.push((name.clone(), seg, dropped));
             }
@@ -391,7 +396,12 @@ impl Store {
         }
         let delivered = self.inner.router.deliver(message);
         let ack = match self.capture(&message.subject) {
-            Some(s) => Some(s.publish(message).await?),
+            Some(s) => {
+                let ack = s.publish(message).await?;
+                // Interest retention: a message nobody is interested in goes.
+                s.apply_retention();
+                Some(ack)
+            }
             None => None,
         };
         Ok((ack, delivered))
@@ -430,6 +440,7 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
         }
         for s in &streams {
             s.expire_now();
+            s.consumer_tick();
         }
         if let Durability::Periodic(d) = durability {
             if last_sync.elapsed() >= d {
@@ -462,6 +473,11 @@ impl StoreInner {
         let streams: Vec<Arc<Stream>> = self.snapshot();
         let mut first_err = None;
         for s in streams {
+            // Invariant 18: a clean close writes every consumer's state.
+            if let Err(e) = s.persist_consumers(true) {
+                tracing::warn!(stream = %s.name, error = %e, "close: consumer state not written");
+                first_err.get_or_insert(e);
+            }
             if let Err(e) = s.shutdown() {
                 tracing::warn!(stream = %s.name, error = %e, "close: stream did not shut down cleanly");
                 first_err.get_or_insert(e);
@@ -635,6 +651,7 @@ impl Backend for Store {
         for (stream, idx) in groups {
             let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
             let results = stream.publish_batch(&refs).await;
+            stream.apply_retention();
             for (i, r) in idx.into_iter().zip(results) {
                 out[i] = Some(r.map(Some));
             }
@@ -690,6 +707,53 @@ impl Backend for Store {
 
     async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
         crate::replay::start(self.stream(stream)?, options)
+    }
+
+    async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        config.validate()?;
+        let s = self.stream(stream)?;
+        s.create_consumer(config)
+    }
+
+    async fn update_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        config.validate()?;
+        let s = self.stream(stream)?;
+        s.update_consumer(config)
+    }
+
+    async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        self.stream(stream)?.consumer_info(name)
+    }
+
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        self.stream(stream)?.list_consumers()
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        let s = self.stream(stream)?;
+        s.delete_consumer(name)
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        self.stream(stream)?.fetch(consumer, batch, expires).await
+    }
+
+    async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.check_open()?;
+        match self.stream(&delivery.stream) {
+            Ok(s) => s.ack(delivery, kind),
+            Err(Error::StreamNotFound { .. }) => {
+                tracing::debug!(stream = %delivery.stream, "ack for an unknown stream ignored");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn close(&self) -> Result<()> {
