@@ -359,8 +359,12 @@ impl Stream {
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         // Invariant 6: write temp, fsync, rename, fsync the directory.
-        crate::storage::write_atomic(st, &dir.join(name), bytes)
-            .map_err(|e| Error::io(format!("writing consumer state {name:?} of stream {}", self.name), e))
+        crate::storage::write_atomic(st, &dir.join(name), bytes).map_err(|e| {
+            Error::io(
+                format!("writing consumer state {name:?} of stream {}", self.name),
+                e,
+            )
+        })
     }
 
     /// Writes changed durable consumer state: all of it when `force` (clean
@@ -468,7 +472,11 @@ impl Stream {
     }
 
     /// Checks a new consumer against work-queue rules (as nats-server).
-    fn check_work_queue(&self, map: &BTreeMap<String, Consumer>, cfg: &ConsumerConfig) -> Result<()> {
+    fn check_work_queue(
+        &self,
+        map: &BTreeMap<String, Consumer>,
+        cfg: &ConsumerConfig,
+    ) -> Result<()> {
         if self.lock().config.retention != RetentionPolicy::WorkQueue {
             return Ok(());
         }
@@ -479,7 +487,8 @@ impl Stream {
         }
         for c in map.values() {
             if filters_overlap(&c.config().filter_subjects, &cfg.filter_subjects) {
-                let msg = if cfg.filter_subjects.is_empty() || c.config().filter_subjects.is_empty() {
+                let msg = if cfg.filter_subjects.is_empty() || c.config().filter_subjects.is_empty()
+                {
                     "multiple non-filtered consumers not allowed on workqueue stream"
                 } else {
                     "filtered consumer not unique on workqueue stream"
@@ -706,7 +715,14 @@ impl Stream {
             let count = p.count + 1;
             let cseq = c.state.delivered.consumer_seq;
             let deadline_ns = ns_after(now, c.wait_after(count));
-            c.pending.insert(seq, Pending { cseq, count, deadline_ns });
+            c.pending.insert(
+                seq,
+                Pending {
+                    cseq,
+                    count,
+                    deadline_ns,
+                },
+            );
             c.dirty = true;
             out.push(self.delivery(name, msg, cseq, count));
             new_after.push(false);
@@ -766,7 +782,14 @@ impl Stream {
             c.state.next_seq = c.state.next_seq.max(m.seq + 1);
             if c.acks() {
                 let deadline_ns = ns_after(now, c.wait_after(1));
-                c.pending.insert(m.seq, Pending { cseq, count: 1, deadline_ns });
+                c.pending.insert(
+                    m.seq,
+                    Pending {
+                        cseq,
+                        count: 1,
+                        deadline_ns,
+                    },
+                );
             }
             c.dirty = true;
             out.push(self.delivery(name, m, cseq, 1));
@@ -937,12 +960,21 @@ impl Stream {
         // sequence (or its filter does not match) and not pending.
         let views: Vec<(&Consumer, u64)> = map
             .values()
-            .map(|c| (c, c.start_queue.front().copied().unwrap_or(c.state.next_seq)))
+            .map(|c| {
+                (
+                    c,
+                    c.start_queue.front().copied().unwrap_or(c.state.next_seq),
+                )
+            })
             .collect();
         let first = g.first_seq;
         // Everything below the lowest position any consumer still needs
         // can go, except pending entries.
-        let horizon = views.iter().map(|(_, n)| *n).min().unwrap_or(g.last_seq + 1);
+        let horizon = views
+            .iter()
+            .map(|(_, n)| *n)
+            .min()
+            .unwrap_or(g.last_seq + 1);
         if horizon <= first {
             return;
         }
@@ -951,7 +983,9 @@ impl Stream {
             if r.seq >= horizon {
                 return false;
             }
-            let held = views.iter().any(|(c, _)| c.matches(r.subject) && c.pending.contains_key(&r.seq));
+            let held = views
+                .iter()
+                .any(|(c, _)| c.matches(r.subject) && c.pending.contains_key(&r.seq));
             let interested = views.iter().any(|(c, _)| c.matches(r.subject));
             if !held && (interested || retention == RetentionPolicy::Interest) {
                 doomed.push((r.seq, r.subject.to_owned(), r.size as u64));

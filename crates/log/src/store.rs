@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use durabus_core::{
     subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
-    Error, Event, Message, PublishAck, PurgeRequest, Replay,
-    ReplayOptions, Result, StorageType, StoredMessage, StreamConfig, StreamInfo, Subscription,
+    Error, Event, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, Result, StorageType,
+    StoredMessage, StreamConfig, StreamInfo, Subscription,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;

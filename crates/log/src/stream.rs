@@ -14,14 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use durabus_core::{
-    subject, DiscardPolicy, Error, RetentionPolicy, Message, PublishAck, PurgeRequest, Result, StoredMessage,
-    StreamConfig, StreamInfo, StreamState, NATS_EXPECTED_LAST_SEQUENCE,
+    subject, DiscardPolicy, Error, Message, PublishAck, PurgeRequest, Result, RetentionPolicy,
+    StoredMessage, StreamConfig, StreamInfo, StreamState, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 use tokio::sync::watch;
 
-use crate::consumer::ConsumerSet;
 use crate::checkpoint::{Checkpoint, SegCkpt, SubjCkpt, CHECKPOINT_FILE};
+use crate::consumer::ConsumerSet;
 use crate::rangeset::RangeSet;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, ScanEnd, ScanError, SegmentMeta, SEGMENT_HEADER};
