@@ -7,6 +7,7 @@
 //! file only parses the command line and reports errors.
 
 mod bench;
+mod consumer;
 mod dump;
 mod output;
 mod parse;
@@ -61,6 +62,9 @@ enum Command {
     /// Manage streams: add, ls, info, rm, purge, get, rmm.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Manage durable consumers: add, ls, info, rm; next fetches and acks.
+    #[command(subcommand)]
+    Consumer(consumer::ConsumerCommand),
     /// Print every record of a data directory as JSON lines (read-only, no lock).
     ///
     /// Reads the files of an embedded file: store. A nats:// server keeps its
@@ -88,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sub(args) => publish::run_sub(&global, args).await,
         Command::Replay(args) => replay::run(&global, args).await,
         Command::Stream(cmd) => stream::run(&global, cmd).await,
+        Command::Consumer(cmd) => consumer::run(&global, cmd).await,
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,

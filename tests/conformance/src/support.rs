@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durabus::{
-    Bus, Message, PublishAck, Replay, ReplayOptions, StoredMessage, StreamConfig, StreamInfo,
-    StreamState, Subscription,
+    AckKind, Bus, ConsumerConfig, ConsumerInfo, Delivery, Message, PublishAck, Replay,
+    ReplayOptions, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription,
 };
 
 /// The longest any single condition is awaited before a case fails.
@@ -208,4 +208,58 @@ macro_rules! assert_err {
             ),
         }
     };
+}
+
+/// Creates a consumer on `stream`, panicking with the config on failure.
+pub async fn consumer(bus: &Bus, stream: &str, config: ConsumerConfig) -> ConsumerInfo {
+    match bus.create_consumer(stream, config.clone()).await {
+        Ok(info) => info,
+        Err(e) => panic!("create_consumer({stream:?}, {config:?}) failed: {e}"),
+    }
+}
+
+/// One fetch of up to `batch`, waiting up to `expires`, panicking on error.
+pub async fn fetch(
+    bus: &Bus,
+    stream: &str,
+    consumer: &str,
+    batch: usize,
+    expires: Duration,
+) -> Vec<Delivery> {
+    match bus.fetch(stream, consumer, batch, expires).await {
+        Ok(d) => d,
+        Err(e) => panic!("fetch({stream:?}, {consumer:?}) failed: {e}"),
+    }
+}
+
+/// Fetches until `n` deliveries arrived (each fetch waiting up to 1 s),
+/// failing after [`WAIT`].
+pub async fn fetch_n(bus: &Bus, stream: &str, consumer: &str, n: usize) -> Vec<Delivery> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} deliveries within {WAIT:?}",
+            out.len()
+        );
+        let more = fetch(bus, stream, consumer, n - out.len(), Duration::from_secs(1)).await;
+        out.extend(more);
+    }
+    out
+}
+
+/// Settles a delivery, panicking on error.
+pub async fn settle(bus: &Bus, delivery: &Delivery, kind: AckKind) {
+    if let Err(e) = bus.ack(delivery, kind).await {
+        panic!(
+            "{kind:?} of stream seq {} failed: {e}",
+            delivery.stream_seq()
+        );
+    }
+}
+
+/// Stream sequences of deliveries.
+pub fn delivered_seqs(deliveries: &[Delivery]) -> Vec<u64> {
+    deliveries.iter().map(Delivery::stream_seq).collect()
 }
