@@ -807,12 +807,14 @@ impl Stream {
             }
         }
         let next_due = c.pending.values().map(|p| p.deadline_ns).min();
-        let no_ack = !c.acks() && !out.is_empty();
+        let settled: Vec<u64> = if c.acks() {
+            Vec::new()
+        } else {
+            out.iter().map(|d| d.stream_seq()).collect()
+        };
         drop(map);
-        if no_ack {
-            // Ack policy none: delivered means acknowledged.
-            self.apply_retention();
-        }
+        // Ack policy none: delivered means acknowledged.
+        self.retain_settled(&settled);
         Ok((out, next_due))
     }
 
@@ -875,7 +877,7 @@ impl Stream {
 
     /// Settles a delivery. Unknown or already settled deliveries are a no-op.
     pub(crate) fn ack(&self, r: &AckRef, kind: AckKind) -> Result<()> {
-        let mut removed = false;
+        let mut removed: Vec<u64> = Vec::new();
         {
             let mut map = self.consumers.lock();
             let Some(c) = map.get_mut(&r.consumer) else {
@@ -893,7 +895,7 @@ impl Stream {
                         let below: Vec<u64> = c.pending.range(..seq).map(|(s, _)| *s).collect();
                         for s in below {
                             c.pending.remove(&s);
-                            removed = true;
+                            removed.push(s);
                         }
                     }
                 }
@@ -902,15 +904,18 @@ impl Stream {
                         let upto: Vec<u64> = c.pending.range(..=seq).map(|(s, _)| *s).collect();
                         for s in upto {
                             c.pending.remove(&s);
+                            removed.push(s);
                         }
                     } else {
                         c.pending.remove(&seq);
+                        removed.push(seq);
                     }
-                    removed = true;
                 }
                 (AckKind::Term, Some(_)) => {
+                    // As nats-server, a terminated message is settled for
+                    // retention too.
                     c.pending.remove(&seq);
-                    removed = true;
+                    removed.push(seq);
                 }
                 (AckKind::Nak(_) | AckKind::InProgress, Some(p)) if p.cseq != r.consumer_seq => {
                     tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "nak/in-progress of an older delivery ignored");
@@ -935,9 +940,7 @@ impl Stream {
             c.dirty = true;
         }
         self.notify_consumers();
-        if removed && kind == AckKind::Ack {
-            self.apply_retention();
-        }
+        self.retain_settled(&removed);
         Ok(())
     }
 
@@ -1002,5 +1005,72 @@ impl Stream {
         g.ckpt_needed = true;
         drop(map);
         self.finish_change(&mut g);
+    }
+
+    /// Whether consumer `c` may still deliver stream seq `seq` on `subj`.
+    fn still_needs(c: &Consumer, seq: u64, subj: &str) -> bool {
+        c.matches(subj)
+            && (seq >= c.state.next_seq
+                || c.pending.contains_key(&seq)
+                || c.start_queue.contains(&seq))
+    }
+
+    /// Retention after acks (invariant 21): removes each of `seqs` that no
+    /// consumer still needs. Costs one read per sequence, not a scan.
+    pub(crate) fn retain_settled(&self, seqs: &[u64]) {
+        if seqs.is_empty() || !self.consumers.ack_retention.load(Ordering::Acquire) {
+            return;
+        }
+        let map = self.consumers.lock();
+        let mut g = self.lock();
+        let mut changed = false;
+        for &seq in seqs {
+            if !g.is_live(seq) {
+                continue;
+            }
+            let (subj, size) = match g.read_info(&self.name, self.storage(), seq) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not read message");
+                    continue;
+                }
+            };
+            if !map.values().any(|c| Self::still_needs(c, seq, &subj)) {
+                g.remove_msg(seq, &subj, size);
+                changed = true;
+            }
+        }
+        drop(map);
+        if changed {
+            g.ckpt_needed = true;
+            self.finish_change(&mut g);
+        }
+    }
+
+    /// Interest retention after a publish: a message no consumer's filter
+    /// matches is not kept (as nats-server).
+    pub(crate) fn retain_published(&self, seq: u64, subj: &str) {
+        if !self.consumers.ack_retention.load(Ordering::Acquire) {
+            return;
+        }
+        let map = self.consumers.lock();
+        let mut g = self.lock();
+        if g.config.retention != RetentionPolicy::Interest
+            || !g.is_live(seq)
+            || map.values().any(|c| c.matches(subj))
+        {
+            return;
+        }
+        drop(map);
+        match g.read_info(&self.name, self.storage(), seq) {
+            Ok((subj, size)) => {
+                g.remove_msg(seq, &subj, size);
+                g.ckpt_needed = true;
+                self.finish_change(&mut g);
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not read message")
+            }
+        }
     }
 }

@@ -398,8 +398,9 @@ impl Store {
         let ack = match self.capture(&message.subject) {
             Some(s) => {
                 let ack = s.publish(message).await?;
-                // Interest retention: a message nobody is interested in goes.
-                s.apply_retention();
+                if !ack.duplicate {
+                    s.retain_published(ack.seq, &message.subject);
+                }
                 Some(ack)
             }
             None => None,
@@ -651,7 +652,13 @@ impl Backend for Store {
         for (stream, idx) in groups {
             let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
             let results = stream.publish_batch(&refs).await;
-            stream.apply_retention();
+            for (r, m) in results.iter().zip(&refs) {
+                if let Ok(a) = r {
+                    if !a.duplicate {
+                        stream.retain_published(a.seq, &m.subject);
+                    }
+                }
+            }
             for (i, r) in idx.into_iter().zip(results) {
                 out[i] = Some(r.map(Some));
             }
