@@ -1,4 +1,4 @@
-//! Consumers of a stream (docs/design.md, "Consumers" and invariants 17-20):
+//! Consumers of a stream (docs/design.md, "Consumers" and invariants 17-21):
 //! state, deliver policies, fetch, ack / nak / term / in-progress,
 //! redelivery, and the consumer state file.
 //!
@@ -471,21 +471,31 @@ impl Stream {
         })
     }
 
-    /// Checks a new consumer against work-queue rules (as nats-server).
+    /// Checks a consumer against work-queue rules, with nats-server's
+    /// messages. `except` is the consumer being updated.
     fn check_work_queue(
         &self,
         map: &BTreeMap<String, Consumer>,
         cfg: &ConsumerConfig,
+        except: Option<&str>,
     ) -> Result<()> {
         if self.lock().config.retention != RetentionPolicy::WorkQueue {
             return Ok(());
         }
         if cfg.ack_policy != AckPolicy::Explicit {
             return Err(Error::InvalidConfig(
-                "consumer must be deliver all and ack explicit on a workqueue stream".into(),
+                "workqueue stream requires explicit ack".into(),
             ));
         }
-        for c in map.values() {
+        if cfg.deliver_policy != DeliverPolicy::All {
+            return Err(Error::InvalidConfig(
+                "consumer must be deliver all on workqueue stream".into(),
+            ));
+        }
+        for (n, c) in map {
+            if Some(n.as_str()) == except {
+                continue;
+            }
             if filters_overlap(&c.config().filter_subjects, &cfg.filter_subjects) {
                 let msg = if cfg.filter_subjects.is_empty() || c.config().filter_subjects.is_empty()
                 {
@@ -526,7 +536,7 @@ impl Stream {
                     }
                 },
             };
-            self.check_work_queue(&map, &cfg)?;
+            self.check_work_queue(&map, &cfg, None)?;
             let (next_seq, start_queue) = self.start_of(&cfg)?;
             let first = start_queue.front().copied().unwrap_or(next_seq);
             let delivered = SequencePair {
@@ -566,6 +576,12 @@ impl Stream {
                 return Err(consumer_not_found(&self.name, &name));
             };
             cfg.validate_update(c.config())?;
+            if cfg.filter_subjects != c.config().filter_subjects {
+                self.check_work_queue(&map, &cfg, Some(&name))?;
+            }
+            let Some(c) = map.get_mut(&name) else {
+                return Err(consumer_not_found(&self.name, &name));
+            };
             c.state.config = cfg;
             c.dirty = true;
         }

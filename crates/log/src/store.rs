@@ -532,8 +532,7 @@ impl Backend for Store {
             return Err(Error::StreamNameInUse { name: config.name });
         }
         self.check_overlaps(&config)?;
-        // Retention Interest and WorkQueue are accepted but behave as Limits
-        // until consumers exist (a later version removes acked messages).
+        // Interest and WorkQueue retention act through consumers (consumer.rs).
         let (env, root) = self.env_for(config.storage);
         let name = config.name.clone();
         let stream = recovery::create(env, &root, config)?;
@@ -748,7 +747,12 @@ impl Backend for Store {
         batch: usize,
         expires: Duration,
     ) -> Result<Vec<Delivery>> {
-        self.stream(stream)?.fetch(consumer, batch, expires).await
+        let r = self.stream(stream)?.fetch(consumer, batch, expires).await;
+        // A fetch waiting while the store closed ends with `Closed`.
+        if r.is_err() && self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        r
     }
 
     async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
