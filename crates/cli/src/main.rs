@@ -8,6 +8,7 @@
 
 mod bench;
 mod consumer;
+mod dlq;
 mod dump;
 mod output;
 mod parse;
@@ -65,6 +66,9 @@ enum Command {
     /// Manage durable consumers: add, ls, info, rm; next fetches and acks.
     #[command(subcommand)]
     Consumer(consumer::ConsumerCommand),
+    /// Dead letters of the consumer runner: ls, redrive.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Print every record of a data directory as JSON lines (read-only, no lock).
     ///
     /// Reads the files of an embedded file: store. A nats:// server keeps its
@@ -93,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(&global, args).await,
         Command::Stream(cmd) => stream::run(&global, cmd).await,
         Command::Consumer(cmd) => consumer::run(&global, cmd).await,
+        Command::Dlq(cmd) => dlq::run(&global, cmd).await,
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,

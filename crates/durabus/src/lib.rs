@@ -24,6 +24,7 @@
 //! ```
 
 mod connect;
+pub mod consume;
 mod supervise;
 mod url;
 
@@ -33,6 +34,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use connect::ConnectOptions;
+pub use consume::{
+    ConsumeOptions, ConsumeStats, ConsumerHandle, DeadLetter, Outcome, RedriveStats, RetryPolicy,
+};
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, Backend, ConnectionStatus,
     DiscardPolicy, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest, Replay,

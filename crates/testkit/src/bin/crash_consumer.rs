@@ -1,0 +1,81 @@
+//! Child process of the R9 consumer crash test (`tests/kill9_consumer.rs`).
+//!
+//! ```text
+//! crash_consumer <dir> consume [--concurrency K] [--drain]
+//! ```
+//!
+//! Opens `file:<dir>?durability=always` (stream `WORK` and durable consumer
+//! `worker` must exist), prints `READY <pid>` and runs the consumer runner:
+//! a message whose payload is `fail` always fails (so it is retried, then
+//! dead-lettered to `$DLQ.WORK.worker` in stream `DLQ`); every other one
+//! succeeds after a short random pause. Runs until killed; with `--drain`
+//! it stops once the consumer has nothing pending or unacknowledged,
+//! closes the store and prints `DRAINED`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use durabus::{ConsumeOptions, Outcome};
+
+fn say(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .context("usage: crash_consumer <dir> consume [--concurrency K] [--drain]")?;
+    if args.next().as_deref() != Some("consume") {
+        bail!("the only mode is consume");
+    }
+    let mut concurrency = 1;
+    let mut drain = false;
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--concurrency" => {
+                concurrency = args
+                    .next()
+                    .context("--concurrency needs a value")?
+                    .parse()
+                    .context("--concurrency")?;
+            }
+            "--drain" => drain = true,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let bus = durabus::connect(&format!("file:{dir}?durability=always")).await?;
+    let options = ConsumeOptions::new()
+        .concurrency(concurrency)
+        .max_attempts(3)
+        .backoff([Duration::from_millis(10)]);
+    let handle = bus
+        .consume("WORK", "worker", options, |d| async move {
+            if &d.message.payload[..] == b"fail" {
+                return Outcome::Failed(format!("seq {} always fails", d.stream_seq()));
+            }
+            let pause = d.stream_seq() % 3;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            Outcome::Done
+        })
+        .await?;
+    say(&format!("READY {}", std::process::id()))?;
+    if !drain {
+        std::future::pending::<()>().await;
+    }
+    loop {
+        let info = bus.consumer_info("WORK", "worker").await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown().await?;
+    bus.close().await?;
+    say("DRAINED")
+}

@@ -1,0 +1,132 @@
+//! R9: the consumer runner in a child process SIGKILLed at random moments,
+//! restarted on the same data directory, again and again; then drained.
+//! Every message must end acknowledged or dead-lettered, exactly once, and
+//! never both.
+//!
+//! Trials: `DURABUS_CONSUMER_CRASH_TRIALS` (default 10 under plain `cargo
+//! test`; `./scripts/test` runs 50, `./scripts/soak` thousands). Seed:
+//! `DURABUS_CRASH_SEED`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use durabus::consume::{DEFAULT_DLQ_STREAM, DLQ_SEQ, DLQ_STREAM};
+use durabus::{ConsumerConfig, Message, ReplayOptions, StreamConfig};
+use durabus_testkit::crash::ChildProcess;
+use durabus_testkit::{env_count, file_url, temp_dir, Rng};
+
+const MESSAGES: u64 = 400;
+
+/// Every 13th message fails whatever the handler does.
+fn fails(seq: u64) -> bool {
+    seq % 13 == 0
+}
+
+async fn prepare(dir: &std::path::Path) {
+    let bus = durabus::connect(&file_url(dir, "always")).await.unwrap();
+    bus.create_stream(StreamConfig::new("WORK").subjects(["work.>"]))
+        .await
+        .unwrap();
+    // Unlimited deliveries on the consumer: the runner dead-letters after 3
+    // attempts itself, so a kill between a failure and its dead letter
+    // leaves the message to be delivered again (see consume.rs).
+    bus.create_consumer(
+        "WORK",
+        ConsumerConfig::durable("worker").ack_wait(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let batch: Vec<Message> = (1..=MESSAGES)
+        .map(|seq| {
+            let payload = if fails(seq) {
+                "fail".to_owned()
+            } else {
+                format!("job {seq}")
+            };
+            Message::new(format!("work.{}", seq % 7), payload)
+        })
+        .collect();
+    for r in bus.publish_batch(batch).await.unwrap() {
+        r.unwrap().unwrap();
+    }
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_acked_or_dead_lettered_exactly_once_across_kill9() {
+    let trials = env_count("DURABUS_CONSUMER_CRASH_TRIALS", 10);
+    let seed = std::env::var("DURABUS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(Rng::seed_from_clock);
+    let mut rng = Rng::new(seed);
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_crash_consumer"));
+    let dir = temp_dir();
+    prepare(dir.path()).await;
+    let context = format!("seed {seed} (DURABUS_CRASH_SEED={seed} to reproduce)");
+
+    for trial in 0..trials {
+        let concurrency = (1 + rng.below(4)).to_string();
+        let mut child = ChildProcess::spawn(
+            &exe,
+            dir.path(),
+            &["consume", "--concurrency", &concurrency],
+        )
+        .unwrap();
+        child
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("trial {trial}, {context}: {e}"));
+        tokio::time::sleep(Duration::from_millis(5 + rng.below(120))).await;
+        child.kill9().await.unwrap();
+    }
+    let mut child = ChildProcess::spawn(&exe, dir.path(), &["consume", "--drain"]).unwrap();
+    child.ready().await.unwrap();
+    match child.next_line().await.unwrap() {
+        Some(l) if l == "DRAINED" => {}
+        other => panic!(
+            "{context}: the final run did not drain: {other:?}, stderr: {}",
+            child.finish_stderr().await
+        ),
+    }
+
+    let bus = durabus::connect(&file_url(dir.path(), "always"))
+        .await
+        .unwrap();
+    let info = bus.consumer_info("WORK", "worker").await.unwrap();
+    assert_eq!(
+        (
+            info.num_pending,
+            info.num_ack_pending,
+            info.ack_floor.stream_seq
+        ),
+        (0, 0, MESSAGES),
+        "{context}: {info:?}"
+    );
+    let mut letters: BTreeMap<u64, u32> = BTreeMap::new();
+    let dlq = bus
+        .replay(DEFAULT_DLQ_STREAM, ReplayOptions::from_seq(1).stop_at_end())
+        .await
+        .unwrap();
+    let mut dlq = dlq;
+    while let Some(m) = dlq.next().await {
+        let m = m.unwrap();
+        assert_eq!(m.headers.get(DLQ_STREAM), Some("WORK"));
+        let seq: u64 = m.headers.get(DLQ_SEQ).unwrap().parse().unwrap();
+        *letters.entry(seq).or_default() += 1;
+    }
+    let expected: Vec<u64> = (1..=MESSAGES).filter(|s| fails(*s)).collect();
+    let twice: Vec<_> = letters.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{context}: dead-lettered twice: {twice:?}"
+    );
+    assert_eq!(
+        letters.keys().copied().collect::<Vec<_>>(),
+        expected,
+        "{context}: the dead letters are exactly the failing messages (none acked instead, no good one dead)"
+    );
+    bus.close().await.unwrap();
+}
