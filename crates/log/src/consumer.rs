@@ -1090,3 +1090,50 @@ impl Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_file_round_trips_and_every_bit_flip_is_reported() {
+        let f = ConsumerFile {
+            name: "c".into(),
+            config: ConsumerConfig::durable("c").max_deliver(3),
+            created_ns: 7,
+            delivered: SequencePair {
+                consumer_seq: 5,
+                stream_seq: 4,
+            },
+            next_seq: 5,
+            start_queue: vec![9],
+            pending: vec![(
+                2,
+                Pending {
+                    cseq: 5,
+                    count: 2,
+                    deadline_ns: 11,
+                },
+            )],
+        };
+        let b = f.encode().unwrap();
+        match ConsumerFile::decode(&b) {
+            DecodedConsumer::Ok(g) => assert_eq!(*g, f),
+            other => panic!("{other:?}"),
+        }
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 1;
+            assert!(
+                !matches!(ConsumerFile::decode(&d), DecodedConsumer::Ok(_)),
+                "flip at {i}"
+            );
+        }
+        for n in 0..b.len() {
+            assert!(matches!(
+                ConsumerFile::decode(&b[..n]),
+                DecodedConsumer::Corrupt(_)
+            ));
+        }
+    }
+}
