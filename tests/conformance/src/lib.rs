@@ -3111,7 +3111,7 @@ pub mod runner {
         publish_n(bus, &n.subject("a"), 4).await;
         consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(3)).await;
         let dlq_stream = n.stream("DLQ");
-        let dlq_subject = n.subject("dead");
+        let dlq_subject = format!("{}_dlq.dead", n.root());
         let options = ConsumeOptions::new()
             .backoff([Duration::from_millis(50)])
             .dead_letter(DeadLetter::Subject {
@@ -3160,7 +3160,7 @@ pub mod runner {
         consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(1)).await;
         let dlq_stream = n.stream("DLQ");
         let options = ConsumeOptions::new().dead_letter(DeadLetter::Subject {
-            subject: n.subject("dead"),
+            subject: format!("{}_dlq.dead", n.root()),
             stream: dlq_stream.clone(),
         });
         let handle = bus
