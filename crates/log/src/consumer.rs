@@ -17,7 +17,8 @@ use durabus_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::stream::{from_system_time, now_ns, stored_from, to_system_time, Inner, Stream};
+use crate::replay::{Cursor, Progress};
+use crate::stream::{from_system_time, now_ns, to_system_time, Inner, Stream};
 
 /// Magic of consumer state files.
 pub(crate) const CONSUMER_MAGIC: &[u8; 8] = b"DBUSCON\0";
@@ -123,6 +124,8 @@ pub(crate) struct Consumer {
     last_active: Instant,
     dirty: bool,
     last_persist: Instant,
+    /// Reads new messages (not persisted; rebuilt at `next_seq`).
+    cursor: Option<Cursor>,
 }
 
 impl Consumer {
@@ -140,6 +143,7 @@ impl Consumer {
             last_active: Instant::now(),
             dirty: false,
             last_persist: Instant::now(),
+            cursor: None,
         }
     }
 
@@ -583,6 +587,7 @@ impl Stream {
                 return Err(consumer_not_found(&self.name, &name));
             };
             c.state.config = cfg;
+            c.cursor = None;
             c.dirty = true;
         }
         self.persist_one(&name)?;
@@ -766,30 +771,45 @@ impl Stream {
             }
         }
         if fresh.len() < want {
-            let k = want - fresh.len();
-            let mut g = self.lock();
-            let last = g.last_seq;
-            let mut full = false;
+            // Invariant 11: read through the consumer's own cursor, holding
+            // the stream lock only to plan each chunk.
+            let stale = c
+                .cursor
+                .as_ref()
+                .is_some_and(|cur| cur.next_seq < c.state.next_seq && cur.queue.is_empty());
+            if stale {
+                c.cursor = None;
+            }
             let filters = c.config().filter_subjects.clone();
-            let stream = self.name.clone();
+            let from = c.state.next_seq;
+            let cur = c.cursor.get_or_insert_with(|| Cursor::new(from, filters));
             let mut got = Vec::new();
-            g.for_each_live(self.storage(), c.state.next_seq, &mut |r| {
-                if filters.is_empty() || filters.iter().any(|f| subject::matches(f, r.subject)) {
-                    got.push(stored_from(&stream, r, None));
-                    if got.len() >= k {
-                        full = true;
-                        return false;
+            while fresh.len() + got.len() < want {
+                if let Some(m) = cur.queue.pop_front() {
+                    if m.seq >= from {
+                        got.push(m);
                     }
+                    continue;
                 }
-                true
-            })?;
-            drop(g);
-            if !full && c.state.next_seq <= last {
-                // Nothing else matches up to `last`: skip it next time.
-                c.state.next_seq = last + 1;
-                c.dirty = true;
+                match cur.fill(self)? {
+                    Progress::More => {}
+                    Progress::CaughtUp => break,
+                }
+            }
+            let scanned = cur.queue.is_empty().then_some(cur.next_seq);
+            if !got.is_empty() {
+                // Drop what was deleted or expired since it was read.
+                let g = self.lock();
+                got.retain(|m| g.is_live(m.seq));
             }
             fresh.extend(got);
+            if let Some(n) = scanned {
+                if n > c.state.next_seq {
+                    // Everything below `n` was read: skip it next time.
+                    c.state.next_seq = n;
+                    c.dirty = true;
+                }
+            }
         }
         for m in fresh {
             c.state.delivered.consumer_seq += 1;

@@ -634,3 +634,44 @@ async fn interest_without_consumers_keeps_nothing() {
     publish(&s, "i.1", "x").await;
     assert_eq!(s.stream_info("I").await.unwrap().state.messages, 0);
 }
+
+#[tokio::test]
+async fn fetch_reads_across_segments_and_skips_messages_deleted_after_they_were_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stores = vec![
+        (
+            "file",
+            Store::open(tmp.path(), opts().segment_size(1024)).unwrap(),
+        ),
+        ("memory", Store::memory(opts().segment_size(1024)).unwrap()),
+    ];
+    for (kind, s) in stores {
+        setup(&s, 200).await;
+        s.delete_message("S", 50).await.unwrap();
+        let cfg = ConsumerConfig::durable("c")
+            .filter_subject("a.x")
+            .max_ack_pending(None);
+        s.create_consumer("S", cfg).await.unwrap();
+        let first = fetch(&s, "c", 1).await;
+        assert_eq!(seqs(&first), vec![1], "{kind}");
+        // 3 and 5 are already in the consumer's chunk: deleting them still counts.
+        s.delete_message("S", 3).await.unwrap();
+        s.delete_message("S", 5).await.unwrap();
+        let mut got = seqs(&first);
+        loop {
+            let d = fetch(&s, "c", 7).await;
+            if d.is_empty() {
+                break;
+            }
+            assert!(d.len() <= 7);
+            got.extend(seqs(&d));
+        }
+        let want: Vec<u64> = (1..=200)
+            .filter(|q| q % 2 == 1 && ![3, 5].contains(q))
+            .collect();
+        assert_eq!(got, want, "{kind}");
+        let i = s.consumer_info("S", "c").await.unwrap();
+        assert_eq!((i.num_pending, i.delivered.stream_seq), (0, 199), "{kind}");
+        assert_eq!(i.num_ack_pending, want.len() as u64, "{kind}");
+    }
+}
