@@ -224,6 +224,10 @@ impl ConsumerConfig {
                 _ => return bad("max deliver is required to be > length of backoff values".into()),
             }
         }
+        if self.deliver_policy == DeliverPolicy::LastPerSubject && self.filter_subjects.is_empty() {
+            // nats-server 2.9's rule and words.
+            return bad("consumer delivery policy is deliver last per subject, but optional filter subject is not set".into());
+        }
         if let DeliverPolicy::ByStartSequence(0) = self.deliver_policy {
             return bad(
                 "consumer deliver policy by_start_sequence needs a sequence of 1 or more".into(),

@@ -2682,10 +2682,21 @@ pub mod consumers {
         for s in ["a", "b", "a", "c", "b"] {
             publish_payload(bus, &n.subject(s), s).await;
         }
+        // JetStream needs a filter with this policy.
+        assert_err!(
+            bus.create_consumer(
+                &cfg.name,
+                ConsumerConfig::durable("bare").deliver_policy(DeliverPolicy::LastPerSubject)
+            )
+            .await,
+            Error::InvalidConfig(_)
+        );
         consumer(
             bus,
             &cfg.name,
-            ConsumerConfig::durable("lps").deliver_policy(DeliverPolicy::LastPerSubject),
+            ConsumerConfig::durable("lps")
+                .deliver_policy(DeliverPolicy::LastPerSubject)
+                .filter_subject(n.all()),
         )
         .await;
         let got = fetch_n(bus, &cfg.name, "lps", 3).await;
