@@ -126,6 +126,27 @@ pub(crate) struct Consumer {
     last_persist: Instant,
     /// Reads new messages (not persisted; rebuilt at `next_seq`).
     cursor: Option<Cursor>,
+    /// `num_pending` of a filtered consumer, kept up to date incrementally.
+    pending_cache: Option<PendingCache>,
+}
+
+/// Matching messages not yet delivered among `[base, last]`, valid while
+/// `live` (the live messages in `[base, last]`) shows no removal.
+#[derive(Debug, Clone, Copy)]
+struct PendingCache {
+    base: u64,
+    last: u64,
+    live: u64,
+    count: u64,
+}
+
+/// Live messages at or above `from`.
+fn live_from(g: &Inner, from: u64) -> u64 {
+    let f = from.max(g.first_seq);
+    if f > g.last_seq {
+        return 0;
+    }
+    (g.last_seq - f + 1).saturating_sub(g.deleted.count_in(f, g.last_seq))
 }
 
 impl Consumer {
@@ -144,6 +165,7 @@ impl Consumer {
             dirty: false,
             last_persist: Instant::now(),
             cursor: None,
+            pending_cache: None,
         }
     }
 
@@ -588,6 +610,7 @@ impl Stream {
             };
             c.state.config = cfg;
             c.cursor = None;
+            c.pending_cache = None;
             c.dirty = true;
         }
         self.persist_one(&name)?;
@@ -640,7 +663,7 @@ impl Stream {
     }
 
     /// Messages matching the filter not delivered yet.
-    fn pending_count(&self, g: &mut Inner, c: &Consumer) -> Result<u64> {
+    fn pending_count(&self, g: &mut Inner, c: &mut Consumer) -> Result<u64> {
         let from = c.state.next_seq.max(g.first_seq);
         let queued = c.start_queue.len() as u64;
         if from > g.last_seq || g.messages == 0 {
@@ -648,8 +671,7 @@ impl Stream {
         }
         let filters = c.config().filter_subjects.clone();
         if filters.is_empty() {
-            let below = from - g.first_seq - g.deleted.count_in(g.first_seq, from - 1);
-            return Ok(queued + g.messages.saturating_sub(below));
+            return Ok(queued + live_from(g, from));
         }
         if from == g.first_seq {
             let n: u64 = g
@@ -660,14 +682,36 @@ impl Stream {
                 .sum();
             return Ok(queued + n);
         }
-        let mut n = 0;
-        g.for_each_live(self.storage(), from, &mut |r| {
-            if filters.iter().any(|f| subject::matches(f, r.subject)) {
-                n += 1;
+        // A filtered consumer inside the stream: extend the cached count by
+        // the appended tail when nothing at or above its base was removed
+        // since; otherwise count once by a scan.
+        let scan_from = match c.pending_cache {
+            Some(pc) if live_from(g, pc.base) == pc.live + (g.last_seq - pc.last) => {
+                (pc.last + 1).max(from)
             }
-            true
-        })?;
-        Ok(queued + n)
+            _ => {
+                c.pending_cache = None;
+                from
+            }
+        };
+        let mut n = 0;
+        if scan_from <= g.last_seq {
+            g.for_each_live(self.storage(), scan_from, &mut |r| {
+                if filters.iter().any(|f| subject::matches(f, r.subject)) {
+                    n += 1;
+                }
+                true
+            })?;
+        }
+        let count = c.pending_cache.map_or(0, |pc| pc.count) + n;
+        let base = from;
+        c.pending_cache = Some(PendingCache {
+            base,
+            last: g.last_seq,
+            live: live_from(g, base),
+            count,
+        });
+        Ok(queued + count)
     }
 
     /// A consumer's configuration and state.
@@ -783,25 +827,36 @@ impl Stream {
             let filters = c.config().filter_subjects.clone();
             let from = c.state.next_seq;
             let cur = c.cursor.get_or_insert_with(|| Cursor::new(from, filters));
-            let mut got = Vec::new();
-            while fresh.len() + got.len() < want {
-                if let Some(m) = cur.queue.pop_front() {
-                    if m.seq >= from {
-                        got.push(m);
+            let mut got: Vec<StoredMessage> = Vec::new();
+            let mut caught_up = false;
+            while !caught_up && fresh.len() + got.len() < want {
+                let before = got.len();
+                while fresh.len() + got.len() < want {
+                    if let Some(m) = cur.queue.pop_front() {
+                        if m.seq >= from {
+                            got.push(m);
+                        }
+                        continue;
                     }
-                    continue;
+                    match cur.fill(self)? {
+                        Progress::More => {}
+                        Progress::CaughtUp => {
+                            caught_up = true;
+                            break;
+                        }
+                    }
                 }
-                match cur.fill(self)? {
-                    Progress::More => {}
-                    Progress::CaughtUp => break,
+                if got.len() > before {
+                    // Drop what was deleted or expired since it was read.
+                    let g = self.lock();
+                    let mut i = 0;
+                    got.retain(|m| {
+                        i += 1;
+                        i <= before || g.is_live(m.seq)
+                    });
                 }
             }
             let scanned = cur.queue.is_empty().then_some(cur.next_seq);
-            if !got.is_empty() {
-                // Drop what was deleted or expired since it was read.
-                let g = self.lock();
-                got.retain(|m| g.is_live(m.seq));
-            }
             fresh.extend(got);
             if let Some(n) = scanned {
                 if n > c.state.next_seq {
@@ -812,6 +867,11 @@ impl Stream {
             }
         }
         for m in fresh {
+            if let Some(pc) = &mut c.pending_cache {
+                if m.seq >= pc.base && m.seq <= pc.last {
+                    pc.count = pc.count.saturating_sub(1);
+                }
+            }
             c.state.delivered.consumer_seq += 1;
             let cseq = c.state.delivered.consumer_seq;
             c.state.delivered.stream_seq = m.seq;

@@ -675,3 +675,32 @@ async fn fetch_reads_across_segments_and_skips_messages_deleted_after_they_were_
         assert_eq!(i.num_ack_pending, want.len() as u64, "{kind}");
     }
 }
+
+#[tokio::test]
+async fn num_pending_of_a_filtered_consumer_follows_publishes_deliveries_and_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, s) in both(tmp.path()) {
+        setup(&s, 20).await; // a.x odd, b.x even
+        let cfg = ConsumerConfig::durable("c").filter_subject("a.x");
+        s.create_consumer("S", cfg).await.unwrap();
+        let pending =
+            |s: Store| async move { s.consumer_info("S", "c").await.unwrap().num_pending };
+        assert_eq!(pending(s.clone()).await, 10, "{kind}");
+        let d = fetch(&s, "c", 3).await;
+        assert_eq!(
+            d.iter().map(|d| d.pending).collect::<Vec<_>>(),
+            vec![9, 8, 7]
+        );
+        assert_eq!(pending(s.clone()).await, 7, "{kind}");
+        publish(&s, "a.x", "new").await;
+        publish(&s, "b.x", "other").await;
+        assert_eq!(pending(s.clone()).await, 8, "{kind}");
+        s.delete_message("S", 9).await.unwrap();
+        s.delete_message("S", 2).await.unwrap();
+        assert_eq!(pending(s.clone()).await, 7, "{kind}");
+        fetch(&s, "c", 2).await;
+        assert_eq!(pending(s.clone()).await, 5, "{kind}");
+        s.purge_stream("S", Default::default()).await.unwrap();
+        assert_eq!(pending(s.clone()).await, 0, "{kind}");
+    }
+}
