@@ -5,7 +5,7 @@
 //! Lock order: a stream's consumer map, then its `Inner` (never the other
 //! way round). The consumer-file I/O lock is taken before either.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -119,7 +119,7 @@ impl ConsumerFile {
 #[derive(Debug)]
 pub(crate) struct Consumer {
     state: ConsumerFile,
-    pending: BTreeMap<u64, Pending>,
+    pending: PendingSet,
     start_queue: VecDeque<u64>,
     last_active: Instant,
     dirty: bool,
@@ -221,11 +221,99 @@ impl Consumer {
     /// Drops pending entries whose message is gone (purge, delete, limits).
     fn prune(&mut self, g: &Inner) {
         let before = self.pending.len();
-        self.pending.retain(|s, _| g.is_live(*s));
+        self.pending.retain(|s| g.is_live(s));
         self.start_queue.retain(|s| g.is_live(*s));
         if self.pending.len() != before {
             self.dirty = true;
         }
+    }
+}
+
+/// The pending map by stream seq, with its redelivery queue ordered by due
+/// time (kept in step by every change).
+#[derive(Debug, Default)]
+struct PendingSet {
+    by_seq: BTreeMap<u64, Pending>,
+    by_due: BTreeSet<(i64, u64)>,
+}
+
+impl FromIterator<(u64, Pending)> for PendingSet {
+    fn from_iter<I: IntoIterator<Item = (u64, Pending)>>(iter: I) -> Self {
+        let mut s = PendingSet::default();
+        for (seq, p) in iter {
+            s.insert(seq, p);
+        }
+        s
+    }
+}
+
+impl PendingSet {
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Pending)> {
+        self.by_seq.iter()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Pending> {
+        self.by_seq.values()
+    }
+
+    fn get(&self, seq: &u64) -> Option<&Pending> {
+        self.by_seq.get(seq)
+    }
+
+    fn contains_key(&self, seq: &u64) -> bool {
+        self.by_seq.contains_key(seq)
+    }
+
+    fn insert(&mut self, seq: u64, p: Pending) {
+        if let Some(old) = self.by_seq.insert(seq, p) {
+            self.by_due.remove(&(old.deadline_ns, seq));
+        }
+        self.by_due.insert((p.deadline_ns, seq));
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<Pending> {
+        let old = self.by_seq.remove(seq)?;
+        self.by_due.remove(&(old.deadline_ns, *seq));
+        Some(old)
+    }
+
+    fn set_deadline(&mut self, seq: u64, deadline_ns: i64) {
+        if let Some(mut p) = self.by_seq.get(&seq).copied() {
+            p.deadline_ns = deadline_ns;
+            self.insert(seq, p);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let gone: Vec<u64> = self.by_seq.keys().copied().filter(|s| !keep(*s)).collect();
+        for s in gone {
+            self.remove(&s);
+        }
+    }
+
+    /// Stream seqs in `range`, in order.
+    fn seqs_in(&self, range: impl std::ops::RangeBounds<u64>) -> Vec<u64> {
+        self.by_seq.range(range).map(|(s, _)| *s).collect()
+    }
+
+    /// Stream seqs due at `now`, in stream-seq order.
+    fn due(&self, now: i64) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .by_due
+            .range(..=(now, u64::MAX))
+            .map(|(_, s)| *s)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The earliest due time.
+    fn next_due(&self) -> Option<i64> {
+        self.by_due.first().map(|(d, _)| *d)
     }
 }
 
@@ -747,12 +835,7 @@ impl Stream {
         let mut out: Vec<Delivery> = Vec::new();
         let mut new_after: Vec<bool> = Vec::new();
         // 1. Redeliveries that are due, in stream-seq order.
-        let due: Vec<u64> = c
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline_ns <= now)
-            .map(|(s, _)| *s)
-            .collect();
+        let due = c.pending.due(now);
         for seq in due {
             if out.len() >= batch {
                 break;
@@ -902,7 +985,7 @@ impl Stream {
                 }
             }
         }
-        let next_due = c.pending.values().map(|p| p.deadline_ns).min();
+        let next_due = c.pending.next_due();
         let settled: Vec<u64> = if c.acks() {
             Vec::new()
         } else {
@@ -988,7 +1071,7 @@ impl Stream {
                     tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "ack of a settled delivery ignored");
                     // AckPolicy::All still acknowledges everything below.
                     if kind == AckKind::Ack && c.config().ack_policy == AckPolicy::All {
-                        let below: Vec<u64> = c.pending.range(..seq).map(|(s, _)| *s).collect();
+                        let below = c.pending.seqs_in(..seq);
                         for s in below {
                             c.pending.remove(&s);
                             removed.push(s);
@@ -997,7 +1080,7 @@ impl Stream {
                 }
                 (AckKind::Ack, Some(_)) => {
                     if c.config().ack_policy == AckPolicy::All {
-                        let upto: Vec<u64> = c.pending.range(..=seq).map(|(s, _)| *s).collect();
+                        let upto = c.pending.seqs_in(..=seq);
                         for s in upto {
                             c.pending.remove(&s);
                             removed.push(s);
@@ -1022,15 +1105,11 @@ impl Stream {
                         None if !c.config().backoff.is_empty() => c.wait_after(p.count),
                         None => Duration::ZERO,
                     };
-                    if let Some(e) = c.pending.get_mut(&seq) {
-                        e.deadline_ns = ns_after(now, wait);
-                    }
+                    c.pending.set_deadline(seq, ns_after(now, wait));
                 }
                 (AckKind::InProgress, Some(_)) => {
                     let wait = c.config().ack_wait;
-                    if let Some(e) = c.pending.get_mut(&seq) {
-                        e.deadline_ns = ns_after(now, wait);
-                    }
+                    c.pending.set_deadline(seq, ns_after(now, wait));
                 }
             }
             c.dirty = true;

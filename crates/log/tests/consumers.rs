@@ -57,7 +57,12 @@ async fn deliver_policies_start_where_jetstream_starts() {
                 vec![6, 7, 8],
             ),
             ("time", DeliverPolicy::ByStartTime(t), None, vec![8]),
-            ("lps", DeliverPolicy::LastPerSubject, None, vec![5, 6, 7, 8]),
+            (
+                "lps",
+                DeliverPolicy::LastPerSubject,
+                Some(">"),
+                vec![5, 6, 7, 8],
+            ),
             (
                 "lpsa",
                 DeliverPolicy::LastPerSubject,
