@@ -48,6 +48,9 @@ pub(crate) struct ConsumerFile {
     pub(crate) config: ConsumerConfig,
     pub(crate) created_ns: i64,
     pub(crate) delivered: SequencePair,
+    /// The ack floor, moved as nats-server moves it (see `Consumer::on_settled`).
+    #[serde(default)]
+    pub(crate) ack_floor: SequencePair,
     /// The next stream sequence to look at for new messages.
     pub(crate) next_seq: u64,
     /// `last_per_subject`: sequences still to deliver before `next_seq`.
@@ -204,12 +207,31 @@ impl Consumer {
     }
 
     fn ack_floor(&self) -> SequencePair {
-        match self.pending.iter().next() {
-            None => self.state.delivered,
-            Some((s, p)) => SequencePair {
-                consumer_seq: p.cseq.saturating_sub(1),
-                stream_seq: s.saturating_sub(1),
-            },
+        if self.acks() {
+            self.state.ack_floor
+        } else {
+            self.state.delivered
+        }
+    }
+
+    /// Moves the ack floor after delivery `cseq` of stream seq `seq` was
+    /// settled (ack or term), as nats-server 2.9 does: to `delivered` when
+    /// nothing is pending; else, when it was the delivery right above the
+    /// floor, to it, then up to just below the next pending stream seq.
+    fn on_settled(&mut self, seq: u64, cseq: u64) {
+        if self.pending.len() == 0 {
+            self.state.ack_floor = self.state.delivered;
+        } else if cseq == self.state.ack_floor.consumer_seq + 1 {
+            self.state.ack_floor = SequencePair {
+                consumer_seq: cseq,
+                stream_seq: seq,
+            };
+            if let Some((ss, p)) = self.pending.first_above(seq) {
+                self.state.ack_floor = SequencePair {
+                    consumer_seq: p.cseq.saturating_sub(1),
+                    stream_seq: ss.saturating_sub(1),
+                };
+            }
         }
     }
 
@@ -224,6 +246,14 @@ impl Consumer {
         self.pending.retain(|s| g.is_live(s));
         self.start_queue.retain(|s| g.is_live(*s));
         if self.pending.len() != before {
+            // As a purge moves nats-server's floor: past what vanished.
+            self.state.ack_floor = match self.pending.iter().next() {
+                None => self.state.delivered,
+                Some((s, p)) => SequencePair {
+                    consumer_seq: p.cseq.saturating_sub(1),
+                    stream_seq: s.saturating_sub(1),
+                },
+            };
             self.dirty = true;
         }
     }
@@ -293,6 +323,14 @@ impl PendingSet {
         for s in gone {
             self.remove(&s);
         }
+    }
+
+    /// The first entry above stream seq `seq`.
+    fn first_above(&self, seq: u64) -> Option<(u64, Pending)> {
+        self.by_seq
+            .range(seq.saturating_add(1)..)
+            .next()
+            .map(|(s, p)| (*s, *p))
     }
 
     /// Stream seqs in `range`, in order.
@@ -662,6 +700,7 @@ impl Stream {
                 config: cfg,
                 created_ns: now_ns(),
                 delivered,
+                ack_floor: delivered,
                 next_seq,
                 start_queue: Vec::new(),
                 pending: Vec::new(),
@@ -943,8 +982,10 @@ impl Stream {
             fresh.extend(got);
             if let Some(n) = scanned {
                 if n > c.state.next_seq {
-                    // Everything below `n` was read: skip it next time.
+                    // Everything below `n` was read: skip it next time. As
+                    // nats-server, `delivered` counts the skipped ones.
                     c.state.next_seq = n;
+                    c.state.delivered.stream_seq = c.state.delivered.stream_seq.max(n - 1);
                     c.dirty = true;
                 }
             }
@@ -957,7 +998,7 @@ impl Stream {
             }
             c.state.delivered.consumer_seq += 1;
             let cseq = c.state.delivered.consumer_seq;
-            c.state.delivered.stream_seq = m.seq;
+            c.state.delivered.stream_seq = c.state.delivered.stream_seq.max(m.seq);
             c.state.next_seq = c.state.next_seq.max(m.seq + 1);
             if c.acks() {
                 let deadline_ns = ns_after(now, c.wait_after(1));
@@ -1067,34 +1108,37 @@ impl Stream {
             let now = now_ns();
             let current = c.pending.get(&seq).copied();
             match (kind, current) {
-                (_, None) => {
+                (AckKind::Ack, _) if c.config().ack_policy == AckPolicy::All => {
+                    // As nats-server: everything up to it, and the floor
+                    // moves to it, unless it is at or below the floor.
+                    let cseq = current.map_or(r.consumer_seq, |p| p.cseq);
+                    let floor = c.state.ack_floor;
+                    if seq > floor.stream_seq && cseq > floor.consumer_seq {
+                        for s in c.pending.seqs_in(..=seq) {
+                            c.pending.remove(&s);
+                            removed.push(s);
+                        }
+                        c.state.ack_floor = SequencePair {
+                            consumer_seq: cseq,
+                            stream_seq: seq,
+                        };
+                    }
+                }
+                (AckKind::Ack | AckKind::Term, None) => {
                     tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "ack of a settled delivery ignored");
-                    // AckPolicy::All still acknowledges everything below.
-                    if kind == AckKind::Ack && c.config().ack_policy == AckPolicy::All {
-                        let below = c.pending.seqs_in(..seq);
-                        for s in below {
-                            c.pending.remove(&s);
-                            removed.push(s);
-                        }
+                    if c.pending.len() == 0 {
+                        c.state.ack_floor = c.state.delivered;
                     }
                 }
-                (AckKind::Ack, Some(_)) => {
-                    if c.config().ack_policy == AckPolicy::All {
-                        let upto = c.pending.seqs_in(..=seq);
-                        for s in upto {
-                            c.pending.remove(&s);
-                            removed.push(s);
-                        }
-                    } else {
-                        c.pending.remove(&seq);
-                        removed.push(seq);
-                    }
+                (AckKind::Nak(_) | AckKind::InProgress, None) => {
+                    tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "nak/in-progress of a settled delivery ignored");
                 }
-                (AckKind::Term, Some(_)) => {
-                    // As nats-server, a terminated message is settled for
-                    // retention too.
+                (AckKind::Ack | AckKind::Term, Some(p)) => {
+                    // A terminated message is settled for retention too, and
+                    // moves the floor like an ack (as nats-server).
                     c.pending.remove(&seq);
                     removed.push(seq);
+                    c.on_settled(seq, p.cseq);
                 }
                 (AckKind::Nak(_) | AckKind::InProgress, Some(p)) if p.cseq != r.consumer_seq => {
                     tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "nak/in-progress of an older delivery ignored");
@@ -1263,6 +1307,10 @@ mod tests {
             delivered: SequencePair {
                 consumer_seq: 5,
                 stream_seq: 4,
+            },
+            ack_floor: SequencePair {
+                consumer_seq: 1,
+                stream_seq: 1,
             },
             next_seq: 5,
             start_queue: vec![9],

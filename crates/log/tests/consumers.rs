@@ -676,7 +676,9 @@ async fn fetch_reads_across_segments_and_skips_messages_deleted_after_they_were_
             .collect();
         assert_eq!(got, want, "{kind}");
         let i = s.consumer_info("S", "c").await.unwrap();
-        assert_eq!((i.num_pending, i.delivered.stream_seq), (0, 199), "{kind}");
+        // As nats-server: a fetch that found no more matches moved
+        // `delivered` over the skipped tail (200 is b.x).
+        assert_eq!((i.num_pending, i.delivered.stream_seq), (0, 200), "{kind}");
         assert_eq!(i.num_ack_pending, want.len() as u64, "{kind}");
     }
 }
@@ -762,4 +764,35 @@ async fn acks_older_than_the_persist_interval_survive_a_crash_image() {
     assert!(got.iter().all(|q| *q > 3), "{got:?}");
     assert!(got.contains(&6), "{got:?}");
     s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_ack_floor_moves_as_nats_server_moves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, s) in both(tmp.path()) {
+        setup(&s, 3).await;
+        let cfg = ConsumerConfig::durable("c").ack_wait(Duration::from_millis(20));
+        s.create_consumer("S", cfg).await.unwrap();
+        let d = fetch(&s, "c", 2).await; // 1 (cseq 1), 2 (cseq 2)
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let r = fetch(&s, "c", 1).await; // 1 again, cseq 3
+        assert_eq!((r[0].stream_seq(), r[0].consumer_seq()), (1, 3), "{kind}");
+        // Acking 2 (cseq 2, not the floor's next) leaves the floor alone.
+        s.ack(&d[1].ack, AckKind::Ack).await.unwrap();
+        let i = s.consumer_info("S", "c").await.unwrap();
+        assert_eq!(
+            (i.ack_floor.consumer_seq, i.ack_floor.stream_seq),
+            (0, 0),
+            "{kind}"
+        );
+        // Acking the last pending one moves it to `delivered`.
+        s.ack(&r[0].ack, AckKind::Ack).await.unwrap();
+        let i = s.consumer_info("S", "c").await.unwrap();
+        assert_eq!(i.ack_floor, i.delivered, "{kind}");
+        assert_eq!(
+            (i.ack_floor.consumer_seq, i.ack_floor.stream_seq),
+            (3, 2),
+            "{kind}"
+        );
+    }
 }
