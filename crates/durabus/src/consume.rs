@@ -294,8 +294,6 @@ struct Runner<H> {
     ack_wait: Duration,
     dlq_subject: String,
     counters: Arc<Counters>,
-    /// True once shutdown began.
-    stop: watch::Receiver<bool>,
 }
 
 impl Bus {
@@ -336,7 +334,6 @@ impl Bus {
             .unwrap_or(5);
         let dlq_subject = self.ensure_dead_letters(stream, consumer, &options).await?;
         let counters = Arc::new(Counters::default());
-        let (stop, stopped) = watch::channel(false);
         let runner = Arc::new(Runner {
             bus: self.clone(),
             stream: stream.to_owned(),
@@ -347,8 +344,8 @@ impl Bus {
             ack_wait: info.config.ack_wait,
             dlq_subject,
             counters: counters.clone(),
-            stop: stopped.clone(),
         });
+        let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(runner.run(stopped));
         Ok(ConsumerHandle {
             stop,
@@ -531,7 +528,9 @@ where
             let delay = delay.unwrap_or_else(|| self.options.delay(attempt));
             match self.options.retry {
                 RetryPolicy::ParkAndContinue => {
-                    self.park(delivery, delay);
+                    if let Err(e) = self.bus.ack(&delivery, AckKind::Nak(Some(delay))).await {
+                        tracing::debug!(error = %e, "nak failed; the message comes back after ack_wait");
+                    }
                     return;
                 }
                 RetryPolicy::StallInOrder => {
@@ -540,41 +539,6 @@ where
                 }
             }
         }
-    }
-
-    /// Parks a failed delivery for `delay` without holding a handler: it
-    /// stays in progress meanwhile and is naked (for immediate redelivery)
-    /// when the delay is over, or at once on shutdown.
-    ///
-    /// Not a nak with a delay: nats-server 2.9.10 sometimes loses such a
-    /// redelivery on pull consumers (it came back only after `ack_wait`,
-    /// and an acknowledged message was delivered again), and this behaves
-    /// the same on every backend.
-    fn park(&self, delivery: Delivery, delay: Duration) {
-        let bus = self.bus.clone();
-        let beat = (self.ack_wait / 2).max(Duration::from_millis(10));
-        let mut stopped = self.stop.clone();
-        tokio::spawn(async move {
-            let due = tokio::time::Instant::now() + delay;
-            let mut next = tokio::time::Instant::now() + beat;
-            while !*stopped.borrow() {
-                tokio::select! {
-                    () = tokio::time::sleep_until(due) => break,
-                    () = tokio::time::sleep_until(next) => {
-                        let _ = bus.ack(&delivery, AckKind::InProgress).await;
-                        next += beat;
-                    }
-                    changed = stopped.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            if let Err(e) = bus.ack(&delivery, AckKind::Nak(None)).await {
-                tracing::debug!(error = %e, "nak failed; the message comes back after ack_wait");
-            }
-        });
     }
 
     /// Runs the handler, sending in-progress heartbeats every ack_wait / 2.
