@@ -129,6 +129,8 @@ pub(crate) struct Consumer {
     last_persist: Instant,
     /// Reads new messages (not persisted; rebuilt at `next_seq`).
     cursor: Option<Cursor>,
+    /// Fetches in progress (they keep the consumer active).
+    waiting: u32,
     /// `num_pending` of a filtered consumer, kept up to date incrementally.
     pending_cache: Option<PendingCache>,
 }
@@ -169,6 +171,7 @@ impl Consumer {
             last_persist: Instant::now(),
             cursor: None,
             pending_cache: None,
+            waiting: 0,
         }
     }
 
@@ -352,6 +355,31 @@ impl PendingSet {
     /// The earliest due time.
     fn next_due(&self) -> Option<i64> {
         self.by_due.first().map(|(d, _)| *d)
+    }
+}
+
+/// Counts a fetch in progress on a consumer for as long as it lives (also
+/// when its future is dropped), then marks the consumer active.
+struct Waiting<'a> {
+    stream: &'a Stream,
+    consumer: &'a str,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(stream: &'a Stream, consumer: &'a str) -> Waiting<'a> {
+        if let Some(c) = stream.consumers.lock().get_mut(consumer) {
+            c.waiting += 1;
+        }
+        Waiting { stream, consumer }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.stream.consumers.lock().get_mut(self.consumer) {
+            c.waiting = c.waiting.saturating_sub(1);
+            c.last_active = Instant::now();
+        }
     }
 }
 
@@ -563,7 +591,7 @@ impl Stream {
             .filter(|(_, c)| {
                 c.config()
                     .effective_inactive_threshold()
-                    .is_some_and(|t| c.last_active.elapsed() >= t)
+                    .is_some_and(|t| c.waiting == 0 && c.last_active.elapsed() >= t)
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -1062,6 +1090,8 @@ impl Stream {
     ) -> Result<Vec<Delivery>> {
         let until = tokio::time::Instant::now() + expires;
         let mut rx = self.tail_tx.subscribe();
+        // A waiting fetch is activity: the consumer is not inactive meanwhile.
+        let _waiting = Waiting::new(self, consumer);
         loop {
             if self.is_closed() {
                 return Err(Error::StreamNotFound {

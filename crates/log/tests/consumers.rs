@@ -796,3 +796,17 @@ async fn the_ack_floor_moves_as_nats_server_moves_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_waiting_fetch_keeps_an_ephemeral_consumer_alive() {
+    let s = Store::memory(opts()).unwrap();
+    setup(&s, 0).await;
+    let cfg = ConsumerConfig::ephemeral().inactive_threshold(Duration::from_millis(100));
+    let e = s.create_consumer("S", cfg).await.unwrap();
+    let r = s
+        .fetch("S", &e.name, 1, Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(r.is_empty());
+    s.consumer_info("S", &e.name).await.unwrap();
+}
