@@ -1205,7 +1205,8 @@ impl Stream {
         }
         let map = self.consumers.lock();
         let mut g = self.lock();
-        if g.messages == 0 {
+        if g.messages == 0 || (map.is_empty() && retention == RetentionPolicy::WorkQueue) {
+            // A work queue without consumers keeps everything.
             return;
         }
         // A message is settled for a consumer when it is below its next
