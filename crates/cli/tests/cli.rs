@@ -594,3 +594,79 @@ fn bench_peer_async_nats_needs_a_nats_url() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--url nats://"), "{stderr}");
 }
+
+#[test]
+fn consumer_commands_add_list_fetch_ack_and_remove() {
+    let store = Store::new().with_orders_stream();
+    for i in 1..=3 {
+        store.ok(&["pub", &format!("orders.eu.{i}"), &format!("order {i}")]);
+    }
+    let added = json(&store.ok(&[
+        "--json",
+        "consumer",
+        "add",
+        "ORDERS",
+        "billing",
+        "--filter",
+        "orders.eu.*",
+        "--max-deliver",
+        "5",
+        "--backoff",
+        "1s,10s",
+    ]));
+    assert_eq!(added["name"], "billing");
+    assert_eq!(added["config"]["max_deliver"], 5);
+    assert_eq!(added["num_pending"], 3);
+    // The same again is fine; a different configuration is refused.
+    store.ok(&[
+        "consumer",
+        "add",
+        "ORDERS",
+        "billing",
+        "--filter",
+        "orders.eu.*",
+        "--max-deliver",
+        "5",
+        "--backoff",
+        "1s,10s",
+    ]);
+    let e = store.fail(&["consumer", "add", "ORDERS", "billing", "--max-deliver", "9"]);
+    assert!(e.contains("update_consumer"), "{e}");
+
+    let got = json_lines(&store.ok(&[
+        "--json", "consumer", "next", "ORDERS", "billing", "--count", "2",
+    ]));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["seq"], 1);
+    assert_eq!(got[0]["delivered"], 1);
+    let info = json(&store.ok(&["--json", "consumer", "info", "ORDERS", "billing"]));
+    assert_eq!(info["ack_floor"]["stream_seq"], 2);
+    assert_eq!(info["num_pending"], 1);
+    let ls = store.ok(&["consumer", "ls", "ORDERS"]);
+    assert!(ls.contains("billing") && ls.contains("orders.eu.*"), "{ls}");
+    // Without --then ack the message stays pending; nak gives it back.
+    let next = store.ok(&["consumer", "next", "ORDERS", "billing", "--then", "nak"]);
+    assert!(next.contains("stream seq 3"), "{next}");
+    let again = json_lines(&store.ok(&["--json", "consumer", "next", "ORDERS", "billing"]));
+    assert_eq!(
+        (again[0]["seq"].as_u64(), again[0]["delivered"].as_u64()),
+        (Some(3), Some(2))
+    );
+
+    let e = store.fail(&["consumer", "info", "ORDERS", "nobody"]);
+    assert!(e.contains("consumer \"nobody\" not found"), "{e}");
+    store.ok(&["consumer", "rm", "ORDERS", "billing", "--force"]);
+    let ls = store.ok(&["consumer", "ls", "ORDERS"]);
+    assert!(ls.contains("no consumers"), "{ls}");
+}
+
+#[test]
+fn invalid_consumer_options_are_refused_before_touching_the_store() {
+    let store = Store::new().with_orders_stream();
+    let e = store.fail(&["consumer", "add", "ORDERS", "c", "--backoff", "1s,2s"]);
+    assert!(e.contains("max deliver"), "{e}");
+    let e = store.fail(&["consumer", "add", "ORDERS", "bad.name"]);
+    assert!(e.contains("bad.name"), "{e}");
+    let e = store.fail(&["dlq", "ls"]);
+    assert!(e.contains("DLQ"), "no dead-letter stream yet: {e}");
+}

@@ -25,6 +25,7 @@
 
 mod connect;
 pub mod consume;
+mod publisher;
 mod supervise;
 mod url;
 
@@ -50,6 +51,7 @@ pub use durabus_core::{
 };
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
+pub use publisher::{PublishEvent, Publisher};
 pub use supervise::{
     Callback, Callbacks, Readiness, Stats, StatusCallback, Supervised, SupervisorConfig,
 };

@@ -24,6 +24,10 @@ struct Scripted {
     calls: AtomicU64,
     pings: Mutex<Vec<tokio::time::Instant>>,
     events: broadcast::Sender<Event>,
+    /// Publishes to fail with a timeout before answering normally.
+    fail_next: AtomicU64,
+    /// Msg ids of every publish that reached the backend.
+    msg_ids: Mutex<Vec<Option<String>>>,
 }
 
 impl Scripted {
@@ -35,6 +39,8 @@ impl Scripted {
             calls: AtomicU64::new(0),
             pings: Mutex::new(Vec::new()),
             events: broadcast::channel(64).0,
+            fail_next: AtomicU64::new(0),
+            msg_ids: Mutex::new(Vec::new()),
         })
     }
 
@@ -78,7 +84,22 @@ impl Backend for Scripted {
     async fn purge_stream(&self, _: &str, _: PurgeRequest) -> Result<u64> {
         no()
     }
-    async fn publish(&self, _: Message) -> Result<Option<PublishAck>> {
+    async fn publish(&self, m: Message) -> Result<Option<PublishAck>> {
+        self.msg_ids
+            .lock()
+            .unwrap()
+            .push(m.headers.get(durabus::NATS_MSG_ID).map(str::to_owned));
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::AckUnknown {
+                subject: m.subject,
+                reason: "scripted".into(),
+            });
+        }
         self.answer().map(|()| None)
     }
     async fn publish_batch(&self, _: Vec<Message>) -> Result<Vec<Result<Option<PublishAck>>>> {
@@ -382,4 +403,36 @@ fn invalid_supervisor_settings_are_refused() {
         .unwrap_err()
         .to_string()
         .contains("failure_threshold"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publisher_retries_connection_failures_with_one_msg_id_and_reports_each_publish() {
+    let backend = Scripted::new();
+    let (bus, _) = supervise(&backend, config());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let publisher = bus
+        .publisher()
+        .subject_prefix("orders.")
+        .retries(3, Duration::from_millis(100))
+        .on_publish(move |e| {
+            s.lock()
+                .unwrap()
+                .push((e.subject.to_owned(), e.attempts, e.result.is_ok()));
+        });
+    backend.fail_next.store(2, Ordering::SeqCst);
+    publisher.publish("eu", "x").await.unwrap();
+    let ids = backend.msg_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3, "two failures, then success");
+    assert!(
+        ids[0].is_some() && ids.iter().all(|id| *id == ids[0]),
+        "{ids:?}"
+    );
+    assert_eq!(*seen.lock().unwrap(), [("orders.eu".to_owned(), 3, true)]);
+
+    // Retries used up: the last error, after 1 + 3 attempts.
+    backend.fail_next.store(10, Ordering::SeqCst);
+    let e = publisher.publish("eu", "y").await.unwrap_err();
+    assert!(matches!(e, Error::AckUnknown { .. }), "{e}");
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, 4);
 }

@@ -26,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod checkpoint;
+mod consumer;
 mod dump;
 mod rangeset;
 mod record;

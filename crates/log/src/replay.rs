@@ -24,19 +24,40 @@ struct Position {
 
 struct ReplayState {
     stream: Arc<Stream>,
-    next_seq: u64,
-    pos: Option<Position>,
-    queue: VecDeque<StoredMessage>,
-    filter: Option<String>,
-    end: Option<u64>,
+    cursor: Cursor,
     rx: watch::Receiver<u64>,
+}
+
+/// Reads a stream in chunks from `next_seq` on, keeping the matching
+/// messages of the last chunk in `queue` (used by replays and consumers).
+/// It holds no reference to the stream, so a stream may own one.
+pub(crate) struct Cursor {
+    /// The next sequence not yet read into `queue`.
+    pub(crate) next_seq: u64,
+    pos: Option<Position>,
+    pub(crate) queue: VecDeque<StoredMessage>,
+    /// Only subjects matching one of these (empty: all).
+    filters: Vec<String>,
+    end: Option<u64>,
     done: bool,
     /// Consecutive plans whose segment file was missing.
     missing: u32,
 }
 
-enum Progress {
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("next_seq", &self.next_seq)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one [`Cursor::fill`] did.
+pub(crate) enum Progress {
+    /// Read something (maybe nothing matching); call again.
     More,
+    /// Nothing stored at or after `next_seq`.
     CaughtUp,
 }
 
@@ -58,17 +79,9 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
         ReplayStart::Time(t) => stream.seq_for_time(from_system_time(t))?,
         ReplayStart::New => last + 1,
     };
-    let state = ReplayState {
-        stream,
-        next_seq,
-        pos: None,
-        queue: VecDeque::new(),
-        filter: options.filter,
-        end: options.stop_at_end.then_some(last),
-        rx,
-        done: false,
-        missing: 0,
-    };
+    let mut cursor = Cursor::new(next_seq, options.filter.into_iter().collect());
+    cursor.end = options.stop_at_end.then_some(last);
+    let state = ReplayState { stream, cursor, rx };
     let s = futures::stream::unfold(state, |mut st| async move {
         let item = st.next().await?;
         Some((item, st))
@@ -78,21 +91,22 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
 
 impl ReplayState {
     async fn next(&mut self) -> Option<Result<StoredMessage>> {
+        let c = &mut self.cursor;
         loop {
-            if let Some(m) = self.queue.pop_front() {
+            if let Some(m) = c.queue.pop_front() {
                 return Some(Ok(m));
             }
-            if self.done || self.stream.is_closed() {
+            if c.done || self.stream.is_closed() {
                 return None;
             }
-            if self.end.is_some_and(|e| self.next_seq > e) {
+            if c.end.is_some_and(|e| c.next_seq > e) {
                 return None;
             }
             self.rx.borrow_and_update();
-            match self.fill() {
+            match c.fill(&self.stream) {
                 Ok(Progress::More) => {}
                 Ok(Progress::CaughtUp) => {
-                    if self.end.is_some() {
+                    if c.end.is_some() {
                         return None;
                     }
                     if self.rx.changed().await.is_err() {
@@ -100,16 +114,32 @@ impl ReplayState {
                     }
                 }
                 Err(e) => {
-                    self.done = true;
+                    c.done = true;
                     return Some(Err(e));
                 }
             }
         }
     }
+}
 
-    /// Reads one chunk into the queue, or says there is nothing new.
-    fn fill(&mut self) -> Result<Progress> {
-        let stream = self.stream.clone();
+impl Cursor {
+    /// A cursor at `next_seq` (nothing read yet).
+    pub(crate) fn new(next_seq: u64, filters: Vec<String>) -> Cursor {
+        Cursor {
+            next_seq,
+            pos: None,
+            queue: VecDeque::new(),
+            filters,
+            end: None,
+            done: false,
+            missing: 0,
+        }
+    }
+
+    /// Reads one chunk into the queue, or says there is nothing new. Holds
+    /// the stream lock only to plan the chunk and to drop deleted
+    /// sequences (invariant 11).
+    pub(crate) fn fill(&mut self, stream: &Stream) -> Result<Progress> {
         let (base, path, seek, limit, is_last, next_base) = {
             let mut g = stream.lock();
             g.flush_for_read()?;
@@ -198,10 +228,8 @@ impl ReplayState {
                         }
                         last_seen = Some(r.seq);
                         let wanted = r.seq >= target
-                            && self
-                                .filter
-                                .as_deref()
-                                .is_none_or(|f| subject::matches(f, r.subject));
+                            && (self.filters.is_empty()
+                                || self.filters.iter().any(|f| subject::matches(f, r.subject)));
                         if wanted {
                             out.push(stored_from(&stream.name, &r, Some(&chunk)));
                         }

@@ -10,8 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use durabus_core::{
-    subject, Backend, ConnectionStatus, Error, Event, Message, PublishAck, PurgeRequest, Replay,
-    ReplayOptions, Result, StorageType, StoredMessage, StreamConfig, StreamInfo, Subscription,
+    subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
+    Error, Event, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, Result, StorageType,
+    StoredMessage, StreamConfig, StreamInfo, Subscription,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -217,6 +218,10 @@ impl Store {
                 continue;
             }
             let (stream, truncated) = recovery::open(env.clone(), path, &name)?;
+            // Invariant 19: durable consumers resume exactly; acknowledged
+            // messages of interest/work-queue streams are removed again.
+            stream.load_consumers()?;
+            stream.apply_retention();
             if let Some((seg, dropped)) = truncated {
                 report.truncated.push((name.clone(), seg, dropped));
             }
@@ -391,7 +396,13 @@ impl Store {
         }
         let delivered = self.inner.router.deliver(message);
         let ack = match self.capture(&message.subject) {
-            Some(s) => Some(s.publish(message).await?),
+            Some(s) => {
+                let ack = s.publish(message).await?;
+                if !ack.duplicate {
+                    s.retain_published(ack.seq, &message.subject);
+                }
+                Some(ack)
+            }
             None => None,
         };
         Ok((ack, delivered))
@@ -430,6 +441,7 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
         }
         for s in &streams {
             s.expire_now();
+            s.consumer_tick();
         }
         if let Durability::Periodic(d) = durability {
             if last_sync.elapsed() >= d {
@@ -462,6 +474,11 @@ impl StoreInner {
         let streams: Vec<Arc<Stream>> = self.snapshot();
         let mut first_err = None;
         for s in streams {
+            // Invariant 18: a clean close writes every consumer's state.
+            if let Err(e) = s.persist_consumers(true) {
+                tracing::warn!(stream = %s.name, error = %e, "close: consumer state not written");
+                first_err.get_or_insert(e);
+            }
             if let Err(e) = s.shutdown() {
                 tracing::warn!(stream = %s.name, error = %e, "close: stream did not shut down cleanly");
                 first_err.get_or_insert(e);
@@ -515,8 +532,7 @@ impl Backend for Store {
             return Err(Error::StreamNameInUse { name: config.name });
         }
         self.check_overlaps(&config)?;
-        // Retention Interest and WorkQueue are accepted but behave as Limits
-        // until consumers exist (a later version removes acked messages).
+        // Interest and WorkQueue retention act through consumers (consumer.rs).
         let (env, root) = self.env_for(config.storage);
         let name = config.name.clone();
         let stream = recovery::create(env, &root, config)?;
@@ -635,6 +651,13 @@ impl Backend for Store {
         for (stream, idx) in groups {
             let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
             let results = stream.publish_batch(&refs).await;
+            for (r, m) in results.iter().zip(&refs) {
+                if let Ok(a) = r {
+                    if !a.duplicate {
+                        stream.retain_published(a.seq, &m.subject);
+                    }
+                }
+            }
             for (i, r) in idx.into_iter().zip(results) {
                 out[i] = Some(r.map(Some));
             }
@@ -690,6 +713,58 @@ impl Backend for Store {
 
     async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
         crate::replay::start(self.stream(stream)?, options)
+    }
+
+    async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        config.validate()?;
+        let s = self.stream(stream)?;
+        s.create_consumer(config)
+    }
+
+    async fn update_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
+        config.validate()?;
+        let s = self.stream(stream)?;
+        s.update_consumer(config)
+    }
+
+    async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
+        self.stream(stream)?.consumer_info(name)
+    }
+
+    async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+        self.stream(stream)?.list_consumers()
+    }
+
+    async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+        let s = self.stream(stream)?;
+        s.delete_consumer(name)
+    }
+
+    async fn fetch(
+        &self,
+        stream: &str,
+        consumer: &str,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let r = self.stream(stream)?.fetch(consumer, batch, expires).await;
+        // A fetch waiting while the store closed ends with `Closed`.
+        if r.is_err() && self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        r
+    }
+
+    async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.check_open()?;
+        match self.stream(&delivery.stream) {
+            Ok(s) => s.ack(delivery, kind),
+            Err(Error::StreamNotFound { .. }) => {
+                tracing::debug!(stream = %delivery.stream, "ack for an unknown stream ignored");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn close(&self) -> Result<()> {

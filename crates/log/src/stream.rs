@@ -14,13 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use durabus_core::{
-    subject, DiscardPolicy, Error, Message, PublishAck, PurgeRequest, Result, StoredMessage,
-    StreamConfig, StreamInfo, StreamState, NATS_EXPECTED_LAST_SEQUENCE,
+    subject, DiscardPolicy, Error, Message, PublishAck, PurgeRequest, Result, RetentionPolicy,
+    StoredMessage, StreamConfig, StreamInfo, StreamState, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, SegCkpt, SubjCkpt, CHECKPOINT_FILE};
+use crate::consumer::ConsumerSet;
 use crate::rangeset::RangeSet;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, ScanEnd, ScanError, SegmentMeta, SEGMENT_HEADER};
@@ -188,6 +189,8 @@ pub(crate) struct Stream {
     closed: AtomicBool,
     pub(crate) sync_requested: AtomicBool,
     ckpt_lock: Mutex<()>,
+    /// Its consumers (`consumer.rs`). Lock order: consumers, then `inner`.
+    pub(crate) consumers: ConsumerSet,
 }
 
 impl std::fmt::Debug for Stream {
@@ -1094,6 +1097,8 @@ impl Stream {
             gen: inner.write_gen,
             failed: false,
         });
+        let consumers = ConsumerSet::default();
+        consumers.set_ack_retention(inner.config.retention != RetentionPolicy::Limits);
         Arc::new(Stream {
             name,
             dir,
@@ -1104,6 +1109,7 @@ impl Stream {
             closed: AtomicBool::new(false),
             sync_requested: AtomicBool::new(false),
             ckpt_lock: Mutex::new(()),
+            consumers,
         })
     }
 
@@ -1144,9 +1150,18 @@ impl Stream {
         }
     }
 
+    /// Notifies tailing readers and finishes segment removals and
+    /// checkpoint requests after a change made under the lock.
+    pub(crate) fn finish_change(&self, g: &mut Inner) {
+        self.notify(g);
+        self.after_change(g);
+    }
+
     pub(crate) fn info(&self) -> StreamInfo {
+        let consumer_count = self.consumers.count();
         let mut g = self.lock();
-        let state = g.state(&self.name, self.storage());
+        let mut state = g.state(&self.name, self.storage());
+        state.consumer_count = consumer_count;
         StreamInfo {
             config: g.config.clone(),
             created: g.created,
@@ -1664,6 +1679,8 @@ impl Stream {
         }
         let storage = self.storage();
         let track = config.max_msgs_per_subject.is_some();
+        self.consumers
+            .set_ack_retention(config.retention != RetentionPolicy::Limits);
         g.config = config;
         if track && !g.track_subject_seqs {
             g.rebuild_subject_seqs(storage)?;

@@ -505,7 +505,15 @@ fn copy_dir(from: &Path, to: &Path) {
         if e.file_type().unwrap().is_dir() {
             copy_dir(&p, &t);
         } else {
-            std::fs::copy(&p, &t).unwrap();
+            // The forgotten store's background threads still run: a temp
+            // file of an atomic replace can vanish between listing and
+            // copying, as it could at a crash.
+            match std::fs::copy(&p, &t) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.unwrap();
+                }
+            }
         }
     }
 }
