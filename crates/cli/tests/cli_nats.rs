@@ -1285,8 +1285,8 @@ fn bench_runs_on_nats_without_a_disk_baseline() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        3,
-        "no W3 and no fdatasync row on a server: {report}"
+        4,
+        "W1, W2, W4 replay and consume; no W3 and no fdatasync row on a server: {report}"
     );
     assert!(results
         .iter()
