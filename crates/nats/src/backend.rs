@@ -1541,17 +1541,21 @@ impl ReplayState {
                 continue;
             }
             self.next_cseq += 1;
-            self.idle_rounds = 0;
             if let Some(end) = self.end {
                 if ack.stream_seq > end {
                     self.done = true;
                     return None;
                 }
-                if ack.stream_seq >= end || ack.pending == 0 {
+            }
+            self.last_sseq = ack.stream_seq;
+            if let Some(end) = self.end {
+                // A pending count of 0 can come from a replica still
+                // catching up: ask the stream before ending early.
+                if ack.stream_seq >= end || (ack.pending == 0 && !self.remaining().await) {
                     self.done = true;
                 }
             }
-            self.last_sseq = ack.stream_seq;
+            self.idle_rounds = 0;
             let stored = StoredMessage {
                 stream: self.stream.clone(),
                 seq: ack.stream_seq,
