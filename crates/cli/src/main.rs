@@ -1,7 +1,8 @@
 //! `durabus`: the command-line tool for durabus stores and NATS JetStream.
 //!
 //! Verbs follow the `nats` CLI: `pub`, `sub`, `replay`, `stream ...` (add,
-//! edit, ls, info, rm, purge, get, rmm), `dump`, `verify` and `bench`. Every
+//! edit, ls, info, rm, purge, get, rmm), `consumer ...` (add, ls, info, rm,
+//! next), `dlq ...` (ls, redrive), `dump`, `verify` and `bench`. Every
 //! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
 //! for machine-readable output. Each verb group lives in its own module; this
 //! file only parses the command line and reports errors.
@@ -80,7 +81,7 @@ enum Command {
     /// Reads the files of an embedded file: store; a nats:// server checks
     /// its own.
     Verify(dump::VerifyArgs),
-    /// Measure publish, group commit and replay throughput (W1-W4). Runs on a
+    /// Measure publish, group commit, replay and consume throughput (W1-W4). Runs on a
     /// fresh temporary store unless --url or DURABUS_URL names one; on
     /// nats:// W3 is skipped, and --peer async-nats measures raw async-nats.
     Bench(bench::BenchArgs),
