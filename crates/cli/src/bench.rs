@@ -227,6 +227,8 @@ struct Report {
 #[derive(Debug, Serialize)]
 struct Comparison {
     workload: String,
+    /// The row's `name` (W4 has two: replay and consume).
+    name: String,
     /// Median over runs of each run's durabus msg/s divided by raw's.
     ratio: f64,
     /// Each run's ratio.
@@ -235,22 +237,26 @@ struct Comparison {
     within_5_percent: bool,
 }
 
-/// Per workload, the median of the runs' durabus / raw ratios.
+/// Per workload row, the median of the runs' durabus / raw ratios.
 fn compare(runs: &[Vec<Measurement>]) -> Vec<Comparison> {
     let mut out: Vec<Comparison> = Vec::new();
     for run in runs {
         for d in run.iter().filter(|m| m.peer == pair::DURABUS) {
             let Some(r) = run
                 .iter()
-                .find(|m| m.peer == pair::RAW && m.workload == d.workload)
+                .find(|m| m.peer == pair::RAW && m.workload == d.workload && m.name == d.name)
             else {
                 continue;
             };
             let ratio = d.msgs_per_sec / r.msgs_per_sec.max(f64::MIN_POSITIVE);
-            match out.iter_mut().find(|c| c.workload == d.workload) {
+            match out
+                .iter_mut()
+                .find(|c| c.workload == d.workload && c.name == d.name)
+            {
                 Some(c) => c.ratios.push(ratio),
                 None => out.push(Comparison {
                     workload: d.workload.clone(),
+                    name: d.name.clone(),
                     ratio: 0.0,
                     ratios: vec![ratio],
                     within_5_percent: false,
@@ -968,8 +974,9 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
                 n => format!("median of {n} runs, {low:.3}-{high:.3}"),
             };
             println!(
-                "{}: {} / {} = {:.3} ({of}): {}",
+                "{} {}: {} / {} = {:.3} ({of}): {}",
                 c.workload,
+                c.name,
                 pair::DURABUS,
                 pair::RAW,
                 c.ratio,
@@ -1055,6 +1062,15 @@ mod tests {
         assert!(compare(&[run(94.0, 100.0)])
             .iter()
             .all(|c| !c.within_5_percent));
+        // Two rows of one workload (W4 replay and consume) compare apart.
+        let mut two = run(50.0, 100.0);
+        for (m, name) in two.iter_mut().zip(["y", "y"]) {
+            m.name = name.to_owned();
+        }
+        two.extend(run(100.0, 100.0));
+        let c = compare(&[two]);
+        let ratios: Vec<(&str, f64)> = c.iter().map(|c| (c.name.as_str(), c.ratio)).collect();
+        assert_eq!(ratios, [("y", 0.5), ("x", 1.0)]);
     }
 
     #[test]

@@ -338,7 +338,7 @@ async fn next(global: &Global, bus: &durabus::Bus, args: &NextArgs) -> anyhow::R
             Settle::Term => AckKind::Term,
             Settle::None => continue,
         };
-        bus.ack(d, kind)
+        bus.ack_confirmed(d, kind)
             .await
             .with_context(|| format!("cannot settle stream seq {}", d.stream_seq()))?;
     }

@@ -507,13 +507,8 @@ fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up
                 )
             })
             .collect();
-        // durabus also measures W4 as a durable consumer with explicit acks;
-        // the raw peer does not (yet).
-        let expected: &[(&str, u64)] = if peer == "durabus" {
-            &[("W1", 200), ("W2", 200), ("W4", 400), ("W4", 400)]
-        } else {
-            &[("W1", 200), ("W2", 200), ("W4", 400)]
-        };
+        // W4 is a replay and a durable consumer with explicit acks.
+        let expected: &[(&str, u64)] = &[("W1", 200), ("W2", 200), ("W4", 400), ("W4", 400)];
         assert_eq!(rows, expected, "{report}");
         assert!(results
             .iter()
@@ -548,7 +543,7 @@ fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
-        stdout.contains("W1: durabus/nats / async-nats/nats = "),
+        stdout.contains("W1 publish, await each ack: durabus/nats / async-nats/nats = "),
         "{stdout}"
     );
     let report = json(&std::fs::read_to_string(&json_out).unwrap());
@@ -571,14 +566,20 @@ fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up
             ("W1", "async-nats/nats", 200),
             ("W2", "durabus/nats", 200),
             ("W2", "async-nats/nats", 200),
-            // Four replays each, interleaved.
+            // Four replays and four consumes each, interleaved.
+            ("W4", "durabus/nats", 1600),
+            ("W4", "async-nats/nats", 1600),
             ("W4", "durabus/nats", 1600),
             ("W4", "async-nats/nats", 1600),
         ],
         "{report}"
     );
+    assert!(
+        stdout.contains("W4 consume, explicit ack: durabus/nats / async-nats/nats = "),
+        "{stdout}"
+    );
     let comparison = report["comparison"].as_array().unwrap();
-    assert_eq!(comparison.len(), 3, "{report}");
+    assert_eq!(comparison.len(), 4, "{report}");
     assert!(comparison
         .iter()
         .all(|c| c["ratio"].as_f64().unwrap() > 0.0));

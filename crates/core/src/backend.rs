@@ -356,9 +356,25 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Settles a delivery. Settling one that is already acknowledged or
     /// terminated is a no-op, not an error.
+    ///
+    /// As a JetStream client's ack, this returns once the ack is sent, not
+    /// when the server confirms it: on a networked backend an ack lost with
+    /// the connection leaves the message to be delivered again after
+    /// `ack_wait` (at-least-once), and an ack for a deleted consumer is
+    /// dropped. The embedded engine applies it before returning. Use
+    /// [`Backend::ack_confirmed`] to wait for the server.
     async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
         let _ = (delivery, kind);
         Err(unsupported_consumers())
+    }
+
+    /// Settles a delivery as [`Backend::ack`] does, returning once the
+    /// server has applied it (JetStream's double ack): a later
+    /// [`Backend::consumer_info`] shows it, and an unknown consumer is
+    /// [`crate::Error::ConsumerNotFound`]. Backends whose `ack` is applied
+    /// before it returns keep this default.
+    async fn ack_confirmed(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.ack(delivery, kind).await
     }
 
     /// Makes everything acknowledged so far durable and releases resources.

@@ -1,6 +1,7 @@
 //! Durable and ephemeral consumers, mirroring JetStream's names, defaults and
 //! rules (nats-server 2.9 is the oracle).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,9 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ACK_PENDING: u64 = 1000;
 /// Default `inactive_threshold` of ephemeral consumers: 5 s, as JetStream.
 pub const DEFAULT_INACTIVE_THRESHOLD: Duration = Duration::from_secs(5);
+/// Deliveries a backend's fetch reserves room for before the first
+/// arrives (batches are usually filled; a larger one grows as it fills).
+pub const FETCH_PREALLOCATED: usize = 1024;
 
 /// Where a new consumer starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,12 +311,15 @@ pub enum AckKind {
 }
 
 /// What identifies a delivery to its backend when it is settled.
+///
+/// The stream and consumer names are shared by every delivery of a fetch
+/// (a reference count each, not a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRef {
     /// The stream.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// The consumer.
-    pub consumer: String,
+    pub consumer: Arc<str>,
     /// The message's stream sequence.
     pub stream_seq: u64,
     /// This delivery's consumer sequence.

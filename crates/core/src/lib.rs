@@ -25,6 +25,7 @@ pub use config::{
 pub use consumer::{
     AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,
     SequencePair, DEFAULT_ACK_WAIT, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_MAX_ACK_PENDING,
+    FETCH_PREALLOCATED,
 };
 pub use error::{redact_url, Error, Result};
 pub use header::{

@@ -89,6 +89,7 @@ pub struct ConsumeOptions {
     batch: usize,
     fetch_wait: Duration,
     shutdown_deadline: Duration,
+    confirm_acks: bool,
     on_deliver: Option<DeliveryHook>,
     on_ack: Option<DeliveryHook>,
     on_dead_letter: Option<DeadLetterHook>,
@@ -102,6 +103,7 @@ impl std::fmt::Debug for ConsumeOptions {
             .field("backoff", &self.backoff)
             .field("max_attempts", &self.max_attempts)
             .field("dead_letter", &self.dead_letter)
+            .field("confirm_acks", &self.confirm_acks)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +123,7 @@ impl Default for ConsumeOptions {
             batch: 64,
             fetch_wait: Duration::from_secs(1),
             shutdown_deadline: Duration::from_secs(10),
+            confirm_acks: false,
             on_deliver: None,
             on_ack: None,
             on_dead_letter: None,
@@ -180,13 +183,25 @@ impl ConsumeOptions {
         self
     }
 
+    /// Waits for the server to confirm each ack of a handled message
+    /// ([`Bus::ack_confirmed`], one round trip each on `nats://`) before
+    /// `on_ack` runs. Off by default: acks are sent as JetStream clients
+    /// send them, and one lost with the connection means the message is
+    /// handled again (at-least-once). Dead letters' terms are always
+    /// confirmed.
+    pub fn confirm_acks(mut self, on: bool) -> Self {
+        self.confirm_acks = on;
+        self
+    }
+
     /// Called for each delivery before its handler runs.
     pub fn on_deliver(mut self, f: impl Fn(&Delivery) + Send + Sync + 'static) -> Self {
         self.on_deliver = Some(Arc::new(f));
         self
     }
 
-    /// Called after a delivery was acknowledged.
+    /// Called after a delivery was acknowledged (the ack sent, or confirmed
+    /// under [`ConsumeOptions::confirm_acks`]).
     pub fn on_ack(mut self, f: impl Fn(&Delivery) + Send + Sync + 'static) -> Self {
         self.on_ack = Some(Arc::new(f));
         self
@@ -491,7 +506,7 @@ where
         }
         let mut attempt = delivery.delivered();
         if attempt > 1 && self.already_dead(&delivery).await {
-            let _ = self.bus.ack(&delivery, AckKind::Term).await;
+            let _ = self.bus.ack_confirmed(&delivery, AckKind::Term).await;
             return;
         }
         if attempt > self.max_attempts {
@@ -504,7 +519,12 @@ where
             let outcome = self.run_handler(&delivery).await;
             let (error, delay) = match outcome {
                 Outcome::Done => {
-                    match self.bus.ack(&delivery, AckKind::Ack).await {
+                    let acked = if self.options.confirm_acks {
+                        self.bus.ack_confirmed(&delivery, AckKind::Ack).await
+                    } else {
+                        self.bus.ack(&delivery, AckKind::Ack).await
+                    };
+                    match acked {
                         Ok(()) => {
                             self.counters.acked.fetch_add(1, Ordering::Relaxed);
                             if let Some(hook) = &self.options.on_ack {
@@ -620,7 +640,7 @@ where
                 }
             }
         }
-        let _ = self.bus.ack(delivery, AckKind::Term).await;
+        let _ = self.bus.ack_confirmed(delivery, AckKind::Term).await;
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = &self.options.on_dead_letter {
             hook(delivery, &error);

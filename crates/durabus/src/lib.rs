@@ -261,9 +261,18 @@ impl Bus {
     }
 
     /// Settles a delivery: ack, nak (with an optional delay), term or
-    /// in-progress.
+    /// in-progress. Returns once the ack is sent: on `nats://` the server
+    /// applies it shortly after, and an ack lost with the connection means
+    /// the message is delivered again after `ack_wait` (see
+    /// [`Backend::ack`]).
     pub async fn ack(&self, delivery: &Delivery, kind: AckKind) -> Result<()> {
         self.backend.ack(&delivery.ack, kind).await
+    }
+
+    /// Settles a delivery as [`Bus::ack`] does, returning once the server
+    /// has applied it (JetStream's double ack; one round trip on `nats://`).
+    pub async fn ack_confirmed(&self, delivery: &Delivery, kind: AckKind) -> Result<()> {
+        self.backend.ack_confirmed(&delivery.ack, kind).await
     }
 
     /// Monitoring events such as slow consumers, when the backend reports them.

@@ -163,6 +163,9 @@ struct Shared {
     config: SupervisorConfig,
     callbacks: Callbacks,
     state: Mutex<State>,
+    /// The breaker is closed and no failure is counted: calls pass and a
+    /// success changes nothing, so neither takes the lock.
+    calm: AtomicBool,
     closed: AtomicBool,
     status_tx: watch::Sender<ConnectionStatus>,
 }
@@ -210,6 +213,7 @@ impl Supervised {
             backend,
             config,
             callbacks,
+            calm: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             status_tx,
         });
@@ -288,6 +292,9 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        if self.calm.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let st = self.lock();
         match st.breaker {
             // A backend that gave up says so itself, at once.
@@ -308,6 +315,9 @@ impl Shared {
     /// circuit open; anything else is a success of the connection.
     fn record(&self, error: Option<&Error>) {
         let failed = error.is_some_and(Error::is_connection_failure);
+        if !failed && self.calm.load(Ordering::Acquire) {
+            return;
+        }
         {
             let mut st = self.lock();
             if failed {
@@ -336,6 +346,10 @@ impl Shared {
                 st.breaker = Breaker::Closed;
                 st.backoff = self.config.open_backoff;
             }
+            self.calm.store(
+                st.breaker == Breaker::Closed && st.consecutive == 0,
+                Ordering::Release,
+            );
         }
         self.report();
     }
@@ -583,6 +597,11 @@ impl Backend for Supervised {
 
     async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
         self.guard(self.shared.backend.ack(delivery, kind)).await
+    }
+
+    async fn ack_confirmed(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.guard(self.shared.backend.ack_confirmed(delivery, kind))
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -899,7 +899,9 @@ impl Stream {
             let g = self.lock();
             c.prune(&g);
         }
-        let mut out: Vec<Delivery> = Vec::new();
+        let mut out: Vec<Delivery> =
+            Vec::with_capacity(batch.min(durabus_core::FETCH_PREALLOCATED));
+        let names: (Arc<str>, Arc<str>) = (Arc::from(self.name.as_str()), Arc::from(name));
         let mut new_after: Vec<bool> = Vec::new();
         // 1. Redeliveries that are due, in stream-seq order.
         let due = c.pending.due(now);
@@ -939,7 +941,7 @@ impl Stream {
                 },
             );
             c.dirty = true;
-            out.push(self.delivery(name, msg, cseq, count));
+            out.push(Self::delivery(&names, msg, cseq, count));
             new_after.push(false);
         }
         // 2. New messages, while max_ack_pending leaves room.
@@ -1040,7 +1042,7 @@ impl Stream {
                 );
             }
             c.dirty = true;
-            out.push(self.delivery(name, m, cseq, 1));
+            out.push(Self::delivery(&names, m, cseq, 1));
             new_after.push(true);
         }
         // Delivery.pending: matching messages not delivered after each one.
@@ -1066,11 +1068,17 @@ impl Stream {
         Ok((out, next_due))
     }
 
-    fn delivery(&self, consumer: &str, message: StoredMessage, cseq: u64, count: u64) -> Delivery {
+    /// A delivery of `message`; `names` are the stream's and consumer's.
+    fn delivery(
+        names: &(Arc<str>, Arc<str>),
+        message: StoredMessage,
+        cseq: u64,
+        count: u64,
+    ) -> Delivery {
         Delivery {
             ack: AckRef {
-                stream: self.name.clone(),
-                consumer: consumer.to_owned(),
+                stream: names.0.clone(),
+                consumer: names.1.clone(),
                 stream_seq: message.seq,
                 consumer_seq: cseq,
                 delivered: count,
@@ -1130,7 +1138,7 @@ impl Stream {
         let mut removed: Vec<u64> = Vec::new();
         {
             let mut map = self.consumers.lock();
-            let Some(c) = map.get_mut(&r.consumer) else {
+            let Some(c) = map.get_mut(&*r.consumer) else {
                 tracing::debug!(stream = %self.name, consumer = %r.consumer, "ack for an unknown consumer ignored");
                 return Ok(());
             };
@@ -1191,6 +1199,15 @@ impl Stream {
         self.notify_consumers();
         self.retain_settled(&removed);
         Ok(())
+    }
+
+    /// [`Stream::ack`] for a consumer that must exist, as a confirmed ack
+    /// on NATS (nobody answers for a deleted consumer).
+    pub(crate) fn ack_confirmed(&self, r: &AckRef, kind: AckKind) -> Result<()> {
+        if !self.consumers.lock().contains_key(&*r.consumer) {
+            return Err(consumer_not_found(&self.name, &r.consumer));
+        }
+        self.ack(r, kind)
     }
 
     /// Interest and work-queue retention (invariant 21): removes stored

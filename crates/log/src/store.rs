@@ -767,6 +767,18 @@ impl Backend for Store {
         }
     }
 
+    async fn ack_confirmed(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.check_open()?;
+        match self.stream(&delivery.stream) {
+            Ok(s) => s.ack_confirmed(delivery, kind),
+            Err(Error::StreamNotFound { .. }) => Err(Error::ConsumerNotFound {
+                stream: delivery.stream.to_string(),
+                name: delivery.consumer.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::connection::State;
-use async_nats::{Client, StatusCode};
+use async_nats::{Client, StatusCode, Subject};
 use bytes::Bytes;
 use durabus_core::{
     subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
@@ -673,12 +673,17 @@ impl NatsBackend {
         let r = match m.reply {
             Some(reply) => {
                 client
-                    .publish_with_reply_and_headers(m.subject, reply, headers, m.payload)
+                    .publish_with_reply_and_headers(
+                        Subject::from(m.subject),
+                        Subject::from(reply),
+                        headers,
+                        m.payload,
+                    )
                     .await
             }
             None => {
                 client
-                    .publish_with_headers(m.subject, headers, m.payload)
+                    .publish_with_headers(Subject::from(m.subject), headers, m.payload)
                     .await
             }
         };
@@ -1002,7 +1007,7 @@ impl Backend for NatsBackend {
             .inner
             .client
             .request_with_headers(
-                message.subject.clone(),
+                Subject::from(message.subject.as_str()),
                 to_nats_headers(&message.headers),
                 message.payload.clone(),
             )
@@ -1069,8 +1074,10 @@ impl Backend for NatsBackend {
                     }
                     client
                         .publish_with_reply_and_headers(
-                            m.subject.clone(),
-                            format!("{prefix}.{i}"),
+                            // async-nats copies a String subject again; a
+                            // Subject made from it takes its buffer.
+                            Subject::from(m.subject.clone()),
+                            Subject::from(format!("{prefix}.{i}")),
                             to_nats_headers(&m.headers),
                             m.payload.clone(),
                         )
@@ -1308,7 +1315,11 @@ impl Backend for NatsBackend {
     }
 
     async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
-        self.nats_ack(delivery, kind).await
+        self.nats_ack(delivery, kind, false).await
+    }
+
+    async fn ack_confirmed(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+        self.nats_ack(delivery, kind, true).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -17,8 +17,10 @@
 //!   ends); every pull here carries an `expires`.
 //! - Several filter subjects need 2.10.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_nats::Subject;
 use bytes::Bytes;
 use durabus_core::{
     validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ConsumerConfig,
@@ -519,7 +521,8 @@ impl NatsBackend {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + expires;
-        let mut out = Vec::new();
+        // Batches are usually filled: grow once, not ten times.
+        let mut out = Vec::with_capacity(batch.min(durabus_core::FETCH_PREALLOCATED));
         // Whether the server answers empty no_wait pulls with 404 at once.
         let mut eager_404 = false;
         loop {
@@ -589,27 +592,39 @@ impl NatsBackend {
             .await
             .map_err(|e| self.closed_or(e))?;
         let until = Instant::now() + expires + GRACE;
-        let mut probe = Some(Instant::now() + PROBE_AFTER);
+        let mut probing = true;
+        // One timer for the whole pull, moved from the probe to `until`.
+        let timer = tokio::time::sleep_until((Instant::now() + PROBE_AFTER).min(until));
+        tokio::pin!(timer);
         let mut got = 0usize;
         let mut answered = false;
+        let names: (Arc<str>, Arc<str>) = (Arc::from(stream), Arc::from(consumer));
         while got < batch {
-            let wake = probe.map_or(until, |p| p.min(until));
-            let m = match tokio::time::timeout_at(wake, sub.next()).await {
-                Err(_) if wake < until => {
+            let next = tokio::select! {
+                biased;
+                m = sub.next() => Some(m),
+                () = &mut timer => None,
+            };
+            let m = match next {
+                None if probing && Instant::now() < until => {
                     // Unanswered so far: is there a consumer at all?
-                    probe = None;
+                    probing = false;
+                    timer.as_mut().reset(until);
                     self.lookup_consumer(stream, consumer).await?;
                     continue;
                 }
-                Err(_) => break,
-                Ok(None) => {
+                None => break,
+                Some(None) => {
                     self.check()?;
                     return Err(self.closed_or("the connection ended a fetch"));
                 }
-                Ok(Some(m)) => m,
+                Some(Some(m)) => m,
             };
             answered = true;
-            probe = None;
+            if probing {
+                probing = false;
+                timer.as_mut().reset(until);
+            }
             if let Some(status) = m.status {
                 let description = m.description.unwrap_or_default();
                 match status.as_u16() {
@@ -646,18 +661,18 @@ impl NatsBackend {
                 message: StoredMessage {
                     stream: stream.to_owned(),
                     seq: ack.stream_seq,
-                    subject: m.subject.to_string(),
+                    subject: m.subject.as_str().to_owned(),
                     time: UNIX_EPOCH + Duration::from_nanos(ack.time_nanos),
                     headers: from_nats_headers(m.headers.as_ref()),
                     payload: m.payload,
                 },
                 ack: AckRef {
-                    stream: stream.to_owned(),
-                    consumer: consumer.to_owned(),
+                    stream: names.0.clone(),
+                    consumer: names.1.clone(),
                     stream_seq: ack.stream_seq,
                     consumer_seq: ack.consumer_seq,
                     delivered: ack.delivered,
-                    token: Some(reply.to_string()),
+                    token: Some(reply.as_str().to_owned()),
                 },
                 pending: ack.pending,
             });
@@ -669,10 +684,17 @@ impl NatsBackend {
         })
     }
 
-    /// [`durabus_core::Backend::ack`]: a request to the delivery's reply
-    /// subject, so `Ok` means the server has it (nats-server answers every
+    /// [`durabus_core::Backend::ack`] (`confirm` false): a publish to the
+    /// delivery's reply subject, as async-nats' `ack()`.
+    /// [`durabus_core::Backend::ack_confirmed`] (`confirm` true): a request
+    /// to it, so `Ok` means the server applied it (nats-server answers every
     /// ack that carries a reply, repeated ones included).
-    pub(crate) async fn nats_ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
+    pub(crate) async fn nats_ack(
+        &self,
+        delivery: &AckRef,
+        kind: AckKind,
+        confirm: bool,
+    ) -> Result<()> {
         self.check()?;
         let Some(token) = delivery.token.as_deref() else {
             return Err(Error::InvalidArgument(format!(
@@ -680,15 +702,25 @@ impl NatsBackend {
                 delivery.stream_seq, delivery.stream
             )));
         };
-        if api::parse_ack_subject(token).is_none() {
+        // A cheap check: the full parse ran when the delivery was fetched.
+        if !token.starts_with("$JS.ACK.") {
             return Err(Error::InvalidArgument(format!(
                 "{token:?} is not a JetStream ack subject ($JS.ACK...)"
             )));
         }
+        if !confirm {
+            return self
+                .client()
+                .publish(Subject::from(token), ack_payload(kind))
+                .await
+                .map_err(|e| Error::Unavailable {
+                    reason: format!("cannot send the ack: {e}"),
+                });
+        }
         let timeout = self.request_timeout();
         match self
             .client()
-            .request(token.to_owned(), ack_payload(kind))
+            .request(Subject::from(token), ack_payload(kind))
             .await
         {
             Ok(_) => Ok(()),

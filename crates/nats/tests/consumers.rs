@@ -221,10 +221,7 @@ async fn deliveries_carry_the_message_and_its_metadata() {
         (1, 1, 1)
     );
     assert_eq!(d[0].pending, 0);
-    assert_eq!(
-        (d[0].ack.stream.as_str(), d[0].ack.consumer.as_str()),
-        ("META", "c")
-    );
+    assert_eq!((&*d[0].ack.stream, &*d[0].ack.consumer), ("META", "c"));
     assert!(d[0]
         .ack
         .token
@@ -278,8 +275,8 @@ async fn explicit_ack_removes_from_pending_and_repeating_it_is_a_no_op() {
         b.consumer_info("ACK", "c").await.unwrap().num_ack_pending,
         2
     );
-    b.ack(&d[0].ack, AckKind::Ack).await.unwrap();
-    b.ack(&d[0].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[0].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[0].ack, AckKind::Ack).await.unwrap();
     let info = b.consumer_info("ACK", "c").await.unwrap();
     assert_eq!(info.num_ack_pending, 1);
     assert_eq!(info.ack_floor.stream_seq, 1);
@@ -287,17 +284,19 @@ async fn explicit_ack_removes_from_pending_and_repeating_it_is_a_no_op() {
     let again = fetch(&b, "ACK", "c", 10, 1500).await;
     assert_eq!(seqs(&again), [2]);
     assert_eq!(again[0].delivered(), 2);
-    b.ack(&again[0].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&again[0].ack, AckKind::Ack).await.unwrap();
     // Settling the first delivery of an acked message: a no-op.
-    b.ack(&d[1].ack, AckKind::Nak(None)).await.unwrap();
-    b.ack(&d[1].ack, AckKind::Term).await.unwrap();
+    b.ack_confirmed(&d[1].ack, AckKind::Nak(None))
+        .await
+        .unwrap();
+    b.ack_confirmed(&d[1].ack, AckKind::Term).await.unwrap();
     assert!(fetch(&b, "ACK", "c", 10, 600).await.is_empty());
     let info = b.consumer_info("ACK", "c").await.unwrap();
     assert_eq!((info.num_ack_pending, info.ack_floor.stream_seq), (0, 2));
 
     let mut tokenless = d[0].ack.clone();
     tokenless.token = None;
-    let e = b.ack(&tokenless, AckKind::Ack).await.unwrap_err();
+    let e = b.ack_confirmed(&tokenless, AckKind::Ack).await.unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
 }
 
@@ -312,7 +311,7 @@ async fn nak_with_delay_redelivers_after_the_delay() {
     .unwrap();
     let d = fetch(&b, "NAK", "c", 1, 500).await;
     let t = Instant::now();
-    b.ack(&d[0].ack, AckKind::Nak(Some(600 * MS)))
+    b.ack_confirmed(&d[0].ack, AckKind::Nak(Some(600 * MS)))
         .await
         .unwrap();
     assert!(fetch(&b, "NAK", "c", 1, 300).await.is_empty());
@@ -321,7 +320,9 @@ async fn nak_with_delay_redelivers_after_the_delay() {
     assert_eq!(seqs(&again), [1]);
     assert_eq!(again[0].delivered(), 2);
     // A plain nak redelivers at once.
-    b.ack(&again[0].ack, AckKind::Nak(None)).await.unwrap();
+    b.ack_confirmed(&again[0].ack, AckKind::Nak(None))
+        .await
+        .unwrap();
     let t = Instant::now();
     let third = fetch(&b, "NAK", "c", 1, 2000).await;
     assert!(t.elapsed() < 500 * MS, "{:?}", t.elapsed());
@@ -399,7 +400,7 @@ async fn max_ack_pending_holds_fetches_until_an_ack() {
     let t = Instant::now();
     assert!(fetch(&b, "MAXACK", "c", 10, 400).await.is_empty());
     assert!(t.elapsed() >= 400 * MS, "{:?}", t.elapsed());
-    b.ack(&d[0].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[0].ack, AckKind::Ack).await.unwrap();
     assert_eq!(seqs(&fetch(&b, "MAXACK", "c", 10, 500).await), [3]);
 }
 
@@ -410,8 +411,8 @@ async fn term_stops_redelivery() {
         .await
         .unwrap();
     let d = fetch(&b, "TERM", "c", 2, 500).await;
-    b.ack(&d[0].ack, AckKind::Term).await.unwrap();
-    b.ack(&d[0].ack, AckKind::Term).await.unwrap();
+    b.ack_confirmed(&d[0].ack, AckKind::Term).await.unwrap();
+    b.ack_confirmed(&d[0].ack, AckKind::Term).await.unwrap();
     let again = fetch(&b, "TERM", "c", 2, 1000).await;
     assert_eq!(seqs(&again), [2]);
     let info = b.consumer_info("TERM", "c").await.unwrap();
@@ -428,7 +429,9 @@ async fn in_progress_extends_ack_wait() {
     let t = Instant::now();
     for _ in 0..4 {
         tokio::time::sleep(300 * MS).await;
-        b.ack(&d[0].ack, AckKind::InProgress).await.unwrap();
+        b.ack_confirmed(&d[0].ack, AckKind::InProgress)
+            .await
+            .unwrap();
     }
     // 1.2 s past the delivery, beyond ack_wait, and not redelivered.
     assert!(t.elapsed() > Duration::from_secs(1));
@@ -453,8 +456,8 @@ async fn info_counts_pending_ack_pending_redelivered_and_floors() {
         (3, 3)
     );
     assert_eq!(info.ack_floor.stream_seq, 0);
-    b.ack(&d[0].ack, AckKind::Ack).await.unwrap();
-    b.ack(&d[2].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[0].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[2].ack, AckKind::Ack).await.unwrap();
     let info = b.consumer_info("COUNT", "c").await.unwrap();
     assert_eq!(info.num_ack_pending, 1);
     assert_eq!(
@@ -468,7 +471,7 @@ async fn info_counts_pending_ack_pending_redelivered_and_floors() {
     let info = b.consumer_info("COUNT", "c").await.unwrap();
     assert_eq!(info.num_redelivered, 1);
     assert_eq!(info.delivered.consumer_seq, 4);
-    b.ack(&again[0].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&again[0].ack, AckKind::Ack).await.unwrap();
     let info = b.consumer_info("COUNT", "c").await.unwrap();
     assert_eq!(info.ack_floor.stream_seq, 3);
     assert_eq!((info.num_ack_pending, info.num_redelivered), (0, 0));
@@ -503,7 +506,7 @@ async fn unknown_consumers_are_consumer_not_found() {
     tokio::time::sleep(300 * MS).await;
     b.delete_consumer("UNKNOWN", "gone").await.unwrap();
     nf(waiting.await.unwrap().unwrap_err());
-    nf(b.ack(&d[0].ack, AckKind::Ack).await.unwrap_err());
+    nf(b.ack_confirmed(&d[0].ack, AckKind::Ack).await.unwrap_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,7 +595,7 @@ async fn work_queue_acks_remove_messages_and_overlapping_consumers_are_refused()
         .unwrap();
     let d = fetch(&b, "WQ", "w", 10, 500).await;
     assert_eq!(seqs(&d), [1, 2, 3]);
-    b.ack(&d[1].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[1].ack, AckKind::Ack).await.unwrap();
     let st = b.stream_info("WQ").await.unwrap().state;
     assert_eq!(st.messages, 2);
     assert!(b.get_message("WQ", 2).await.is_err());
@@ -629,7 +632,7 @@ async fn a_dropped_fetch_loses_nothing_for_good() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while got.len() < 3 && Instant::now() < deadline {
         for d in fetch(&b, "DROPPED", "c", 10, 500).await {
-            b.ack(&d.ack, AckKind::Ack).await.unwrap();
+            b.ack_confirmed(&d.ack, AckKind::Ack).await.unwrap();
             got.push(d.stream_seq());
         }
     }
@@ -682,7 +685,7 @@ async fn ack_policy_all_acks_earlier_deliveries_and_none_needs_no_acks() {
     .await
     .unwrap();
     let d = fetch(&b, "ACKALL", "all", 3, 500).await;
-    b.ack(&d[1].ack, AckKind::Ack).await.unwrap();
+    b.ack_confirmed(&d[1].ack, AckKind::Ack).await.unwrap();
     let info = b.consumer_info("ACKALL", "all").await.unwrap();
     assert_eq!((info.ack_floor.stream_seq, info.num_ack_pending), (2, 1));
     assert_eq!(seqs(&fetch(&b, "ACKALL", "all", 3, 1500).await), [3]);
@@ -738,7 +741,7 @@ async fn naks_with_short_delays_redeliver_promptly_and_acked_messages_stay_acked
                     (2, _) => AckKind::Nak(Some(50 * MS)),
                     _ => AckKind::Ack,
                 };
-                b.ack(&d.ack, kind).await.unwrap();
+                b.ack_confirmed(&d.ack, kind).await.unwrap();
             }
         }
         assert_eq!(

@@ -1,7 +1,8 @@
 //! R9: the consumer runner in a child process SIGKILLed at random moments,
-//! restarted on the same data directory, again and again; then drained.
-//! Every message must end acknowledged or dead-lettered, exactly once, and
-//! never both.
+//! restarted on the same store, again and again; then drained. Every
+//! message must end acknowledged or dead-lettered, exactly once, and never
+//! both. On the embedded `file:` store (durability `always`) and on a
+//! nats-server of its own.
 //!
 //! Trials: `DURABUS_CONSUMER_CRASH_TRIALS` (default 10 under plain `cargo
 //! test`; `./scripts/test` runs 50, `./scripts/soak` thousands). Seed:
@@ -15,6 +16,7 @@ use std::time::Duration;
 use durabus::consume::{DEFAULT_DLQ_STREAM, DLQ_SEQ, DLQ_STREAM};
 use durabus::{ConsumerConfig, Message, ReplayOptions, StreamConfig};
 use durabus_testkit::crash::ChildProcess;
+use durabus_testkit::nats::NatsServer;
 use durabus_testkit::{env_count, file_url, temp_dir, Rng};
 
 const MESSAGES: u64 = 400;
@@ -24,8 +26,8 @@ fn fails(seq: u64) -> bool {
     seq % 13 == 0
 }
 
-async fn prepare(dir: &std::path::Path) {
-    let bus = durabus::connect(&file_url(dir, "always")).await.unwrap();
+async fn prepare(url: &str) {
+    let bus = durabus::connect(url).await.unwrap();
     bus.create_stream(StreamConfig::new("WORK").subjects(["work.>"]))
         .await
         .unwrap();
@@ -56,6 +58,19 @@ async fn prepare(dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_acked_or_dead_lettered_exactly_once_across_kill9() {
+    let dir = temp_dir();
+    kill_and_drain(&file_url(dir.path(), "always")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_every_message_is_acked_or_dead_lettered_exactly_once_across_kill9() {
+    let server = NatsServer::start().unwrap();
+    kill_and_drain(&server.url()).await;
+}
+
+/// Prepares `url`, kills the consuming child at random moments, drains it,
+/// then checks the consumer and the dead letters.
+async fn kill_and_drain(url: &str) {
     let trials = env_count("DURABUS_CONSUMER_CRASH_TRIALS", 10);
     let seed = std::env::var("DURABUS_CRASH_SEED")
         .ok()
@@ -63,18 +78,14 @@ async fn every_message_is_acked_or_dead_lettered_exactly_once_across_kill9() {
         .unwrap_or_else(Rng::seed_from_clock);
     let mut rng = Rng::new(seed);
     let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_crash_consumer"));
-    let dir = temp_dir();
-    prepare(dir.path()).await;
-    let context = format!("seed {seed} (DURABUS_CRASH_SEED={seed} to reproduce)");
+    let target = std::path::Path::new(url);
+    prepare(url).await;
+    let context = format!("{url}, seed {seed} (DURABUS_CRASH_SEED={seed} to reproduce)");
 
     for trial in 0..trials {
         let concurrency = (1 + rng.below(4)).to_string();
-        let mut child = ChildProcess::spawn(
-            &exe,
-            dir.path(),
-            &["consume", "--concurrency", &concurrency],
-        )
-        .unwrap();
+        let mut child =
+            ChildProcess::spawn(&exe, target, &["consume", "--concurrency", &concurrency]).unwrap();
         child
             .ready()
             .await
@@ -82,7 +93,7 @@ async fn every_message_is_acked_or_dead_lettered_exactly_once_across_kill9() {
         tokio::time::sleep(Duration::from_millis(5 + rng.below(120))).await;
         child.kill9().await.unwrap();
     }
-    let mut child = ChildProcess::spawn(&exe, dir.path(), &["consume", "--drain"]).unwrap();
+    let mut child = ChildProcess::spawn(&exe, target, &["consume", "--drain"]).unwrap();
     child.ready().await.unwrap();
     match child.next_line().await.unwrap() {
         Some(l) if l == "DRAINED" => {}
@@ -92,9 +103,7 @@ async fn every_message_is_acked_or_dead_lettered_exactly_once_across_kill9() {
         ),
     }
 
-    let bus = durabus::connect(&file_url(dir.path(), "always"))
-        .await
-        .unwrap();
+    let bus = durabus::connect(url).await.unwrap();
     let info = bus.consumer_info("WORK", "worker").await.unwrap();
     assert_eq!(
         (

@@ -225,6 +225,7 @@ macro_rules! conformance_suite {
                 deliver_last_per_subject_yields_the_newest_of_each_subject,
                 filter_subject_delivers_only_matching_messages,
                 acked_messages_are_not_redelivered,
+                sent_acks_are_applied_and_never_redelivered,
                 unacked_messages_are_redelivered_after_ack_wait,
                 nak_redelivers_at_once_or_after_its_delay,
                 terminated_messages_are_never_redelivered,
@@ -2500,7 +2501,7 @@ pub mod consumers {
 
     use crate::{
         assert_err, consumer, create, delivered_seqs, eventually, fetch, fetch_n, names, publish_n,
-        publish_payload, settle, state,
+        publish_payload, settle, state, WAIT,
     };
 
     const SHORT: Duration = Duration::from_millis(300);
@@ -2739,6 +2740,42 @@ pub mod consumers {
         assert_eq!(info.num_ack_pending, 0);
         assert_eq!(info.ack_floor.stream_seq, 3);
         assert_eq!(info.num_redelivered, 0);
+    }
+
+    /// `ack` returns once the ack is sent; the backend applies it soon
+    /// after and the message is never delivered again. An ack for a
+    /// deleted consumer is dropped without an error; a confirmed one is
+    /// ConsumerNotFound.
+    pub async fn sent_acks_are_applied_and_never_redelivered(bus: &Bus) {
+        let n = names("cons_sent");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        publish_n(bus, &n.subject("a"), 50).await;
+        consumer(bus, &cfg.name, ConsumerConfig::durable("c").ack_wait(SHORT)).await;
+        let got = fetch_n(bus, &cfg.name, "c", 50).await;
+        for d in &got {
+            bus.ack(d, AckKind::Ack).await.unwrap();
+        }
+        eventually("the 50 acks applied", WAIT, || async {
+            let info = bus.consumer_info(&cfg.name, "c").await.unwrap();
+            info.num_ack_pending == 0 && info.ack_floor.stream_seq == 50
+        })
+        .await;
+        tokio::time::sleep(SHORT * 2).await;
+        assert!(fetch(bus, &cfg.name, "c", 5, NONE_DUE).await.is_empty());
+        assert_eq!(
+            bus.consumer_info(&cfg.name, "c")
+                .await
+                .unwrap()
+                .num_redelivered,
+            0
+        );
+        bus.delete_consumer(&cfg.name, "c").await.unwrap();
+        bus.ack(&got[0], AckKind::Ack).await.unwrap();
+        assert_err!(
+            bus.ack_confirmed(&got[0], AckKind::Ack).await,
+            Error::ConsumerNotFound { .. }
+        );
     }
 
     /// An unacknowledged delivery comes again after ack_wait, as delivery 2

@@ -249,9 +249,10 @@ pub async fn fetch_n(bus: &Bus, stream: &str, consumer: &str, n: usize) -> Vec<D
     out
 }
 
-/// Settles a delivery, panicking on error.
+/// Settles a delivery and waits for the backend to apply it, panicking on
+/// error.
 pub async fn settle(bus: &Bus, delivery: &Delivery, kind: AckKind) {
-    if let Err(e) = bus.ack(delivery, kind).await {
+    if let Err(e) = bus.ack_confirmed(delivery, kind).await {
         panic!(
             "{kind:?} of stream seq {} failed: {e}",
             delivery.stream_seq()

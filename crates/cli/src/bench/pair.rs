@@ -6,7 +6,8 @@
 //! Here the two peers take turns within each workload: W1 and W2 in slices
 //! of `--slice` messages (W2 in whole batches), the order swapped every turn
 //! (durabus first, then raw first, ...); in W4 each peer replays its stream
-//! [`W4_TURNS`] times, taking turns the same way. Each peer publishes into a
+//! [`W4_TURNS`] times, then consumes it with a durable consumer as often,
+//! taking turns the same way. Each peer publishes into a
 //! stream of its own, so both replay the same count.
 
 use std::time::Duration;
@@ -16,8 +17,8 @@ use durabus::Bus;
 use indicatif::ProgressBar;
 
 use super::{
-    clean_up, open_with_stream, publish_batched, publish_each, raw, replay_all, Measurement, Plan,
-    Workload,
+    clean_up, consume_all, open_with_stream, publish_batched, publish_each, raw, replay_all,
+    Measurement, Plan, Workload,
 };
 
 /// Replays of each peer's stream in W4.
@@ -149,6 +150,33 @@ impl Pair<'_> {
             push(
                 "W4",
                 "replay from seq 1",
+                W4_TURNS * stored,
+                (durabus, raw),
+                note,
+            );
+            let (mut durabus, mut raw) = (Duration::ZERO, Duration::ZERO);
+            let bar = plan.progress.bar("W4 consumes", 2 * W4_TURNS * stored);
+            for turn in 0..W4_TURNS {
+                for durabus_now in [turn % 2 == 0, turn % 2 == 1] {
+                    let batch = plan.batch;
+                    if durabus_now {
+                        durabus +=
+                            consume_all(self.bus, self.bus_stream, stored, batch, &hidden).await?;
+                    } else {
+                        let (js, s) = (&self.raw.js, &self.raw.stream);
+                        raw += raw::consume_all(js, s, stored, batch, &hidden).await?;
+                    }
+                    bar.inc(stored);
+                }
+            }
+            bar.finish_and_clear();
+            let note = format!(
+                "durable pull consumer, fetch {}, ack each; {W4_TURNS} consumes each, interleaved",
+                plan.batch
+            );
+            push(
+                "W4",
+                "consume, explicit ack",
                 W4_TURNS * stored,
                 (durabus, raw),
                 note,

@@ -1,12 +1,16 @@
 //! The raw async-nats peer of `durabus bench --peer async-nats`: W1, W2 and
-//! W4 written directly against async-nats' JetStream API, on the same
+//! W4 (replay and consume) written directly against async-nats' JetStream API, on the same
 //! nats-server, with the same counts, payload, batch size and subjects as the
 //! durabus workloads, so the two rows differ only in what durabus adds.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, consumer::push, consumer::DeliverPolicy, stream};
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, push, AckPolicy, DeliverPolicy},
+    stream,
+};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use indicatif::ProgressBar;
@@ -113,6 +117,66 @@ pub(super) async fn replay_all(
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     Ok((count, elapsed))
+}
+
+/// W4 (consume): a durable pull consumer from sequence 1, `fetch()` of
+/// `batch` messages at a time (async-nats' own no-wait pull) and
+/// `message.ack().await` for each (async-nats' ack: published, not
+/// confirmed), until `n` were acked; then the consumer is deleted. The time
+/// includes the consumer's creation, as durabus' does.
+pub(super) async fn consume_all(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let batch = usize::try_from(batch).unwrap_or(usize::MAX);
+    let start = Instant::now();
+    let handle = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("cannot get stream {stream}"))?;
+    let consumer = handle
+        .create_consumer(pull::Config {
+            durable_name: Some("bench".to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: -1,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create a pull consumer on {stream}"))?;
+    let mut acked = 0u64;
+    while acked < n {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(batch)
+            .messages()
+            .await
+            .with_context(|| format!("fetch failed after {acked} acks"))?;
+        let before = acked;
+        while let Some(message) = messages.next().await {
+            let message =
+                message.map_err(|e| anyhow::anyhow!("fetch failed after {acked} acks: {e}"))?;
+            message
+                .ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("ack {} failed: {e}", acked + 1))?;
+            acked += 1;
+            tick(bar, acked);
+        }
+        if acked == before {
+            bail!("W4 consume: nothing to fetch after {acked} of {n} acks");
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    handle
+        .delete_consumer("bench")
+        .await
+        .with_context(|| format!("cannot delete the bench consumer of {stream}"))?;
+    Ok(elapsed)
 }
 
 /// An async-nats connection with a bench stream of its own.
@@ -239,6 +303,12 @@ async fn measure(
         results.push(
             Measurement::new("W4", "replay from seq 1", count, size, elapsed)
                 .note("async-nats ordered push consumer"),
+        );
+        let bar = plan.progress.bar("W4 consume", stored);
+        let elapsed = consume_all(js, stream, stored, plan.batch, &bar).await?;
+        results.push(
+            Measurement::new("W4", "consume, explicit ack", stored, size, elapsed)
+                .note(format!("pull consumer, fetch {}, ack() each", plan.batch)),
         );
     }
     Ok(results)

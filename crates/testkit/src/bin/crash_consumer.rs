@@ -1,16 +1,17 @@
 //! Child process of the R9 consumer crash test (`tests/kill9_consumer.rs`).
 //!
 //! ```text
-//! crash_consumer <dir> consume [--concurrency K] [--drain]
+//! crash_consumer <url> consume [--concurrency K] [--drain]
 //! ```
 //!
-//! Opens `file:<dir>?durability=always` (stream `WORK` and durable consumer
-//! `worker` must exist), prints `READY <pid>` and runs the consumer runner:
+//! Connects to `<url>` (a `file:` store or a `nats://` server where stream
+//! `WORK` and durable consumer `worker` exist), prints `READY <pid>` and
+//! runs the consumer runner:
 //! a message whose payload is `fail` always fails (so it is retried, then
 //! dead-lettered to `$DLQ.WORK.worker` in stream `DLQ`); every other one
 //! succeeds after a short random pause. Runs until killed; with `--drain`
 //! it stops once the consumer has nothing pending or unacknowledged,
-//! closes the store and prints `DRAINED`.
+//! closes the bus and prints `DRAINED`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -28,9 +29,9 @@ fn say(line: &str) -> anyhow::Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args
+    let url = args
         .next()
-        .context("usage: crash_consumer <dir> consume [--concurrency K] [--drain]")?;
+        .context("usage: crash_consumer <url> consume [--concurrency K] [--drain]")?;
     if args.next().as_deref() != Some("consume") {
         bail!("the only mode is consume");
     }
@@ -49,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown flag {other}"),
         }
     }
-    let bus = durabus::connect(&format!("file:{dir}?durability=always")).await?;
+    let bus = durabus::connect(&url).await?;
     let options = ConsumeOptions::new()
         .concurrency(concurrency)
         .max_attempts(3)
