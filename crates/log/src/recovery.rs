@@ -461,11 +461,16 @@ pub(crate) fn open(
             if !is_last {
                 return Err(corrupt(&path, offset, reason));
             }
-            // Rule 5: a torn tail only if nothing valid follows (invariant 7).
+            // Rule 5: a torn tail only if nothing valid follows (invariant 7),
+            // or a sector of the bad record never reached the disk (power
+            // loss: nothing from there was fsynced, so nothing was acked
+            // under `always`).
             let mut rest = vec![0u8; (len - offset) as usize];
             segment::read_full(&*file, &mut rest, offset)
                 .map_err(io(format!("reading {}", path.display())))?;
-            if segment::valid_record_after(&rest, g.last_seq + 1) {
+            if !segment::lost_sector_at(&rest, offset)
+                && segment::valid_record_after(&rest, g.last_seq + 1)
+            {
                 return Err(corrupt(
                     &path,
                     offset,

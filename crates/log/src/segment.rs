@@ -44,7 +44,9 @@ pub(crate) enum HeaderCheck {
 }
 
 pub(crate) fn check_header(bytes: &[u8]) -> HeaderCheck {
-    if bytes.len() < SEGMENT_HEADER as usize {
+    // All zeros: the file's creation reached the disk, its header did not
+    // (power loss before the fsync); as short as a torn creation.
+    if bytes.len() < SEGMENT_HEADER as usize || bytes.iter().all(|b| *b == 0) {
         return HeaderCheck::Short;
     }
     if &bytes[..8] != SEGMENT_MAGIC {
@@ -343,6 +345,27 @@ pub(crate) fn read_full(
 /// Whether any valid record starts somewhere in `bytes` after position 0
 /// (used to tell a torn tail from mid-segment corruption, recovery rule 5).
 /// `min_seq`: a message found must have a seq at least this.
+/// Disk sector size assumed for torn writes.
+pub(crate) const SECTOR: u64 = 512;
+
+/// Whether the bad record at file offset `offset` (`bytes` from there to
+/// the end) shows a power loss rather than damage: a sector of it that never
+/// reached the disk reads as zeros. From `offset` to the next sector
+/// boundary (a whole sector when aligned), or any whole sector within the
+/// record's announced size, all zeros. A flipped bit never zeroes a sector.
+pub(crate) fn lost_sector_at(bytes: &[u8], offset: u64) -> bool {
+    let to_boundary = usize::try_from(SECTOR - offset % SECTOR).unwrap_or(usize::MAX);
+    let head = &bytes[..to_boundary.min(bytes.len())];
+    if !head.is_empty() && head.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let record = record::announced_size(bytes).unwrap_or(0).min(bytes.len());
+    let sector = SECTOR as usize;
+    (to_boundary..record)
+        .step_by(sector)
+        .any(|s| s + sector <= record && bytes[s..s + sector].iter().all(|b| *b == 0))
+}
+
 pub(crate) fn valid_record_after(bytes: &[u8], min_seq: u64) -> bool {
     (1..bytes.len()).any(|p| match record::decode(&bytes[p..]) {
         Decoded::Ok(r) => r.kind != Kind::Message || r.seq >= min_seq,
@@ -353,6 +376,35 @@ pub(crate) fn valid_record_after(bytes: &[u8], min_seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_all_zero_header_is_a_torn_creation_not_bad_magic() {
+        assert!(matches!(check_header(&[0u8; 16]), HeaderCheck::Short));
+        let mut h = [0u8; 16];
+        h[3] = 1;
+        assert!(matches!(check_header(&h), HeaderCheck::BadMagic));
+    }
+
+    #[test]
+    fn a_zeroed_sector_is_a_power_loss_and_a_flipped_bit_is_not() {
+        // From an unaligned offset to the sector boundary, zeros.
+        assert!(lost_sector_at(&[0u8; 600], 16));
+        // A bad record whose second sector is zeros.
+        let mut b = vec![7u8; 1200];
+        b[..4].copy_from_slice(&1100u32.to_le_bytes());
+        b[496..1008].fill(0);
+        assert!(lost_sector_at(&b, 16));
+        // A flipped bit: no sector of zeros.
+        let mut b = vec![7u8; 1200];
+        b[..4].copy_from_slice(&1100u32.to_le_bytes());
+        b[100] ^= 1;
+        assert!(!lost_sector_at(&b, 16));
+        // Zeros beyond the record's announced size do not count.
+        let mut b = vec![7u8; 1200];
+        b[..4].copy_from_slice(&100u32.to_le_bytes());
+        b[496..1008].fill(0);
+        assert!(!lost_sector_at(&b, 16));
+    }
 
     #[test]
     fn names_round_trip_and_sort_by_sequence() {

@@ -140,6 +140,11 @@ impl Store {
         if !st.exists(&dir).unwrap_or(false) {
             st.create_dir_all(&dir)
                 .map_err(io(format!("creating data directory {}", dir.display())))?;
+            // IMPORTANT: the new directory's entry must survive a power loss.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                st.sync_dir(parent)
+                    .map_err(io(format!("syncing {}", parent.display())))?;
+            }
         }
         // Rule 2 (invariant 13): one owner.
         let lock_path = dir.join("LOCK");
@@ -199,8 +204,15 @@ impl Store {
             .map_err(io("creating the memory stream root".into()))?;
         // Rule 3: every stream.
         let streams_dir = dir.join("streams");
-        st.create_dir_all(&streams_dir)
-            .map_err(io(format!("creating {}", streams_dir.display())))?;
+        if !st.exists(&streams_dir).unwrap_or(false) {
+            st.create_dir_all(&streams_dir)
+                .map_err(io(format!("creating {}", streams_dir.display())))?;
+            // IMPORTANT: found by the power-loss test (R2): without this
+            // fsync of the data directory a power loss could drop
+            // `streams/`, and every acknowledged stream with it.
+            st.sync_dir(&dir)
+                .map_err(io(format!("syncing {}", dir.display())))?;
+        }
         let mut streams = BTreeMap::new();
         let mut report = RecoveryReport::default();
         let names = st

@@ -60,3 +60,4 @@ pub(crate) fn files_with_ext(dir: &Path, stream: &str, ext: &str) -> Vec<std::pa
     v.sort();
     v
 }
+pub(crate) mod power_loss;
