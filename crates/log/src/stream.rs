@@ -499,8 +499,21 @@ impl Inner {
 
     /// Removes files of dropped segments (after recovery succeeded, or now).
     pub(crate) fn remove_doomed(&mut self, storage: &dyn Storage) {
-        if self.recovering {
+        if self.recovering || self.doomed.is_empty() {
             return;
+        }
+        // IMPORTANT (found by the power-loss test, R2): the record that
+        // dropped these segments (a purge, a delete, a limit) is durable
+        // before they go. Otherwise a power loss can keep the removals and
+        // lose the record: half a purge. Kept files are dropped again by
+        // the next open, which replays the record.
+        if let Some(file) = self.active.file.clone() {
+            if let Err(e) = file.sync_data() {
+                let name = self.config.name.clone();
+                self.poison(&name, format!("fsync before removing dropped segments: {e}"));
+                self.doomed.clear();
+                return;
+            }
         }
         for p in self.doomed.drain(..) {
             match storage.remove_file(&p) {

@@ -61,3 +61,5 @@ pub(crate) fn files_with_ext(dir: &Path, stream: &str, ext: &str) -> Vec<std::pa
     v
 }
 pub(crate) mod power_loss;
+pub(crate) mod workload;
+pub(crate) mod faults;

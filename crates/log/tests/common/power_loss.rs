@@ -183,13 +183,42 @@ impl PowerLoss {
         std::fs::create_dir_all(dir).unwrap();
         write_image(&fs, ROOT, dir, rng);
     }
+
+    /// Writes the live image (what the running process sees: no power
+    /// loss) into `dir`.
+    pub(crate) fn live_image(&self, dir: &Path) {
+        let fs = self.fs();
+        std::fs::create_dir_all(dir).unwrap();
+        write_image(&fs, ROOT, dir, &mut Live);
+    }
 }
 
-fn write_image(fs: &Fs, ino: Ino, at: &Path, rng: &mut Rng) {
+/// How an image picks each directory's entries and each file's bytes.
+trait Pick {
+    /// The live version (else the synced one)?
+    fn live(&mut self) -> bool;
+}
+
+impl Pick for Rng {
+    fn live(&mut self) -> bool {
+        self.coin()
+    }
+}
+
+/// Always the live version.
+struct Live;
+
+impl Pick for Live {
+    fn live(&mut self) -> bool {
+        true
+    }
+}
+
+fn write_image(fs: &Fs, ino: Ino, at: &Path, rng: &mut impl Pick) {
     let Some(Node::Dir(d)) = fs.nodes.get(&ino) else {
         return;
     };
-    let entries = if d.live != d.durable && rng.coin() {
+    let entries = if d.live != d.durable && rng.live() {
         &d.live
     } else {
         &d.durable
@@ -213,11 +242,11 @@ fn write_image(fs: &Fs, ino: Ino, at: &Path, rng: &mut Rng) {
 /// A file's bytes after the loss: the size is the synced one or the live
 /// one, and each 512-byte sector holds its synced or its live content (the
 /// disk writes whole sectors, in any order, from the page cache).
-fn after_loss(f: &FileNode, rng: &mut Rng) -> Vec<u8> {
+fn after_loss(f: &FileNode, rng: &mut impl Pick) -> Vec<u8> {
     if !f.dirty {
         return f.durable.clone();
     }
-    let len = if rng.coin() {
+    let len = if rng.live() {
         f.live.len()
     } else {
         f.durable.len()
@@ -226,7 +255,7 @@ fn after_loss(f: &FileNode, rng: &mut Rng) -> Vec<u8> {
     let sector = SECTOR as usize;
     for start in (0..len).step_by(sector) {
         let end = (start + sector).min(len);
-        let src = if rng.coin() { &f.live } else { &f.durable };
+        let src = if rng.live() { &f.live } else { &f.durable };
         if start < src.len() {
             let to = end.min(src.len());
             out[start..to].copy_from_slice(&src[start..to]);

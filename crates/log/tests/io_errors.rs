@@ -1,0 +1,94 @@
+//! R5: I/O errors. The workload of `common/workload.rs` runs on storage that
+//! fails the Nth write (file writes, truncations, creations, renames,
+//! removals) or the Nth fsync (file or directory), once or from then on,
+//! for N = 1, 2, ... until the workload completes. With durability
+//! `always`:
+//!
+//! - a failed operation is never acknowledged, and nothing acknowledged is
+//!   lost when the store is reopened on the healed disk;
+//! - after a publish failed, the stream refuses publishes with
+//!   `Error::Poisoned` naming the first failure, even once the disk works
+//!   again, until the store is reopened (invariant 5).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::faults::{Faults, Kind};
+use common::power_loss::PowerLoss;
+use common::workload::{check, options, workload, Acked, PUBLISHES, STREAM};
+use durabus_core::{Backend, Error, Message};
+use durabus_log::{Durability, Store};
+
+async fn fail_at_every_operation(kind: Kind, persistent: bool) {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut n = 1;
+    loop {
+        let shim = PowerLoss::new(&data, u64::MAX);
+        let faults = Faults::new(Arc::new(shim.clone()), kind, n, persistent);
+        let what = format!("{kind:?} failing at #{n}, persistent {persistent}");
+        let acked = match Store::open_with_storage(
+            &data,
+            Arc::new(faults.clone()),
+            options(Durability::Always),
+        ) {
+            Ok(store) => {
+                let acked = workload(&store).await;
+                if acked.stream && acked.publishes < PUBLISHES && faults.failures() > 0 {
+                    // A publish failed: the stream stays poisoned, the disk
+                    // healed or not.
+                    faults.heal();
+                    match store.publish(Message::new("s.0", "probe")).await {
+                        Err(Error::Poisoned { stream, cause }) => {
+                            assert_eq!(stream, STREAM);
+                            assert!(cause.contains("injected"), "{what}: cause {cause:?}");
+                        }
+                        other => panic!(
+                            "{what}: after a failed publish, a publish gave {other:?}, not Poisoned"
+                        ),
+                    }
+                }
+                drop(store);
+                acked
+            }
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("injected"),
+                    "{what}: open failed without naming the failure: {e}"
+                );
+                Acked::default()
+            }
+        };
+        if acked.completed && faults.failures() == 0 {
+            assert!(n > 20, "the workload took only {n} operations of {kind:?}");
+            return;
+        }
+        let dir = root.path().join(format!("image-{n}"));
+        shim.live_image(&dir);
+        check(&dir, Durability::Always, &acked, &format!("{what}, acked {acked:?}")).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+        n += 1;
+    }
+}
+
+#[tokio::test]
+async fn a_write_failing_once_is_never_acknowledged_and_poisons_the_stream() {
+    fail_at_every_operation(Kind::Writes, false).await;
+}
+
+#[tokio::test]
+async fn writes_failing_for_good_lose_nothing_acknowledged() {
+    fail_at_every_operation(Kind::Writes, true).await;
+}
+
+#[tokio::test]
+async fn an_fsync_failing_once_is_never_acknowledged_and_poisons_the_stream() {
+    fail_at_every_operation(Kind::Syncs, false).await;
+}
+
+#[tokio::test]
+async fn fsyncs_failing_for_good_lose_nothing_acknowledged() {
+    fail_at_every_operation(Kind::Syncs, true).await;
+}
