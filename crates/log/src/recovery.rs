@@ -529,11 +529,8 @@ pub(crate) fn open(
     dedup.retain(|seq| g.is_live(seq));
     g.dedup = dedup;
     g.ckpt_needed = false;
+    // The caller writes the checkpoint once the stream's consumers loaded
+    // too: a store that fails to open changes nothing it need not.
     let stream = Stream::new(name.to_owned(), dir, env, g);
-    if !stream.env.storage.is_volatile() {
-        if let Err(e) = stream.write_checkpoint() {
-            tracing::warn!(stream = name, error = %e, "could not write checkpoint after recovery");
-        }
-    }
     Ok((stream, report))
 }

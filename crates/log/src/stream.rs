@@ -510,7 +510,10 @@ impl Inner {
         if let Some(file) = self.active.file.clone() {
             if let Err(e) = file.sync_data() {
                 let name = self.config.name.clone();
-                self.poison(&name, format!("fsync before removing dropped segments: {e}"));
+                self.poison(
+                    &name,
+                    format!("fsync before removing dropped segments: {e}"),
+                );
                 self.doomed.clear();
                 return;
             }

@@ -67,7 +67,13 @@ async fn fail_at_every_operation(kind: Kind, persistent: bool) {
         }
         let dir = root.path().join(format!("image-{n}"));
         shim.live_image(&dir);
-        check(&dir, Durability::Always, &acked, &format!("{what}, acked {acked:?}")).await;
+        check(
+            &dir,
+            Durability::Always,
+            &acked,
+            &format!("{what}, acked {acked:?}"),
+        )
+        .await;
         std::fs::remove_dir_all(&dir).unwrap();
         n += 1;
     }

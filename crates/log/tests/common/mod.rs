@@ -60,6 +60,6 @@ pub(crate) fn files_with_ext(dir: &Path, stream: &str, ext: &str) -> Vec<std::pa
     v.sort();
     v
 }
+pub(crate) mod faults;
 pub(crate) mod power_loss;
 pub(crate) mod workload;
-pub(crate) mod faults;

@@ -190,4 +190,3 @@ pub(crate) async fn check(dir: &Path, durability: Durability, acked: &Acked, wha
     }
     store.close().await.unwrap();
 }
-
