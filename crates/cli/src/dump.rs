@@ -98,6 +98,18 @@ struct Verdict {
     torn_tail: Option<durabus::embedded::TornTail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Problems in the files beside the segments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<FileVerdict>,
+}
+
+/// A problem in an index, the checkpoint or a consumer-state file.
+#[derive(Debug, Serialize)]
+struct FileVerdict {
+    path: String,
+    problem: String,
+    /// The store refuses to open over it.
+    fatal: bool,
 }
 
 /// The streams of a data directory, from its `streams/` folder (docs/design.md).
@@ -152,9 +164,19 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
             Ok(mut torn) => (Ok(()), torn.pop()),
             Err(e) => (Err(e), None),
         };
+        let files: Vec<FileVerdict> = durabus::embedded::check_files(&dir, &name)
+            .with_context(|| format!("cannot check the files of stream {name}"))?
+            .into_iter()
+            .map(|p| FileVerdict {
+                path: p.path.display().to_string(),
+                problem: p.problem,
+                fatal: p.fatal,
+            })
+            .collect();
         verdicts.push(Verdict {
+            ok: result.is_ok() && !files.iter().any(|f| f.fatal),
+            files,
             stream: name,
-            ok: result.is_ok(),
             torn_tail,
             records,
             messages,
@@ -189,8 +211,10 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
                             t.segment
                         )
                     });
+                    // Records fine, but a consumer-state file is not.
+                    let word = if v.ok { "ok     " } else { "CORRUPT" };
                     format!(
-                        "ok       {} ({}) in {}{torn}",
+                        "{word}  {} ({}) in {}{torn}",
                         count(v.records, "record"),
                         count(v.messages, "message"),
                         count(v.segments as u64, "segment")
@@ -199,6 +223,13 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
                 Some(error) => format!("CORRUPT  {error}"),
             };
             text.push_str(&format!("{:<width$}  {status}\n", v.stream));
+            for f in &v.files {
+                let label = if f.fatal { "CORRUPT" } else { "warning" };
+                text.push_str(&format!(
+                    "{:<width$}  {label}  {}: {}\n",
+                    "", f.path, f.problem
+                ));
+            }
         }
         print_text(&text)?;
     }

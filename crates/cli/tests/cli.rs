@@ -264,6 +264,64 @@ fn verify_reports_a_flipped_byte_with_segment_and_offset() {
 }
 
 #[test]
+fn verify_warns_of_a_damaged_index_and_fails_on_a_damaged_consumer_file() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["consumer", "add", "ORDERS", "billing"]);
+    // 4 KiB segments, so some are sealed and indexed.
+    let big = "x".repeat(1024);
+    let url = format!("{}?segment_size=4096", store.url());
+    for _ in 0..12 {
+        let out = durabus()
+            .args(["--url", &url, "pub", "orders.a", &big])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let segments = store.dir.path().join("streams/ORDERS/segments");
+    let idx = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "idx"))
+        .expect("a sealed segment's index");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&idx, bytes).unwrap();
+    let output = durabus()
+        .args(["verify"])
+        .arg(store.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // A derived file: a warning, and the check still passes.
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning") && stdout.contains("unreadable index"),
+        "{stdout}"
+    );
+
+    let consumer = store.dir.path().join("streams/ORDERS/consumers/billing");
+    let mut bytes = std::fs::read(&consumer).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&consumer, bytes).unwrap();
+    let output = durabus()
+        .args(["--json", "verify"])
+        .arg(store.dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let verdict = json(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    let files = verdict["files"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["fatal"] == true && f["path"].as_str().unwrap().ends_with("billing")),
+        "{verdict}"
+    );
+}
+
+#[test]
 fn inspecting_a_missing_directory_fails_without_creating_it() {
     let store = Store::new();
     let missing = store.dir.path().join("nope");

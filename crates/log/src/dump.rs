@@ -1,15 +1,16 @@
 //! `durabus dump`: every record of a data directory, read-only and without
 //! the lock, so the log stays as inspectable as a text file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use durabus_core::{Error, Result};
 
-use crate::record::Kind;
+use crate::consumer::DecodedConsumer;
+use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, HeaderCheck, ScanEnd, SEGMENT_HEADER};
 use crate::storage::{FsStorage, Storage};
 use crate::stream::scan_error;
-use crate::{DumpRecord, TornTail};
+use crate::{DumpRecord, FileProblem, TornTail};
 
 /// See [`crate::dump`].
 pub(crate) fn dump(
@@ -141,4 +142,130 @@ fn dump_stream(
         }
     }
     Ok(None)
+}
+
+/// See [`crate::check_files`].
+pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> {
+    let storage = FsStorage::new();
+    let sdir = dir.join("streams").join(stream);
+    if !storage.is_dir(&sdir).unwrap_or(false) {
+        return Err(Error::StreamNotFound {
+            name: stream.to_owned(),
+        });
+    }
+    let list = |d: &Path| -> Result<Vec<String>> {
+        if !storage.exists(d).unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        storage
+            .list_dir(d)
+            .map_err(|e| Error::io(format!("listing {}", d.display()), e))
+    };
+    let read = |p: &Path| -> Result<Vec<u8>> {
+        storage
+            .read_file(p)
+            .map_err(|e| Error::io(format!("reading {}", p.display()), e))
+    };
+    let mut out = Vec::new();
+    let mut problem = |path: PathBuf, problem: String, fatal: bool| {
+        out.push(FileProblem {
+            path,
+            problem,
+            fatal,
+        });
+    };
+    // Indexes of sealed segments: derived, rebuilt by the next open.
+    let segdir = sdir.join("segments");
+    let names = list(&segdir)?;
+    for n in &names {
+        let Some(base) = n
+            .strip_suffix(".idx")
+            .and_then(|b| segment::parse_log_name(&format!("{b}.log")))
+        else {
+            continue;
+        };
+        let path = segdir.join(n);
+        let log = segdir.join(segment::log_name(base));
+        let rebuilt = "; the next open rebuilds it";
+        let Some(entries) = segment::decode_index(&read(&path)?) else {
+            problem(path, format!("unreadable index{rebuilt}"), false);
+            continue;
+        };
+        if !storage.exists(&log).unwrap_or(false) {
+            problem(
+                path,
+                format!("index of a missing segment {}", log.display()),
+                false,
+            );
+            continue;
+        }
+        let file = storage
+            .open(&log)
+            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
+        let file_len = file
+            .len()
+            .map_err(|e| Error::io(format!("reading {}", log.display()), e))?;
+        let wrong = entries.iter().find(|e| {
+            let mut len = [0u8; 4];
+            let ok = segment::read_full(&*file, &mut len, e.offset).is_ok_and(|n| n == 4);
+            let size = record::announced_size(&len).filter(|_| ok).unwrap_or(0);
+            // Never more than the file holds, whatever the length field says.
+            let room = usize::try_from(file_len.saturating_sub(e.offset)).unwrap_or(0);
+            let mut rec = vec![0u8; size.min(room)];
+            let full = segment::read_full(&*file, &mut rec, e.offset).is_ok_and(|n| n == rec.len());
+            !(full
+                && matches!(record::decode(&rec), Decoded::Ok(r) if r.seq == e.seq && r.time == e.time))
+        });
+        if let Some(e) = wrong {
+            problem(
+                path,
+                format!(
+                    "index entry for seq {} points at offset {} of {}, where no such record is{rebuilt}",
+                    e.seq,
+                    e.offset,
+                    log.display()
+                ),
+                false,
+            );
+        }
+    }
+    // The checkpoint: derived too.
+    let ckpt = sdir.join(crate::checkpoint::CHECKPOINT_FILE);
+    if storage.exists(&ckpt).unwrap_or(false)
+        && crate::checkpoint::Checkpoint::decode(&read(&ckpt)?).is_none()
+    {
+        problem(
+            ckpt,
+            "unreadable checkpoint; the next open scans the segments instead".into(),
+            false,
+        );
+    }
+    // Consumer state: not derived; the store refuses to open over damage.
+    let cdir = sdir.join(crate::consumer::CONSUMERS_DIR);
+    for n in list(&cdir)? {
+        let path = cdir.join(&n);
+        if n.ends_with(".tmp") {
+            problem(
+                path,
+                "an interrupted write; the next open removes it".into(),
+                false,
+            );
+            continue;
+        }
+        match crate::consumer::ConsumerFile::decode(&read(&path)?) {
+            DecodedConsumer::Ok(f) if f.name == n => {}
+            DecodedConsumer::Ok(f) => problem(
+                path,
+                format!("consumer state file names consumer {:?}", f.name),
+                true,
+            ),
+            DecodedConsumer::Newer(v) => problem(
+                path,
+                format!("consumer state written by a newer version (format {v})"),
+                true,
+            ),
+            DecodedConsumer::Corrupt(r) => problem(path, format!("consumer state file: {r}"), true),
+        }
+    }
+    Ok(out)
 }

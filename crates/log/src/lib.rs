@@ -169,3 +169,24 @@ pub fn dump(
 ) -> Result<Vec<TornTail>> {
     dump::dump(dir.as_ref(), stream, f)
 }
+
+/// A problem [`check_files`] found in a file beside a stream's segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it, and what the next open does about it.
+    pub problem: String,
+    /// The store refuses to open over it (consumer state, which is not
+    /// derived); otherwise the next open rebuilds or removes the file
+    /// (indexes, the checkpoint, interrupted writes).
+    pub fatal: bool,
+}
+
+/// Checks the files beside `stream`'s segments in a data directory,
+/// without the lock and without modifying anything: every sealed segment's
+/// index (it decodes, and each entry points at the record it names), the
+/// checkpoint, and every consumer-state file (CRC, format, name).
+pub fn check_files(dir: impl AsRef<Path>, stream: &str) -> Result<Vec<FileProblem>> {
+    dump::check_files(dir.as_ref(), stream)
+}
