@@ -102,6 +102,8 @@ struct Shared {
     fs: Mutex<Fs>,
     ops: AtomicU64,
     crash_at: u64,
+    /// When power was lost.
+    lost_at: Mutex<Option<std::time::Instant>>,
 }
 
 fn lost() -> io::Error {
@@ -127,6 +129,7 @@ impl PowerLoss {
                 fs: Mutex::new(Fs { nodes, next: 1 }),
                 ops: AtomicU64::new(0),
                 crash_at,
+                lost_at: Mutex::new(None),
             }),
         }
     }
@@ -134,6 +137,11 @@ impl PowerLoss {
     /// Mutating operations so far (the failed one included).
     pub(crate) fn ops(&self) -> u64 {
         self.inner.ops.load(Ordering::SeqCst)
+    }
+
+    /// When power was lost, if it was.
+    pub(crate) fn lost_at(&self) -> Option<std::time::Instant> {
+        *self.inner.lost_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether power was lost.
@@ -150,6 +158,10 @@ impl PowerLoss {
     fn tick(&self) -> io::Result<()> {
         let n = self.inner.ops.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.inner.crash_at {
+            if n == self.inner.crash_at {
+                let mut at = self.inner.lost_at.lock().unwrap_or_else(|e| e.into_inner());
+                *at = Some(std::time::Instant::now());
+            }
             return Err(lost());
         }
         Ok(())
