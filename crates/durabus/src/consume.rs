@@ -158,7 +158,11 @@ impl ConsumeOptions {
     }
 
     /// Attempts before a message is dead-lettered; default the consumer's
-    /// `max_deliver`, else 5.
+    /// `max_deliver`, else 5. Attempts are deliveries, as `max_deliver`
+    /// counts them: a delivery lost with a killed process (running or
+    /// still buffered) counts too, so a message that keeps killing its
+    /// consumer ends as a dead letter ("attempts used up") instead of
+    /// looping forever.
     pub fn max_attempts(mut self, n: u64) -> Self {
         self.max_attempts = Some(n.max(1));
         self

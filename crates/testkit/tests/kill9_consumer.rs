@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use durabus::consume::{DEFAULT_DLQ_STREAM, DLQ_SEQ, DLQ_STREAM};
+use durabus::consume::{DEFAULT_DLQ_STREAM, DLQ_DELIVERIES, DLQ_ERROR, DLQ_SEQ, DLQ_STREAM};
 use durabus::{ConsumerConfig, Message, ReplayOptions, StreamConfig};
 use durabus_testkit::crash::ChildProcess;
 use durabus_testkit::nats::NatsServer;
@@ -115,6 +115,8 @@ async fn kill_and_drain(url: &str) {
         "{context}: {info:?}"
     );
     let mut letters: BTreeMap<u64, u32> = BTreeMap::new();
+    // Good messages dead-lettered, with their error and delivery count.
+    let mut good_dead: Vec<(u64, String, u64)> = Vec::new();
     let dlq = bus
         .replay(DEFAULT_DLQ_STREAM, ReplayOptions::from_seq(1).stop_at_end())
         .await
@@ -125,6 +127,11 @@ async fn kill_and_drain(url: &str) {
         assert_eq!(m.headers.get(DLQ_STREAM), Some("WORK"));
         let seq: u64 = m.headers.get(DLQ_SEQ).unwrap().parse().unwrap();
         *letters.entry(seq).or_default() += 1;
+        if !fails(seq) {
+            let error = m.headers.get(DLQ_ERROR).unwrap_or_default().to_owned();
+            let deliveries = m.headers.get(DLQ_DELIVERIES).unwrap().parse().unwrap();
+            good_dead.push((seq, error, deliveries));
+        }
     }
     let expected: Vec<u64> = (1..=MESSAGES).filter(|s| fails(*s)).collect();
     let twice: Vec<_> = letters.iter().filter(|(_, n)| **n > 1).collect();
@@ -132,10 +139,20 @@ async fn kill_and_drain(url: &str) {
         twice.is_empty(),
         "{context}: dead-lettered twice: {twice:?}"
     );
+    let failing_dead: Vec<u64> = letters.keys().copied().filter(|s| fails(*s)).collect();
     assert_eq!(
-        letters.keys().copied().collect::<Vec<_>>(),
-        expected,
-        "{context}: the dead letters are exactly the failing messages (none acked instead, no good one dead)"
+        failing_dead, expected,
+        "{context}: every failing message is dead-lettered (none acked instead)"
     );
+    // A good message is dead only when kills alone used up its deliveries
+    // (delivered more than the 3 attempts, its handler never failing):
+    // the runner counts deliveries, as max_deliver does (poison-message
+    // protection: a message that kills its consumer must not loop forever).
+    for (seq, error, deliveries) in &good_dead {
+        assert!(
+            error == "attempts used up" && *deliveries > 3,
+            "{context}: good message {seq} dead-lettered with {error:?} after {deliveries} deliveries"
+        );
+    }
     bus.close().await.unwrap();
 }
