@@ -222,6 +222,7 @@ impl Store {
             // messages of interest/work-queue streams are removed again.
             stream.load_consumers()?;
             stream.apply_retention();
+            stream.forget_unstored_ids();
             if let Some((seg, dropped)) = truncated {
                 report.truncated.push((name.clone(), seg, dropped));
             }
