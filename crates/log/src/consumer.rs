@@ -737,6 +737,11 @@ impl Stream {
             map.insert(name.clone(), c);
             name
         };
+        if self.consumers.ack_retention.load(Ordering::Acquire) {
+            // The removals logged so far are durable before a consumer that
+            // could claim the removed messages exists (invariant 21).
+            self.sync_now();
+        }
         if let Err(e) = self.persist_one(&name) {
             self.consumers.lock().remove(&name);
             return Err(e);
@@ -1226,39 +1231,20 @@ impl Stream {
             // A work queue without consumers keeps everything.
             return;
         }
-        // A message is settled for a consumer when it is below its next
-        // sequence (or its filter does not match) and not pending.
-        let views: Vec<(&Consumer, u64)> = map
-            .values()
-            .map(|c| {
-                (
-                    c,
-                    c.start_queue.front().copied().unwrap_or(c.state.next_seq),
-                )
-            })
-            .collect();
+        // A message goes once no consumer still needs it (`still_needs`:
+        // its filter matches and the message is at or above its position,
+        // pending, or queued). Every live message is looked at, not only
+        // those below the lowest position: above it sit messages no
+        // consumer's filter matches (interest drops them at publish) and
+        // messages a consumer further ahead settled.
+        let views: Vec<&Consumer> = map.values().collect();
         let first = g.first_seq;
-        // Everything below the lowest position any consumer still needs
-        // can go, except pending entries.
-        let horizon = views
-            .iter()
-            .map(|(_, n)| *n)
-            .min()
-            .unwrap_or(g.last_seq + 1);
-        if horizon <= first {
-            return;
-        }
-        let mut doomed: Vec<(u64, String, u64)> = Vec::new();
+        let mut doomed: Vec<(u64, String, u64, bool)> = Vec::new();
         let res = g.for_each_live(self.storage(), first, &mut |r| {
-            if r.seq >= horizon {
-                return false;
-            }
-            let held = views
-                .iter()
-                .any(|(c, _)| c.matches(r.subject) && c.pending.contains_key(&r.seq));
-            let interested = views.iter().any(|(c, _)| c.matches(r.subject));
-            if !held && (interested || retention == RetentionPolicy::Interest) {
-                doomed.push((r.seq, r.subject.to_owned(), r.size as u64));
+            let needed = views.iter().any(|c| Self::still_needs(c, r.seq, r.subject));
+            let interested = views.iter().any(|c| c.matches(r.subject));
+            if !needed && (interested || retention == RetentionPolicy::Interest) {
+                doomed.push((r.seq, r.subject.to_owned(), r.size as u64, interested));
             }
             true
         });
@@ -1266,8 +1252,12 @@ impl Stream {
             tracing::warn!(stream = %self.name, error = %e, "retention scan failed");
             return;
         }
-        for (seq, subj, size) in doomed {
-            g.remove_msg(seq, &subj, size);
+        for (seq, subj, size, interested) in doomed {
+            if interested {
+                g.remove_msg(seq, &subj, size);
+            } else {
+                self.log_unmatched_removal(&mut g, seq, &subj, size);
+            }
         }
         g.ckpt_needed = true;
         drop(map);
@@ -1314,6 +1304,42 @@ impl Stream {
         }
     }
 
+    /// For a batch publish on an interest stream: the consumer map, taken
+    /// before the stream lock (lock order), so each message no consumer's
+    /// filter matches can be dropped right after its append
+    /// ([`Stream::drop_unmatched`]). `None` for other retentions.
+    pub(crate) fn interest_consumers(&self) -> Option<MutexGuard<'_, BTreeMap<String, Consumer>>> {
+        if !self.consumers.ack_retention.load(Ordering::Acquire)
+            || self.lock().config.retention != RetentionPolicy::Interest
+        {
+            return None;
+        }
+        Some(self.consumers.lock())
+    }
+
+    /// Interest retention inside a batch, under the stream lock: drops
+    /// `seq` at once when no consumer's filter matches `subj`, so the
+    /// batch's later messages meet the limits (max_msgs, discard new) as a
+    /// sequence of single publishes would, never evicting a wanted message
+    /// for one that is about to go.
+    pub(crate) fn drop_unmatched(
+        &self,
+        map: &BTreeMap<String, Consumer>,
+        g: &mut Inner,
+        seq: u64,
+        subj: &str,
+    ) {
+        if !g.is_live(seq) || map.values().any(|c| c.matches(subj)) {
+            return;
+        }
+        match g.read_info(&self.name, self.storage(), seq) {
+            Ok((subj, size)) => self.log_unmatched_removal(g, seq, &subj, size),
+            Err(e) => {
+                tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not read message")
+            }
+        }
+    }
+
     /// Interest retention after a publish: a message no consumer's filter
     /// matches is not kept (as nats-server).
     pub(crate) fn retain_published(&self, seq: u64, subj: &str) {
@@ -1331,14 +1357,27 @@ impl Stream {
         drop(map);
         match g.read_info(&self.name, self.storage(), seq) {
             Ok((subj, size)) => {
-                g.remove_msg(seq, &subj, size);
-                g.ckpt_needed = true;
+                self.log_unmatched_removal(&mut g, seq, &subj, size);
                 self.finish_change(&mut g);
             }
             Err(e) => {
                 tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not read message")
             }
         }
+    }
+
+    /// Removes a message no consumer's filter matches, with a delete
+    /// record: unlike a settlement, no consumer file could re-derive it at
+    /// open, and a consumer created later would receive it again after a
+    /// crash (invariant 21).
+    fn log_unmatched_removal(&self, g: &mut Inner, seq: u64, subj: &str, size: u64) {
+        let time = now_ns().max(g.last_time);
+        g.active.size += crate::record::encode_delete(&mut g.pending, seq, time) as u64;
+        if let Err(e) = g.flush(&self.name) {
+            tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not log the removal");
+        }
+        g.remove_msg(seq, subj, size);
+        g.ckpt_needed = true;
     }
 }
 

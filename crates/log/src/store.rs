@@ -234,6 +234,7 @@ impl Store {
             // messages of interest/work-queue streams are removed again.
             stream.load_consumers()?;
             stream.apply_retention();
+            stream.forget_unstored_ids();
             if !st.is_volatile() {
                 if let Err(e) = stream.write_checkpoint() {
                     tracing::warn!(stream = %name, error = %e, "could not write checkpoint after recovery");

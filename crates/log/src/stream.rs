@@ -1137,6 +1137,16 @@ impl Stream {
         &*self.env.storage
     }
 
+    /// At open, after retention was re-derived: forgets the msg ids of
+    /// messages no longer stored (invariant 9), as recovery does for the
+    /// messages its own scan removed.
+    pub(crate) fn forget_unstored_ids(&self) {
+        let mut g = self.lock();
+        let mut dedup = std::mem::take(&mut g.dedup);
+        dedup.retain(|seq| g.is_live(seq));
+        g.dedup = dedup;
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -1236,10 +1246,15 @@ impl Stream {
         let mut out: Vec<Result<Appended>> = Vec::with_capacity(msgs.len());
         let gen;
         {
+            // Lock order: consumer map, then stream state.
+            let interest = self.interest_consumers();
             let mut g = self.lock();
             let now = now_ns();
             for m in msgs {
                 let r = self.append(&mut g, m, now);
+                if let (Some(map), Ok(Appended::Stored(seq))) = (&interest, &r) {
+                    self.drop_unmatched(map, &mut g, *seq, &m.subject);
+                }
                 if r.is_err() && g.poisoned.is_some() {
                     out.push(r);
                     break;
