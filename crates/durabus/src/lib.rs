@@ -25,6 +25,9 @@
 
 mod connect;
 pub mod consume;
+/// Check function of the `url` fuzz target (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod publisher;
 mod supervise;
 mod url;

@@ -28,6 +28,9 @@
 mod checkpoint;
 mod consumer;
 mod dump;
+/// Check functions of the fuzz targets (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod rangeset;
 mod record;
 mod recovery;

@@ -1,0 +1,3 @@
+#![no_main]
+//! Fuzz target: see `durabus_log::fuzzing::check_index`.
+durabus_fuzz::target!(durabus_log::fuzzing::check_index);
