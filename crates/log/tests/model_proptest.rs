@@ -19,20 +19,20 @@
 //! Cases: `DURABUS_PROPTEST_CASES` (default 64).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/crash.rs"]
-mod crash;
+#[path = "common/power_loss.rs"]
+mod power_loss;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crash::{Crash, CrashStorage};
 use durabus_core::{
     AckKind, AckRef, Backend, ConsumerConfig, DiscardPolicy, Error, Message, PurgeRequest,
     RetentionPolicy, StreamConfig,
 };
 use durabus_log::{Durability, Options, Store};
+use power_loss::{Crash, PowerLoss};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -476,7 +476,7 @@ struct ConsumerFile {
     pending: Vec<(u64, FilePending)>,
 }
 
-fn read_consumer_file(storage: &CrashStorage, name: &str) -> Option<ConsumerFile> {
+fn read_consumer_file(storage: &PowerLoss, name: &str) -> Option<ConsumerFile> {
     let path = Path::new(ROOT)
         .join("streams")
         .join(STREAM)
@@ -485,6 +485,12 @@ fn read_consumer_file(storage: &CrashStorage, name: &str) -> Option<ConsumerFile
     let b = storage.read_live(&path)?;
     let len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
     Some(serde_json::from_slice(&b[16..16 + len]).unwrap())
+}
+
+/// Empty in-memory storage for a store at [`ROOT`], never losing power
+/// but when told to ([`PowerLoss::crash`]).
+fn fresh_storage() -> PowerLoss {
+    PowerLoss::new(Path::new(ROOT), u64::MAX)
 }
 
 fn now_ns() -> i64 {
@@ -531,7 +537,7 @@ fn file_is(f: &ConsumerFile, c: &Cons, log: &BTreeSet<u64>) -> bool {
 
 struct Harness {
     rt: tokio::runtime::Runtime,
-    storage: CrashStorage,
+    storage: PowerLoss,
     store: Option<Store>,
     options: Options,
     model: Model,
@@ -568,7 +574,7 @@ impl Harness {
             .enable_all()
             .build()
             .unwrap();
-        let storage = CrashStorage::new();
+        let storage = fresh_storage();
         let options = Options::default()
             .durability(Durability::Always)
             .segment_size(setup.segment_size);
@@ -1091,7 +1097,7 @@ proptest! {
 /// A crash image without the stream's checkpoint (invariant 8: derived
 /// state, rebuilt from the log), so recovery re-derives everything and the
 /// outcome does not depend on whether the maintenance thread wrote one.
-fn crash_image(storage: &CrashStorage, kind: Crash) -> CrashStorage {
+fn crash_image(storage: &PowerLoss, kind: Crash) -> PowerLoss {
     use durabus_log::Storage as _;
     let image = storage.crash(kind);
     let _ = image.remove_file(
@@ -1103,7 +1109,7 @@ fn crash_image(storage: &CrashStorage, kind: Crash) -> CrashStorage {
     image
 }
 
-fn crash_store(storage: &CrashStorage) -> Store {
+fn crash_store(storage: &PowerLoss) -> Store {
     Store::open_with_storage(
         ROOT,
         Arc::new(storage.clone()),
@@ -1121,7 +1127,7 @@ fn unmatched_message_of_interest_stream_stays_removed_after_crash() {
         .enable_all()
         .build()
         .unwrap();
-    let storage = CrashStorage::new();
+    let storage = fresh_storage();
     let store = crash_store(&storage);
     rt.block_on(async {
         let mut cfg = StreamConfig::new(STREAM).subjects(["s.>"]);
@@ -1203,7 +1209,7 @@ fn msg_id_of_a_message_retention_removed_is_forgotten_after_crash() {
         .enable_all()
         .build()
         .unwrap();
-    let storage = CrashStorage::new();
+    let storage = fresh_storage();
     let store = crash_store(&storage);
     rt.block_on(async {
         let mut cfg = StreamConfig::new(STREAM).subjects(["s.>"]);
@@ -1240,7 +1246,7 @@ fn unmatched_message_of_interest_stream_stays_removed_for_a_later_consumer() {
         .enable_all()
         .build()
         .unwrap();
-    let storage = CrashStorage::new();
+    let storage = fresh_storage();
     let store = crash_store(&storage);
     rt.block_on(async {
         let mut cfg = StreamConfig::new(STREAM).subjects(["s.>"]);

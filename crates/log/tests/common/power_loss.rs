@@ -16,6 +16,9 @@
 //!   flushed anyway) the live ones, so a rename can survive while the data
 //!   of the file it names did not.
 //!
+//! [`PowerLoss::crash`] instead gives the whole live or the whole synced
+//! image as a new shim, for tests that go on from it in memory.
+//!
 //! The store's own directory and its ancestors are durable from the start,
 //! as a data directory the user created. Locks always succeed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -90,6 +93,15 @@ impl Rng {
     }
 }
 
+/// Which image survives [`PowerLoss::crash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Crash {
+    /// The process died; the OS kept everything written.
+    Kill,
+    /// The machine lost power: only what was synced survives.
+    PowerLoss,
+}
+
 /// The shim. Cheap to clone; clones share the file system.
 #[derive(Debug, Clone)]
 pub(crate) struct PowerLoss {
@@ -101,7 +113,8 @@ struct Shared {
     root: PathBuf,
     fs: Mutex<Fs>,
     ops: AtomicU64,
-    crash_at: u64,
+    /// Mutating operations from this one on fail (0 once frozen).
+    crash_at: AtomicU64,
     /// When power was lost.
     lost_at: Mutex<Option<std::time::Instant>>,
 }
@@ -128,7 +141,7 @@ impl PowerLoss {
                 root: root.to_path_buf(),
                 fs: Mutex::new(Fs { nodes, next: 1 }),
                 ops: AtomicU64::new(0),
-                crash_at,
+                crash_at: AtomicU64::new(crash_at),
                 lost_at: Mutex::new(None),
             }),
         }
@@ -146,7 +159,7 @@ impl PowerLoss {
 
     /// Whether power was lost.
     pub(crate) fn crashed(&self) -> bool {
-        self.ops() >= self.inner.crash_at
+        self.ops() >= self.inner.crash_at.load(Ordering::SeqCst)
     }
 
     fn fs(&self) -> MutexGuard<'_, Fs> {
@@ -157,8 +170,9 @@ impl PowerLoss {
     /// power is lost.
     fn tick(&self) -> io::Result<()> {
         let n = self.inner.ops.fetch_add(1, Ordering::SeqCst) + 1;
-        if n >= self.inner.crash_at {
-            if n == self.inner.crash_at {
+        let crash_at = self.inner.crash_at.load(Ordering::SeqCst);
+        if n >= crash_at {
+            if n == crash_at {
                 let mut at = self.inner.lost_at.lock().unwrap_or_else(|e| e.into_inner());
                 *at = Some(std::time::Instant::now());
             }
@@ -194,6 +208,56 @@ impl PowerLoss {
         let fs = self.fs();
         std::fs::create_dir_all(dir).unwrap();
         write_image(&fs, ROOT, dir, rng);
+    }
+
+    /// Freezes this shim (every later operation on it fails, so a dropped
+    /// store cannot touch the image) and returns a new one at the same root
+    /// holding what survives `crash`: everything written for a kill, only
+    /// what was synced (file bytes and directory entries) for a power loss.
+    pub(crate) fn crash(&self, crash: Crash) -> PowerLoss {
+        self.inner.crash_at.store(0, Ordering::SeqCst);
+        let fs = self.fs();
+        let kill = crash == Crash::Kill;
+        let nodes = fs
+            .nodes
+            .iter()
+            .map(|(ino, node)| {
+                let node = match node {
+                    Node::File(f) => {
+                        let bytes = if kill { &f.live } else { &f.durable };
+                        Node::File(FileNode {
+                            live: bytes.clone(),
+                            durable: bytes.clone(),
+                            dirty: false,
+                        })
+                    }
+                    Node::Dir(d) => {
+                        let entries = if kill { &d.live } else { &d.durable };
+                        Node::Dir(DirNode {
+                            live: entries.clone(),
+                            durable: entries.clone(),
+                        })
+                    }
+                };
+                (*ino, node)
+            })
+            .collect();
+        let after = PowerLoss::new(&self.inner.root, u64::MAX);
+        *after.fs() = Fs {
+            nodes,
+            next: fs.next,
+        };
+        after
+    }
+
+    /// The live bytes of the file at `path`, if there is one.
+    pub(crate) fn read_live(&self, path: &Path) -> Option<Vec<u8>> {
+        let parts = self.rel(path)?;
+        let fs = self.fs();
+        match fs.nodes.get(&fs.resolve(&parts)?) {
+            Some(Node::File(f)) => Some(f.live.clone()),
+            _ => None,
+        }
     }
 
     /// Writes the live image (what the running process sees: no power
