@@ -10,16 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{open, open_with, opts, publish, stream};
+use common::{copy_dir, open, open_with, opts, publish, rt, stream};
 use durabus_core::{AckKind, Backend, ConsumerConfig, Error, ReplayOptions, StreamConfig};
 use durabus_log::Store;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Stream S over several 1 KiB segments, a consumer `c` that acked 1..=10.
 async fn fill(dir: &Path) {
@@ -174,18 +167,4 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        let t = to.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &t);
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(&p, &t).unwrap();
-        }
-    }
 }

@@ -10,13 +10,6 @@ use common::*;
 use durabus_core::{Backend, Error, Message, ReplayOptions, StreamConfig};
 use durabus_log::{Options, Store};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Writes `n` messages to stream S (segment size `seg`), closes; returns the
 /// record offsets of the last segment as (start, end) pairs.
 async fn fill(dir: &Path, n: u64, seg: u64) {
@@ -491,29 +484,4 @@ fn state_survives_unclean_drop_with_full_scan() {
         let st = s.stream_info("S").await.unwrap().state;
         assert_eq!((st.messages, st.first_seq, st.last_seq), (41, 10, 50));
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p == to {
-            continue;
-        }
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&p, &t);
-        } else {
-            // The forgotten store's background threads still run: a temp
-            // file of an atomic replace can vanish between listing and
-            // copying, as it could at a crash.
-            match std::fs::copy(&p, &t) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                r => {
-                    r.unwrap();
-                }
-            }
-        }
-    }
 }

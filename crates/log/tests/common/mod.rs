@@ -7,6 +7,41 @@ use std::path::Path;
 use durabus_core::{Backend, Message, StreamConfig};
 use durabus_log::{Durability, Options, Store};
 
+/// A current-thread runtime for the synchronous tests.
+pub(crate) fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Copies a data directory (as a crash would leave it: files that vanish
+/// while copying are skipped).
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p == to {
+            continue;
+        }
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&p, &t);
+        } else {
+            // The forgotten store's background threads still run: a temp
+            // file of an atomic replace can vanish between listing and
+            // copying, as it could at a crash.
+            match std::fs::copy(&p, &t) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.unwrap();
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn opts() -> Options {
     Options::default().durability(Durability::None)
 }
