@@ -75,11 +75,13 @@ enum Command {
     /// Reads the files of an embedded file: store. A nats:// server keeps its
     /// own files: read its streams with `replay` and `stream info` instead.
     Dump(dump::DumpArgs),
-    /// Check every record of a data directory (CRC and framing) without
-    /// changing anything; exits non-zero on corruption.
+    /// Check every record of a data directory (CRC and framing), its
+    /// indexes, checkpoints and consumer-state files without changing
+    /// anything; exits non-zero on corruption.
     ///
-    /// Reads the files of an embedded file: store; a nats:// server checks
-    /// its own.
+    /// A damaged index or checkpoint is a warning (the next open rebuilds
+    /// it); a damaged consumer file is corruption. Reads the files of an
+    /// embedded file: store; a nats:// server checks its own.
     Verify(dump::VerifyArgs),
     /// Measure publish, group commit, replay and consume throughput (W1-W4). Runs on a
     /// fresh temporary store unless --url or DURABUS_URL names one; on
