@@ -3403,7 +3403,18 @@ mod tests {
         let mut module = "";
         for line in src[end..].lines() {
             if let Some(m) = line.strip_prefix("pub mod ") {
-                module = m.trim_end_matches(" {");
+                if let Some(file) = m.strip_suffix(';') {
+                    // A case module in its own file, `src/<module>.rs`.
+                    let path = format!("{}/src/{file}.rs", env!("CARGO_MANIFEST_DIR"));
+                    let body = std::fs::read_to_string(&path).unwrap();
+                    for rest in body.lines().filter_map(|l| l.strip_prefix("pub async fn ")) {
+                        let name = rest.split(['(', '<']).next().unwrap();
+                        defined.insert(format!("{file}::{name}"));
+                    }
+                    module = "";
+                } else {
+                    module = m.trim_end_matches(" {");
+                }
             } else if let Some(rest) = line.strip_prefix("    pub async fn ") {
                 let name = rest.split('(').next().unwrap();
                 defined.insert(format!("{module}::{name}"));
