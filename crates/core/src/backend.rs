@@ -44,6 +44,10 @@ pub enum ReplayStart {
     Time(SystemTime),
     /// Only messages stored after the replay starts.
     New,
+    /// The newest message of each subject (matching the filter) stored when
+    /// the replay starts, in sequence order, then everything stored after:
+    /// JetStream's `last_per_subject`, what a KV watch starts with.
+    LastPerSubject,
 }
 
 /// Options of [`Backend::replay`].

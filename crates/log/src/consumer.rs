@@ -614,12 +614,7 @@ impl Stream {
         let mut g = self.lock();
         let st = self.storage();
         let filters = &cfg.filter_subjects;
-        let matching: Vec<String> = g
-            .subjects
-            .keys()
-            .filter(|s| filters.is_empty() || filters.iter().any(|f| subject::matches(f, s)))
-            .cloned()
-            .collect();
+        let matching = g.matching_subjects(filters);
         let next_new = g.last_seq + 1;
         Ok(match cfg.deliver_policy {
             DeliverPolicy::All => (g.first_seq.max(1), VecDeque::new()),
@@ -636,17 +631,7 @@ impl Stream {
                 }
                 (if last == 0 { next_new } else { last }, VecDeque::new())
             }
-            DeliverPolicy::LastPerSubject => {
-                let mut q = Vec::with_capacity(matching.len());
-                for s in &matching {
-                    let l = g.subject_last_seq(st, s)?;
-                    if l > 0 {
-                        q.push(l);
-                    }
-                }
-                q.sort_unstable();
-                (next_new, q.into_iter().collect())
-            }
+            DeliverPolicy::LastPerSubject => (next_new, g.last_per_subject(st, &matching)?),
             DeliverPolicy::ByStartTime(_) => (next_new, VecDeque::new()),
         })
     }

@@ -24,6 +24,8 @@ struct Position {
 
 struct ReplayState {
     stream: Arc<Stream>,
+    /// `last_per_subject`: the sequences to yield before the cursor's.
+    firsts: VecDeque<u64>,
     cursor: Cursor,
     rx: watch::Receiver<u64>,
 }
@@ -68,7 +70,16 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
     }
     // Subscribe before reading the state, so no change is missed.
     let rx = stream.tail_tx.subscribe();
-    let last = stream.lock().last_seq;
+    let filters: Vec<String> = options.filter.into_iter().collect();
+    let mut firsts = VecDeque::new();
+    let last = {
+        let mut g = stream.lock();
+        if options.start == ReplayStart::LastPerSubject {
+            let subjects = g.matching_subjects(&filters);
+            firsts = g.last_per_subject(stream.storage(), &subjects)?;
+        }
+        g.last_seq
+    };
     let next_seq = match options.start {
         ReplayStart::Sequence(0) => {
             return Err(Error::InvalidArgument(
@@ -77,11 +88,16 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
         }
         ReplayStart::Sequence(n) => n,
         ReplayStart::Time(t) => stream.seq_for_time(from_system_time(t))?,
-        ReplayStart::New => last + 1,
+        ReplayStart::New | ReplayStart::LastPerSubject => last + 1,
     };
-    let mut cursor = Cursor::new(next_seq, options.filter.into_iter().collect());
+    let mut cursor = Cursor::new(next_seq, filters);
     cursor.end = options.stop_at_end.then_some(last);
-    let state = ReplayState { stream, cursor, rx };
+    let state = ReplayState {
+        stream,
+        firsts,
+        cursor,
+        rx,
+    };
     let s = futures::stream::unfold(state, |mut st| async move {
         let item = st.next().await?;
         Some((item, st))
@@ -91,6 +107,18 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
 
 impl ReplayState {
     async fn next(&mut self) -> Option<Result<StoredMessage>> {
+        while let Some(seq) = self.firsts.pop_front() {
+            match self.stream.get(seq) {
+                Ok(m) => return Some(Ok(m)),
+                // Removed since the replay started.
+                Err(Error::MessageNotFound { .. }) => {}
+                Err(e) => {
+                    self.firsts.clear();
+                    self.cursor.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
         let c = &mut self.cursor;
         loop {
             if let Some(m) = c.queue.pop_front() {

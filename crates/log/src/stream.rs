@@ -877,6 +877,32 @@ impl Inner {
     }
 
     /// The newest live seq of `subject` (0 when none), scanning if unknown.
+    /// The newest live sequence of each of `subjects`, ascending.
+    pub(crate) fn last_per_subject(
+        &mut self,
+        storage: &dyn Storage,
+        subjects: &[String],
+    ) -> Result<VecDeque<u64>> {
+        let mut q = Vec::with_capacity(subjects.len());
+        for s in subjects {
+            let l = self.subject_last_seq(storage, s)?;
+            if l > 0 {
+                q.push(l);
+            }
+        }
+        q.sort_unstable();
+        Ok(q.into())
+    }
+
+    /// Subjects with live messages that match one of `filters` (all when empty).
+    pub(crate) fn matching_subjects(&self, filters: &[String]) -> Vec<String> {
+        self.subjects
+            .keys()
+            .filter(|s| filters.is_empty() || filters.iter().any(|f| subject::matches(f, s)))
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn subject_last_seq(&mut self, storage: &dyn Storage, subject: &str) -> Result<u64> {
         let Some(st) = self.subjects.get(subject) else {
             return Ok(0);

@@ -1442,10 +1442,14 @@ impl ReplayState {
                     cfg["opt_start_time"] = json!(humantime::format_rfc3339_nanos(t).to_string());
                 }
                 ReplayStart::New => cfg["deliver_policy"] = json!("new"),
+                ReplayStart::LastPerSubject => cfg["deliver_policy"] = json!("last_per_subject"),
             }
         }
         if let Some(f) = &self.filter {
             cfg["filter_subject"] = json!(f);
+        } else if self.start == ReplayStart::LastPerSubject {
+            // nats-server wants a filter with last_per_subject.
+            cfg["filter_subject"] = json!(">");
         }
         let body = json!({ "stream_name": self.stream, "config": cfg });
         let v = match self

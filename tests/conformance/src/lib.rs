@@ -197,6 +197,7 @@ macro_rules! conformance_suite {
                 replay_from_time_starts_at_first_message_at_or_after_it,
                 replay_from_time_finds_its_start_in_a_long_history,
                 replay_new_yields_only_later_messages,
+                replay_last_per_subject_yields_newest_of_each_then_live,
                 replay_filter_yields_only_matching_subjects,
                 replay_continues_live_after_history,
                 replay_stop_at_end_ends_at_last_message_present_at_start,
@@ -2171,6 +2172,41 @@ pub mod replay {
         publish_payload(bus, &n.subject("a"), "new").await;
         let m = next_stored(&mut replay).await;
         assert_eq!((m.seq, &m.payload[..]), (4, &b"new"[..]));
+    }
+
+    /// Start LastPerSubject yields the newest message of each matching
+    /// subject in sequence order, then continues live with every message.
+    pub async fn replay_last_per_subject_yields_newest_of_each_then_live(bus: &Bus) {
+        let n = names("replay_lps");
+        let cfg = n.stream_config("S");
+        create(bus, cfg.clone()).await;
+        for s in ["a.1", "a.2", "a.1", "b.1", "a.2", "a.3"] {
+            publish_n(bus, &n.subject(s), 1).await;
+        }
+        bus.delete_message(&cfg.name, 6).await.unwrap(); // a.3 has none left
+        let opts = ReplayOptions {
+            start: ReplayStart::LastPerSubject,
+            filter: Some(n.subject("a.*")),
+            stop_at_end: false,
+        };
+        let mut replay = bus.replay(&cfg.name, opts.clone()).await.unwrap();
+        assert_eq!(next_stored(&mut replay).await.seq, 3);
+        let m = next_stored(&mut replay).await;
+        assert_eq!((m.seq, m.subject.as_str()), (5, n.subject("a.2").as_str()));
+        publish_n(bus, &n.subject("b.1"), 1).await; // 7, filtered out
+        publish_n(bus, &n.subject("a.1"), 2).await; // 8, 9: both live
+        assert_eq!(next_stored(&mut replay).await.seq, 8);
+        assert_eq!(next_stored(&mut replay).await.seq, 9);
+        let all = replay_all(
+            bus,
+            &cfg.name,
+            ReplayOptions {
+                filter: None,
+                ..opts
+            },
+        )
+        .await;
+        assert_eq!(seqs(&all), [5, 7, 9]);
     }
 
     /// A filter yields only the matching subjects, history and live.
