@@ -126,6 +126,76 @@ pub enum Error {
         /// The operation refused.
         operation: &'static str,
     },
+    /// No KV bucket has this name.
+    #[error("KV bucket {bucket:?} not found; create it first (`durabus kv add {bucket}`)")]
+    BucketNotFound {
+        /// The bucket looked up.
+        bucket: String,
+    },
+    /// A KV key breaks the NATS key rules.
+    #[error("invalid KV key {key:?}: {reason}; a key is letters, digits and `-/_=.`, not starting or ending with `.`")]
+    InvalidKey {
+        /// The offending key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A KV value is larger than its bucket allows.
+    #[error("value of {size} bytes for key {key:?} exceeds bucket {bucket:?}'s max value size of {max} bytes; store less, or raise the bucket's max value size")]
+    ValueTooLarge {
+        /// The bucket.
+        bucket: String,
+        /// The key written.
+        key: String,
+        /// Size of the rejected value.
+        size: usize,
+        /// The bucket's limit.
+        max: usize,
+    },
+    /// `create` found the key holding a value.
+    #[error("key {key:?} already exists in bucket {bucket:?} (revision {revision}); use update with that revision, or put")]
+    KeyExists {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The key's current revision.
+        revision: u64,
+    },
+    /// A compare-and-swap found the key at another revision.
+    #[error("key {key:?} in bucket {bucket:?} is at revision {current}, not {expected}; read it again and retry")]
+    WrongRevision {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The revision the writer expected.
+        expected: u64,
+        /// The key's revision now (0: no value).
+        current: u64,
+    },
+    /// A read-modify-write loop gave up: other writers kept changing the key.
+    #[error("update of key {key:?} in bucket {bucket:?} gave up after {attempts} attempts: it kept changing (last revision seen {revision}); retry later or allow more retries")]
+    Conflict {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The last revision seen (0: no value).
+        revision: u64,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A payload could not be encoded or decoded.
+    #[error("cannot {action} {what}: {reason}")]
+    Codec {
+        /// "encode" or "decode".
+        action: &'static str,
+        /// What, e.g. `key "a" of bucket "b" as JSON`.
+        what: String,
+        /// The codec's message.
+        reason: String,
+    },
     /// A request found nobody listening on its subject.
     #[error("no responders on subject {subject:?}")]
     NoResponders {

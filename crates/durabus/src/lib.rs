@@ -28,6 +28,7 @@ pub mod consume;
 /// Check function of the `url` fuzz target (`fuzz/`); not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kv;
 mod publisher;
 mod supervise;
 mod url;
@@ -54,6 +55,7 @@ pub use durabus_core::{
 };
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
+pub use kv::{Kv, KvConfig};
 pub use publisher::{PublishEvent, Publisher};
 pub use supervise::{
     Callback, Callbacks, Readiness, Stats, StatusCallback, Supervised, SupervisorConfig,

@@ -249,6 +249,27 @@ macro_rules! conformance_suite {
                 long_handlers_are_kept_alive_past_ack_wait,
                 shutdown_finishes_in_flight_work_and_gives_back_the_rest,
             }
+            kv {
+                kv_bucket_uses_the_nats_layout,
+                kv_put_then_get_returns_the_newest_value,
+                kv_create_only_when_the_key_has_no_value,
+                kv_update_is_compare_and_swap_on_the_revision,
+                kv_delete_keeps_history_and_purge_drops_it,
+                kv_history_keeps_the_newest_entries_up_to_the_limit,
+                kv_entry_at_revision_returns_that_revision_of_the_key,
+                kv_entry_at_time_returns_the_value_current_then,
+                kv_keys_lists_keys_with_values_by_filter_or_prefix,
+                kv_watch_yields_current_values_then_every_change_in_order,
+                kv_watch_of_an_empty_bucket_is_caught_up_and_live,
+                kv_watch_from_revision_and_updates_only,
+                kv_invalid_key_is_refused_naming_it,
+                kv_value_over_the_limit_names_both_sizes,
+                kv_buckets_are_created_opened_listed_and_deleted,
+                kv_entries_expire_after_the_ttl,
+                kv_json_values_round_trip_and_bad_json_is_a_codec_error,
+                kv_concurrent_update_json_counts_every_successful_swap,
+                kv_update_json_gives_up_with_conflict_when_swaps_keep_losing,
+            }
             // CASES-END
         }
     };
@@ -3413,6 +3434,8 @@ pub mod runner {
             .is_empty());
     }
 }
+
+pub mod kv;
 
 #[cfg(test)]
 mod tests {
