@@ -11,6 +11,7 @@ mod bench;
 mod consumer;
 mod dlq;
 mod dump;
+mod kv;
 mod output;
 mod parse;
 mod publish;
@@ -70,6 +71,10 @@ enum Command {
     /// Dead letters of the consumer runner: ls, redrive.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Key-value buckets (NATS KV layout): add, ls, info, rm, get, put,
+    /// create, update, del, purge, history, keys, watch.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
     /// Print every record of a data directory as JSON lines (read-only, no lock).
     ///
     /// Reads the files of an embedded file: store. A nats:// server keeps its
@@ -101,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(cmd) => stream::run(&global, cmd).await,
         Command::Consumer(cmd) => consumer::run(&global, cmd).await,
         Command::Dlq(cmd) => dlq::run(&global, cmd).await,
+        Command::Kv(cmd) => kv::run(&global, cmd).await,
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,

@@ -618,7 +618,7 @@ async fn purge(global: &Global, bus: &Bus, args: PurgeArgs) -> anyhow::Result<()
 }
 
 /// Asks "`what`? [y/N]" on a terminal; without one, `--force` is required.
-fn confirm(force: bool, what: &str) -> anyhow::Result<()> {
+pub(crate) fn confirm(force: bool, what: &str) -> anyhow::Result<()> {
     if force {
         return Ok(());
     }

@@ -737,3 +737,64 @@ fn invalid_consumer_options_are_refused_before_touching_the_store() {
     let e = store.fail(&["dlq", "ls"]);
     assert!(e.contains("DLQ"), "no dead-letter stream yet: {e}");
 }
+
+#[test]
+fn kv_commands_put_get_update_history_keys_and_remove() {
+    let store = Store::new();
+    store.ok(&[
+        "kv",
+        "add",
+        "cfg",
+        "--history",
+        "3",
+        "--max-value-size",
+        "64",
+    ]);
+    assert_eq!(store.ok(&["kv", "put", "cfg", "theme", "dark"]).trim(), "1");
+    assert_eq!(
+        store
+            .ok(&["kv", "update", "cfg", "theme", "light", "--revision", "1"])
+            .trim(),
+        "2"
+    );
+    let e = store.fail(&["kv", "update", "cfg", "theme", "x", "--revision", "1"]);
+    assert!(e.contains("is at revision 2, not 1"), "{e}");
+    let e = store.fail(&["kv", "create", "cfg", "theme", "x"]);
+    assert!(
+        e.contains("already exists") && e.contains("revision 2"),
+        "{e}"
+    );
+    assert_eq!(store.ok(&["kv", "get", "cfg", "theme"]), "light\n");
+    assert_eq!(
+        store.ok(&["kv", "get", "cfg", "theme", "--revision", "1"]),
+        "dark\n"
+    );
+    let got = store.json(&["kv", "get", "cfg", "theme"]);
+    assert_eq!(
+        (got["revision"].as_u64(), got["payload"].as_str()),
+        (Some(2), Some("light"))
+    );
+    let e = store.fail(&["kv", "put", "cfg", "bad key", "v"]);
+    assert!(e.contains("invalid KV key \"bad key\""), "{e}");
+    let e = store.fail(&["kv", "put", "cfg", "big", &"x".repeat(65)]);
+    assert!(e.contains("65 bytes") && e.contains("64 bytes"), "{e}");
+    store.ok(&["kv", "put", "cfg", "users.1", "ann"]);
+    store.ok(&["kv", "del", "cfg", "theme"]);
+    assert_eq!(store.ok(&["kv", "keys", "cfg"]), "users.1\n");
+    let history = store.json_lines(&["kv", "history", "cfg", "theme"]);
+    let ops: Vec<_> = history
+        .iter()
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["PUT", "PUT", "DEL"]);
+    let e = store.fail(&["kv", "get", "cfg", "theme"]);
+    assert!(e.contains("has no value"), "{e}");
+    let watched = store.json_lines(&["kv", "watch", "cfg", "--count", "2"]);
+    let keys: Vec<_> = watched.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["users.1", "theme"]); // revision order
+    let listed = store.json(&["kv", "ls"]);
+    assert_eq!(listed[0]["bucket"], "cfg");
+    store.ok(&["kv", "rm", "cfg", "--force"]);
+    let e = store.fail(&["kv", "get", "cfg", "theme"]);
+    assert!(e.contains("durabus kv add cfg"), "{e}");
+}

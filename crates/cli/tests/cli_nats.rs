@@ -1302,3 +1302,36 @@ fn bench_runs_on_nats_without_a_disk_baseline() {
         "{list}"
     );
 }
+
+#[test]
+fn kv_watch_in_one_process_sees_puts_from_another() {
+    let nats = Nats::shared();
+    nats.ok(&["kv", "add", "cli_watch", "--history", "5"]);
+    nats.ok(&["kv", "put", "cli_watch", "a", "before"]);
+    let watch = nats.spawn(
+        &["--json", "kv", "watch", "cli_watch", "--count", "3"],
+        "watching",
+    );
+    nats.ok(&["kv", "put", "cli_watch", "b", "live"]);
+    nats.ok(&["kv", "del", "cli_watch", "a"]);
+    let lines = watch.stdout_lines(3);
+    let entries: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let v = json(l);
+            (
+                v["key"].as_str().unwrap().to_owned(),
+                v["operation"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("a".into(), "PUT".into()),
+            ("b".into(), "PUT".into()),
+            ("a".into(), "DEL".into())
+        ]
+    );
+    nats.ok(&["kv", "rm", "cli_watch", "--force"]);
+}

@@ -85,7 +85,9 @@ pub struct KvConfig {
     pub history: u8,
     /// Entries older than this are removed. Default: kept.
     pub ttl: Option<Duration>,
-    /// Largest value accepted. Default unlimited.
+    /// Largest value accepted. Default unlimited. As on NATS, the store
+    /// applies it to the whole message: the header an `update` carries
+    /// (about 45 bytes) counts too, so leave room for it.
     pub max_value_size: Option<u32>,
     /// Largest bucket; a full bucket refuses writes. Default unlimited.
     pub max_bytes: Option<u64>,
@@ -515,6 +517,7 @@ impl Kv {
             .headers
             .get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
             .and_then(|v| v.parse().ok());
+        let has_headers = !message.headers.is_empty();
         match self.bus.backend().publish(message).await {
             Ok(Some(ack)) => {
                 tracing::Span::current().record("revision", ack.seq);
@@ -530,12 +533,16 @@ impl Kv {
                 expected: expected.unwrap_or(0),
                 current,
             }),
-            Err(Error::MaxPayloadExceeded { size, max }) => Err(Error::ValueTooLarge {
-                bucket: self.bucket.clone(),
-                key: key.to_owned(),
-                size,
-                max,
-            }),
+            // With headers (a CAS update, a marker) the store's size is not
+            // the value's: its own error says so.
+            Err(Error::MaxPayloadExceeded { size, max }) if !has_headers => {
+                Err(Error::ValueTooLarge {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    size,
+                    max,
+                })
+            }
             Err(e) => Err(self.err(e)),
         }
     }
