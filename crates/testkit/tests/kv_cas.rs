@@ -8,12 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use durabus::kv::{CasRetry, Operation};
-use durabus::{Bus, ConnectOptions, Error, KvConfig};
+use durabus::kv::Operation;
+use durabus::{Bus, ConnectOptions, KvConfig};
+use durabus_conformance::increment_concurrently;
 use durabus_testkit::nats::NatsServer;
 
 const TASKS: usize = 4;
@@ -30,37 +29,7 @@ fn rounds() -> usize {
 /// returned Ok.
 async fn round(bus: &Bus) -> u64 {
     let kv = bus.kv("counter").await.unwrap();
-    let ok = Arc::new(AtomicU64::new(0));
-    let retry = CasRetry {
-        max_retries: 100,
-        ..CasRetry::default()
-    };
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let (kv, ok) = (kv.clone(), ok.clone());
-            tokio::spawn(async move {
-                for _ in 0..PER_TASK {
-                    match kv
-                        .update_json_with("n", retry, |n: Option<u64>| n.unwrap_or(0) + 1)
-                        .await
-                    {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(Error::Conflict { .. }) => {}
-                        Err(e) => panic!("update_json failed: {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(120), t)
-            .await
-            .expect("a round finishes")
-            .unwrap();
-    }
-    ok.load(Ordering::Relaxed)
+    increment_concurrently(&kv, "n", TASKS, PER_TASK).await
 }
 
 /// The watch from revision 1 yields the kept changes, the counter's last

@@ -1,14 +1,12 @@
 //! KV buckets in the NATS KV layout: the same answers on every backend.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use durabus::kv::{CasRetry, Entry, KvConfig, Operation, Watch};
 use durabus::{Bus, Error, Kv, StorageType};
 
-use crate::{assert_err, eventually, names, WAIT};
+use crate::{assert_err, eventually, increment_concurrently, names, WAIT};
 
 async fn bucket(bus: &Bus, case: &str, config: impl FnOnce(KvConfig) -> KvConfig) -> Kv {
     let name = names(case).stream("kv");
@@ -405,34 +403,7 @@ pub async fn kv_json_values_round_trip_and_bad_json_is_a_codec_error(bus: &Bus) 
 /// counted exactly once in the final value.
 pub async fn kv_concurrent_update_json_counts_every_successful_swap(bus: &Bus) {
     let kv = bucket(bus, "kv_cas", |c| c).await;
-    let ok = Arc::new(AtomicU64::new(0));
-    let retry = CasRetry {
-        max_retries: 50,
-        ..CasRetry::default()
-    };
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (kv, ok) = (kv.clone(), ok.clone());
-            tokio::spawn(async move {
-                for _ in 0..10 {
-                    match kv
-                        .update_json_with("n", retry, |n: Option<u64>| n.unwrap_or(0) + 1)
-                        .await
-                    {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(Error::Conflict { .. }) => {}
-                        Err(e) => panic!("update_json: {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        tokio::time::timeout(WAIT * 3, t).await.unwrap().unwrap();
-    }
-    let n = ok.load(Ordering::Relaxed);
+    let n = increment_concurrently(&kv, "n", 8, 10).await;
     assert!(n > 0);
     assert_eq!(kv.get_json::<u64>("n").await.unwrap(), Some(n));
 }

@@ -264,3 +264,45 @@ pub async fn settle(bus: &Bus, delivery: &Delivery, kind: AckKind) {
 pub fn delivered_seqs(deliveries: &[Delivery]) -> Vec<u64> {
     deliveries.iter().map(Delivery::stream_seq).collect()
 }
+
+/// `tasks` tasks each try `per_task` JSON increments of `key` with
+/// `update_json_with` (up to 100 retries); returns how many returned Ok.
+/// A `Conflict` is a lost increment, any other error a failure.
+pub async fn increment_concurrently(
+    kv: &durabus::Kv,
+    key: &str,
+    tasks: usize,
+    per_task: usize,
+) -> u64 {
+    let ok = std::sync::Arc::new(AtomicU64::new(0));
+    let retry = durabus::kv::CasRetry {
+        max_retries: 100,
+        ..Default::default()
+    };
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (kv, ok, key) = (kv.clone(), ok.clone(), key.to_owned());
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    match kv
+                        .update_json_with(&key, retry, |n: Option<u64>| n.unwrap_or(0) + 1)
+                        .await
+                    {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(durabus::Error::Conflict { .. }) => {}
+                        Err(e) => panic!("update_json of {key:?} failed: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        match tokio::time::timeout(WAIT * 6, h).await {
+            Ok(joined) => joined.unwrap(),
+            Err(_) => panic!("increments of {key:?} did not finish within {:?}", WAIT * 6),
+        }
+    }
+    ok.load(Ordering::Relaxed)
+}
