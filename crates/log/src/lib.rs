@@ -25,6 +25,9 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+/// Entry points of the micro-benchmarks; not a stable API.
+#[doc(hidden)]
+pub mod bench;
 mod checkpoint;
 mod consumer;
 mod dump;
