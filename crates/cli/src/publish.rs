@@ -68,7 +68,7 @@ fn substitute(text: &str, i: u64) -> String {
 }
 
 /// The payload from the argument, or all of stdin when it is piped.
-fn read_payload(arg: Option<String>) -> anyhow::Result<Bytes> {
+pub(crate) fn read_payload(arg: Option<String>) -> anyhow::Result<Bytes> {
     if let Some(text) = arg {
         return Ok(Bytes::from(text));
     }
