@@ -562,7 +562,8 @@ impl Bus {
                     break;
                 };
                 let (bus, handler, tally) = (bus.clone(), handler.clone(), tally.clone());
-                workers.spawn(async move {
+                let span = tracing::info_span!("durabus.respond", subject = %request.subject);
+                let work = async move {
                     let subject = request.subject.clone();
                     let (reply, counter) = match handler(request).await {
                         Ok(r) => {
@@ -587,7 +588,8 @@ impl Bus {
                         }
                     };
                     drop(permit);
-                });
+                };
+                workers.spawn(work.instrument(span));
             }
             // Graceful: no new requests; those in flight finish and reply.
             drop(requests);
