@@ -1,6 +1,6 @@
 //! `durabus`: the command-line tool for durabus stores and NATS JetStream.
 //!
-//! Verbs follow the `nats` CLI: `pub`, `sub`, `replay`, `stream ...` (add,
+//! Verbs follow the `nats` CLI: `pub`, `sub`, `req`, `reply`, `replay`, `stream ...` (add,
 //! edit, ls, info, rm, purge, get, rmm), `consumer ...` (add, ls, info, rm,
 //! next), `dlq ...` (ls, redrive), `dump`, `verify` and `bench`. Every
 //! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
@@ -16,6 +16,7 @@ mod output;
 mod parse;
 mod publish;
 mod replay;
+mod request;
 mod session;
 mod stream;
 
@@ -60,6 +61,16 @@ enum Command {
     /// memory: store lives inside one process (a file: directory is locked by
     /// it), so there `sub` can only see publishes of its own process.
     Sub(publish::SubArgs),
+    /// Send a request and print the reply (or, with --replies, every reply
+    /// that arrives in time); retries with --retries.
+    ///
+    /// An embedded file: or memory: store lives inside one process, so
+    /// there only responders of this same process could answer: use a
+    /// nats:// URL to reach `durabus reply` or other services.
+    Req(request::ReqArgs),
+    /// Answer requests on a subject with a fixed payload, their own
+    /// payload (--echo) or an error (--error), printing each request.
+    Reply(request::ReplyArgs),
     /// Print the messages stored in a stream, in sequence order.
     Replay(replay::ReplayArgs),
     /// Manage streams: add, ls, info, rm, purge, get, rmm.
@@ -102,6 +113,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pub(args) => publish::run_pub(&global, args).await,
         Command::Sub(args) => publish::run_sub(&global, args).await,
+        Command::Req(args) => request::run_req(&global, args).await,
+        Command::Reply(args) => request::run_reply(&global, args).await,
         Command::Replay(args) => replay::run(&global, args).await,
         Command::Stream(cmd) => stream::run(&global, cmd).await,
         Command::Consumer(cmd) => consumer::run(&global, cmd).await,

@@ -148,6 +148,18 @@ fn errors_under_json_are_json_on_stderr() {
 }
 
 #[test]
+fn req_without_responders_fails_with_no_responders_after_its_retries() {
+    let store = Store::new();
+    let stderr = store.fail(&["req", "billing.quote", "x", "--retries", "2"]);
+    assert!(
+        stderr.contains("request to billing.quote failed: no responders on subject"),
+        "{stderr}"
+    );
+    let stderr = store.fail(&["req", "billing.*", "x"]);
+    assert!(stderr.contains("wildcard"), "{stderr}");
+}
+
+#[test]
 fn a_message_no_stream_captures_goes_to_live_subscribers_only() {
     let store = Store::new().with_orders_stream();
     let out = store.ok(&["pub", "audit.login", "x"]);

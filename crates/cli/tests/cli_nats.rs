@@ -913,6 +913,71 @@ fn sub_says_when_the_server_goes_away_and_still_stops_promptly() {
     );
 }
 
+// ---------------------------------------------------------------- req, reply
+
+#[test]
+fn req_gets_the_echo_of_a_reply_process_with_its_headers() {
+    let nats = Nats::shared();
+    let reply = nats.spawn(
+        &["reply", "reqecho.svc", "--echo", "--count", "1"],
+        "listening for requests",
+    );
+    let answer = nats.json(&["req", "reqecho.svc", "hello", "-H", "Tenant:acme"]);
+    assert_eq!(answer["payload"], "hello", "{answer}");
+    assert!(
+        answer["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["Tenant", "acme"])),
+        "{answer}"
+    );
+    let mut child = reply.child;
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "reply exited with {status}");
+}
+
+#[test]
+fn req_reports_the_error_reply_of_a_service_with_its_code() {
+    let nats = Nats::shared();
+    let _reply = nats.spawn(
+        &["reply", "reqerr.svc", "--error", "422:order has no lines"],
+        "listening for requests",
+    );
+    let stderr = nats.fail_cleanly(&["req", "reqerr.svc", "x"]);
+    assert!(
+        stderr.contains("answered with error 422: order has no lines"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn req_with_replies_collects_the_answer_of_every_responder() {
+    let nats = Nats::shared();
+    let _a = nats.spawn(
+        &["reply", "reqmany.svc", "from-a"],
+        "listening for requests",
+    );
+    let _b = nats.spawn(
+        &["reply", "reqmany.svc", "from-b"],
+        "listening for requests",
+    );
+    let mut payloads: Vec<String> = nats
+        .json_lines(&[
+            "req",
+            "reqmany.svc",
+            "x",
+            "--replies",
+            "2",
+            "--timeout",
+            "20s",
+        ])
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap().to_owned())
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads, ["from-a", "from-b"]);
+}
+
 // ---------------------------------------------------------------- replay
 
 #[test]

@@ -186,21 +186,46 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
-    /// A payload could not be encoded or decoded.
-    #[error("cannot {action} {what}: {reason}")]
-    Codec {
-        /// "encode" or "decode".
-        action: &'static str,
-        /// What, e.g. `key "a" of bucket "b" as JSON`.
-        what: String,
-        /// The codec's message.
-        reason: String,
-    },
     /// A request found nobody listening on its subject.
     #[error("no responders on subject {subject:?}")]
     NoResponders {
         /// The request subject.
         subject: String,
+    },
+    /// A responder answered with an error reply (the NATS micro
+    /// `Nats-Service-Error` / `Nats-Service-Error-Code` headers). The request
+    /// was delivered and handled; it is not retried.
+    #[error("the service on {subject:?} answered with error {code}: {message}; the request was handled and refused, see the service's logs or fix the request")]
+    ServiceError {
+        /// The request subject.
+        subject: String,
+        /// The error code (`Nats-Service-Error-Code`; 500 when the header is
+        /// not a number).
+        code: u16,
+        /// The error description (`Nats-Service-Error`).
+        message: String,
+    },
+    /// A payload could not be decoded as the type its subject is bound to.
+    #[error("cannot decode the payload on {subject:?} as {type_name} ({content_type}): {reason}; check that the publisher uses the same type and codec")]
+    Decode {
+        /// The subject the message came on.
+        subject: String,
+        /// The type name it was decoded as.
+        type_name: String,
+        /// The codec's content type.
+        content_type: &'static str,
+        /// What the codec reported.
+        reason: String,
+    },
+    /// A value could not be encoded by its codec.
+    #[error("cannot encode a {type_name} as {content_type}: {reason}; the value has a shape this codec cannot represent, choose another codec")]
+    Encode {
+        /// The type name of the value.
+        type_name: String,
+        /// The codec's content type.
+        content_type: &'static str,
+        /// What the codec reported.
+        reason: String,
     },
     /// An operation did not complete in time.
     #[error("timed out after {0:?}")]

@@ -45,6 +45,10 @@ pub enum Outcome {
     /// Not now: retry after this delay (or the backoff in force). Counts as
     /// an attempt.
     RetryLater(Option<Duration>),
+    /// Can never succeed (e.g. a payload that does not decode): dead-letter
+    /// it now, without more attempts, with this reason in the
+    /// [`DLQ_ERROR`] header.
+    Reject(String),
 }
 
 /// How a failed message is retried.
@@ -539,6 +543,10 @@ where
                             tracing::warn!(seq = delivery.stream_seq(), error = %e, "ack failed; the message will be redelivered");
                         }
                     }
+                    return;
+                }
+                Outcome::Reject(reason) => {
+                    self.dead_letter(&delivery, &reason).await;
                     return;
                 }
                 Outcome::Failed(e) => (e, None),

@@ -35,6 +35,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::field::Empty;
 
+use crate::typed::{Codec, Json};
 use crate::{
     Bus, DiscardPolicy, Error, Message, Replay, ReplayOptions, ReplayStart, Result, StorageType,
     StoredMessage, StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
@@ -738,7 +739,7 @@ impl Kv {
 
     /// Sets `key` to `value` encoded as JSON; returns the revision.
     pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<u64> {
-        let bytes = self.encode(key, value)?;
+        let bytes = self.encode(value)?;
         self.put(key, bytes).await
     }
 
@@ -780,7 +781,7 @@ impl Kv {
                 _ => None,
             };
             let new = f(old);
-            let bytes = self.encode(key, &new)?;
+            let bytes = self.encode(&new)?;
             match self.update(key, bytes, seen).await {
                 Ok(rev) => return Ok((new, rev)),
                 Err(Error::WrongRevision { current, .. }) => seen = current,
@@ -796,22 +797,20 @@ impl Kv {
     }
 
     fn decode<T: DeserializeOwned>(&self, key: &str, v: &[u8]) -> Result<T> {
-        serde_json::from_slice(v).map_err(|e| Error::Codec {
-            action: "decode",
-            what: format!("key {key:?} of bucket {:?} as JSON", self.bucket),
+        Json::decode(v).map_err(|e| Error::Decode {
+            subject: format!("{}{key}", self.prefix),
+            type_name: std::any::type_name::<T>().to_owned(),
+            content_type: Json::CONTENT_TYPE,
             reason: e.to_string(),
         })
     }
 
-    fn encode<T: Serialize>(&self, key: &str, value: &T) -> Result<Bytes> {
-        serde_json::to_vec(value)
+    fn encode<T: Serialize>(&self, value: &T) -> Result<Bytes> {
+        Json::encode(value)
             .map(Bytes::from)
-            .map_err(|e| Error::Codec {
-                action: "encode",
-                what: format!(
-                    "the value for key {key:?} of bucket {:?} as JSON",
-                    self.bucket
-                ),
+            .map_err(|e| Error::Encode {
+                type_name: std::any::type_name::<T>().to_owned(),
+                content_type: Json::CONTENT_TYPE,
                 reason: e.to_string(),
             })
     }

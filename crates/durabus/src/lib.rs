@@ -30,7 +30,9 @@ pub mod consume;
 pub mod fuzzing;
 pub mod kv;
 mod publisher;
+pub mod request;
 mod supervise;
+pub mod typed;
 mod url;
 
 use std::sync::Arc;
@@ -57,6 +59,9 @@ pub use durabus_core::{
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
 pub use kv::{Kv, KvConfig};
 pub use publisher::{PublishEvent, Publisher};
+pub use request::{
+    Reply, ReplyError, RequestManyOptions, RequestOptions, Responder, ResponderStats, RetryOn,
+};
 pub use supervise::{
     Callback, Callbacks, Readiness, Stats, StatusCallback, Supervised, SupervisorConfig,
 };
@@ -186,16 +191,20 @@ impl Bus {
         self.backend.subscribe(filter, Some(group)).await
     }
 
-    /// Sends a request and waits up to `timeout` for the reply.
+    /// Sends a request and waits up to `timeout` for the reply. An error
+    /// reply is [`Error::ServiceError`]. [`Bus::request_with`] adds headers
+    /// and retries.
     pub async fn request(
         &self,
         subject: impl Into<String>,
         payload: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Message> {
-        self.backend
-            .request(Message::new(subject, payload), timeout)
-            .await
+        self.request_with(
+            Message::new(subject, payload),
+            RequestOptions::new().timeout(timeout),
+        )
+        .await
     }
 
     /// The stored message at `seq`.

@@ -1153,7 +1153,11 @@ impl Backend for NatsBackend {
             None => client.subscribe(filter.to_owned()).await,
         }
         .map_err(|e| self.closed_or(e))?;
+        // The server's no-responders status (sent to a reply subject when a
+        // request found nobody) is a signal, not a published message: the
+        // embedded backend never delivers one, so neither does this one.
         let stream = sub
+            .filter(|m| futures::future::ready(m.status != Some(StatusCode::NO_RESPONDERS)))
             .map(from_nats_message)
             .take_until(self.closed_signal())
             .boxed();

@@ -266,9 +266,29 @@ macro_rules! conformance_suite {
                 kv_value_over_the_limit_names_both_sizes,
                 kv_buckets_are_created_opened_listed_and_deleted,
                 kv_entries_expire_after_the_ttl,
-                kv_json_values_round_trip_and_bad_json_is_a_codec_error,
+                kv_json_values_round_trip_and_bad_json_is_a_decode_error,
                 kv_concurrent_update_json_counts_every_successful_swap,
                 kv_update_json_gives_up_with_conflict_when_swaps_keep_losing,
+            }
+            requests {
+                retried_request_succeeds_when_a_responder_appears_late,
+                no_responders_after_the_retries_are_used_up,
+                service_errors_arrive_typed_with_code_and_message,
+                responders_skip_messages_without_a_reply_subject,
+                request_many_collects_from_several_responders_and_stops_at_count_or_timeout,
+                queue_group_responders_answer_each_request_once,
+                responder_shutdown_finishes_requests_in_flight,
+            }
+            typed {
+                json_values_round_trip_through_typed_subjects,
+                msgpack_values_round_trip_through_typed_subjects,
+                cbor_values_round_trip_through_typed_subjects,
+                typed_publish_outside_the_pattern_is_refused_and_sends_nothing,
+                typed_subscription_reports_undecodable_messages_and_goes_on,
+                typed_requests_get_typed_replies_and_bad_requests_a_400,
+                registry_dispatches_mixed_types_to_their_handlers,
+                unknown_and_undecodable_types_go_to_the_dlq_with_the_reason,
+                typed_consume_dead_letters_undecodable_payloads_at_once,
             }
             // CASES-END
         }
@@ -3436,6 +3456,10 @@ pub mod runner {
 }
 
 pub mod kv;
+/// Request/reply over the facade: retries, responders, request_many.
+pub mod requests;
+/// Typed subjects, codecs and the payload-type registry.
+pub mod typed;
 
 #[cfg(test)]
 mod tests {
