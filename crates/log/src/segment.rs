@@ -249,13 +249,32 @@ pub(crate) enum ScanEnd {
 /// `f(offset, record)` for each; `f` returns false to stop early.
 pub(crate) fn scan(
     file: &dyn StorageFile,
-    mut offset: u64,
+    offset: u64,
     limit: u64,
     f: &mut dyn FnMut(u64, &record::RecordRef<'_>) -> Result<bool, durabus_core::Error>,
 ) -> Result<ScanEnd, ScanError> {
+    scan_from(file, offset, limit, CHUNK, f)
+}
+
+/// Bytes a lookup reads first: an index entry is at most
+/// [`INDEX_INTERVAL`] before the record wanted, so small records are found
+/// in one small read.
+pub(crate) const LOOKUP_CHUNK: usize = 2 * INDEX_INTERVAL as usize;
+
+/// [`scan`] whose first read is `first` bytes (later ones [`CHUNK`]): for
+/// lookups that expect to stop soon.
+pub(crate) fn scan_from(
+    file: &dyn StorageFile,
+    mut offset: u64,
+    limit: u64,
+    first: usize,
+    f: &mut dyn FnMut(u64, &record::RecordRef<'_>) -> Result<bool, durabus_core::Error>,
+) -> Result<ScanEnd, ScanError> {
     let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = first.clamp(record::HEADER_SIZE, CHUNK);
     while offset < limit {
-        let want = ((limit - offset) as usize).min(CHUNK);
+        let want = ((limit - offset) as usize).min(chunk);
+        chunk = CHUNK;
         buf.resize(want, 0);
         read_full(file, &mut buf, offset)?;
         let mut pos = 0usize;

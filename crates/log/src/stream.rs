@@ -1859,7 +1859,7 @@ impl Stream {
             (g.seg_file(self.storage(), base)?, start, limit, path)
         };
         let mut found = None;
-        let end = segment::scan(&*file, start, limit, &mut |_, r| {
+        let end = segment::scan_from(&*file, start, limit, segment::LOOKUP_CHUNK, &mut |_, r| {
             if r.kind == Kind::Message && r.seq >= seq {
                 if r.seq == seq {
                     found = Some(stored_from(&self.name, r, None));
@@ -1922,7 +1922,7 @@ impl Stream {
             )
         };
         let mut found = None;
-        segment::scan(&*file, start, limit, &mut |_, r| {
+        segment::scan_from(&*file, start, limit, segment::LOOKUP_CHUNK, &mut |_, r| {
             if r.kind == Kind::Message && r.time >= t {
                 found = Some(r.seq);
                 return Ok(false);

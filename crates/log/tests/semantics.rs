@@ -583,3 +583,49 @@ async fn after_close_every_call_returns_closed() {
         assert_eq!(s.status(), durabus_core::ConnectionStatus::Closed);
     }
 }
+
+/// Reads by sequence find records of every size, below, around and far
+/// above the lookup's first read (8 KiB), wherever they sit after an index
+/// entry, and so does the time lookup.
+#[tokio::test]
+async fn get_finds_records_of_every_size_around_the_first_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, s) in both(tmp.path()) {
+        s.create_stream(StreamConfig::new("S").subjects(["a.>"]))
+            .await
+            .unwrap();
+        let sizes = [1usize, 100, 4000, 8100, 8192, 9000, 300_000, 3, 70_000, 50];
+        let mut sent = Vec::new();
+        for round in 0..3u8 {
+            for (i, n) in sizes.iter().enumerate() {
+                let payload = vec![round * 16 + i as u8; *n];
+                let ack = s
+                    .publish(Message::new(format!("a.{i}"), payload.clone()))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                sent.push((ack.seq, payload));
+            }
+        }
+        for (seq, payload) in &sent {
+            let m = s.get_message("S", *seq).await.unwrap();
+            assert_eq!(m.seq, *seq, "{kind}");
+            assert_eq!(&m.payload[..], &payload[..], "{kind} seq {seq}");
+        }
+        for (seq, _) in sent.iter().step_by(7) {
+            let m = s.get_message("S", *seq).await.unwrap();
+            let from_time = s
+                .replay(
+                    "S",
+                    durabus_core::ReplayOptions::from_time(m.time).stop_at_end(),
+                )
+                .await
+                .unwrap()
+                .next()
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(from_time.seq <= *seq && from_time.time == m.time, "{kind}");
+        }
+    }
+}
