@@ -7,6 +7,7 @@ use std::time::Duration;
 use durabus_core::{Backend, ConnectionStatus, Error, Result};
 
 use crate::supervise::{Callbacks, Supervised, SupervisorConfig};
+use crate::trace::Propagation;
 use crate::url::{parse_url, BackendUrl};
 use crate::Bus;
 
@@ -38,6 +39,8 @@ pub struct ConnectOptions {
     nats: durabus_nats::NatsOptions,
     supervisor: SupervisorConfig,
     callbacks: Callbacks,
+    propagation: Propagation,
+    service: Option<String>,
 }
 
 impl ConnectOptions {
@@ -49,17 +52,17 @@ impl ConnectOptions {
 
     /// Connects to the backend named by `url` (see [`crate::connect`]).
     pub async fn connect(self, url: &str) -> Result<Bus> {
-        match parse_url(url)? {
+        let bus = match parse_url(url)? {
             BackendUrl::File { path, options } => {
                 let store =
                     tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
                         .await
                         .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
-                Ok(Bus::from_backend(Arc::new(store)))
+                Bus::from_backend(Arc::new(store))
             }
-            BackendUrl::Memory { options } => Ok(Bus::from_backend(Arc::new(
-                durabus_log::Store::memory(options)?,
-            ))),
+            BackendUrl::Memory { options } => {
+                Bus::from_backend(Arc::new(durabus_log::Store::memory(options)?))
+            }
             #[cfg(feature = "nats")]
             BackendUrl::Nats { url } => {
                 use secrecy::ExposeSecret as _;
@@ -67,16 +70,41 @@ impl ConnectOptions {
                 let backend =
                     durabus_nats::NatsBackend::connect(url.expose_secret(), self.nats.clone())
                         .await?;
-                self.supervise(Arc::new(backend))
+                return self.supervise(Arc::new(backend));
             }
-        }
+        };
+        Ok(self.stamped(bus))
     }
 
     /// Supervises an already connected networked backend and wraps it in a
     /// [`Bus`] (for backends connected by hand, e.g. a hub client).
     pub fn supervise(self, backend: Arc<dyn Backend>) -> Result<Bus> {
-        let supervised = Supervised::new(backend, self.supervisor, self.callbacks)?;
-        Ok(Bus::supervised(supervised))
+        let supervised = Supervised::new(backend, self.supervisor.clone(), self.callbacks.clone())?;
+        Ok(self.stamped(Bus::supervised(supervised)))
+    }
+
+    /// The bus with this configuration's propagation and service name.
+    fn stamped(self, bus: Bus) -> Bus {
+        let bus = bus.with_propagation(self.propagation);
+        match self.service {
+            Some(name) => bus.with_service(name),
+            None => bus,
+        }
+    }
+
+    /// The service name stamped on every message published (the
+    /// `Durabus-Service` header, see [`crate::trace`]), unless the current
+    /// [`Context`](crate::context::Context) names another.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// Whether publishes are stamped with trace, correlation and service
+    /// headers ([`Propagation::On`], the default) or sent as given.
+    pub fn propagation(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
     }
 
     /// Circuit breaker and health check settings.
