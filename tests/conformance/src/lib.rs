@@ -248,6 +248,15 @@ macro_rules! conformance_suite {
                 long_handlers_are_kept_alive_past_ack_wait,
                 shutdown_finishes_in_flight_work_and_gives_back_the_rest,
             }
+            trace {
+                trace_id_survives_publish_then_consume_and_the_handlers_publish,
+                traceparent_is_generated_when_absent_and_kept_when_present,
+                malformed_traceparent_is_replaced_and_ignored_on_receive,
+                publish_batch_stamps_every_message_and_keeps_given_traceparents,
+                correlation_id_and_service_name_round_trip,
+                request_carries_the_callers_trace_to_the_responder,
+                propagation_off_publishes_messages_unchanged,
+            }
             // CASES-END
         }
     };
@@ -3377,6 +3386,8 @@ pub mod runner {
             .is_empty());
     }
 }
+
+pub mod trace;
 
 #[cfg(test)]
 mod tests {
