@@ -30,6 +30,7 @@ pub mod context;
 #[doc(hidden)]
 pub mod fuzzing;
 mod publisher;
+pub mod room;
 mod supervise;
 pub mod trace;
 mod url;

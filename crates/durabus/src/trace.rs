@@ -457,30 +457,40 @@ impl Stamp {
         }
         context::with_current(|ctx| {
             // The batch's own traceparent, made on first need.
-            let mut ours: Option<(TraceId, String, Option<Arc<str>>)> = None;
+            let mut batch: Option<(TraceId, String, Option<Arc<str>>)> = None;
             let mut first = None;
+            let correlation = ctx.and_then(Context::correlation_id);
+            let service = ctx.and_then(Context::service).or(self.service.as_deref());
+            let mut ours = || {
+                let t = ctx
+                    .and_then(Context::trace)
+                    .map_or_else(TraceContext::generate, TraceContext::child);
+                (t.trace_id, t.traceparent(), t.state)
+            };
             for m in messages.iter_mut() {
                 let h = &mut m.headers;
-                let kept = match h.get(TRACEPARENT) {
-                    Some(v) => match TraceContext::parse(v) {
-                        Ok(t) => Some(t.trace_id),
-                        Err(_) => {
-                            h.remove(TRACEPARENT);
-                            None
-                        }
-                    },
-                    None => None,
+                if h.is_empty() {
+                    // The common case, built at its exact size: one
+                    // allocation for the map (the hot path of batches).
+                    let (id, tp, state) = batch.get_or_insert_with(&mut ours);
+                    first.get_or_insert(*id);
+                    *h = std::iter::once((TRACEPARENT, tp.clone()))
+                        .chain(state.as_ref().map(|s| (TRACESTATE, s.to_string())))
+                        .chain(correlation.map(|c| (CORRELATION_ID, c.to_owned())))
+                        .chain(service.map(|s| (SERVICE, s.to_owned())))
+                        .collect();
+                    continue;
+                }
+                let kept = match h.get(TRACEPARENT).map(TraceContext::parse) {
+                    Some(Ok(t)) => Some(t.trace_id),
+                    Some(Err(_)) | None => None,
                 };
                 let id = match kept {
                     Some(id) => id,
                     None => {
+                        h.remove(TRACEPARENT);
                         h.remove(TRACESTATE);
-                        let (id, tp, state) = ours.get_or_insert_with(|| {
-                            let t = ctx
-                                .and_then(Context::trace)
-                                .map_or_else(TraceContext::generate, TraceContext::child);
-                            (t.trace_id, t.traceparent(), t.state)
-                        });
+                        let (id, tp, state) = batch.get_or_insert_with(&mut ours);
                         h.append(TRACEPARENT, tp.clone());
                         if let Some(s) = state {
                             h.append(TRACESTATE, s.to_string());
@@ -489,12 +499,11 @@ impl Stamp {
                     }
                 };
                 first.get_or_insert(id);
-                if let Some(c) = ctx.and_then(Context::correlation_id) {
+                if let Some(c) = correlation {
                     if h.get(CORRELATION_ID).is_none() {
                         h.append(CORRELATION_ID, c);
                     }
                 }
-                let service = ctx.and_then(Context::service).or(self.service.as_deref());
                 if let Some(s) = service {
                     if h.get(SERVICE).is_none() {
                         h.append(SERVICE, s);

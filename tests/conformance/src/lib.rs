@@ -257,6 +257,14 @@ macro_rules! conformance_suite {
                 request_carries_the_callers_trace_to_the_responder,
                 propagation_off_publishes_messages_unchanged,
             }
+            rooms {
+                persisted_room_late_joiner_gets_the_scrollback,
+                persisted_room_scrollback_is_bounded_by_its_history,
+                ephemeral_room_has_no_scrollback,
+                offline_peer_of_a_persisted_room_resumes_from_its_last_ack_without_repeats,
+                a_peer_never_receives_its_own_messages,
+                rooms_whose_names_sanitize_alike_stay_apart,
+            }
             // CASES-END
         }
     };
@@ -3387,6 +3395,7 @@ pub mod runner {
     }
 }
 
+pub mod rooms;
 pub mod trace;
 
 #[cfg(test)]
