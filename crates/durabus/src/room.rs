@@ -220,6 +220,7 @@ impl Room {
                     Err(e) => return Err(e),
                 };
                 let inbox = Inbox::Durable {
+                    stream: stream.clone(),
                     consumer,
                     taken: VecDeque::new(),
                 };
@@ -321,6 +322,7 @@ impl RoomSender {
 enum Inbox {
     Live(Subscription),
     Durable {
+        stream: String,
         consumer: String,
         /// Fetched, not yet handed out (acked when handed out).
         taken: VecDeque<Delivery>,
@@ -388,7 +390,11 @@ impl Member {
                     seq: None,
                 }));
             },
-            Inbox::Durable { consumer, taken } => loop {
+            Inbox::Durable {
+                stream,
+                consumer,
+                taken,
+            } => loop {
                 if let Some(d) = taken.front() {
                     // Acked before it leaves the buffer: a failed or
                     // cancelled ack hands it out again, never loses it.
@@ -402,9 +408,6 @@ impl Member {
                     }
                     return Some(Ok(m));
                 }
-                let Some(stream) = self.room.stream.as_deref() else {
-                    return None;
-                };
                 match bus.fetch(stream, consumer, FETCH_BATCH, FETCH_WAIT).await {
                     Ok(more) => taken.extend(more),
                     Err(Error::Closed) => return None,

@@ -2,6 +2,8 @@
 //! room on `file:` (peers take turns: scrollback, then resuming), and an
 //! ephemeral room on a real nats-server (two peers at once).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

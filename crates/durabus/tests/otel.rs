@@ -1,6 +1,8 @@
 //! durabus's `traceparent` / `tracestate` headers and OpenTelemetry's W3C
 //! `TraceContextPropagator` understand each other, both ways.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
