@@ -73,23 +73,21 @@ impl ConnectOptions {
                 return self.supervise(Arc::new(backend));
             }
         };
-        Ok(self.stamped(bus))
+        Ok(stamped(bus, self.propagation, self.service))
     }
 
     /// Supervises an already connected networked backend and wraps it in a
     /// [`Bus`] (for backends connected by hand, e.g. a hub client).
     pub fn supervise(self, backend: Arc<dyn Backend>) -> Result<Bus> {
-        let supervised = Supervised::new(backend, self.supervisor.clone(), self.callbacks.clone())?;
-        Ok(self.stamped(Bus::supervised(supervised)))
-    }
-
-    /// The bus with this configuration's propagation and service name.
-    fn stamped(self, bus: Bus) -> Bus {
-        let bus = bus.with_propagation(self.propagation);
-        match self.service {
-            Some(name) => bus.with_service(name),
-            None => bus,
-        }
+        let ConnectOptions {
+            supervisor,
+            callbacks,
+            propagation,
+            service,
+            ..
+        } = self;
+        let supervised = Supervised::new(backend, supervisor, callbacks)?;
+        Ok(stamped(Bus::supervised(supervised), propagation, service))
     }
 
     /// The service name stamped on every message published (the
@@ -257,5 +255,14 @@ impl ConnectOptions {
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.nats.drain_timeout = timeout;
         self
+    }
+}
+
+/// `bus` with the configured propagation and service name.
+fn stamped(bus: Bus, propagation: Propagation, service: Option<String>) -> Bus {
+    let bus = bus.with_propagation(propagation);
+    match service {
+        Some(name) => bus.with_service(name),
+        None => bus,
     }
 }
