@@ -71,7 +71,11 @@ fn a_published_message_shows_in_info_replay_and_dump() {
     assert_eq!(record["seq"], 1);
     assert_eq!(record["subject"], "orders.eu.created");
     assert_eq!(record["payload"], "order 1");
-    assert_eq!(record["headers"], serde_json::json!([["Tenant", "acme"]]));
+    // The user's header, then the traceparent every Bus publish stamps.
+    let headers = record["headers"].as_array().unwrap();
+    assert_eq!(headers[0], serde_json::json!(["Tenant", "acme"]));
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    assert_eq!(headers[1][0], "traceparent", "{headers:?}");
 }
 
 #[test]

@@ -647,7 +647,14 @@ fn pub_takes_the_payload_from_the_argument_or_stdin() {
 
     let first = nats.json(&["stream", "get", "PUB", "1"]);
     assert_eq!(first["payload"], "from the argument");
-    assert_eq!(first["headers"], serde_json::json!([["Tenant", "acme"]]));
+    // The user's header, and the traceparent every Bus publish stamps.
+    let headers = first["headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&serde_json::json!(["Tenant", "acme"])),
+        "{headers:?}"
+    );
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    assert!(headers.iter().any(|h| h[0] == "traceparent"), "{headers:?}");
     let second = nats.json(&["stream", "get", "PUB", "2"]);
     assert_eq!(second["payload_base64"], "/wAB");
     let raw = nats.run(&["stream", "get", "PUB", "2", "--raw"]);
@@ -686,7 +693,9 @@ fn headers_keep_the_order_of_each_names_values() {
     assert_eq!(values("Z"), ["1", "3"], "{pairs:?}");
     assert_eq!(values("A"), ["2"], "{pairs:?}");
     assert_eq!(values("M"), ["4"], "{pairs:?}");
-    assert_eq!(pairs.len(), 4, "{pairs:?}");
+    // Besides the traceparent every Bus publish stamps.
+    assert_eq!(values("traceparent").len(), 1, "{pairs:?}");
+    assert_eq!(pairs.len(), 5, "{pairs:?}");
 }
 
 #[test]
@@ -788,9 +797,11 @@ fn a_too_large_message_is_refused_with_the_limit() {
         "--max-msg-size",
         "16",
     ]);
+    // 19 bytes of payload; NATS counts the headers (the stamped
+    // traceparent) in the size too.
     let stderr = nats.fail_cleanly(&["pub", "large.a", "0123456789abcdefXYZ"]);
     assert!(
-        stderr.contains("19 bytes") && stderr.contains("16"),
+        stderr.contains(" bytes exceeds the maximum of 16 bytes"),
         "{stderr}"
     );
 }
@@ -833,9 +844,11 @@ fn sub_counts_what_it_printed_and_stops_on_sigint() {
     let nats = Nats::shared();
     let sub = nats.spawn(&["sub", "subint.*"], "listening on");
     nats.ok(&["pub", "subint.x", "hello"]);
-    let lines = sub.stdout_lines(2);
+    // Title, the stamped traceparent header, payload.
+    let lines = sub.stdout_lines(3);
     assert!(lines[0].contains("subint.x"), "{lines:?}");
-    assert_eq!(lines[1], "hello");
+    assert!(lines[1].starts_with("  traceparent: 00-"), "{lines:?}");
+    assert_eq!(lines[2], "hello");
     let (status, took, stderr) = sub.signal("INT");
     assert!(status.success(), "sub exited with {status}: {stderr:?}");
     assert!(took < Duration::from_secs(3), "sub took {took:?} to stop");
