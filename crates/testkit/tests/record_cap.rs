@@ -62,7 +62,11 @@ async fn messages_over_the_record_cap_are_refused_and_the_store_reopens() {
 async fn messages_at_the_record_field_limits_are_refused_or_stored_intact() {
     let dir = temp_dir();
     let url = file_url(dir.path(), "none");
-    let bus = durabus::connect(&url).await.unwrap();
+    // Stored exactly as given: no traceparent stamped (durabus::trace).
+    let bus = durabus::connect(&url)
+        .await
+        .unwrap()
+        .with_propagation(durabus::Propagation::Off);
     bus.create_stream(StreamConfig::new("EDGE").subjects(["e.>"]))
         .await
         .unwrap();
