@@ -24,11 +24,14 @@
 //!    consumer handler, whose context is the received message's), the
 //!    message continues that trace: same trace id and flags, a new parent
 //!    id, the context's `tracestate`.
-//! 3. Otherwise a new trace starts: random trace and parent ids, flags
+//! 3. Otherwise, with the feature `opentelemetry`, if the current
+//!    OpenTelemetry span is valid, the message continues it: its trace id,
+//!    flags and `tracestate`, and its span id as the parent id.
+//! 4. Otherwise a new trace starts: random trace and parent ids, flags
 //!    `01` (sampled).
 //!
 //! A malformed `traceparent` (or a `tracestate` without one) is dropped and
-//! replaced as in 2 or 3; bytes from the wire never cause a panic.
+//! replaced as in 2 to 4; bytes from the wire never cause a panic.
 //! One `publish_batch` call is one producer span: every message it stamps
 //! gets the same `traceparent`, so the batch costs one id and one
 //! formatting, and each message one header clone.
@@ -367,6 +370,30 @@ impl TraceContext {
     }
 }
 
+/// The current OpenTelemetry span as the parent of what is published
+/// (feature `opentelemetry`).
+#[cfg(feature = "opentelemetry")]
+fn otel_current() -> Option<TraceContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
+        return None;
+    }
+    let t = TraceContext::new(
+        TraceId::from_bytes(sc.trace_id().to_bytes())?,
+        SpanId::from_bytes(sc.span_id().to_bytes())?,
+        sc.trace_flags().to_u8(),
+    );
+    Some(t.with_tracestate(Some(&sc.trace_state().header())))
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+fn otel_current() -> Option<TraceContext> {
+    None
+}
+
 /// Lowercase hex (at most 16 digits) to a number; `None` for anything else.
 fn hex_u64(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &d| {
@@ -462,9 +489,10 @@ impl Stamp {
             let correlation = ctx.and_then(Context::correlation_id);
             let service = ctx.and_then(Context::service).or(self.service.as_deref());
             let mut ours = || {
-                let t = ctx
-                    .and_then(Context::trace)
-                    .map_or_else(TraceContext::generate, TraceContext::child);
+                let t = match ctx.and_then(Context::trace) {
+                    Some(t) => t.child(),
+                    None => otel_current().unwrap_or_else(TraceContext::generate),
+                };
                 (t.trace_id, t.traceparent(), t.state)
             };
             for m in messages.iter_mut() {

@@ -130,3 +130,28 @@ async fn a_trace_opentelemetry_started_continues_through_a_consumer_handler() {
     );
     bus.close().await.unwrap();
 }
+
+/// With the feature `opentelemetry`, a publish outside any durabus context
+/// continues the current OpenTelemetry span: its trace, its span id as the
+/// parent id.
+#[cfg(feature = "opentelemetry")]
+#[tokio::test]
+async fn a_publish_inside_an_opentelemetry_span_continues_it() {
+    use opentelemetry::context::FutureExt as _;
+    let bus = durabus::connect("memory:").await.unwrap();
+    bus.create_stream(durabus::StreamConfig::new("S").subjects(["s.>"]))
+        .await
+        .unwrap();
+    let sc = otel_context(TraceFlags::SAMPLED, &[("vendor", "v1")]);
+    let cx = opentelemetry::Context::new().with_remote_span_context(sc.clone());
+    bus.publish("s.a", "x").with_context(cx).await.unwrap();
+    let stored = bus.get_message("S", 1).await.unwrap();
+    assert_same(&stored.trace_context().unwrap(), &sc);
+    bus.publish("s.b", "y").await.unwrap();
+    let outside = bus.get_message("S", 2).await.unwrap();
+    assert_ne!(
+        outside.trace_context().unwrap().trace_id().to_bytes(),
+        sc.trace_id().to_bytes()
+    );
+    bus.close().await.unwrap();
+}

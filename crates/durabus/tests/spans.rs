@@ -15,9 +15,12 @@ use tracing_subscriber::Layer;
 
 type Fields = BTreeMap<String, String>;
 
+/// Span id, name, fields.
+type SpanLog = Vec<(u64, &'static str, Fields)>;
+
 /// Every span opened, by id: its name and fields (recorded ones included).
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(u64, &'static str, Fields)>>>);
+struct Spans(Arc<Mutex<SpanLog>>);
 
 struct Collect<'a>(&'a mut Fields);
 
