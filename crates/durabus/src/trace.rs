@@ -19,8 +19,8 @@
 //!
 //! 1. A message that already has a valid `traceparent` keeps it (and its
 //!    `tracestate`) unchanged.
-//! 2. Otherwise, if the current [`Context`](crate::context::Context) holds
-//!    a trace (inside [`context::scope`](crate::context::scope), or inside a
+//! 2. Otherwise, if the current [`Context`] holds
+//!    a trace (inside [`context::scope`], or inside a
 //!    consumer handler, whose context is the received message's), the
 //!    message continues that trace: same trace id and flags, a new parent
 //!    id, the context's `tracestate`.
