@@ -99,7 +99,7 @@ impl TraceId {
 
     fn random() -> Self {
         loop {
-            let v: u128 = rand::random();
+            let v = (u128::from(random_u64()) << 64) | u128::from(random_u64());
             if v != 0 {
                 return TraceId(v);
             }
@@ -138,7 +138,7 @@ impl SpanId {
 
     fn random() -> Self {
         loop {
-            let v: u64 = rand::random();
+            let v = random_u64();
             if v != 0 {
                 return SpanId(v);
             }
@@ -157,6 +157,18 @@ impl fmt::Debug for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SpanId({self})")
     }
+}
+
+/// A random number from a per-thread small fast generator seeded by the
+/// OS: ids need to be unique and unguessable enough for tracing, not
+/// secret, and they are made on the publish hot path.
+fn random_u64() -> u64 {
+    use rand::{Rng as _, SeedableRng as _};
+    thread_local! {
+        static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+    }
+    RNG.with(|r| r.borrow_mut().random())
 }
 
 /// Why a `traceparent` value was refused by [`TraceContext::parse`].
@@ -365,8 +377,8 @@ impl TraceContext {
         out[52] = b'-';
         out[53] = HEX[usize::from(self.flags >> 4)];
         out[54] = HEX[usize::from(self.flags & 0xf)];
-        // Only ASCII was written.
-        out.iter().map(|&b| char::from(b)).collect()
+        // Only ASCII was written: no replacement happens.
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
 
@@ -495,14 +507,21 @@ impl Stamp {
                 };
                 (t.trace_id, t.traceparent(), t.state)
             };
-            for m in messages.iter_mut() {
+            let last = messages.len().saturating_sub(1);
+            for (i, m) in messages.iter_mut().enumerate() {
                 let h = &mut m.headers;
                 if h.is_empty() {
                     // The common case, built at its exact size: one
                     // allocation for the map (the hot path of batches).
                     let (id, tp, state) = batch.get_or_insert_with(&mut ours);
                     first.get_or_insert(*id);
-                    *h = std::iter::once((TRACEPARENT, tp.clone()))
+                    // The last message takes the string itself.
+                    let tp = if i == last {
+                        std::mem::take(tp)
+                    } else {
+                        tp.clone()
+                    };
+                    *h = std::iter::once((TRACEPARENT, tp))
                         .chain(state.as_ref().map(|s| (TRACESTATE, s.to_string())))
                         .chain(correlation.map(|c| (CORRELATION_ID, c.to_owned())))
                         .chain(service.map(|s| (SERVICE, s.to_owned())))
