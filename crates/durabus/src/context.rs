@@ -97,11 +97,6 @@ impl Context {
     pub fn service(&self) -> Option<&str> {
         self.service.as_deref()
     }
-
-    /// Runs `future` with this context as [`Context::current`].
-    pub async fn scope<F: Future>(self, future: F) -> F::Output {
-        scope(self, future).await
-    }
 }
 
 /// Runs `future` with `context` as [`Context::current`].
