@@ -71,6 +71,7 @@ fn a_published_message_shows_in_info_replay_and_dump() {
     assert_eq!(record["seq"], 1);
     assert_eq!(record["subject"], "orders.eu.created");
     assert_eq!(record["payload"], "order 1");
+    // Exactly the user's headers: no trace is added outside a trace.
     assert_eq!(record["headers"], serde_json::json!([["Tenant", "acme"]]));
 }
 

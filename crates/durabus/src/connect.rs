@@ -7,6 +7,7 @@ use std::time::Duration;
 use durabus_core::{Backend, ConnectionStatus, Error, Result};
 
 use crate::supervise::{Callbacks, Supervised, SupervisorConfig};
+use crate::trace::Propagation;
 use crate::url::{parse_url, BackendUrl};
 use crate::Bus;
 
@@ -38,6 +39,8 @@ pub struct ConnectOptions {
     nats: durabus_nats::NatsOptions,
     supervisor: SupervisorConfig,
     callbacks: Callbacks,
+    propagation: Propagation,
+    service: Option<String>,
 }
 
 impl ConnectOptions {
@@ -49,17 +52,17 @@ impl ConnectOptions {
 
     /// Connects to the backend named by `url` (see [`crate::connect`]).
     pub async fn connect(self, url: &str) -> Result<Bus> {
-        match parse_url(url)? {
+        let bus = match parse_url(url)? {
             BackendUrl::File { path, options } => {
                 let store =
                     tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
                         .await
                         .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
-                Ok(Bus::from_backend(Arc::new(store)))
+                Bus::from_backend(Arc::new(store))
             }
-            BackendUrl::Memory { options } => Ok(Bus::from_backend(Arc::new(
-                durabus_log::Store::memory(options)?,
-            ))),
+            BackendUrl::Memory { options } => {
+                Bus::from_backend(Arc::new(durabus_log::Store::memory(options)?))
+            }
             #[cfg(feature = "nats")]
             BackendUrl::Nats { url } => {
                 use secrecy::ExposeSecret as _;
@@ -67,16 +70,41 @@ impl ConnectOptions {
                 let backend =
                     durabus_nats::NatsBackend::connect(url.expose_secret(), self.nats.clone())
                         .await?;
-                self.supervise(Arc::new(backend))
+                return self.supervise(Arc::new(backend));
             }
-        }
+        };
+        Ok(stamped(bus, self.propagation, self.service))
     }
 
     /// Supervises an already connected networked backend and wraps it in a
     /// [`Bus`] (for backends connected by hand, e.g. a hub client).
     pub fn supervise(self, backend: Arc<dyn Backend>) -> Result<Bus> {
-        let supervised = Supervised::new(backend, self.supervisor, self.callbacks)?;
-        Ok(Bus::supervised(supervised))
+        let ConnectOptions {
+            supervisor,
+            callbacks,
+            propagation,
+            service,
+            ..
+        } = self;
+        let supervised = Supervised::new(backend, supervisor, callbacks)?;
+        Ok(stamped(Bus::supervised(supervised), propagation, service))
+    }
+
+    /// The service name stamped on every message published (the
+    /// `Durabus-Service` header, see [`crate::trace`]), unless the current
+    /// [`Context`](crate::context::Context) names another.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// How publishes are stamped with trace, correlation and service
+    /// headers: [`Propagation::Continue`] (the default) continues a trace in
+    /// context, [`Propagation::Always`] also starts one for every other
+    /// message, [`Propagation::Off`] sends messages as given.
+    pub fn propagation(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
     }
 
     /// Circuit breaker and health check settings.
@@ -229,5 +257,14 @@ impl ConnectOptions {
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.nats.drain_timeout = timeout;
         self
+    }
+}
+
+/// `bus` with the configured propagation and service name.
+fn stamped(bus: Bus, propagation: Propagation, service: Option<String>) -> Bus {
+    let bus = bus.with_propagation(propagation);
+    match service {
+        Some(name) => bus.with_service(name),
+        None => bus,
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use durabus_core::{AckKind, Delivery, Error, Message, Result, StreamConfig, NATS_MSG_ID};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::Bus;
 
@@ -573,10 +574,25 @@ where
         }
     }
 
-    /// Runs the handler, sending in-progress heartbeats every ack_wait / 2.
+    /// Runs the handler, sending in-progress heartbeats every ack_wait / 2,
+    /// inside a `durabus.consume` span and the message's context (so what
+    /// the handler publishes continues its trace).
     async fn run_handler(&self, delivery: &Delivery) -> Outcome {
-        let work = (self.handler)(delivery.clone());
-        self.keep_alive(delivery, work).await
+        let context = crate::context::Context::from_headers(&delivery.message.headers);
+        let span = tracing::info_span!(
+            "durabus.consume",
+            stream = %self.stream,
+            consumer = %self.consumer,
+            subject = %delivery.message.subject,
+            seq = delivery.stream_seq(),
+            delivered = delivery.delivered(),
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(t) = context.trace() {
+            span.record("trace_id", tracing::field::display(t.trace_id()));
+        }
+        let work = crate::context::scope(context, async { (self.handler)(delivery.clone()).await });
+        self.keep_alive(delivery, work.instrument(span)).await
     }
 
     /// Awaits `work`, telling the backend the delivery is in progress every

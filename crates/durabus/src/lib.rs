@@ -25,13 +25,16 @@
 
 mod connect;
 pub mod consume;
+pub mod context;
 /// Check function of the `url` fuzz target (`fuzz/`); not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod kv;
 mod publisher;
 pub mod request;
+pub mod room;
 mod supervise;
+pub mod trace;
 pub mod typed;
 mod url;
 
@@ -39,6 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tracing::field::{display, Empty};
+use tracing::Instrument as _;
 
 pub use connect::ConnectOptions;
 pub use consume::{
@@ -65,6 +70,7 @@ pub use request::{
 pub use supervise::{
     Callback, Callbacks, Readiness, Stats, StatusCallback, Supervised, SupervisorConfig,
 };
+pub use trace::{MessageContext, Propagation};
 pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 
 /// The embedded engine, for direct use (options, recovery report, dump).
@@ -89,6 +95,8 @@ pub struct Bus {
     backend: Arc<dyn Backend>,
     /// Present for networked backends.
     supervisor: Option<Arc<Supervised>>,
+    /// What publishes are stamped with (`trace`).
+    stamp: trace::Stamp,
 }
 
 impl std::fmt::Debug for Bus {
@@ -110,6 +118,7 @@ impl Bus {
         Bus {
             backend: supervisor.clone(),
             supervisor: Some(supervisor),
+            stamp: trace::Stamp::default(),
         }
     }
 
@@ -118,7 +127,37 @@ impl Bus {
         Bus {
             backend,
             supervisor: None,
+            stamp: trace::Stamp::default(),
         }
+    }
+
+    /// This handle, publishing as service `name` (the [`trace::SERVICE`]
+    /// header) unless the [`context::Context`] names another. Other clones
+    /// keep their own setting.
+    #[must_use]
+    pub fn with_service(mut self, name: impl Into<String>) -> Bus {
+        self.stamp.service = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// This handle, stamping trace, correlation and service headers on
+    /// publish or not (see [`trace`]). Other clones keep their own setting.
+    #[must_use]
+    pub fn with_propagation(mut self, propagation: Propagation) -> Bus {
+        self.stamp.propagation = propagation;
+        self
+    }
+
+    /// The service name this handle publishes as.
+    pub fn service(&self) -> Option<&str> {
+        self.stamp.service.as_deref()
+    }
+
+    /// Stamps messages with the trace, correlation and service headers
+    /// (the rule in [`trace`]), as every `Bus` publish does; for L2 code
+    /// that calls the backend directly. The trace id of the first message.
+    pub(crate) fn stamp(&self, messages: &mut [Message]) -> Option<trace::TraceId> {
+        self.stamp.apply(messages)
     }
 
     /// The backend behind this handle.
@@ -160,25 +199,61 @@ impl Bus {
 
     /// Publishes `payload` to `subject`. `Some(ack)` when a stream stored it,
     /// `None` when no stream captures the subject (live subscribers only).
+    /// The message gets trace, correlation and service headers (see
+    /// [`trace`]).
     pub async fn publish(
         &self,
         subject: impl Into<String>,
         payload: impl Into<Bytes>,
     ) -> Result<Option<PublishAck>> {
-        self.backend.publish(Message::new(subject, payload)).await
+        self.publish_message(Message::new(subject, payload)).await
     }
 
-    /// Publishes a message with headers (msg id, expectations, ...).
-    pub async fn publish_message(&self, message: Message) -> Result<Option<PublishAck>> {
-        self.backend.publish(message).await
+    /// Publishes a message with headers (msg id, expectations, ...), adding
+    /// trace, correlation and service headers it lacks (see [`trace`]).
+    pub async fn publish_message(&self, mut message: Message) -> Result<Option<PublishAck>> {
+        let trace_id = self.stamp(std::slice::from_mut(&mut message));
+        let span = tracing::debug_span!(
+            "durabus.publish",
+            subject = %message.subject,
+            trace_id = Empty,
+            stream = Empty,
+            seq = Empty
+        );
+        if span.is_disabled() {
+            return self.backend.publish(message).await;
+        }
+        if let Some(id) = trace_id {
+            span.record("trace_id", display(id));
+        }
+        let result = self.backend.publish(message).instrument(span.clone()).await;
+        if let Ok(Some(ack)) = &result {
+            span.record("stream", ack.stream.as_str());
+            span.record("seq", ack.seq);
+        }
+        result
     }
 
-    /// Publishes many messages at once; results in input order.
+    /// Publishes many messages at once; results in input order. Messages
+    /// without a `traceparent` all get the same one: one batch is one
+    /// producer span (see [`trace`]).
     pub async fn publish_batch(
         &self,
-        messages: Vec<Message>,
+        mut messages: Vec<Message>,
     ) -> Result<Vec<Result<Option<PublishAck>>>> {
-        self.backend.publish_batch(messages).await
+        let trace_id = self.stamp(&mut messages);
+        let span = tracing::debug_span!(
+            "durabus.publish_batch",
+            count = messages.len(),
+            trace_id = Empty
+        );
+        if span.is_disabled() {
+            return self.backend.publish_batch(messages).await;
+        }
+        if let Some(id) = trace_id {
+            span.record("trace_id", display(id));
+        }
+        self.backend.publish_batch(messages).instrument(span).await
     }
 
     /// Subscribes to live messages matching `filter`.
@@ -191,9 +266,12 @@ impl Bus {
         self.backend.subscribe(filter, Some(group)).await
     }
 
-    /// Sends a request and waits up to `timeout` for the reply. An error
-    /// reply is [`Error::ServiceError`]. [`Bus::request_with`] adds headers
-    /// and retries.
+    /// Sends a request and waits up to `timeout` for the reply. The
+    /// request gets trace, correlation and service headers (see [`trace`]);
+    /// a responder continues with `request.context()`
+    /// ([`MessageContext::context`]). An error reply is
+    /// [`Error::ServiceError`]. [`Bus::request_with`] adds headers and
+    /// retries.
     pub async fn request(
         &self,
         subject: impl Into<String>,

@@ -411,15 +411,25 @@ impl Bus {
     /// let reply = bus.request_with(request, options).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn request_with(&self, message: Message, options: RequestOptions) -> Result<Message> {
+    pub async fn request_with(
+        &self,
+        mut message: Message,
+        options: RequestOptions,
+    ) -> Result<Message> {
+        // Stamped once: every attempt carries the same trace.
+        let trace_id = self.stamp(std::slice::from_mut(&mut message));
         let mut attempt: u32 = 1;
         loop {
             let span = tracing::info_span!(
                 "durabus.request",
                 subject = %message.subject,
                 timeout = ?options.timeout,
-                attempt
+                attempt,
+                trace_id = tracing::field::Empty,
             );
+            if let Some(id) = trace_id {
+                span.record("trace_id", tracing::field::display(id));
+            }
             let result = self
                 .backend
                 .request(message.clone(), options.timeout)
@@ -457,14 +467,19 @@ impl Bus {
     /// ```
     pub async fn request_many(
         &self,
-        message: Message,
+        mut message: Message,
         options: RequestManyOptions,
     ) -> Result<Vec<Result<Message>>> {
+        let trace_id = self.stamp(std::slice::from_mut(&mut message));
         let span = tracing::info_span!(
             "durabus.request_many",
             subject = %message.subject,
-            timeout = ?options.timeout
+            timeout = ?options.timeout,
+            trace_id = tracing::field::Empty,
         );
+        if let Some(id) = trace_id {
+            span.record("trace_id", tracing::field::display(id));
+        }
         self.collect_replies(message, options)
             .instrument(span)
             .await
@@ -562,8 +577,17 @@ impl Bus {
                     break;
                 };
                 let (bus, handler, tally) = (bus.clone(), handler.clone(), tally.clone());
-                let span = tracing::info_span!("durabus.respond", subject = %request.subject);
-                let work = async move {
+                let context = crate::context::Context::from_headers(&request.headers);
+                let span = tracing::info_span!(
+                    "durabus.respond",
+                    subject = %request.subject,
+                    trace_id = tracing::field::Empty,
+                );
+                if let Some(t) = context.trace() {
+                    span.record("trace_id", tracing::field::display(t.trace_id()));
+                }
+                // The handler and its reply continue the request's trace.
+                let work = crate::context::scope(context, async move {
                     let subject = request.subject.clone();
                     let (reply, counter) = match handler(request).await {
                         Ok(r) => {
@@ -588,7 +612,7 @@ impl Bus {
                         }
                     };
                     drop(permit);
-                };
+                });
                 workers.spawn(work.instrument(span));
             }
             // Graceful: no new requests; those in flight finish and reply.

@@ -290,6 +290,24 @@ macro_rules! conformance_suite {
                 unknown_and_undecodable_types_go_to_the_dlq_with_the_reason,
                 typed_consume_dead_letters_undecodable_payloads_at_once,
             }
+            trace {
+                default_propagation_adds_no_trace_outside_a_trace,
+                trace_id_survives_publish_then_consume_and_the_handlers_publish,
+                traceparent_is_generated_when_absent_and_kept_when_present,
+                malformed_traceparent_is_replaced_and_ignored_on_receive,
+                publish_batch_stamps_every_message_and_keeps_given_traceparents,
+                correlation_id_and_service_name_round_trip,
+                request_carries_the_callers_trace_to_the_responder,
+                propagation_off_publishes_messages_unchanged,
+            }
+            rooms {
+                persisted_room_late_joiner_gets_the_scrollback,
+                persisted_room_scrollback_is_bounded_by_its_history,
+                ephemeral_room_has_no_scrollback,
+                offline_peer_of_a_persisted_room_resumes_from_its_last_ack_without_repeats,
+                a_peer_never_receives_its_own_messages,
+                rooms_whose_names_sanitize_alike_stay_apart,
+            }
             // CASES-END
         }
     };
@@ -3455,9 +3473,14 @@ pub mod runner {
     }
 }
 
+/// KV buckets in the NATS KV layout.
 pub mod kv;
 /// Request/reply over the facade: retries, responders, request_many.
 pub mod requests;
+/// Rooms: ephemeral and persisted, scrollback, resuming peers.
+pub mod rooms;
+/// W3C trace context, correlation id and service name across messages.
+pub mod trace;
 /// Typed subjects, codecs and the payload-type registry.
 pub mod typed;
 
