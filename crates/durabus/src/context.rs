@@ -19,7 +19,8 @@
 //! let m = bus.get_message("ORDERS", 1).await?;
 //! assert_eq!(m.correlation_id(), Some("order-7"));
 //! assert_eq!(m.service(), Some("checkout"));
-//! assert!(m.trace_context().is_some());
+//! // No trace was in context to continue (`Propagation::Always` starts one).
+//! assert!(m.trace_context().is_none());
 //! # Ok(()) }
 //! ```
 
