@@ -1,4 +1,4 @@
-//! `durabus bench`: workloads W1-W4 of `PERFORMANCE.md`, measured side by side.
+//! `durabus bench`: workloads W1-W7 of `PERFORMANCE.md`, measured side by side.
 //!
 //! The workloads are functions over [`durabus::Bus`], so every backend (the
 //! embedded log, NATS, the hub later) is measured by the same code.
@@ -32,6 +32,7 @@ use crate::session::Global;
 
 mod pair;
 mod raw;
+mod system;
 
 /// Progress bars are advanced once per this many messages, to keep their
 /// cost out of the measurement.
@@ -56,8 +57,17 @@ pub(crate) enum Workload {
     W2,
     /// Durability `Always`: 1 publisher and 64 concurrent publishers.
     W3,
-    /// Replay the stream from sequence 1 to its end.
+    /// Replay the stream from sequence 1 to its end, and consume it with
+    /// explicit acks.
     W4,
+    /// Latency publish -> subscriber, one message in flight (p50/p99/p99.9).
+    W5,
+    /// Resident memory while a subscriber and a durable consumer stall
+    /// (embedded backends).
+    W6,
+    /// Time to open a stream of --open-size bytes after a clean close
+    /// (embedded file: only; not in the default set, as it writes that much).
+    W7,
 }
 
 /// Who runs the workloads.
@@ -97,9 +107,13 @@ pub(crate) struct BenchArgs {
         value_enum,
         value_delimiter = ',',
         ignore_case = true,
-        default_value = "w1,w2,w3,w4"
+        default_value = "w1,w2,w3,w4,w5,w6"
     )]
     workloads: Vec<Workload>,
+
+    /// Bytes W7 stores before it reopens the stream.
+    #[arg(long, default_value = "1GiB", value_name = "BYTES", value_parser = crate::parse::size)]
+    open_size: u64,
 
     /// Repeat the workloads this many times and report each one's median run.
     #[arg(long, default_value_t = 1, value_name = "N",
@@ -150,6 +164,12 @@ pub(crate) struct Measurement {
     /// `msgs_per_sec` divided by the disk's fdatasync rate (W3 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) vs_fdatasync: Option<f64>,
+    /// Latency percentiles (W5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) latency: Option<system::Latency>,
+    /// Growth of resident memory in MiB (W6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_growth_mib: Option<f64>,
     /// Context: durability, ratio to the fdatasync baseline, ...
     pub(crate) notes: String,
 }
@@ -176,6 +196,8 @@ impl Measurement {
             msgs_per_sec,
             mb_per_sec,
             vs_fdatasync: None,
+            latency: None,
+            rss_growth_mib: None,
             notes: String::new(),
         }
     }
@@ -193,7 +215,10 @@ impl Measurement {
             "W2" => 2,
             "disk" => 3,
             "W3" => 4,
-            _ => 5,
+            "W4" => 5,
+            "W5" => 6,
+            "W6" => 7,
+            _ => 8,
         }
     }
 }
@@ -313,7 +338,7 @@ impl Progress {
 }
 
 /// Advances `bar` after message `done` (1-based) every [`PROGRESS_STEP`].
-fn tick(bar: &ProgressBar, done: u64) {
+pub(crate) fn tick(bar: &ProgressBar, done: u64) {
     if done % PROGRESS_STEP == 0 {
         bar.inc(PROGRESS_STEP);
     }
@@ -590,7 +615,15 @@ fn table(results: &[Measurement]) -> Table {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .apply_modifier(modifiers::UTF8_ROUND_CORNERS)
         .set_header([
-            "workload", "peer", "what", "messages", "seconds", "msg/s", "MB/s", "notes",
+            "workload",
+            "peer",
+            "what",
+            "messages",
+            "seconds",
+            "msg/s",
+            "MB/s",
+            "p50 / p99 / p99.9 µs",
+            "notes",
         ]);
     for m in results {
         table.add_row([
@@ -601,10 +634,11 @@ fn table(results: &[Measurement]) -> Table {
             format!("{:.3}", m.seconds),
             thousands(m.msgs_per_sec),
             format!("{:.1}", m.mb_per_sec),
+            m.latency.map_or_else(|| "-".to_owned(), |l| l.cell()),
             m.notes.clone(),
         ]);
     }
-    for column in 3..7 {
+    for column in 3..8 {
         if let Some(c) = table.column_mut(column) {
             c.set_cell_alignment(CellAlignment::Right);
         }
@@ -613,7 +647,11 @@ fn table(results: &[Measurement]) -> Table {
 }
 
 /// A fresh connection to `url` with a stream capturing `subjects`.
-async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Bus> {
+pub(crate) async fn open_with_stream(
+    url: &str,
+    stream: &str,
+    subjects: &str,
+) -> anyhow::Result<Bus> {
     let bus = crate::session::open_bus(url, crate::session::Access::Create).await?;
     match bus
         .create_stream(StreamConfig::new(stream).subjects([subjects]))
@@ -637,7 +675,7 @@ async fn open_with_stream(url: &str, stream: &str, subjects: &str) -> anyhow::Re
 }
 
 /// Deletes the bench stream and closes, keeping the workload's error first.
-async fn clean_up<T>(
+pub(crate) async fn clean_up<T>(
     bus: &Bus,
     url: &str,
     stream: &str,
@@ -656,7 +694,7 @@ async fn clean_up<T>(
 }
 
 /// Everything one bench run needs.
-struct Plan {
+pub(crate) struct Plan {
     workloads: BTreeSet<Workload>,
     msgs: u64,
     sync_msgs: u64,
@@ -906,6 +944,18 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
             reason: W3_ON_NATS,
         });
     }
+    if backend == "nats" && plan.workloads.remove(&Workload::W6) {
+        skipped.push(Skipped {
+            workload: "W6",
+            reason: "not applicable on nats://: W6 measures the embedded engine's memory",
+        });
+    }
+    if backend != "file" && plan.workloads.remove(&Workload::W7) {
+        skipped.push(Skipped {
+            workload: "W7",
+            reason: "only on file:: W7 measures opening an embedded store from disk",
+        });
+    }
     if !global.json {
         let which = if temp.is_some() {
             " (temporary, removed afterwards)"
@@ -933,6 +983,19 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         if plan.workloads.contains(&Workload::W3) {
             results
                 .extend(run_sync_workloads(&plan, &with_durability(&url, "always", true)).await?);
+        }
+        // W5-W7 are durabus's alone (no peer runs them).
+        if peers.as_slice() == [Peer::Durabus] {
+            let url = with_durability(&url, "none", false);
+            if plan.workloads.contains(&Workload::W5) {
+                results.push(system::latency(&plan, &url).await?);
+            }
+            if plan.workloads.contains(&Workload::W6) {
+                results.push(system::stalled_memory(&plan, &url).await?);
+            }
+            if plan.workloads.contains(&Workload::W7) {
+                results.push(system::open_time(&plan, &url, args.open_size).await?);
+            }
         }
         results.sort_by_key(Measurement::rank);
         for m in results.iter_mut().filter(|m| m.peer.is_empty()) {

@@ -519,7 +519,7 @@ fn bench_runs_every_workload_and_prints_a_table() {
         String::from_utf8_lossy(&output.stderr)
     );
     let table = String::from_utf8(output.stdout).unwrap();
-    for workload in ["W1", "W2", "W3", "W4", "fdatasync"] {
+    for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "fdatasync"] {
         assert!(
             table.contains(workload),
             "{workload} missing from:\n{table}"
@@ -528,11 +528,20 @@ fn bench_runs_every_workload_and_prints_a_table() {
     let report = json(&std::fs::read_to_string(&json_out).unwrap());
     assert_eq!(report["temporary_store"], true);
     let results = report["results"].as_array().unwrap();
-    // W1, W2, the fdatasync baseline, W3 twice, W4 replay and W4 consume.
-    assert_eq!(results.len(), 7, "{report}");
+    // W1, W2, the fdatasync baseline, W3 twice, W4 replay and consume, W5, W6.
+    assert_eq!(results.len(), 9, "{report}");
     assert!(results
         .iter()
         .all(|r| r["msgs_per_sec"].as_f64().unwrap() > 0.0));
+    let w5 = &results[7];
+    assert_eq!(w5["workload"], "W5");
+    let (p50, p99) = (
+        w5["latency"]["p50_us"].as_f64().unwrap(),
+        w5["latency"]["p99_us"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{w5}");
+    assert_eq!(results[8]["workload"], "W6");
+    assert!(results[8]["rss_growth_mib"].as_f64().is_some(), "{report}");
     // The temporary store is gone.
     let url = report["url"].as_str().unwrap();
     assert!(!std::path::Path::new(url.trim_start_matches("file:")).exists());
@@ -578,8 +587,12 @@ fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up
                 )
             })
             .collect();
-        // W4 is a replay and a durable consumer with explicit acks.
-        let expected: &[(&str, u64)] = &[("W1", 200), ("W2", 200), ("W4", 400), ("W4", 400)];
+        // W4 is a replay and a durable consumer with explicit acks; W5
+        // (latency) is durabus's only.
+        let mut expected = vec![("W1", 200), ("W2", 200), ("W4", 400), ("W4", 400)];
+        if peer == "durabus" {
+            expected.push(("W5", 200));
+        }
         assert_eq!(rows, expected, "{report}");
         assert!(results
             .iter()
@@ -810,4 +823,33 @@ fn kv_commands_put_get_update_history_keys_and_remove() {
     store.ok(&["kv", "rm", "cfg", "--force"]);
     let e = store.fail(&["kv", "get", "cfg", "theme"]);
     assert!(e.contains("durabus kv add cfg"), "{e}");
+}
+
+#[test]
+fn bench_w7_reopens_a_filled_stream_and_removes_it() {
+    let store = Store::new();
+    let report = store.json(&["bench", "--workloads", "w7", "--open-size", "2MiB"]);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{report}");
+    assert_eq!(results[0]["workload"], "W7");
+    assert!(results[0]["seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        results[0]["notes"]
+            .as_str()
+            .unwrap()
+            .contains("2048 messages"),
+        "{report}"
+    );
+    // Its own store, next to the bench store, is gone.
+    let left: Vec<_> = std::fs::read_dir(store.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("w7_"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let e = durabus()
+        .args(["--url", "memory:", "bench", "--workloads", "w7"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&e.stderr).contains("W7 skipped: only on file:"));
 }

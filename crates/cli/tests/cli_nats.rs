@@ -1350,8 +1350,12 @@ fn bench_runs_on_nats_without_a_disk_baseline() {
     let results = report["results"].as_array().unwrap();
     assert_eq!(
         results.len(),
-        4,
-        "W1, W2, W4 replay and consume; no W3 and no fdatasync row on a server: {report}"
+        5,
+        "W1, W2, W4 replay and consume, W5; no W3, W6 or fdatasync row on a server: {report}"
+    );
+    assert!(
+        stderr.contains("W6 skipped: not applicable on nats://"),
+        "{stderr}"
     );
     assert!(results
         .iter()
