@@ -99,9 +99,11 @@ enum Command {
     /// it); a damaged consumer file is corruption. Reads the files of an
     /// embedded file: store; a nats:// server checks its own.
     Verify(dump::VerifyArgs),
-    /// Measure publish, group commit, replay and consume throughput (W1-W4). Runs on a
-    /// fresh temporary store unless --url or DURABUS_URL names one; on
-    /// nats:// W3 is skipped, and --peer async-nats measures raw async-nats.
+    /// Measure publish, group commit, replay and consume throughput,
+    /// latency, memory with a stalled consumer and open time (W1-W7). Runs
+    /// on a fresh temporary store unless --url or DURABUS_URL names one; on
+    /// nats:// W3 and W6 are skipped, and --peer async-nats measures raw
+    /// async-nats.
     Bench(bench::BenchArgs),
 }
 
