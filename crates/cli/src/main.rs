@@ -105,6 +105,10 @@ enum Command {
     /// nats:// W3 and W6 are skipped, and --peer async-nats measures raw
     /// async-nats.
     Bench(bench::BenchArgs),
+    /// Turn the JSON of several `bench --json-out` runs (LABEL=FILE each)
+    /// into one Markdown table with the PERFORMANCE.md targets checked, and
+    /// an SVG chart (`bench/compare` runs it).
+    BenchReport(bench::report::ReportArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::BenchReport(args) => bench::report::run(args),
     }
 }
 

@@ -1,0 +1,458 @@
+//! `durabus bench-report`: one Markdown table and one SVG chart from the
+//! JSON of several `durabus bench --json-out` runs, with the targets of
+//! `PERFORMANCE.md` checked against the figures (`bench/compare` runs it).
+//!
+//! Each input is `LABEL=FILE`. A durabus row is shown under its file's
+//! label; a peer's row (raw async-nats, Redis) under the peer's own name.
+//! The targets look rows up by these labels: `file-none`, `file-always`,
+//! `memory` and `nats` (a `--peer durabus,async-nats` run), as
+//! `bench/compare` names them; a target whose rows are missing says so.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// Arguments of `durabus bench-report`.
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// Bench results as LABEL=FILE (the JSON of `durabus bench --json-out`).
+    #[arg(required = true, value_name = "LABEL=FILE")]
+    inputs: Vec<String>,
+    /// Write the Markdown report here (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Also draw the throughput chart as SVG here.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// A line about the machine and the run, put under the title.
+    #[arg(long, value_name = "TEXT")]
+    about: Option<String>,
+}
+
+/// One result row, as read back.
+#[derive(Debug, Clone)]
+struct Row {
+    /// The column: the input's label for durabus rows, else the peer.
+    column: String,
+    workload: String,
+    name: String,
+    msgs_per_sec: f64,
+    seconds: f64,
+    vs_fdatasync: Option<f64>,
+    p99_us: Option<f64>,
+    latency: Option<String>,
+    rss_mib: Option<f64>,
+    notes: String,
+}
+
+/// A comparison of a `--peer durabus,async-nats` run.
+#[derive(Debug, Clone)]
+struct Ratio {
+    label: String,
+    workload: String,
+    name: String,
+    ratio: f64,
+}
+
+fn read(inputs: &[String]) -> anyhow::Result<(Vec<Row>, Vec<Ratio>)> {
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    for input in inputs {
+        let Some((label, file)) = input.split_once('=') else {
+            bail!("{input:?} is not LABEL=FILE (e.g. file-none=results/file-none.json)");
+        };
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+        let report: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{file} is not the JSON of durabus bench --json-out"))?;
+        let Some(results) = report["results"].as_array() else {
+            bail!("{file} has no \"results\" list: is it the JSON of durabus bench --json-out?");
+        };
+        for r in results {
+            let peer = r["peer"].as_str().unwrap_or_default();
+            let column = if peer.starts_with("durabus/") || peer.is_empty() {
+                label.to_owned()
+            } else {
+                peer.to_owned()
+            };
+            let latency = &r["latency"];
+            rows.push(Row {
+                column,
+                workload: r["workload"].as_str().unwrap_or("?").to_owned(),
+                name: r["name"].as_str().unwrap_or("?").to_owned(),
+                msgs_per_sec: r["msgs_per_sec"].as_f64().unwrap_or(0.0),
+                seconds: r["seconds"].as_f64().unwrap_or(0.0),
+                vs_fdatasync: r["vs_fdatasync"].as_f64(),
+                p99_us: latency["p99_us"].as_f64(),
+                latency: latency["p50_us"].as_f64().map(|p50| {
+                    format!(
+                        "{p50:.1} / {:.1} / {:.1} µs",
+                        latency["p99_us"].as_f64().unwrap_or(0.0),
+                        latency["p999_us"].as_f64().unwrap_or(0.0)
+                    )
+                }),
+                rss_mib: r["rss_growth_mib"].as_f64(),
+                notes: r["notes"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        for c in report["comparison"].as_array().into_iter().flatten() {
+            ratios.push(Ratio {
+                label: label.to_owned(),
+                workload: c["workload"].as_str().unwrap_or("?").to_owned(),
+                name: c["name"].as_str().unwrap_or("?").to_owned(),
+                ratio: c["ratio"].as_f64().unwrap_or(0.0),
+            });
+        }
+    }
+    Ok((rows, ratios))
+}
+
+/// The distinct values of `f` over `rows`, in first-seen order.
+fn distinct<'a>(
+    rows: &'a [Row],
+    f: impl Fn(&'a Row) -> (&'a str, &'a str),
+) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in rows {
+        let k = f(r);
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+fn columns(rows: &[Row]) -> Vec<&str> {
+    distinct(rows, |r| (r.column.as_str(), ""))
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Workload rows in `PERFORMANCE.md` order.
+fn lines(rows: &[Row]) -> Vec<(&str, &str)> {
+    let mut l = distinct(rows, |r| (r.workload.as_str(), r.name.as_str()));
+    // The disk's fdatasync baseline sits just before W3, which it explains.
+    fn rank(w: &str) -> &str {
+        if w == "disk" {
+            "W2~"
+        } else {
+            w
+        }
+    }
+    l.sort_by(|a, b| rank(a.0).cmp(rank(b.0)));
+    l
+}
+
+fn find<'a>(rows: &'a [Row], column: &str, workload: &str, name: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.column == column && r.workload == workload && r.name.contains(name))
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The cell of `row` in the figures table.
+fn cell(row: &Row) -> String {
+    match row.workload.as_str() {
+        "W5" => row.latency.clone().unwrap_or_else(|| "-".into()),
+        "W6" => row
+            .rss_mib
+            .map_or_else(|| "-".into(), |m| format!("RSS +{m:.1} MiB")),
+        "W7" => format!("{:.0} ms", row.seconds * 1000.0),
+        _ => rate(row.msgs_per_sec),
+    }
+}
+
+/// One target of `PERFORMANCE.md`: what was measured, and whether it holds.
+struct Target {
+    what: &'static str,
+    measured: Option<(String, bool)>,
+    missing: &'static str,
+}
+
+fn targets(rows: &[Row], ratios: &[Ratio]) -> Vec<Target> {
+    let r = |c: &str, w: &str, n: &str| find(rows, c, w, n);
+    let ratio_of =
+        |a: Option<&Row>, b: Option<&Row>| Some(a?.msgs_per_sec / b?.msgs_per_sec.max(1e-9));
+    let mut t = Vec::new();
+    let w1 = ratio_of(r("file-none", "W1", ""), r("async-nats/nats", "W1", ""));
+    t.push(Target {
+        what: "W1 >= 50x JetStream sync publish (file, none / raw async-nats)",
+        measured: w1.map(|x| (format!("{x:.0}x"), x >= 50.0)),
+        missing: "needs file-none and a nats run with --peer async-nats",
+    });
+    let w2 = r("file-none", "W2", "");
+    t.push(Target {
+        what: "W2 >= 3M msg/s (file, none)",
+        measured: w2.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= 3e6)),
+        missing: "needs file-none",
+    });
+    let w2r = ratio_of(w2, r("redis/streams", "W2", ""));
+    t.push(Target {
+        what: "W2 >= 5x Redis pipelined XADD",
+        measured: w2r.map(|x| (format!("{x:.1}x"), x >= 5.0)),
+        missing: "needs file-none and a redis run",
+    });
+    let w3 = r("file-always", "W3", "1 publisher").and_then(|m| m.vs_fdatasync);
+    t.push(Target {
+        what: "W3 1 publisher >= 90% of the disk's fdatasync rate",
+        measured: w3.map(|x| (format!("{:.0}%", x * 100.0), x >= 0.9)),
+        missing: "needs file-always",
+    });
+    let w3r = ratio_of(r("file-always", "W3", "64"), r("redis/streams", "W3", "50"));
+    t.push(Target {
+        what: "W3 64 publishers >= 3x Redis appendfsync always, 50 clients",
+        measured: w3r.map(|x| (format!("{x:.1}x"), x >= 3.0)),
+        missing: "needs file-always and a redis run",
+    });
+    let w4 = r("file-none", "W4", "replay");
+    t.push(Target {
+        what: "W4 replay >= 5M msg/s (file)",
+        measured: w4.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= 5e6)),
+        missing: "needs file-none",
+    });
+    let w4c = r("file-none", "W4", "consume");
+    t.push(Target {
+        what: "W4 explicit-ack consume >= 1M msg/s (file)",
+        measured: w4c.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= 1e6)),
+        missing: "needs file-none",
+    });
+    let w5 = r("memory", "W5", "")
+        .or_else(|| r("file-none", "W5", ""))
+        .and_then(|m| m.p99_us);
+    t.push(Target {
+        what: "W5 in-process publish -> subscriber p99 <= 10 µs",
+        measured: w5.map(|p| (format!("{p:.1} µs"), p <= 10.0)),
+        missing: "needs memory or file-none with W5",
+    });
+    let w6 = r("file-none", "W6", "").and_then(|m| m.rss_mib);
+    t.push(Target {
+        what: "W6 RSS < 64 MiB over baseline with a stalled consumer",
+        measured: w6.map(|m| (format!("+{m:.1} MiB"), m < 64.0)),
+        missing: "needs file-none with W6",
+    });
+    let w7 = rows.iter().find(|m| m.workload == "W7");
+    t.push(Target {
+        what: "W7 open a 1 GiB stream < 200 ms",
+        measured: w7.map(|m| {
+            (
+                format!(
+                    "{:.0} ms ({})",
+                    m.seconds * 1000.0,
+                    m.notes.split(',').next().unwrap_or("")
+                ),
+                m.seconds < 0.2,
+            )
+        }),
+        missing: "needs a run with --workloads w7",
+    });
+    let nats: Vec<&Ratio> = ratios.iter().filter(|c| c.label == "nats").collect();
+    t.push(Target {
+        what: "NATS backend within 5% of raw async-nats (W1, W2, W4)",
+        measured: (!nats.is_empty()).then(|| {
+            let text = nats
+                .iter()
+                .map(|c| format!("{} {}: {:.3}", c.workload, c.name, c.ratio))
+                .collect::<Vec<_>>()
+                .join("; ");
+            (text, nats.iter().all(|c| c.ratio >= 0.95))
+        }),
+        missing: "needs nats (--peer durabus,async-nats)",
+    });
+    t
+}
+
+fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, svg: Option<&str>) -> String {
+    let mut md = String::from("# durabus benchmarks\n\n");
+    if let Some(a) = about {
+        let _ = writeln!(md, "{a}\n");
+    }
+    let cols = columns(rows);
+    let _ = writeln!(
+        md,
+        "## Figures\n\nMedians; msg/s unless the row says otherwise (W5: latency p50 / p99 / p99.9, W6: memory growth, W7: open time).\n"
+    );
+    let _ = writeln!(md, "| workload | what | {} |", cols.join(" | "));
+    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(cols.len()));
+    for (w, n) in lines(rows) {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                rows.iter()
+                    .find(|r| r.column == *c && r.workload == w && r.name == n)
+                    .map_or_else(|| "".into(), cell)
+            })
+            .collect();
+        let _ = writeln!(md, "| {w} | {n} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(md, "\n## Targets (PERFORMANCE.md)\n");
+    let _ = writeln!(md, "| target | measured | holds |\n|---|---|---|");
+    for t in targets(rows, ratios) {
+        let (m, ok) = match &t.measured {
+            Some((m, ok)) => (m.clone(), if *ok { "yes" } else { "**no**" }),
+            None => (format!("not measured ({})", t.missing), "-"),
+        };
+        let _ = writeln!(md, "| {} | {m} | {ok} |", t.what);
+    }
+    if let Some(svg) = svg {
+        let _ = writeln!(md, "\n![throughput, msg/s, log scale]({svg})");
+    }
+    md
+}
+
+/// Grouped horizontal bars of the throughput rows (W1-W4 and the disk
+/// baseline), msg/s on a log scale, one colour per column.
+fn chart(rows: &[Row], path: &std::path::Path) -> anyhow::Result<()> {
+    let throughput: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.workload.as_str(), "W1" | "W2" | "W3" | "W4" | "disk"))
+        .filter(|r| r.msgs_per_sec > 0.0)
+        .collect();
+    let owned: Vec<Row> = throughput.iter().map(|r| (*r).clone()).collect();
+    let groups = lines(&owned);
+    let cols = columns(&owned);
+    if groups.is_empty() {
+        bail!("no throughput rows to chart");
+    }
+    let per = cols.len() + 1;
+    let height = 60 + groups.len() * per * 12;
+    let max = throughput
+        .iter()
+        .map(|r| r.msgs_per_sec)
+        .fold(1.0f64, f64::max)
+        * 50.0; // room on the right for the legend
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1000, u32::try_from(height).unwrap_or(2000)))
+            .into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut c = ChartBuilder::on(&root)
+            .caption("durabus bench: msg/s (log scale)", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(330)
+            .build_cartesian_2d((100f64..max).log_scale(), 0f64..(groups.len() * per) as f64)?;
+        c.configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc("msg/s")
+            .x_label_formatter(&|v| rate(*v))
+            .draw()?;
+        // The first group at the top.
+        let top = |gi: usize| (groups.len() - 1 - gi) * per;
+        for (ci, col) in cols.iter().enumerate() {
+            let color = Palette99::pick(ci).to_rgba();
+            let bars: Vec<Rectangle<(f64, f64)>> = groups
+                .iter()
+                .enumerate()
+                .filter_map(|(gi, (w, n))| {
+                    let r = owned
+                        .iter()
+                        .find(|r| r.column == *col && r.workload == *w && r.name == *n)?;
+                    let y = (top(gi) + cols.len() - 1 - ci) as f64;
+                    Some(Rectangle::new(
+                        [(100.0, y + 0.1), (r.msgs_per_sec, y + 0.9)],
+                        color.filled(),
+                    ))
+                })
+                .collect();
+            c.draw_series(bars)?.label(*col).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+            });
+        }
+        for (gi, (w, n)) in groups.iter().enumerate() {
+            let y = top(gi) as f64 + cols.len() as f64 / 2.0;
+            let (px, py) = c.backend_coord(&(100.0, y));
+            root.draw(&Text::new(
+                format!("{w} {n}"),
+                (px.saturating_sub(320), py),
+                ("sans-serif", 12),
+            ))?;
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+/// Runs `durabus bench-report`.
+pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let (rows, ratios) = read(&args.inputs)?;
+    if let Some(svg) = &args.svg {
+        chart(&rows, svg)?;
+    }
+    let svg_name = args
+        .svg
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let md = markdown(&rows, &ratios, args.about.as_deref(), svg_name.as_deref());
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))?
+        }
+        None => crate::output::print_text(md.trim_end())?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(column: &str, workload: &str, name: &str, rate: f64) -> Row {
+        Row {
+            column: column.into(),
+            workload: workload.into(),
+            name: name.into(),
+            msgs_per_sec: rate,
+            seconds: 1.0,
+            vs_fdatasync: None,
+            p99_us: None,
+            latency: None,
+            rss_mib: None,
+            notes: String::new(),
+        }
+    }
+
+    #[test]
+    fn targets_compare_the_named_rows_and_say_what_is_missing() {
+        let rows = vec![
+            row("file-none", "W1", "publish", 1_000_000.0),
+            row("async-nats/nats", "W1", "publish", 10_000.0),
+            row("file-none", "W2", "publish_batch", 2_000_000.0),
+        ];
+        let t = targets(&rows, &[]);
+        let w1 = t.iter().find(|t| t.what.starts_with("W1")).unwrap();
+        assert_eq!(w1.measured, Some(("100x".to_owned(), true)));
+        let w2 = t.iter().find(|t| t.what.starts_with("W2 >= 3M")).unwrap();
+        assert_eq!(w2.measured, Some(("2.00M".to_owned(), false)));
+        let redis = t
+            .iter()
+            .find(|t| t.what.contains("Redis pipelined"))
+            .unwrap();
+        assert!(redis.measured.is_none());
+        let md = markdown(&rows, &[], Some("test machine"), None);
+        assert!(md.contains("| W1 | publish | 1.00M | 10.0k |"), "{md}");
+        assert!(
+            md.contains("not measured (needs file-none and a redis run)"),
+            "{md}"
+        );
+    }
+}
