@@ -955,7 +955,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     if backend != "file" && plan.workloads.remove(&Workload::W7) {
         skipped.push(Skipped {
             workload: "W7",
-            reason: "only on file:: W7 measures opening an embedded store from disk",
+            reason: "only on file: W7 measures opening an embedded store from disk",
         });
     }
     if !global.json {

@@ -1354,7 +1354,7 @@ fn bench_runs_on_nats_without_a_disk_baseline() {
         "W1, W2, W4 replay and consume, W5; no W3, W6 or fdatasync row on a server: {report}"
     );
     assert!(
-        stderr.contains("W6 skipped: not applicable on nats://"),
+        stderr.contains("W6 skipped: only on file:"),
         "{stderr}"
     );
     assert!(results
