@@ -949,7 +949,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         skipped.push(Skipped {
             workload: "W6",
             reason:
-                "only on file:: W6 measures that memory stays flat while the messages go to disk",
+                "only on file: W6 measures that memory stays flat while the messages go to disk",
         });
     }
     if backend != "file" && plan.workloads.remove(&Workload::W7) {
