@@ -378,7 +378,6 @@ async fn xadd_concurrent(
         .into_iter()
         .map(|mut con| {
             let (key, payload, bar) = (key.to_owned(), payload.clone(), bar.clone());
-            let hidden = ProgressBar::hidden();
             tokio::spawn(async move {
                 if depth == 1 {
                     let cmd = xadd(&key, &payload);
@@ -390,6 +389,7 @@ async fn xadd_concurrent(
                         bar.inc(1);
                     }
                 } else {
+                    let hidden = ProgressBar::hidden();
                     xadd_pipelined(&mut con, &key, &payload, per_client, depth, &hidden).await?;
                     bar.inc(per_client);
                 }
