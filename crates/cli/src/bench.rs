@@ -11,6 +11,9 @@
 //! `--peer durabus,async-nats` measures both in one process, interleaved, and
 //! reports the ratio (see [`pair`]). Every run uses streams and subjects of
 //! its own and deletes them afterwards.
+//!
+//! `--peer redis --redis-url redis://host:port` measures W1-W4 on Redis
+//! Streams instead (see [`redis`]).
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -32,6 +35,7 @@ use crate::session::Global;
 
 mod pair;
 mod raw;
+mod redis;
 pub(crate) mod report;
 mod system;
 
@@ -78,6 +82,8 @@ pub(crate) enum Peer {
     Durabus,
     /// Raw async-nats JetStream calls on the nats:// server of --url (W1, W2, W4).
     AsyncNats,
+    /// Redis Streams on the server of --redis-url (W1-W4), alone.
+    Redis,
 }
 
 /// Arguments of `durabus bench`.
@@ -97,7 +103,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 128, value_name = "BYTES")]
     size: usize,
 
-    /// Messages per publish_batch call in W2.
+    /// Messages per publish_batch call in W2 (--peer redis: XADDs per
+    /// pipeline in W2, and the XREADGROUP COUNT of W4 consume).
     #[arg(long, default_value_t = 1000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
@@ -138,6 +145,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1000, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     slice: u64,
+
+    /// The Redis server of --peer redis (--url is not used then).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
 
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -898,9 +909,11 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         progress: Progress { visible },
         tag: process.clone(),
     };
+    let redis_url = redis::url_of(&args.peers, args.redis_url.as_deref())?;
     // Never touch ./data unless asked: without --url, bench in a fresh temporary store.
     let temp = match &global.url {
         Some(_) => None,
+        None if redis_url.is_some() => None,
         None => Some(
             tempfile::Builder::new()
                 .prefix("durabus-bench-")
@@ -918,6 +931,11 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         BackendUrl::Nats { .. } => "nats",
         _ => "other",
     };
+    let backend = if redis_url.is_some() {
+        "redis"
+    } else {
+        backend
+    };
     let mut peers: Vec<Peer> = Vec::new();
     for p in &args.peers {
         if !peers.contains(p) {
@@ -933,11 +951,12 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     let both = peers.len() > 1;
     let peer = match peers.as_slice() {
         [Peer::AsyncNats] => "async-nats",
+        [Peer::Redis] => "redis",
         [_] => "durabus",
         _ => "durabus,async-nats",
     };
     let label = format!("{peer}/{backend}");
-    let shown = durabus::redact(&url);
+    let shown = durabus::redact(redis_url.unwrap_or(&url));
     let mut skipped = Vec::new();
     if backend == "nats" && plan.workloads.remove(&Workload::W3) {
         skipped.push(Skipped {
@@ -972,6 +991,10 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         plan.tag = format!("{process}_{run}");
+        if let Some(redis_url) = redis_url {
+            runs.push(redis::run_workloads(&plan, redis_url).await?);
+            continue;
+        }
         let mut results = Vec::new();
         let async_set = [Workload::W1, Workload::W2, Workload::W4];
         if async_set.iter().any(|w| plan.workloads.contains(w)) {

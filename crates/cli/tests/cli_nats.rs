@@ -1353,10 +1353,7 @@ fn bench_runs_on_nats_without_a_disk_baseline() {
         5,
         "W1, W2, W4 replay and consume, W5; no W3, W6 or fdatasync row on a server: {report}"
     );
-    assert!(
-        stderr.contains("W6 skipped: only on file:"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("W6 skipped: only on file:"), "{stderr}");
     assert!(results
         .iter()
         .all(|r| r["msgs_per_sec"].as_f64().unwrap() > 0.0));
