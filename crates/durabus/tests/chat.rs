@@ -13,19 +13,35 @@ use std::time::Duration;
 /// The longest one chat process may run before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The chat example's binary, built once (beside this test's binary).
+/// The chat example's binary. `cargo test` builds the examples beside the
+/// tests (`<target>/debug/examples/chat-<hash>`), so the newest of those is
+/// taken; only when there is none is it built here (a nested `cargo build`
+/// resolves other features and would rebuild much of the workspace).
 fn chat_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        // <target>/debug/deps/chat-<hash> -> <target>/debug/examples
+        let exe = std::env::current_exe().unwrap();
+        let examples = exe.parent().unwrap().parent().unwrap().join("examples");
+        let built = std::fs::read_dir(&examples)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("chat-") && !name.contains('.')
+            })
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .max();
+        if let Some((_, path)) = built {
+            return path;
+        }
         let status = Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "durabus", "--example", "chat"])
             .status()
             .expect("run cargo build --example chat");
         assert!(status.success(), "cargo build --example chat failed");
-        // <target>/debug/deps/chat-<hash> -> <target>/debug/examples/chat
-        let exe = std::env::current_exe().unwrap();
-        let profile = exe.parent().unwrap().parent().unwrap();
-        profile.join("examples").join("chat")
+        examples.join("chat")
     })
     .clone()
 }

@@ -242,9 +242,15 @@ async fn backoff_sets_the_waits_between_redeliveries_in_order() {
             at[0] >= Duration::from_millis(30) && at[0] < Duration::from_millis(150),
             "{kind} {at:?}"
         );
-        assert!(at[1] - at[0] >= Duration::from_millis(150), "{kind} {at:?}");
+        // Measured when each fetch returned, a little after the engine
+        // delivered: the gaps may come out a few ms short of the backoff.
+        let slack = Duration::from_millis(10);
         assert!(
-            at[2] - at[1] >= Duration::from_millis(150),
+            at[1] - at[0] >= Duration::from_millis(150) - slack,
+            "{kind} {at:?}"
+        );
+        assert!(
+            at[2] - at[1] >= Duration::from_millis(150) - slack,
             "{kind}: last wait repeats {at:?}"
         );
     }
