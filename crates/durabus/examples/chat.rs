@@ -24,55 +24,29 @@ use tokio::io::AsyncBufReadExt as _;
 /// Lines of history a new peer of a persisted room is shown.
 const SCROLLBACK: usize = 20;
 
+/// A terminal chat over a durabus room.
+#[derive(clap::Parser)]
 struct Args {
+    /// Backend URL.
+    #[arg(long, env = "DURABUS_URL", default_value = "file:./chat-data")]
     url: String,
+    /// Room name.
+    #[arg(long, default_value = "lobby")]
     room: String,
+    /// Your name in the room.
+    #[arg(long)]
     name: String,
+    /// A room without history (core fan-out).
+    #[arg(long)]
     ephemeral: bool,
+    /// After stdin ends, wait for N messages from others.
+    #[arg(long, value_name = "N")]
     count: Option<u64>,
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: chat [--url URL] [--room ROOM] --name NAME [--ephemeral] [--count N]\n\
-         \x20 --url        backend (default $DURABUS_URL, else file:./chat-data)\n\
-         \x20 --room       room name (default lobby)\n\
-         \x20 --name       your name in the room\n\
-         \x20 --ephemeral  a room without history (core fan-out)\n\
-         \x20 --count N    after stdin ends, wait for N messages from others"
-    );
-    std::process::exit(2)
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        url: std::env::var("DURABUS_URL").unwrap_or_else(|_| "file:./chat-data".into()),
-        room: "lobby".into(),
-        name: String::new(),
-        ephemeral: false,
-        count: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage());
-        match flag.as_str() {
-            "--url" => args.url = value(),
-            "--room" => args.room = value(),
-            "--name" => args.name = value(),
-            "--ephemeral" => args.ephemeral = true,
-            "--count" => args.count = Some(value().parse().unwrap_or_else(|_| usage())),
-            _ => usage(),
-        }
-    }
-    if args.name.is_empty() {
-        usage();
-    }
-    args
 }
 
 #[tokio::main]
 async fn main() -> durabus::Result<()> {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let bus = durabus::ConnectOptions::new()
         .service_name("chat")
         .connect(&args.url)

@@ -14,16 +14,18 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The chat example's binary. `cargo test` builds the examples beside the
-/// tests (`<target>/debug/examples/chat-<hash>`), so the newest of those is
-/// taken; only when there is none is it built here (a nested `cargo build`
-/// resolves other features and would rebuild much of the workspace).
+/// tests (`<target>/debug/examples/chat-<hash>`; `--all-targets` also builds
+/// a test-harness one there), so the newest that answers `--help` as the
+/// chat does is taken. Only when there is none is it built here: a nested
+/// `cargo build` resolves other features and would rebuild much of the
+/// workspace.
 fn chat_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         // <target>/debug/deps/chat-<hash> -> <target>/debug/examples
         let exe = std::env::current_exe().unwrap();
         let examples = exe.parent().unwrap().parent().unwrap().join("examples");
-        let built = std::fs::read_dir(&examples)
+        let mut built: Vec<_> = std::fs::read_dir(&examples)
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
@@ -32,8 +34,15 @@ fn chat_binary() -> PathBuf {
                 name.starts_with("chat-") && !name.contains('.')
             })
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .max();
-        if let Some((_, path)) = built {
+            .collect();
+        built.sort();
+        let is_chat = |path: &PathBuf| {
+            Command::new(path)
+                .arg("--help")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--ephemeral"))
+        };
+        if let Some((_, path)) = built.into_iter().rev().find(|(_, p)| is_chat(p)) {
             return path;
         }
         let status = Command::new(env!("CARGO"))
