@@ -13,12 +13,12 @@ use std::time::Duration;
 /// The longest one chat process may run before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The chat example's binary. `cargo test` builds the examples beside the
-/// tests (`<target>/debug/examples/chat-<hash>`; `--all-targets` also builds
-/// a test-harness one there), so the newest that answers `--help` as the
-/// chat does is taken. Only when there is none is it built here: a nested
-/// `cargo build` resolves other features and would rebuild much of the
-/// workspace.
+/// The chat example's binary. A plain `cargo test` builds the examples
+/// beside the tests (`<target>/debug/examples/chat-<hash>`), and the newest
+/// that answers `--help` as the chat does is taken. `cargo test
+/// --all-targets` builds them as test harnesses only; then it is built
+/// here, for the whole workspace with its tests selected, so that features
+/// resolve as in that run and only the examples are new to compile.
 fn chat_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -46,7 +46,7 @@ fn chat_binary() -> PathBuf {
             return path;
         }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "durabus", "--example", "chat"])
+            .args(["build", "-q", "--workspace", "--examples", "--tests"])
             .status()
             .expect("run cargo build --example chat");
         assert!(status.success(), "cargo build --example chat failed");
