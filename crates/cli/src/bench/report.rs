@@ -185,54 +185,66 @@ fn targets(rows: &[Row], ratios: &[Ratio]) -> Vec<Target> {
     let r = |c: &str, w: &str, n: &str| find(rows, c, w, n);
     let ratio_of =
         |a: Option<&Row>, b: Option<&Row>| Some(a?.msgs_per_sec / b?.msgs_per_sec.max(1e-9));
+    // A rate of at least `bar`, and a ratio of at least `bar` times.
+    let min_rate = |what, row: Option<&Row>, bar: f64, missing| Target {
+        what,
+        measured: row.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= bar)),
+        missing,
+    };
+    let min_times = |what, x: Option<f64>, bar: f64, missing| Target {
+        what,
+        measured: x.map(|x| (format!("{x:.1}x"), x >= bar)),
+        missing,
+    };
     let mut t = Vec::new();
-    let w1 = ratio_of(r("file-none", "W1", ""), r("async-nats/nats", "W1", ""));
-    t.push(Target {
-        what: "W1 >= 50x JetStream sync publish (file, none / raw async-nats)",
-        measured: w1.map(|x| (format!("{x:.0}x"), x >= 50.0)),
-        missing: "needs file-none and a nats run with --peer async-nats",
-    });
+    t.push(min_times(
+        "W1 >= 50x JetStream sync publish (file, none / raw async-nats)",
+        ratio_of(r("file-none", "W1", ""), r("async-nats/nats", "W1", "")),
+        50.0,
+        "needs file-none and a nats run with --peer async-nats",
+    ));
     let w2 = r("file-none", "W2", "");
-    t.push(Target {
-        what: "W2 >= 3M msg/s (file, none)",
-        measured: w2.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= 3e6)),
-        missing: "needs file-none",
-    });
+    t.push(min_rate(
+        "W2 >= 3M msg/s (file, none)",
+        w2,
+        3e6,
+        "needs file-none",
+    ));
     // Redis's best pipelined figure (pipelines of --batch, or 4x64).
     let redis_w2 = rows
         .iter()
         .filter(|m| m.column == "redis/streams" && m.workload == "W2")
         .max_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
-    let w2r = ratio_of(w2, redis_w2);
-    t.push(Target {
-        what: "W2 >= 5x Redis pipelined XADD",
-        measured: w2r.map(|x| (format!("{x:.1}x"), x >= 5.0)),
-        missing: "needs file-none and a redis run",
-    });
+    t.push(min_times(
+        "W2 >= 5x Redis pipelined XADD",
+        ratio_of(w2, redis_w2),
+        5.0,
+        "needs file-none and a redis run",
+    ));
     let w3 = r("file-always", "W3", "1 publisher").and_then(|m| m.vs_fdatasync);
     t.push(Target {
         what: "W3 1 publisher >= 90% of the disk's fdatasync rate",
         measured: w3.map(|x| (format!("{:.0}%", x * 100.0), x >= 0.9)),
         missing: "needs file-always",
     });
-    let w3r = ratio_of(r("file-always", "W3", "64"), r("redis/streams", "W3", "50"));
-    t.push(Target {
-        what: "W3 64 publishers >= 3x Redis appendfsync always, 50 clients",
-        measured: w3r.map(|x| (format!("{x:.1}x"), x >= 3.0)),
-        missing: "needs file-always and a redis run",
-    });
-    let w4 = r("file-none", "W4", "replay");
-    t.push(Target {
-        what: "W4 replay >= 5M msg/s (file)",
-        measured: w4.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= 5e6)),
-        missing: "needs file-none",
-    });
-    let w4c = r("file-none", "W4", "consume");
-    t.push(Target {
-        what: "W4 explicit-ack consume >= 1M msg/s (file)",
-        measured: w4c.map(|m| (rate(m.msgs_per_sec), m.msgs_per_sec >= 1e6)),
-        missing: "needs file-none",
-    });
+    t.push(min_times(
+        "W3 64 publishers >= 3x Redis appendfsync always, 50 clients",
+        ratio_of(r("file-always", "W3", "64"), r("redis/streams", "W3", "50")),
+        3.0,
+        "needs file-always and a redis run",
+    ));
+    t.push(min_rate(
+        "W4 replay >= 5M msg/s (file)",
+        r("file-none", "W4", "replay"),
+        5e6,
+        "needs file-none",
+    ));
+    t.push(min_rate(
+        "W4 explicit-ack consume >= 1M msg/s (file)",
+        r("file-none", "W4", "consume"),
+        1e6,
+        "needs file-none",
+    ));
     let w5 = r("memory", "W5", "")
         .or_else(|| r("file-none", "W5", ""))
         .and_then(|m| m.p99_us);
@@ -445,7 +457,7 @@ mod tests {
         ];
         let t = targets(&rows, &[]);
         let w1 = t.iter().find(|t| t.what.starts_with("W1")).unwrap();
-        assert_eq!(w1.measured, Some(("100x".to_owned(), true)));
+        assert_eq!(w1.measured, Some(("100.0x".to_owned(), true)));
         let w2 = t.iter().find(|t| t.what.starts_with("W2 >= 3M")).unwrap();
         assert_eq!(w2.measured, Some(("2.00M".to_owned(), false)));
         let redis = t
