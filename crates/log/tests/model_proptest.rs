@@ -19,6 +19,7 @@
 //! Cases: `DURABUS_PROPTEST_CASES` (default 64).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "common/power_loss.rs"]
 mod power_loss;
 
@@ -570,10 +571,7 @@ fn consumer_config(retention: Retention, i: usize) -> ConsumerConfig {
 
 impl Harness {
     fn new(setup: Setup) -> Result<Self, TestCaseError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = common::rt();
         let storage = fresh_storage();
         let options = Options::default()
             .durability(Durability::Always)
@@ -1123,10 +1121,7 @@ fn crash_store(storage: &PowerLoss) -> Store {
 /// not bring it back because another consumer sits below it.
 #[test]
 fn unmatched_message_of_interest_stream_stays_removed_after_crash() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::rt();
     let storage = fresh_storage();
     let store = crash_store(&storage);
     rt.block_on(async {
@@ -1165,10 +1160,7 @@ fn unmatched_message_of_interest_stream_stays_removed_after_crash() {
 /// `max_msgs` and never evicts a message a consumer still has to receive.
 #[test]
 fn batch_on_interest_stream_never_evicts_a_wanted_message_for_unmatched_ones() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::rt();
     let store = Store::memory(Options::default()).unwrap();
     rt.block_on(async {
         let mut cfg = StreamConfig::new(STREAM).subjects(["s.>"]);
@@ -1205,10 +1197,7 @@ fn batch_on_interest_stream_never_evicts_a_wanted_message_for_unmatched_ones() {
 /// also when retention removed a message (not logged, re-derived at open).
 #[test]
 fn msg_id_of_a_message_retention_removed_is_forgotten_after_crash() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::rt();
     let storage = fresh_storage();
     let store = crash_store(&storage);
     rt.block_on(async {
@@ -1242,10 +1231,7 @@ fn msg_id_of_a_message_retention_removed_is_forgotten_after_crash() {
 /// later, whatever crashes follow.
 #[test]
 fn unmatched_message_of_interest_stream_stays_removed_for_a_later_consumer() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::rt();
     let storage = fresh_storage();
     let store = crash_store(&storage);
     rt.block_on(async {
