@@ -20,20 +20,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-#[path = "common/power_loss.rs"]
-mod power_loss;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::power_loss::{Crash, PowerLoss};
 use durabus_core::{
     AckKind, AckRef, Backend, ConsumerConfig, DiscardPolicy, Error, Message, PurgeRequest,
     RetentionPolicy, StreamConfig,
 };
 use durabus_log::{Durability, Options, Store};
-use power_loss::{Crash, PowerLoss};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
