@@ -9,8 +9,8 @@ use crate::HashMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use durabus_core::{
@@ -152,6 +152,8 @@ pub(crate) struct Inner {
     /// Incremented by each write to the OS; the group-commit unit.
     pub(crate) write_gen: u64,
     pub(crate) dirty: bool,
+    /// Group commit's gather step (`Always` only, see [`Gather`]).
+    gather: Gather,
     /// Head cursor: where the oldest live record is looked for.
     head_base: u64,
     head_off: u64,
@@ -166,6 +168,28 @@ pub(crate) struct Inner {
     /// A checkpoint should be written (segments sealed or removed).
     pub(crate) ckpt_needed: bool,
 }
+
+/// Group commit's gather step. When an fsync ends, the publishers it
+/// acknowledged plus those already waiting for the next one are how many are
+/// publishing at once. The next fsync waits for that many, or for half the
+/// last fsync's duration (at most [`GATHER_MAX`]), whichever comes first:
+/// otherwise the publishers it woke miss the next fsync, which starts at once
+/// with those already waiting, and the group splits into two halves that take
+/// turns, each fsync carrying half of them.
+#[derive(Debug, Default)]
+struct Gather {
+    /// Publish calls since the syncer last captured a write generation.
+    calls: usize,
+    /// Calls the next fsync waits for.
+    target: usize,
+    /// Until when it waits for them; `None`: it does not wait.
+    until: Option<Instant>,
+    /// The syncer is waiting on `Stream::gathered`.
+    waiting: bool,
+}
+
+/// Upper bound of the gather wait.
+const GATHER_MAX: Duration = Duration::from_micros(500);
 
 /// The head message as the cursor found it.
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +206,8 @@ pub(crate) struct Stream {
     pub(crate) dir: PathBuf,
     pub(crate) env: Arc<Env>,
     inner: Mutex<Inner>,
+    /// Signalled when a publish completes the group the syncer gathers.
+    gathered: Condvar,
     /// Bumped on every change; tailing replays wait on it.
     pub(crate) tail_tx: watch::Sender<u64>,
     durable_tx: watch::Sender<Durable>,
@@ -271,6 +297,7 @@ impl Inner {
             poisoned: None,
             write_gen: 0,
             dirty: false,
+            gather: Gather::default(),
             head_base: 0,
             head_off: SEGMENT_HEADER,
             head_buf: Vec::new(),
@@ -1146,6 +1173,7 @@ impl Stream {
             dir,
             env,
             inner: Mutex::new(inner),
+            gathered: Condvar::new(),
             tail_tx,
             durable_tx,
             closed: AtomicBool::new(false),
@@ -1243,6 +1271,9 @@ impl Stream {
                     Err(e)
                 }
             };
+            if r.is_ok() {
+                self.count_call(&mut g);
+            }
             self.notify(&g);
             self.after_change(&mut g);
             let a = r?;
@@ -1305,6 +1336,9 @@ impl Stream {
                         cause: err.clone(),
                     }));
                 }
+            }
+            if out.iter().any(|r| r.is_ok()) {
+                self.count_call(&mut g);
             }
             self.notify(&g);
             self.after_change(&mut g);
@@ -1589,11 +1623,46 @@ impl Stream {
         }
     }
 
+    /// Counts a publish call that will wait for the group commit, and wakes
+    /// the syncer if it completes the group being gathered.
+    fn count_call(&self, g: &mut Inner) {
+        if !self.defers_writes() {
+            return;
+        }
+        g.gather.calls += 1;
+        if g.gather.waiting && g.gather.calls >= g.gather.target {
+            self.gathered.notify_one();
+        }
+    }
+
+    /// The syncer's group commit: gathers the publishers the last fsync woke
+    /// (see [`Gather`]), then syncs.
+    pub(crate) fn group_sync(&self) {
+        let mut g = self.lock();
+        if let Some(until) = g.gather.until.take() {
+            while g.gather.calls < g.gather.target && g.poisoned.is_none() && !self.is_closed() {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                g.gather.waiting = true;
+                g = self
+                    .gathered
+                    .wait_timeout(g, until - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+                g.gather.waiting = false;
+            }
+        }
+        drop(g);
+        self.sync_now();
+    }
+
     /// fsyncs everything written so far and advances the watermark; a failure
     /// poisons the stream (invariant 5).
     pub(crate) fn sync_now(&self) {
         self.sync_requested.store(false, Ordering::Release);
-        let (file, gen) = {
+        let (file, gen, grouped) = {
             let mut g = self.lock();
             if g.poisoned.is_some() {
                 drop(g);
@@ -1606,6 +1675,7 @@ impl Stream {
                 self.durable_tx.send_modify(|d| d.failed = true);
                 return;
             }
+            let grouped = std::mem::take(&mut g.gather.calls);
             if !g.dirty {
                 let gen = g.write_gen;
                 drop(g);
@@ -1613,10 +1683,18 @@ impl Stream {
                 return;
             }
             g.dirty = false;
-            (g.active.file.clone(), g.write_gen)
+            (g.active.file.clone(), g.write_gen, grouped)
         };
         if let Some(f) = file {
-            if let Err(e) = f.sync_data() {
+            let started = Instant::now();
+            let synced = f.sync_data();
+            if synced.is_ok() && grouped > 0 {
+                // Set before the waiters wake, so their calls count towards it.
+                let mut g = self.lock();
+                g.gather.target = grouped + g.gather.calls;
+                g.gather.until = Some(Instant::now() + (started.elapsed() / 2).min(GATHER_MAX));
+            }
+            if let Err(e) = synced {
                 let mut g = self.lock();
                 let cause = format!("fsync failed: {e}");
                 let _ = g.poison(&self.name, cause);

@@ -85,7 +85,7 @@ impl Background {
                     continue;
                 }
                 seen.push(p);
-                stream.sync_now();
+                stream.group_sync();
             }
         }
     }

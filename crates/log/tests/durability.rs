@@ -19,6 +19,8 @@ struct Faulty {
     syncs: AtomicU64,
     fail_writes: AtomicBool,
     fail_syncs: AtomicBool,
+    /// Microseconds each fsync takes at least (a slow disk).
+    sync_micros: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,10 @@ impl StorageFile for FaultyFile {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.1.syncs.fetch_add(1, Ordering::SeqCst);
+        let slow = self.1.sync_micros.load(Ordering::SeqCst);
+        if slow > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(slow));
+        }
         self.0.sync_data()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -133,6 +139,44 @@ async fn concurrent_publishers_share_fsyncs_under_always() {
     assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
     s.close().await.unwrap();
     let s = open(tmp.path());
+    assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
+}
+
+/// Without the gather step, the publishers an fsync wakes miss the next one
+/// (it starts at once with those already waiting): the group splits into two
+/// halves taking turns, 32 publishes per fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_woken_by_an_fsync_join_the_next_one_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, f) = faulty(tmp.path(), Durability::Always);
+    f.sync_micros.store(2_000, Ordering::SeqCst);
+    stream(&s, StreamConfig::new("S").subjects(["a"])).await;
+    let per = 30;
+    let start = Arc::new(tokio::sync::Barrier::new(64));
+    let before = f.syncs.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for p in 0..64 {
+        let (s, start) = (s.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            for i in 0..per {
+                s.publish(Message::new("a", format!("{p}-{i}")))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let syncs = f.syncs.load(Ordering::SeqCst) - before;
+    let total = 64 * per;
+    assert!(
+        syncs * 48 <= total,
+        "{syncs} fsyncs for {total} publishes by 64 publishers: {} per fsync, not 48 or more",
+        total / syncs
+    );
     assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
 }
 
