@@ -48,7 +48,7 @@ const W3_PUBLISHERS: u64 = 64;
 
 /// The 64 publishers of W3 send this many times the single publisher's count
 /// (group commit is that much faster; the run should last long enough to measure).
-const W3_GROUP_FACTOR: u64 = 10;
+const W3_GROUP_FACTOR: u64 = 50;
 
 /// Bytes per write of the fdatasync baseline.
 const BASELINE_WRITE: usize = 4096;
@@ -94,7 +94,7 @@ pub(crate) struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     msgs: u64,
 
-    /// Messages in W3 with one publisher; the 64 publishers send 10 times as
+    /// Messages in W3 with one publisher; the 64 publishers send 50 times as
     /// many [default: the smaller of --msgs and 2000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     sync_msgs: Option<u64>,

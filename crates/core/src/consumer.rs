@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -327,7 +328,7 @@ pub struct AckRef {
     /// Which delivery of the message this is (1 for the first).
     pub delivered: u64,
     /// A backend's own token (on NATS: the reply subject).
-    pub token: Option<String>,
+    pub token: Option<ByteString>,
 }
 
 /// A message delivered by a consumer, with its metadata.

@@ -18,6 +18,7 @@ pub use backend::{
     Backend, ConnectionStatus, Event, PurgeRequest, Replay, ReplayOptions, ReplayStart,
     Subscription,
 };
+pub use bytestring::ByteString;
 pub use config::{
     DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo, StreamState,
     DEFAULT_DUPLICATE_WINDOW,

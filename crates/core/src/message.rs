@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::header::HeaderMap;
@@ -55,12 +56,13 @@ impl Message {
 /// A message read back from a stream, with its authoritative sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
-    /// The stream that stores it.
-    pub stream: String,
+    /// The stream that stores it (shared by the messages of one read).
+    pub stream: ByteString,
     /// Its sequence in the stream (1-based, assigned by the store).
     pub seq: u64,
-    /// The subject it was published to.
-    pub subject: String,
+    /// The subject it was published to (a slice of the buffer it was read
+    /// from, where the backend can).
+    pub subject: ByteString,
     /// When the store accepted it.
     pub time: SystemTime,
     /// Headers as stored.

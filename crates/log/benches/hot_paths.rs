@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the embedded engine's hot paths: record
 //! encode/decode, subject matching against many subscriptions, index
-//! lookup, and group commit under `Durability::Always`.
+//! lookup, ordered replay (W4's read path), and group commit under
+//! `Durability::Always`.
 //!
 //! `cargo bench -p durabus-log --bench hot_paths` (add `-- <filter>` for one
 //! group). Whole-system throughput is `durabus bench`'s job.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use durabus_core::{subject, Backend, HeaderMap, Message, StreamConfig};
+use durabus_core::{subject, Backend, HeaderMap, Message, ReplayOptions, StreamConfig};
 use durabus_log::bench::{decode_message, encode_message, Index};
 use durabus_log::{Durability, Options, Store};
 
@@ -141,6 +142,45 @@ fn index(c: &mut Criterion) {
     g.finish();
 }
 
+/// A whole replay of 500k messages of 128 bytes from a file store (the OS
+/// page cache holds them, as in W4).
+fn replay(c: &mut Criterion) {
+    const N: u64 = 500_000;
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    rt.block_on(async {
+        store
+            .create_stream(StreamConfig::new("S").subjects(["s.>"]))
+            .await
+            .unwrap();
+        let batch: Vec<Message> = (0..1000)
+            .map(|i| Message::new(format!("s.{}", i % 100), vec![0u8; 128]))
+            .collect();
+        for _ in 0..N / 1000 {
+            store.publish_batch(batch.clone()).await.unwrap();
+        }
+    });
+    let mut g = c.benchmark_group("replay");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("messages_500k", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut r = store
+                .replay("S", ReplayOptions::from_seq(1).stop_at_end())
+                .await
+                .unwrap();
+            let mut n = 0u64;
+            while let Some(m) = r.next().await {
+                black_box(m.unwrap());
+                n += 1;
+            }
+            assert_eq!(n, N);
+        })
+    });
+    g.finish();
+}
+
 fn group_commit(c: &mut Criterion) {
     let rt = rt();
     let mut g = c.benchmark_group("group_commit");
@@ -186,5 +226,5 @@ fn group_commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, matching, index, group_commit);
+criterion_group!(benches, record, matching, index, replay, group_commit);
 criterion_main!(benches);

@@ -259,7 +259,7 @@ impl Cursor {
                             && (self.filters.is_empty()
                                 || self.filters.iter().any(|f| subject::matches(f, r.subject)));
                         if wanted {
-                            out.push(stored_from(&stream.name, &r, Some(&chunk)));
+                            out.push(stored_from(&stream.label, &r, Some(&chunk)));
                         }
                     }
                     at += r.size;

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use durabus_core::{
-    subject, DiscardPolicy, Error, Message, PublishAck, PurgeRequest, Result, RetentionPolicy,
-    StoredMessage, StreamConfig, StreamInfo, StreamState, NATS_EXPECTED_LAST_SEQUENCE,
-    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
+    subject, ByteString, DiscardPolicy, Error, Message, PublishAck, PurgeRequest, Result,
+    RetentionPolicy, StoredMessage, StreamConfig, StreamInfo, StreamState,
+    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
+    NATS_MSG_ID, NATS_ROLLUP,
 };
 use tokio::sync::watch;
 
@@ -202,6 +203,8 @@ pub(crate) struct HeadRec {
 /// A stream: its lock-protected state plus lock-free signals.
 pub(crate) struct Stream {
     pub(crate) name: String,
+    /// `name` as the messages read from it carry it (shared, not copied).
+    pub(crate) label: ByteString,
     /// `streams/<name>`.
     pub(crate) dir: PathBuf,
     pub(crate) env: Arc<Env>,
@@ -250,18 +253,26 @@ pub(crate) fn scan_error(path: &Path, e: ScanError) -> Error {
 /// Builds a stored message from a decoded record; `chunk` owns the bytes
 /// (payload is a zero-copy slice of it).
 pub(crate) fn stored_from(
-    stream: &str,
+    stream: &ByteString,
     r: &record::RecordRef<'_>,
     chunk: Option<&Bytes>,
 ) -> StoredMessage {
-    let payload = match chunk {
-        Some(c) => c.slice_ref(r.payload),
-        None => Bytes::copy_from_slice(r.payload),
+    // Slices of the chunk where there is one (a reference count, no copy).
+    let (subject, payload) = match chunk {
+        Some(c) => (
+            ByteString::try_from(c.slice_ref(r.subject.as_bytes()))
+                .unwrap_or_else(|_| ByteString::from(r.subject)),
+            c.slice_ref(r.payload),
+        ),
+        None => (
+            ByteString::from(r.subject),
+            Bytes::copy_from_slice(r.payload),
+        ),
     };
     StoredMessage {
-        stream: stream.to_owned(),
+        stream: stream.clone(),
         seq: r.seq,
-        subject: r.subject.to_owned(),
+        subject,
         time: to_system_time(r.time),
         headers: r.header_map(),
         payload,
@@ -1169,6 +1180,7 @@ impl Stream {
         let consumers = ConsumerSet::default();
         consumers.set_ack_retention(inner.config.retention != RetentionPolicy::Limits);
         Arc::new(Stream {
+            label: ByteString::from(name.as_str()),
             name,
             dir,
             env,
@@ -1940,7 +1952,7 @@ impl Stream {
         let end = segment::scan_from(&*file, start, limit, segment::LOOKUP_CHUNK, &mut |_, r| {
             if r.kind == Kind::Message && r.seq >= seq {
                 if r.seq == seq {
-                    found = Some(stored_from(&self.name, r, None));
+                    found = Some(stored_from(&self.label, r, None));
                 }
                 return Ok(false);
             }

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use durabus_core::{
-    DiscardPolicy, HeaderMap, RetentionPolicy, StorageType, StoredMessage, StreamConfig,
-    StreamInfo, StreamState,
+    ByteString, DiscardPolicy, HeaderMap, RetentionPolicy, StorageType, StoredMessage,
+    StreamConfig, StreamInfo, StreamState,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -314,9 +314,9 @@ pub(crate) fn stored_message(stream: &str, v: Value) -> Result<StoredMessage, St
     let headers = decode(m.hdrs)?;
     let payload = decode(m.data)?;
     Ok(StoredMessage {
-        stream: stream.to_owned(),
+        stream: ByteString::from(stream),
         seq: m.seq,
-        subject: m.subject,
+        subject: m.subject.into(),
         time: m.time.as_deref().and_then(parse_time).unwrap_or(UNIX_EPOCH),
         headers: if headers.is_empty() {
             HeaderMap::new()
@@ -349,6 +349,13 @@ fn decimal(digits: &[u8]) -> Option<u64> {
         let d = d.checked_sub(b'0').filter(|d| *d <= 9)?;
         n.checked_mul(10)?.checked_add(u64::from(d))
     })
+}
+
+/// A received subject as the messages durabus yields carry it. async-nats
+/// gives each received subject a buffer of its own, so this moves that
+/// buffer instead of copying it.
+pub(crate) fn shared_subject(subject: async_nats::Subject) -> ByteString {
+    ByteString::from(subject.into_string())
 }
 
 pub(crate) fn parse_ack_subject(reply: &str) -> Option<AckInfo> {

@@ -9,10 +9,10 @@ use async_nats::connection::State;
 use async_nats::{Client, StatusCode, Subject};
 use bytes::Bytes;
 use durabus_core::{
-    subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
-    Error, Event, HeaderMap, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart,
-    Result, StoredMessage, StreamConfig, StreamInfo, Subscription, NATS_EXPECTED_LAST_SEQUENCE,
-    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
+    subject, AckKind, AckRef, Backend, ByteString, ConnectionStatus, ConsumerConfig, ConsumerInfo,
+    Delivery, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest, Replay, ReplayOptions,
+    ReplayStart, Result, StoredMessage, StreamConfig, StreamInfo, Subscription,
+    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
 };
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -1259,7 +1259,7 @@ impl Backend for NatsBackend {
         let end = options.stop_at_end.then_some(info.state.last_seq);
         let mut state = ReplayState {
             backend: self.clone(),
-            stream: stream.to_owned(),
+            stream: ByteString::from(stream),
             filter: options.filter.clone(),
             start: options.start,
             sub: None,
@@ -1381,7 +1381,8 @@ impl Drop for ReplayState {
 /// cancelled `next()` loses nothing.
 struct ReplayState {
     backend: NatsBackend,
-    stream: String,
+    /// Shared by every message yielded (a reference count, not a copy).
+    stream: ByteString,
     filter: Option<String>,
     start: ReplayStart,
     sub: Option<async_nats::Subscriber>,
@@ -1578,7 +1579,7 @@ impl ReplayState {
             let stored = StoredMessage {
                 stream: self.stream.clone(),
                 seq: ack.stream_seq,
-                subject: m.subject.to_string(),
+                subject: api::shared_subject(m.subject),
                 time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ack.time_nanos),
                 headers: from_nats_headers(m.headers.as_ref()),
                 payload: m.payload,

@@ -23,8 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::Subject;
 use bytes::Bytes;
 use durabus_core::{
-    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ConsumerConfig,
-    ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair, StoredMessage,
+    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ByteString,
+    ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
+    StoredMessage,
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -599,6 +600,7 @@ impl NatsBackend {
         let mut got = 0usize;
         let mut answered = false;
         let names: (Arc<str>, Arc<str>) = (Arc::from(stream), Arc::from(consumer));
+        let label = ByteString::from(stream);
         while got < batch {
             let next = tokio::select! {
                 biased;
@@ -659,9 +661,9 @@ impl NatsBackend {
             got += 1;
             out.push(Delivery {
                 message: StoredMessage {
-                    stream: stream.to_owned(),
+                    stream: label.clone(),
                     seq: ack.stream_seq,
-                    subject: m.subject.as_str().to_owned(),
+                    subject: api::shared_subject(m.subject),
                     time: UNIX_EPOCH + Duration::from_nanos(ack.time_nanos),
                     headers: from_nats_headers(m.headers.as_ref()),
                     payload: m.payload,
@@ -672,7 +674,7 @@ impl NatsBackend {
                     stream_seq: ack.stream_seq,
                     consumer_seq: ack.consumer_seq,
                     delivered: ack.delivered,
-                    token: Some(reply.as_str().to_owned()),
+                    token: Some(api::shared_subject(reply)),
                 },
                 pending: ack.pending,
             });
@@ -696,7 +698,7 @@ impl NatsBackend {
         confirm: bool,
     ) -> Result<()> {
         self.check()?;
-        let Some(token) = delivery.token.as_deref() else {
+        let Some(token) = delivery.token.as_ref() else {
             return Err(Error::InvalidArgument(format!(
                 "delivery {} of stream {:?} has no NATS ack subject (token); only deliveries fetched from a NATS consumer can be settled here",
                 delivery.stream_seq, delivery.stream
@@ -708,21 +710,20 @@ impl NatsBackend {
                 "{token:?} is not a JetStream ack subject ($JS.ACK...)"
             )));
         }
+        // The token's own bytes (a reference count, no copy).
+        let subject =
+            Subject::try_from(token.as_bytes().clone()).unwrap_or_else(|_| Subject::from(&**token));
         if !confirm {
             return self
                 .client()
-                .publish(Subject::from(token), ack_payload(kind))
+                .publish(subject, ack_payload(kind))
                 .await
                 .map_err(|e| Error::Unavailable {
                     reason: format!("cannot send the ack: {e}"),
                 });
         }
         let timeout = self.request_timeout();
-        match self
-            .client()
-            .request(Subject::from(token), ack_payload(kind))
-            .await
-        {
+        match self.client().request(subject, ack_payload(kind)).await {
             Ok(_) => Ok(()),
             Err(e) => match self.request_error(&e, timeout) {
                 // The consumer is gone: nobody takes acks for it.

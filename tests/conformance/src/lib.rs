@@ -978,7 +978,7 @@ pub mod publish {
         let ack = publish_captured(bus, Message::new(subject.clone(), "ünïcödé")).await;
         assert_eq!(next_message(&mut sub).await.subject, subject);
         let got = bus.get_last_message(&cfg.name, &subject).await.unwrap();
-        assert_eq!((got.seq, got.subject.as_str()), (ack.seq, subject.as_str()));
+        assert_eq!((got.seq, &*got.subject), (ack.seq, subject.as_str()));
         assert_eq!(got.payload, "ünïcödé".as_bytes());
         let filtered = replay_all(
             bus,
@@ -2251,7 +2251,7 @@ pub mod replay {
         let mut replay = bus.replay(&cfg.name, opts.clone()).await.unwrap();
         assert_eq!(next_stored(&mut replay).await.seq, 3);
         let m = next_stored(&mut replay).await;
-        assert_eq!((m.seq, m.subject.as_str()), (5, n.subject("a.2").as_str()));
+        assert_eq!((m.seq, &*m.subject), (5, n.subject("a.2").as_str()));
         publish_n(bus, &n.subject("b.1"), 1).await; // 7, filtered out
         publish_n(bus, &n.subject("a.1"), 2).await; // 8, 9: both live
         assert_eq!(next_stored(&mut replay).await.seq, 8);
