@@ -43,6 +43,7 @@ mod segment;
 mod storage;
 mod store;
 mod stream;
+mod sublist;
 mod sync;
 
 use std::path::{Path, PathBuf};

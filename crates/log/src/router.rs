@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use durabus_core::{subject, Error, Event, Message, Result, Subscription};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::sublist::Sublist;
+
 struct Sub {
     id: u64,
     filter: String,
@@ -22,7 +24,8 @@ struct Sub {
 #[derive(Default)]
 struct Table {
     literal: HashMap<String, Vec<Arc<Sub>>>,
-    wild: Vec<Arc<Sub>>,
+    /// Filters with wildcards, by token.
+    wild: Sublist<Arc<Sub>>,
     /// Round-robin counters of queue groups.
     rr: HashMap<String, Arc<AtomicUsize>>,
 }
@@ -59,6 +62,11 @@ impl Drop for Unsubscribe {
             router.remove_one(self.id, &self.filter);
         }
     }
+}
+
+/// Ties a visitor's subscriptions to the table they are borrowed from.
+fn for_table<'t, F: FnMut(&'t Arc<Sub>)>(_: &'t Table, f: F) -> F {
+    f
 }
 
 const SLOW_EVENT_INTERVAL: Duration = Duration::from_secs(1);
@@ -105,7 +113,7 @@ impl Router {
                 t.rr.entry(q.to_owned()).or_default();
             }
             if subject::has_wildcards(filter) {
-                t.wild.push(sub);
+                t.wild.insert(filter, sub);
             } else {
                 t.literal.entry(filter.to_owned()).or_default().push(sub);
             }
@@ -130,30 +138,27 @@ impl Router {
             return 0;
         }
         let mut matched = 0;
-        let mut closed: Vec<u64> = Vec::new();
+        let mut closed: Vec<Arc<Sub>> = Vec::new();
         {
             let t = self.table.read().unwrap_or_else(|e| e.into_inner());
             let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
-            let lit = t.literal.get(msg.subject.as_str()).into_iter().flatten();
-            let wild = t
-                .wild
-                .iter()
-                .filter(|s| subject::matches(&s.filter, &msg.subject));
-            for sub in lit.chain(wild) {
-                match &sub.queue {
-                    None => {
-                        if self.send(sub, msg) {
-                            matched += 1;
-                        } else {
-                            closed.push(sub.id);
-                        }
+            let mut each = for_table(&t, |sub| match &sub.queue {
+                None => {
+                    if self.send(sub, msg) {
+                        matched += 1;
+                    } else {
+                        closed.push(sub.clone());
                     }
-                    Some(q) => match groups.iter_mut().find(|(name, _)| name == q) {
-                        Some((_, members)) => members.push(sub),
-                        None => groups.push((q.as_str(), vec![sub])),
-                    },
                 }
+                Some(q) => match groups.iter_mut().find(|(name, _)| name == q) {
+                    Some((_, members)) => members.push(sub),
+                    None => groups.push((q.as_str(), vec![sub])),
+                },
+            });
+            if let Some(subs) = t.literal.get(msg.subject.as_str()) {
+                subs.iter().for_each(&mut each);
             }
+            t.wild.for_each_match(&msg.subject, &mut each);
             for (name, members) in groups {
                 let start =
                     t.rr.get(name)
@@ -165,12 +170,12 @@ impl Router {
                         matched += 1;
                         break;
                     }
-                    closed.push(sub.id);
+                    closed.push(sub.clone());
                 }
             }
         }
-        if !closed.is_empty() {
-            self.remove(&closed);
+        for sub in closed {
+            self.remove_one(sub.id, &sub.filter);
         }
         matched
     }
@@ -197,21 +202,6 @@ impl Router {
         }
     }
 
-    fn remove(&self, ids: &[u64]) {
-        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
-        let mut removed = 0;
-        t.literal.retain(|_, subs| {
-            let before = subs.len();
-            subs.retain(|s| !ids.contains(&s.id));
-            removed += before - subs.len();
-            !subs.is_empty()
-        });
-        let before = t.wild.len();
-        t.wild.retain(|s| !ids.contains(&s.id));
-        removed += before - t.wild.len();
-        self.count.fetch_sub(removed, Ordering::AcqRel);
-    }
-
     /// Live subscriptions.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
@@ -224,7 +214,7 @@ impl Router {
         let after;
         if subject::has_wildcards(filter) {
             before = t.wild.len();
-            t.wild.retain(|s| s.id != id);
+            t.wild.remove(filter, |s| s.id == id);
             after = t.wild.len();
         } else {
             let Some(subs) = t.literal.get_mut(filter) else {
