@@ -124,6 +124,10 @@ fn dump_stream(
                 let mut rest = vec![0u8; (len - offset) as usize];
                 segment::read_full(&*file, &mut rest, offset)
                     .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                if segment::is_preallocated(&rest) {
+                    // Zeros written ahead of the records: the log ends here.
+                    return Ok(None);
+                }
                 if !segment::valid_record_after(&rest, 0) {
                     // A torn tail ends the dump; the next open truncates it.
                     return Ok(Some(TornTail {

@@ -468,7 +468,11 @@ pub(crate) fn open(
             let mut rest = vec![0u8; (len - offset) as usize];
             segment::read_full(&*file, &mut rest, offset)
                 .map_err(io(format!("reading {}", path.display())))?;
-            if !segment::lost_sector_at(&rest, offset)
+            if segment::is_preallocated(&rest) {
+                // Zeros written ahead of the records under `always`: the
+                // log ends here and appends go on over them.
+                g.zeroed = len;
+            } else if !segment::lost_sector_at(&rest, offset)
                 && segment::valid_record_after(&rest, g.last_seq + 1)
             {
                 return Err(corrupt(
@@ -476,8 +480,9 @@ pub(crate) fn open(
                     offset,
                     format!("{reason}, and valid records follow"),
                 ));
+            } else {
+                truncation = Some((path.clone(), offset, len - offset, false));
             }
-            truncation = Some((path.clone(), offset, len - offset, false));
         }
     }
 

@@ -364,6 +364,13 @@ pub(crate) fn read_full(
 /// Whether any valid record starts somewhere in `bytes` after position 0
 /// (used to tell a torn tail from mid-segment corruption, recovery rule 5).
 /// `min_seq`: a message found must have a seq at least this.
+/// Whether the bytes after a segment's last record are the zeros that
+/// preallocation wrote ahead of it (see `Inner::preallocate`): the log
+/// ends there, nothing was torn.
+pub(crate) fn is_preallocated(rest: &[u8]) -> bool {
+    rest.iter().all(|b| *b == 0)
+}
+
 /// Disk sector size assumed for torn writes.
 pub(crate) const SECTOR: u64 = 512;
 

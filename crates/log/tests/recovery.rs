@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use durabus_core::{Backend, Error, Message, ReplayOptions, StreamConfig};
-use durabus_log::{Options, Store};
+use durabus_log::{Durability, Options, Store};
 
 /// Writes `n` messages to stream S (segment size `seg`), closes; returns the
 /// record offsets of the last segment as (start, end) pairs.
@@ -484,4 +484,114 @@ fn state_survives_unclean_drop_with_full_scan() {
         let st = s.stream_info("S").await.unwrap().state;
         assert_eq!((st.messages, st.first_seq, st.last_seq), (41, 10, 50));
     });
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Where a segment's records end (at the end of the file or at zeros).
+fn records_end(path: &Path) -> u64 {
+    let b = std::fs::read(path).unwrap();
+    let mut at = 16usize;
+    while at + 4 <= b.len() {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 4 + len;
+    }
+    at as u64
+}
+
+/// Under `Always` the active segment keeps zeros written ahead of its
+/// records; a sealed segment never does, and a clean close cuts them.
+#[test]
+fn under_always_only_the_active_segment_carries_preallocated_zeros() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Options::default()
+        .durability(Durability::Always)
+        .segment_size(8 * 1024);
+    let s = open_with(tmp.path(), o.clone());
+    rt.block_on(async {
+        stream(&s, StreamConfig::new("S").subjects(["a"])).await;
+        for i in 0..300 {
+            publish(&s, "a", format!("payload-{i:04}-{}", "x".repeat(40))).await;
+        }
+    });
+    let segs = segments(tmp.path(), "S");
+    assert!(
+        segs.len() > 2,
+        "expected several segments, got {}",
+        segs.len()
+    );
+    let (active, sealed) = segs.split_last().unwrap();
+    for seg in sealed {
+        assert_eq!(
+            file_len(seg),
+            records_end(seg),
+            "{} holds more than its records",
+            seg.display()
+        );
+    }
+    let records_end = records_end(active);
+    assert!(
+        file_len(active) > records_end,
+        "no zeros ahead of the records in the active segment ({} bytes, records end at {records_end})",
+        file_len(active)
+    );
+    rt.block_on(s.close()).unwrap();
+    assert_eq!(file_len(active), records_end, "close left the zeros behind");
+    let s = open_with(tmp.path(), o);
+    assert!(s.recovery_report().truncated.is_empty());
+    assert_eq!(rt.block_on(all_payloads(&s)).len(), 300);
+}
+
+/// What a crash under `Always` leaves (zeros after the last record, to the
+/// end of the last segment) is the end of the log: nothing reported, nothing
+/// lost, appends go on over the zeros, and `verify` finds nothing wrong.
+#[test]
+fn zeros_after_the_last_record_end_the_log_without_a_torn_tail() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    rt.block_on(fill(tmp.path(), 20, 1 << 20));
+    let last = segments(tmp.path(), "S").last().unwrap().clone();
+    let end = file_len(&last);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        f.write_all(&vec![0u8; 64 * 1024]).unwrap();
+    }
+    let torn = durabus_log::dump(tmp.path(), Some("S"), &mut |_| {}).unwrap();
+    assert!(
+        torn.is_empty(),
+        "verify calls the zeros a torn tail: {torn:?}"
+    );
+    let o = Options::default().durability(Durability::Always);
+    let s = open_with(tmp.path(), o.clone());
+    assert!(
+        s.recovery_report().truncated.is_empty(),
+        "{:?}",
+        s.recovery_report()
+    );
+    rt.block_on(async {
+        assert_eq!(all_payloads(&s).await.len(), 20);
+        for i in 21..=25 {
+            publish(&s, "a.0", format!("payload-{i}")).await;
+        }
+        s.close().await.unwrap();
+    });
+    assert!(
+        file_len(&last) > end,
+        "the appends did not land in the segment"
+    );
+    let s = open_with(tmp.path(), o);
+    assert!(s.recovery_report().truncated.is_empty());
+    let got = rt.block_on(all_payloads(&s));
+    assert_eq!(got.len(), 25);
+    assert_eq!(got.last().unwrap(), &(25, "payload-25".to_owned()));
 }
