@@ -75,7 +75,7 @@ pub struct StoredMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishAck {
     /// The stream that captured the message.
-    pub stream: String,
+    pub stream: ByteString,
     /// The sequence assigned (for a duplicate: the original's sequence).
     pub seq: u64,
     /// True when the message id was seen inside the duplicate window and the

@@ -229,7 +229,7 @@ impl Bus {
         }
         let result = self.backend.publish(message).instrument(span.clone()).await;
         if let Ok(Some(ack)) = &result {
-            span.record("stream", ack.stream.as_str());
+            span.record("stream", &*ack.stream);
             span.record("seq", ack.seq);
         }
         result

@@ -1351,7 +1351,7 @@ impl Stream {
         // concurrent retry: its ack, too, waits until the original is durable.
         self.wait_durable(gen).await?;
         Ok(PublishAck {
-            stream: self.name.clone(),
+            stream: self.label.clone(),
             seq,
             duplicate,
         })
@@ -1415,7 +1415,7 @@ impl Stream {
             .map(|r| match r {
                 Ok(Appended::Stored(seq)) => match &durable {
                     Ok(()) => Ok(PublishAck {
-                        stream: self.name.clone(),
+                        stream: self.label.clone(),
                         seq,
                         duplicate: false,
                     }),
@@ -1423,7 +1423,7 @@ impl Stream {
                 },
                 Ok(Appended::Duplicate(seq)) => match &durable {
                     Ok(()) => Ok(PublishAck {
-                        stream: self.name.clone(),
+                        stream: self.label.clone(),
                         seq,
                         duplicate: true,
                     }),

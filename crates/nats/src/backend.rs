@@ -33,6 +33,8 @@ const BOUNDED_HEARTBEAT: Duration = Duration::from_millis(250);
 struct Route {
     /// The stream's name.
     name: String,
+    /// `name` as publish acks carry it (shared, not copied per ack).
+    label: ByteString,
     subjects: Vec<String>,
     max_msg_size: Option<u32>,
 }
@@ -421,6 +423,7 @@ impl NatsBackend {
         if let Ok(mut routes) = self.inner.routes.write() {
             let route = Route {
                 name: info.config.name.clone(),
+                label: ByteString::from(info.config.name.as_str()),
                 subjects: info.config.effective_subjects(),
                 max_msg_size: info.config.max_msg_size,
             };
@@ -658,9 +661,10 @@ impl NatsBackend {
         match api::publish_ack(&reply.payload).map_err(Error::Server)? {
             Err(e) => Err(self.publish_error(route, m, e)),
             Ok(ack) => Ok(Some(PublishAck {
-                stream: ack
-                    .stream
-                    .map_or_else(|| route.name.clone(), |s| s.into_owned()),
+                stream: match ack.stream {
+                    Some(s) if s != route.name => ByteString::from(s.into_owned()),
+                    _ => route.label.clone(),
+                },
                 seq: ack.seq,
                 duplicate: ack.duplicate,
             })),

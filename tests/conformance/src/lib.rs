@@ -629,7 +629,7 @@ pub mod streams {
             .await
             .unwrap()
             .expect("captured");
-        assert_eq!((ack.stream.as_str(), ack.seq), (cfg.name.as_str(), 2));
+        assert_eq!((&*ack.stream, ack.seq), (cfg.name.as_str(), 2));
         assert_err!(
             bus.update_stream(cfg.clone().subjects([n.subject("o.x")])).await,
             Error::SubjectsOverlap { ref other, .. } if *other == n.stream("O")
@@ -1057,7 +1057,7 @@ pub mod dedup {
         let x = publish_captured(bus, Message::new(n.subject("a"), "x").with_msg_id("same")).await;
         let y = publish_captured(bus, Message::new(n.subject("b"), "y").with_msg_id("same")).await;
         assert!(!x.duplicate && !y.duplicate);
-        assert_eq!((x.stream, y.stream), (a.name, b.name));
+        assert_eq!((&*x.stream, &*y.stream), (a.name.as_str(), b.name.as_str()));
     }
 
     /// Once the duplicate window has passed, an id is new again.
