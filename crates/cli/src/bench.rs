@@ -99,6 +99,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     sync_msgs: Option<u64>,
 
+    /// Messages W6 publishes while its consumers stall (PERFORMANCE.md's bar
+    /// is for 10M) [default: --msgs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    stall_msgs: Option<u64>,
+
     /// Payload size in bytes.
     #[arg(long, default_value_t = 128, value_name = "BYTES")]
     size: usize,
@@ -710,6 +715,7 @@ pub(crate) struct Plan {
     workloads: BTreeSet<Workload>,
     msgs: u64,
     sync_msgs: u64,
+    stall_msgs: u64,
     batch: u64,
     payload: Bytes,
     progress: Progress,
@@ -904,6 +910,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<()> 
         workloads: args.workloads.iter().copied().collect(),
         msgs: args.msgs,
         sync_msgs: args.sync_msgs.unwrap_or(args.msgs.min(2000)),
+        stall_msgs: args.stall_msgs.unwrap_or(args.msgs),
         batch: args.batch,
         payload: Bytes::from(vec![b'x'; args.size]),
         progress: Progress { visible },

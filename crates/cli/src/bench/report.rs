@@ -40,6 +40,7 @@ struct Row {
     column: String,
     workload: String,
     name: String,
+    messages: u64,
     msgs_per_sec: f64,
     seconds: f64,
     vs_fdatasync: Option<f64>,
@@ -83,6 +84,7 @@ fn read(inputs: &[String]) -> anyhow::Result<(Vec<Row>, Vec<Ratio>)> {
                 column,
                 workload: r["workload"].as_str().unwrap_or("?").to_owned(),
                 name: r["name"].as_str().unwrap_or("?").to_owned(),
+                messages: r["messages"].as_u64().unwrap_or(0),
                 msgs_per_sec: r["msgs_per_sec"].as_f64().unwrap_or(0.0),
                 seconds: r["seconds"].as_f64().unwrap_or(0.0),
                 vs_fdatasync: r["vs_fdatasync"].as_f64(),
@@ -253,10 +255,17 @@ fn targets(rows: &[Row], ratios: &[Ratio]) -> Vec<Target> {
         measured: w5.map(|p| (format!("{p:.1} µs"), p <= 10.0)),
         missing: "needs memory or file-none with W5",
     });
-    let w6 = r("file-none", "W6", "").and_then(|m| m.rss_mib);
+    let w6 = r("file-none", "W6", "").and_then(|m| Some((m.rss_mib?, m.messages)));
     t.push(Target {
-        what: "W6 RSS < 64 MiB over baseline with a stalled consumer",
-        measured: w6.map(|m| (format!("+{m:.1} MiB"), m < 64.0)),
+        what: "W6 RSS < 64 MiB over baseline for 10M messages with a stalled consumer",
+        measured: w6.map(|(mib, n)| {
+            #[allow(clippy::cast_precision_loss)]
+            let shown = rate(n as f64);
+            (
+                format!("+{mib:.1} MiB ({shown} messages)"),
+                mib < 64.0 && n >= 10_000_000,
+            )
+        }),
         missing: "needs file-none with W6",
     });
     let w7 = rows.iter().find(|m| m.workload == "W7");
@@ -438,6 +447,7 @@ mod tests {
             column: column.into(),
             workload: workload.into(),
             name: name.into(),
+            messages: rate as u64,
             msgs_per_sec: rate,
             seconds: 1.0,
             vs_fdatasync: None,
@@ -470,6 +480,28 @@ mod tests {
         assert!(
             md.contains("not measured (needs file-none and a redis run)"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn the_w6_target_holds_only_for_ten_million_messages() {
+        let w6 = |messages: u64| {
+            let mut r = row("file-none", "W6", "publish with a stalled consumer", 1e6);
+            r.messages = messages;
+            r.rss_mib = Some(0.6);
+            let t = targets(&[r], &[]);
+            t.into_iter()
+                .find(|t| t.what.starts_with("W6"))
+                .unwrap()
+                .measured
+        };
+        assert_eq!(
+            w6(10_000_000),
+            Some(("+0.6 MiB (10.00M messages)".to_owned(), true))
+        );
+        assert_eq!(
+            w6(500_000),
+            Some(("+0.6 MiB (500.0k messages)".to_owned(), false))
         );
     }
 }

@@ -120,7 +120,7 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-/// W6: publishes `--msgs` messages in batches while a live subscriber and a
+/// W6: publishes `--stall-msgs` messages in batches while a live subscriber and a
 /// durable consumer on the same subjects read nothing; reports how much
 /// resident memory grew (the bar: less than 64 MiB over the baseline).
 pub(super) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Measurement> {
@@ -132,9 +132,9 @@ pub(super) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Mea
         bus.create_consumer(&stream, ConsumerConfig::durable("stalled"))
             .await?;
         let before = rss_bytes().context("W6: cannot read /proc/self/statm")?;
-        let bar = plan.progress.bar("W6 stalled", plan.msgs);
-        let elapsed =
-            publish_batched(&bus, &subject, &plan.payload, plan.msgs, plan.batch, &bar).await?;
+        let n = plan.stall_msgs;
+        let bar = plan.progress.bar("W6 stalled", n);
+        let elapsed = publish_batched(&bus, &subject, &plan.payload, n, plan.batch, &bar).await?;
         let after = rss_bytes().context("W6: cannot read /proc/self/statm")?;
         let dropped = stalled_sub.dropped();
         drop(stalled_sub);
@@ -143,7 +143,7 @@ pub(super) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Mea
         let mut m = Measurement::new(
             "W6",
             "publish with a stalled consumer",
-            plan.msgs,
+            n,
             plan.payload.len(),
             elapsed,
         );
