@@ -6,6 +6,7 @@
 //! backend (L2) are written against [`Backend`] only.
 
 mod backend;
+pub mod backoff;
 mod config;
 mod consumer;
 mod error;

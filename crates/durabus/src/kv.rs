@@ -30,7 +30,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use rand::Rng;
+use durabus_core::backoff;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::field::Empty;
@@ -305,12 +305,7 @@ impl Default for CasRetry {
 impl CasRetry {
     /// A random wait in `[0, min(max, initial * 2^retry)]`.
     fn delay(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .initial
-            .saturating_mul(1u32 << retry.min(20))
-            .min(self.max);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+        backoff::jittered(backoff::exponential(self.initial, retry, self.max), 0.0)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use durabus_core::{Error, Message, PublishAck, Result, NATS_MSG_ID};
+use durabus_core::{backoff, Error, Message, PublishAck, Result, NATS_MSG_ID};
 
 use crate::Bus;
 
@@ -134,9 +134,8 @@ impl Publisher {
             if !retry {
                 break r;
             }
-            let wait = self.backoff.saturating_mul(1 << (attempts - 1).min(16));
-            let jitter = 0.5 + f64::from(start.elapsed().subsec_nanos() % 1000) / 2000.0;
-            tokio::time::sleep(wait.mul_f64(jitter)).await;
+            let wait = backoff::exponential(self.backoff, (attempts - 1).min(16), Duration::MAX);
+            tokio::time::sleep(backoff::jittered(wait, 0.5)).await;
         };
         if let Some(hook) = &self.on_publish {
             hook(&PublishEvent {

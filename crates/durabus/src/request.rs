@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use durabus_core::{Error, HeaderMap, Message, Result};
+use durabus_core::{backoff, Error, HeaderMap, Message, Result};
 use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -121,12 +121,12 @@ impl RequestOptions {
 
     /// The jittered delay before retry number `retry` (1-based).
     fn delay(&self, retry: u32) -> Duration {
-        let doubled = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)));
-        let full = doubled.min(self.max_backoff);
-        let nanos = u64::try_from(full.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
+        let full = backoff::exponential(
+            self.initial_backoff,
+            retry.saturating_sub(1),
+            self.max_backoff,
+        );
+        backoff::jittered(full, 0.5)
     }
 }
 

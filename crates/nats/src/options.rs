@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use durabus_core::backoff;
 use durabus_core::{redact_url, Error, Result};
-use rand::Rng as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// How the client authenticates.
@@ -279,12 +279,9 @@ impl NatsOptions {
         if attempt <= 1 {
             return Duration::ZERO;
         }
-        let exp = u32::try_from(attempt - 2).unwrap_or(u32::MAX).min(30);
-        let full = self
-            .reconnect_wait
-            .saturating_mul(1u32 << exp)
-            .min(self.reconnect_wait_max);
-        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+        let step = u32::try_from(attempt - 2).unwrap_or(u32::MAX);
+        let full = backoff::exponential(self.reconnect_wait, step, self.reconnect_wait_max);
+        backoff::jittered(full, 0.5)
     }
 
     /// The secrets these options hold, to scrub from texts that came from
