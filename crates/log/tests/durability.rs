@@ -108,17 +108,16 @@ fn faulty(dir: &Path, d: Durability) -> (Store, Arc<Faulty>) {
     (s, f)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_publishers_share_fsyncs_under_always() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (s, f) = faulty(tmp.path(), Durability::Always);
-    stream(&s, StreamConfig::new("S").subjects(["a"])).await;
+/// 64 tasks publish `per` messages each, awaiting every ack, all starting
+/// together; returns the fsyncs they took.
+async fn publish_from_64_tasks(s: &Store, f: &Faulty, per: u64) -> u64 {
+    let start = Arc::new(tokio::sync::Barrier::new(64));
     let before = f.syncs.load(Ordering::SeqCst);
-    let per = 20;
     let mut tasks = Vec::new();
     for p in 0..64 {
-        let s = s.clone();
+        let (s, start) = (s.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             for i in 0..per {
                 s.publish(Message::new("a", format!("{p}-{i}")))
                     .await
@@ -130,7 +129,16 @@ async fn concurrent_publishers_share_fsyncs_under_always() {
     for t in tasks {
         t.await.unwrap();
     }
-    let syncs = f.syncs.load(Ordering::SeqCst) - before;
+    f.syncs.load(Ordering::SeqCst) - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_share_fsyncs_under_always() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, f) = faulty(tmp.path(), Durability::Always);
+    stream(&s, StreamConfig::new("S").subjects(["a"])).await;
+    let per = 20;
+    let syncs = publish_from_64_tasks(&s, &f, per).await;
     let total = 64 * per;
     assert!(
         syncs < total / 2,
@@ -152,25 +160,7 @@ async fn publishers_woken_by_an_fsync_join_the_next_one_whole() {
     f.sync_micros.store(2_000, Ordering::SeqCst);
     stream(&s, StreamConfig::new("S").subjects(["a"])).await;
     let per = 30;
-    let start = Arc::new(tokio::sync::Barrier::new(64));
-    let before = f.syncs.load(Ordering::SeqCst);
-    let mut tasks = Vec::new();
-    for p in 0..64 {
-        let (s, start) = (s.clone(), start.clone());
-        tasks.push(tokio::spawn(async move {
-            start.wait().await;
-            for i in 0..per {
-                s.publish(Message::new("a", format!("{p}-{i}")))
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let syncs = f.syncs.load(Ordering::SeqCst) - before;
+    let syncs = publish_from_64_tasks(&s, &f, per).await;
     let total = 64 * per;
     assert!(
         syncs * 48 <= total,
