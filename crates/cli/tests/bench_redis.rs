@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{durabus, json};
+use common::{bench, durabus, BenchRun};
 
 /// A redis-server of this test, killed on drop.
 struct Redis {
@@ -98,20 +98,17 @@ fn bench_peer_redis_runs_every_workload_and_deletes_its_keys() {
     let Some(redis) = Redis::start() else { return };
     let before = redis.reply("CONFIG GET appendfsync", 5);
     assert!(before.ends_with("everysec"), "{before}");
-    let out_dir = tempfile::tempdir().unwrap();
-    let json_out = out_dir.path().join("bench.json");
-    let output = durabus()
-        .args(["bench", "--peer", "redis", "--redis-url", &redis.url()])
-        .args(["--msgs", "2000", "--workloads", "w1,w2,w3,w4", "--json-out"])
-        .arg(&json_out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = json(&std::fs::read_to_string(&json_out).unwrap());
+    let url = redis.url();
+    let BenchRun { report, .. } = bench(&[
+        "--peer",
+        "redis",
+        "--redis-url",
+        &url,
+        "--msgs",
+        "2000",
+        "--workloads",
+        "w1,w2,w3,w4",
+    ]);
     assert_eq!(report["peer"], "redis", "{report}");
     let results = report["results"].as_array().unwrap();
     for workload in ["W1", "W2", "W3", "W4"] {

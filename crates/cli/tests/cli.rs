@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{durabus, json, json_lines, Cli};
+use common::{bench, durabus, json, json_lines, BenchRun, Cli};
 
 /// A temporary data directory and helpers to run the binary on it.
 struct Store {
@@ -506,26 +506,17 @@ fn purge_below_a_sequence_and_replay_from_later_points() {
 
 #[test]
 fn bench_runs_every_workload_and_prints_a_table() {
-    let out_dir = tempfile::tempdir().unwrap();
-    let json_out = out_dir.path().join("bench.json");
-    let output = durabus()
-        .args(["bench", "--msgs", "2000", "--json-out"])
-        .arg(&json_out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let table = String::from_utf8(output.stdout).unwrap();
+    let BenchRun {
+        stdout: table,
+        report,
+        ..
+    } = bench(&["--msgs", "2000"]);
     for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "fdatasync"] {
         assert!(
             table.contains(workload),
             "{workload} missing from:\n{table}"
         );
     }
-    let report = json(&std::fs::read_to_string(&json_out).unwrap());
     assert_eq!(report["temporary_store"], true);
     let results = report["results"].as_array().unwrap();
     // W1, W2, the fdatasync baseline, W3 twice, W4 replay and consume, W5, W6.
@@ -550,30 +541,18 @@ fn bench_runs_every_workload_and_prints_a_table() {
 #[test]
 fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up() {
     let server = durabus_testkit::nats::NatsServer::start().unwrap();
-    let out_dir = tempfile::tempdir().unwrap();
+    let url = server.url();
     for peer in ["durabus", "async-nats"] {
-        let json_out = out_dir.path().join(format!("{peer}.json"));
-        let output = durabus()
-            .args(["bench", "--url", &server.url(), "--peer", peer])
-            .args([
-                "--msgs",
-                "200",
-                "--batch",
-                "50",
-                "--runs",
-                "2",
-                "--json-out",
-            ])
-            .arg(&json_out)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{peer}: {stderr}");
+        let BenchRun {
+            stdout: table,
+            stderr,
+            report,
+        } = bench(&[
+            "--url", &url, "--peer", peer, "--msgs", "200", "--batch", "50", "--runs", "2",
+        ]);
         // W3 (the embedded durability modes) is skipped with a note, not failed.
         assert!(stderr.contains("W3 skipped: not applicable"), "{stderr}");
-        let table = String::from_utf8(output.stdout).unwrap();
         assert!(table.contains(&format!("{peer}/nats")), "{table}");
-        let report = json(&std::fs::read_to_string(&json_out).unwrap());
         assert_eq!(report["backend"], "nats");
         assert_eq!(report["peer"], peer);
         assert_eq!(report["skipped"][0]["workload"], "W3");
@@ -599,38 +578,22 @@ fn bench_on_nats_runs_w1_w2_w4_for_durabus_raw_async_nats_and_both_and_cleans_up
             .all(|r| r["msgs_per_sec"].as_f64().unwrap() > 0.0));
     }
     // Both peers interleaved in one process, with their ratio per workload.
-    let json_out = out_dir.path().join("pair.json");
-    let output = durabus()
-        .args([
-            "bench",
-            "--url",
-            &server.url(),
-            "--peer",
-            "durabus,async-nats",
-        ])
-        .args([
-            "--msgs",
-            "200",
-            "--batch",
-            "50",
-            "--slice",
-            "100",
-            "--json-out",
-        ])
-        .arg(&json_out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let BenchRun { stdout, report, .. } = bench(&[
+        "--url",
+        &url,
+        "--peer",
+        "durabus,async-nats",
+        "--msgs",
+        "200",
+        "--batch",
+        "50",
+        "--slice",
+        "100",
+    ]);
     assert!(
         stdout.contains("W1 publish, await each ack: durabus/nats / async-nats/nats = "),
         "{stdout}"
     );
-    let report = json(&std::fs::read_to_string(&json_out).unwrap());
     let rows: Vec<(&str, &str, u64)> = report["results"]
         .as_array()
         .unwrap()
