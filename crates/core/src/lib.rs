@@ -2,7 +2,8 @@
 //!
 //! Nothing here does I/O. Subjects, names, headers, messages, stream
 //! configuration, typed errors, and the [`Backend`] trait that every backend
-//! (embedded log, memory, NATS, hub) implements. Features built once for every
+//! implements: the embedded log (`durabus-log`, on files or in memory) and
+//! NATS JetStream (`durabus-nats`). Features built once for every
 //! backend (L2) are written against [`Backend`] only.
 
 mod backend;

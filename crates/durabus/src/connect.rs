@@ -1,5 +1,6 @@
 //! [`ConnectOptions`]: how to connect, for every backend.
 
+#[cfg(feature = "nats")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -325,6 +325,14 @@ impl Bus {
     /// until [`ConsumerHandle::shutdown`]. See the module docs of
     /// `durabus::consume` for the guarantees.
     ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] or [`Error::ConsumerNotFound`]: the consumer
+    /// must exist (create it with [`Bus::create_consumer`]); the errors of
+    /// creating the dead-letter stream (see [`Bus::create_stream`]). What goes
+    /// wrong later is counted in [`ConsumeStats`] and returned by
+    /// [`ConsumerHandle::shutdown`].
+    ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
     /// use durabus::{ConsumeOptions, Outcome};
@@ -697,6 +705,14 @@ impl Bus {
     /// the origin stream acknowledged it. Each republish carries the msg id
     /// `redrive:<dlq stream>:<seq>`, so a redrive cut short and run again
     /// stores no copy twice (inside the origin's duplicate window).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] for `dlq_stream`; [`Error::InvalidSubject`] for
+    /// a bad `filter`; [`Error::InvalidConfig`] when no stream captures a
+    /// letter's origin subject any more. The first failed republish or
+    /// delete stops the redrive with its error; run it again: nothing is
+    /// stored twice.
     pub async fn redrive(&self, dlq_stream: &str, filter: Option<&str>) -> Result<RedriveStats> {
         let mut options = crate::ReplayOptions::from_seq(1).stop_at_end();
         if let Some(f) = filter {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use durabus_core::HeaderMap;
 
-use crate::trace::{TraceContext, CORRELATION_ID};
+use crate::w3c::{TraceContext, CORRELATION_ID};
 
 tokio::task_local! {
     static CURRENT: Context;

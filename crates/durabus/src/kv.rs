@@ -313,6 +313,11 @@ impl Bus {
     /// Creates a KV bucket if absent. An existing bucket with the same
     /// settings is returned unchanged; different settings are
     /// [`Error::StreamNameInUse`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad bucket name, [`Error::InvalidConfig`] for
+    /// bad settings; [`Error::StreamNameInUse`] as above.
     #[tracing::instrument(level = "debug", name = "kv.create_bucket", skip_all, fields(bucket = %config.bucket))]
     pub async fn create_kv(&self, config: KvConfig) -> Result<Kv> {
         let stream = config.stream_config()?;
@@ -332,6 +337,12 @@ impl Bus {
     }
 
     /// Opens an existing bucket; [`Error::BucketNotFound`] if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BucketNotFound`]; [`Error::InvalidName`] for a bad bucket name;
+    /// [`Error::InvalidConfig`] when a stream of that name exists but is not a
+    /// KV bucket.
     pub async fn kv(&self, bucket: &str) -> Result<Kv> {
         validate_bucket(bucket)?;
         let info = self
@@ -348,6 +359,10 @@ impl Bus {
     }
 
     /// Deletes a bucket and all its keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BucketNotFound`]; [`Error::InvalidName`] for a bad bucket name.
     pub async fn delete_kv(&self, bucket: &str) -> Result<()> {
         validate_bucket(bucket)?;
         self.delete_stream(&format!("KV_{bucket}"))
@@ -356,6 +371,10 @@ impl Bus {
     }
 
     /// Every bucket, ordered by name.
+    ///
+    /// # Errors
+    ///
+    /// Only the errors every call can return (see [`Bus`]).
     pub async fn list_kv(&self) -> Result<Vec<KvStatus>> {
         Ok(self
             .list_streams()

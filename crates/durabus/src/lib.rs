@@ -22,6 +22,17 @@
 //! bus.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # How the crate is cut
+//!
+//! [`Bus`] (this file) is the facade over one [`Backend`]. Each feature
+//! written once over the backend primitives is a module: [`consume`]
+//! (runner, retries, dead letters), [`kv`], [`request`], [`typed`],
+//! [`room`] and the [`Publisher`]; `connect`, `url` and `supervise` turn a
+//! URL into a (supervised) backend; [`trace`], [`context`] and `w3c` carry
+//! trace context. Imports between modules point one way, never in a circle:
+//! `kv` -> `typed` -> `consume`, `request` -> `context` -> `w3c`;
+//! `connect` -> `supervise`, `trace`, `url`; `trace` -> `context`, `w3c`.
 
 mod connect;
 pub mod consume;
@@ -37,6 +48,7 @@ mod supervise;
 pub mod trace;
 pub mod typed;
 mod url;
+mod w3c;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,9 +86,18 @@ pub use supervise::{
 pub use trace::{MessageContext, Propagation};
 pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 
-/// The embedded engine, for direct use (options, recovery report, dump).
+/// The embedded engine, for direct use: open a [`Store`](embedded::Store)
+/// with [`Options`](embedded::Options) and read what recovery found, dump a
+/// data directory's records or check its files without opening it.
+///
+/// The storage trait the engine writes through (for crash and fault
+/// injection in tests) is not here: it is `durabus_log`'s, for the test
+/// crates that need it.
 pub mod embedded {
-    pub use durabus_log::*;
+    pub use durabus_log::{
+        check_files, dump, DumpRecord, Durability, FileProblem, Options, RecoveryReport, Store,
+        TornTail, FORMAT_VERSION,
+    };
 }
 
 /// Connects to the backend named by `url` (see the crate docs for the forms)
@@ -91,6 +112,15 @@ pub async fn connect(url: &str) -> Result<Bus> {
 }
 
 /// A handle to one backend. Cheap to clone; all clones share the connection.
+///
+/// # Errors
+///
+/// Besides the errors each method lists, any call can fail with
+/// [`Error::Closed`] once the bus is closed; on `nats://` with
+/// [`Error::Unreachable`], [`Error::Timeout`], [`Error::CircuitOpen`] or
+/// [`Error::Unavailable`] while the server cannot be reached; on `file:`
+/// with [`Error::Io`] when the disk fails and [`Error::Poisoned`] after a
+/// failed fsync, until the store is reopened.
 #[derive(Clone)]
 pub struct Bus {
     backend: Arc<dyn Backend>,
@@ -110,6 +140,10 @@ impl std::fmt::Debug for Bus {
 
 impl Bus {
     /// Connects to the backend named by `url`. See [`connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`].
     pub async fn connect(url: &str) -> Result<Bus> {
         connect(url).await
     }
@@ -169,31 +203,61 @@ impl Bus {
     /// Creates a stream if absent; returns an existing equal one unchanged.
     /// A different configuration under the same name is an error: use
     /// [`Bus::update_stream`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`], [`Error::InvalidSubject`] or [`Error::InvalidConfig`]
+    /// for a configuration the backend refuses; [`Error::StreamNameInUse`] when
+    /// a different stream has the name; [`Error::SubjectsOverlap`] when another
+    /// stream captures one of its subjects.
     pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
         self.backend.create_stream(config).await
     }
 
     /// Changes an existing stream's configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::InvalidConfig`] for a change the
+    /// backend cannot make (a different storage type or retention, for one);
+    /// [`Error::SubjectsOverlap`] as for [`Bus::create_stream`].
     pub async fn update_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
         self.backend.update_stream(config).await
     }
 
     /// Configuration and state of a stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`].
     pub async fn stream_info(&self, name: &str) -> Result<StreamInfo> {
         self.backend.stream_info(name).await
     }
 
     /// All streams, ordered by name.
+    ///
+    /// # Errors
+    ///
+    /// Only the errors every call can return (see [`Bus`]).
     pub async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         self.backend.list_streams().await
     }
 
     /// Deletes a stream and its messages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`].
     pub async fn delete_stream(&self, name: &str) -> Result<()> {
         self.backend.delete_stream(name).await
     }
 
     /// Removes messages from a stream; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::Denied`] when the stream denies purge;
+    /// [`Error::InvalidSubject`] for a bad subject filter.
     pub async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
         self.backend.purge_stream(name, request).await
     }
@@ -202,6 +266,12 @@ impl Bus {
     /// `None` when no stream captures the subject (live subscribers only).
     /// The message gets trace, correlation and service headers (see
     /// [`trace`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSubject`]; [`Error::MaxPayloadExceeded`]; [`Error::StreamFull`]
+    /// when the stream's discard policy is `new`; [`Error::AckUnknown`] on
+    /// `nats://` when the ack was lost (the message may be stored).
     pub async fn publish(
         &self,
         subject: impl Into<String>,
@@ -212,6 +282,11 @@ impl Bus {
 
     /// Publishes a message with headers (msg id, expectations, ...), adding
     /// trace, correlation and service headers it lacks (see [`trace`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::publish`], and for the expectations a message carries:
+    /// [`Error::WrongLastSequence`] and [`Error::WrongStream`].
     pub async fn publish_message(&self, mut message: Message) -> Result<Option<PublishAck>> {
         let trace_id = self.stamp(std::slice::from_mut(&mut message));
         let span = tracing::debug_span!(
@@ -238,6 +313,12 @@ impl Bus {
     /// Publishes many messages at once; results in input order. Messages
     /// without a `traceparent` all get the same one: one batch is one
     /// producer span (see [`trace`]).
+    ///
+    /// # Errors
+    ///
+    /// The outer result fails as a whole only for the errors every call can
+    /// return (see [`Bus`]); each message's own failure, as in
+    /// [`Bus::publish_message`], is its entry in the list.
     pub async fn publish_batch(
         &self,
         mut messages: Vec<Message>,
@@ -258,11 +339,19 @@ impl Bus {
     }
 
     /// Subscribes to live messages matching `filter`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSubject`] for a bad filter.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription> {
         self.backend.subscribe(filter, None).await
     }
 
     /// Subscribes as a member of queue group `group`: each message goes to one member.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSubject`] for a bad filter or group name.
     pub async fn queue_subscribe(&self, filter: &str, group: &str) -> Result<Subscription> {
         self.backend.subscribe(filter, Some(group)).await
     }
@@ -273,6 +362,12 @@ impl Bus {
     /// ([`MessageContext::context`]). An error reply is
     /// [`Error::ServiceError`]. [`Bus::request_with`] adds headers and
     /// retries.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when no reply came in time; [`Error::NoResponders`]
+    /// when nobody subscribes to `subject`; [`Error::ServiceError`] for an
+    /// error reply; [`Error::InvalidSubject`].
     pub async fn request(
         &self,
         subject: impl Into<String>,
@@ -287,21 +382,42 @@ impl Bus {
     }
 
     /// The stored message at `seq`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`] when no message is
+    /// stored at `seq` (never stored, deleted or expired).
     pub async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
         self.backend.get_message(stream, seq).await
     }
 
     /// The newest stored message on `subject`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`] when the stream holds
+    /// nothing on `subject`.
     pub async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage> {
         self.backend.get_last_message(stream, subject).await
     }
 
     /// Deletes the message at `seq`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`]; [`Error::Denied`]
+    /// when the stream denies delete.
     pub async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
         self.backend.delete_message(stream, seq).await
     }
 
     /// An ordered replay of a stream from a sequence or a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::InvalidArgument`] for a start the
+    /// stream cannot serve. Errors while reading (a damaged record, a lost
+    /// connection) are items of the [`Replay`].
     pub async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
         self.backend.replay(stream, options).await
     }
@@ -309,6 +425,12 @@ impl Bus {
     /// Creates a consumer on `stream` if absent; returns an existing equal
     /// durable unchanged. A different configuration under the same durable
     /// name is [`Error::ConsumerNameInUse`]: use [`Bus::update_consumer`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::ConsumerNameInUse`];
+    /// [`Error::InvalidName`], [`Error::InvalidSubject`] (a filter) or
+    /// [`Error::InvalidConfig`] for a configuration the backend refuses.
     pub async fn create_consumer(
         &self,
         stream: &str,
@@ -318,6 +440,12 @@ impl Bus {
     }
 
     /// Changes a durable consumer's configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`];
+    /// [`Error::InvalidConfig`] for a change the backend cannot make (the
+    /// deliver policy or the filter of an existing consumer, for one).
     pub async fn update_consumer(
         &self,
         stream: &str,
@@ -327,22 +455,39 @@ impl Bus {
     }
 
     /// A consumer's configuration and state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`].
     pub async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
         self.backend.consumer_info(stream, name).await
     }
 
     /// The consumers of a stream, ordered by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`].
     pub async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
         self.backend.list_consumers(stream).await
     }
 
     /// Deletes a consumer and its state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`].
     pub async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
         self.backend.delete_consumer(stream, name).await
     }
 
     /// Up to `batch` deliveries of `consumer`, waiting up to `expires` for
     /// the first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`]. No message within
+    /// `expires` is an empty list, not an error.
     pub async fn fetch(
         &self,
         stream: &str,
@@ -358,12 +503,24 @@ impl Bus {
     /// applies it shortly after, and an ack lost with the connection means
     /// the message is delivered again after `ack_wait` (see
     /// [`Backend::ack`]).
+    ///
+    /// # Errors
+    ///
+    /// Only the errors every call can return (see [`Bus`]). Settling a
+    /// delivery that is already acknowledged or terminated is a no-op, and
+    /// on `nats://` an ack for a deleted consumer is dropped.
     pub async fn ack(&self, delivery: &Delivery, kind: AckKind) -> Result<()> {
         self.backend.ack(&delivery.ack, kind).await
     }
 
     /// Settles a delivery as [`Bus::ack`] does, returning once the server
     /// has applied it (JetStream's double ack; one round trip on `nats://`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConsumerNotFound`] when the consumer is gone; on `nats://`,
+    /// [`Error::Timeout`] when the confirmation does not come in time (the
+    /// ack may still have been applied).
     pub async fn ack_confirmed(&self, delivery: &Delivery, kind: AckKind) -> Result<()> {
         self.backend.ack_confirmed(&delivery.ack, kind).await
     }
@@ -395,6 +552,10 @@ impl Bus {
     }
 
     /// A round trip to the backend; the time it took.
+    ///
+    /// # Errors
+    ///
+    /// Only the errors every call can return (see [`Bus`]).
     pub async fn ping(&self) -> Result<Duration> {
         self.backend.ping().await
     }
@@ -414,6 +575,11 @@ impl Bus {
 
     /// Makes acknowledged writes durable and closes. Idempotent; every call
     /// after it returns [`Error::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Poisoned`] when the final flush fails (on
+    /// `file:`). Calling it again is not an error.
     pub async fn close(&self) -> Result<()> {
         self.backend.close().await
     }

@@ -402,6 +402,12 @@ impl Bus {
     /// error is that attempt's ([`Error::Timeout`] or
     /// [`Error::NoResponders`]).
     ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] or [`Error::NoResponders`] from the last attempt;
+    /// [`Error::ServiceError`] for an error reply (not retried);
+    /// [`Error::InvalidSubject`].
+    ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
     /// use std::time::Duration;
@@ -453,6 +459,11 @@ impl Bus {
     /// (see [`RequestManyOptions`]). Returns the replies in arrival order,
     /// each `Ok`, or [`Error::ServiceError`] for an error reply. Nobody
     /// answering is an empty list, not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSubject`]; the errors of publishing the request. Error
+    /// replies are entries of the list, not an error of the call.
     ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
@@ -524,6 +535,11 @@ impl Bus {
     /// receives as [`Error::ServiceError`]. Messages without a reply subject
     /// are skipped and counted in [`ResponderStats::skipped`]. Up to 64
     /// handlers run at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSubject`] for a bad filter or queue group. A failed
+    /// reply is counted in [`ResponderStats`], not returned.
     ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
