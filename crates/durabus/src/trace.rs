@@ -61,7 +61,6 @@ pub use crate::w3c::{
     TRACESTATE,
 };
 
-
 /// Whether durabus stamps trace, correlation and service headers on
 /// publish. Receiving always reads them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,7 +79,6 @@ pub enum Propagation {
     /// Publish messages as given: no header is added.
     Off,
 }
-
 
 /// The current OpenTelemetry span as the parent of what is published
 /// (feature `opentelemetry`).
@@ -105,7 +103,6 @@ fn otel_current() -> Option<TraceContext> {
 fn otel_current() -> Option<TraceContext> {
     None
 }
-
 
 /// What a received message carries: its trace context, correlation id and
 /// sender's service. Implemented for [`Message`] (subscriptions, replies),

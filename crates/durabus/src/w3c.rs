@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use durabus_core::HeaderMap;
 
-
 /// Header with the W3C `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
 /// Header with the W3C `tracestate`, carried along unchanged.
@@ -345,7 +344,6 @@ fn hex_u64(digits: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
@@ -420,5 +418,4 @@ mod tests {
         assert_ne!(a.trace_id(), b.trace_id());
         assert_eq!(TraceContext::parse(&a.traceparent()).unwrap(), a);
     }
-
 }

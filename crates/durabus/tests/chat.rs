@@ -10,49 +10,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod common;
+
 /// The longest one chat process may run before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The chat example's binary. A plain `cargo test` builds the examples
-/// beside the tests (`<target>/debug/examples/chat-<hash>`), and the newest
-/// that answers `--help` as the chat does is taken. `cargo test
-/// --all-targets` builds them as test harnesses only; then it is built
-/// here, for the whole workspace with its tests selected, so that features
-/// resolve as in that run and only the examples are new to compile.
+/// The chat example's binary (see [`common::example_binary`]).
 fn chat_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        // <target>/debug/deps/chat-<hash> -> <target>/debug/examples
-        let exe = std::env::current_exe().unwrap();
-        let examples = exe.parent().unwrap().parent().unwrap().join("examples");
-        let mut built: Vec<_> = std::fs::read_dir(&examples)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with("chat-") && !name.contains('.')
-            })
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        built.sort();
-        let is_chat = |path: &PathBuf| {
-            Command::new(path)
-                .arg("--help")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--ephemeral"))
-        };
-        if let Some((_, path)) = built.into_iter().rev().find(|(_, p)| is_chat(p)) {
-            return path;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "--workspace", "--examples", "--tests"])
-            .status()
-            .expect("run cargo build --example chat");
-        assert!(status.success(), "cargo build --example chat failed");
-        examples.join("chat")
-    })
-    .clone()
+    PATH.get_or_init(|| common::example_binary("chat", "--ephemeral"))
+        .clone()
 }
 
 fn chat(args: &[&str]) -> Command {
