@@ -47,7 +47,11 @@ fn the_quickstart_prints_what_the_readme_shows_and_its_second_run_finds_the_firs
         .filter(|(info, _)| *info == "text")
         .map(|(_, body)| body)
         .collect();
-    assert_eq!(expected.len(), 2, "the README shows the first and second run");
+    assert_eq!(
+        expected.len(),
+        2,
+        "the README shows the first and second run"
+    );
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file:{}", dir.path().display());
     // An example built as a test harness answers --help with libtest's
