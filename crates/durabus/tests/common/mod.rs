@@ -13,7 +13,7 @@ use std::process::Command;
 /// as test harnesses only; then they are built here, for the whole workspace
 /// with its tests selected, so that features resolve as in that run and only
 /// the examples are new to compile.
-pub fn example_binary(name: &str, help_marker: &str) -> PathBuf {
+pub(crate) fn example_binary(name: &str, help_marker: &str) -> PathBuf {
     // <target>/debug/deps/<test>-<hash> -> <target>/debug/examples
     let exe = std::env::current_exe().unwrap();
     let examples = exe.parent().unwrap().parent().unwrap().join("examples");
