@@ -243,3 +243,166 @@ async fn replay_returns_payloads_intact_across_big_messages() {
     assert_eq!(c.headers.get("K"), Some("v"));
     assert!(r.next().await.is_none());
 }
+
+/// A storage whose files opened while it is armed stall every read until
+/// released: the handles a replay opens for itself (invariant 11).
+#[derive(Debug, Default)]
+struct StallingReads {
+    armed: std::sync::atomic::AtomicBool,
+    /// Reads waiting at the gate.
+    waiting: std::sync::atomic::AtomicU64,
+    /// `true` once released.
+    gate: (std::sync::Mutex<bool>, std::sync::Condvar),
+}
+
+impl StallingReads {
+    fn release(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct Stalling(std::sync::Arc<StallingReads>);
+
+#[derive(Debug)]
+struct StallingFile(
+    std::sync::Arc<dyn durabus_log::StorageFile>,
+    std::sync::Arc<StallingReads>,
+);
+
+impl durabus_log::StorageFile for StallingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        self.1.waiting.fetch_add(1, Ordering::SeqCst);
+        let (open, cv) = &self.1.gate;
+        drop(cv.wait_while(open.lock().unwrap(), |open| !*open).unwrap());
+        self.1.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl durabus_log::Storage for Stalling {
+    fn open(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<std::sync::Arc<dyn durabus_log::StorageFile>> {
+        let file = durabus_log::FsStorage.open(path)?;
+        if self.0.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(std::sync::Arc::new(StallingFile(file, self.0.clone())));
+        }
+        Ok(file)
+    }
+    fn create(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<std::sync::Arc<dyn durabus_log::StorageFile>> {
+        durabus_log::FsStorage.create(path)
+    }
+    fn exists(&self, path: &std::path::Path) -> std::io::Result<bool> {
+        durabus_log::FsStorage.exists(path)
+    }
+    fn list_dir(&self, path: &std::path::Path) -> std::io::Result<Vec<String>> {
+        durabus_log::FsStorage.list_dir(path)
+    }
+    fn is_dir(&self, path: &std::path::Path) -> std::io::Result<bool> {
+        durabus_log::FsStorage.is_dir(path)
+    }
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        durabus_log::FsStorage.create_dir_all(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        durabus_log::FsStorage.rename(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        durabus_log::FsStorage.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        durabus_log::FsStorage.remove_dir_all(path)
+    }
+    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
+        durabus_log::FsStorage.sync_dir(path)
+    }
+    fn try_lock(
+        &self,
+        path: &std::path::Path,
+        pid: &str,
+    ) -> std::io::Result<durabus_log::LockOutcome> {
+        durabus_log::FsStorage.try_lock(path, pid)
+    }
+}
+
+/// Invariant 11: a replay reads segment files through its own handles,
+/// outside the stream lock. With every read of the replay's handle stalled
+/// (a slow disk), publishes, stream info and a second replay's planning
+/// still complete; once the disk answers, the replay goes on in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reading_a_segment_never_blocks_a_publish() {
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let reads = std::sync::Arc::new(StallingReads::default());
+    let s = Store::open_with_storage(
+        tmp.path(),
+        std::sync::Arc::new(Stalling(reads.clone())),
+        opts(),
+    )
+    .unwrap();
+    stream(&s, StreamConfig::new("S").subjects(["a"])).await;
+    for i in 1..=10 {
+        publish(&s, "a", format!("m{i}")).await;
+    }
+    reads.armed.store(true, Ordering::SeqCst);
+
+    // The replay runs on a thread of its own: its read blocks that thread.
+    let replaying = s.clone();
+    let reader = std::thread::spawn(move || {
+        rt().block_on(async move {
+            let mut r = replaying
+                .replay("S", ReplayOptions::from_seq(1).stop_at_end())
+                .await
+                .unwrap();
+            drain(&mut r).await
+        })
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reads.waiting.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay never read its segment"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // A writer that needed the lock the reader holds would wait forever.
+    let seq = tokio::time::timeout(Duration::from_secs(30), publish(&s, "a", "while reading"))
+        .await
+        .expect("a publish waited for a replay's disk read");
+    assert_eq!(seq, 11);
+    let info = tokio::time::timeout(Duration::from_secs(30), s.stream_info("S"))
+        .await
+        .expect("stream info waited for a replay's disk read")
+        .unwrap();
+    assert_eq!(info.state.last_seq, 11);
+    assert!(
+        reads.waiting.load(Ordering::SeqCst) >= 1,
+        "the read is still stalled"
+    );
+
+    reads.release();
+    let got = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, (1..=10).collect::<Vec<u64>>());
+}
