@@ -248,7 +248,7 @@ impl fmt::Debug for Replay {
     }
 }
 
-/// The primitives a backend provides. See `ARCHITECTURE.md`, L1.
+/// The primitives a backend provides: layer L1 of `docs/architecture.md`.
 ///
 /// Every method returns [`crate::Error::Closed`] after [`Backend::close`].
 /// The consumer primitives have default bodies that answer
