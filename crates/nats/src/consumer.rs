@@ -341,6 +341,11 @@ impl NatsBackend {
             .api(&format!("CONSUMER.INFO.{stream}.{name}"), json!({}))
             .await?
         {
+            // An answer without an error and without the consumer: it was
+            // being removed while the server answered (it sends the info of
+            // a consumer that closed meanwhile as nothing), as after its
+            // inactive threshold.
+            Ok(v) if v.get("name").is_none() => Err(consumer_not_found(stream, name)),
             Ok(v) => parse_info(v),
             Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
             Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
