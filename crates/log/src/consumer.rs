@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use durabus_core::{
     subject, AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,
-    Error, Result, RetentionPolicy, SequencePair, StoredMessage,
+    Error, Message, PublishAck, Result, RetentionPolicy, SequencePair, StoredMessage, StreamConfig,
+    StreamInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -361,12 +362,12 @@ impl PendingSet {
 /// Counts a fetch in progress on a consumer for as long as it lives (also
 /// when its future is dropped), then marks the consumer active.
 struct Waiting<'a> {
-    stream: &'a Stream,
+    stream: &'a StreamConsumers,
     consumer: &'a str,
 }
 
 impl<'a> Waiting<'a> {
-    fn new(stream: &'a Stream, consumer: &'a str) -> Waiting<'a> {
+    fn new(stream: &'a StreamConsumers, consumer: &'a str) -> Waiting<'a> {
         if let Some(c) = stream.consumers.lock().get_mut(consumer) {
             c.waiting += 1;
         }
@@ -432,6 +433,25 @@ impl ConsumerSet {
     }
 }
 
+/// A stream and its consumers: what the store holds. It derefs to the
+/// [`Stream`], whose operations are called on it directly; the stream
+/// itself knows nothing of consumers.
+#[derive(Debug)]
+pub(crate) struct StreamConsumers {
+    /// The stream.
+    pub(crate) stream: Arc<Stream>,
+    /// Its consumers. Lock order: consumers, then the stream's `Inner`.
+    pub(crate) consumers: ConsumerSet,
+}
+
+impl std::ops::Deref for StreamConsumers {
+    type Target = Stream;
+
+    fn deref(&self) -> &Stream {
+        &self.stream
+    }
+}
+
 fn filters_overlap(a: &[String], b: &[String]) -> bool {
     if a.is_empty() || b.is_empty() {
         return true;
@@ -454,7 +474,52 @@ fn corrupt_file(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-impl Stream {
+impl StreamConsumers {
+    /// `stream` with no consumers yet (they are loaded or created later).
+    pub(crate) fn new(stream: Arc<Stream>) -> Arc<StreamConsumers> {
+        let consumers = ConsumerSet::default();
+        consumers.set_ack_retention(stream.config().retention != RetentionPolicy::Limits);
+        Arc::new(StreamConsumers { stream, consumers })
+    }
+
+    /// The stream's configuration and state, with its consumer count.
+    pub(crate) fn info(&self) -> StreamInfo {
+        let consumer_count = self.consumers.count();
+        let mut info = self.stream.info();
+        info.state.consumer_count = consumer_count;
+        info
+    }
+
+    /// Changes the stream's limits and options (the caller validated the
+    /// config); acknowledgements remove messages from now on if its
+    /// retention says so.
+    pub(crate) fn update(&self, config: StreamConfig) -> Result<()> {
+        self.stream.update(config, |c| {
+            self.consumers
+                .set_ack_retention(c.retention != RetentionPolicy::Limits);
+        })
+    }
+
+    /// Publishes many messages under one lock with one write; on an
+    /// interest stream, each message no consumer's filter matches is
+    /// dropped right after its append.
+    pub(crate) async fn publish_batch(&self, msgs: &[&Message]) -> Vec<Result<PublishAck>> {
+        let (out, gen) = {
+            // Lock order: consumer map, then stream state.
+            let interest = self.interest_consumers();
+            match &interest {
+                Some(map) => {
+                    let mut drop = |g: &mut Inner, seq: u64, subj: &str| {
+                        self.drop_unmatched(map, g, seq, subj);
+                    };
+                    self.stream.append_batch(msgs, Some(&mut drop))
+                }
+                None => self.stream.append_batch(msgs, None),
+            }
+        };
+        self.stream.ack_batch(out, gen).await
+    }
+
     fn consumer_dir(&self) -> PathBuf {
         self.dir.join(CONSUMERS_DIR)
     }
@@ -1081,7 +1146,7 @@ impl Stream {
 
     /// Up to `batch` deliveries, waiting up to `expires` for the first.
     pub(crate) async fn fetch(
-        self: &Arc<Self>,
+        &self,
         consumer: &str,
         batch: usize,
         expires: Duration,
@@ -1191,7 +1256,7 @@ impl Stream {
         Ok(())
     }
 
-    /// [`Stream::ack`] for a consumer that must exist, as a confirmed ack
+    /// [`StreamConsumers::ack`] for a consumer that must exist, as a confirmed ack
     /// on NATS (nobody answers for a deleted consumer).
     pub(crate) fn ack_confirmed(&self, r: &AckRef, kind: AckKind) -> Result<()> {
         if !self.consumers.lock().contains_key(&*r.consumer) {
@@ -1292,7 +1357,7 @@ impl Stream {
     /// For a batch publish on an interest stream: the consumer map, taken
     /// before the stream lock (lock order), so each message no consumer's
     /// filter matches can be dropped right after its append
-    /// ([`Stream::drop_unmatched`]). `None` for other retentions.
+    /// ([`StreamConsumers::drop_unmatched`]). `None` for other retentions.
     pub(crate) fn interest_consumers(&self) -> Option<MutexGuard<'_, BTreeMap<String, Consumer>>> {
         if !self.consumers.ack_retention.load(Ordering::Acquire)
             || self.lock().config.retention != RetentionPolicy::Interest

@@ -20,7 +20,27 @@
 //! operation goes through), `record` (framing), `segment` (segment and index
 //! files), `checkpoint`, `stream` (the synchronous stream core), `recovery`,
 //! `sync` (group commit and maintenance threads), `router` (core pub/sub),
-//! `replay`, `store` ([`Store`], the [`durabus_core::Backend`]) and `dump`.
+//! `replay`, `consumer`, `store` ([`Store`], the [`durabus_core::Backend`])
+//! and `dump`.
+//!
+//! # How the crate is cut
+//!
+//! Dependencies between modules point one way, downwards in this list; a
+//! module uses only modules below it (and the crate root's plain types):
+//!
+//! 1. `store`, `dump`, `fuzzing`, `bench`: the entry points.
+//! 2. `recovery` (opens and creates streams), `router` (uses `sublist`).
+//! 3. `consumer`: a stream's consumers, and `StreamConsumers`, a stream with
+//!    its consumers (what the store holds). Uses `replay`'s cursor and the
+//!    stream's methods; the stream never sees a consumer (hooks it is given
+//!    as closures: the batch publish's per-message callback, the update's
+//!    config callback).
+//! 4. `replay`: ordered reads through a `Cursor` of their own.
+//! 5. `stream`: the stream core. Uses `sync` only through its `GroupSync`
+//!    trait, which the stream implements.
+//! 6. `sync`: group commit and maintenance queues; knows no stream.
+//! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`:
+//!    formats and leaves.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -15,19 +15,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use durabus_core::{
     subject, ByteString, DiscardPolicy, Error, Message, PublishAck, PurgeRequest, Result,
-    RetentionPolicy, StoredMessage, StreamConfig, StreamInfo, StreamState,
-    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
-    NATS_MSG_ID, NATS_ROLLUP,
+    StoredMessage, StreamConfig, StreamInfo, StreamState, NATS_EXPECTED_LAST_SEQUENCE,
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, SegCkpt, SubjCkpt, CHECKPOINT_FILE};
-use crate::consumer::ConsumerSet;
 use crate::rangeset::RangeSet;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, ScanEnd, ScanError, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::{Storage, StorageFile};
-use crate::sync::Background;
+use crate::sync::{Background, GroupSync};
 use crate::Durability;
 
 /// Unix nanoseconds now.
@@ -226,8 +224,6 @@ pub(crate) struct Stream {
     closed: AtomicBool,
     pub(crate) sync_requested: AtomicBool,
     ckpt_lock: Mutex<()>,
-    /// Its consumers (`consumer.rs`). Lock order: consumers, then `inner`.
-    pub(crate) consumers: ConsumerSet,
 }
 
 impl std::fmt::Debug for Stream {
@@ -1214,8 +1210,12 @@ impl Inner {
     }
 }
 
+/// Called under the stream lock after each message of a batch is stored,
+/// with its sequence and subject.
+pub(crate) type OnStored<'a> = &'a mut dyn FnMut(&mut Inner, u64, &str);
+
 /// Per-message outcome inside a publish, before the write.
-enum Appended {
+pub(crate) enum Appended {
     Stored(u64),
     Duplicate(u64),
 }
@@ -1227,8 +1227,6 @@ impl Stream {
             gen: inner.write_gen,
             failed: false,
         });
-        let consumers = ConsumerSet::default();
-        consumers.set_ack_retention(inner.config.retention != RetentionPolicy::Limits);
         Arc::new(Stream {
             label: ByteString::from(name.as_str()),
             name,
@@ -1241,7 +1239,6 @@ impl Stream {
             closed: AtomicBool::new(false),
             sync_requested: AtomicBool::new(false),
             ckpt_lock: Mutex::new(()),
-            consumers,
         })
     }
 
@@ -1299,11 +1296,11 @@ impl Stream {
         self.after_change(g);
     }
 
+    /// The stream's configuration and state; `consumer_count` is left 0
+    /// (the consumers are counted by their owner).
     pub(crate) fn info(&self) -> StreamInfo {
-        let consumer_count = self.consumers.count();
         let mut g = self.lock();
-        let mut state = g.state(&self.name, self.storage());
-        state.consumer_count = consumer_count;
+        let state = g.state(&self.name, self.storage());
         StreamInfo {
             config: g.config.clone(),
             created: g.created,
@@ -1357,22 +1354,23 @@ impl Stream {
         })
     }
 
-    /// Publishes many messages under one lock with one write.
-    pub(crate) async fn publish_batch(
-        self: &Arc<Self>,
+    /// Appends many messages under one lock with one write; `on_stored` is
+    /// called under the lock right after each message is stored. Returns the
+    /// outcomes and the write generation [`Stream::ack_batch`] waits for.
+    pub(crate) fn append_batch(
+        &self,
         msgs: &[&Message],
-    ) -> Vec<Result<PublishAck>> {
+        mut on_stored: Option<OnStored<'_>>,
+    ) -> (Vec<Result<Appended>>, u64) {
         let mut out: Vec<Result<Appended>> = Vec::with_capacity(msgs.len());
         let gen;
         {
-            // Lock order: consumer map, then stream state.
-            let interest = self.interest_consumers();
             let mut g = self.lock();
             let now = now_ns();
             for m in msgs {
                 let r = self.append(&mut g, m, now);
-                if let (Some(map), Ok(Appended::Stored(seq))) = (&interest, &r) {
-                    self.drop_unmatched(map, &mut g, *seq, &m.subject);
+                if let (Some(f), Ok(Appended::Stored(seq))) = (&mut on_stored, &r) {
+                    f(&mut g, *seq, &m.subject);
                 }
                 if r.is_err() && g.poisoned.is_some() {
                     out.push(r);
@@ -1406,6 +1404,16 @@ impl Stream {
             self.after_change(&mut g);
             gen = g.write_gen;
         }
+        (out, gen)
+    }
+
+    /// The acks of a batch [`Stream::append_batch`] appended, once its write
+    /// generation `gen` is durable.
+    pub(crate) async fn ack_batch(
+        self: &Arc<Self>,
+        out: Vec<Result<Appended>>,
+        gen: u64,
+    ) -> Vec<Result<PublishAck>> {
         let durable = if out.iter().any(|r| r.is_ok()) {
             self.wait_durable(gen).await
         } else {
@@ -1701,7 +1709,7 @@ impl Stream {
 
     /// The syncer's group commit: gathers the publishers the last fsync woke
     /// (see [`Gather`]), then syncs.
-    pub(crate) fn group_sync(&self) {
+    fn gather_and_sync(&self) {
         let mut g = self.lock();
         if let Some(until) = g.gather.until.take() {
             while g.gather.calls < g.gather.target && g.poisoned.is_none() && !self.is_closed() {
@@ -1884,15 +1892,19 @@ impl Stream {
     // ----- stream operations ------------------------------------------------
 
     /// Changes limits and options (the caller validated the config).
-    pub(crate) fn update(&self, config: StreamConfig) -> Result<()> {
+    /// `on_config` sees the new config before it applies (under the lock).
+    pub(crate) fn update(
+        &self,
+        config: StreamConfig,
+        on_config: impl FnOnce(&StreamConfig),
+    ) -> Result<()> {
         let mut g = self.lock();
         if let Some(e) = g.poison_error(&self.name) {
             return Err(e);
         }
         let storage = self.storage();
         let track = config.max_msgs_per_subject.is_some();
-        self.consumers
-            .set_ack_retention(config.retention != RetentionPolicy::Limits);
+        on_config(&config);
         g.config = config;
         if track && !g.track_subject_seqs {
             g.rebuild_subject_seqs(storage)?;
@@ -2086,6 +2098,12 @@ impl Stream {
         })
         .map_err(|e| scan_error(&path, e))?;
         Ok(found.unwrap_or(fallback))
+    }
+}
+
+impl GroupSync for Stream {
+    fn group_sync(&self) {
+        self.gather_and_sync();
     }
 }
 
