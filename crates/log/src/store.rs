@@ -552,7 +552,7 @@ impl Backend for Store {
             return Err(Error::StreamNameInUse { name: config.name });
         }
         self.check_overlaps(&config)?;
-        // Interest and WorkQueue retention act through consumers (consumer.rs).
+        // Interest and WorkQueue retention act through consumers (`consumer`).
         let (env, root) = self.env_for(config.storage);
         let name = config.name.clone();
         let stream = StreamConsumers::new(recovery::create(env, &root, config)?);
