@@ -36,7 +36,6 @@ use crate::Durability;
 
 use commit::Durable;
 
-pub(crate) use append::{Appended, OnStored};
 pub(crate) use dedup::Dedup;
 pub(crate) use state::{Inner, SubjState};
 pub(crate) use time::{from_system_time, now_ns, to_system_time};
