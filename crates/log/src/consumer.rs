@@ -146,15 +146,6 @@ struct PendingCache {
     count: u64,
 }
 
-/// Live messages at or above `from`.
-fn live_from(g: &Inner, from: u64) -> u64 {
-    let f = from.max(g.first_seq);
-    if f > g.last_seq {
-        return 0;
-    }
-    (g.last_seq - f + 1).saturating_sub(g.deleted.count_in(f, g.last_seq))
-}
-
 impl Consumer {
     fn from_file(f: ConsumerFile) -> Consumer {
         let pending = f.pending.iter().copied().collect();
@@ -680,13 +671,17 @@ impl StreamConsumers {
         let st = self.storage();
         let filters = &cfg.filter_subjects;
         let matching = g.matching_subjects(filters);
-        let next_new = g.last_seq + 1;
+        let next_new = g.last_seq() + 1;
         Ok(match cfg.deliver_policy {
-            DeliverPolicy::All => (g.first_seq.max(1), VecDeque::new()),
+            DeliverPolicy::All => (g.first_seq().max(1), VecDeque::new()),
             DeliverPolicy::New => (next_new, VecDeque::new()),
             DeliverPolicy::ByStartSequence(n) => (n.max(1), VecDeque::new()),
             DeliverPolicy::Last if filters.is_empty() => {
-                let s = if g.messages > 0 { g.last_seq } else { next_new };
+                let s = if g.messages() > 0 {
+                    g.last_seq()
+                } else {
+                    next_new
+                };
                 (s, VecDeque::new())
             }
             DeliverPolicy::Last => {
@@ -709,7 +704,7 @@ impl StreamConsumers {
         cfg: &ConsumerConfig,
         except: Option<&str>,
     ) -> Result<()> {
-        if self.lock().config.retention != RetentionPolicy::WorkQueue {
+        if self.retention() != RetentionPolicy::WorkQueue {
             return Ok(());
         }
         if cfg.ack_policy != AckPolicy::Explicit {
@@ -874,29 +869,23 @@ impl StreamConsumers {
 
     /// Messages matching the filter not delivered yet.
     fn pending_count(&self, g: &mut Inner, c: &mut Consumer) -> Result<u64> {
-        let from = c.state.next_seq.max(g.first_seq);
+        let from = c.state.next_seq.max(g.first_seq());
         let queued = c.start_queue.len() as u64;
-        if from > g.last_seq || g.messages == 0 {
+        if from > g.last_seq() || g.messages() == 0 {
             return Ok(queued);
         }
         let filters = c.config().filter_subjects.clone();
         if filters.is_empty() {
-            return Ok(queued + live_from(g, from));
+            return Ok(queued + g.live_from(from));
         }
-        if from == g.first_seq {
-            let n: u64 = g
-                .subjects
-                .iter()
-                .filter(|(s, _)| filters.iter().any(|f| subject::matches(f, s)))
-                .map(|(_, st)| st.count)
-                .sum();
-            return Ok(queued + n);
+        if from == g.first_seq() {
+            return Ok(queued + g.count_matching(&filters));
         }
         // A filtered consumer inside the stream: extend the cached count by
         // the appended tail when nothing at or above its base was removed
         // since; otherwise count once by a scan.
         let scan_from = match c.pending_cache {
-            Some(pc) if live_from(g, pc.base) == pc.live + (g.last_seq - pc.last) => {
+            Some(pc) if g.live_from(pc.base) == pc.live + (g.last_seq() - pc.last) => {
                 (pc.last + 1).max(from)
             }
             _ => {
@@ -905,7 +894,7 @@ impl StreamConsumers {
             }
         };
         let mut n = 0;
-        if scan_from <= g.last_seq {
+        if scan_from <= g.last_seq() {
             g.for_each_live(self.storage(), scan_from, &mut |r| {
                 if filters.iter().any(|f| subject::matches(f, r.subject)) {
                     n += 1;
@@ -917,8 +906,8 @@ impl StreamConsumers {
         let base = from;
         c.pending_cache = Some(PendingCache {
             base,
-            last: g.last_seq,
-            live: live_from(g, base),
+            last: g.last_seq(),
+            live: g.live_from(base),
             count,
         });
         Ok(queued + count)
@@ -1271,13 +1260,13 @@ impl StreamConsumers {
         if !self.consumers.ack_retention.load(Ordering::Acquire) {
             return;
         }
-        let retention = self.lock().config.retention;
+        let retention = self.retention();
         if retention == RetentionPolicy::Limits {
             return;
         }
         let map = self.consumers.lock();
         let mut g = self.lock();
-        if g.messages == 0 || (map.is_empty() && retention == RetentionPolicy::WorkQueue) {
+        if g.messages() == 0 || (map.is_empty() && retention == RetentionPolicy::WorkQueue) {
             // A work queue without consumers keeps everything.
             return;
         }
@@ -1288,7 +1277,7 @@ impl StreamConsumers {
         // consumer's filter matches (interest drops them at publish) and
         // messages a consumer further ahead settled.
         let views: Vec<&Consumer> = map.values().collect();
-        let first = g.first_seq;
+        let first = g.first_seq();
         let mut doomed: Vec<(u64, String, u64, bool)> = Vec::new();
         let res = g.for_each_live(self.storage(), first, &mut |r| {
             let needed = views.iter().any(|c| Self::still_needs(c, r.seq, r.subject));
@@ -1309,7 +1298,8 @@ impl StreamConsumers {
                 self.log_unmatched_removal(&mut g, seq, &subj, size);
             }
         }
-        g.ckpt_needed = true;
+        // Settlements are not logged (rule 7); a checkpoint records them.
+        g.request_checkpoint();
         drop(map);
         self.finish_change(&mut g);
     }
@@ -1349,7 +1339,7 @@ impl StreamConsumers {
         }
         drop(map);
         if changed {
-            g.ckpt_needed = true;
+            g.request_checkpoint();
             self.finish_change(&mut g);
         }
     }
@@ -1360,7 +1350,7 @@ impl StreamConsumers {
     /// ([`StreamConsumers::drop_unmatched`]). `None` for other retentions.
     pub(crate) fn interest_consumers(&self) -> Option<MutexGuard<'_, BTreeMap<String, Consumer>>> {
         if !self.consumers.ack_retention.load(Ordering::Acquire)
-            || self.lock().config.retention != RetentionPolicy::Interest
+            || self.retention() != RetentionPolicy::Interest
         {
             return None;
         }
@@ -1398,7 +1388,7 @@ impl StreamConsumers {
         }
         let map = self.consumers.lock();
         let mut g = self.lock();
-        if g.config.retention != RetentionPolicy::Interest
+        if g.retention() != RetentionPolicy::Interest
             || !g.is_live(seq)
             || map.values().any(|c| c.matches(subj))
         {
@@ -1420,14 +1410,14 @@ impl StreamConsumers {
     /// record: unlike a settlement, no consumer file could re-derive it at
     /// open, and a consumer created later would receive it again after a
     /// crash (invariant 21).
+    /// A failed write poisons the stream and the message stays.
     fn log_unmatched_removal(&self, g: &mut Inner, seq: u64, subj: &str, size: u64) {
-        let time = now_ns().max(g.last_time);
-        g.active.size += crate::record::encode_delete(&mut g.pending, seq, time) as u64;
-        if let Err(e) = g.flush(&self.name) {
-            tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not log the removal");
+        match g.delete_logged(&self.name, seq, subj, size) {
+            Ok(()) => g.request_checkpoint(),
+            Err(e) => {
+                tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not log the removal")
+            }
         }
-        g.remove_msg(seq, subj, size);
-        g.ckpt_needed = true;
     }
 }
 

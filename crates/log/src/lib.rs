@@ -18,10 +18,10 @@
 //!
 //! Modules, one concept each: `storage` (the [`Storage`] trait every file
 //! operation goes through), `record` (framing), `segment` (segment and index
-//! files), `checkpoint`, `stream` (the synchronous stream core), `recovery`,
-//! `sync` (group commit and maintenance threads), `router` (core pub/sub),
-//! `replay`, `consumer`, `store` ([`Store`], the [`durabus_core::Backend`])
-//! and `dump`.
+//! files), `checkpoint`, `stream` (the synchronous stream core, with its
+//! recovery), `sync` (group commit and maintenance threads), `router` (core
+//! pub/sub), `replay`, `consumer`, `store` ([`Store`], the
+//! [`durabus_core::Backend`]) and `dump`.
 //!
 //! # How the crate is cut
 //!
@@ -29,15 +29,18 @@
 //! module uses only modules below it (and the crate root's plain types):
 //!
 //! 1. `store`, `dump`, `fuzzing`, `bench`: the entry points.
-//! 2. `recovery` (opens and creates streams), `router` (uses `sublist`).
+//! 2. `router` (core pub/sub; uses `sublist`).
 //! 3. `consumer`: a stream's consumers, and `StreamConsumers`, a stream with
-//!    its consumers (what the store holds). Uses `replay`'s cursor and the
-//!    stream's methods; the stream never sees a consumer (hooks it is given
-//!    as closures: the batch publish's per-message callback, the update's
-//!    config callback).
-//! 4. `replay`: ordered reads through a `Cursor` of their own.
-//! 5. `stream`: the stream core. Uses `sync` only through its `GroupSync`
-//!    trait, which the stream implements.
+//!    its consumers (what the store holds). Uses `replay`'s `Cursor` and
+//!    the stream's methods; the stream never sees a consumer (the hooks it
+//!    runs are closures it is given: the batch publish's per-message
+//!    callback, the update's config callback).
+//! 4. `replay`: ordered reads through a `Cursor` of their own, planned by
+//!    the stream (`Stream::plan_chunk`).
+//! 5. `stream`: the stream core and its recovery. The state behind its lock
+//!    (`Inner`) keeps its fields to the `stream` module; other modules use
+//!    its methods. Uses `sync` only through the `GroupSync` trait, which the
+//!    stream implements.
 //! 6. `sync`: group commit and maintenance queues; knows no stream.
 //! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`:
 //!    formats and leaves.
@@ -56,7 +59,6 @@ mod dump;
 pub mod fuzzing;
 mod rangeset;
 mod record;
-mod recovery;
 mod replay;
 mod router;
 mod segment;

@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::consumer::StreamConsumers;
-use crate::recovery;
 use crate::router::Router;
 use crate::storage::{FsStorage, LockOutcome, MemStorage, Storage, StorageLock};
-use crate::stream::{now_ns, Env};
+use crate::stream::{now_ns, recovery, Env};
 use crate::sync::{Background, MaintWork};
 use crate::{Durability, Options, RecoveryReport};
 

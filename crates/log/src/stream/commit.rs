@@ -17,8 +17,8 @@ use super::Stream;
 /// The group-commit watermark: every write generation up to `gen` is durable.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Durable {
-    pub(crate) gen: u64,
-    pub(crate) failed: bool,
+    pub(super) gen: u64,
+    pub(super) failed: bool,
 }
 
 /// Group commit's gather step. When an fsync ends, the publishers it
@@ -48,7 +48,7 @@ pub(super) const GATHER_MAX: Duration = Duration::from_micros(500);
 
 impl Inner {
     /// Writes pending records to the OS: one write call (invariant 3).
-    pub(crate) fn flush(&mut self, stream: &str) -> Result<()> {
+    pub(super) fn flush(&mut self, stream: &str) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -118,7 +118,7 @@ impl Inner {
 
     /// Writes records still pending (deferred by group commit) so that readers,
     /// which read files, see every stored message.
-    pub(crate) fn flush_for_read(&mut self) -> Result<()> {
+    pub(super) fn flush_for_read(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }

@@ -10,8 +10,8 @@ use super::Stream;
 /// Msg-id de-duplication inside the window (invariant 9).
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    pub(crate) map: HashMap<Arc<str>, (u64, i64)>,
-    pub(crate) order: VecDeque<(i64, u64, Arc<str>)>,
+    pub(super) map: HashMap<Arc<str>, (u64, i64)>,
+    pub(super) order: VecDeque<(i64, u64, Arc<str>)>,
 }
 
 impl Dedup {

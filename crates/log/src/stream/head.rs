@@ -13,14 +13,14 @@ use super::{corrupt, io_err};
 /// The head message as the cursor found it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeadRec {
-    pub(crate) seq: u64,
-    pub(crate) time: i64,
-    pub(crate) size: u64,
+    pub(super) seq: u64,
+    pub(super) time: i64,
+    pub(super) size: u64,
 }
 
 impl Inner {
     /// Finds the oldest live message, leaving the cursor on it.
-    pub(crate) fn head_find(
+    pub(super) fn head_find(
         &mut self,
         stream: &str,
         storage: &dyn Storage,
@@ -118,7 +118,7 @@ impl Inner {
     }
 
     /// The time of the oldest live message.
-    pub(crate) fn head_time(&mut self, stream: &str, storage: &dyn Storage) -> Result<Option<i64>> {
+    pub(super) fn head_time(&mut self, stream: &str, storage: &dyn Storage) -> Result<Option<i64>> {
         if let Some((seq, t)) = self.head_cache {
             if seq == self.first_seq {
                 return Ok(Some(t));
@@ -128,7 +128,7 @@ impl Inner {
     }
 
     /// Removes the oldest live message; false when there is none.
-    pub(crate) fn evict_head(&mut self, stream: &str, storage: &dyn Storage) -> Result<bool> {
+    pub(super) fn evict_head(&mut self, stream: &str, storage: &dyn Storage) -> Result<bool> {
         let Some(h) = self.head_find(stream, storage)? else {
             return Ok(false);
         };

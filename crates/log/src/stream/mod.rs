@@ -3,8 +3,8 @@
 //! parts, one job each: `state` (the [`Inner`] state behind the lock),
 //! `append` (publish), `commit` (writes to the OS and group commit), `reads`,
 //! `head` (the oldest live message), `retention` (limits, max_age, purge,
-//! delete), `dedup` and `persist` (checkpoint and shutdown). Recovery is in
-//! `recovery.rs`, replay in `replay.rs`.
+//! delete), `dedup`, `persist` (checkpoint and shutdown) and `recovery`
+//! (opening and creating a stream). Replay is in `replay.rs`.
 //!
 //! Memory stays bounded by the number of segments, subjects and deletions,
 //! never by the number of messages (W6): there is no per-message index. The
@@ -16,6 +16,7 @@ mod dedup;
 mod head;
 mod persist;
 mod reads;
+pub(crate) mod recovery;
 mod retention;
 mod state;
 mod time;
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use durabus_core::{ByteString, Error, StoredMessage, StreamConfig, StreamInfo};
+use durabus_core::{ByteString, Error, RetentionPolicy, StoredMessage, StreamConfig, StreamInfo};
 use tokio::sync::watch;
 
 use crate::record;
@@ -37,6 +38,7 @@ use crate::Durability;
 use commit::Durable;
 
 pub(crate) use dedup::Dedup;
+pub(crate) use reads::ChunkPlan;
 pub(crate) use state::{Inner, SubjState};
 pub(crate) use time::{from_system_time, now_ns, to_system_time};
 
@@ -175,6 +177,11 @@ impl Stream {
 
     pub(crate) fn config(&self) -> StreamConfig {
         self.lock().config.clone()
+    }
+
+    /// The stream's retention policy.
+    pub(crate) fn retention(&self) -> RetentionPolicy {
+        self.lock().retention()
     }
 
     fn notify(&self, g: &Inner) {

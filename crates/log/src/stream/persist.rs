@@ -9,7 +9,7 @@ use super::state::Inner;
 use super::{io_err, Stream};
 
 impl Inner {
-    pub(crate) fn checkpoint(&self) -> Checkpoint {
+    pub(super) fn checkpoint(&self) -> Checkpoint {
         let seg = |s: &SegmentMeta, size: u64, index: bool| SegCkpt {
             base: s.base,
             size,

@@ -2,6 +2,7 @@
 //! single-message reads (`get`, `get_last`, `seq_for_time`).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 use durabus_core::{subject, Error, Result, StoredMessage};
 
@@ -137,7 +138,7 @@ impl Inner {
     }
 
     /// Builds per-subject seq lists (when `max_msgs_per_subject` becomes set).
-    pub(crate) fn rebuild_subject_seqs(&mut self, storage: &dyn Storage) -> Result<()> {
+    pub(super) fn rebuild_subject_seqs(&mut self, storage: &dyn Storage) -> Result<()> {
         for st in self.subjects.values_mut() {
             st.seqs = Some(VecDeque::new());
         }
@@ -156,7 +157,58 @@ impl Inner {
     }
 }
 
+/// Where the next chunk of an ordered read is (see [`Stream::plan_chunk`]).
+#[derive(Debug)]
+pub(crate) struct ChunkPlan {
+    /// Base sequence of the segment.
+    pub(crate) base: u64,
+    /// Its file.
+    pub(crate) path: PathBuf,
+    /// Where in it the records at or after the target may start.
+    pub(crate) seek: u64,
+    /// How far it may be read.
+    pub(crate) limit: u64,
+    /// It is the active (last) segment.
+    pub(crate) is_last: bool,
+    /// Base of the segment after it.
+    pub(crate) next_base: Option<u64>,
+}
+
 impl Stream {
+    /// Plans the next chunk of an ordered read at `from` (invariant 11):
+    /// writes what is pending, raises `from` to the first stored sequence and
+    /// returns it, with where to read unless nothing is stored at or after it.
+    /// The lock is held only for this; the reader opens its own handle.
+    pub(crate) fn plan_chunk(&self, from: u64) -> Result<(u64, Option<ChunkPlan>)> {
+        let mut g = self.lock();
+        g.flush_for_read()?;
+        let target = from.max(g.first_seq);
+        if target > g.last_seq {
+            return Ok((target, None));
+        }
+        let seg = g.seg_for_seq(target);
+        let plan = ChunkPlan {
+            base: seg.base,
+            path: seg.path.clone(),
+            seek: segment::seek_seq(&seg.index, target),
+            limit: g.readable_limit(seg),
+            is_last: seg.base == g.active.base,
+            next_base: g.seg_after(seg.base).map(|s| s.base),
+        };
+        Ok((target, Some(plan)))
+    }
+
+    /// Drops from `msgs` (read in ascending order) what was deleted or
+    /// expired since it was read.
+    pub(crate) fn retain_live(&self, msgs: &mut Vec<StoredMessage>) {
+        let (Some(lo), Some(hi)) = (msgs.first().map(|m| m.seq), msgs.last().map(|m| m.seq)) else {
+            return;
+        };
+        let g = self.lock();
+        let any_deleted = g.deleted.count_in(lo, hi) > 0;
+        let first = g.first_seq;
+        msgs.retain(|m| m.seq >= first && !(any_deleted && g.deleted.contains(m.seq)));
+    }
     pub(super) fn not_found(&self, seq: u64) -> Error {
         Error::MessageNotFound {
             stream: self.name.clone(),

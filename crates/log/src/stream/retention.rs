@@ -13,8 +13,29 @@ use super::time::{dur_ns, now_ns};
 use super::Stream;
 
 impl Inner {
+    /// Removes the stored message `seq` (its subject and record size given)
+    /// with a delete record, written to the OS before the removal
+    /// (invariant 10). A poisoned stream refuses; a failed write poisons it
+    /// (invariant 5) and the message stays: the delete is not done.
+    pub(crate) fn delete_logged(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        subject: &str,
+        size: u64,
+    ) -> Result<()> {
+        if let Some(e) = self.poison_error(stream) {
+            return Err(e);
+        }
+        let time = now_ns().max(self.last_time);
+        self.active.size += record::encode_delete(&mut self.pending, seq, time) as u64;
+        self.flush(stream)?;
+        self.remove_msg(seq, subject, size);
+        Ok(())
+    }
+
     /// Removes messages older than `max_age`.
-    pub(crate) fn expire(&mut self, stream: &str, storage: &dyn Storage, now: i64) -> Result<u64> {
+    pub(super) fn expire(&mut self, stream: &str, storage: &dyn Storage, now: i64) -> Result<u64> {
         let Some(age) = self.config.max_age else {
             return Ok(0);
         };
@@ -31,7 +52,7 @@ impl Inner {
 
     /// Evicts the oldest messages until every count and byte limit holds
     /// (discard `old`, and re-application after recovery or an update).
-    pub(crate) fn enforce_limits(&mut self, stream: &str, storage: &dyn Storage) -> Result<()> {
+    pub(super) fn enforce_limits(&mut self, stream: &str, storage: &dyn Storage) -> Result<()> {
         if let Some(max) = self.config.max_msgs {
             while self.messages > max {
                 if !self.evict_head(stream, storage)? {
@@ -50,7 +71,7 @@ impl Inner {
     }
 
     /// Evicts the oldest messages of `subject` beyond `max_msgs_per_subject`.
-    pub(crate) fn enforce_subject_limit(
+    pub(super) fn enforce_subject_limit(
         &mut self,
         stream: &str,
         storage: &dyn Storage,
@@ -79,7 +100,7 @@ impl Inner {
     }
 
     /// Re-applies every limit (after recovery or an update).
-    pub(crate) fn enforce_all(
+    pub(super) fn enforce_all(
         &mut self,
         stream: &str,
         storage: &dyn Storage,
@@ -104,7 +125,7 @@ impl Inner {
     /// Applies a purge record (live and in recovery alike): removes messages
     /// below `bound`, matching `filter` when non-empty, keeping the newest
     /// `keep` of those. Returns how many were removed.
-    pub(crate) fn apply_purge(
+    pub(super) fn apply_purge(
         &mut self,
         stream: &str,
         storage: &dyn Storage,
@@ -320,11 +341,7 @@ impl Stream {
             }
             let storage = self.storage();
             let (subject, size) = g.read_info(&self.name, storage, seq)?;
-            let time = now_ns().max(g.last_time);
-            // Invariant 10: the delete is logged before it is acknowledged.
-            g.active.size += record::encode_delete(&mut g.pending, seq, time) as u64;
-            g.flush(&self.name)?;
-            g.remove_msg(seq, &subject, size);
+            g.delete_logged(&self.name, seq, &subject, size)?;
             self.notify(&g);
             self.after_change(&mut g);
             g.write_gen

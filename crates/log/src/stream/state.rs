@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use durabus_core::{Error, Result, StreamConfig, StreamState};
+use durabus_core::{subject, Error, Result, RetentionPolicy, StreamConfig, StreamState};
 
 use crate::rangeset::RangeSet;
 use crate::segment::{self, SegmentMeta, SEGMENT_HEADER};
@@ -21,42 +21,42 @@ use super::time::to_system_time;
 /// Per-subject state. `seqs` only when `max_msgs_per_subject` is set.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SubjState {
-    pub(crate) count: u64,
+    pub(super) count: u64,
     /// Newest live seq; 0 = unknown (its newest was deleted), found by a scan on demand.
-    pub(crate) last: u64,
-    pub(crate) seqs: Option<VecDeque<u64>>,
+    pub(super) last: u64,
+    pub(super) seqs: Option<VecDeque<u64>>,
 }
 
 /// The mutable state of a stream, behind the stream lock.
 pub(crate) struct Inner {
-    pub(crate) config: StreamConfig,
-    pub(crate) created: SystemTime,
-    pub(crate) segdir: PathBuf,
-    pub(crate) sealed: VecDeque<SegmentMeta>,
-    pub(crate) active: SegmentMeta,
+    pub(super) config: StreamConfig,
+    pub(super) created: SystemTime,
+    pub(super) segdir: PathBuf,
+    pub(super) sealed: VecDeque<SegmentMeta>,
+    pub(super) active: SegmentMeta,
     /// Bytes of the active segment handed to the OS; `active.size` also counts `pending`.
-    pub(crate) flushed: u64,
+    pub(super) flushed: u64,
     /// Under `Always`: where the zeros written ahead of `flushed` end (see
     /// [`Inner::preallocate`]); 0 when none were.
-    pub(crate) zeroed: u64,
+    pub(super) zeroed: u64,
     /// The store is closing: no more zeros ahead (they are cut).
     pub(super) closing: bool,
     /// Encoded records not yet written (reused buffer).
-    pub(crate) pending: Vec<u8>,
-    pub(crate) first_seq: u64,
-    pub(crate) last_seq: u64,
+    pub(super) pending: Vec<u8>,
+    pub(super) first_seq: u64,
+    pub(super) last_seq: u64,
     /// Newest time ever stored: the clamp of invariant 2.
-    pub(crate) last_time: i64,
-    pub(crate) messages: u64,
-    pub(crate) bytes: u64,
-    pub(crate) deleted: RangeSet,
-    pub(crate) subjects: HashMap<String, SubjState>,
-    pub(crate) track_subject_seqs: bool,
-    pub(crate) dedup: Dedup,
-    pub(crate) poisoned: Option<String>,
+    pub(super) last_time: i64,
+    pub(super) messages: u64,
+    pub(super) bytes: u64,
+    pub(super) deleted: RangeSet,
+    pub(super) subjects: HashMap<String, SubjState>,
+    pub(super) track_subject_seqs: bool,
+    pub(super) dedup: Dedup,
+    pub(super) poisoned: Option<String>,
     /// Incremented by each write to the OS; the group-commit unit.
-    pub(crate) write_gen: u64,
-    pub(crate) dirty: bool,
+    pub(super) write_gen: u64,
+    pub(super) dirty: bool,
     /// Group commit's gather step (`Always` only, see [`Gather`]).
     pub(super) gather: Gather,
     /// Head cursor: where the oldest live record is looked for.
@@ -68,14 +68,14 @@ pub(crate) struct Inner {
     pub(super) head_cache: Option<(u64, i64)>,
     /// During recovery, files to remove once it succeeded (nothing is touched
     /// if it fails, invariant 7).
-    pub(crate) recovering: bool,
-    pub(crate) doomed: Vec<PathBuf>,
+    pub(super) recovering: bool,
+    pub(super) doomed: Vec<PathBuf>,
     /// A checkpoint should be written (segments sealed or removed).
-    pub(crate) ckpt_needed: bool,
+    pub(super) ckpt_needed: bool,
 }
 
 impl Inner {
-    pub(crate) fn new_empty(
+    pub(super) fn new_empty(
         config: StreamConfig,
         created: SystemTime,
         segdir: PathBuf,
@@ -117,13 +117,57 @@ impl Inner {
         }
     }
 
+    /// The first sequence not removed (`last_seq + 1` when empty).
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The newest sequence ever stored (0 when none).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// How many messages are stored.
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// The stream's retention policy.
+    pub(crate) fn retention(&self) -> RetentionPolicy {
+        self.config.retention
+    }
+
+    /// Asks for a checkpoint after the change under way (removals that are
+    /// not logged, rule 7, are recorded by it).
+    pub(crate) fn request_checkpoint(&mut self) {
+        self.ckpt_needed = true;
+    }
+
+    /// Stored messages at or above `from`.
+    pub(crate) fn live_from(&self, from: u64) -> u64 {
+        let f = from.max(self.first_seq);
+        if f > self.last_seq {
+            return 0;
+        }
+        (self.last_seq - f + 1).saturating_sub(self.deleted.count_in(f, self.last_seq))
+    }
+
+    /// Stored messages whose subject matches one of `filters`.
+    pub(crate) fn count_matching(&self, filters: &[String]) -> u64 {
+        self.subjects
+            .iter()
+            .filter(|(s, _)| filters.iter().any(|f| subject::matches(f, s)))
+            .map(|(_, st)| st.count)
+            .sum()
+    }
+
     /// Whether `seq` is a stored message.
     pub(crate) fn is_live(&self, seq: u64) -> bool {
         seq >= self.first_seq && seq <= self.last_seq && !self.deleted.contains(seq)
     }
 
     /// The segment that holds (or would hold) `seq`.
-    pub(crate) fn seg_for_seq(&self, seq: u64) -> &SegmentMeta {
+    pub(super) fn seg_for_seq(&self, seq: u64) -> &SegmentMeta {
         if seq >= self.active.base || self.sealed.is_empty() {
             return &self.active;
         }
@@ -143,7 +187,7 @@ impl Inner {
         &mut self.sealed[i.saturating_sub(1)]
     }
 
-    pub(crate) fn seg_by_base(&self, base: u64) -> Option<&SegmentMeta> {
+    pub(super) fn seg_by_base(&self, base: u64) -> Option<&SegmentMeta> {
         if self.active.base == base {
             return Some(&self.active);
         }
@@ -152,7 +196,7 @@ impl Inner {
     }
 
     /// The segment after the one starting at `base`.
-    pub(crate) fn seg_after(&self, base: u64) -> Option<&SegmentMeta> {
+    pub(super) fn seg_after(&self, base: u64) -> Option<&SegmentMeta> {
         if base >= self.active.base {
             return None;
         }
@@ -161,7 +205,7 @@ impl Inner {
     }
 
     /// How far readers may read in the segment starting at `base`.
-    pub(crate) fn readable_limit(&self, seg: &SegmentMeta) -> u64 {
+    pub(super) fn readable_limit(&self, seg: &SegmentMeta) -> u64 {
         if seg.base == self.active.base {
             self.flushed
         } else {
@@ -170,7 +214,7 @@ impl Inner {
     }
 
     /// A read handle of a segment, opened on first use.
-    pub(crate) fn seg_file(
+    pub(super) fn seg_file(
         &mut self,
         storage: &dyn Storage,
         base: u64,
@@ -198,7 +242,7 @@ impl Inner {
         Ok(f)
     }
 
-    pub(crate) fn poison_error(&self, stream: &str) -> Option<Error> {
+    pub(super) fn poison_error(&self, stream: &str) -> Option<Error> {
         self.poisoned.as_ref().map(|cause| Error::Poisoned {
             stream: stream.to_owned(),
             cause: cause.clone(),
@@ -206,7 +250,7 @@ impl Inner {
     }
 
     /// Refuses every later write (invariant 5) and returns the error to report.
-    pub(crate) fn poison(&mut self, stream: &str, cause: String) -> Error {
+    pub(super) fn poison(&mut self, stream: &str, cause: String) -> Error {
         tracing::error!(stream, cause = %cause, "stream poisoned; reopen the store to recover");
         if self.poisoned.is_none() {
             self.poisoned = Some(cause);
@@ -216,7 +260,7 @@ impl Inner {
     }
 
     /// Accounts a message record (publish and recovery alike).
-    pub(crate) fn note_message(
+    pub(super) fn note_message(
         &mut self,
         seq: u64,
         time: i64,
@@ -343,7 +387,7 @@ impl Inner {
     }
 
     /// Removes files of dropped segments (after recovery succeeded, or now).
-    pub(crate) fn remove_doomed(&mut self, storage: &dyn Storage) {
+    pub(super) fn remove_doomed(&mut self, storage: &dyn Storage) {
         if self.recovering || self.doomed.is_empty() {
             return;
         }
@@ -374,7 +418,7 @@ impl Inner {
         }
     }
 
-    pub(crate) fn state(&mut self, stream: &str, storage: &dyn Storage) -> StreamState {
+    pub(super) fn state(&mut self, stream: &str, storage: &dyn Storage) -> StreamState {
         let first_time = if self.messages > 0 {
             self.head_time(stream, storage)
                 .ok()

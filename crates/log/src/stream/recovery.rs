@@ -10,14 +10,14 @@ use std::time::SystemTime;
 use durabus_core::{Error, Result, StreamConfig, NATS_MSG_ID};
 use serde::{Deserialize, Serialize};
 
+use super::{
+    from_system_time, now_ns, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
+};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::rangeset::RangeSet;
 use crate::record::Kind;
 use crate::segment::{self, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::{write_atomic, Storage, StorageFile};
-use crate::stream::{
-    from_system_time, now_ns, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
-};
 
 /// `config.json` of a stream.
 #[derive(Debug, Serialize, Deserialize)]
