@@ -23,6 +23,11 @@
 //! pub/sub), `replay`, `consumer`, `store` ([`Store`], the
 //! [`durabus_core::Backend`]) and `dump`.
 //!
+//! # Features
+//!
+//! `internals`: the modules `bench` and `fuzzing`, entry points into engine
+//! internals. Not part of the API; for the fuzz targets and benches.
+//!
 //! # How the crate is cut
 //!
 //! Dependencies between modules point one way, downwards in this list; a
@@ -48,13 +53,18 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-/// Entry points of the micro-benchmarks; not a stable API.
+/// Entry points of the micro-benchmarks. Not part of the API; for the fuzz
+/// targets and benches (feature `internals`).
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod bench;
 mod checkpoint;
 mod consumer;
 mod dump;
-/// Check functions of the fuzz targets (`fuzz/`); not a stable API.
+/// Check functions of the fuzz targets (`fuzz/`). Not part of the API; for
+/// the fuzz targets and benches (feature `internals`). Also built for this
+/// crate's unit tests, which replay the committed fuzz corpus.
+#[cfg(any(test, feature = "internals"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod rangeset;

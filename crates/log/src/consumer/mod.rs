@@ -28,7 +28,9 @@ use crate::stream::{now_ns, Inner, Stream};
 
 use state::Consumer;
 
-pub(crate) use file::{ConsumerFile, DecodedConsumer, Pending, CONSUMER_VERSION};
+pub(crate) use file::{ConsumerFile, DecodedConsumer};
+#[cfg(any(test, feature = "internals"))]
+pub(crate) use file::{Pending, CONSUMER_VERSION};
 pub(crate) use persist::CONSUMERS_DIR;
 
 /// A stream's consumers.
