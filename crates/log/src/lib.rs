@@ -26,7 +26,8 @@
 //! # Features
 //!
 //! `internals`: the modules `bench` and `fuzzing`, entry points into engine
-//! internals. Not part of the API; for the fuzz targets and benches.
+//! internals, and an injectable clock (`Options::clock`, `ManualClock`).
+//! Not part of the API; for the fuzz targets, benches and tests.
 //!
 //! # How the crate is cut
 //!
@@ -47,7 +48,8 @@
 //!    its methods. Uses `sync` only through the `GroupSync` trait, which the
 //!    stream implements.
 //! 6. `sync`: group commit and maintenance queues; knows no stream.
-//! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`:
+//! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`,
+//!    `clock`:
 //!    formats and leaves.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -59,6 +61,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod checkpoint;
+mod clock;
 mod consumer;
 mod dump;
 /// Check functions of the fuzz targets (`fuzz/`). Not part of the API; for
@@ -83,6 +86,9 @@ use std::time::Duration;
 
 use durabus_core::Result;
 
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use storage::{
     write_atomic, FsStorage, LockOutcome, MemStorage, Storage, StorageFile, StorageLock,
 };
@@ -116,6 +122,9 @@ pub struct Options {
     pub segment_size: u64,
     /// Per-subscriber buffer, in messages. Default 4096.
     pub subscriber_buffer: usize,
+    /// Where the store reads the time (the system clock unless a test
+    /// sets another, feature `internals`).
+    clock: std::sync::Arc<dyn clock::Clock>,
 }
 
 impl Default for Options {
@@ -124,6 +133,7 @@ impl Default for Options {
             durability: Durability::Always,
             segment_size: 64 * 1024 * 1024,
             subscriber_buffer: 4096,
+            clock: std::sync::Arc::new(clock::SystemClock),
         }
     }
 }
@@ -140,6 +150,16 @@ impl Options {
     #[must_use]
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock. Not part of
+    /// the API; for tests (feature `internals`).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -182,6 +182,7 @@ impl Store {
             durability: options.durability,
             segment_size: options.segment_size.max(1),
             bg: bg.clone(),
+            clock: options.clock.clone(),
         });
         let mem_env = if storage.is_volatile() {
             env.clone()
@@ -191,6 +192,7 @@ impl Store {
                 durability: options.durability,
                 segment_size: options.segment_size.max(1),
                 bg: bg.clone(),
+                clock: options.clock.clone(),
             })
         };
         let mem_root = if storage.is_volatile() {

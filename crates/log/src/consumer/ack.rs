@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use durabus_core::{AckKind, AckPolicy, AckRef, Result, SequencePair};
 
-use crate::stream::now_ns;
-
 use super::fetch::ns_after;
 use super::{consumer_not_found, StreamConsumers};
 
@@ -20,7 +18,7 @@ impl StreamConsumers {
                 return Ok(());
             };
             let seq = r.stream_seq;
-            let now = now_ns();
+            let now = self.now();
             let current = c.pending.get(&seq).copied();
             match (kind, current) {
                 (AckKind::Ack, _) if c.config().ack_policy == AckPolicy::All => {

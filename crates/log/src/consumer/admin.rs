@@ -9,7 +9,7 @@ use durabus_core::{
     RetentionPolicy, SequencePair,
 };
 
-use crate::stream::{from_system_time, now_ns, to_system_time, Inner};
+use crate::stream::{from_system_time, to_system_time, Inner};
 
 use super::file::ConsumerFile;
 use super::state::{Consumer, PendingCache};
@@ -132,7 +132,7 @@ impl StreamConsumers {
             let mut c = Consumer::from_file(ConsumerFile {
                 name: name.clone(),
                 config: cfg,
-                created_ns: now_ns(),
+                created_ns: self.now(),
                 delivered,
                 ack_floor: delivered,
                 next_seq,

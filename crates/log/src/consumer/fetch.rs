@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use durabus_core::{AckRef, Delivery, Error, Result, StoredMessage};
 
 use crate::replay::{Cursor, Progress};
-use crate::stream::now_ns;
 
 use super::file::Pending;
 use super::state::Consumer;
@@ -55,7 +54,7 @@ impl StreamConsumers {
             .get_mut(name)
             .ok_or_else(|| consumer_not_found(&self.name, name))?;
         c.last_active = Instant::now();
-        let now = now_ns();
+        let now = self.now();
         {
             let g = self.lock();
             c.prune(&g);
@@ -278,7 +277,7 @@ impl StreamConsumers {
             }
             let wake = match next_due {
                 Some(d) => {
-                    let in_ns = u64::try_from(d.saturating_sub(now_ns())).unwrap_or(0);
+                    let in_ns = u64::try_from(d.saturating_sub(self.now())).unwrap_or(0);
                     (now + Duration::from_nanos(in_ns)).min(until)
                 }
                 None => until,

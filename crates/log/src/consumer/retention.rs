@@ -171,7 +171,7 @@ impl StreamConsumers {
     /// crash (invariant 21).
     /// A failed write poisons the stream and the message stays.
     pub(super) fn log_unmatched_removal(&self, g: &mut Inner, seq: u64, subj: &str, size: u64) {
-        match g.delete_logged(&self.name, seq, subj, size) {
+        match g.delete_logged(&self.name, seq, subj, size, self.now()) {
             Ok(()) => g.request_checkpoint(),
             Err(e) => {
                 tracing::warn!(stream = %self.name, seq, error = %e, "retention: could not log the removal")

@@ -13,7 +13,7 @@ use crate::segment::{self, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::StorageFile;
 
 use super::state::Inner;
-use super::time::{dur_ns, now_ns};
+use super::time::dur_ns;
 use super::Stream;
 
 /// Under `Always`, a single publish leaves its record in the pending buffer
@@ -37,7 +37,7 @@ impl Stream {
     pub(crate) async fn publish(self: &Arc<Self>, msg: &Message) -> Result<PublishAck> {
         let (ack, gen) = {
             let mut g = self.lock();
-            let now = now_ns();
+            let now = self.now();
             // Records of other publishers may be pending (deferred below):
             // a failed append removes only its own bytes.
             let mark = g.pending.len();
@@ -88,7 +88,7 @@ impl Stream {
         let gen;
         {
             let mut g = self.lock();
-            let now = now_ns();
+            let now = self.now();
             for m in msgs {
                 let r = self.append(&mut g, m, now);
                 if let (Some(f), Ok(Appended::Stored(seq))) = (&mut on_stored, &r) {

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use durabus_core::{ByteString, Error, RetentionPolicy, StoredMessage, StreamConfig, StreamInfo};
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::record;
 use crate::segment::ScanError;
 use crate::storage::Storage;
@@ -49,6 +50,8 @@ pub(crate) struct Env {
     pub(crate) durability: Durability,
     pub(crate) segment_size: u64,
     pub(crate) bg: Arc<Background>,
+    /// Where the time is read.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Env {
@@ -162,6 +165,11 @@ impl Stream {
 
     pub(crate) fn storage(&self) -> &dyn Storage {
         &*self.env.storage
+    }
+
+    /// Unix nanoseconds now, by the store's clock.
+    pub(crate) fn now(&self) -> i64 {
+        self.env.clock.now_ns()
     }
 
     pub(crate) fn is_closed(&self) -> bool {

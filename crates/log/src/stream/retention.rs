@@ -9,7 +9,7 @@ use crate::record;
 use crate::storage::Storage;
 
 use super::state::Inner;
-use super::time::{dur_ns, now_ns};
+use super::time::dur_ns;
 use super::Stream;
 
 impl Inner {
@@ -23,11 +23,12 @@ impl Inner {
         seq: u64,
         subject: &str,
         size: u64,
+        now: i64,
     ) -> Result<()> {
         if let Some(e) = self.poison_error(stream) {
             return Err(e);
         }
-        let time = now_ns().max(self.last_time);
+        let time = now.max(self.last_time);
         self.active.size += record::encode_delete(&mut self.pending, seq, time) as u64;
         self.flush(stream)?;
         self.remove_msg(seq, subject, size);
@@ -235,7 +236,7 @@ impl Stream {
         if g.config.max_age.is_none() || g.poisoned.is_some() || self.is_closed() {
             return;
         }
-        match g.expire(&self.name, self.storage(), now_ns()) {
+        match g.expire(&self.name, self.storage(), self.now()) {
             Ok(n) if n > 0 => self.notify(&g),
             Ok(_) => {}
             Err(e) => tracing::warn!(stream = %self.name, error = %e, "max_age expiry failed"),
@@ -266,7 +267,7 @@ impl Stream {
                 st.seqs = None;
             }
         }
-        g.enforce_all(&self.name, storage, now_ns())?;
+        g.enforce_all(&self.name, storage, self.now())?;
         // Evictions are not logged (rule 7); a checkpoint records them.
         g.ckpt_needed = true;
         self.notify(&g);
@@ -295,7 +296,7 @@ impl Stream {
                 });
             }
             let storage = self.storage();
-            let time = now_ns().max(g.last_time);
+            let time = self.now().max(g.last_time);
             let top = g.last_seq + 1;
             let bound_of = |up: Option<u64>| up.map_or(top, |u| u.min(top));
             let (filter, bound, keep) = match &req.subject {
@@ -341,7 +342,7 @@ impl Stream {
             }
             let storage = self.storage();
             let (subject, size) = g.read_info(&self.name, storage, seq)?;
-            g.delete_logged(&self.name, seq, &subject, size)?;
+            g.delete_logged(&self.name, seq, &subject, size, self.now())?;
             self.notify(&g);
             self.after_change(&mut g);
             g.write_gen

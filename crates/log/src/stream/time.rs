@@ -2,13 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Unix nanoseconds now.
-pub(crate) fn now_ns() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    }
-}
+/// Unix nanoseconds now by the system clock, for names and ids (what the
+/// engine stores is timed by the store's clock, [`super::Stream::now`]).
+pub(crate) use crate::clock::system_now_ns as now_ns;
 
 /// Unix nanoseconds to a `SystemTime`.
 pub(crate) fn to_system_time(ns: i64) -> SystemTime {
