@@ -49,8 +49,7 @@
 //!    stream implements.
 //! 6. `sync`: group commit and maintenance queues; knows no stream.
 //! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`,
-//!    `clock`:
-//!    formats and leaves.
+//!    `clock`: formats and leaves.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
