@@ -4,7 +4,9 @@
 //! `Durability::Always`.
 //!
 //! `cargo bench -p durabus-log --bench hot_paths` (add `-- <filter>` for one
-//! group). Whole-system throughput is `durabus bench`'s job.
+//! group). The entry points of `durabus_log::bench` come with the feature
+//! `internals`, which the crate's dev-dependency on itself enables.
+//! Whole-system throughput is `durabus bench`'s job.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

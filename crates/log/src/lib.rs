@@ -18,25 +18,59 @@
 //!
 //! Modules, one concept each: `storage` (the [`Storage`] trait every file
 //! operation goes through), `record` (framing), `segment` (segment and index
-//! files), `checkpoint`, `stream` (the synchronous stream core), `recovery`,
-//! `sync` (group commit and maintenance threads), `router` (core pub/sub),
-//! `replay`, `store` ([`Store`], the [`durabus_core::Backend`]) and `dump`.
+//! files), `checkpoint`, `stream` (the synchronous stream core, with its
+//! recovery), `sync` (group commit and maintenance threads), `router` (core
+//! pub/sub), `replay`, `consumer`, `store` ([`Store`], the
+//! [`durabus_core::Backend`]) and `dump`.
+//!
+//! # Features
+//!
+//! `internals`: the modules `bench` and `fuzzing`, entry points into engine
+//! internals, and an injectable clock (`Options::clock`, `ManualClock`).
+//! Not part of the API; for the fuzz targets, benches and tests.
+//!
+//! # How the crate is cut
+//!
+//! Dependencies between modules point one way, downwards in this list; a
+//! module uses only modules below it (and the crate root's plain types):
+//!
+//! 1. `store`, `dump`, `fuzzing`, `bench`: the entry points.
+//! 2. `router` (core pub/sub; uses `sublist`).
+//! 3. `consumer`: a stream's consumers, and `StreamConsumers`, a stream with
+//!    its consumers (what the store holds). Uses `replay`'s `Cursor` and
+//!    the stream's methods; the stream never sees a consumer (the hooks it
+//!    runs are closures it is given: the batch publish's per-message
+//!    callback, the update's config callback).
+//! 4. `replay`: ordered reads through a `Cursor` of their own, planned by
+//!    the stream (`Stream::plan_chunk`).
+//! 5. `stream`: the stream core and its recovery. The state behind its lock
+//!    (`Inner`) keeps its fields to the `stream` module; other modules use
+//!    its methods. Uses `sync` only through the `GroupSync` trait, which the
+//!    stream implements.
+//! 6. `sync`: group commit and maintenance queues; knows no stream.
+//! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`,
+//!    `clock`: formats and leaves.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-/// Entry points of the micro-benchmarks; not a stable API.
+/// Entry points of the micro-benchmarks. Not part of the API; for the fuzz
+/// targets and benches (feature `internals`).
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod bench;
 mod checkpoint;
+mod clock;
 mod consumer;
 mod dump;
-/// Check functions of the fuzz targets (`fuzz/`); not a stable API.
+/// Check functions of the fuzz targets (`fuzz/`). Not part of the API; for
+/// the fuzz targets and benches (feature `internals`). Also built for this
+/// crate's unit tests, which replay the committed fuzz corpus.
+#[cfg(any(test, feature = "internals"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod rangeset;
 mod record;
-mod recovery;
 mod replay;
 mod router;
 mod segment;
@@ -51,6 +85,9 @@ use std::time::Duration;
 
 use durabus_core::Result;
 
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use storage::{
     write_atomic, FsStorage, LockOutcome, MemStorage, Storage, StorageFile, StorageLock,
 };
@@ -84,6 +121,9 @@ pub struct Options {
     pub segment_size: u64,
     /// Per-subscriber buffer, in messages. Default 4096.
     pub subscriber_buffer: usize,
+    /// Where the store reads the time (the system clock unless a test
+    /// sets another, feature `internals`).
+    clock: std::sync::Arc<dyn clock::Clock>,
 }
 
 impl Default for Options {
@@ -92,6 +132,7 @@ impl Default for Options {
             durability: Durability::Always,
             segment_size: 64 * 1024 * 1024,
             subscriber_buffer: 4096,
+            clock: std::sync::Arc::new(clock::SystemClock),
         }
     }
 }
@@ -108,6 +149,16 @@ impl Options {
     #[must_use]
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock. Not part of
+    /// the API; for tests (feature `internals`).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -111,13 +111,9 @@ mod tests {
 
     #[test]
     fn rangeset_matches_a_btreeset_model() {
-        let mut x: u64 = 12345;
-        let mut rnd = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12345);
+        let mut rnd = |m: u64| rng.random_range(0..m);
         for _ in 0..50 {
             let mut model = std::collections::BTreeSet::new();
             let mut set = RangeSet::default();

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, SEGMENT_HEADER};
 use crate::storage::StorageFile;
-use crate::stream::{from_system_time, stored_from, Stream};
+use crate::stream::{from_system_time, stored_from, ChunkPlan, Stream};
 
 struct Position {
     base: u64,
@@ -78,7 +78,7 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
             let subjects = g.matching_subjects(&filters);
             firsts = g.last_per_subject(stream.storage(), &subjects)?;
         }
-        g.last_seq
+        g.last_seq()
     };
     let next_seq = match options.start {
         ReplayStart::Sequence(0) => {
@@ -168,27 +168,20 @@ impl Cursor {
     /// the stream lock only to plan the chunk and to drop deleted
     /// sequences (invariant 11).
     pub(crate) fn fill(&mut self, stream: &Stream) -> Result<Progress> {
-        let (base, path, seek, limit, is_last, next_base) = {
-            let mut g = stream.lock();
-            g.flush_for_read()?;
-            let target = self.next_seq.max(g.first_seq);
-            self.next_seq = target;
-            if target > g.last_seq {
-                return Ok(Progress::CaughtUp);
-            }
-            let seg = g.seg_for_seq(target);
-            let t = (
-                seg.base,
-                seg.path.clone(),
-                segment::seek_seq(&seg.index, target),
-                g.readable_limit(seg),
-                seg.base == g.active.base,
-                g.seg_after(seg.base).map(|s| s.base),
-            );
-            // The handle is our own (invariant 11), opened outside the lock below.
-            drop(g);
-            t
+        let (target, plan) = stream.plan_chunk(self.next_seq)?;
+        self.next_seq = target;
+        let Some(ChunkPlan {
+            base,
+            path,
+            seek,
+            limit,
+            is_last,
+            next_base,
+        }) = plan
+        else {
+            return Ok(Progress::CaughtUp);
         };
+        // The handle is our own (invariant 11), opened outside the lock below.
         let reuse = matches!(&self.pos, Some(p) if p.base == base);
         if !reuse {
             let file = match stream.storage().open(&path) {
@@ -290,11 +283,7 @@ impl Cursor {
         }
         if !out.is_empty() {
             // Drop what was deleted or expired meanwhile.
-            let g = stream.lock();
-            let (lo, hi) = (out[0].seq, out[out.len() - 1].seq);
-            let any_deleted = g.deleted.count_in(lo, hi) > 0;
-            let first = g.first_seq;
-            out.retain(|m| m.seq >= first && !(any_deleted && g.deleted.contains(m.seq)));
+            stream.retain_live(&mut out);
         }
         self.queue.extend(out);
         Ok(Progress::More)

@@ -17,10 +17,10 @@ use durabus_core::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::recovery;
+use crate::consumer::StreamConsumers;
 use crate::router::Router;
 use crate::storage::{FsStorage, LockOutcome, MemStorage, Storage, StorageLock};
-use crate::stream::{now_ns, Env, Stream};
+use crate::stream::{now_ns, recovery, Env};
 use crate::sync::{Background, MaintWork};
 use crate::{Durability, Options, RecoveryReport};
 
@@ -61,8 +61,8 @@ pub(crate) struct StoreInner {
     mem_env: Arc<Env>,
     mem_root: PathBuf,
     closed: AtomicBool,
-    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
-    capture: RwLock<HashMap<String, Option<Arc<Stream>>>>,
+    streams: RwLock<BTreeMap<String, Arc<StreamConsumers>>>,
+    capture: RwLock<HashMap<String, Option<Arc<StreamConsumers>>>>,
     router: Arc<Router>,
     events: broadcast::Sender<Event>,
     report: RecoveryReport,
@@ -182,6 +182,7 @@ impl Store {
             durability: options.durability,
             segment_size: options.segment_size.max(1),
             bg: bg.clone(),
+            clock: options.clock.clone(),
         });
         let mem_env = if storage.is_volatile() {
             env.clone()
@@ -191,6 +192,7 @@ impl Store {
                 durability: options.durability,
                 segment_size: options.segment_size.max(1),
                 bg: bg.clone(),
+                clock: options.clock.clone(),
             })
         };
         let mem_root = if storage.is_volatile() {
@@ -230,6 +232,7 @@ impl Store {
                 continue;
             }
             let (stream, truncated) = recovery::open(env.clone(), path, &name)?;
+            let stream = StreamConsumers::new(stream);
             // Invariant 19: durable consumers resume exactly; acknowledged
             // messages of interest/work-queue streams are removed again.
             stream.load_consumers()?;
@@ -313,7 +316,7 @@ impl Store {
         }
     }
 
-    fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+    fn stream(&self, name: &str) -> Result<Arc<StreamConsumers>> {
         self.check_open()?;
         self.inner
             .streams
@@ -327,7 +330,7 @@ impl Store {
     }
 
     /// The stream capturing `subject` (cached).
-    fn capture(&self, subj: &str) -> Option<Arc<Stream>> {
+    fn capture(&self, subj: &str) -> Option<Arc<StreamConsumers>> {
         if let Some(hit) = self
             .inner
             .capture
@@ -415,7 +418,7 @@ impl Store {
         let delivered = self.inner.router.deliver(message);
         let ack = match self.capture(&message.subject) {
             Some(s) => {
-                let ack = s.publish(message).await?;
+                let ack = s.stream.publish(message).await?;
                 if !ack.duplicate {
                     s.retain_published(ack.seq, &message.subject);
                 }
@@ -443,7 +446,7 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
             MaintWork::Shutdown => return,
             MaintWork::Tick(names) => names,
         };
-        let streams: Vec<Arc<Stream>> = match store.upgrade() {
+        let streams: Vec<Arc<StreamConsumers>> = match store.upgrade() {
             Some(s) => s.snapshot(),
             None => return,
         };
@@ -476,7 +479,7 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
 
 impl StoreInner {
     /// Every open stream, without holding the streams lock afterwards.
-    fn snapshot(&self) -> Vec<Arc<Stream>> {
+    fn snapshot(&self) -> Vec<Arc<StreamConsumers>> {
         self.streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -489,7 +492,7 @@ impl StoreInner {
     /// replays, stops the threads, releases the lock.
     fn shutdown(&self, join: bool) -> Result<()> {
         self.router.close();
-        let streams: Vec<Arc<Stream>> = self.snapshot();
+        let streams: Vec<Arc<StreamConsumers>> = self.snapshot();
         let mut first_err = None;
         for s in streams {
             // Invariant 18: a clean close writes every consumer's state.
@@ -550,10 +553,10 @@ impl Backend for Store {
             return Err(Error::StreamNameInUse { name: config.name });
         }
         self.check_overlaps(&config)?;
-        // Interest and WorkQueue retention act through consumers (consumer.rs).
+        // Interest and WorkQueue retention act through consumers (`consumer`).
         let (env, root) = self.env_for(config.storage);
         let name = config.name.clone();
-        let stream = recovery::create(env, &root, config)?;
+        let stream = StreamConsumers::new(recovery::create(env, &root, config)?);
         let info = stream.info();
         self.inner
             .streams
@@ -586,7 +589,7 @@ impl Backend for Store {
 
     async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         self.check_open()?;
-        let streams: Vec<Arc<Stream>> = self.inner.snapshot();
+        let streams: Vec<Arc<StreamConsumers>> = self.inner.snapshot();
         Ok(streams.iter().map(|s| s.info()).collect())
     }
 
@@ -618,7 +621,7 @@ impl Backend for Store {
     }
 
     async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
-        self.stream(name)?.purge(&request).await
+        self.stream(name)?.stream.purge(&request).await
     }
 
     async fn publish(&self, message: Message) -> Result<Option<PublishAck>> {
@@ -638,9 +641,9 @@ impl Backend for Store {
         tokio::task::consume_budget().await;
         let mut out: Vec<Option<Result<Option<PublishAck>>>> = Vec::with_capacity(messages.len());
         // Per capturing stream: indices of its messages, in order.
-        let mut groups: Vec<(Arc<Stream>, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(Arc<StreamConsumers>, Vec<usize>)> = Vec::new();
         // Batches usually repeat subjects: remember the last lookup.
-        let mut memo: Option<(&str, Option<Arc<Stream>>)> = None;
+        let mut memo: Option<(&str, Option<Arc<StreamConsumers>>)> = None;
         for (i, m) in messages.iter().enumerate() {
             if let Err(e) = validate_publish_fast(&m.subject) {
                 out.push(Some(Err(e)));
@@ -726,11 +729,11 @@ impl Backend for Store {
     }
 
     async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
-        self.stream(stream)?.delete_message(seq).await
+        self.stream(stream)?.stream.delete_message(seq).await
     }
 
     async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
-        crate::replay::start(self.stream(stream)?, options)
+        crate::replay::start(self.stream(stream)?.stream.clone(), options)
     }
 
     async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {

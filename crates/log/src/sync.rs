@@ -6,11 +6,18 @@
 //! stream that asked, runs one fdatasync per stream, and advances the
 //! watermark to the write generation captured before that fsync started, so
 //! every publisher whose write came before it shares it.
+//!
+//! This module knows nothing of streams: it queues anything that can run a
+//! group commit ([`GroupSync`]), which the stream implements.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::stream::Stream;
+/// What the syncer thread can fsync: a stream, as seen from here.
+pub(crate) trait GroupSync: Send + Sync {
+    /// Runs one group commit (gather, fdatasync, advance the watermark).
+    fn group_sync(&self);
+}
 
 /// Queues shared by the store, its streams and its threads.
 #[derive(Debug, Default)]
@@ -20,9 +27,9 @@ pub(crate) struct Background {
     maint_cv: Condvar,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct BgState {
-    sync_queue: Vec<Arc<Stream>>,
+    sync_queue: Vec<Arc<dyn GroupSync>>,
     ckpt_queue: Vec<String>,
     shutdown: bool,
 }
@@ -35,13 +42,23 @@ pub(crate) enum MaintWork {
     Shutdown,
 }
 
+impl std::fmt::Debug for BgState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgState")
+            .field("sync_queue", &self.sync_queue.len())
+            .field("ckpt_queue", &self.ckpt_queue)
+            .field("shutdown", &self.shutdown)
+            .finish()
+    }
+}
+
 impl Background {
     fn lock(&self) -> MutexGuard<'_, BgState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Asks the syncer to fsync `stream` (the caller set its `sync_requested`).
-    pub(crate) fn request_sync(&self, stream: Arc<Stream>) {
+    pub(crate) fn request_sync(&self, stream: Arc<dyn GroupSync>) {
         let mut s = self.lock();
         s.sync_queue.push(stream);
         drop(s);
@@ -78,9 +95,9 @@ impl Background {
                 }
                 std::mem::take(&mut s.sync_queue)
             };
-            let mut seen: Vec<*const Stream> = Vec::with_capacity(batch.len());
+            let mut seen: Vec<*const ()> = Vec::with_capacity(batch.len());
             for stream in batch {
-                let p = Arc::as_ptr(&stream);
+                let p = Arc::as_ptr(&stream).cast::<()>();
                 if seen.contains(&p) {
                     continue;
                 }

@@ -98,3 +98,59 @@ async fn an_fsync_failing_once_is_never_acknowledged_and_poisons_the_stream() {
 async fn fsyncs_failing_for_good_lose_nothing_acknowledged() {
     fail_at_every_operation(Kind::Syncs, true).await;
 }
+
+/// Interest retention removes a message no consumer's filter matches with a
+/// delete record. When writing that record fails, the stream is poisoned and
+/// the message stays: the removal is not done (as for `delete_message`).
+#[tokio::test]
+async fn a_failed_retention_delete_record_poisons_and_keeps_the_message() {
+    use durabus_core::{ConsumerConfig, RetentionPolicy, StreamConfig};
+    use durabus_log::FsStorage;
+
+    let mut hit = false;
+    for at in 1..200 {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::new(Arc::new(FsStorage::new()), Kind::Writes, at, false);
+        let Ok(store) = Store::open_with_storage(
+            dir.path(),
+            Arc::new(faults.clone()),
+            options(Durability::None),
+        ) else {
+            continue;
+        };
+        let cfg = StreamConfig::new("S")
+            .subjects(["a.>", "b.>"])
+            .retention(RetentionPolicy::Interest);
+        if store.create_stream(cfg).await.is_err()
+            || store
+                .create_consumer("S", ConsumerConfig::durable("c").filter_subject("a.>"))
+                .await
+                .is_err()
+        {
+            continue;
+        }
+        let Ok(Some(ack)) = store.publish(Message::new("b.1", "unmatched")).await else {
+            continue;
+        };
+        if faults.failures() == 0 {
+            // The fault lies past the scenario: every write was tried.
+            assert!(hit, "no write of the scenario was the delete record");
+            return;
+        }
+        // The message was written; the next write, its delete record, failed.
+        hit = true;
+        match store.publish(Message::new("a.1", "after")).await {
+            Err(Error::Poisoned { stream, cause }) => {
+                assert_eq!(stream, "S");
+                assert!(cause.contains("injected"), "cause {cause:?}");
+            }
+            other => panic!("failing at #{at}: a publish after it gave {other:?}"),
+        }
+        let kept = store.get_message("S", ack.seq).await;
+        assert!(
+            kept.is_ok(),
+            "failing at #{at}: the removal whose record failed was done: {kept:?}"
+        );
+    }
+    panic!("the scenario never completed within 200 writes");
+}

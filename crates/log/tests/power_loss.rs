@@ -27,6 +27,7 @@ use common::power_loss::{PowerLoss, Rng};
 use common::workload::{check, options, payload, stored, workload, Acked, STREAM};
 use durabus_core::{Backend, Message, StreamConfig};
 use durabus_log::{Durability, Store};
+use rand::SeedableRng;
 
 fn seed() -> u64 {
     std::env::var("DURABUS_CRASH_SEED")
@@ -49,7 +50,7 @@ fn images() -> u64 {
 
 async fn power_loss_at_every_operation(durability: Durability) {
     let seed = seed();
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seed_from_u64(seed);
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let mut n = 1;
@@ -101,7 +102,7 @@ async fn power_loss_under_periodic_loses_only_the_last_interval() {
     const SLACK: Duration = Duration::from_millis(200);
     let durability = Durability::Periodic(T);
     let seed = seed();
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seed_from_u64(seed);
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let mut n = 1;

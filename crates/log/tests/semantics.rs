@@ -164,9 +164,12 @@ async fn msg_id_dedup_returns_the_original_sequence() {
     }
 }
 
+/// The duplicate window is measured on the store's clock: a manual clock
+/// moved past the window, with no sleep.
 #[tokio::test]
 async fn dedup_window_expires() {
-    let s = durabus_log::Store::memory(opts()).unwrap();
+    let clock = std::sync::Arc::new(durabus_log::ManualClock::new());
+    let s = durabus_log::Store::memory(opts().clock(clock.clone())).unwrap();
     stream(
         &s,
         StreamConfig::new("S")
@@ -174,19 +177,20 @@ async fn dedup_window_expires() {
             .duplicate_window(Duration::from_millis(50)),
     )
     .await;
-    let a = s
-        .publish(Message::new("a", "1").with_msg_id("m"))
-        .await
-        .unwrap()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(80)).await;
-    let b = s
-        .publish(Message::new("a", "1").with_msg_id("m"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!b.duplicate);
-    assert_eq!(b.seq, a.seq + 1);
+    let publish = || s.publish(Message::new("a", "1").with_msg_id("m"));
+    let a = publish().await.unwrap().unwrap();
+    assert!(!a.duplicate);
+    // Inside the window: the original.
+    clock.advance(Duration::from_millis(49));
+    let b = publish().await.unwrap().unwrap();
+    assert!(b.duplicate, "{b:?}");
+    assert_eq!(b.seq, a.seq);
+    // Past it: a new message.
+    clock.advance(Duration::from_millis(2));
+    let c = publish().await.unwrap().unwrap();
+    assert!(!c.duplicate, "{c:?}");
+    assert_eq!(c.seq, a.seq + 1);
+    assert_eq!(s.stream_info("S").await.unwrap().state.messages, 2);
 }
 
 #[tokio::test]

@@ -64,34 +64,9 @@ struct Fs {
     next: Ino,
 }
 
-/// A small deterministic generator (xorshift64*), so a failing trial can be
-/// replayed from its seed.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    pub(crate) fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
-    }
-}
+/// The seeded generator of the trials (`StdRng::seed_from_u64`), so a failing
+/// trial can be replayed from its seed.
+pub(crate) type Rng = rand::rngs::StdRng;
 
 /// Which image survives [`PowerLoss::crash`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +252,7 @@ trait Pick {
 
 impl Pick for Rng {
     fn live(&mut self) -> bool {
-        self.coin()
+        rand::Rng::random_bool(self, 0.5)
     }
 }
 

@@ -10,14 +10,12 @@ use std::time::SystemTime;
 use durabus_core::{Error, Result, StreamConfig, NATS_MSG_ID};
 use serde::{Deserialize, Serialize};
 
+use super::{from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::rangeset::RangeSet;
 use crate::record::Kind;
 use crate::segment::{self, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::{write_atomic, Storage, StorageFile};
-use crate::stream::{
-    from_system_time, now_ns, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
-};
 
 /// `config.json` of a stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,7 +77,7 @@ pub(crate) fn create(
     storage
         .create_dir_all(&segdir)
         .map_err(io(ctx("creating directories")))?;
-    let created = to_system_time(now_ns());
+    let created = to_system_time(env.clock.now_ns());
     write_config(storage, &staging, &config, created)?;
     let seg_path = segdir.join(segment::log_name(1));
     let f = storage
@@ -233,7 +231,7 @@ pub(crate) fn open(
         .filter(|n| n.ends_with(".tmp"))
         .map(|n| segdir.join(n))
         .collect();
-    let now = now_ns();
+    let now = env.clock.now_ns();
     let window_cutoff =
         now.saturating_sub(i64::try_from(config.duplicate_window.as_nanos()).unwrap_or(i64::MAX));
 

@@ -1,0 +1,87 @@
+//! Settling deliveries: ack, nak, term and in-progress.
+
+use std::time::Duration;
+
+use durabus_core::{AckKind, AckPolicy, AckRef, Result, SequencePair};
+
+use super::fetch::ns_after;
+use super::{consumer_not_found, StreamConsumers};
+
+impl StreamConsumers {
+    /// Settles a delivery. Unknown or already settled deliveries are a no-op.
+    pub(crate) fn ack(&self, r: &AckRef, kind: AckKind) -> Result<()> {
+        let mut removed: Vec<u64> = Vec::new();
+        {
+            let mut map = self.consumers.lock();
+            let Some(c) = map.get_mut(&*r.consumer) else {
+                tracing::debug!(stream = %self.name, consumer = %r.consumer, "ack for an unknown consumer ignored");
+                return Ok(());
+            };
+            let seq = r.stream_seq;
+            let now = self.now();
+            let current = c.pending.get(&seq).copied();
+            match (kind, current) {
+                (AckKind::Ack, _) if c.config().ack_policy == AckPolicy::All => {
+                    // As nats-server: everything up to it, and the floor
+                    // moves to it, unless it is at or below the floor.
+                    let cseq = current.map_or(r.consumer_seq, |p| p.cseq);
+                    let floor = c.state.ack_floor;
+                    if seq > floor.stream_seq && cseq > floor.consumer_seq {
+                        for s in c.pending.seqs_in(..=seq) {
+                            c.pending.remove(&s);
+                            removed.push(s);
+                        }
+                        c.state.ack_floor = SequencePair {
+                            consumer_seq: cseq,
+                            stream_seq: seq,
+                        };
+                    }
+                }
+                (AckKind::Ack | AckKind::Term, None) => {
+                    tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "ack of a settled delivery ignored");
+                    if c.pending.len() == 0 {
+                        c.state.ack_floor = c.state.delivered;
+                    }
+                }
+                (AckKind::Nak(_) | AckKind::InProgress, None) => {
+                    tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "nak/in-progress of a settled delivery ignored");
+                }
+                (AckKind::Ack | AckKind::Term, Some(p)) => {
+                    // A terminated message is settled for retention too, and
+                    // moves the floor like an ack (as nats-server).
+                    c.pending.remove(&seq);
+                    removed.push(seq);
+                    c.on_settled(seq, p.cseq);
+                }
+                (AckKind::Nak(_) | AckKind::InProgress, Some(p)) if p.cseq != r.consumer_seq => {
+                    tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "nak/in-progress of an older delivery ignored");
+                }
+                (AckKind::Nak(delay), Some(p)) => {
+                    let wait = match delay {
+                        Some(d) => d,
+                        None if !c.config().backoff.is_empty() => c.wait_after(p.count),
+                        None => Duration::ZERO,
+                    };
+                    c.pending.set_deadline(seq, ns_after(now, wait));
+                }
+                (AckKind::InProgress, Some(_)) => {
+                    let wait = c.config().ack_wait;
+                    c.pending.set_deadline(seq, ns_after(now, wait));
+                }
+            }
+            c.dirty = true;
+        }
+        self.notify_consumers();
+        self.retain_settled(&removed);
+        Ok(())
+    }
+
+    /// [`StreamConsumers::ack`] for a consumer that must exist, as a confirmed ack
+    /// on NATS (nobody answers for a deleted consumer).
+    pub(crate) fn ack_confirmed(&self, r: &AckRef, kind: AckKind) -> Result<()> {
+        if !self.consumers.lock().contains_key(&*r.consumer) {
+            return Err(consumer_not_found(&self.name, &r.consumer));
+        }
+        self.ack(r, kind)
+    }
+}

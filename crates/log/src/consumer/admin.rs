@@ -1,0 +1,293 @@
+//! Creating, updating, deleting and describing consumers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use durabus_core::{
+    subject, AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, Error, Result,
+    RetentionPolicy, SequencePair,
+};
+
+use crate::stream::{from_system_time, to_system_time, Inner};
+
+use super::file::ConsumerFile;
+use super::state::{Consumer, PendingCache};
+use super::{consumer_not_found, StreamConsumers};
+
+pub(super) fn filters_overlap(a: &[String], b: &[String]) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return true;
+    }
+    a.iter().any(|x| b.iter().any(|y| subject::overlaps(x, y)))
+}
+
+impl StreamConsumers {
+    /// Where a new consumer starts: (next stream seq, last-per-subject queue).
+    pub(super) fn start_of(&self, cfg: &ConsumerConfig) -> Result<(u64, VecDeque<u64>)> {
+        if let DeliverPolicy::ByStartTime(t) = cfg.deliver_policy {
+            return Ok((self.seq_for_time(from_system_time(t))?, VecDeque::new()));
+        }
+        let mut g = self.lock();
+        let st = self.storage();
+        let filters = &cfg.filter_subjects;
+        let matching = g.matching_subjects(filters);
+        let next_new = g.last_seq() + 1;
+        Ok(match cfg.deliver_policy {
+            DeliverPolicy::All => (g.first_seq().max(1), VecDeque::new()),
+            DeliverPolicy::New => (next_new, VecDeque::new()),
+            DeliverPolicy::ByStartSequence(n) => (n.max(1), VecDeque::new()),
+            DeliverPolicy::Last if filters.is_empty() => {
+                let s = if g.messages() > 0 {
+                    g.last_seq()
+                } else {
+                    next_new
+                };
+                (s, VecDeque::new())
+            }
+            DeliverPolicy::Last => {
+                let mut last = 0;
+                for s in &matching {
+                    last = last.max(g.subject_last_seq(st, s)?);
+                }
+                (if last == 0 { next_new } else { last }, VecDeque::new())
+            }
+            DeliverPolicy::LastPerSubject => (next_new, g.last_per_subject(st, &matching)?),
+            DeliverPolicy::ByStartTime(_) => (next_new, VecDeque::new()),
+        })
+    }
+
+    /// Checks a consumer against work-queue rules, with nats-server's
+    /// messages. `except` is the consumer being updated.
+    pub(super) fn check_work_queue(
+        &self,
+        map: &BTreeMap<String, Consumer>,
+        cfg: &ConsumerConfig,
+        except: Option<&str>,
+    ) -> Result<()> {
+        if self.retention() != RetentionPolicy::WorkQueue {
+            return Ok(());
+        }
+        if cfg.ack_policy != AckPolicy::Explicit {
+            return Err(Error::InvalidConfig(
+                "workqueue stream requires explicit ack".into(),
+            ));
+        }
+        if cfg.deliver_policy != DeliverPolicy::All {
+            return Err(Error::InvalidConfig(
+                "consumer must be deliver all on workqueue stream".into(),
+            ));
+        }
+        for (n, c) in map {
+            if Some(n.as_str()) == except {
+                continue;
+            }
+            if filters_overlap(&c.config().filter_subjects, &cfg.filter_subjects) {
+                let msg = if cfg.filter_subjects.is_empty() || c.config().filter_subjects.is_empty()
+                {
+                    "multiple non-filtered consumers not allowed on workqueue stream"
+                } else {
+                    "filtered consumer not unique on workqueue stream"
+                };
+                return Err(Error::InvalidConfig(msg.into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a consumer if absent (the caller validated the config).
+    pub(crate) fn create_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
+        let name = {
+            let mut map = self.consumers.lock();
+            let name = match &cfg.durable_name {
+                Some(n) => {
+                    if let Some(c) = map.get_mut(n) {
+                        if *c.config() == cfg {
+                            c.last_active = Instant::now();
+                            let n = n.clone();
+                            drop(map);
+                            return self.consumer_info(&n);
+                        }
+                        return Err(Error::ConsumerNameInUse {
+                            stream: self.name.clone(),
+                            name: n.clone(),
+                        });
+                    }
+                    n.clone()
+                }
+                None => loop {
+                    let n = self.consumers.ephemeral_name();
+                    if !map.contains_key(&n) {
+                        break n;
+                    }
+                },
+            };
+            self.check_work_queue(&map, &cfg, None)?;
+            let (next_seq, start_queue) = self.start_of(&cfg)?;
+            let first = start_queue.front().copied().unwrap_or(next_seq);
+            let delivered = SequencePair {
+                consumer_seq: 0,
+                stream_seq: first.saturating_sub(1),
+            };
+            let mut c = Consumer::from_file(ConsumerFile {
+                name: name.clone(),
+                config: cfg,
+                created_ns: self.now(),
+                delivered,
+                ack_floor: delivered,
+                next_seq,
+                start_queue: Vec::new(),
+                pending: Vec::new(),
+            });
+            c.start_queue = start_queue;
+            map.insert(name.clone(), c);
+            name
+        };
+        if self.consumers.ack_retention.load(Ordering::Acquire) {
+            // The removals logged so far are durable before a consumer that
+            // could claim the removed messages exists (invariant 21).
+            self.sync_now();
+        }
+        if let Err(e) = self.persist_one(&name) {
+            self.consumers.lock().remove(&name);
+            return Err(e);
+        }
+        self.consumer_info(&name)
+    }
+
+    /// Changes a durable consumer (the caller validated the config).
+    pub(crate) fn update_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
+        let Some(name) = cfg.durable_name.clone() else {
+            return Err(Error::InvalidConfig(
+                "consumer update needs a durable name".into(),
+            ));
+        };
+        {
+            let mut map = self.consumers.lock();
+            let Some(c) = map.get_mut(&name) else {
+                return Err(consumer_not_found(&self.name, &name));
+            };
+            cfg.validate_update(c.config())?;
+            if cfg.filter_subjects != c.config().filter_subjects {
+                self.check_work_queue(&map, &cfg, Some(&name))?;
+            }
+            let Some(c) = map.get_mut(&name) else {
+                return Err(consumer_not_found(&self.name, &name));
+            };
+            c.state.config = cfg;
+            c.cursor = None;
+            c.pending_cache = None;
+            c.dirty = true;
+        }
+        self.persist_one(&name)?;
+        self.notify_consumers();
+        self.consumer_info(&name)
+    }
+
+    /// Deletes a consumer and its file.
+    pub(crate) fn delete_consumer(&self, name: &str) -> Result<()> {
+        let _io = self.consumers.io();
+        let Some(c) = self.consumers.lock().remove(name) else {
+            return Err(consumer_not_found(&self.name, name));
+        };
+        if c.is_durable() && self.persists() && !self.is_closed() {
+            let st = self.storage();
+            let path = self.consumer_dir().join(name);
+            match st.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+            }
+            st.sync_dir(&self.consumer_dir())
+                .map_err(|e| Error::io(format!("syncing {}", self.consumer_dir().display()), e))?;
+        }
+        self.notify_consumers();
+        // Messages only this consumer was holding may now go (interest).
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// Wakes fetchers waiting on the stream (acks freed room, config changed).
+    pub(super) fn notify_consumers(&self) {
+        self.tail_tx.send_modify(|_| {});
+    }
+
+    pub(super) fn info_of(&self, g: &mut Inner, c: &mut Consumer) -> Result<ConsumerInfo> {
+        c.prune(g);
+        let num_pending = self.pending_count(g, c)?;
+        Ok(ConsumerInfo {
+            stream: self.name.clone(),
+            name: c.state.name.clone(),
+            config: c.config().clone(),
+            created: to_system_time(c.state.created_ns),
+            delivered: c.state.delivered,
+            ack_floor: c.ack_floor(),
+            num_pending,
+            num_ack_pending: c.pending.len() as u64,
+            num_redelivered: c.pending.values().filter(|p| p.count > 1).count() as u64,
+        })
+    }
+
+    /// Messages matching the filter not delivered yet.
+    pub(super) fn pending_count(&self, g: &mut Inner, c: &mut Consumer) -> Result<u64> {
+        let from = c.state.next_seq.max(g.first_seq());
+        let queued = c.start_queue.len() as u64;
+        if from > g.last_seq() || g.messages() == 0 {
+            return Ok(queued);
+        }
+        let filters = c.config().filter_subjects.clone();
+        if filters.is_empty() {
+            return Ok(queued + g.live_from(from));
+        }
+        if from == g.first_seq() {
+            return Ok(queued + g.count_matching(&filters));
+        }
+        // A filtered consumer inside the stream: extend the cached count by
+        // the appended tail when nothing at or above its base was removed
+        // since; otherwise count once by a scan.
+        let scan_from = match c.pending_cache {
+            Some(pc) if g.live_from(pc.base) == pc.live + (g.last_seq() - pc.last) => {
+                (pc.last + 1).max(from)
+            }
+            _ => {
+                c.pending_cache = None;
+                from
+            }
+        };
+        let mut n = 0;
+        if scan_from <= g.last_seq() {
+            g.for_each_live(self.storage(), scan_from, &mut |r| {
+                if filters.iter().any(|f| subject::matches(f, r.subject)) {
+                    n += 1;
+                }
+                true
+            })?;
+        }
+        let count = c.pending_cache.map_or(0, |pc| pc.count) + n;
+        let base = from;
+        c.pending_cache = Some(PendingCache {
+            base,
+            last: g.last_seq(),
+            live: g.live_from(base),
+            count,
+        });
+        Ok(queued + count)
+    }
+
+    /// A consumer's configuration and state.
+    pub(crate) fn consumer_info(&self, name: &str) -> Result<ConsumerInfo> {
+        let mut map = self.consumers.lock();
+        let c = map
+            .get_mut(name)
+            .ok_or_else(|| consumer_not_found(&self.name, name))?;
+        let mut g = self.lock();
+        self.info_of(&mut g, c)
+    }
+
+    /// Every consumer, ordered by name.
+    pub(crate) fn list_consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        let mut map = self.consumers.lock();
+        let mut g = self.lock();
+        map.values_mut().map(|c| self.info_of(&mut g, c)).collect()
+    }
+}

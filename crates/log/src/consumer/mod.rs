@@ -1,0 +1,152 @@
+//! Consumers of a stream (docs/design.md, "Consumers" and invariants 17-21):
+//! [`StreamConsumers`], a stream with its consumers, which the store holds.
+//! Its parts, one job each: `file` (the consumer state file format),
+//! `pending` (the pending set), `state` (one consumer's live state),
+//! `persist` (loading and writing state files), `admin` (create, update,
+//! delete, info), `fetch`, `ack` and `retention` (interest and work-queue
+//! retention).
+//!
+//! Lock order: a stream's consumer map, then its `Inner` (never the other
+//! way round). The consumer-file I/O lock is taken before either.
+
+mod ack;
+mod admin;
+mod fetch;
+mod file;
+mod pending;
+mod persist;
+mod retention;
+mod state;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use durabus_core::{Error, Message, PublishAck, Result, RetentionPolicy, StreamConfig, StreamInfo};
+
+use crate::stream::{now_ns, Inner, Stream};
+
+use state::Consumer;
+
+pub(crate) use file::{ConsumerFile, DecodedConsumer};
+#[cfg(any(test, feature = "internals"))]
+pub(crate) use file::{Pending, CONSUMER_VERSION};
+pub(crate) use persist::CONSUMERS_DIR;
+
+/// A stream's consumers.
+#[derive(Debug, Default)]
+pub(crate) struct ConsumerSet {
+    map: Mutex<BTreeMap<String, Consumer>>,
+    /// Serialises consumer-file writes so a newer state is never overwritten
+    /// by an older one.
+    io: Mutex<()>,
+    counter: AtomicU64,
+    ack_retention: AtomicBool,
+}
+
+impl ConsumerSet {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Consumer>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn io(&self) -> MutexGuard<'_, ()> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.lock().len() as u64
+    }
+
+    /// Whether the stream removes acknowledged messages (interest or
+    /// work-queue retention).
+    pub(crate) fn set_ack_retention(&self, on: bool) {
+        self.ack_retention.store(on, Ordering::Release);
+    }
+
+    fn ephemeral_name(&self) -> String {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // A mix of time, pid and a counter: unique within the store.
+        let mut x = (now_ns() as u64) ^ (u64::from(std::process::id()) << 32) ^ n.rotate_left(48);
+        x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut s = String::with_capacity(8);
+        for _ in 0..8 {
+            s.push(ALPHABET[(x % 62) as usize] as char);
+            x /= 62;
+        }
+        s
+    }
+}
+
+/// A stream and its consumers: what the store holds. It derefs to the
+/// [`Stream`], whose operations are called on it directly; the stream
+/// itself knows nothing of consumers.
+#[derive(Debug)]
+pub(crate) struct StreamConsumers {
+    /// The stream.
+    pub(crate) stream: Arc<Stream>,
+    /// Its consumers. Lock order: consumers, then the stream's `Inner`.
+    pub(crate) consumers: ConsumerSet,
+}
+
+impl std::ops::Deref for StreamConsumers {
+    type Target = Stream;
+
+    fn deref(&self) -> &Stream {
+        &self.stream
+    }
+}
+
+impl StreamConsumers {
+    /// `stream` with no consumers yet (they are loaded or created later).
+    pub(crate) fn new(stream: Arc<Stream>) -> Arc<StreamConsumers> {
+        let consumers = ConsumerSet::default();
+        consumers.set_ack_retention(stream.config().retention != RetentionPolicy::Limits);
+        Arc::new(StreamConsumers { stream, consumers })
+    }
+
+    /// The stream's configuration and state, with its consumer count.
+    pub(crate) fn info(&self) -> StreamInfo {
+        let consumer_count = self.consumers.count();
+        let mut info = self.stream.info();
+        info.state.consumer_count = consumer_count;
+        info
+    }
+
+    /// Changes the stream's limits and options (the caller validated the
+    /// config); acknowledgements remove messages from now on if its
+    /// retention says so.
+    pub(crate) fn update(&self, config: StreamConfig) -> Result<()> {
+        self.stream.update(config, |c| {
+            self.consumers
+                .set_ack_retention(c.retention != RetentionPolicy::Limits);
+        })
+    }
+
+    /// Publishes many messages under one lock with one write; on an
+    /// interest stream, each message no consumer's filter matches is
+    /// dropped right after its append.
+    pub(crate) async fn publish_batch(&self, msgs: &[&Message]) -> Vec<Result<PublishAck>> {
+        let (out, gen) = {
+            // Lock order: consumer map, then stream state.
+            let interest = self.interest_consumers();
+            match &interest {
+                Some(map) => {
+                    let mut drop = |g: &mut Inner, seq: u64, subj: &str| {
+                        self.drop_unmatched(map, g, seq, subj);
+                    };
+                    self.stream.append_batch(msgs, Some(&mut drop))
+                }
+                None => self.stream.append_batch(msgs, None),
+            }
+        };
+        self.stream.ack_batch(out, gen).await
+    }
+}
+
+fn consumer_not_found(stream: &str, name: &str) -> Error {
+    Error::ConsumerNotFound {
+        stream: stream.to_owned(),
+        name: name.to_owned(),
+    }
+}

@@ -1,0 +1,134 @@
+//! The checkpoint of a stream's state, writing it, and shutdown.
+
+use durabus_core::{Error, Result};
+
+use crate::checkpoint::{Checkpoint, SegCkpt, SubjCkpt, CHECKPOINT_FILE};
+use crate::segment::{self, SegmentMeta};
+
+use super::state::Inner;
+use super::{io_err, Stream};
+
+impl Inner {
+    pub(super) fn checkpoint(&self) -> Checkpoint {
+        let seg = |s: &SegmentMeta, size: u64, index: bool| SegCkpt {
+            base: s.base,
+            size,
+            msgs: s.msgs,
+            bytes: s.bytes,
+            last_seq: s.last_seq,
+            first_time: s.first_time,
+            last_time: s.last_time,
+            index: if index { s.index.clone() } else { Vec::new() },
+        };
+        let mut segments: Vec<SegCkpt> =
+            self.sealed.iter().map(|s| seg(s, s.size, false)).collect();
+        segments.push(seg(&self.active, self.flushed, true));
+        Checkpoint {
+            covered_base: self.active.base,
+            covered_offset: self.flushed,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            last_time: self.last_time,
+            messages: self.messages,
+            bytes: self.bytes,
+            segments,
+            deleted: self.deleted.ranges().collect(),
+            subjects: self
+                .subjects
+                .iter()
+                .map(|(k, v)| SubjCkpt {
+                    subject: k.clone(),
+                    count: v.count,
+                    last: v.last,
+                    seqs: v.seqs.as_ref().map(|q| q.iter().copied().collect()),
+                })
+                .collect(),
+            track_subject_seqs: self.track_subject_seqs,
+            dedup: self
+                .dedup
+                .order
+                .iter()
+                .filter(|(_, seq, id)| self.dedup.map.get(id).is_some_and(|(s, _)| s == seq))
+                .map(|(t, seq, id)| (id.to_string(), *seq, *t))
+                .collect(),
+        }
+    }
+}
+
+impl Stream {
+    /// Writes missing index files of sealed segments, fsyncs, then writes the
+    /// checkpoint. Index and checkpoint are derived state: failures are logged.
+    pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        let _one = self.ckpt_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let storage = self.storage();
+        let (bytes, file, to_index) = {
+            let mut g = self.lock();
+            if g.poisoned.is_some() {
+                return Ok(());
+            }
+            // The checkpoint's state must not count records it does not cover.
+            g.flush_for_read()?;
+            let to_index: Vec<(u64, Vec<segment::IndexEntry>)> = g
+                .sealed
+                .iter()
+                .filter(|s| !s.indexed)
+                .map(|s| (s.base, s.index.clone()))
+                .collect();
+            let bytes = g
+                .checkpoint()
+                .encode()
+                .map_err(|e| Error::Server(format!("encoding checkpoint: {e}")))?;
+            (bytes, g.active.file.clone(), to_index)
+        };
+        let segdir = self.dir.join("segments");
+        for (base, index) in &to_index {
+            match segment::write_index(storage, &segdir, *base, index) {
+                Ok(()) => {
+                    let mut g = self.lock();
+                    if let Some(i) = g.sealed.iter().position(|s| s.base == *base) {
+                        g.sealed[i].indexed = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, base, error = %e, "could not write segment index; it will be rebuilt")
+                }
+            }
+        }
+        // IMPORTANT: the data a checkpoint covers is durable before the checkpoint.
+        if let Some(f) = file {
+            if let Err(e) = f.sync_data() {
+                let mut g = self.lock();
+                return Err(g.poison(&self.name, format!("fsync failed: {e}")));
+            }
+        }
+        crate::storage::write_atomic(storage, &self.dir.join(CHECKPOINT_FILE), &bytes).map_err(
+            io_err(format!("writing checkpoint of stream {}", self.name)),
+        )
+    }
+
+    /// Flushes, fsyncs and checkpoints (close and drop).
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        {
+            let mut g = self.lock();
+            let _ = g.flush(&self.name);
+            g.closing = true;
+        }
+        let r = if self.env.volatile() {
+            Ok(())
+        } else {
+            self.sync_now();
+            {
+                let mut g = self.lock();
+                if g.poisoned.is_none() {
+                    if let Err(e) = g.trim_active() {
+                        tracing::warn!(stream = %self.name, error = %e, "cutting the zeros ahead of the records failed");
+                    }
+                }
+            }
+            // Its fsync makes the cut durable too.
+            self.write_checkpoint()
+        };
+        self.mark_closed();
+        r
+    }
+}
