@@ -1,4 +1,4 @@
-//! The kill -9 crash harness (RELIABILITY.md, R1 and R10).
+//! The kill -9 crash harness (docs/reliability.md, R1 and R10).
 //!
 //! One trial: a fresh data directory; then several rounds of
 //!
