@@ -1,4 +1,4 @@
-//! The kill -9 crash harness (RELIABILITY.md, R1 and R10).
+//! The kill -9 crash harness (docs/reliability.md, R1 and R10).
 //!
 //! One trial: a fresh data directory; then several rounds of
 //!
@@ -29,7 +29,10 @@ use durabus::{Error, Message, ReplayOptions, StreamConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::{file_url, Rng};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::file_url;
 
 /// The stream `crash_publisher` writes.
 pub const STREAM: &str = "CRASH";
@@ -345,7 +348,7 @@ pub async fn run_trial(plan: &CrashPlan, seed: u64) -> anyhow::Result<TrialRepor
 }
 
 async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<TrialReport> {
-    let mut rng = Rng::new(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut said = Said::default();
     let mut report = TrialReport::default();
     for round in 0..plan.rounds {
@@ -371,11 +374,11 @@ async fn trial_in(plan: &CrashPlan, seed: u64, dir: &Path) -> anyhow::Result<Tri
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = ChildProcess::spawn(&plan.exe, dir, &args)?;
-        let early = rng.one_in(8);
-        let target = rng.below(plan.max_acks_before_kill);
-        let delay = Duration::from_micros(rng.below(plan.max_delay.as_micros() as u64 + 1));
+        let early = rng.random_ratio(1, 8);
+        let target = rng.random_range(0..plan.max_acks_before_kill.max(1));
+        let delay = Duration::from_micros(rng.random_range(0..=plan.max_delay.as_micros() as u64));
         // Up to 50 ms after spawn: before, during or just after open.
-        let early_delay = Duration::from_micros(rng.below(50_000));
+        let early_delay = Duration::from_micros(rng.random_range(0..50_000));
         let what = if early {
             format!("round {round}: kill {early_delay:?} after spawn")
         } else {
@@ -678,12 +681,12 @@ pub async fn run_trials(plan: &CrashPlan, trials: u64, test_name: &str) -> Trial
     // lock; serializing the trials keeps spawns and store handles apart.
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _serial = SERIAL.lock().await;
-    let base = match std::env::var("DURABUS_CRASH_SEED") {
+    let base: u64 = match std::env::var("DURABUS_CRASH_SEED") {
         Ok(s) => match s.parse() {
             Ok(n) => n,
             Err(_) => panic!("DURABUS_CRASH_SEED={s:?} is not a number"),
         },
-        Err(_) => Rng::seed_from_clock(),
+        Err(_) => rand::random(),
     };
     eprintln!(
         "{test_name}: {trials} trials, durability {}, base seed {base}",

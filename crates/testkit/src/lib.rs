@@ -1,8 +1,6 @@
 //! Test helpers for durabus, useful in applications' tests too.
 //!
 //! - [`temp_url`], [`temp_bus`]: a file-backed store in a fresh temp dir.
-//! - [`Rng`]: a tiny seeded generator, so randomized tests print a seed that
-//!   reproduces them.
 //! - [`crash`]: the kill -9 harness. A child process (the `crash_publisher`
 //!   binary of this crate) publishes and prints every ack; the harness
 //!   SIGKILLs it at a random moment, reopens the data directory and checks
@@ -59,56 +57,6 @@ pub async fn temp_bus(durability: &str) -> durabus::Result<(Bus, TempDir)> {
     Ok((bus, dir))
 }
 
-/// A small, fast, seeded pseudo-random generator (SplitMix64).
-///
-/// Not for cryptography. Deterministic for a seed, so a failing randomized
-/// test reports its seed and can be re-run exactly.
-#[derive(Debug, Clone)]
-pub struct Rng {
-    state: u64,
-}
-
-impl Rng {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// A seed from the clock and the process id, for runs that were not
-    /// given one.
-    pub fn seed_from_clock() -> u64 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let mut r = Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
-        r.next_u64()
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// True with probability `1/n`.
-    pub fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
-
 /// Reads a count from environment variable `name`, or `default` when unset.
 ///
 /// # Panics
@@ -127,21 +75,6 @@ pub fn env_count(name: &str, default: u64) -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_is_deterministic_for_a_seed() {
-        let a: Vec<u64> = {
-            let mut r = Rng::new(7);
-            (0..5).map(|_| r.next_u64()).collect()
-        };
-        let b: Vec<u64> = {
-            let mut r = Rng::new(7);
-            (0..5).map(|_| r.next_u64()).collect()
-        };
-        assert_eq!(a, b);
-        let mut r = Rng::new(7);
-        assert!((0..1000).all(|_| r.below(10) < 10));
-    }
 
     #[test]
     fn file_url_carries_durability() {

@@ -43,7 +43,7 @@ async fn acked_publishes_survive_kill9_with_none() {
 
 /// Segments of 4 KiB roll every few dozen messages, so kills land inside
 /// segment rolls (new file, directory fsync, index and checkpoint writes):
-/// recovery must still find every ack (RELIABILITY.md R6, by kill).
+/// recovery must still find every ack (docs/reliability.md R6, by kill).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill9_during_segment_rolls() {
     let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);

@@ -17,7 +17,9 @@ use durabus::consume::{DEFAULT_DLQ_STREAM, DLQ_DELIVERIES, DLQ_ERROR, DLQ_SEQ, D
 use durabus::{ConsumerConfig, Message, ReplayOptions, StreamConfig};
 use durabus_testkit::crash::ChildProcess;
 use durabus_testkit::nats::NatsServer;
-use durabus_testkit::{env_count, file_url, temp_dir, Rng};
+use durabus_testkit::{env_count, file_url, temp_dir};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 
 const MESSAGES: u64 = 400;
 
@@ -75,22 +77,22 @@ async fn kill_and_drain(url: &str) {
     let seed = std::env::var("DURABUS_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(Rng::seed_from_clock);
-    let mut rng = Rng::new(seed);
+        .unwrap_or_else(rand::random);
+    let mut rng = StdRng::seed_from_u64(seed);
     let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_crash_consumer"));
     let target = std::path::Path::new(url);
     prepare(url).await;
     let context = format!("{url}, seed {seed} (DURABUS_CRASH_SEED={seed} to reproduce)");
 
     for trial in 0..trials {
-        let concurrency = (1 + rng.below(4)).to_string();
+        let concurrency = (1 + rng.random_range(0..4)).to_string();
         let mut child =
             ChildProcess::spawn(&exe, target, &["consume", "--concurrency", &concurrency]).unwrap();
         child
             .ready()
             .await
             .unwrap_or_else(|e| panic!("trial {trial}, {context}: {e}"));
-        tokio::time::sleep(Duration::from_millis(5 + rng.below(120))).await;
+        tokio::time::sleep(Duration::from_millis(5 + rng.random_range(0..120))).await;
         child.kill9().await.unwrap();
     }
     let mut child = ChildProcess::spawn(&exe, target, &["consume", "--drain"]).unwrap();

@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions, ServerAddr};
-use durabus_testkit::nats::{nats_server_binary, NatsCluster, NatsServer, Storage, TlsMode};
+use durabus_testkit::nats::{
+    nats_server_binary, NatsCluster, NatsServer, Storage, TlsMode, NOT_INSTALLED,
+};
 
-/// Skips (returning true) where nats-server is not installed.
-fn no_server() -> bool {
-    if nats_server_binary().is_none() {
-        eprintln!("skipped: nats-server is not installed (./scripts/test installs it)");
-        return true;
-    }
-    false
+/// Fails the test, saying how to install it, where nats-server is missing:
+/// these tests are about a real server and never pass without one.
+fn require_nats_server() {
+    assert!(nats_server_binary().is_some(), "{NOT_INSTALLED}");
 }
 
 fn start(builder: durabus_testkit::nats::NatsServerBuilder) -> NatsServer {
@@ -68,9 +67,7 @@ fn gone(pid: u32) -> bool {
 /// process and removes its temp dir.
 #[test]
 fn nats_servers_start_on_free_ports_and_stop_on_drop() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let a = NatsServer::start().unwrap_or_else(|e| panic!("start a: {e:#}"));
     let b = NatsServer::start().unwrap_or_else(|e| panic!("start b: {e:#}"));
     assert_ne!(a.port(), b.port());
@@ -91,9 +88,7 @@ fn nats_servers_start_on_free_ports_and_stop_on_drop() {
 
 #[tokio::test]
 async fn user_password_is_accepted_and_a_wrong_password_refused() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = start(NatsServer::builder().user_password("app", "s3cret"));
     let ok = ConnectOptions::with_user_and_password("app".into(), "s3cret".into());
     let client = connect(ok, &server.url()).await.unwrap();
@@ -106,9 +101,7 @@ async fn user_password_is_accepted_and_a_wrong_password_refused() {
 
 #[tokio::test]
 async fn token_is_accepted_and_a_wrong_token_refused() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = start(NatsServer::builder().token("t0ken"));
     let client = connect(ConnectOptions::with_token("t0ken".into()), &server.url())
         .await
@@ -121,9 +114,7 @@ async fn token_is_accepted_and_a_wrong_token_refused() {
 
 #[tokio::test]
 async fn tls_with_the_generated_ca_works_and_plaintext_clients_are_refused() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = start(NatsServer::builder().tls(TlsMode::ServerOnly));
     let tls = server.tls().unwrap().clone();
     assert!(server.url().starts_with("tls://127.0.0.1:"));
@@ -144,9 +135,7 @@ async fn tls_with_the_generated_ca_works_and_plaintext_clients_are_refused() {
 
 #[tokio::test]
 async fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = start(NatsServer::builder().tls(TlsMode::Mutual));
     let tls = server.tls().unwrap().clone();
     let trusting = || ConnectOptions::new().add_root_certificates(tls.ca.clone());
@@ -182,9 +171,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
 
 #[tokio::test]
 async fn file_streams_survive_kill_and_restart() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = NatsServer::start().unwrap();
     let port = server.port();
     let client = connect(ConnectOptions::new(), &server.url()).await.unwrap();
@@ -216,9 +203,7 @@ async fn file_streams_survive_kill_and_restart() {
 
 #[tokio::test]
 async fn a_stopped_server_times_out_requests_until_resumed() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = NatsServer::start().unwrap();
     let client = ConnectOptions::new()
         .request_timeout(Some(Duration::from_millis(500)))
@@ -242,9 +227,7 @@ async fn a_stopped_server_times_out_requests_until_resumed() {
 
 #[tokio::test]
 async fn memory_only_server_refuses_file_streams_and_forgets_on_restart() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = start(NatsServer::builder().storage(Storage::Memory));
     assert_eq!(server.jetstream(), Some(Storage::Memory));
     let client = connect(ConnectOptions::new(), &server.url()).await.unwrap();
@@ -274,9 +257,7 @@ async fn memory_only_server_refuses_file_streams_and_forgets_on_restart() {
 
 #[tokio::test]
 async fn server_without_jetstream_has_no_jetstream_api() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let server = start(NatsServer::builder().jetstream(false));
     assert_eq!(server.jetstream(), None);
     let client = connect(ConnectOptions::new(), &server.url()).await.unwrap();
@@ -297,9 +278,7 @@ async fn server_without_jetstream_has_no_jetstream_api() {
 
 #[tokio::test]
 async fn cluster_keeps_a_replicated_stream_through_a_node_kill_and_the_node_rejoins() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let cluster = NatsCluster::start(3).unwrap_or_else(|e| panic!("cluster: {e:#}"));
     assert_eq!(cluster.urls().split(',').count(), 3);
     let addrs: Vec<ServerAddr> = cluster
@@ -394,37 +373,32 @@ async fn publish_until_acked(js: &jetstream::Context, subject: &'static str) -> 
     }
 }
 
-/// Environment variable that turns [`helper_server_for_a_killed_process`]
-/// from a no-op into a process that starts a server and waits to be killed.
-const HELPER: &str = "DURABUS_TESTKIT_HELPER_SERVER";
-
-/// Not a test of its own: the body of the child process of
-/// `no_server_outlives_a_killed_test_process`.
+/// Not a test of its own: the child process of
+/// `no_server_outlives_a_killed_test_process`, which runs it with
+/// `--ignored --exact` and kills it. It starts (and pauses) a server, says
+/// where it is, and waits to be killed.
 #[test]
+#[ignore = "the child process of no_server_outlives_a_killed_test_process, which runs and kills it"]
 fn helper_server_for_a_killed_process() {
-    if std::env::var_os(HELPER).is_none() {
-        return;
-    }
     let server = NatsServer::start().unwrap();
-    server.stop().unwrap(); // even a paused server must not survive
-                            // libtest prints "test <name> ... " before this, on the same line.
+    // Even a paused server must not survive its killed process.
+    server.stop().unwrap();
+    // libtest prints "test <name> ... " before this, on the same line.
     println!("\nHELPER {} {}", server.pid(), server.dir().display());
     std::thread::sleep(Duration::from_secs(60));
 }
 
 #[test]
 fn no_server_outlives_a_killed_test_process() {
-    if no_server() {
-        return;
-    }
+    require_nats_server();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
+            "--ignored",
             "--exact",
             "helper_server_for_a_killed_process",
             "--nocapture",
         ])
         .args(["--test-threads", "1"])
-        .env(HELPER, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -89,6 +89,11 @@ const START: Duration = Duration::from_secs(15);
 /// fresh ports, when another process took the port in between.
 const PORT_ATTEMPTS: usize = 3;
 
+/// What a test that needs a real nats-server says when there is none
+/// ([`nats_server_binary`] finds nothing): such a test fails, never skips.
+pub const NOT_INSTALLED: &str = "nats-server not found on PATH; install it \
+     (`apt-get install -y nats-server`) — scripts/test does this";
+
 /// Where the `nats-server` binary is: `$NATS_SERVER`, then `PATH`, then the
 /// Debian location `/usr/sbin/nats-server`.
 pub fn nats_server_binary() -> Option<PathBuf> {
@@ -276,9 +281,7 @@ impl NatsServerBuilder {
     /// on, when it is on). A free port that another process took meanwhile
     /// is replaced by a fresh one, twice at most.
     pub fn start(self) -> anyhow::Result<NatsServer> {
-        let bin = nats_server_binary().context(
-            "nats-server not found (set NATS_SERVER, or run ./scripts/test to install it)",
-        )?;
+        let bin = nats_server_binary().context(NOT_INSTALLED)?;
         let fixed = self.port.is_some() && (!self.monitor || self.monitor_port.is_some());
         let mut attempt = 1;
         loop {
