@@ -102,13 +102,12 @@ enum Command {
     /// Measure publish, group commit, replay and consume throughput,
     /// latency, memory with a stalled consumer and open time (W1-W7). Runs
     /// on a fresh temporary store unless --url or DURABUS_URL names one; on
-    /// nats:// W3 and W6 are skipped, and --peer async-nats measures raw
-    /// async-nats.
-    Bench(bench::BenchArgs),
-    /// Turn the JSON of several `bench --json-out` runs (LABEL=FILE each)
-    /// into one Markdown table with the PERFORMANCE.md targets checked, and
-    /// an SVG chart (`bench/compare` runs it).
-    BenchReport(bench::report::ReportArgs),
+    /// nats:// W3 and W6 are skipped.
+    ///
+    /// durabus alone: the comparison with raw async-nats and Redis Streams,
+    /// and the report with the targets checked, are the durabus-bench
+    /// harness's (`bench/compare`).
+    Bench(durabus_workloads::BenchArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -129,7 +128,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,
-        Command::BenchReport(args) => bench::report::run(args),
     }
 }
 
@@ -179,5 +177,17 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -58,6 +58,13 @@ pub(crate) fn count(n: u64, noun: &str) -> String {
     }
 }
 
+/// An empty table in the style of every listing.
+pub(crate) fn table() -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table
+}
+
 /// A table as text without the trailing blanks comfy-table pads lines with.
 pub(crate) fn table_text(table: &comfy_table::Table) -> String {
     table

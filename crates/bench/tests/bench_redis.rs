@@ -1,4 +1,4 @@
-//! End-to-end tests of `durabus bench --peer redis` against a redis-server of
+//! End-to-end tests of `durabus-bench bench --peer redis` against a redis-server of
 //! its own (started on a free loopback port with AOF on, in a temporary
 //! directory, and killed by pid on drop). Skipped, with a note, where
 //! redis-server is not installed.
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bench, durabus, BenchRun};
+use common::{bench, durabus_bench, BenchRun};
 
 /// A redis-server of this test, killed on drop.
 struct Redis {
@@ -136,7 +136,7 @@ fn bench_peer_redis_runs_every_workload_and_deletes_its_keys() {
 
 #[test]
 fn bench_peer_redis_needs_a_redis_url() {
-    let output = durabus()
+    let output = durabus_bench()
         .args(["bench", "--peer", "redis", "--msgs", "10"])
         .output()
         .unwrap();
@@ -154,7 +154,7 @@ fn bench_peer_redis_names_the_url_it_cannot_reach() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}");
-    let output = durabus()
+    let output = durabus_bench()
         .args([
             "bench",
             "--peer",
