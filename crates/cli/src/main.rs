@@ -8,6 +8,7 @@
 //! file only parses the command line and reports errors.
 
 mod bench;
+mod confirm;
 mod consumer;
 mod dlq;
 mod dump;
