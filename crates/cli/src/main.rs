@@ -5,13 +5,15 @@
 //! next), `dlq ...` (ls, redrive), `dump`, `verify` and `bench`. Every
 //! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
 //! for machine-readable output. Each verb group lives in its own module; this
-//! file only parses the command line and reports errors.
+//! file only parses the command line and reports errors (with the hint of
+//! [`hint`] naming the command that fixes one).
 
 mod bench;
 mod confirm;
 mod consumer;
 mod dlq;
 mod dump;
+mod hint;
 mod kv;
 mod output;
 mod parse;
@@ -144,6 +146,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    let url = cli
+        .url
+        .clone()
+        .unwrap_or_else(|| durabus::DEFAULT_URL.to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -171,10 +177,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
+            let hint = hint::hint(&err, &url);
             if json {
-                eprintln!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+                let mut report = serde_json::json!({ "error": format!("{err:#}") });
+                if let Some(hint) = hint {
+                    report["hint"] = serde_json::Value::String(hint);
+                }
+                eprintln!("{report}");
             } else {
                 eprintln!("error: {err:#}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::FAILURE
         }

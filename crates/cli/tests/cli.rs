@@ -357,14 +357,74 @@ fn destructive_commands_need_force_without_a_terminal() {
     store.ok(&["stream", "info", "ORDERS"]);
 }
 
+/// The error line and the hint line of a failed command's stderr.
+fn error_and_hint(stderr: &str) -> (&str, &str) {
+    match stderr.lines().collect::<Vec<_>>()[..] {
+        [error, hint] => (error, hint),
+        _ => panic!("not an error line and a hint line:\n{stderr}"),
+    }
+}
+
 #[test]
 fn unknown_streams_say_how_to_create_one() {
     let store = Store::new().with_orders_stream();
     let stderr = store.fail(&["stream", "info", "NOPE"]);
+    let (error, hint) = error_and_hint(&stderr);
     assert!(
-        stderr.contains("NOPE") && stderr.contains("stream add"),
+        error.starts_with("error: cannot read stream NOPE: stream \"NOPE\" not found"),
         "{stderr}"
     );
+    assert_eq!(
+        hint,
+        "hint: create it with `durabus stream add NOPE --subjects ...`"
+    );
+    // A consumer on a missing stream: the stream is what to create.
+    let stderr = store.fail(&["consumer", "add", "NOPE", "billing"]);
+    assert_eq!(
+        error_and_hint(&stderr).1,
+        "hint: create it with `durabus stream add NOPE --subjects ...`"
+    );
+}
+
+#[test]
+fn unknown_consumers_and_buckets_say_how_to_create_one() {
+    let store = Store::new().with_orders_stream();
+    for verb in ["info", "next"] {
+        let stderr = store.fail(&["consumer", verb, "ORDERS", "nobody"]);
+        let (error, hint) = error_and_hint(&stderr);
+        assert!(
+            error.starts_with("error: consumer \"nobody\" not found on stream \"ORDERS\""),
+            "{stderr}"
+        );
+        assert_eq!(
+            hint,
+            "hint: create it with `durabus consumer add ORDERS nobody`"
+        );
+    }
+    let stderr = store.fail(&["kv", "get", "nobucket", "theme"]);
+    let (error, hint) = error_and_hint(&stderr);
+    assert!(
+        error.starts_with("error: KV bucket \"nobucket\" not found"),
+        "{stderr}"
+    );
+    assert_eq!(hint, "hint: create it with `durabus kv add nobucket`");
+    // Under --json the hint is a field of the one error object.
+    let error = json(&store.fail(&["--json", "consumer", "info", "ORDERS", "nobody"]));
+    assert_eq!(
+        error["hint"],
+        "create it with `durabus consumer add ORDERS nobody`"
+    );
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("consumer \"nobody\" not found on stream \"ORDERS\""),
+        "{error}"
+    );
+    // An error no command fixes has no hint.
+    let stderr = store.fail(&["pub", "a..b", "x"]);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("hint:"), "{stderr}");
 }
 
 /// Kills the child by pid when the test ends, even when it fails.

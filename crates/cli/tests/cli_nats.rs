@@ -1236,8 +1236,15 @@ fn errors_under_json_are_json_on_stderr() {
     let stderr = nats.fail_cleanly(&["--json", "stream", "info", "NOPE_JSON"]);
     let error = json(&stderr);
     assert!(
-        error["error"].as_str().unwrap().contains("stream add"),
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"NOPE_JSON\" not found"),
         "{error}"
+    );
+    assert_eq!(
+        error["hint"],
+        "create it with `durabus stream add NOPE_JSON --subjects ...`"
     );
 }
 
