@@ -1,20 +1,19 @@
 //! `durabus consumer ...`: add, ls, info, rm, next.
 
-use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::{presets, CellAlignment, Table};
 use durabus::{
     validate_consumer_name, validate_stream_name, AckKind, AckPolicy, ConsumerConfig, ConsumerInfo,
     DeliverPolicy, Delivery,
 };
 use serde_json::{json, Value};
 
+use crate::confirm::confirm;
 use crate::output::{
-    duration_human, duration_nanos, print_json, print_text, rfc3339, rfc3339_nanos, stored_human,
-    stored_json,
+    duration_human, duration_nanos, listing, print_json, print_text, rfc3339, rfc3339_nanos,
+    stored_human, stored_json, table_text,
 };
 use crate::parse;
 use crate::session::{finish, open_bus, Access, Global};
@@ -243,16 +242,17 @@ async fn ls(global: &Global, bus: &durabus::Bus, stream: &str) -> anyhow::Result
         ))?;
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED);
-    table.set_header([
-        "consumer",
-        "filter",
-        "pending",
-        "ack pending",
-        "redelivered",
-        "ack floor",
-    ]);
+    let mut table = listing(
+        [
+            "consumer",
+            "filter",
+            "pending",
+            "ack pending",
+            "redelivered",
+            "ack floor",
+        ],
+        2..6,
+    );
     for c in &consumers {
         table.add_row([
             c.name.clone(),
@@ -263,12 +263,7 @@ async fn ls(global: &Global, bus: &durabus::Bus, stream: &str) -> anyhow::Result
             c.ack_floor.stream_seq.to_string(),
         ]);
     }
-    for col in 2..6 {
-        if let Some(column) = table.column_mut(col) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    print_text(&table.to_string())?;
+    print_text(&table_text(&table))?;
     Ok(())
 }
 
@@ -280,31 +275,15 @@ async fn rm(
     force: bool,
 ) -> anyhow::Result<()> {
     bus.consumer_info(stream, name).await?;
-    if !force {
-        confirm(&format!(
-            "delete consumer {name} of stream {stream} and its state?"
-        ))?;
-    }
+    confirm(
+        force,
+        &format!("delete consumer {name} of stream {stream} and its state"),
+    )?;
     bus.delete_consumer(stream, name).await?;
     if global.json {
         print_json(&json!({ "deleted": name, "stream": stream }))?;
     } else {
         print_text(&format!("deleted consumer {name} of stream {stream}"))?;
-    }
-    Ok(())
-}
-
-/// Asks on the terminal; refuses without one (scripts pass --force).
-fn confirm(question: &str) -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() {
-        bail!("{question} refusing without a terminal to ask on; pass --force");
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if !matches!(answer.trim(), "y" | "Y" | "yes") {
-        bail!("not confirmed; nothing was deleted");
     }
     Ok(())
 }

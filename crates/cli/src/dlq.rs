@@ -1,17 +1,15 @@
 //! `durabus dlq ...`: list dead letters, redrive them to their origin.
 
-use std::io::{IsTerminal as _, Write as _};
-
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use comfy_table::{presets, Table};
 use durabus::consume::{
     DEFAULT_DLQ_STREAM, DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ERROR, DLQ_SEQ, DLQ_STREAM,
 };
 use durabus::{validate_stream_name, ReplayOptions};
 use serde_json::json;
 
-use crate::output::{print_json, print_text, stored_json};
+use crate::confirm::confirm;
+use crate::output::{listing, print_json, print_text, stored_json, table_text};
 use crate::session::{finish, open_bus, Access, Global};
 
 /// The `dlq` verbs.
@@ -76,16 +74,17 @@ async fn ls(global: &Global, bus: &durabus::Bus, which: &Which) -> anyhow::Resul
         options = options.filter(f);
     }
     let mut replay = bus.replay(&which.stream, options).await?;
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED);
-    table.set_header([
-        "seq",
-        "origin",
-        "consumer",
-        "origin seq",
-        "deliveries",
-        "error",
-    ]);
+    let mut table = listing(
+        [
+            "seq",
+            "origin",
+            "consumer",
+            "origin seq",
+            "deliveries",
+            "error",
+        ],
+        0..1,
+    );
     let mut n = 0;
     while let Some(letter) = replay.next().await {
         let letter = letter?;
@@ -108,7 +107,7 @@ async fn ls(global: &Global, bus: &durabus::Bus, which: &Which) -> anyhow::Resul
         if n == 0 {
             print_text(&format!("no dead letters in {}", which.stream))?;
         } else {
-            print_text(&table.to_string())?;
+            print_text(&table_text(&table))?;
         }
     }
     Ok(())
@@ -120,21 +119,13 @@ async fn redrive(
     which: &Which,
     force: bool,
 ) -> anyhow::Result<()> {
-    if !force {
-        if !std::io::stdin().is_terminal() {
-            bail!("redrive republishes dead letters; refusing without a terminal to ask on, pass --force");
-        }
-        eprint!(
-            "republish the dead letters of {} to their origin? [y/N] ",
+    confirm(
+        force,
+        &format!(
+            "republish the dead letters of {} to their origin",
             which.stream
-        );
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("not confirmed; nothing was republished");
-        }
-    }
+        ),
+    )?;
     let stats = bus
         .redrive(&which.stream, which.filter().as_deref())
         .await

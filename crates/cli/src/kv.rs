@@ -3,14 +3,13 @@
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::{presets, Table};
 use durabus::kv::{validate_bucket, Entry, KvConfig, KvStatus, Operation};
 use durabus::{Bus, StorageType};
 use serde_json::{json, Map, Value};
 
 use crate::output::{
-    bytes_human, duration_human, duration_nanos, insert_payload, print_json, print_raw, print_text,
-    rfc3339, rfc3339_nanos, table_text,
+    bytes_human, duration_human, duration_nanos, insert_payload, listing, print_json, print_raw,
+    print_text, rfc3339, rfc3339_nanos, table_text,
 };
 use crate::parse;
 use crate::publish::read_payload;
@@ -185,7 +184,7 @@ pub(crate) async fn run(global: &Global, command: KvCommand) -> anyhow::Result<(
         validate_bucket(bucket)?;
     }
     if let KvCommand::Rm { bucket, force } = &command {
-        crate::stream::confirm(
+        crate::confirm::confirm(
             *force,
             &format!("delete KV bucket {bucket} and every key in it"),
         )?;
@@ -253,9 +252,7 @@ async fn run_on(global: &Global, bus: &Bus, command: KvCommand) -> anyhow::Resul
             if buckets.is_empty() {
                 return print_text("no KV buckets").map_err(Into::into);
             }
-            let mut table = Table::new();
-            table.load_preset(presets::UTF8_FULL_CONDENSED);
-            table.set_header(["bucket", "entries", "size", "history", "ttl"]);
+            let mut table = listing(["bucket", "entries", "size", "history", "ttl"], 1..4);
             for s in &buckets {
                 table.add_row([
                     s.config.bucket.clone(),

@@ -5,12 +5,15 @@
 //! next), `dlq ...` (ls, redrive), `dump`, `verify` and `bench`. Every
 //! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
 //! for machine-readable output. Each verb group lives in its own module; this
-//! file only parses the command line and reports errors.
+//! file only parses the command line and reports errors (with the hint of
+//! [`hint`] naming the command that fixes one).
 
 mod bench;
+mod confirm;
 mod consumer;
 mod dlq;
 mod dump;
+mod hint;
 mod kv;
 mod output;
 mod parse;
@@ -102,13 +105,12 @@ enum Command {
     /// Measure publish, group commit, replay and consume throughput,
     /// latency, memory with a stalled consumer and open time (W1-W7). Runs
     /// on a fresh temporary store unless --url or DURABUS_URL names one; on
-    /// nats:// W3 and W6 are skipped, and --peer async-nats measures raw
-    /// async-nats.
-    Bench(bench::BenchArgs),
-    /// Turn the JSON of several `bench --json-out` runs (LABEL=FILE each)
-    /// into one Markdown table with the PERFORMANCE.md targets checked, and
-    /// an SVG chart (`bench/compare` runs it).
-    BenchReport(bench::report::ReportArgs),
+    /// nats:// W3 and W6 are skipped.
+    ///
+    /// durabus alone: the comparison with raw async-nats and Redis Streams,
+    /// and the report with the targets checked, are the durabus-bench
+    /// harness's (`bench/compare`).
+    Bench(durabus_workloads::BenchArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -129,7 +131,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,
-        Command::BenchReport(args) => bench::report::run(args),
     }
 }
 
@@ -145,6 +146,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    let url = cli
+        .url
+        .clone()
+        .unwrap_or_else(|| durabus::DEFAULT_URL.to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -172,12 +177,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
+            let hint = hint::hint(&err, &url);
             if json {
-                eprintln!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+                let mut report = serde_json::json!({ "error": format!("{err:#}") });
+                if let Some(hint) = hint {
+                    report["hint"] = serde_json::Value::String(hint);
+                }
+                eprintln!("{report}");
             } else {
                 eprintln!("error: {err:#}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -58,6 +58,30 @@ pub(crate) fn count(n: u64, noun: &str) -> String {
     }
 }
 
+/// An empty table in the one style of every listing (`stream ls`,
+/// `consumer ls`, `dlq ls`, `kv ls`, `bench`).
+pub(crate) fn table() -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table
+}
+
+/// A table with `header` in the style of every listing, columns `right`
+/// aligned right (the numbers).
+pub(crate) fn listing<const N: usize>(
+    header: [&str; N],
+    right: std::ops::Range<usize>,
+) -> comfy_table::Table {
+    let mut table = table();
+    table.set_header(header);
+    for column in right {
+        if let Some(c) = table.column_mut(column) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    table
+}
+
 /// A table as text without the trailing blanks comfy-table pads lines with.
 pub(crate) fn table_text(table: &comfy_table::Table) -> String {
     table

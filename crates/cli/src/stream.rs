@@ -1,20 +1,19 @@
 //! `durabus stream ...`: add, ls, info, rm, purge, get, rmm.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use comfy_table::{presets, CellAlignment, Table};
 use durabus::{
     subject, validate_stream_name, Bus, DiscardPolicy, PurgeRequest, RetentionPolicy, StorageType,
     StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
 };
 use serde_json::{json, Value};
 
+use crate::confirm::confirm;
 use crate::output::{
-    bytes_human, duration_human, duration_nanos, print_json, print_text, rfc3339, rfc3339_nanos,
-    rfc3339_or_dash, stored_human, stored_json,
+    bytes_human, duration_human, duration_nanos, listing, print_json, print_text, rfc3339,
+    rfc3339_nanos, rfc3339_or_dash, stored_human, stored_json,
 };
 use crate::parse;
 use crate::session::{finish, open_bus, Access, Global};
@@ -549,16 +548,18 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
         ))?;
         return Ok(());
     }
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
-        "NAME",
-        "SUBJECTS",
-        "MESSAGES",
-        "BYTES",
-        "FIRST SEQ",
-        "LAST SEQ",
-        "LAST MESSAGE",
-    ]);
+    let mut table = listing(
+        [
+            "stream",
+            "subjects",
+            "messages",
+            "bytes",
+            "first seq",
+            "last seq",
+            "last message",
+        ],
+        2..6,
+    );
     for info in &streams {
         let s = &info.state;
         table.add_row([
@@ -570,11 +571,6 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
             s.last_seq.to_string(),
             rfc3339_or_dash(s.last_time),
         ]);
-    }
-    for column in 2..6 {
-        if let Some(c) = table.column_mut(column) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
     }
     print_text(&crate::output::table_text(&table))?;
     Ok(())
@@ -615,29 +611,6 @@ async fn purge(global: &Global, bus: &Bus, args: PurgeArgs) -> anyhow::Result<()
         ))?;
     }
     Ok(())
-}
-
-/// Asks "`what`? [y/N]" on a terminal; without one, `--force` is required.
-pub(crate) fn confirm(force: bool, what: &str) -> anyhow::Result<()> {
-    if force {
-        return Ok(());
-    }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        bail!("refusing to {what} without confirmation; pass --force");
-    }
-    eprint!("{what}? [y/N] ");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .context("cannot read the confirmation")?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        bail!("cancelled; nothing was changed")
-    }
 }
 
 /// A limit for people: the value or `unlimited`.

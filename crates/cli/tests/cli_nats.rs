@@ -348,17 +348,30 @@ fn stream_ls_lists_a_stream_with_its_counts() {
     nats.add("LS", "ls.>");
     nats.ok(&["pub", "ls.{{i}}", "x", "--count", "3"]);
     let table = nats.ok(&["stream", "ls"]);
-    let header = table.lines().next().unwrap();
-    assert!(
-        header.contains("NAME") && header.contains("MESSAGES"),
+    // The one table style of every listing: `│ a ┆ b │` rows under borders.
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| l.trim_matches('│').split('┆').map(str::trim).collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "stream",
+            "subjects",
+            "messages",
+            "bytes",
+            "first seq",
+            "last seq",
+            "last message"
+        ],
         "{table}"
     );
-    let row = table
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("LS"))
+    let row = rows
+        .iter()
+        .find(|cells| cells[0] == "LS")
         .unwrap_or_else(|| panic!("no LS row in:\n{table}"));
-    let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cells[..3], ["LS", "ls.>", "3"], "{row}");
+    assert_eq!(&row[..3], ["LS", "ls.>", "3"], "{table}");
 
     let list = nats.json(&["stream", "ls"]);
     let ours = list["streams"]
@@ -1223,8 +1236,15 @@ fn errors_under_json_are_json_on_stderr() {
     let stderr = nats.fail_cleanly(&["--json", "stream", "info", "NOPE_JSON"]);
     let error = json(&stderr);
     assert!(
-        error["error"].as_str().unwrap().contains("stream add"),
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"NOPE_JSON\" not found"),
         "{error}"
+    );
+    assert_eq!(
+        error["hint"],
+        "create it with `durabus stream add NOPE_JSON --subjects ...`"
     );
 }
 

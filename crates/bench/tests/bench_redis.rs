@@ -1,7 +1,8 @@
-//! End-to-end tests of `durabus bench --peer redis` against a redis-server of
+//! End-to-end tests of `durabus-bench bench --peer redis` against a redis-server of
 //! its own (started on a free loopback port with AOF on, in a temporary
-//! directory, and killed by pid on drop). Skipped, with a note, where
-//! redis-server is not installed.
+//! directory, and killed by pid on drop). redis-server must be installed
+//! (`apt-get install -y redis-server`; scripts/test installs it): without
+//! it the test fails, saying so.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bench, durabus, BenchRun};
+use common::{bench, durabus_bench, BenchRun};
 
 /// A redis-server of this test, killed on drop.
 struct Redis {
@@ -21,8 +22,9 @@ struct Redis {
 }
 
 impl Redis {
-    /// Starts redis-server, or `None` (with a note) where it is missing.
-    fn start() -> Option<Self> {
+    /// Starts redis-server; panics, saying how to install it, where it is
+    /// missing.
+    fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -38,10 +40,10 @@ impl Redis {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) => {
-                eprintln!("skipped: cannot start redis-server ({e})");
-                return None;
-            }
+            Err(e) => panic!(
+                "cannot start redis-server ({e}): install it with \
+                 `apt-get install -y redis-server` (scripts/test installs it)"
+            ),
         };
         let redis = Redis {
             child,
@@ -53,7 +55,7 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(redis)
+        redis
     }
 
     fn url(&self) -> String {
@@ -95,7 +97,7 @@ impl Drop for Redis {
 
 #[test]
 fn bench_peer_redis_runs_every_workload_and_deletes_its_keys() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = Redis::start();
     let before = redis.reply("CONFIG GET appendfsync", 5);
     assert!(before.ends_with("everysec"), "{before}");
     let url = redis.url();
@@ -136,7 +138,7 @@ fn bench_peer_redis_runs_every_workload_and_deletes_its_keys() {
 
 #[test]
 fn bench_peer_redis_needs_a_redis_url() {
-    let output = durabus()
+    let output = durabus_bench()
         .args(["bench", "--peer", "redis", "--msgs", "10"])
         .output()
         .unwrap();
@@ -154,7 +156,7 @@ fn bench_peer_redis_names_the_url_it_cannot_reach() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}");
-    let output = durabus()
+    let output = durabus_bench()
         .args([
             "bench",
             "--peer",

@@ -1,5 +1,5 @@
-//! W5-W7 of `PERFORMANCE.md`: end-to-end latency, memory with a stalled
-//! consumer, and the time to open a large stream.
+//! W5-W7 of `docs/performance.md`: end-to-end latency, memory with a
+//! stalled consumer, and the time to open a large stream.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,10 +8,11 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use durabus::{BackendUrl, ConsumerConfig, Message};
 
-use super::{clean_up, open_with_stream, publish_batched, tick, Measurement, Plan};
+use crate::bus::{clean_up, open_bus, open_with_stream, publish_batched, Plan};
+use crate::measure::{tick, Latency, Measurement};
 
 /// Messages W5 sends, one at a time.
-pub(super) const W5_MSGS: u64 = 20_000;
+const W5_MSGS: u64 = 20_000;
 
 /// Bytes per message while W7 fills its stream.
 const W7_MSG: usize = 1024;
@@ -20,7 +21,7 @@ const W7_MSG: usize = 1024;
 /// stream, so the message is stored first). Each message carries its send
 /// time; the subscriber records when it arrived; the next is sent once it
 /// did, so the figure is latency without queueing.
-pub(super) async fn latency(plan: &Plan, url: &str) -> anyhow::Result<Measurement> {
+pub(crate) async fn latency(plan: &Plan, url: &str) -> anyhow::Result<Measurement> {
     let stream = format!("BENCH_LAT_{}", plan.tag);
     let subject = format!("benchlat.{}.w5", plan.tag);
     let bus = open_with_stream(url, &stream, &format!("benchlat.{}.>", plan.tag)).await?;
@@ -68,51 +69,6 @@ pub(super) async fn latency(plan: &Plan, url: &str) -> anyhow::Result<Measuremen
     clean_up(&bus, url, &stream, result).await
 }
 
-/// Latency percentiles, in microseconds.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub(crate) struct Latency {
-    /// Median.
-    pub(crate) p50_us: f64,
-    /// 99th percentile.
-    pub(crate) p99_us: f64,
-    /// 99.9th percentile.
-    pub(crate) p999_us: f64,
-}
-
-impl Latency {
-    /// Percentiles of `nanos` (sorted in place).
-    fn of(nanos: &mut [u64]) -> Latency {
-        nanos.sort_unstable();
-        let at = |q: f64| {
-            if nanos.is_empty() {
-                return 0.0;
-            }
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss
-            )]
-            let i = ((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1;
-            #[allow(clippy::cast_precision_loss)]
-            let us = nanos[i] as f64 / 1000.0;
-            us
-        };
-        Latency {
-            p50_us: at(0.50),
-            p99_us: at(0.99),
-            p999_us: at(0.999),
-        }
-    }
-
-    /// `p50 / p99 / p99.9` for the table.
-    pub(crate) fn cell(&self) -> String {
-        format!(
-            "{:.1} / {:.1} / {:.1}",
-            self.p50_us, self.p99_us, self.p999_us
-        )
-    }
-}
-
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`).
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -123,7 +79,7 @@ fn rss_bytes() -> Option<u64> {
 /// W6: publishes `--stall-msgs` messages in batches while a live subscriber and a
 /// durable consumer on the same subjects read nothing; reports how much
 /// resident memory grew (the bar: less than 64 MiB over the baseline).
-pub(super) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Measurement> {
+pub(crate) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Measurement> {
     let stream = format!("BENCH_MEM_{}", plan.tag);
     let subject = format!("benchmem.{}.w6", plan.tag);
     let bus = open_with_stream(url, &stream, &format!("benchmem.{}.>", plan.tag)).await?;
@@ -159,7 +115,7 @@ pub(super) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Mea
 /// W7: fills a stream with `bytes` of 1 KiB messages in a store of its own
 /// next to the bench store, closes it, and times opening it again (until
 /// the stream answers). Embedded `file:` only.
-pub(super) async fn open_time(plan: &Plan, url: &str, bytes: u64) -> anyhow::Result<Measurement> {
+pub(crate) async fn open_time(plan: &Plan, url: &str, bytes: u64) -> anyhow::Result<Measurement> {
     let dir = match durabus::parse_url(url)? {
         BackendUrl::File { path, .. } => path.join(format!("w7_{}", plan.tag)),
         _ => bail!("W7 measures opening an embedded file: store"),
@@ -197,7 +153,7 @@ async fn open_time_in(plan: &Plan, dir: &Path, bytes: u64) -> anyhow::Result<Mea
     bus.close().await?;
 
     let start = Instant::now();
-    let bus = crate::session::open_bus(&url, crate::session::Access::Existing).await?;
+    let bus = open_bus(&url).await?;
     let info = bus.stream_info(stream).await?;
     let elapsed = start.elapsed();
     bus.close().await?;
@@ -218,19 +174,4 @@ async fn open_time_in(plan: &Plan, dir: &Path, bytes: u64) -> anyhow::Result<Mea
         "{:.0} MiB, {} messages of 1 KiB; clean close, then open until the stream answers (bar: < 200 ms for 1 GiB)",
         mib, stored.messages
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_pick_the_nearest_rank() {
-        let mut v: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
-        let l = Latency::of(&mut v);
-        assert!((l.p50_us - 500.0).abs() < 1e-9);
-        assert!((l.p99_us - 990.0).abs() < 1e-9);
-        assert!((l.p999_us - 999.0).abs() < 1e-9);
-        assert_eq!(Latency::of(&mut []).p50_us, 0.0);
-    }
 }

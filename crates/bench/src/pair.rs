@@ -1,4 +1,4 @@
-//! `durabus bench --peer durabus,async-nats`: the NATS backend and raw
+//! `durabus-bench bench --peer durabus,async-nats`: the NATS backend and raw
 //! async-nats measured in one process on one server, interleaved.
 //!
 //! On a shared machine the load changes by more than 5% from one second to
@@ -16,18 +16,20 @@ use anyhow::bail;
 use durabus::Bus;
 use indicatif::ProgressBar;
 
-use super::{
-    clean_up, consume_all, open_with_stream, publish_batched, publish_each, raw, replay_all,
+use durabus_workloads::{
+    clean_up, consume_all, open_with_stream, publish_batched, publish_each, replay_all,
     Measurement, Plan, Workload,
 };
 
+use crate::raw;
+
 /// Replays of each peer's stream in W4.
-pub(super) const W4_TURNS: u64 = 4;
+pub(crate) const W4_TURNS: u64 = 4;
 
 /// Row label of durabus on NATS.
-pub(super) const DURABUS: &str = "durabus/nats";
+pub(crate) const DURABUS: &str = "durabus/nats";
 /// Row label of raw async-nats.
-pub(super) const RAW: &str = "async-nats/nats";
+pub(crate) const RAW: &str = "async-nats/nats";
 
 /// Both peers, each with its stream.
 struct Pair<'a> {
@@ -188,7 +190,7 @@ impl Pair<'_> {
 
 /// W1, W2 and W4 of `plan` for durabus and raw async-nats on the server of
 /// `url`, interleaved; deletes both streams afterwards.
-pub(super) async fn run(plan: &Plan, url: &str, slice: u64) -> anyhow::Result<Vec<Measurement>> {
+pub(crate) async fn run(plan: &Plan, url: &str, slice: u64) -> anyhow::Result<Vec<Measurement>> {
     let bus_stream = format!("BENCH_{}", plan.tag);
     let bus = open_with_stream(url, &bus_stream, &format!("bench.{}.>", plan.tag)).await?;
     let raw = match raw::Raw::open(

@@ -1,4 +1,4 @@
-//! The raw async-nats peer of `durabus bench --peer async-nats`: W1, W2 and
+//! The raw async-nats peer of `durabus-bench bench --peer async-nats`: W1, W2 and
 //! W4 (replay and consume) written directly against async-nats' JetStream API, on the same
 //! nats-server, with the same counts, payload, batch size and subjects as the
 //! durabus workloads, so the two rows differ only in what durabus adds.
@@ -15,11 +15,11 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use indicatif::ProgressBar;
 
-use super::{tick, Measurement, Plan, Workload};
+use durabus_workloads::{tick, Measurement, Plan, Workload};
 
 /// W1: `n` JetStream publishes, each ack awaited before the next publish:
 /// `publish(..).await?.await?`.
-pub(super) async fn publish_each(
+pub(crate) async fn publish_each(
     js: &jetstream::Context,
     subject: &str,
     payload: &Bytes,
@@ -42,7 +42,7 @@ pub(super) async fn publish_each(
 
 /// W2: `n` messages in rounds of `batch`: publish the round, then await its
 /// ack futures (the pipelining of durabus' `publish_batch`).
-pub(super) async fn publish_batched(
+pub(crate) async fn publish_batched(
     js: &jetstream::Context,
     subject: &str,
     payload: &Bytes,
@@ -80,7 +80,7 @@ pub(super) async fn publish_batched(
 /// and the consumer's creation. The bench stream has no deletes, so the
 /// count ends the replay; reading each message's sequence would parse its
 /// reply subject a second time (the ordered consumer already does).
-pub(super) async fn replay_all(
+pub(crate) async fn replay_all(
     js: &jetstream::Context,
     stream: &str,
     bar: &ProgressBar,
@@ -124,7 +124,7 @@ pub(super) async fn replay_all(
 /// `message.ack().await` for each (async-nats' ack: published, not
 /// confirmed), until `n` were acked; then the consumer is deleted. The time
 /// includes the consumer's creation, as durabus' does.
-pub(super) async fn consume_all(
+pub(crate) async fn consume_all(
     js: &jetstream::Context,
     stream: &str,
     n: u64,
@@ -180,19 +180,19 @@ pub(super) async fn consume_all(
 }
 
 /// An async-nats connection with a bench stream of its own.
-pub(super) struct Raw {
+pub(crate) struct Raw {
     client: async_nats::Client,
     /// The JetStream context the workloads use.
-    pub(super) js: jetstream::Context,
+    pub(crate) js: jetstream::Context,
     /// The bench stream's name.
-    pub(super) stream: String,
+    pub(crate) stream: String,
 }
 
 impl Raw {
     /// Connects to `url` and creates `stream` capturing `subjects` (file
     /// storage, server defaults otherwise, as durabus creates it); refuses a
     /// stream that already holds messages.
-    pub(super) async fn open(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn open(url: &str, stream: &str, subjects: &str) -> anyhow::Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name("durabus-bench-raw")
             .connect(url)
@@ -233,7 +233,7 @@ impl Raw {
     }
 
     /// Deletes the stream and closes the connection, keeping `result`'s error first.
-    pub(super) async fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    pub(crate) async fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
         let deleted = self.js.delete_stream(&self.stream).await;
         let drained = self.client.drain().await;
         let value = result?;
@@ -245,7 +245,7 @@ impl Raw {
 
 /// W1, W2 and W4 on one async-nats connection to `url`, in a stream of their
 /// own, deleted afterwards.
-pub(super) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+pub(crate) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
     let raw = Raw::open(
         url,
         &format!("BENCH_{}", plan.tag),

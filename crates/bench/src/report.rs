@@ -1,6 +1,7 @@
-//! `durabus bench-report`: one Markdown table and one SVG chart from the
-//! JSON of several `durabus bench --json-out` runs, with the targets of
-//! `PERFORMANCE.md` checked against the figures (`bench/compare` runs it).
+//! `durabus-bench report`: one Markdown table and one SVG chart from the
+//! JSON of several `durabus-bench bench --json-out` runs (or `durabus bench
+//! --json-out`: the same JSON), with the targets of `docs/performance.md`
+//! checked against the figures (`bench/compare` runs it).
 //!
 //! Each input is `LABEL=FILE`. A durabus row is shown under its file's
 //! label; a peer's row (raw async-nats, Redis) under the peer's own name.
@@ -9,6 +10,7 @@
 //! `bench/compare` names them; a target whose rows are missing says so.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
@@ -16,10 +18,10 @@ use clap::Args;
 use plotters::prelude::*;
 use serde_json::Value;
 
-/// Arguments of `durabus bench-report`.
+/// Arguments of `durabus-bench report`.
 #[derive(Debug, Args)]
 pub(crate) struct ReportArgs {
-    /// Bench results as LABEL=FILE (the JSON of `durabus bench --json-out`).
+    /// Bench results as LABEL=FILE (the JSON of `durabus-bench bench --json-out`).
     #[arg(required = true, value_name = "LABEL=FILE")]
     inputs: Vec<String>,
     /// Write the Markdown report here (default: stdout).
@@ -134,7 +136,7 @@ fn columns(rows: &[Row]) -> Vec<&str> {
         .collect()
 }
 
-/// Workload rows in `PERFORMANCE.md` order.
+/// Workload rows in `docs/performance.md` order.
 fn lines(rows: &[Row]) -> Vec<(&str, &str)> {
     let mut l = distinct(rows, |r| (r.workload.as_str(), r.name.as_str()));
     // The disk's fdatasync baseline sits just before W3, which it explains.
@@ -176,7 +178,7 @@ fn cell(row: &Row) -> String {
     }
 }
 
-/// One target of `PERFORMANCE.md`: what was measured, and whether it holds.
+/// One target of `docs/performance.md`: what was measured, and whether it holds.
 struct Target {
     what: &'static str,
     measured: Option<(String, bool)>,
@@ -322,7 +324,7 @@ fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, svg: Option<&st
             .collect();
         let _ = writeln!(md, "| {w} | {n} | {} |", cells.join(" | "));
     }
-    let _ = writeln!(md, "\n## Targets (PERFORMANCE.md)\n");
+    let _ = writeln!(md, "\n## Targets (docs/performance.md)\n");
     let _ = writeln!(md, "| target | measured | holds |\n|---|---|---|");
     for t in targets(rows, ratios) {
         let (m, ok) = match &t.measured {
@@ -416,7 +418,7 @@ fn chart(rows: &[Row], path: &std::path::Path) -> anyhow::Result<()> {
     draw().map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
 }
 
-/// Runs `durabus bench-report`.
+/// Runs `durabus-bench report`.
 pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
     let (rows, ratios) = read(&args.inputs)?;
     if let Some(svg) = &args.svg {
@@ -432,7 +434,11 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
         Some(path) => {
             std::fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))?
         }
-        None => crate::output::print_text(md.trim_end())?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", md.trim_end())?;
+            out.flush()?;
+        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The Redis Streams peer of `durabus bench --peer redis --redis-url URL`:
+//! The Redis Streams peer of `durabus-bench bench --peer redis --redis-url URL`:
 //! W1-W4 written directly against Redis Streams with the `redis` crate, with
 //! the same counts, payload and batch size as the durabus workloads. Each
 //! entry is `XADD <key> * p <payload>`.
@@ -7,7 +7,7 @@
 //! - W2: pipelines of `--batch` XADDs, each pipeline's replies awaited before
 //!   the next, 1 connection; then "pipelined 4x64": the same count over 4
 //!   connections, each pipelining 64 XADDs (redis-benchmark's `-c 4 -P 64`,
-//!   as `PERFORMANCE.md` quotes redis), into a key of its own.
+//!   as `docs/performance.md` quotes redis), into a key of its own.
 //! - W3: `CONFIG SET appendfsync always` (the previous value is restored
 //!   afterwards), then XADD awaited each by 1 client, and by
 //!   [`W3_CLIENTS`] concurrent clients (one connection each) sending
@@ -29,13 +29,15 @@ use indicatif::ProgressBar;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
-use super::{tick, Measurement, Peer, Plan, Workload, W3_GROUP_FACTOR};
+use durabus_workloads::{tick, Measurement, Plan, Workload, W3_GROUP_FACTOR};
+
+use crate::run::Peer;
 
 /// The rows' `peer`.
-pub(super) const PEER: &str = "redis/streams";
+pub(crate) const PEER: &str = "redis/streams";
 
-/// Concurrent clients in the second half of W3 (as `PERFORMANCE.md` quotes redis).
-pub(super) const W3_CLIENTS: u64 = 50;
+/// Concurrent clients in the second half of W3 (as `docs/performance.md` quotes redis).
+pub(crate) const W3_CLIENTS: u64 = 50;
 
 /// Entries per XRANGE page in W4 replay.
 const PAGE: u64 = 1000;
@@ -54,7 +56,7 @@ const GROUP: &str = "bench";
 
 /// The `--redis-url` to run the Redis peer on: `Some` when `--peer redis` is
 /// asked for (alone, with `--redis-url`), `None` when it is not.
-pub(super) fn url_of<'a>(
+pub(crate) fn url_of<'a>(
     peers: &[Peer],
     redis_url: Option<&'a str>,
 ) -> anyhow::Result<Option<&'a str>> {
@@ -74,7 +76,7 @@ pub(super) fn url_of<'a>(
 }
 
 /// W1-W4 of `plan` on the Redis server at `url`; every error names the URL.
-pub(super) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
+pub(crate) async fn run_workloads(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measurement>> {
     let shown = durabus::redact(url);
     let run = async {
         let client = redis::Client::open(url).context("invalid Redis URL")?;

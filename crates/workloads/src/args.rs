@@ -1,0 +1,121 @@
+//! The command line every bench binary shares: counts, sizes, the
+//! workloads to run and where to write the results.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// A workload id, as used in `docs/performance.md` and issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Workload {
+    /// Publish, await each ack, 1 publisher.
+    W1,
+    /// Publish in batches, 1 publisher.
+    W2,
+    /// Durability `Always`: 1 publisher and 64 concurrent publishers.
+    W3,
+    /// Replay the stream from sequence 1 to its end, and consume it with
+    /// explicit acks.
+    W4,
+    /// Latency publish -> subscriber, one message in flight (p50/p99/p99.9).
+    W5,
+    /// Resident memory while a subscriber and a durable consumer stall
+    /// (embedded backends).
+    W6,
+    /// Time to open a stream of --open-size bytes after a clean close
+    /// (embedded file: only; not in the default set, as it writes that much).
+    W7,
+}
+
+/// The arguments of a bench run that do not name a peer.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Messages published in W1 and again in W2; W4 replays both.
+    #[arg(long, default_value_t = 500_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub msgs: u64,
+
+    /// Messages in W3 with one publisher; the 64 publishers send 50 times as
+    /// many [default: the smaller of --msgs and 2000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_msgs: Option<u64>,
+
+    /// Messages W6 publishes while its consumers stall (docs/performance.md's
+    /// bar is for 10M) [default: --msgs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_msgs: Option<u64>,
+
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    pub size: usize,
+
+    /// Messages per publish_batch call in W2 (durabus-bench's Redis peer:
+    /// XADDs per pipeline in W2, and the XREADGROUP COUNT of W4 consume).
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+
+    /// Workloads to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        ignore_case = true,
+        default_value = "w1,w2,w3,w4,w5,w6"
+    )]
+    pub workloads: Vec<Workload>,
+
+    /// Bytes W7 stores before it reopens the stream.
+    #[arg(long, default_value = "1GiB", value_name = "BYTES", value_parser = size)]
+    pub open_size: u64,
+
+    /// Repeat the workloads this many times and report each one's median run.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+}
+
+/// A byte count: `1048576`, `512KiB`, `64MiB`, `1GB`, `10k` (the grammar
+/// of the `durabus` CLI's sizes: `KB`/`MB`/... decimal, `KiB`/`K`/...
+/// binary).
+fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad =
+        || format!("{s:?} is not a size; write a byte count such as 1048576, 512KiB, 64MiB or 1GB");
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        "t" | "tib" => 1 << 40,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(multiplier)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(size("2MiB"), Ok(2 << 20));
+        assert_eq!(size("1GiB"), Ok(1 << 30));
+        assert_eq!(size("3kb"), Ok(3000));
+        assert_eq!(size("512"), Ok(512));
+        assert!(size("1 parsec").is_err());
+        assert!(size("99999999999T").is_err());
+    }
+}
