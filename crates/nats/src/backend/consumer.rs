@@ -32,8 +32,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::errors::{generic, not_found};
+use super::wire::from_nats_headers;
+use super::NatsBackend;
 use crate::api::{self, codes, ApiError};
-use crate::backend::{from_nats_headers, generic, not_found, NatsBackend};
 
 /// JetStream error codes of the consumer API.
 pub(crate) mod consumer_codes {
@@ -364,7 +366,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::create_consumer`].
-    pub(crate) async fn nats_create_consumer(
+    pub(super) async fn nats_create_consumer(
         &self,
         stream: &str,
         config: ConsumerConfig,
@@ -396,7 +398,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::update_consumer`].
-    pub(crate) async fn nats_update_consumer(
+    pub(super) async fn nats_update_consumer(
         &self,
         stream: &str,
         config: ConsumerConfig,
@@ -418,7 +420,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::consumer_info`].
-    pub(crate) async fn nats_consumer_info(
+    pub(super) async fn nats_consumer_info(
         &self,
         stream: &str,
         name: &str,
@@ -431,7 +433,7 @@ impl NatsBackend {
 
     /// [`durabus_core::Backend::list_consumers`]: the pull consumers
     /// (replays' push consumers and other clients' are left out).
-    pub(crate) async fn nats_list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+    pub(super) async fn nats_list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
         self.check()?;
         validate_stream_name(stream)?;
         let mut out = Vec::new();
@@ -472,7 +474,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::delete_consumer`].
-    pub(crate) async fn nats_delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+    pub(super) async fn nats_delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
         self.check()?;
         validate_stream_name(stream)?;
         validate_consumer_name(name)?;
@@ -508,7 +510,7 @@ impl NatsBackend {
     /// redelivery that falls due just as a pull expires (it delivers an
     /// acknowledged message again, with delivery count 1, and holds the
     /// redelivery until `ack_wait`); fewer expiring pulls make that rare.
-    pub(crate) async fn nats_fetch(
+    pub(super) async fn nats_fetch(
         &self,
         stream: &str,
         consumer: &str,
@@ -691,7 +693,7 @@ impl NatsBackend {
     /// [`durabus_core::Backend::ack_confirmed`] (`confirm` true): a request
     /// to it, so `Ok` means the server applied it (nats-server answers every
     /// ack that carries a reply, repeated ones included).
-    pub(crate) async fn nats_ack(
+    pub(super) async fn nats_ack(
         &self,
         delivery: &AckRef,
         kind: AckKind,
