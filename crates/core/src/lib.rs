@@ -6,6 +6,7 @@
 //! NATS JetStream (`durabus-nats`). Features built once for every
 //! backend (L2) are written against [`Backend`] only.
 
+pub mod api_error;
 mod backend;
 pub mod backoff;
 mod config;
@@ -16,6 +17,7 @@ mod message;
 mod name;
 pub mod subject;
 
+pub use api_error::{ApiError, ApiRequest};
 pub use backend::{
     Backend, ConnectionStatus, Event, PurgeRequest, Replay, ReplayOptions, ReplayStart,
     Subscription,

@@ -8,16 +8,15 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::Client;
 use bytes::Bytes;
-use durabus_core::{ConnectionStatus, Error, Event, Result};
+use durabus_core::{ApiError, ConnectionStatus, Error, Event, Result};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
-use super::errors::generic;
 use super::open::{connect_error, open};
 use super::routes::RouteCache;
-use crate::api::{self, ApiError};
+use crate::api;
 use crate::options::NatsOptions;
 
 struct Inner {
@@ -232,7 +231,7 @@ impl NatsBackend {
         let start = std::time::Instant::now();
         match self.api("INFO", json!({})).await? {
             Ok(_) => Ok(start.elapsed()),
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.generic()),
         }
     }
 

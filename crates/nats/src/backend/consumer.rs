@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::Subject;
 use bytes::Bytes;
 use durabus_core::{
-    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ByteString,
-    ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
+    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ApiRequest,
+    ByteString, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
     StoredMessage,
 };
 use futures::StreamExt;
@@ -32,18 +32,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::errors::{generic, not_found};
 use super::wire::from_nats_headers;
 use super::NatsBackend;
-use crate::api::{self, codes, ApiError};
-
-/// JetStream error codes of the consumer API.
-pub(crate) mod consumer_codes {
-    /// `consumer not found`.
-    pub(crate) const CONSUMER_NOT_FOUND: u64 = 10014;
-    /// `consumer create failed` (2.9 wraps refused updates in it, code 500).
-    pub(crate) const CONSUMER_CREATE: u64 = 10012;
-}
+use crate::api;
 
 /// A pull unanswered for this long makes the fetch check that the
 /// consumer exists (nats-server does not answer pulls to missing ones).
@@ -297,17 +288,6 @@ fn consumer_not_found(stream: &str, name: &str) -> Error {
     }
 }
 
-/// A refused create or update: the server's text for configuration
-/// errors (code 400, and 2.9's "consumer create failed" wrapper).
-fn create_error(stream: &str, e: ApiError) -> Error {
-    match e.err_code {
-        codes::STREAM_NOT_FOUND => not_found(stream),
-        consumer_codes::CONSUMER_CREATE => Error::InvalidConfig(e.description),
-        _ if e.code == 400 => Error::InvalidConfig(e.description),
-        _ => generic(e),
-    }
-}
-
 /// The payload of an ack of `kind`.
 fn ack_payload(kind: AckKind) -> Bytes {
     match kind {
@@ -344,11 +324,7 @@ impl NatsBackend {
             .await?
         {
             Ok(v) => parse_info(v),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
-            Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
-                Err(consumer_not_found(stream, name))
-            }
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::consumer(stream, name))),
         }
     }
 
@@ -361,7 +337,11 @@ impl NatsBackend {
         };
         match self.api(&what, body).await? {
             Ok(v) => parse_info(v).map(|(info, _)| info),
-            Err(e) => Err(create_error(stream, e)),
+            // A refusal is a configuration the server does not accept.
+            Err(e) => {
+                let name = config.durable_name.as_deref().unwrap_or_default();
+                Err(e.to_error(&ApiRequest::consumer(stream, name).config()))
+            }
         }
     }
 
@@ -447,8 +427,7 @@ impl NatsBackend {
                 .await?
             {
                 Ok(v) => v,
-                Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(stream)),
-                Err(e) => return Err(generic(e)),
+                Err(e) => return Err(e.to_error(&ApiRequest::stream(stream))),
             };
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0);
             let page = match v.get("consumers") {
@@ -483,11 +462,7 @@ impl NatsBackend {
             .await?
         {
             Ok(_) => Ok(()),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
-            Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
-                Err(consumer_not_found(stream, name))
-            }
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::consumer(stream, name))),
         }
     }
 

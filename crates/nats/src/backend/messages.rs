@@ -1,25 +1,13 @@
 //! Reading and deleting stored messages: get by sequence, last by
 //! subject, delete (`$JS.API.STREAM.MSG.*`).
 
-use durabus_core::{subject, Error, Result, StoredMessage};
+use durabus_core::{subject, ApiRequest, Error, Result, StoredMessage};
 use serde_json::{json, Value};
 
-use super::errors::{generic, not_found};
 use super::NatsBackend;
-use crate::api::{self, codes, ApiError};
+use crate::api;
 
 impl NatsBackend {
-    fn map_get_error(stream: &str, what: String, e: ApiError) -> Error {
-        match e.err_code {
-            codes::STREAM_NOT_FOUND => not_found(stream),
-            codes::NO_MESSAGE_FOUND => Error::MessageNotFound {
-                stream: stream.to_owned(),
-                what,
-            },
-            _ => generic(e),
-        }
-    }
-
     /// The newest message on `subj`, found by walking the subject forward.
     ///
     /// nats-server 2.9 forgets a subject's earlier messages for
@@ -45,8 +33,7 @@ impl NatsBackend {
             .await?
         {
             Ok(v) => v,
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(stream)),
-            Err(e) => return Err(generic(e)),
+            Err(e) => return Err(e.to_error(&ApiRequest::stream(stream).what(&what))),
         };
         let count = info
             .pointer("/state/subjects")
@@ -79,7 +66,7 @@ impl NatsBackend {
         durabus_core::validate_stream_name(stream)?;
         match self.api(&format!("STREAM.MSG.GET.{stream}"), body).await? {
             Ok(v) => api::stored_message(stream, v).map_err(Error::Server),
-            Err(e) => Err(Self::map_get_error(stream, what, e)),
+            Err(e) => Err(e.to_error(&ApiRequest::stream(stream).what(&what))),
         }
     }
     /// [`durabus_core::Backend::get_message`].
@@ -119,25 +106,10 @@ impl NatsBackend {
             .await?
         {
             Ok(_) => Ok(()),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
-            Err(e) if e.description.contains("not permitted") => Err(Error::Denied {
-                stream: stream.to_owned(),
-                operation: "delete",
-            }),
-            Err(e)
-                if e.err_code == codes::NO_MESSAGE_FOUND
-                    || e.err_code == codes::SEQUENCE_NOT_FOUND
-                    || (e.err_code == codes::MSG_DELETE_FAILED
-                        && ["not found", "no message", "EOF"]
-                            .iter()
-                            .any(|w| e.description.contains(w))) =>
-            {
-                Err(Error::MessageNotFound {
-                    stream: stream.to_owned(),
-                    what: format!("at sequence {seq}"),
-                })
+            Err(e) => {
+                let what = format!("at sequence {seq}");
+                Err(e.to_error(&ApiRequest::stream(stream).what(&what)))
             }
-            Err(e) => Err(generic(e)),
         }
     }
 }

@@ -1,15 +1,15 @@
 //! [`NatsBackend`]: the [`Backend`] trait over a NATS connection, each
 //! operation handed to the module that does that job.
 //!
-//! Modules, each depending only on those listed before it: `errors`,
-//! `wire`, `routes`, `open` (leaves); `conn` (the backend and its
-//! connection); `streams`, `messages`, `core_msg`, `consumer`; `replay`
-//! (uses `streams`); `publish` (uses `streams`, `messages`, `core_msg`).
+//! Modules, each depending only on those listed before it: `wire`,
+//! `routes`, `open` (leaves); `conn` (the backend and its connection);
+//! `streams`, `messages`, `core_msg`, `consumer`; `replay` (uses
+//! `streams`); `publish` (uses `streams`, `messages`, `core_msg`). JetStream
+//! API errors map to typed errors in `durabus_core::api_error`.
 
 mod conn;
 mod consumer;
 mod core_msg;
-mod errors;
 mod messages;
 mod open;
 mod publish;

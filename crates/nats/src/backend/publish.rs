@@ -5,17 +5,16 @@ use std::sync::Arc;
 
 use async_nats::{StatusCode, Subject};
 use durabus_core::{
-    subject, ByteString, Error, Message, PublishAck, Result, NATS_EXPECTED_LAST_SEQUENCE,
-    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
+    subject, ApiError, ApiRequest, ByteString, Error, Message, PublishAck, Result,
+    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
 };
 use futures::StreamExt;
 use serde_json::json;
 
-use super::errors::generic;
 use super::routes::Route;
 use super::wire::to_nats_headers;
 use super::NatsBackend;
-use crate::api::{self, codes, ApiError};
+use crate::api;
 
 impl NatsBackend {
     /// The stream capturing the valid literal `subj`, from the cache or (on
@@ -29,7 +28,7 @@ impl NatsBackend {
             .await?
         {
             Ok(v) => v,
-            Err(e) => return Err(generic(e)),
+            Err(e) => return Err(e.generic()),
         };
         let candidates: Vec<String> = names
             .get("streams")
@@ -55,45 +54,8 @@ impl NatsBackend {
         Ok(None)
     }
     fn publish_error(&self, route: &Route, m: &Message, e: ApiError) -> Error {
-        let stream = route.name.as_str();
-        match e.err_code {
-            codes::WRONG_LAST_SEQUENCE => {
-                let current = e
-                    .description
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let expected = m
-                    .headers
-                    .get(NATS_EXPECTED_LAST_SEQUENCE)
-                    .or_else(|| m.headers.get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE))
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                Error::WrongLastSequence { expected, current }
-            }
-            codes::WRONG_STREAM => Error::WrongStream {
-                expected: m
-                    .headers
-                    .get(NATS_EXPECTED_STREAM)
-                    .unwrap_or_default()
-                    .to_owned(),
-                actual: stream.to_owned(),
-            },
-            codes::MESSAGE_TOO_LARGE => Error::MaxPayloadExceeded {
-                size: m.payload.len() + m.headers.encoded_len(),
-                max: route.max_msg_size.map(|m| m as usize).unwrap_or(0),
-            },
-            codes::STORE_FAILED if e.description.contains("exceeded") => Error::StreamFull {
-                stream: stream.to_owned(),
-                limit: e.description,
-            },
-            _ if e.description.contains("rollup") => Error::Denied {
-                stream: stream.to_owned(),
-                operation: "rollup",
-            },
-            _ => generic(e),
-        }
+        let max = route.max_msg_size.map(|m| m as usize).unwrap_or(0);
+        e.to_error(&ApiRequest::publish(&route.name, m, max))
     }
 
     /// The outcome of a JetStream publish from its reply.

@@ -5,17 +5,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use durabus_core::api_error::codes;
 use durabus_core::{
-    subject, ByteString, Error, Event, Replay, ReplayOptions, ReplayStart, Result, StoredMessage,
+    subject, ApiRequest, ByteString, Error, Event, Replay, ReplayOptions, ReplayStart, Result,
+    StoredMessage,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::errors::{generic, not_found};
 use super::wire::from_nats_headers;
 use super::NatsBackend;
-use crate::api::{self, codes};
+use crate::api;
 
 /// Idle heartbeat of replay consumers.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -166,8 +167,7 @@ impl ReplayState {
             .await?
         {
             Ok(v) => v,
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(&self.stream)),
-            Err(e) => return Err(generic(e)),
+            Err(e) => return Err(e.to_error(&ApiRequest::stream(&self.stream))),
         };
         self.consumer = v.get("name").and_then(Value::as_str).map(str::to_owned);
         self.sub = Some(sub);
@@ -324,7 +324,7 @@ impl ReplayState {
                 .pointer("/message/seq")
                 .and_then(Value::as_u64)
                 .is_some_and(|seq| seq <= end),
-            Ok(Err(e)) if e.err_code == codes::NO_MESSAGE_FOUND => false,
+            Ok(Err(e)) if e.is(codes::NO_MESSAGE_FOUND) => false,
             // Unknown: wait for the next heartbeat.
             _ => true,
         }

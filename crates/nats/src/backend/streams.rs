@@ -1,20 +1,21 @@
 //! Stream administration: create, update, info, list, delete and purge
 //! through the JetStream stream API (`$JS.API.STREAM.*`).
 
-use durabus_core::{subject, Error, PurgeRequest, Result, StreamConfig, StreamInfo};
+use durabus_core::api_error::{codes, Overlap};
+use durabus_core::{
+    subject, ApiError, ApiRequest, Error, PurgeRequest, Result, StreamConfig, StreamInfo,
+};
 use serde_json::{json, Value};
 
-use super::errors::{generic, not_found};
 use super::NatsBackend;
-use crate::api::{self, codes, ApiError};
+use crate::api;
 
 impl NatsBackend {
     /// The stream `name` as the server has it.
     pub(super) async fn fetch_info(&self, name: &str) -> Result<StreamInfo> {
         match self.api(&format!("STREAM.INFO.{name}"), json!({})).await? {
             Ok(v) => api::stream_info(v).map_err(Error::Server),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(name)),
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::stream(name))),
         }
     }
 
@@ -27,7 +28,7 @@ impl NatsBackend {
                 .await?
             {
                 Ok(v) => v,
-                Err(e) => return Err(generic(e)),
+                Err(e) => return Err(e.generic()),
             };
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0);
             let page = v
@@ -51,23 +52,24 @@ impl NatsBackend {
 
     /// Names the stream whose subjects collide with `cfg`'s.
     async fn overlap_error(&self, cfg: &StreamConfig, e: ApiError) -> Error {
+        let request = ApiRequest::stream(&cfg.name);
         let Ok(streams) = self.all_streams().await else {
-            return generic(e);
+            return e.to_error(&request);
         };
         for s in &cfg.effective_subjects() {
             for other in streams.iter().filter(|o| o.config.name != cfg.name) {
                 for o in other.config.effective_subjects() {
                     if subject::overlaps(s, &o) {
-                        return Error::SubjectsOverlap {
-                            subject: s.clone(),
-                            other: other.config.name.clone(),
-                            other_subject: o,
-                        };
+                        return e.to_error(&request.overlap(Overlap {
+                            subject: s,
+                            other: &other.config.name,
+                            other_subject: &o,
+                        }));
                     }
                 }
             }
         }
-        generic(e)
+        e.to_error(&request)
     }
 
     /// A configuration as the server keeps it, for comparing.
@@ -102,13 +104,8 @@ impl NatsBackend {
                 self.routes().remember(&info);
                 Ok(info)
             }
-            Err(e) if e.err_code == codes::STREAM_NAME_IN_USE => {
-                Err(Error::StreamNameInUse { name: config.name })
-            }
-            Err(e) if e.err_code == codes::SUBJECTS_OVERLAP => {
-                Err(self.overlap_error(&config, e).await)
-            }
-            Err(e) => Err(generic(e)),
+            Err(e) if e.is(codes::SUBJECTS_OVERLAP) => Err(self.overlap_error(&config, e).await),
+            Err(e) => Err(e.to_error(&ApiRequest::stream(&config.name))),
         }
     }
 
@@ -126,11 +123,9 @@ impl NatsBackend {
                 self.routes().remember(&info);
                 Ok(info)
             }
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(&config.name)),
-            Err(e) if e.err_code == codes::SUBJECTS_OVERLAP => {
-                Err(self.overlap_error(&config, e).await)
-            }
-            Err(e) => Err(Error::InvalidConfig(e.description)),
+            Err(e) if e.is(codes::SUBJECTS_OVERLAP) => Err(self.overlap_error(&config, e).await),
+            // A refusal is a configuration the server does not accept.
+            Err(e) => Err(e.to_error(&ApiRequest::stream(&config.name).config())),
         }
     }
 
@@ -157,8 +152,7 @@ impl NatsBackend {
         self.routes().forget(name);
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(name)),
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::stream(name))),
         }
     }
 
@@ -218,8 +212,10 @@ impl NatsBackend {
                         .and_then(Value::as_u64)
                         .or(up_to);
                 }
-                Err(e) if e.err_code == codes::NO_MESSAGE_FOUND => up_to = None,
-                Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(name)),
+                Err(e) if e.is(codes::NO_MESSAGE_FOUND) => up_to = None,
+                Err(e) if e.is(codes::STREAM_NOT_FOUND) => {
+                    return Err(e.to_error(&ApiRequest::stream(name)))
+                }
                 Err(_) => {}
             }
         }
@@ -235,12 +231,7 @@ impl NatsBackend {
         }
         match self.api(&format!("STREAM.PURGE.{name}"), body).await? {
             Ok(v) => Ok(v.get("purged").and_then(Value::as_u64).unwrap_or(0)),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(name)),
-            Err(e) if e.description.contains("not permitted") => Err(Error::Denied {
-                stream: name.to_owned(),
-                operation: "purge",
-            }),
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::stream(name))),
         }
     }
 }
