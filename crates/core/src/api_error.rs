@@ -14,8 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Message, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-    NATS_EXPECTED_STREAM,
+    ArgumentError, ConfigError, Error, Message, NATS_EXPECTED_LAST_SEQUENCE,
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
 };
 
 /// An error answer of the JetStream API, as its JSON has it.
@@ -389,10 +389,12 @@ impl ApiError {
                 || e == STREAM_UPDATE.err_code
                 || e == CONSUMER_CREATE.err_code =>
             {
-                Error::InvalidConfig(self.description.clone())
+                self.refused_config()
             }
-            e if e == BAD_REQUEST.err_code => Error::InvalidArgument(self.description.clone()),
-            _ if r.config && self.code == 400 => Error::InvalidConfig(self.description.clone()),
+            e if e == BAD_REQUEST.err_code => Error::invalid_argument(ArgumentError::Refused {
+                description: self.description.clone(),
+            }),
+            _ if r.config && self.code == 400 => self.refused_config(),
             _ => self.generic(),
         }
     }
@@ -409,10 +411,17 @@ impl ApiError {
                 reason: format!("{} (err_code {})", self.description, self.err_code),
             };
         }
-        Error::Server(format!(
-            "{} (code {}, err_code {})",
-            self.description, self.code, self.err_code
-        ))
+        Error::Server {
+            code: self.code,
+            err_code: self.err_code,
+            description: self.description.clone(),
+        }
+    }
+
+    fn refused_config(&self) -> Error {
+        Error::invalid_config(ConfigError::Refused {
+            description: self.description.clone(),
+        })
     }
 
     /// The answer nats-server 2.9/2.10 gives for what `error` describes.
@@ -445,14 +454,23 @@ impl ApiError {
                     Self::new(MSG_DELETE_FAILED, "message delete not permitted")
                 }
             }
-            Error::InvalidConfig(why) => Self::new(INVALID_STREAM_CONFIG, why.clone()),
+            Error::InvalidConfig { reason } => Self::new(INVALID_STREAM_CONFIG, reason.to_string()),
             // nats-server says "bad request"; durabus's text says what is.
-            Error::InvalidArgument(why) => Self::new(BAD_REQUEST, why.clone()),
+            Error::InvalidArgument { reason } => Self::new(BAD_REQUEST, reason.to_string()),
             Error::InvalidName { .. } | Error::InvalidSubject { .. } => {
                 Self::new(BAD_REQUEST, error.to_string())
             }
             Error::JetStreamNotEnabled => fixed(NOT_ENABLED_FOR_ACCOUNT),
             Error::Unavailable { .. } => fixed(CLUSTER_NOT_AVAILABLE),
+            Error::Server {
+                code,
+                err_code,
+                description,
+            } if *code != 0 => Self {
+                code: *code,
+                err_code: *err_code,
+                description: description.clone(),
+            },
             other => Self::new(STREAM_GENERAL, other.to_string()),
         }
     }
@@ -532,7 +550,11 @@ mod tests {
             stream: "S".into(),
             operation,
         };
-        let config = |why: &str| Error::InvalidConfig(why.into());
+        let config = |why: &str| {
+            Error::invalid_config(ConfigError::Refused {
+                description: why.into(),
+            })
+        };
         vec![
             (
                 STREAM_NOT_FOUND,
@@ -628,7 +650,9 @@ mod tests {
             (
                 BAD_REQUEST,
                 "bad request",
-                Error::InvalidArgument("bad request".into()),
+                Error::invalid_argument(ArgumentError::Refused {
+                    description: "bad request".into(),
+                }),
             ),
             (
                 NOT_ENABLED_FOR_ACCOUNT,
@@ -650,7 +674,11 @@ mod tests {
             (
                 STREAM_GENERAL,
                 "stream is offline",
-                Error::Server("stream is offline (code 500, err_code 10051)".into()),
+                Error::Server {
+                    code: 500,
+                    err_code: 10051,
+                    description: "stream is offline".into(),
+                },
             ),
         ]
     }
@@ -670,17 +698,14 @@ mod tests {
         for (entry, description, want) in cases {
             let got = ApiError::new(entry, description).to_error(&r);
             assert_eq!(format!("{got:?}"), format!("{want:?}"), "{}", entry.name);
-            // Error -> answer -> Error gives the same error back (but for
-            // server errors durabus keeps as text: the text gains the codes).
+            // Error -> answer -> Error gives the same error back.
             let back = ApiError::from_error(&got);
-            if entry != codes::STREAM_GENERAL {
-                assert_eq!(
-                    format!("{:?}", back.to_error(&r)),
-                    format!("{want:?}"),
-                    "{} answered as {back:?}",
-                    entry.name
-                );
-            }
+            assert_eq!(
+                format!("{:?}", back.to_error(&r)),
+                format!("{want:?}"),
+                "{} answered as {back:?}",
+                entry.name
+            );
             // The answer has a code of the table with its status.
             let same = codes::ALL
                 .iter()

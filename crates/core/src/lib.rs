@@ -15,6 +15,7 @@ mod error;
 mod header;
 mod message;
 mod name;
+mod reason;
 pub mod subject;
 
 pub use api_error::{ApiError, ApiRequest};
@@ -39,3 +40,4 @@ pub use header::{
 };
 pub use message::{Message, PublishAck, StoredMessage};
 pub use name::{sanitize, validate_consumer_name, validate_stream_name, MAX_NAME_LEN};
+pub use reason::{ArgumentError, ConfigError};

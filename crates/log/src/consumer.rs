@@ -72,9 +72,9 @@ impl ConsumerFile {
     /// before it.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let body = serde_json::to_vec(self)
-            .map_err(|e| Error::Server(format!("encoding consumer state: {e}")))?;
+            .map_err(|e| Error::internal(format!("encoding consumer state: {e}")))?;
         let len = u32::try_from(body.len())
-            .map_err(|_| Error::Server("consumer state over 4 GiB".into()))?;
+            .map_err(|_| Error::internal("consumer state over 4 GiB".into()))?;
         let mut out = Vec::with_capacity(body.len() + 20);
         out.extend_from_slice(CONSUMER_MAGIC);
         out.extend_from_slice(&CONSUMER_VERSION.to_le_bytes());
@@ -648,12 +648,12 @@ impl Stream {
             return Ok(());
         }
         if cfg.ack_policy != AckPolicy::Explicit {
-            return Err(Error::InvalidConfig(
+            return Err(Error::invalid_config_text(
                 "workqueue stream requires explicit ack".into(),
             ));
         }
         if cfg.deliver_policy != DeliverPolicy::All {
-            return Err(Error::InvalidConfig(
+            return Err(Error::invalid_config_text(
                 "consumer must be deliver all on workqueue stream".into(),
             ));
         }
@@ -668,7 +668,7 @@ impl Stream {
                 } else {
                     "filtered consumer not unique on workqueue stream"
                 };
-                return Err(Error::InvalidConfig(msg.into()));
+                return Err(Error::invalid_config_text(msg.into()));
             }
         }
         Ok(())
@@ -737,7 +737,7 @@ impl Stream {
     /// Changes a durable consumer (the caller validated the config).
     pub(crate) fn update_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
         let Some(name) = cfg.durable_name.clone() else {
-            return Err(Error::InvalidConfig(
+            return Err(Error::invalid_config_text(
                 "consumer update needs a durable name".into(),
             ));
         };

@@ -395,7 +395,7 @@ impl Inner {
             match self.sealed.get_mut(i).filter(|s| s.base == base) {
                 Some(s) => s,
                 None => {
-                    return Err(Error::Server(format!(
+                    return Err(Error::internal(format!(
                         "segment {base} vanished while in use; retry"
                     )))
                 }
@@ -1508,7 +1508,7 @@ impl Stream {
             Some("sub") => Some(false),
             Some("all") => Some(true),
             Some(other) => {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::invalid_argument_text(format!(
                     "{NATS_ROLLUP} must be \"sub\" or \"all\", got {other:?}"
                 )))
             }
@@ -1526,7 +1526,7 @@ impl Stream {
             || h.iter()
                 .any(|(n, v)| n.len() > u16::MAX as usize || v.len() > u32::MAX as usize)
         {
-            return Err(Error::InvalidArgument(
+            return Err(Error::invalid_argument_text(
                 "too many or too large headers (at most 65535 headers, names up to 65535 bytes)"
                     .into(),
             ));
@@ -1826,7 +1826,7 @@ impl Stream {
             let bytes = g
                 .checkpoint()
                 .encode()
-                .map_err(|e| Error::Server(format!("encoding checkpoint: {e}")))?;
+                .map_err(|e| Error::internal(format!("encoding checkpoint: {e}")))?;
             (bytes, g.active.file.clone(), to_index)
         };
         let segdir = self.dir.join("segments");
@@ -1912,7 +1912,7 @@ impl Stream {
 
     pub(crate) async fn purge(self: &Arc<Self>, req: &PurgeRequest) -> Result<u64> {
         if req.keep.is_some() && req.up_to_seq.is_some() {
-            return Err(Error::InvalidArgument(
+            return Err(Error::invalid_argument_text(
                 "purge: keep and up_to_seq cannot be combined".into(),
             ));
         }
@@ -2091,7 +2091,7 @@ impl Stream {
 
 fn parse_seq(header: &str, v: &str) -> Result<u64> {
     v.trim().parse().map_err(|_| {
-        Error::InvalidArgument(format!(
+        Error::invalid_argument_text(format!(
             "header {header} must be a sequence number, got {v:?}"
         ))
     })

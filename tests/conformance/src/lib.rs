@@ -336,7 +336,7 @@ macro_rules! __conformance_tests {
 pub mod streams {
     use std::time::Duration;
 
-    use durabus::{Bus, DiscardPolicy, Error, StreamConfig};
+    use durabus::{Bus, ConfigError, DiscardPolicy, Error, StreamConfig};
 
     use crate::{assert_err, create, names, publish_n, publish_payload, state};
 
@@ -646,7 +646,12 @@ pub mod streams {
         let zero = n.stream_config("S").max_msgs(0u64);
         assert_err!(
             bus.create_stream(zero).await,
-            Error::InvalidConfig(ref why) if why.contains("max_msgs")
+            Error::InvalidConfig {
+                reason: ConfigError::ZeroLimit {
+                    field: "max_msgs",
+                    ..
+                }
+            }
         );
         let window = n
             .stream_config("S")
@@ -654,7 +659,9 @@ pub mod streams {
             .duplicate_window(Duration::from_secs(60));
         assert_err!(
             bus.create_stream(window).await,
-            Error::InvalidConfig(ref why) if why.contains("duplicate_window")
+            Error::InvalidConfig {
+                reason: ConfigError::DuplicateWindowTooLarge { .. }
+            }
         );
         // JetStream: per-subject discard needs discard new.
         let per_subject = n
@@ -663,17 +670,29 @@ pub mod streams {
             .discard_new_per_subject(true);
         assert_err!(
             bus.create_stream(per_subject).await,
-            Error::InvalidConfig(ref why) if why.contains("discard_new_per_subject")
+            Error::InvalidConfig {
+                reason: ConfigError::DiscardNewPerSubject { .. }
+            }
         );
         let own = n
             .stream_config("S")
             .subjects([n.subject("a.*"), n.subject("a.b")]);
-        assert_err!(bus.create_stream(own).await, Error::InvalidConfig(_));
+        assert_err!(
+            bus.create_stream(own).await,
+            Error::InvalidConfig {
+                reason: ConfigError::SubjectsOverlapEachOther { .. }
+            }
+        );
         let cfg = n.stream_config("S");
         create(bus, cfg.clone()).await;
         assert_err!(
             bus.update_stream(cfg.max_msgs_per_subject(0u64)).await,
-            Error::InvalidConfig(ref why) if why.contains("max_msgs_per_subject")
+            Error::InvalidConfig {
+                reason: ConfigError::ZeroLimit {
+                    field: "max_msgs_per_subject",
+                    ..
+                }
+            }
         );
     }
 }
@@ -1409,7 +1428,9 @@ pub mod limits {
 
 /// Purging streams and deleting single messages.
 pub mod purge_delete {
-    use durabus::{Bus, Error, Message, PurgeRequest, ReplayOptions, StreamConfig, NATS_ROLLUP};
+    use durabus::{
+        Bus, ConfigError, Error, Message, PurgeRequest, ReplayOptions, StreamConfig, NATS_ROLLUP,
+    };
 
     use crate::{assert_err, create, names, publish_captured, publish_n, replay_all, seqs, state};
 
@@ -1656,7 +1677,7 @@ pub mod purge_delete {
         ] {
             assert_err!(
                 bus.update_stream(lifted).await,
-                Error::InvalidConfig(ref why) if why.contains("can not cancel deny")
+                Error::InvalidConfig { ref reason } if reason.to_string().contains("can not cancel deny")
             );
         }
         let info = bus.stream_info(&cfg.name).await.unwrap();
@@ -1668,7 +1689,9 @@ pub mod purge_delete {
             .deny_purge(true);
         assert_err!(
             bus.create_stream(rollup).await,
-            Error::InvalidConfig(ref why) if why.contains("roll-ups require the purge permission")
+            Error::InvalidConfig {
+                reason: ConfigError::RollupWithDenyPurge { .. }
+            }
         );
     }
 
@@ -2133,7 +2156,7 @@ pub mod replay {
         create(bus, cfg.clone()).await;
         assert_err!(
             bus.replay(&cfg.name, ReplayOptions::from_seq(0)).await,
-            Error::InvalidArgument(_)
+            Error::InvalidArgument { .. }
         );
     }
 
@@ -2693,7 +2716,7 @@ pub mod consumers {
         assert_err!(
             bus.update_consumer(&cfg.name, c.deliver_policy(DeliverPolicy::New))
                 .await,
-            Error::InvalidConfig(_)
+            Error::InvalidConfig { .. }
         );
         assert_err!(
             bus.update_consumer(&cfg.name, ConsumerConfig::durable("nobody"))
@@ -2785,7 +2808,7 @@ pub mod consumers {
                 ConsumerConfig::durable("bare").deliver_policy(DeliverPolicy::LastPerSubject)
             )
             .await,
-            Error::InvalidConfig(_)
+            Error::InvalidConfig { .. }
         );
         consumer(
             bus,
@@ -3146,7 +3169,7 @@ pub mod consumers {
         assert_err!(
             bus.create_consumer(&cfg.name, ConsumerConfig::durable("other"))
                 .await,
-            Error::InvalidConfig(_)
+            Error::InvalidConfig { .. }
         );
         let got = fetch_n(bus, &cfg.name, "w", 3).await;
         settle(bus, &got[0], AckKind::Ack).await;

@@ -49,8 +49,9 @@ impl std::fmt::Debug for NatsBackend {
     }
 }
 
-pub(super) fn server(e: impl std::fmt::Display) -> Error {
-    Error::Server(e.to_string())
+/// A failure of the client library (or of encoding a request).
+pub(super) fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal(e.to_string())
 }
 
 impl NatsBackend {
@@ -165,7 +166,7 @@ impl NatsBackend {
     ) -> Result<std::result::Result<Value, ApiError>> {
         self.check()?;
         let subject = format!("$JS.API.{what}");
-        let payload = Bytes::from(serde_json::to_vec(&body).map_err(server)?);
+        let payload = Bytes::from(serde_json::to_vec(&body).map_err(internal)?);
         // Bounded by the client's request timeout.
         let reply = match self.inner.client.request(subject, payload).await {
             Err(e) => {
@@ -177,7 +178,7 @@ impl NatsBackend {
             }
             Ok(m) => m,
         };
-        api::split(&reply.payload).map_err(Error::Server)
+        api::split(&reply.payload).map_err(Error::internal)
     }
 
     /// The async-nats client.
@@ -196,7 +197,7 @@ impl NatsBackend {
         } else if self.inner.link_lost.load(Ordering::Acquire) {
             self.lost()
         } else {
-            server(e)
+            internal(e)
         }
     }
 

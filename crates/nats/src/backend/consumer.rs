@@ -27,6 +27,7 @@ use durabus_core::{
     ByteString, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
     StoredMessage,
 };
+use durabus_core::{ArgumentError, ConfigError};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -255,7 +256,7 @@ struct JsConsumerInfo {
 /// a push consumer (a replay's, or another client's).
 fn parse_info(v: Value) -> Result<(ConsumerInfo, bool)> {
     let info: JsConsumerInfo = serde_json::from_value(v)
-        .map_err(|e| Error::Server(format!("unreadable consumer info ({e})")))?;
+        .map_err(|e| Error::internal(format!("unreadable consumer info ({e})")))?;
     let push = info
         .config
         .deliver_subject
@@ -388,10 +389,7 @@ impl NatsBackend {
         config.validate()?;
         config_to_json(&config)?;
         let Some(name) = &config.durable_name else {
-            return Err(Error::InvalidConfig(
-                "update_consumer needs a durable name: ephemeral consumers cannot be updated"
-                    .into(),
-            ));
+            return Err(Error::invalid_config(ConfigError::UpdateNeedsDurableName));
         };
         // Without this a 2.9 "update" of a missing consumer creates it.
         let old = self.lookup_consumer(stream, name).await?;
@@ -615,9 +613,10 @@ impl NatsBackend {
                         return Err(consumer_not_found(stream, consumer));
                     }
                     409 if description.contains("push based") => {
-                        return Err(Error::InvalidArgument(format!(
-                            "consumer {consumer:?} of stream {stream:?} is a push consumer; fetch needs a pull consumer"
-                        )));
+                        return Err(Error::invalid_argument(ArgumentError::PushConsumer {
+                            stream: stream.to_owned(),
+                            consumer: consumer.to_owned(),
+                        }));
                     }
                     // No responders: nobody serves this consumer.
                     503 => return Ok(PullEnd::Silent),
@@ -625,9 +624,13 @@ impl NatsBackend {
                         if got > 0 {
                             return Ok(PullEnd::Done);
                         }
-                        return Err(Error::Server(format!(
-                            "fetch from consumer {consumer:?} of stream {stream:?}: {code} {description}"
-                        )));
+                        return Err(Error::Server {
+                            code,
+                            err_code: 0,
+                            description: format!(
+                                "fetch from consumer {consumer:?} of stream {stream:?}: {description}"
+                            ),
+                        });
                     }
                 }
             }
@@ -676,16 +679,16 @@ impl NatsBackend {
     ) -> Result<()> {
         self.check()?;
         let Some(token) = delivery.token.as_ref() else {
-            return Err(Error::InvalidArgument(format!(
-                "delivery {} of stream {:?} has no NATS ack subject (token); only deliveries fetched from a NATS consumer can be settled here",
-                delivery.stream_seq, delivery.stream
-            )));
+            return Err(Error::invalid_argument(ArgumentError::NoAckToken {
+                stream: delivery.stream.to_string(),
+                seq: delivery.stream_seq,
+            }));
         };
         // A cheap check: the full parse ran when the delivery was fetched.
         if !token.starts_with("$JS.ACK.") {
-            return Err(Error::InvalidArgument(format!(
-                "{token:?} is not a JetStream ack subject ($JS.ACK...)"
-            )));
+            return Err(Error::invalid_argument(ArgumentError::NotAnAckSubject {
+                token: token.to_string(),
+            }));
         }
         // The token's own bytes (a reference count, no copy).
         let subject =

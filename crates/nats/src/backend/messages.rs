@@ -65,7 +65,7 @@ impl NatsBackend {
     async fn msg_get(&self, stream: &str, body: Value, what: String) -> Result<StoredMessage> {
         durabus_core::validate_stream_name(stream)?;
         match self.api(&format!("STREAM.MSG.GET.{stream}"), body).await? {
-            Ok(v) => api::stored_message(stream, v).map_err(Error::Server),
+            Ok(v) => api::stored_message(stream, v).map_err(Error::internal),
             Err(e) => Err(e.to_error(&ApiRequest::stream(stream).what(&what))),
         }
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::Client;
-use durabus_core::{Error, Event};
+use durabus_core::{ConfigError, Error, Event};
 use secrecy::ExposeSecret as _;
 use tokio::sync::broadcast;
 
@@ -100,10 +100,9 @@ pub(super) fn connect_error(
     let url = url.to_owned();
     let timed_out = || format!("no answer within the connect timeout ({timeout:?})");
     match e {
-        OpenError::Credentials(reason) => Error::InvalidConfig(format!(
-            "cannot read the credentials file {}",
-            scrub(&reason, secrets)
-        )),
+        OpenError::Credentials(reason) => Error::invalid_config(ConfigError::Credentials {
+            reason: scrub(&reason, secrets),
+        }),
         OpenError::Address(reason) => Error::InvalidUrl {
             url,
             reason: scrub(&reason, secrets),
@@ -132,7 +131,12 @@ pub(super) fn connect_error(
                     } else if lower.contains("maximum") || lower.contains("exceeded") {
                         // A limit of the server or account, e.g. "maximum
                         // account active connections exceeded".
-                        Error::Server(format!("{url} refused the connection: {reason}"))
+                        // No JetStream answer: no codes.
+                        Error::Server {
+                            code: 0,
+                            err_code: 0,
+                            description: format!("{url} refused the connection: {reason}"),
+                        }
                     } else {
                         Error::Unreachable { url, reason }
                     }

@@ -95,7 +95,7 @@ impl NatsBackend {
         m: &Message,
         reply: &async_nats::Message,
     ) -> Result<Option<PublishAck>> {
-        match api::publish_ack(&reply.payload).map_err(Error::Server)? {
+        match api::publish_ack(&reply.payload).map_err(Error::internal)? {
             Err(e) => Err(self.publish_error(route, m, e)),
             Ok(ack) => Ok(Some(PublishAck {
                 stream: match ack.stream {
@@ -128,7 +128,7 @@ impl NatsBackend {
                 url: url.clone(),
                 reason: reason.clone(),
             },
-            other => Error::Server(format!(
+            other => Error::internal(format!(
                 "not sent: an earlier message of the batch failed ({other})"
             )),
         }

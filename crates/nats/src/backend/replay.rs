@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use durabus_core::api_error::codes;
+use durabus_core::ArgumentError;
 use durabus_core::{
     subject, ApiRequest, ByteString, Error, Event, Replay, ReplayOptions, ReplayStart, Result,
     StoredMessage,
@@ -32,9 +33,7 @@ impl NatsBackend {
             subject::validate_filter(f)?;
         }
         if options.start == ReplayStart::Sequence(0) {
-            return Err(Error::InvalidArgument(
-                "replay from sequence 0: sequences start at 1".into(),
-            ));
+            return Err(Error::invalid_argument(ArgumentError::StartSequenceZero));
         }
         let info = self.fetch_info(stream).await?;
         let end = options.stop_at_end.then_some(info.state.last_seq);

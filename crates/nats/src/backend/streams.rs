@@ -2,6 +2,7 @@
 //! through the JetStream stream API (`$JS.API.STREAM.*`).
 
 use durabus_core::api_error::{codes, Overlap};
+use durabus_core::ArgumentError;
 use durabus_core::{
     subject, ApiError, ApiRequest, Error, PurgeRequest, Result, StreamConfig, StreamInfo,
 };
@@ -14,7 +15,7 @@ impl NatsBackend {
     /// The stream `name` as the server has it.
     pub(super) async fn fetch_info(&self, name: &str) -> Result<StreamInfo> {
         match self.api(&format!("STREAM.INFO.{name}"), json!({})).await? {
-            Ok(v) => api::stream_info(v).map_err(Error::Server),
+            Ok(v) => api::stream_info(v).map_err(Error::internal),
             Err(e) => Err(e.to_error(&ApiRequest::stream(name))),
         }
     }
@@ -40,7 +41,7 @@ impl NatsBackend {
                 break;
             }
             for s in page {
-                out.push(api::stream_info(s).map_err(Error::Server)?);
+                out.push(api::stream_info(s).map_err(Error::internal)?);
             }
             if out.len() as u64 >= total {
                 break;
@@ -100,7 +101,7 @@ impl NatsBackend {
             .await?
         {
             Ok(v) => {
-                let info = api::stream_info(v).map_err(Error::Server)?;
+                let info = api::stream_info(v).map_err(Error::internal)?;
                 self.routes().remember(&info);
                 Ok(info)
             }
@@ -119,7 +120,7 @@ impl NatsBackend {
             .await?
         {
             Ok(v) => {
-                let info = api::stream_info(v).map_err(Error::Server)?;
+                let info = api::stream_info(v).map_err(Error::internal)?;
                 self.routes().remember(&info);
                 Ok(info)
             }
@@ -161,9 +162,7 @@ impl NatsBackend {
         self.check()?;
         durabus_core::validate_stream_name(name)?;
         if request.keep.is_some() && request.up_to_seq.is_some() {
-            return Err(Error::InvalidArgument(
-                "purge: keep and up_to_seq are exclusive".into(),
-            ));
+            return Err(Error::invalid_argument(ArgumentError::PurgeKeepAndSequence));
         }
         if let Some(f) = &request.subject {
             subject::validate_filter(f)?;
