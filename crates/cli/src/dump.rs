@@ -184,7 +184,7 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
             // The engine's advice to run verify is moot here.
             error: result.err().map(|e| {
                 let text = e.to_string();
-                match text.split_once("; nothing was cut, run `durabus verify`") {
+                match text.split_once("; nothing was cut or repaired") {
                     Some((reason, _)) => reason.to_owned(),
                     None => text,
                 }

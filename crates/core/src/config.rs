@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::{name, subject};
+use crate::{name, subject, ConfigError};
 
 /// Default `duplicate_window`: two minutes, as JetStream.
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -139,23 +139,25 @@ impl StreamConfig {
     /// Checks that `self` may replace `old` by an update (JetStream's
     /// rules): storage stays, and deny_delete / deny_purge cannot be lifted.
     pub fn validate_update(&self, old: &StreamConfig) -> Result<()> {
-        let refuse = |what: String| {
-            Err(Error::InvalidConfig(format!(
-                "stream {:?}: stream configuration update {what}",
-                self.name
-            )))
-        };
+        let stream = || self.name.clone();
         if old.storage != self.storage {
-            return refuse(format!(
-                "can not change storage from {:?} to {:?}; create a new stream and copy the messages",
-                old.storage, self.storage
-            ));
+            return Err(Error::invalid_config(ConfigError::StorageChange {
+                stream: stream(),
+                from: old.storage,
+                to: self.storage,
+            }));
         }
+        let lifted = |what| {
+            Err(Error::invalid_config(ConfigError::DenyLifted {
+                stream: stream(),
+                what,
+            }))
+        };
         if old.deny_delete && !self.deny_delete {
-            return refuse("can not cancel deny message deletes".into());
+            return lifted("message deletes");
         }
         if old.deny_purge && !self.deny_purge {
-            return refuse("can not cancel deny purge".into());
+            return lifted("purge");
         }
         Ok(())
     }
@@ -225,18 +227,22 @@ impl StreamConfig {
             subject::validate_filter(s)?;
             for t in &subjects[..i] {
                 if subject::overlaps(s, t) {
-                    return Err(Error::InvalidConfig(format!(
-                        "stream {:?}: subjects {t:?} and {s:?} overlap each other",
-                        self.name
-                    )));
+                    return Err(Error::invalid_config(
+                        ConfigError::SubjectsOverlapEachOther {
+                            stream: self.name.clone(),
+                            first: t.clone(),
+                            second: s.clone(),
+                        },
+                    ));
                 }
             }
         }
-        let zero = |field: &str| {
-            Err(Error::InvalidConfig(format!(
-                "stream {:?}: {field} is 0; leave it unset for unlimited",
-                self.name
-            )))
+        let stream = || self.name.clone();
+        let zero = |field| {
+            Err(Error::invalid_config(ConfigError::ZeroLimit {
+                stream: stream(),
+                field,
+            }))
         };
         if self.max_msgs == Some(0) {
             return zero("max_msgs");
@@ -256,29 +262,29 @@ impl StreamConfig {
         if self.discard_new_per_subject
             && (self.discard != DiscardPolicy::New || self.max_msgs_per_subject.is_none())
         {
-            return Err(Error::InvalidConfig(format!(
-                "stream {:?}: discard_new_per_subject needs discard new and max_msgs_per_subject",
-                self.name
-            )));
+            return Err(Error::invalid_config(ConfigError::DiscardNewPerSubject {
+                stream: stream(),
+            }));
         }
         if self.allow_rollup && self.deny_purge {
-            return Err(Error::InvalidConfig(format!(
-                "stream {:?}: roll-ups require the purge permission; allow_rollup and deny_purge exclude each other",
-                self.name
-            )));
+            return Err(Error::invalid_config(ConfigError::RollupWithDenyPurge {
+                stream: stream(),
+            }));
         }
         if self.replicas == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "stream {:?}: replicas must be at least 1",
-                self.name
-            )));
+            return Err(Error::invalid_config(ConfigError::NoReplicas {
+                stream: stream(),
+            }));
         }
         if let Some(age) = self.max_age {
             if self.duplicate_window > age {
-                return Err(Error::InvalidConfig(format!(
-                    "stream {:?}: duplicate_window {:?} is longer than max_age {age:?}",
-                    self.name, self.duplicate_window
-                )));
+                return Err(Error::invalid_config(
+                    ConfigError::DuplicateWindowTooLarge {
+                        stream: stream(),
+                        duplicate_window: self.duplicate_window,
+                        max_age: age,
+                    },
+                ));
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::message::StoredMessage;
-use crate::{name, subject};
+use crate::{name, subject, ConfigError};
 
 /// Default `ack_wait`: 30 s, as JetStream.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -197,7 +197,7 @@ impl ConsumerConfig {
 
     /// Checks the configuration as JetStream does; errors name the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidConfig(m));
+        let bad = |reason| Err(Error::invalid_config(reason));
         if let Some(n) = &self.durable_name {
             name::validate_consumer_name(n)?;
         }
@@ -207,39 +207,48 @@ impl ConsumerConfig {
         for (i, a) in self.filter_subjects.iter().enumerate() {
             for b in &self.filter_subjects[..i] {
                 if subject::overlaps(a, b) {
-                    return bad(format!("consumer filter subjects {b:?} and {a:?} overlap"));
+                    return bad(ConfigError::ConsumerFiltersOverlap {
+                        first: b.clone(),
+                        second: a.clone(),
+                    });
                 }
             }
         }
         if self.ack_wait.is_zero() {
-            return bad("consumer ack_wait must be above zero".into());
+            return bad(ConfigError::ConsumerZeroDuration { field: "ack_wait" });
         }
         if self.max_deliver == Some(0) {
-            return bad("consumer max_deliver is 0; leave it unset for unlimited".into());
+            return bad(ConfigError::ConsumerZeroLimit {
+                field: "max_deliver",
+            });
         }
         if self.max_ack_pending == Some(0) {
-            return bad("consumer max_ack_pending is 0; leave it unset for unlimited".into());
+            return bad(ConfigError::ConsumerZeroLimit {
+                field: "max_ack_pending",
+            });
         }
         if !self.backoff.is_empty() {
             if self.backoff.iter().any(Duration::is_zero) {
-                return bad("consumer backoff waits must be above zero".into());
+                return bad(ConfigError::ConsumerZeroDuration {
+                    field: "backoff waits",
+                });
             }
             match self.max_deliver {
                 Some(max) if (self.backoff.len() as u64) < max => {}
-                _ => return bad("max deliver is required to be > length of backoff values".into()),
+                _ => return bad(ConfigError::BackoffNeedsMaxDeliver),
             }
         }
         if self.deliver_policy == DeliverPolicy::LastPerSubject && self.filter_subjects.is_empty() {
             // nats-server 2.9's rule and words.
-            return bad("consumer delivery policy is deliver last per subject, but optional filter subject is not set".into());
+            return bad(ConfigError::LastPerSubjectNeedsFilter);
         }
         if let DeliverPolicy::ByStartSequence(0) = self.deliver_policy {
-            return bad(
-                "consumer deliver policy by_start_sequence needs a sequence of 1 or more".into(),
-            );
+            return bad(ConfigError::StartSequenceZero);
         }
         if self.inactive_threshold.is_some_and(|t| t.is_zero()) {
-            return bad("consumer inactive_threshold must be above zero".into());
+            return bad(ConfigError::ConsumerZeroDuration {
+                field: "inactive_threshold",
+            });
         }
         Ok(())
     }
@@ -247,11 +256,7 @@ impl ConsumerConfig {
     /// Checks that `self` may replace `old` by an update (JetStream's rules:
     /// the deliver and ack policies and the start cannot change).
     pub fn validate_update(&self, old: &ConsumerConfig) -> Result<()> {
-        let refuse = |what: &str| {
-            Err(Error::InvalidConfig(format!(
-                "consumer configuration update can not change {what}"
-            )))
-        };
+        let refuse = |field| Err(Error::invalid_config(ConfigError::ConsumerChange { field }));
         if self.deliver_policy != old.deliver_policy {
             return refuse("deliver policy");
         }

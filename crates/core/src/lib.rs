@@ -6,6 +6,7 @@
 //! NATS JetStream (`durabus-nats`). Features built once for every
 //! backend (L2) are written against [`Backend`] only.
 
+pub mod api_error;
 mod backend;
 pub mod backoff;
 mod config;
@@ -14,8 +15,10 @@ mod error;
 mod header;
 mod message;
 mod name;
+mod reason;
 pub mod subject;
 
+pub use api_error::{ApiError, ApiRequest};
 pub use backend::{
     Backend, ConnectionStatus, Event, PurgeRequest, Replay, ReplayOptions, ReplayStart,
     Subscription,
@@ -37,3 +40,4 @@ pub use header::{
 };
 pub use message::{Message, PublishAck, StoredMessage};
 pub use name::{sanitize, validate_consumer_name, validate_stream_name, MAX_NAME_LEN};
+pub use reason::{ArgumentError, ConfigError};

@@ -58,7 +58,7 @@ impl ConnectOptions {
                 let store =
                     tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
                         .await
-                        .map_err(|e| Error::Server(format!("open task failed: {e}")))??;
+                        .map_err(|e| Error::internal(format!("open task failed: {e}")))??;
                 Bus::from_backend(Arc::new(store))
             }
             BackendUrl::Memory { options } => {

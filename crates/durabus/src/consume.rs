@@ -293,7 +293,7 @@ impl ConsumerHandle {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
             task.await
-                .map_err(|e| Error::Server(format!("consumer task failed: {e}")))??;
+                .map_err(|e| Error::internal(format!("consumer task failed: {e}")))??;
         }
         Ok(self.counters.snapshot())
     }
@@ -412,9 +412,12 @@ impl Bus {
                     .iter()
                     .any(|f| durabus_core::subject::matches(f, &subject));
                 if !captures {
-                    return Err(Error::InvalidConfig(format!(
-                        "dead-letter stream {dlq_stream:?} does not capture {subject:?}; add the subject to it or choose another stream"
-                    )));
+                    return Err(Error::invalid_config(
+                        durabus_core::ConfigError::DeadLetterNotCaptured {
+                            stream: dlq_stream.to_string(),
+                            subject,
+                        },
+                    ));
                 }
             }
             Err(Error::StreamNotFound { .. }) => {
@@ -736,11 +739,16 @@ impl Bus {
             match self.publish_message(m).await? {
                 Some(_) => {}
                 None => {
-                    return Err(Error::InvalidConfig(format!(
-                        "no stream captures {:?} any more; dead letter {} left in {dlq_stream}",
-                        letter.headers.get(DLQ_SUBJECT).unwrap_or_default(),
-                        letter.seq
-                    )))
+                    return Err(Error::invalid_config(
+                        durabus_core::ConfigError::NoLongerCaptured {
+                            subject: letter
+                                .headers
+                                .get(DLQ_SUBJECT)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            consequence: format!("dead letter {} left in {dlq_stream}", letter.seq),
+                        },
+                    ))
                 }
             }
             self.delete_message(dlq_stream, letter.seq).await?;

@@ -166,10 +166,13 @@ impl KvConfig {
     pub fn stream_config(&self) -> Result<StreamConfig> {
         validate_bucket(&self.bucket)?;
         if self.history == 0 || self.history > MAX_HISTORY {
-            return Err(Error::InvalidConfig(format!(
-                "KV bucket {:?}: history {} is out of range; keep 1 to {MAX_HISTORY} entries per key",
-                self.bucket, self.history
-            )));
+            return Err(Error::invalid_config(
+                durabus_core::ConfigError::KvHistory {
+                    bucket: self.bucket.clone(),
+                    history: u64::from(self.history),
+                    max: u64::from(MAX_HISTORY),
+                },
+            ));
         }
         let mut cfg = StreamConfig::new(format!("KV_{}", self.bucket))
             .subjects([format!("$KV.{}.>", self.bucket)])
@@ -350,10 +353,12 @@ impl Bus {
             .await
             .map_err(|e| bucket_error(e, bucket))?;
         if KvConfig::from_stream(&info.config).is_none() {
-            return Err(Error::InvalidConfig(format!(
-                "stream {:?} is not a KV bucket (it must capture only \"$KV.{bucket}.>\" and set max_msgs_per_subject)",
-                info.config.name
-            )));
+            return Err(Error::invalid_config(
+                durabus_core::ConfigError::NotAKvBucket {
+                    stream: info.config.name,
+                    bucket: bucket.to_owned(),
+                },
+            ));
         }
         Ok(Kv::from_info(self, &info))
     }

@@ -62,12 +62,12 @@ pub use consume::{
     ConsumeOptions, ConsumeStats, ConsumerHandle, DeadLetter, Outcome, RedriveStats, RetryPolicy,
 };
 pub use durabus_core::{
-    sanitize, subject, validate_consumer_name, validate_stream_name, Backend, ByteString,
-    ConnectionStatus, DiscardPolicy, Error, Event, HeaderMap, Message, PublishAck, PurgeRequest,
-    Replay, ReplayOptions, ReplayStart, Result, RetentionPolicy, StorageType, StoredMessage,
-    StreamConfig, StreamInfo, StreamState, Subscription, DEFAULT_DUPLICATE_WINDOW,
-    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
-    NATS_MSG_ID, NATS_ROLLUP,
+    sanitize, subject, validate_consumer_name, validate_stream_name, ArgumentError, Backend,
+    ByteString, ConfigError, ConnectionStatus, DiscardPolicy, Error, Event, HeaderMap, Message,
+    PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart, Result, RetentionPolicy,
+    StorageType, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription,
+    DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 pub use durabus_core::{
     AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,

@@ -345,7 +345,7 @@ impl Responder {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
             task.await
-                .map_err(|e| Error::Server(format!("responder task failed: {e}")))?;
+                .map_err(|e| Error::internal(format!("responder task failed: {e}")))?;
         }
         Ok(self.counters.snapshot())
     }

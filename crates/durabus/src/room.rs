@@ -303,10 +303,12 @@ impl RoomSender {
         let m = Message::new(self.subject.clone(), payload).with_header(ROOM_SENDER, &*self.peer);
         match self.bus.publish_message(m).await? {
             Some(ack) => Ok(Some(ack.seq)),
-            None if self.persisted => Err(Error::InvalidConfig(format!(
-                "no stream captures room subject {:?} any more; open the room again",
-                self.subject
-            ))),
+            None if self.persisted => Err(Error::invalid_config(
+                durabus_core::ConfigError::NoLongerCaptured {
+                    subject: self.subject.to_string(),
+                    consequence: "open the room again".into(),
+                },
+            )),
             None => Ok(None),
         }
     }

@@ -68,18 +68,27 @@ impl SupervisorConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         if self.failure_threshold == 0 {
-            return Err(Error::InvalidConfig(
-                "failure_threshold must be at least 1".into(),
+            return Err(Error::invalid_config(
+                durabus_core::ConfigError::Supervision {
+                    setting: "failure_threshold",
+                    requirement: "must be at least 1",
+                },
             ));
         }
         if self.open_backoff.is_zero() || self.open_backoff > self.max_open_backoff {
-            return Err(Error::InvalidConfig(
-                "open_backoff must be above zero and at most max_open_backoff".into(),
+            return Err(Error::invalid_config(
+                durabus_core::ConfigError::Supervision {
+                    setting: "open_backoff",
+                    requirement: "must be above zero and at most max_open_backoff",
+                },
             ));
         }
         if self.health_interval.is_zero() || self.probe_timeout.is_zero() {
-            return Err(Error::InvalidConfig(
-                "health_interval and probe_timeout must be above zero".into(),
+            return Err(Error::invalid_config(
+                durabus_core::ConfigError::Supervision {
+                    setting: "health_interval and probe_timeout",
+                    requirement: "must be above zero",
+                },
             ));
         }
         Ok(())

@@ -576,9 +576,9 @@ impl Registry {
     {
         let name = subject.type_name().to_owned();
         if self.handlers.contains_key(&name) {
-            return Err(Error::InvalidConfig(format!(
-                "type name {name:?} is registered twice; give one binding another name with Subject::with_type_name"
-            )));
+            return Err(Error::invalid_config(
+                durabus_core::ConfigError::DuplicateTypeName { name },
+            ));
         }
         let binding = subject.clone();
         let dispatch: Dispatch =

@@ -82,7 +82,7 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
     };
     let next_seq = match options.start {
         ReplayStart::Sequence(0) => {
-            return Err(Error::InvalidArgument(
+            return Err(Error::invalid_argument_text(
                 "replay start sequence 0: sequences start at 1".into(),
             ))
         }

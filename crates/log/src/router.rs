@@ -91,7 +91,7 @@ impl Router {
         subject::validate_filter(filter)?;
         if let Some(q) = queue {
             if q.is_empty() || q.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::invalid_argument_text(format!(
                     "queue group {q:?} must be non-empty without whitespace"
                 )));
             }

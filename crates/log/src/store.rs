@@ -172,7 +172,7 @@ impl Store {
             let body = serde_json::to_vec(&Marker {
                 format: FORMAT_VERSION,
             })
-            .map_err(|e| Error::Server(format!("encoding format marker: {e}")))?;
+            .map_err(|e| Error::internal(format!("encoding format marker: {e}")))?;
             crate::storage::write_atomic(st, &marker, &body)
                 .map_err(io(format!("writing {}", marker.display())))?;
         }
@@ -807,7 +807,7 @@ impl Backend for Store {
         let inner = self.inner.clone();
         match tokio::task::spawn_blocking(move || inner.shutdown(true)).await {
             Ok(r) => r,
-            Err(e) => Err(Error::Server(format!("close task failed: {e}"))),
+            Err(e) => Err(Error::internal(format!("close task failed: {e}"))),
         }
     }
 

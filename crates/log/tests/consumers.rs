@@ -414,7 +414,7 @@ async fn consumers_are_created_if_absent_listed_counted_and_deleted() {
             .update_consumer("S", ConsumerConfig::durable("b").ack_policy(AckPolicy::All))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig(_)), "{kind}: {err}");
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{kind}: {err}");
         s.delete_consumer("S", "b").await.unwrap();
         let err = s.consumer_info("S", "b").await.unwrap_err();
         assert!(

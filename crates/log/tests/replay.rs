@@ -68,7 +68,7 @@ async fn replay_from_sequence_with_gaps_then_live() {
         .unwrap();
         assert!(matches!(
             s.replay("S", ReplayOptions::from_seq(0)).await,
-            Err(Error::InvalidArgument(_))
+            Err(Error::InvalidArgument { .. })
         ));
         let mut r = s.replay("S", ReplayOptions::from_seq(1)).await.unwrap();
         let got = take(&mut r, 96).await;

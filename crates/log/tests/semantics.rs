@@ -47,7 +47,7 @@ async fn create_stream_is_create_if_absent_and_never_a_silent_update() {
             .update_stream(cfg.clone().storage(StorageType::Memory))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig(_)), "{kind}: {err}");
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{kind}: {err}");
         let err = s
             .update_stream(StreamConfig::new("NOPE"))
             .await

@@ -1,41 +1,16 @@
-//! The JetStream JSON API: configuration mapping, responses, errors.
+//! The JetStream JSON API: configuration mapping and responses (errors
+//! are [`durabus_core::ApiError`]s, mapped in `durabus_core::api_error`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use durabus_core::{
-    ByteString, DiscardPolicy, HeaderMap, RetentionPolicy, StorageType, StoredMessage,
+    ApiError, ByteString, DiscardPolicy, HeaderMap, RetentionPolicy, StorageType, StoredMessage,
     StreamConfig, StreamInfo, StreamState,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// An error answer of the JetStream API.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct ApiError {
-    #[serde(default)]
-    pub(crate) code: u16,
-    #[serde(default)]
-    pub(crate) err_code: u64,
-    #[serde(default)]
-    pub(crate) description: String,
-}
-
-/// JetStream error codes durabus maps to typed errors.
-pub(crate) mod codes {
-    pub(crate) const STREAM_NOT_FOUND: u64 = 10059;
-    pub(crate) const STREAM_NAME_IN_USE: u64 = 10058;
-    pub(crate) const SUBJECTS_OVERLAP: u64 = 10065;
-    pub(crate) const NO_MESSAGE_FOUND: u64 = 10037;
-    pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
-    pub(crate) const WRONG_STREAM: u64 = 10060;
-    pub(crate) const MESSAGE_TOO_LARGE: u64 = 10054;
-    pub(crate) const STORE_FAILED: u64 = 10077;
-    pub(crate) const MSG_DELETE_FAILED: u64 = 10057;
-    pub(crate) const SEQUENCE_NOT_FOUND: u64 = 10043;
-    pub(crate) const JETSTREAM_NOT_ENABLED_FOR_ACCOUNT: u64 = 10039;
-}
 
 /// The body of a publish ack (or its error), parsed without building a
 /// `Value`.

@@ -50,7 +50,6 @@
 
 mod api;
 mod backend;
-mod consumer;
 mod options;
 
 pub use backend::NatsBackend;

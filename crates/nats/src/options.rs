@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use durabus_core::backoff;
-use durabus_core::{redact_url, Error, Result};
+use durabus_core::{redact_url, ConfigError, Error, Result};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// How the client authenticates.
@@ -237,9 +237,9 @@ impl NatsOptions {
 
     /// Checks the options for mistakes a connection would only show later.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::InvalidConfig(m.to_owned()));
+        let bad = |reason| Err(Error::invalid_config(reason));
         if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
-            return bad("a TLS client certificate needs its key and the key its certificate (tls_cert and tls_key)");
+            return bad(ConfigError::TlsCertWithoutKey);
         }
         for (what, path) in [
             ("tls_ca", &self.tls.ca_file),
@@ -248,26 +248,26 @@ impl NatsOptions {
         ] {
             if let Some(p) = path {
                 if !p.is_file() {
-                    return Err(Error::InvalidConfig(format!(
-                        "{what} {} is not a readable file",
-                        p.display()
-                    )));
+                    return bad(ConfigError::UnreadableFile {
+                        what,
+                        path: p.clone(),
+                    });
                 }
             }
         }
         if let NatsAuth::CredentialsFile(p) = &self.auth {
             if !p.is_file() {
-                return Err(Error::InvalidConfig(format!(
-                    "credentials file {} is not a readable file",
-                    p.display()
-                )));
+                return bad(ConfigError::UnreadableFile {
+                    what: "credentials file",
+                    path: p.clone(),
+                });
             }
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return bad("connect_timeout and request_timeout must be above zero");
+            return bad(ConfigError::ZeroTimeout);
         }
         if self.reconnect_wait > self.reconnect_wait_max {
-            return bad("reconnect_wait is above reconnect_wait_max");
+            return bad(ConfigError::ReconnectWaitAboveMax);
         }
         Ok(())
     }

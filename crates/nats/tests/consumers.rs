@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use durabus_core::{
-    AckKind, AckPolicy, Backend, ConsumerConfig, DeliverPolicy, Delivery, Error, Message,
-    RetentionPolicy, StreamConfig,
+    AckKind, AckPolicy, Backend, ConfigError, ConsumerConfig, DeliverPolicy, Delivery, Error,
+    Message, RetentionPolicy, StreamConfig,
 };
 use durabus_nats::{NatsBackend, NatsOptions};
 use durabus_testkit::nats::NatsServer;
@@ -85,7 +85,7 @@ async fn create_if_absent_returns_an_equal_consumer_and_refuses_a_different_one(
         .create_consumer("CREATE", ConsumerConfig::durable("c").max_deliver(0))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+    assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
     let e = b
         .create_consumer(
             "CREATE",
@@ -94,7 +94,7 @@ async fn create_if_absent_returns_an_equal_consumer_and_refuses_a_different_one(
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidConfig(m) if m.contains("filter subject")),
+        matches!(&e, Error::InvalidConfig { reason } if reason.to_string().contains("filter subject")),
         "{e}"
     );
     let mut two = ConsumerConfig::durable("two");
@@ -120,7 +120,14 @@ async fn update_changes_limits_and_refuses_a_deliver_policy_change() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidConfig(m) if m.contains("deliver policy")),
+        matches!(
+            &e,
+            Error::InvalidConfig {
+                reason: ConfigError::ConsumerChange {
+                    field: "deliver policy"
+                }
+            }
+        ),
         "{e}"
     );
     let e = b
@@ -130,7 +137,7 @@ async fn update_changes_limits_and_refuses_a_deliver_policy_change() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(&e, Error::InvalidConfig(_)), "{e}");
+    assert!(matches!(&e, Error::InvalidConfig { .. }), "{e}");
     let mut cfg = ConsumerConfig::durable("c")
         .ack_wait(Duration::from_secs(3))
         .max_deliver(4)
@@ -177,7 +184,12 @@ async fn every_deliver_policy_starts_where_it_says() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidConfig(m) if m.contains("filter subject is not set")),
+        matches!(
+            &e,
+            Error::InvalidConfig {
+                reason: ConfigError::LastPerSubjectNeedsFilter
+            }
+        ),
         "{e}"
     );
     let t4 = b.get_message("DELIVER", 4).await.unwrap().time;
@@ -297,7 +309,7 @@ async fn explicit_ack_removes_from_pending_and_repeating_it_is_a_no_op() {
     let mut tokenless = d[0].ack.clone();
     tokenless.token = None;
     let e = b.ack_confirmed(&tokenless, AckKind::Ack).await.unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,7 +616,7 @@ async fn work_queue_acks_remove_messages_and_overlapping_consumers_are_refused()
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidConfig(m) if m.contains("not unique on workqueue")),
+        matches!(&e, Error::InvalidConfig { reason } if reason.to_string().contains("not unique on workqueue")),
         "{e}"
     );
     // Disjoint filters may share it.

@@ -405,7 +405,7 @@ async fn a_missing_creds_file_is_a_clear_error_before_connecting() {
     ] {
         let text = e.to_string();
         eprintln!("missing creds file: {text}");
-        assert!(matches!(e, Error::InvalidConfig(_)), "{text}");
+        assert!(matches!(e, Error::InvalidConfig { .. }), "{text}");
         assert!(text.contains("nope.creds"), "names the file: {text}");
         assert!(text.contains("credentials file"), "{text}");
     }

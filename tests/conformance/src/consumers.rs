@@ -110,7 +110,7 @@ pub async fn update_consumer_changes_ack_wait_and_refuses_a_new_deliver_policy(b
     assert_err!(
         bus.update_consumer(&cfg.name, c.deliver_policy(DeliverPolicy::New))
             .await,
-        Error::InvalidConfig(_)
+        Error::InvalidConfig { .. }
     );
     assert_err!(
         bus.update_consumer(&cfg.name, ConsumerConfig::durable("nobody"))
@@ -202,7 +202,7 @@ pub async fn deliver_last_per_subject_yields_the_newest_of_each_subject(bus: &Bu
             ConsumerConfig::durable("bare").deliver_policy(DeliverPolicy::LastPerSubject)
         )
         .await,
-        Error::InvalidConfig(_)
+        Error::InvalidConfig { .. }
     );
     consumer(
         bus,
@@ -563,7 +563,7 @@ pub async fn work_queue_removes_acked_messages_and_allows_one_consumer_per_subje
     assert_err!(
         bus.create_consumer(&cfg.name, ConsumerConfig::durable("other"))
             .await,
-        Error::InvalidConfig(_)
+        Error::InvalidConfig { .. }
     );
     let got = fetch_n(bus, &cfg.name, "w", 3).await;
     settle(bus, &got[0], AckKind::Ack).await;

@@ -367,7 +367,7 @@ pub async fn kv_buckets_are_created_opened_listed_and_deleted(bus: &Bus) {
     );
     assert_err!(
         bus.create_kv(KvConfig::new(&name).history(65)).await,
-        Error::InvalidConfig(_)
+        Error::InvalidConfig { .. }
     );
 }
 

@@ -247,7 +247,7 @@ pub async fn deny_delete_and_deny_purge_are_enforced(bus: &Bus) {
     ] {
         assert_err!(
             bus.update_stream(lifted).await,
-            Error::InvalidConfig(ref why) if why.contains("can not cancel deny")
+            Error::InvalidConfig { ref reason } if reason.to_string().contains("can not cancel deny")
         );
     }
     let info = bus.stream_info(&cfg.name).await.unwrap();
@@ -259,7 +259,9 @@ pub async fn deny_delete_and_deny_purge_are_enforced(bus: &Bus) {
         .deny_purge(true);
     assert_err!(
         bus.create_stream(rollup).await,
-        Error::InvalidConfig(ref why) if why.contains("roll-ups require the purge permission")
+        Error::InvalidConfig {
+                reason: durabus::ConfigError::RollupWithDenyPurge { .. }
+            }
     );
 }
 

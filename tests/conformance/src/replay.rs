@@ -29,7 +29,7 @@ pub async fn replay_from_sequence_zero_is_invalid_argument(bus: &Bus) {
     create(bus, cfg.clone()).await;
     assert_err!(
         bus.replay(&cfg.name, ReplayOptions::from_seq(0)).await,
-        Error::InvalidArgument(_)
+        Error::InvalidArgument { .. }
     );
 }
 

@@ -312,7 +312,12 @@ pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
     let zero = n.stream_config("S").max_msgs(0u64);
     assert_err!(
         bus.create_stream(zero).await,
-        Error::InvalidConfig(ref why) if why.contains("max_msgs")
+        Error::InvalidConfig {
+                reason: durabus::ConfigError::ZeroLimit {
+                    field: "max_msgs",
+                    ..
+                }
+            }
     );
     let window = n
         .stream_config("S")
@@ -320,7 +325,9 @@ pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
         .duplicate_window(Duration::from_secs(60));
     assert_err!(
         bus.create_stream(window).await,
-        Error::InvalidConfig(ref why) if why.contains("duplicate_window")
+        Error::InvalidConfig {
+                reason: durabus::ConfigError::DuplicateWindowTooLarge { .. }
+            }
     );
     // JetStream: per-subject discard needs discard new.
     let per_subject = n
@@ -329,16 +336,28 @@ pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
         .discard_new_per_subject(true);
     assert_err!(
         bus.create_stream(per_subject).await,
-        Error::InvalidConfig(ref why) if why.contains("discard_new_per_subject")
+        Error::InvalidConfig {
+                reason: durabus::ConfigError::DiscardNewPerSubject { .. }
+            }
     );
     let own = n
         .stream_config("S")
         .subjects([n.subject("a.*"), n.subject("a.b")]);
-    assert_err!(bus.create_stream(own).await, Error::InvalidConfig(_));
+    assert_err!(
+            bus.create_stream(own).await,
+            Error::InvalidConfig {
+                reason: durabus::ConfigError::SubjectsOverlapEachOther { .. }
+            }
+        );
     let cfg = n.stream_config("S");
     create(bus, cfg.clone()).await;
     assert_err!(
         bus.update_stream(cfg.max_msgs_per_subject(0u64)).await,
-        Error::InvalidConfig(ref why) if why.contains("max_msgs_per_subject")
+        Error::InvalidConfig {
+                reason: durabus::ConfigError::ZeroLimit {
+                    field: "max_msgs_per_subject",
+                    ..
+                }
+            }
     );
 }

@@ -69,12 +69,12 @@ impl StreamConsumers {
             return Ok(());
         }
         if cfg.ack_policy != AckPolicy::Explicit {
-            return Err(Error::InvalidConfig(
+            return Err(Error::invalid_config_text(
                 "workqueue stream requires explicit ack".into(),
             ));
         }
         if cfg.deliver_policy != DeliverPolicy::All {
-            return Err(Error::InvalidConfig(
+            return Err(Error::invalid_config_text(
                 "consumer must be deliver all on workqueue stream".into(),
             ));
         }
@@ -89,7 +89,7 @@ impl StreamConsumers {
                 } else {
                     "filtered consumer not unique on workqueue stream"
                 };
-                return Err(Error::InvalidConfig(msg.into()));
+                return Err(Error::invalid_config_text(msg.into()));
             }
         }
         Ok(())
@@ -158,7 +158,7 @@ impl StreamConsumers {
     /// Changes a durable consumer (the caller validated the config).
     pub(crate) fn update_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
         let Some(name) = cfg.durable_name.clone() else {
-            return Err(Error::InvalidConfig(
+            return Err(Error::invalid_config_text(
                 "consumer update needs a durable name".into(),
             ));
         };

@@ -52,9 +52,9 @@ impl ConsumerFile {
     /// before it.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let body = serde_json::to_vec(self)
-            .map_err(|e| Error::Server(format!("encoding consumer state: {e}")))?;
+            .map_err(|e| Error::internal(format!("encoding consumer state: {e}")))?;
         let len = u32::try_from(body.len())
-            .map_err(|_| Error::Server("consumer state over 4 GiB".into()))?;
+            .map_err(|_| Error::internal("consumer state over 4 GiB".into()))?;
         let mut out = Vec::with_capacity(body.len() + 20);
         out.extend_from_slice(CONSUMER_MAGIC);
         out.extend_from_slice(&CONSUMER_VERSION.to_le_bytes());

@@ -238,7 +238,7 @@ impl Stream {
             Some("sub") => Some(false),
             Some("all") => Some(true),
             Some(other) => {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::invalid_argument_text(format!(
                     "{NATS_ROLLUP} must be \"sub\" or \"all\", got {other:?}"
                 )))
             }
@@ -256,7 +256,7 @@ impl Stream {
             || h.iter()
                 .any(|(n, v)| n.len() > u16::MAX as usize || v.len() > u32::MAX as usize)
         {
-            return Err(Error::InvalidArgument(
+            return Err(Error::invalid_argument_text(
                 "too many or too large headers (at most 65535 headers, names up to 65535 bytes)"
                     .into(),
             ));
@@ -385,7 +385,7 @@ impl Stream {
 
 pub(super) fn parse_seq(header: &str, v: &str) -> Result<u64> {
     v.trim().parse().map_err(|_| {
-        Error::InvalidArgument(format!(
+        Error::invalid_argument_text(format!(
             "header {header} must be a sequence number, got {v:?}"
         ))
     })

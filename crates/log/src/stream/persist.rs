@@ -77,7 +77,7 @@ impl Stream {
             let bytes = g
                 .checkpoint()
                 .encode()
-                .map_err(|e| Error::Server(format!("encoding checkpoint: {e}")))?;
+                .map_err(|e| Error::internal(format!("encoding checkpoint: {e}")))?;
             (bytes, g.active.file.clone(), to_index)
         };
         let segdir = self.dir.join("segments");

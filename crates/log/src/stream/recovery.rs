@@ -51,7 +51,7 @@ pub(crate) fn write_config(
         created_ns: from_system_time(created),
     };
     let bytes = serde_json::to_vec_pretty(&cf)
-        .map_err(|e| Error::Server(format!("encoding stream config: {e}")))?;
+        .map_err(|e| Error::internal(format!("encoding stream config: {e}")))?;
     let path = dir.join("config.json");
     write_atomic(storage, &path, &bytes).map_err(io(format!("writing {}", path.display())))
 }

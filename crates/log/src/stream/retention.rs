@@ -277,7 +277,7 @@ impl Stream {
 
     pub(crate) async fn purge(self: &Arc<Self>, req: &PurgeRequest) -> Result<u64> {
         if req.keep.is_some() && req.up_to_seq.is_some() {
-            return Err(Error::InvalidArgument(
+            return Err(Error::invalid_argument_text(
                 "purge: keep and up_to_seq cannot be combined".into(),
             ));
         }

@@ -226,7 +226,7 @@ impl Inner {
             match self.sealed.get_mut(i).filter(|s| s.base == base) {
                 Some(s) => s,
                 None => {
-                    return Err(Error::Server(format!(
+                    return Err(Error::internal(format!(
                         "segment {base} vanished while in use; retry"
                     )))
                 }

@@ -23,25 +23,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::Subject;
 use bytes::Bytes;
 use durabus_core::{
-    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ByteString,
-    ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
+    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ApiRequest,
+    ByteString, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
     StoredMessage,
 };
+use durabus_core::{ArgumentError, ConfigError};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::api::{self, codes, ApiError};
-use crate::backend::{from_nats_headers, generic, not_found, NatsBackend};
-
-/// JetStream error codes of the consumer API.
-pub(crate) mod consumer_codes {
-    /// `consumer not found`.
-    pub(crate) const CONSUMER_NOT_FOUND: u64 = 10014;
-    /// `consumer create failed` (2.9 wraps refused updates in it, code 500).
-    pub(crate) const CONSUMER_CREATE: u64 = 10012;
-}
+use super::wire::from_nats_headers;
+use super::NatsBackend;
+use crate::api;
 
 /// A pull unanswered for this long makes the fetch check that the
 /// consumer exists (nats-server does not answer pulls to missing ones).
@@ -262,7 +256,7 @@ struct JsConsumerInfo {
 /// a push consumer (a replay's, or another client's).
 fn parse_info(v: Value) -> Result<(ConsumerInfo, bool)> {
     let info: JsConsumerInfo = serde_json::from_value(v)
-        .map_err(|e| Error::Server(format!("unreadable consumer info ({e})")))?;
+        .map_err(|e| Error::internal(format!("unreadable consumer info ({e})")))?;
     let push = info
         .config
         .deliver_subject
@@ -292,17 +286,6 @@ fn consumer_not_found(stream: &str, name: &str) -> Error {
     Error::ConsumerNotFound {
         stream: stream.to_owned(),
         name: name.to_owned(),
-    }
-}
-
-/// A refused create or update: the server's text for configuration
-/// errors (code 400, and 2.9's "consumer create failed" wrapper).
-fn create_error(stream: &str, e: ApiError) -> Error {
-    match e.err_code {
-        codes::STREAM_NOT_FOUND => not_found(stream),
-        consumer_codes::CONSUMER_CREATE => Error::InvalidConfig(e.description),
-        _ if e.code == 400 => Error::InvalidConfig(e.description),
-        _ => generic(e),
     }
 }
 
@@ -347,11 +330,7 @@ impl NatsBackend {
             // inactive threshold.
             Ok(v) if v.get("name").is_none() => Err(consumer_not_found(stream, name)),
             Ok(v) => parse_info(v),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
-            Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
-                Err(consumer_not_found(stream, name))
-            }
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::consumer(stream, name))),
         }
     }
 
@@ -364,12 +343,16 @@ impl NatsBackend {
         };
         match self.api(&what, body).await? {
             Ok(v) => parse_info(v).map(|(info, _)| info),
-            Err(e) => Err(create_error(stream, e)),
+            // A refusal is a configuration the server does not accept.
+            Err(e) => {
+                let name = config.durable_name.as_deref().unwrap_or_default();
+                Err(e.to_error(&ApiRequest::consumer(stream, name).config()))
+            }
         }
     }
 
     /// [`durabus_core::Backend::create_consumer`].
-    pub(crate) async fn nats_create_consumer(
+    pub(super) async fn nats_create_consumer(
         &self,
         stream: &str,
         config: ConsumerConfig,
@@ -401,7 +384,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::update_consumer`].
-    pub(crate) async fn nats_update_consumer(
+    pub(super) async fn nats_update_consumer(
         &self,
         stream: &str,
         config: ConsumerConfig,
@@ -411,10 +394,7 @@ impl NatsBackend {
         config.validate()?;
         config_to_json(&config)?;
         let Some(name) = &config.durable_name else {
-            return Err(Error::InvalidConfig(
-                "update_consumer needs a durable name: ephemeral consumers cannot be updated"
-                    .into(),
-            ));
+            return Err(Error::invalid_config(ConfigError::UpdateNeedsDurableName));
         };
         // Without this a 2.9 "update" of a missing consumer creates it.
         let old = self.lookup_consumer(stream, name).await?;
@@ -423,7 +403,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::consumer_info`].
-    pub(crate) async fn nats_consumer_info(
+    pub(super) async fn nats_consumer_info(
         &self,
         stream: &str,
         name: &str,
@@ -436,7 +416,7 @@ impl NatsBackend {
 
     /// [`durabus_core::Backend::list_consumers`]: the pull consumers
     /// (replays' push consumers and other clients' are left out).
-    pub(crate) async fn nats_list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
+    pub(super) async fn nats_list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
         self.check()?;
         validate_stream_name(stream)?;
         let mut out = Vec::new();
@@ -450,8 +430,7 @@ impl NatsBackend {
                 .await?
             {
                 Ok(v) => v,
-                Err(e) if e.err_code == codes::STREAM_NOT_FOUND => return Err(not_found(stream)),
-                Err(e) => return Err(generic(e)),
+                Err(e) => return Err(e.to_error(&ApiRequest::stream(stream))),
             };
             let total = v.get("total").and_then(Value::as_u64).unwrap_or(0);
             let page = match v.get("consumers") {
@@ -477,7 +456,7 @@ impl NatsBackend {
     }
 
     /// [`durabus_core::Backend::delete_consumer`].
-    pub(crate) async fn nats_delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
+    pub(super) async fn nats_delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
         self.check()?;
         validate_stream_name(stream)?;
         validate_consumer_name(name)?;
@@ -486,11 +465,7 @@ impl NatsBackend {
             .await?
         {
             Ok(_) => Ok(()),
-            Err(e) if e.err_code == codes::STREAM_NOT_FOUND => Err(not_found(stream)),
-            Err(e) if e.err_code == consumer_codes::CONSUMER_NOT_FOUND => {
-                Err(consumer_not_found(stream, name))
-            }
-            Err(e) => Err(generic(e)),
+            Err(e) => Err(e.to_error(&ApiRequest::consumer(stream, name))),
         }
     }
 
@@ -513,7 +488,7 @@ impl NatsBackend {
     /// redelivery that falls due just as a pull expires (it delivers an
     /// acknowledged message again, with delivery count 1, and holds the
     /// redelivery until `ack_wait`); fewer expiring pulls make that rare.
-    pub(crate) async fn nats_fetch(
+    pub(super) async fn nats_fetch(
         &self,
         stream: &str,
         consumer: &str,
@@ -643,9 +618,10 @@ impl NatsBackend {
                         return Err(consumer_not_found(stream, consumer));
                     }
                     409 if description.contains("push based") => {
-                        return Err(Error::InvalidArgument(format!(
-                            "consumer {consumer:?} of stream {stream:?} is a push consumer; fetch needs a pull consumer"
-                        )));
+                        return Err(Error::invalid_argument(ArgumentError::PushConsumer {
+                            stream: stream.to_owned(),
+                            consumer: consumer.to_owned(),
+                        }));
                     }
                     // No responders: nobody serves this consumer.
                     503 => return Ok(PullEnd::Silent),
@@ -653,9 +629,13 @@ impl NatsBackend {
                         if got > 0 {
                             return Ok(PullEnd::Done);
                         }
-                        return Err(Error::Server(format!(
-                            "fetch from consumer {consumer:?} of stream {stream:?}: {code} {description}"
-                        )));
+                        return Err(Error::Server {
+                            code,
+                            err_code: 0,
+                            description: format!(
+                                "fetch from consumer {consumer:?} of stream {stream:?}: {description}"
+                            ),
+                        });
                     }
                 }
             }
@@ -696,7 +676,7 @@ impl NatsBackend {
     /// [`durabus_core::Backend::ack_confirmed`] (`confirm` true): a request
     /// to it, so `Ok` means the server applied it (nats-server answers every
     /// ack that carries a reply, repeated ones included).
-    pub(crate) async fn nats_ack(
+    pub(super) async fn nats_ack(
         &self,
         delivery: &AckRef,
         kind: AckKind,
@@ -704,16 +684,16 @@ impl NatsBackend {
     ) -> Result<()> {
         self.check()?;
         let Some(token) = delivery.token.as_ref() else {
-            return Err(Error::InvalidArgument(format!(
-                "delivery {} of stream {:?} has no NATS ack subject (token); only deliveries fetched from a NATS consumer can be settled here",
-                delivery.stream_seq, delivery.stream
-            )));
+            return Err(Error::invalid_argument(ArgumentError::NoAckToken {
+                stream: delivery.stream.to_string(),
+                seq: delivery.stream_seq,
+            }));
         };
         // A cheap check: the full parse ran when the delivery was fetched.
         if !token.starts_with("$JS.ACK.") {
-            return Err(Error::InvalidArgument(format!(
-                "{token:?} is not a JetStream ack subject ($JS.ACK...)"
-            )));
+            return Err(Error::invalid_argument(ArgumentError::NotAnAckSubject {
+                token: token.to_string(),
+            }));
         }
         // The token's own bytes (a reference count, no copy).
         let subject =
