@@ -260,8 +260,8 @@ pub async fn deny_delete_and_deny_purge_are_enforced(bus: &Bus) {
     assert_err!(
         bus.create_stream(rollup).await,
         Error::InvalidConfig {
-                reason: durabus::ConfigError::RollupWithDenyPurge { .. }
-            }
+            reason: durabus::ConfigError::RollupWithDenyPurge { .. }
+        }
     );
 }
 

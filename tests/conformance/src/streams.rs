@@ -313,11 +313,11 @@ pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
     assert_err!(
         bus.create_stream(zero).await,
         Error::InvalidConfig {
-                reason: durabus::ConfigError::ZeroLimit {
-                    field: "max_msgs",
-                    ..
-                }
+            reason: durabus::ConfigError::ZeroLimit {
+                field: "max_msgs",
+                ..
             }
+        }
     );
     let window = n
         .stream_config("S")
@@ -326,8 +326,8 @@ pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
     assert_err!(
         bus.create_stream(window).await,
         Error::InvalidConfig {
-                reason: durabus::ConfigError::DuplicateWindowTooLarge { .. }
-            }
+            reason: durabus::ConfigError::DuplicateWindowTooLarge { .. }
+        }
     );
     // JetStream: per-subject discard needs discard new.
     let per_subject = n
@@ -337,27 +337,27 @@ pub async fn invalid_config_is_refused_with_the_reason(bus: &Bus) {
     assert_err!(
         bus.create_stream(per_subject).await,
         Error::InvalidConfig {
-                reason: durabus::ConfigError::DiscardNewPerSubject { .. }
-            }
+            reason: durabus::ConfigError::DiscardNewPerSubject { .. }
+        }
     );
     let own = n
         .stream_config("S")
         .subjects([n.subject("a.*"), n.subject("a.b")]);
     assert_err!(
-            bus.create_stream(own).await,
-            Error::InvalidConfig {
-                reason: durabus::ConfigError::SubjectsOverlapEachOther { .. }
-            }
-        );
+        bus.create_stream(own).await,
+        Error::InvalidConfig {
+            reason: durabus::ConfigError::SubjectsOverlapEachOther { .. }
+        }
+    );
     let cfg = n.stream_config("S");
     create(bus, cfg.clone()).await;
     assert_err!(
         bus.update_stream(cfg.max_msgs_per_subject(0u64)).await,
         Error::InvalidConfig {
-                reason: durabus::ConfigError::ZeroLimit {
-                    field: "max_msgs_per_subject",
-                    ..
-                }
+            reason: durabus::ConfigError::ZeroLimit {
+                field: "max_msgs_per_subject",
+                ..
             }
+        }
     );
 }
