@@ -3,32 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-/// A byte count: `1048576`, `512KiB`, `64MiB`, `1GB`, `10k`.
-///
-/// `KB`/`MB`/`GB`/`TB` are decimal (1000); `KiB`/`MiB`/... and the single
-/// letters `K`/`M`/`G`/`T` are binary (1024), as `du` and the `nats` CLI.
-pub(crate) fn size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let bad =
-        || format!("{s:?} is not a size; write a byte count such as 1048576, 512KiB, 64MiB or 1GB");
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1_000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        "t" | "tib" => 1 << 40,
-        "tb" => 1_000_000_000_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(multiplier)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+/// A byte count: `1048576`, `512KiB`, `64MiB`, `1GB`, `10k` (one grammar
+/// with `durabus-bench`).
+pub(crate) use durabus_workloads::args::size;
 
 /// A non-zero duration: `90s`, `2m`, `1h30m`, `7days`.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {

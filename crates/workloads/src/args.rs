@@ -79,10 +79,16 @@ pub struct BenchArgs {
     pub json_out: Option<PathBuf>,
 }
 
-/// A byte count: `1048576`, `512KiB`, `64MiB`, `1GB`, `10k` (the grammar
-/// of the `durabus` CLI's sizes: `KB`/`MB`/... decimal, `KiB`/`K`/...
-/// binary).
-fn size(s: &str) -> Result<u64, String> {
+/// A byte count: `1048576`, `512KiB`, `64MiB`, `1GB`, `10k`: the grammar of
+/// every size on the `durabus` and `durabus-bench` command lines.
+///
+/// `KB`/`MB`/`GB`/`TB` are decimal (1000); `KiB`/`MiB`/... and the single
+/// letters `K`/`M`/`G`/`T` are binary (1024), as `du` and the `nats` CLI.
+///
+/// # Errors
+///
+/// The text says what was expected, with examples.
+pub fn size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
