@@ -399,26 +399,6 @@ impl Error {
         Error::InvalidArgument { reason }
     }
 
-    /// [`Error::InvalidConfig`] with a reason given as text only.
-    /// Transitional: for call sites not typed yet (crates/log); use a
-    /// [`ConfigError`] variant instead.
-    #[doc(hidden)]
-    pub fn invalid_config_text(reason: String) -> Self {
-        Error::InvalidConfig {
-            reason: ConfigError::Other(reason),
-        }
-    }
-
-    /// [`Error::InvalidArgument`] with a reason given as text only.
-    /// Transitional: for call sites not typed yet (crates/log); use an
-    /// [`ArgumentError`] variant instead.
-    #[doc(hidden)]
-    pub fn invalid_argument_text(reason: String) -> Self {
-        Error::InvalidArgument {
-            reason: ArgumentError::Other(reason),
-        }
-    }
-
     /// [`Error::Internal`]: what failed.
     pub fn internal(reason: String) -> Self {
         Error::Internal { reason }

@@ -209,10 +209,6 @@ pub enum ConfigError {
         /// What the server said.
         description: String,
     },
-    /// Any other reason, as text (for call sites not typed yet).
-    #[doc(hidden)]
-    #[error("{0}")]
-    Other(String),
 }
 
 /// Why an argument was refused.
@@ -276,8 +272,4 @@ pub enum ArgumentError {
         /// What the server said.
         description: String,
     },
-    /// Any other reason, as text (for call sites not typed yet).
-    #[doc(hidden)]
-    #[error("{0}")]
-    Other(String),
 }

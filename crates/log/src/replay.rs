@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use durabus_core::{subject, Error, Replay, ReplayOptions, ReplayStart, Result, StoredMessage};
+use durabus_core::{
+    subject, ArgumentError, Error, Replay, ReplayOptions, ReplayStart, Result, StoredMessage,
+};
 use tokio::sync::watch;
 
 use crate::record::{self, Decoded, Kind};
@@ -82,9 +84,7 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
     };
     let next_seq = match options.start {
         ReplayStart::Sequence(0) => {
-            return Err(Error::invalid_argument_text(
-                "replay start sequence 0: sequences start at 1".into(),
-            ))
+            return Err(Error::invalid_argument(ArgumentError::StartSequenceZero))
         }
         ReplayStart::Sequence(n) => n,
         ReplayStart::Time(t) => stream.seq_for_time(from_system_time(t))?,

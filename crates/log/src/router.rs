@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use durabus_core::{subject, Error, Event, Message, Result, Subscription};
+use durabus_core::{subject, ArgumentError, Error, Event, Message, Result, Subscription};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::sublist::Sublist;
@@ -91,9 +91,9 @@ impl Router {
         subject::validate_filter(filter)?;
         if let Some(q) = queue {
             if q.is_empty() || q.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::invalid_argument_text(format!(
-                    "queue group {q:?} must be non-empty without whitespace"
-                )));
+                return Err(Error::invalid_argument(ArgumentError::QueueGroup {
+                    group: q.to_string(),
+                }));
             }
         }
         let (tx, rx) = mpsc::channel(self.buffer);

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use durabus_core::{
-    subject, AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, Error, Result,
+    subject, AckPolicy, ConfigError, ConsumerConfig, ConsumerInfo, DeliverPolicy, Error, Result,
     RetentionPolicy, SequencePair,
 };
 
@@ -69,27 +69,23 @@ impl StreamConsumers {
             return Ok(());
         }
         if cfg.ack_policy != AckPolicy::Explicit {
-            return Err(Error::invalid_config_text(
-                "workqueue stream requires explicit ack".into(),
+            return Err(Error::invalid_config(
+                ConfigError::WorkQueueNeedsExplicitAck,
             ));
         }
         if cfg.deliver_policy != DeliverPolicy::All {
-            return Err(Error::invalid_config_text(
-                "consumer must be deliver all on workqueue stream".into(),
-            ));
+            return Err(Error::invalid_config(ConfigError::WorkQueueNeedsDeliverAll));
         }
         for (n, c) in map {
             if Some(n.as_str()) == except {
                 continue;
             }
             if filters_overlap(&c.config().filter_subjects, &cfg.filter_subjects) {
-                let msg = if cfg.filter_subjects.is_empty() || c.config().filter_subjects.is_empty()
-                {
-                    "multiple non-filtered consumers not allowed on workqueue stream"
-                } else {
-                    "filtered consumer not unique on workqueue stream"
-                };
-                return Err(Error::invalid_config_text(msg.into()));
+                let unfiltered =
+                    cfg.filter_subjects.is_empty() || c.config().filter_subjects.is_empty();
+                return Err(Error::invalid_config(ConfigError::WorkQueueNotUnique {
+                    unfiltered,
+                }));
             }
         }
         Ok(())
@@ -158,9 +154,7 @@ impl StreamConsumers {
     /// Changes a durable consumer (the caller validated the config).
     pub(crate) fn update_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
         let Some(name) = cfg.durable_name.clone() else {
-            return Err(Error::invalid_config_text(
-                "consumer update needs a durable name".into(),
-            ));
+            return Err(Error::invalid_config(ConfigError::UpdateNeedsDurableName));
         };
         {
             let mut map = self.consumers.lock();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use durabus_core::{
-    DiscardPolicy, Error, Message, PublishAck, Result, NATS_EXPECTED_LAST_SEQUENCE,
+    ArgumentError, DiscardPolicy, Error, Message, PublishAck, Result, NATS_EXPECTED_LAST_SEQUENCE,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 
@@ -238,9 +238,9 @@ impl Stream {
             Some("sub") => Some(false),
             Some("all") => Some(true),
             Some(other) => {
-                return Err(Error::invalid_argument_text(format!(
-                    "{NATS_ROLLUP} must be \"sub\" or \"all\", got {other:?}"
-                )))
+                return Err(Error::invalid_argument(ArgumentError::RollupValue {
+                    value: other.to_string(),
+                }))
             }
         };
         let msg_size = msg.headers.encoded_len() + msg.payload.len();
@@ -256,10 +256,7 @@ impl Stream {
             || h.iter()
                 .any(|(n, v)| n.len() > u16::MAX as usize || v.len() > u32::MAX as usize)
         {
-            return Err(Error::invalid_argument_text(
-                "too many or too large headers (at most 65535 headers, names up to 65535 bytes)"
-                    .into(),
-            ));
+            return Err(Error::invalid_argument(ArgumentError::HeadersTooLarge));
         }
         let rec_size = record::message_size(&msg.subject, h, msg.payload.len());
         if rec_size > record::MAX_RECORD {
@@ -385,8 +382,9 @@ impl Stream {
 
 pub(super) fn parse_seq(header: &str, v: &str) -> Result<u64> {
     v.trim().parse().map_err(|_| {
-        Error::invalid_argument_text(format!(
-            "header {header} must be a sequence number, got {v:?}"
-        ))
+        Error::invalid_argument(ArgumentError::NotASequence {
+            header: header.to_string(),
+            value: v.to_string(),
+        })
     })
 }

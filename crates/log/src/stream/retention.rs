@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use durabus_core::{subject, Error, PurgeRequest, Result, StreamConfig};
+use durabus_core::{subject, ArgumentError, Error, PurgeRequest, Result, StreamConfig};
 
 use crate::record;
 use crate::storage::Storage;
@@ -277,9 +277,7 @@ impl Stream {
 
     pub(crate) async fn purge(self: &Arc<Self>, req: &PurgeRequest) -> Result<u64> {
         if req.keep.is_some() && req.up_to_seq.is_some() {
-            return Err(Error::invalid_argument_text(
-                "purge: keep and up_to_seq cannot be combined".into(),
-            ));
+            return Err(Error::invalid_argument(ArgumentError::PurgeKeepAndSequence));
         }
         if let Some(f) = &req.subject {
             subject::validate_filter(f)?;
