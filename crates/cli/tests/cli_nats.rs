@@ -1193,6 +1193,7 @@ fn an_unreachable_server_is_named_without_credentials() {
     }
 }
 
+/// Checks invariant 14 (docs/design.md).
 #[cfg(unix)]
 #[test]
 fn credentials_in_the_url_never_show_in_output() {

@@ -169,6 +169,7 @@ async fn settle() {
     }
 }
 
+/// Checks invariant 16 (docs/design.md).
 #[tokio::test(start_paused = true)]
 async fn the_circuit_opens_after_five_consecutive_failures_and_then_fails_fast() {
     let backend = Scripted::new();
@@ -197,6 +198,7 @@ async fn the_circuit_opens_after_five_consecutive_failures_and_then_fails_fast()
     assert_eq!(*seen.lock().unwrap(), ["connect", "CircuitOpen"]);
 }
 
+/// Checks invariant 16 (docs/design.md).
 #[tokio::test(start_paused = true)]
 async fn an_open_circuit_half_opens_after_the_backoff_and_a_good_probe_closes_it() {
     let backend = Scripted::new();

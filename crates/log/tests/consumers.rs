@@ -89,6 +89,7 @@ async fn deliver_policies_start_where_jetstream_starts() {
     }
 }
 
+/// Checks invariant 17 (docs/design.md).
 #[tokio::test]
 async fn several_filter_subjects_deliver_their_union_in_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -177,6 +178,7 @@ async fn ack_none_counts_deliveries_as_acked() {
     }
 }
 
+/// Checks invariant 17 (docs/design.md).
 #[tokio::test]
 async fn unacked_messages_are_redelivered_after_ack_wait() {
     let tmp = tempfile::tempdir().unwrap();
@@ -256,6 +258,7 @@ async fn backoff_sets_the_waits_between_redeliveries_in_order() {
     }
 }
 
+/// Checks invariant 20 (docs/design.md).
 #[tokio::test]
 async fn max_deliver_stops_redelivery() {
     let tmp = tempfile::tempdir().unwrap();
@@ -466,6 +469,7 @@ async fn purged_messages_leave_pending() {
     }
 }
 
+/// Checks invariant 18 (docs/design.md).
 #[tokio::test]
 async fn durable_state_survives_a_clean_reopen_exactly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -494,6 +498,7 @@ async fn durable_state_survives_a_clean_reopen_exactly() {
     assert!(!tmp.path().join("streams/S/consumers/c").exists());
 }
 
+/// Checks invariant 19 (docs/design.md).
 #[tokio::test]
 async fn a_corrupt_consumer_file_fails_the_open_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -553,6 +558,7 @@ fn segment_count(_s: &Store, _kind: &str) -> Option<usize> {
     None
 }
 
+/// Checks invariant 21 (docs/design.md).
 #[tokio::test]
 async fn work_queue_and_interest_remove_acked_messages_and_emptied_segments() {
     let tmp = tempfile::tempdir().unwrap();
@@ -632,6 +638,7 @@ async fn work_queue_refuses_overlapping_consumers() {
     assert_eq!(s.stream_info("W").await.unwrap().state.messages, 1);
 }
 
+/// Checks invariant 21 (docs/design.md).
 #[tokio::test]
 async fn interest_without_consumers_keeps_nothing() {
     let s = Store::memory(opts()).unwrap();
@@ -732,6 +739,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Checks invariant 18 (docs/design.md).
 #[tokio::test]
 async fn acks_older_than_the_persist_interval_survive_a_crash_image() {
     // The files of a running store, copied as they are, are what a kill -9

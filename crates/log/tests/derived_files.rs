@@ -89,6 +89,7 @@ fn each_damage(file: &Path, mut f: impl FnMut(&str)) {
     std::fs::write(file, &original).unwrap();
 }
 
+/// Checks invariant 8 (docs/design.md).
 #[test]
 fn a_torn_or_flipped_index_or_checkpoint_is_rebuilt_and_reads_stay_identical() {
     let tmp = tempfile::tempdir().unwrap();
@@ -111,6 +112,7 @@ fn a_torn_or_flipped_index_or_checkpoint_is_rebuilt_and_reads_stay_identical() {
     }
 }
 
+/// Checks invariant 19 (docs/design.md).
 #[test]
 fn a_torn_or_flipped_consumer_file_is_reported_and_nothing_is_changed() {
     let tmp = tempfile::tempdir().unwrap();

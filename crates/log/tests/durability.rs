@@ -132,6 +132,7 @@ async fn publish_from_64_tasks(s: &Store, f: &Faulty, per: u64) -> u64 {
     f.syncs.load(Ordering::SeqCst) - before
 }
 
+/// Checks invariant 4 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_share_fsyncs_under_always() {
     let tmp = tempfile::tempdir().unwrap();
@@ -153,6 +154,8 @@ async fn concurrent_publishers_share_fsyncs_under_always() {
 /// Without the gather step, the publishers an fsync wakes miss the next one
 /// (it starts at once with those already waiting): the group splits into two
 /// halves taking turns, 32 publishes per fsync.
+///
+/// Checks invariant 4 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_woken_by_an_fsync_join_the_next_one_whole() {
     let tmp = tempfile::tempdir().unwrap();
@@ -170,6 +173,7 @@ async fn publishers_woken_by_an_fsync_join_the_next_one_whole() {
     assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
 }
 
+/// Checks invariant 3 (docs/design.md).
 #[tokio::test]
 async fn each_always_ack_follows_an_fsync() {
     let tmp = tempfile::tempdir().unwrap();
@@ -182,6 +186,7 @@ async fn each_always_ack_follows_an_fsync() {
     }
 }
 
+/// Checks invariant 5 (docs/design.md).
 #[tokio::test]
 async fn failed_fsync_poisons_the_stream_until_reopen() {
     let tmp = tempfile::tempdir().unwrap();
@@ -207,6 +212,7 @@ async fn failed_fsync_poisons_the_stream_until_reopen() {
     );
 }
 
+/// Checks invariant 5 (docs/design.md).
 #[tokio::test]
 async fn failed_write_poisons_and_nothing_after_is_acked() {
     let tmp = tempfile::tempdir().unwrap();

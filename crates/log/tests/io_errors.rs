@@ -9,6 +9,8 @@
 //! - after a publish failed, the stream refuses publishes with
 //!   `Error::Poisoned` naming the first failure, even once the disk works
 //!   again, until the store is reopened (invariant 5).
+//!
+//! Checks invariant 5 (docs/design.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -17,6 +17,8 @@
 //! (invariant 21), an unacknowledged one may never vanish.
 //!
 //! Cases: `DURABUS_PROPTEST_CASES` (default 64).
+//!
+//! Checks invariant 21 (docs/design.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -1078,6 +1080,7 @@ proptest! {
         ..ProptestConfig::with_cases(cases())
     })]
 
+    /// Checks invariants 17, 18 (docs/design.md).
     #[test]
     fn random_operations_with_crashes_match_the_model(
         setup in setup_strategy(),

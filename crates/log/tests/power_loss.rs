@@ -16,6 +16,8 @@
 //!
 //! Images per N: `DURABUS_POWER_LOSS_IMAGES` (default 2; `scripts/soak`
 //! runs more). Seed: `DURABUS_CRASH_SEED`.
+//!
+//! Checks invariants 3, 6, 10 (docs/design.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

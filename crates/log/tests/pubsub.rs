@@ -88,6 +88,7 @@ async fn dropping_a_subscription_unsubscribes() {
     }
 }
 
+/// Checks invariant 12 (docs/design.md).
 #[tokio::test]
 async fn slow_consumer_drops_counts_and_signals() {
     let s = Store::memory(opts().subscriber_buffer(4)).unwrap();

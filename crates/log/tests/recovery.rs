@@ -47,6 +47,7 @@ async fn all_payloads(s: &Store) -> Vec<(u64, String)> {
     out
 }
 
+/// Checks invariant 7 (docs/design.md).
 #[test]
 fn torn_tail_at_every_byte_of_the_last_two_records_is_truncated_and_reported() {
     let rt = rt();
@@ -117,6 +118,7 @@ fn torn_tail_at_every_byte_of_the_last_two_records_is_truncated_and_reported() {
     }
 }
 
+/// Checks invariant 7 (docs/design.md).
 #[test]
 fn zeroed_sector_at_the_tail_is_a_torn_tail() {
     let rt = rt();
@@ -162,6 +164,7 @@ fn record_bounds_lenient(b: &[u8]) -> Vec<u64> {
     v
 }
 
+/// Checks invariant 7 (docs/design.md).
 #[test]
 fn bit_flip_in_a_sealed_segment_fails_open_naming_segment_and_offset_and_cuts_nothing() {
     let rt = rt();
@@ -232,6 +235,7 @@ fn bit_flip_in_a_sealed_segment_fails_open_naming_segment_and_offset_and_cuts_no
     ));
 }
 
+/// Checks invariant 7 (docs/design.md).
 #[test]
 fn bit_flip_in_the_middle_of_the_last_segment_is_corruption_not_a_torn_tail() {
     let rt = rt();
@@ -256,6 +260,7 @@ fn bit_flip_in_the_middle_of_the_last_segment_is_corruption_not_a_torn_tail() {
     assert_eq!(std::fs::read(&seg).unwrap().len(), before.len());
 }
 
+/// Checks invariant 9 (docs/design.md).
 #[test]
 fn dedup_survives_reopen() {
     let rt = rt();
@@ -291,6 +296,7 @@ fn dedup_survives_reopen() {
     }
 }
 
+/// Checks invariant 13 (docs/design.md).
 #[test]
 fn second_open_fails_with_locked_naming_our_pid_until_closed() {
     let rt = rt();
@@ -341,6 +347,7 @@ fn newer_format_version_is_refused_and_nothing_is_modified() {
     );
 }
 
+/// Checks invariant 8 (docs/design.md).
 #[test]
 fn segments_roll_and_deleted_indexes_are_rebuilt_with_identical_reads() {
     let rt = rt();
@@ -389,6 +396,7 @@ fn segments_roll_and_deleted_indexes_are_rebuilt_with_identical_reads() {
     assert!(std::fs::read(&idx[1]).unwrap().starts_with(b"DBUSIDX\0"));
 }
 
+/// Checks invariant 8 (docs/design.md).
 #[test]
 fn deleting_the_checkpoint_gives_the_same_state_after_reopen() {
     let rt = rt();
@@ -506,6 +514,8 @@ fn records_end(path: &Path) -> u64 {
 
 /// Under `Always` the active segment keeps zeros written ahead of its
 /// records; a sealed segment never does, and a clean close cuts them.
+///
+/// Checks invariant 22 (docs/design.md).
 #[test]
 fn under_always_only_the_active_segment_carries_preallocated_zeros() {
     let rt = rt();
@@ -551,6 +561,8 @@ fn under_always_only_the_active_segment_carries_preallocated_zeros() {
 /// What a crash under `Always` leaves (zeros after the last record, to the
 /// end of the last segment) is the end of the log: nothing reported, nothing
 /// lost, appends go on over the zeros, and `verify` finds nothing wrong.
+///
+/// Checks invariant 22 (docs/design.md).
 #[test]
 fn zeros_after_the_last_record_end_the_log_without_a_torn_tail() {
     let rt = rt();

@@ -57,6 +57,7 @@ async fn create_stream_is_create_if_absent_and_never_a_silent_update() {
     }
 }
 
+/// Checks invariant 15 (docs/design.md).
 #[tokio::test]
 async fn publish_assigns_sequences_and_uncaptured_subjects_return_none() {
     let tmp = tempfile::tempdir().unwrap();
@@ -166,6 +167,8 @@ async fn msg_id_dedup_returns_the_original_sequence() {
 
 /// The duplicate window is measured on the store's clock: a manual clock
 /// moved past the window, with no sleep.
+///
+/// Checks invariant 9 (docs/design.md).
 #[tokio::test]
 async fn dedup_window_expires() {
     let clock = std::sync::Arc::new(durabus_log::ManualClock::new());

@@ -61,6 +61,7 @@ fn quick() -> NatsOptions {
     o
 }
 
+/// Checks invariant 14 (docs/design.md).
 #[tokio::test]
 async fn an_unreachable_server_is_reported_with_the_url_redacted_within_the_connect_timeout() {
     logs();
@@ -128,6 +129,7 @@ async fn bad_urls_and_options_fail_before_connecting_and_say_what_to_fix() {
     }
 }
 
+/// Checks invariant 14 (docs/design.md).
 #[tokio::test]
 async fn credentials_never_show_in_errors_or_logs_while_working_with_a_server() {
     logs();

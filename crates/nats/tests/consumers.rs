@@ -380,6 +380,7 @@ async fn backoff_waits_apply_in_order_and_the_last_repeats() {
     assert!(gaps[2] >= 750 * MS, "{gaps:?}");
 }
 
+/// Checks invariant 20 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_deliver_stops_redelivery() {
     let b = setup("MAXDEL", 1).await;

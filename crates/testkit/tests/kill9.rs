@@ -4,6 +4,8 @@
 //! Trials: `DURABUS_CRASH_TRIALS` (default 20; `scripts/soak` runs
 //! thousands). Seed: `DURABUS_CRASH_SEED` (default random, printed on
 //! failure together with a command that reproduces the trial).
+//!
+//! Checks invariant 1 (docs/design.md).
 
 use durabus_testkit::crash::{run_trials, CrashPlan};
 use durabus_testkit::env_count;
@@ -14,6 +16,8 @@ fn plan() -> CrashPlan {
 
 /// Under `always` every ack was fsynced: a kill loses none of them, nor the
 /// dedup state, and the store reopens and takes new publishes.
+///
+/// Checks invariant 3 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill9_with_always() {
     let trials = env_count("DURABUS_CRASH_TRIALS", 20);
@@ -26,6 +30,8 @@ async fn acked_publishes_survive_kill9_with_always() {
 
 /// Under `none` an ack means "written to the OS": a process kill (not a
 /// power loss) must lose nothing either.
+///
+/// Checks invariant 3 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill9_with_none() {
     let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);
@@ -44,6 +50,8 @@ async fn acked_publishes_survive_kill9_with_none() {
 /// Segments of 4 KiB roll every few dozen messages, so kills land inside
 /// segment rolls (new file, directory fsync, index and checkpoint writes):
 /// recovery must still find every ack (docs/reliability.md R6, by kill).
+///
+/// Checks invariant 3 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill9_during_segment_rolls() {
     let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);
@@ -60,6 +68,8 @@ async fn acked_publishes_survive_kill9_during_segment_rolls() {
 }
 
 /// `periodic` fsyncs on a timer; a process kill must still lose no ack.
+///
+/// Checks invariant 3 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill9_with_periodic() {
     let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(4);
@@ -98,6 +108,8 @@ async fn acked_deletes_stay_deleted_after_kill9() {
 /// on 4 KiB segments so purges remove whole segment files: an acknowledged
 /// purge stays done after the kill, a purge cut off by the kill is all or
 /// nothing, and everything else acked is there.
+///
+/// Checks invariant 10 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_purges_stay_done_after_kill9() {
     let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);

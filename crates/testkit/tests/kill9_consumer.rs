@@ -7,6 +7,8 @@
 //! Trials: `DURABUS_CONSUMER_CRASH_TRIALS` (default 10 under plain `cargo
 //! test`; `./scripts/test` runs 50, `./scripts/soak` thousands). Seed:
 //! `DURABUS_CRASH_SEED`.
+//!
+//! Checks invariant 18 (docs/design.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,6 @@
 //! One owner per data directory (design.md invariant 13), across processes.
+//!
+//! Checks invariant 13 (docs/design.md).
 
 // A failed setup step is a failed test.
 #![allow(clippy::expect_used)]

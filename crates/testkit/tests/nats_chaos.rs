@@ -91,6 +91,7 @@ where
     }
 }
 
+/// Checks invariant 15 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_server_kill9_and_unacked_ones_are_errors() {
     let server = NatsServer::builder().start().unwrap();
@@ -211,6 +212,7 @@ fn count(kinds: &[String]) -> BTreeMap<&str, usize> {
     m
 }
 
+/// Checks invariant 16 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_while_the_server_hangs_fails_fast_and_closes_after() {
     let server = NatsServer::builder().start().unwrap();

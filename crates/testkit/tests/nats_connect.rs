@@ -59,6 +59,7 @@ async fn user_and_password_work_in_the_url_and_as_options_and_a_wrong_one_is_aut
     }
 }
 
+/// Checks invariant 14 (docs/design.md).
 #[tokio::test]
 async fn a_token_works_and_a_wrong_token_is_auth_failed_without_showing_it() {
     let server = NatsServer::builder().token("t0ken-abc").start().unwrap();
@@ -185,6 +186,7 @@ async fn unknown_streams_are_stream_not_found_as_on_the_embedded_backend() {
     bus.close().await.unwrap();
 }
 
+/// Checks invariant 14 (docs/design.md).
 #[tokio::test]
 async fn readiness_never_shows_the_url_or_credentials() {
     let server = NatsServer::builder()

@@ -354,6 +354,8 @@ fn remove_derived_files(dir: &Path) -> usize {
 /// writes). JetStream itself forgets such ids on restart (its dedup map is
 /// rebuilt from stored messages); either answer is defensible, but one
 /// store must give one answer.
+///
+/// Checks invariant 9 (docs/design.md).
 #[tokio::test]
 async fn dedup_of_purged_ids_after_reopen_does_not_depend_on_the_checkpoint() {
     let mut answers = Vec::new();

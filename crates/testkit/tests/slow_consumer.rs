@@ -1,5 +1,7 @@
 //! R12 (in-process part): a subscriber that stops reading costs a bounded
 //! buffer, not memory growing with the backlog, and says so.
+//!
+//! Checks invariant 12 (docs/design.md).
 
 // A failed setup step is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]

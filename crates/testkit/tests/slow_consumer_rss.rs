@@ -7,6 +7,8 @@
 //! Messages: `DURABUS_SLOW_SOAK_MSGS` per publisher (default 50,000 of 1 KiB,
 //! 200 MiB in all; `scripts/soak` runs more). Alone in its test binary, so
 //! no other test's memory is counted.
+//!
+//! Checks invariant 12 (docs/design.md).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -8,6 +8,8 @@ use crate::{create, eventually, names, publish_captured, state, WAIT};
 
 /// A repeated msg id answers with the original's seq, flagged duplicate,
 /// and stores nothing.
+///
+/// Checks invariant 9 (docs/design.md).
 pub async fn duplicate_msg_id_returns_original_seq_and_stores_nothing(bus: &Bus) {
     let n = names("dup");
     let cfg = n.stream_config("S");
@@ -114,6 +116,8 @@ pub async fn duplicate_inside_a_batch_is_stored_once(bus: &Bus) {
 /// Purging or deleting a message does not forget its msg id: within the
 /// window a re-publish is still a duplicate of the original seq (as
 /// JetStream, while the server runs; restarts are backend-specific).
+///
+/// Checks invariant 9 (docs/design.md).
 pub async fn purged_or_deleted_msg_id_is_still_a_duplicate_inside_the_window(bus: &Bus) {
     let n = names("dup_purged");
     let cfg = n.stream_config("S");

@@ -11,6 +11,8 @@ use crate::{
 use durabus::ReplayOptions;
 
 /// The store assigns sequences 1, 2, 3, ... and names itself in the ack.
+///
+/// Checks invariant 1 (docs/design.md).
 pub async fn sequences_start_at_one_and_increase_by_one(bus: &Bus) {
     let n = names("seqs");
     let cfg = n.stream_config("S");
@@ -158,6 +160,8 @@ pub async fn empty_and_large_payloads_round_trip(bus: &Bus) {
 }
 
 /// Stored times never go backwards and lie around the time of publishing.
+///
+/// Checks invariant 2 (docs/design.md).
 pub async fn timestamps_never_decrease(bus: &Bus) {
     let n = names("times");
     let cfg = n.stream_config("S");
@@ -177,6 +181,8 @@ pub async fn timestamps_never_decrease(bus: &Bus) {
 
 /// Many publishers at once: every ack has its own seq, the seqs are
 /// exactly 1..=N, and each stored message is the one its ack named.
+///
+/// Checks invariant 1 (docs/design.md).
 pub async fn concurrent_publishers_get_unique_contiguous_sequences(bus: &Bus) {
     const TASKS: usize = 8;
     const EACH: usize = 150;

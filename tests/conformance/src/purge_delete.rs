@@ -13,6 +13,8 @@ fn purge_subject(subject: String) -> PurgeRequest {
 
 /// Purging everything returns the count; first_seq becomes last_seq + 1
 /// and publishing continues the sequence.
+///
+/// Checks invariant 1 (docs/design.md).
 pub async fn purge_all_empties_stream_and_sets_first_seq_past_last(bus: &Bus) {
     let n = names("purge_all");
     let cfg = n.stream_config("S");
@@ -213,6 +215,8 @@ pub async fn deleting_the_first_message_moves_first_seq(bus: &Bus) {
 
 /// Sequences are never reused: deleting the newest message does not
 /// lower last_seq, and the next publish gets last_seq + 1.
+///
+/// Checks invariant 1 (docs/design.md).
 pub async fn sequences_are_not_reused_after_deleting_the_last_message(bus: &Bus) {
     let n = names("delete_last");
     let cfg = n.stream_config("S");
