@@ -88,11 +88,8 @@ mod tests {
 
     #[test]
     fn corruption_names_verify_on_the_data_directory() {
-        let corrupt = || durabus::Error::Corrupt {
-            segment: "/srv/data/streams/ORDERS/00000001.log".into(),
-            offset: 42,
-            reason: "crc mismatch".into(),
-        };
+        let corrupt =
+            || durabus::Error::corrupt("/srv/data/streams/ORDERS/00000001.log", 42, "crc mismatch");
         assert_eq!(
             hint_of(corrupt(), "file:/srv/data?durability=always").unwrap(),
             "check the data directory with `durabus verify /srv/data`"

@@ -260,8 +260,17 @@ pub enum Error {
         supported: u32,
     },
     /// Stored bytes failed verification somewhere other than a torn tail.
-    #[error("corruption in {segment:?} at offset {offset}: {reason}; nothing was cut or repaired")]
+    ///
+    /// A read (replay, get, a consumer) that meets an unreadable record
+    /// reports it once with the stream and the sequences it costs, and goes
+    /// on with the next intact record: a replay yields this as one item and
+    /// continues on the next `next()`.
+    #[error("{}corruption in {segment:?} at offset {offset}: {reason}; nothing was cut or repaired", lost_prefix(stream.as_deref(), seqs.as_ref()))]
     Corrupt {
+        /// The stream, when the bad bytes belong to one.
+        stream: Option<String>,
+        /// The sequences that cannot be read because of it, when known.
+        seqs: Option<std::ops::RangeInclusive<u64>>,
         /// The file that holds the bad bytes.
         segment: PathBuf,
         /// Byte offset of the bad record.
@@ -404,6 +413,17 @@ impl Error {
         Error::Internal { reason }
     }
 
+    /// [`Error::Corrupt`] of a file: the bad bytes at `offset` of `file`.
+    pub fn corrupt(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            stream: None,
+            seqs: None,
+            segment: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
     /// Wraps an [`std::io::Error`] with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
@@ -450,5 +470,21 @@ mod tests {
             redact_url("nats://a:b@h1,nats://c@h2?name=x"),
             "nats://***@h1,nats://***@h2?name=x"
         );
+    }
+}
+
+/// "stream S: messages a..=b are unreadable: " before a corruption report.
+fn lost_prefix(stream: Option<&str>, seqs: Option<&std::ops::RangeInclusive<u64>>) -> String {
+    match (stream, seqs) {
+        (Some(s), Some(r)) if r.start() == r.end() => {
+            format!("stream {s:?}: message {} is unreadable: ", r.start())
+        }
+        (Some(s), Some(r)) => format!(
+            "stream {s:?}: messages {}..={} are unreadable: ",
+            r.start(),
+            r.end()
+        ),
+        (Some(s), None) => format!("stream {s:?}: "),
+        (None, _) => String::new(),
     }
 }

@@ -88,11 +88,11 @@ fn dump_stream(
                 }))
             }
             other => {
-                return Err(Error::Corrupt {
-                    segment: path,
-                    offset: 0,
-                    reason: format!("bad segment header: {other:?}"),
-                })
+                return Err(Error::corrupt(
+                    path,
+                    0,
+                    format!("bad segment header: {other:?}"),
+                ))
             }
         }
         let end = segment::scan(&*file, SEGMENT_HEADER, len, &mut |off, r| {
@@ -138,11 +138,7 @@ fn dump_stream(
                     }));
                 }
             }
-            return Err(Error::Corrupt {
-                segment: path,
-                offset,
-                reason,
-            });
+            return Err(Error::corrupt(path, offset, reason));
         }
     }
     Ok(None)

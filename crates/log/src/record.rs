@@ -116,6 +116,24 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Whether `buf` starts with what looks like a whole record (its length,
+/// kind and field lengths agree) before the CRC is checked: the cheap
+/// filter of a resynchronisation search (docs/design.md "Reading past a
+/// damaged record").
+pub(crate) fn plausible(buf: &[u8]) -> bool {
+    if buf.len() < HEADER_SIZE {
+        return false;
+    }
+    let len = u32_at(buf, 0);
+    let size = LEN_FIELD + len;
+    len >= FIXED
+        && size <= MAX_RECORD
+        && size <= buf.len()
+        && Kind::from_u8(buf[8]).is_some()
+        && (HEADER_SIZE + u16_at(buf, 25)) as u64 + u32_at(buf, 27) as u64 + u32_at(buf, 31) as u64
+            == size as u64
+}
+
 /// Decodes the record at the start of `buf`. Never panics, whatever the bytes.
 pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.len() < LEN_FIELD {

@@ -63,6 +63,9 @@ pub(crate) enum Progress {
     More,
     /// Nothing stored at or after `next_seq`.
     CaughtUp,
+    /// Stepped over a damaged record that held wanted sequences: the error
+    /// to report once ([`Error::Corrupt`] with the stream and sequences).
+    Lost(Error),
 }
 
 /// Starts a replay of `stream`.
@@ -133,6 +136,7 @@ impl ReplayState {
             self.rx.borrow_and_update();
             match c.fill(&self.stream) {
                 Ok(Progress::More) => {}
+                Ok(Progress::Lost(e)) => return Some(Err(e)),
                 Ok(Progress::CaughtUp) => {
                     if c.end.is_some() {
                         return None;
@@ -257,26 +261,18 @@ impl Cursor {
                     }
                     at += r.size;
                 }
-                Decoded::Torn if at > 0 => break,
+                // Stop before it: the next fill starts at it.
+                Decoded::Torn | Decoded::Corrupt(_) if at > 0 => break,
                 Decoded::Torn => {
-                    return Err(Error::Corrupt {
-                        segment: path.clone(),
-                        offset: pos.offset,
-                        reason: "record ends past the written data".into(),
-                    })
+                    let reason = "record ends past the written data".to_owned();
+                    return self.step_over(stream, base, &path, reason);
                 }
-                Decoded::Corrupt(reason) => {
-                    return Err(Error::Corrupt {
-                        segment: path.clone(),
-                        offset: pos.offset + at as u64,
-                        reason,
-                    })
-                }
+                Decoded::Corrupt(reason) => return self.step_over(stream, base, &path, reason),
             }
         }
         pos.offset += at as u64;
         if let Some(s) = last_seen {
-            self.next_seq = s + 1;
+            self.next_seq = self.next_seq.max(s + 1);
         }
         if hit_end {
             self.done = true;
@@ -286,6 +282,32 @@ impl Cursor {
             stream.retain_live(&mut out);
         }
         self.queue.extend(out);
+        Ok(Progress::More)
+    }
+
+    /// Steps over the damaged record at the read position of segment
+    /// `base`: reading goes on at the next record that verifies.
+    fn step_over(
+        &mut self,
+        stream: &Stream,
+        base: u64,
+        path: &std::path::Path,
+        reason: String,
+    ) -> Result<Progress> {
+        let Some(pos) = self.pos.as_mut() else {
+            return Ok(Progress::More);
+        };
+        let d = stream.damage_at(base, pos.offset, reason)?;
+        pos.offset = pos.offset.max(d.end);
+        let target = self.next_seq;
+        self.next_seq = self.next_seq.max(d.hi.saturating_add(1));
+        if self.end.is_some_and(|e| d.lo > e) {
+            self.done = true;
+            return Ok(Progress::More);
+        }
+        if d.hi >= target && d.seqs().is_some() {
+            return Ok(Progress::Lost(stream.lost_error(&d, path)));
+        }
         Ok(Progress::More)
     }
 }

@@ -200,6 +200,71 @@ pub(crate) struct SegmentMeta {
     pub(crate) file: Option<Arc<dyn StorageFile>>,
     /// Whether the index file is known to be on disk.
     pub(crate) indexed: bool,
+    /// Unreadable spans found in it, by offset (reads step over them).
+    pub(crate) damage: Vec<Damage>,
+}
+
+/// An unreadable span of a segment: bytes `start..end` hold no record that
+/// verifies, and the messages `lo..=hi` (empty when `hi < lo`) were in it.
+/// Reads step over it (docs/design.md "Reading past a damaged record").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) lo: u64,
+    pub(crate) hi: u64,
+    pub(crate) reason: String,
+}
+
+impl Damage {
+    /// The sequences it costs, if any.
+    pub(crate) fn seqs(&self) -> Option<std::ops::RangeInclusive<u64>> {
+        (self.lo <= self.hi).then_some(self.lo..=self.hi)
+    }
+}
+
+/// The damage span of `damage` that covers `offset`, if any.
+pub(crate) fn damage_covering(damage: &[Damage], offset: u64) -> Option<&Damage> {
+    damage.iter().find(|d| d.start <= offset && offset < d.end)
+}
+
+/// Where reading can go on after a record at `offset` that does not verify:
+/// the offset of the next record that verifies and fits (a message's seq at
+/// least `min_seq`), with that message's seq, or `limit` when none does.
+/// The record's own length is tried first (only its contents are damaged);
+/// otherwise every later byte offset is tried (the framing is damaged).
+pub(crate) fn resume_after(
+    file: &dyn StorageFile,
+    offset: u64,
+    limit: u64,
+    min_seq: u64,
+) -> std::io::Result<(u64, Option<u64>)> {
+    let n = usize::try_from(limit.saturating_sub(offset)).unwrap_or(usize::MAX);
+    let mut rest = vec![0u8; n];
+    read_full(file, &mut rest, offset)?;
+    let fits = |b: &[u8]| match record::decode(b) {
+        Decoded::Ok(r) if r.kind != Kind::Message => Some(None),
+        Decoded::Ok(r) if r.seq >= min_seq => Some(Some(r.seq)),
+        _ => None,
+    };
+    if let Some(size) = record::announced_size(&rest) {
+        if size >= record::HEADER_SIZE && size <= rest.len() {
+            if size == rest.len() {
+                return Ok((limit, None));
+            }
+            if let Some(seq) = fits(&rest[size..]) {
+                return Ok((offset + size as u64, seq));
+            }
+        }
+    }
+    for p in 1..rest.len() {
+        if record::plausible(&rest[p..]) {
+            if let Some(seq) = fits(&rest[p..]) {
+                return Ok((offset + p as u64, seq));
+            }
+        }
+    }
+    Ok((limit, None))
 }
 
 impl SegmentMeta {
@@ -216,6 +281,7 @@ impl SegmentMeta {
             index: Vec::new(),
             file: None,
             indexed: false,
+            damage: Vec::new(),
         }
     }
 
@@ -265,14 +331,30 @@ pub(crate) const LOOKUP_CHUNK: usize = 2 * INDEX_INTERVAL as usize;
 /// lookups that expect to stop soon.
 pub(crate) fn scan_from(
     file: &dyn StorageFile,
+    offset: u64,
+    limit: u64,
+    first: usize,
+    f: &mut dyn FnMut(u64, &record::RecordRef<'_>) -> Result<bool, durabus_core::Error>,
+) -> Result<ScanEnd, ScanError> {
+    scan_skipping(file, offset, limit, first, &[], f)
+}
+
+/// [`scan_from`] that steps over the known unreadable spans `skips`.
+pub(crate) fn scan_skipping(
+    file: &dyn StorageFile,
     mut offset: u64,
     limit: u64,
     first: usize,
+    skips: &[Damage],
     f: &mut dyn FnMut(u64, &record::RecordRef<'_>) -> Result<bool, durabus_core::Error>,
 ) -> Result<ScanEnd, ScanError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = first.clamp(record::HEADER_SIZE, CHUNK);
     while offset < limit {
+        if let Some(d) = damage_covering(skips, offset) {
+            offset = d.end;
+            continue;
+        }
         let want = ((limit - offset) as usize).min(chunk);
         chunk = CHUNK;
         buf.resize(want, 0);
@@ -281,6 +363,9 @@ pub(crate) fn scan_from(
         loop {
             if pos == buf.len() {
                 break;
+            }
+            if pos > 0 && damage_covering(skips, offset + pos as u64).is_some() {
+                break; // step over it at the top
             }
             match record::decode(&buf[pos..]) {
                 Decoded::Ok(r) => {

@@ -120,10 +120,8 @@ impl Store {
         let marker = dir.join("durabus.json");
         let need_marker = match st.read_file(&marker) {
             Ok(b) => {
-                let m: Marker = serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
-                    segment: marker.clone(),
-                    offset: 0,
-                    reason: format!("format marker is not valid JSON: {e}"),
+                let m: Marker = serde_json::from_slice(&b).map_err(|e| {
+                    Error::corrupt(&marker, 0, format!("format marker is not valid JSON: {e}"))
                 })?;
                 if m.format > FORMAT_VERSION || m.format == 0 {
                     return Err(Error::UnsupportedFormat {

@@ -151,7 +151,8 @@ impl StreamConsumers {
                         continue;
                     }
                     match cur.fill(self)? {
-                        Progress::More => {}
+                        // A damaged record: skipped like a deleted message.
+                        Progress::More | Progress::Lost(_) => {}
                         Progress::CaughtUp => {
                             caught_up = true;
                             break;

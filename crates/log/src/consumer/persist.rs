@@ -18,11 +18,7 @@ pub(crate) const CONSUMERS_DIR: &str = "consumers";
 pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) fn corrupt_file(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        segment: path.to_path_buf(),
-        offset: 0,
-        reason: reason.into(),
-    }
+    Error::corrupt(path, 0, reason)
 }
 
 impl StreamConsumers {

@@ -7,8 +7,8 @@ use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, SEGMENT_HEADER};
 use crate::storage::Storage;
 
+use super::io_err;
 use super::state::Inner;
-use super::{corrupt, io_err};
 
 /// The head message as the cursor found it.
 #[derive(Debug, Clone, Copy)]
@@ -79,20 +79,18 @@ impl Inner {
             };
             match outcome {
                 Ok((kind, seq, time, size)) => {
-                    if kind == Kind::Message && seq >= first && !self.deleted.contains(seq) {
+                    if kind == Kind::Message && seq >= first && self.is_live(seq) {
                         self.head_cache = Some((seq, time));
                         return Ok(Some(HeadRec { seq, time, size }));
                     }
                     self.head_off += size;
                 }
-                Err(Some(reason)) => return Err(corrupt(&path, self.head_off, reason)),
+                Err(Some(reason)) => self.step_over_head(storage, reason)?,
                 Err(None) => {
                     if refilled_at == self.head_off {
-                        return Err(corrupt(
-                            &path,
-                            self.head_off,
-                            "record ends past the written data",
-                        ));
+                        let reason = "record ends past the written data".to_owned();
+                        self.step_over_head(storage, reason)?;
+                        continue;
                     }
                     refilled_at = self.head_off;
                     let file = self.seg_file(storage, self.head_base)?;
@@ -115,6 +113,14 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Moves the head cursor over the damaged record it is on.
+    fn step_over_head(&mut self, storage: &dyn Storage, reason: String) -> Result<()> {
+        let d = self.damage_at(storage, self.head_base, self.head_off, reason)?;
+        self.head_off = self.head_off.max(d.end);
+        self.head_buf.clear();
+        Ok(())
     }
 
     /// The time of the oldest live message.

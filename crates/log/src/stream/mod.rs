@@ -2,6 +2,7 @@
 //! shares (its storage environment, lock, signals and error helpers). Its
 //! parts, one job each: `state` (the [`Inner`] state behind the lock),
 //! `append` (publish), `commit` (writes to the OS and group commit), `reads`,
+//! `damage` (stepping over records that do not verify),
 //! `head` (the oldest live message), `retention` (limits, max_age, purge,
 //! delete), `dedup`, `persist` (checkpoint and shutdown) and `recovery`
 //! (opening and creating a stream). Replay is in `replay.rs`.
@@ -12,6 +13,7 @@
 
 mod append;
 mod commit;
+mod damage;
 mod dedup;
 mod head;
 mod persist;
@@ -90,14 +92,6 @@ impl std::fmt::Debug for Stream {
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(context, e)
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        segment: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
 }
 
 /// Converts a scan failure; `path` names the segment.

@@ -11,7 +11,7 @@ use crate::segment::{self, ScanEnd, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::Storage;
 
 use super::state::Inner;
-use super::{corrupt, scan_error, stored_from, Stream};
+use super::{scan_error, stored_from, Stream};
 
 impl Inner {
     /// Visits live message records from `from_seq` (inclusive) in log order
@@ -36,29 +36,40 @@ impl Inner {
             };
             let limit = self.readable_limit(seg);
             let path = seg.path.clone();
+            let skips = seg.damage.clone();
             let file = self.seg_file(storage, base)?;
             let deleted = &self.deleted;
             let (first, last) = (self.first_seq, self.last_seq);
             let mut stop = false;
-            let end = segment::scan(&*file, start, limit, &mut |_, r| {
-                if r.kind == Kind::Message
-                    && r.seq >= from
-                    && r.seq >= first
-                    && r.seq <= last
-                    && !deleted.contains(r.seq)
-                    && !f(r)
-                {
-                    stop = true;
-                    return Ok(false);
-                }
-                Ok(true)
-            })
+            let end = segment::scan_skipping(
+                &*file,
+                start,
+                limit,
+                segment::CHUNK,
+                &skips,
+                &mut |_, r| {
+                    if r.kind == Kind::Message
+                        && r.seq >= from
+                        && r.seq >= first
+                        && r.seq <= last
+                        && !deleted.contains(r.seq)
+                        && !f(r)
+                    {
+                        stop = true;
+                        return Ok(false);
+                    }
+                    Ok(true)
+                },
+            )
             .map_err(|e| scan_error(&path, e))?;
-            if let ScanEnd::Bad { offset, reason, .. } = end {
-                return Err(corrupt(&path, offset, reason));
-            }
             if stop {
                 return Ok(());
+            }
+            if let ScanEnd::Bad { offset, reason, .. } = end {
+                // Step over it and go on in the same segment.
+                let d = self.damage_at(storage, base, offset, reason)?;
+                start = d.end;
+                continue;
             }
             match self.seg_after(base) {
                 Some(n) => {
@@ -217,40 +228,65 @@ impl Stream {
     }
 
     /// The message at `seq`, read without holding the lock during the read.
+    /// A message a damaged record held is [`Error::Corrupt`] naming it;
+    /// damage elsewhere in its segment is stepped over.
     pub(crate) fn get(&self, seq: u64) -> Result<StoredMessage> {
-        let (file, start, limit, path) = {
-            let mut g = self.lock();
-            if !g.is_live(seq) {
-                return Err(self.not_found(seq));
-            }
-            g.flush_for_read()?;
-            let seg = g.seg_for_seq(seq);
-            let (base, start, limit, path) = (
-                seg.base,
-                segment::seek_seq(&seg.index, seq),
-                g.readable_limit(seg),
-                seg.path.clone(),
-            );
-            (g.seg_file(self.storage(), base)?, start, limit, path)
-        };
-        let mut found = None;
-        let end = segment::scan_from(&*file, start, limit, segment::LOOKUP_CHUNK, &mut |_, r| {
-            if r.kind == Kind::Message && r.seq >= seq {
-                if r.seq == seq {
-                    found = Some(stored_from(&self.label, r, None));
+        loop {
+            let (file, base, start, limit, path, skips) = {
+                let mut g = self.lock();
+                if let Some((d, path)) = g.damage_of(seq).filter(|_| g.lost.contains(seq)) {
+                    return Err(self.lost_error(&d, &path));
                 }
-                return Ok(false);
+                if !g.is_live(seq) {
+                    return Err(self.not_found(seq));
+                }
+                g.flush_for_read()?;
+                let seg = g.seg_for_seq(seq);
+                let (base, start, limit, path, skips) = (
+                    seg.base,
+                    segment::seek_seq(&seg.index, seq),
+                    g.readable_limit(seg),
+                    seg.path.clone(),
+                    seg.damage.clone(),
+                );
+                (
+                    g.seg_file(self.storage(), base)?,
+                    base,
+                    start,
+                    limit,
+                    path,
+                    skips,
+                )
+            };
+            let mut found = None;
+            let end = segment::scan_skipping(
+                &*file,
+                start,
+                limit,
+                segment::LOOKUP_CHUNK,
+                &skips,
+                &mut |_, r| {
+                    if r.kind == Kind::Message && r.seq >= seq {
+                        if r.seq == seq {
+                            found = Some(stored_from(&self.label, r, None));
+                        }
+                        return Ok(false);
+                    }
+                    Ok(true)
+                },
+            )
+            .map_err(|e| scan_error(&path, e))?;
+            if let Some(m) = found {
+                return Ok(m);
             }
-            Ok(true)
-        })
-        .map_err(|e| scan_error(&path, e))?;
-        if let Some(m) = found {
-            return Ok(m);
+            match end {
+                // Measure it, then look again (it may hold `seq`).
+                ScanEnd::Bad { offset, reason, .. } => {
+                    self.damage_at(base, offset, reason)?;
+                }
+                ScanEnd::Clean => return Err(self.not_found(seq)),
+            }
         }
-        if let ScanEnd::Bad { offset, reason, .. } = end {
-            return Err(corrupt(&path, offset, reason));
-        }
-        Err(self.not_found(seq))
     }
 
     /// The newest message on a literal subject.
@@ -270,7 +306,17 @@ impl Stream {
 
     /// The first seq whose message time is >= `t` (last_seq + 1 when none).
     pub(crate) fn seq_for_time(&self, t: i64) -> Result<u64> {
-        let (file, start, limit, path, fallback) = {
+        loop {
+            if let Some(seq) = self.try_seq_for_time(t)? {
+                return Ok(seq);
+            }
+        }
+    }
+
+    /// [`Stream::seq_for_time`]; `None` when it measured a damaged record
+    /// and must look again.
+    fn try_seq_for_time(&self, t: i64) -> Result<Option<u64>> {
+        let (file, base, start, limit, path, skips, fallback) = {
             let mut g = self.lock();
             g.flush_for_read()?;
             let fallback = g.last_seq + 1;
@@ -280,31 +326,47 @@ impl Stream {
                 .iter()
                 .find(|s| s.last_seq >= g.first_seq && s.last_seq > 0 && s.last_time >= t)
             else {
-                return Ok(fallback);
+                return Ok(Some(fallback));
             };
-            let (base, start, limit, path) = (
+            let (base, start, limit, path, skips) = (
                 seg.base,
                 segment::seek_time(&seg.index, t),
                 g.readable_limit(seg),
                 seg.path.clone(),
+                seg.damage.clone(),
             );
             (
                 g.seg_file(self.storage(), base)?,
+                base,
                 start,
                 limit,
                 path,
+                skips,
                 fallback,
             )
         };
         let mut found = None;
-        segment::scan_from(&*file, start, limit, segment::LOOKUP_CHUNK, &mut |_, r| {
-            if r.kind == Kind::Message && r.time >= t {
-                found = Some(r.seq);
-                return Ok(false);
-            }
-            Ok(true)
-        })
+        let end = segment::scan_skipping(
+            &*file,
+            start,
+            limit,
+            segment::LOOKUP_CHUNK,
+            &skips,
+            &mut |_, r| {
+                if r.kind == Kind::Message && r.time >= t {
+                    found = Some(r.seq);
+                    return Ok(false);
+                }
+                Ok(true)
+            },
+        )
         .map_err(|e| scan_error(&path, e))?;
-        Ok(found.unwrap_or(fallback))
+        if found.is_none() {
+            if let ScanEnd::Bad { offset, reason, .. } = end {
+                self.damage_at(base, offset, reason)?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(found.unwrap_or(fallback)))
     }
 }

@@ -10,11 +10,13 @@ use std::time::SystemTime;
 use durabus_core::{Error, Result, StreamConfig, NATS_MSG_ID};
 use serde::{Deserialize, Serialize};
 
-use super::{from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState};
+use super::{
+    damage, from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
+};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::rangeset::RangeSet;
 use crate::record::Kind;
-use crate::segment::{self, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
+use crate::segment::{self, Damage, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::{write_atomic, Storage, StorageFile};
 
 /// `config.json` of a stream.
@@ -28,11 +30,7 @@ pub(crate) struct ConfigFile {
 pub(crate) type Truncation = (PathBuf, u64);
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        segment: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
+    Error::corrupt(path, offset, reason)
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -141,23 +139,46 @@ fn check_header(file: &dyn StorageFile, path: &Path) -> Result<bool> {
     }
 }
 
-/// Rebuilds the index of a sealed segment by reading it (verifying every record).
-fn rebuild_index(file: &dyn StorageFile, path: &Path, size: u64) -> Result<Vec<IndexEntry>> {
+/// Rebuilds the index of a sealed segment by reading it (verifying every
+/// record), with the damaged spans it stepped over. `base..=last_seq` are
+/// the sequences it may hold.
+fn rebuild_index(
+    file: &dyn StorageFile,
+    path: &Path,
+    size: u64,
+    base: u64,
+    last_seq: u64,
+) -> Result<(Vec<IndexEntry>, Vec<Damage>)> {
     if !check_header(file, path)? {
         return Err(corrupt(path, 0, "segment header is truncated"));
     }
     let mut index = Vec::new();
-    let end = segment::scan(file, SEGMENT_HEADER, size, &mut |off, r| {
-        if r.kind == Kind::Message {
-            segment::maybe_index(&mut index, r.seq, r.time, off);
-        }
-        Ok(true)
-    })
-    .map_err(|e| scan_error(path, e))?;
-    if let ScanEnd::Bad { offset, reason, .. } = end {
-        return Err(corrupt(path, offset, reason));
+    let mut damage = Vec::new();
+    let mut start = SEGMENT_HEADER;
+    let mut next = base;
+    loop {
+        let end = segment::scan(file, start, size, &mut |off, r| {
+            if r.kind == Kind::Message {
+                segment::maybe_index(&mut index, r.seq, r.time, off);
+                next = next.max(r.seq + 1);
+            }
+            Ok(true)
+        })
+        .map_err(|e| scan_error(path, e))?;
+        let ScanEnd::Bad { offset, reason, .. } = end else {
+            return Ok((index, damage));
+        };
+        let d = damage::measure(file, path, offset, size, next, last_seq, reason)?;
+        warn_damage(path, &d);
+        next = next.max(d.hi.saturating_add(1));
+        start = d.end;
+        damage.push(d);
     }
-    Ok(index)
+}
+
+fn warn_damage(path: &Path, d: &Damage) {
+    tracing::warn!(segment = %path.display(), offset = d.start, end = d.end, lost = ?d.seqs(),
+        reason = %d.reason, "open stepped over a damaged record; `durabus repair` records the loss");
 }
 
 /// Loads a checkpoint if it matches the segments on disk (else `None`: full scan).
@@ -261,6 +282,7 @@ pub(crate) fn open(
     let ckpt = load_checkpoint(storage, &dir, &segdir, &bases);
     let seg_path = |base: u64| segdir.join(segment::log_name(base));
     let mut to_write_index: Vec<u64> = Vec::new();
+    let mut damaged: Vec<(u64, Vec<Damage>)> = Vec::new();
 
     // Build the starting state and the scan plan: (segment index in `bases`, start offset).
     let (mut g, first_scan) = match &ckpt {
@@ -277,7 +299,10 @@ pub(crate) fn open(
                             .open(&path)
                             .map_err(io(format!("opening {}", path.display())))?;
                         to_write_index.push(s.base);
-                        rebuild_index(&*f, &path, s.size)?
+                        let (index, damage) =
+                            rebuild_index(&*f, &path, s.size, s.base, s.last_seq)?;
+                        damaged.push((s.base, damage));
+                        index
                     }
                 };
                 let mut m = SegmentMeta::new(s.base, path);
@@ -346,6 +371,11 @@ pub(crate) fn open(
         }
     };
     g.recovering = true;
+    for (base, ds) in damaged {
+        for d in ds {
+            g.note_damage(base, d);
+        }
+    }
 
     // Rule 5: scan from the covered position to the end.
     let mut truncation: Option<(PathBuf, u64, u64, bool)> = None; // (path, cut at, dropped, rewrite header)
@@ -400,87 +430,108 @@ pub(crate) fn open(
             return Err(corrupt(&path, 0, "segment header is truncated"));
         }
         g.active.file = Some(file.clone());
-        let start = if i == first_scan.0 {
+        let mut start = if i == first_scan.0 {
             first_scan.1
         } else {
             SEGMENT_HEADER
         };
         let stream_name = name.to_owned();
-        let end = {
-            let g = &mut g;
-            segment::scan(&*file, start, len, &mut |off, r| {
-                let end = off + r.size as u64;
-                match r.kind {
-                    Kind::Message => {
-                        if r.seq <= g.last_seq {
-                            return Err(corrupt(
-                                &path,
-                                off,
-                                format!(
-                                    "sequence {} is not above the previous {}",
-                                    r.seq, g.last_seq
-                                ),
-                            ));
+        loop {
+            let end = {
+                let g = &mut g;
+                segment::scan(&*file, start, len, &mut |off, r| {
+                    let end = off + r.size as u64;
+                    match r.kind {
+                        Kind::Message => {
+                            if r.seq <= g.last_seq {
+                                return Err(corrupt(
+                                    &path,
+                                    off,
+                                    format!(
+                                        "sequence {} is not above the previous {}",
+                                        r.seq, g.last_seq
+                                    ),
+                                ));
+                            }
+                            let id = if r.time >= window_cutoff {
+                                r.header(NATS_MSG_ID)
+                            } else {
+                                None
+                            };
+                            g.active.size = end;
+                            g.flushed = end;
+                            g.note_message(r.seq, r.time, r.subject, r.size as u64, off, id);
+                            if g.config.max_msgs_per_subject.is_some() {
+                                g.enforce_subject_limit(&stream_name, storage, r.subject)?;
+                            }
+                            g.enforce_limits(&stream_name, storage)?;
                         }
-                        let id = if r.time >= window_cutoff {
-                            r.header(NATS_MSG_ID)
-                        } else {
-                            None
-                        };
-                        g.active.size = end;
-                        g.flushed = end;
-                        g.note_message(r.seq, r.time, r.subject, r.size as u64, off, id);
-                        if g.config.max_msgs_per_subject.is_some() {
-                            g.enforce_subject_limit(&stream_name, storage, r.subject)?;
+                        Kind::Delete => {
+                            g.active.size = end;
+                            g.flushed = end;
+                            if g.is_live(r.seq) {
+                                let (subject, size) = g.read_info(&stream_name, storage, r.seq)?;
+                                g.remove_msg(r.seq, &subject, size);
+                            }
                         }
-                        g.enforce_limits(&stream_name, storage)?;
-                    }
-                    Kind::Delete => {
-                        g.active.size = end;
-                        g.flushed = end;
-                        if g.is_live(r.seq) {
-                            let (subject, size) = g.read_info(&stream_name, storage, r.seq)?;
-                            g.remove_msg(r.seq, &subject, size);
+                        Kind::Purge => {
+                            g.active.size = end;
+                            g.flushed = end;
+                            g.apply_purge(&stream_name, storage, r.subject, r.seq, r.purge_keep())?;
                         }
                     }
-                    Kind::Purge => {
-                        g.active.size = end;
-                        g.flushed = end;
-                        g.apply_purge(&stream_name, storage, r.subject, r.seq, r.purge_keep())?;
-                    }
+                    Ok(true)
+                })
+                .map_err(|e| scan_error(&path, e))?
+            };
+            g.active.size = g.active.size.max(start);
+            g.flushed = g.active.size;
+            let ScanEnd::Bad { offset, reason, .. } = end else {
+                break;
+            };
+            if is_last {
+                // Rule 5: a torn tail only if nothing valid follows (invariant 7),
+                // or a sector of the bad record never reached the disk (power
+                // loss: nothing from there was fsynced, so nothing was acked
+                // under `always`).
+                let mut rest = vec![0u8; (len - offset) as usize];
+                segment::read_full(&*file, &mut rest, offset)
+                    .map_err(io(format!("reading {}", path.display())))?;
+                if segment::is_preallocated(&rest) {
+                    // Zeros written ahead of the records under `always`: the
+                    // log ends here and appends go on over them.
+                    g.zeroed = len;
+                    break;
                 }
-                Ok(true)
-            })
-            .map_err(|e| scan_error(&path, e))?
-        };
-        g.active.size = g.active.size.max(start);
-        g.flushed = g.active.size;
-        if let ScanEnd::Bad { offset, reason, .. } = end {
-            if !is_last {
-                return Err(corrupt(&path, offset, reason));
+                if segment::lost_sector_at(&rest, offset)
+                    || !segment::valid_record_after(&rest, g.last_seq + 1)
+                {
+                    truncation = Some((path.clone(), offset, len - offset, false));
+                    break;
+                }
             }
-            // Rule 5: a torn tail only if nothing valid follows (invariant 7),
-            // or a sector of the bad record never reached the disk (power
-            // loss: nothing from there was fsynced, so nothing was acked
-            // under `always`).
-            let mut rest = vec![0u8; (len - offset) as usize];
-            segment::read_full(&*file, &mut rest, offset)
-                .map_err(io(format!("reading {}", path.display())))?;
-            if segment::is_preallocated(&rest) {
-                // Zeros written ahead of the records under `always`: the
-                // log ends here and appends go on over them.
-                g.zeroed = len;
-            } else if !segment::lost_sector_at(&rest, offset)
-                && segment::valid_record_after(&rest, g.last_seq + 1)
-            {
-                return Err(corrupt(
-                    &path,
-                    offset,
-                    format!("{reason}, and valid records follow"),
-                ));
-            } else {
-                truncation = Some((path.clone(), offset, len - offset, false));
-            }
+            // Rule 5: damage, not a torn tail. Step over it to the next record
+            // that verifies; its sequences are lost, never reused.
+            let hi_default = match bases.get(i + 1) {
+                Some(next) => next - 1,
+                None => g.last_seq,
+            };
+            let d = damage::measure(
+                &*file,
+                &path,
+                offset,
+                len,
+                g.last_seq + 1,
+                hi_default,
+                reason,
+            )?;
+            warn_damage(&path, &d);
+            g.last_seq = g.last_seq.max(d.hi);
+            g.active.size = d.end;
+            g.flushed = d.end;
+            start = d.end;
+            let base = g.active.base;
+            g.note_damage(base, d);
         }
     }
 

@@ -50,6 +50,9 @@ pub(crate) struct Inner {
     pub(super) messages: u64,
     pub(super) bytes: u64,
     pub(super) deleted: RangeSet,
+    /// Sequences held by damaged records reads stepped over (not live, not
+    /// deleted: lost until `repair` records them as a gap).
+    pub(super) lost: RangeSet,
     pub(super) subjects: HashMap<String, SubjState>,
     pub(super) track_subject_seqs: bool,
     pub(super) dedup: Dedup,
@@ -99,6 +102,7 @@ impl Inner {
             messages: 0,
             bytes: 0,
             deleted: RangeSet::default(),
+            lost: RangeSet::default(),
             subjects: HashMap::default(),
             track_subject_seqs: track,
             dedup: Dedup::default(),
@@ -163,7 +167,10 @@ impl Inner {
 
     /// Whether `seq` is a stored message.
     pub(crate) fn is_live(&self, seq: u64) -> bool {
-        seq >= self.first_seq && seq <= self.last_seq && !self.deleted.contains(seq)
+        seq >= self.first_seq
+            && seq <= self.last_seq
+            && !self.deleted.contains(seq)
+            && !self.lost.contains(seq)
     }
 
     /// The segment that holds (or would hold) `seq`.
