@@ -457,22 +457,6 @@ fn redact_one(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials_in_messages() {
-        assert_eq!(redact_url("nats://u:pw@h:4222"), "nats://***@h:4222");
-        assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
-        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
-        assert_eq!(
-            redact_url("nats://a:b@h1,nats://c@h2?name=x"),
-            "nats://***@h1,nats://***@h2?name=x"
-        );
-    }
-}
-
 /// "stream S: messages a..=b are unreadable: " before a corruption report.
 fn lost_prefix(stream: Option<&str>, seqs: Option<&std::ops::RangeInclusive<u64>>) -> String {
     match (stream, seqs) {
@@ -486,5 +470,21 @@ fn lost_prefix(stream: Option<&str>, seqs: Option<&std::ops::RangeInclusive<u64>
         ),
         (Some(s), None) => format!("stream {s:?}: "),
         (None, _) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(redact_url("nats://u:pw@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        assert_eq!(
+            redact_url("nats://a:b@h1,nats://c@h2?name=x"),
+            "nats://***@h1,nats://***@h2?name=x"
+        );
     }
 }
