@@ -75,6 +75,7 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
         );
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         let mut count = 0u64;
+        let mut lost = 0u64;
         while args.count.is_none_or(|n| count < n) {
             let item = tokio::select! {
                 item = replay.next() => item,
@@ -85,6 +86,12 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
                 }
             };
             let Some(item) = item else { break };
+            if let Err(e @ durabus::Error::Corrupt { seqs: Some(_), .. }) = &item {
+                // One damaged record: say so and go on with the rest.
+                eprintln!("warning: {e}");
+                lost += 1;
+                continue;
+            }
             let message = item.with_context(|| {
                 format!(
                     "replay of stream {} failed after {count} messages",
@@ -105,6 +112,13 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
                 "replayed {} from stream {}",
                 crate::output::count(count, "message"),
                 args.stream
+            );
+        }
+        if lost > 0 {
+            anyhow::bail!(
+                "stream {} has {} that could not be read (see the warnings above)",
+                args.stream,
+                crate::output::count(lost, "damaged record")
             );
         }
         Ok(())

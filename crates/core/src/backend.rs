@@ -229,7 +229,9 @@ impl Replay {
     }
 
     /// The next message; `None` when a bounded replay reached its end or the
-    /// backend closed.
+    /// backend closed. An error ends the replay, except one that reports
+    /// messages a damaged record cost ([`crate::Error::is_lost_messages`]):
+    /// the replay goes on with the next intact message.
     pub async fn next(&mut self) -> Option<Result<StoredMessage>> {
         self.inner.next().await
     }

@@ -386,6 +386,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this reports messages a damaged record cost
+    /// ([`Error::Corrupt`] with `seqs`): a replay that yields it goes on
+    /// with the next intact message.
+    pub fn is_lost_messages(&self) -> bool {
+        matches!(self, Error::Corrupt { seqs: Some(_), .. })
+    }
+
     /// Whether this error says the connection (not the request) failed: the
     /// failures a circuit breaker counts. Retrying later may succeed.
     pub fn is_connection_failure(&self) -> bool {
