@@ -249,6 +249,14 @@ pub fn dump(
     dump::dump(dir.as_ref(), stream, f)
 }
 
+/// Checks the files of a data directory outside its streams, read-only:
+/// the format marker `durabus.json` (missing is a warning, unreadable,
+/// garbled or newer is fatal) and the entries of `streams/` that are not
+/// stream directories (ignored by open: warnings).
+pub fn check_store(dir: impl AsRef<Path>) -> Result<Vec<FileProblem>> {
+    dump::check_store(dir.as_ref())
+}
+
 /// A problem [`check_files`] found in a file beside a stream's segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileProblem {
@@ -263,9 +271,11 @@ pub struct FileProblem {
 }
 
 /// Checks the files beside `stream`'s segments in a data directory,
-/// without the lock and without modifying anything: every sealed segment's
-/// index (it decodes, and each entry points at the record it names), the
-/// checkpoint, and every consumer-state file (CRC, format, name).
+/// without the lock and without modifying anything (files are opened
+/// read-only): its `config.json` (present, valid, naming the stream), every
+/// sealed segment's index (it decodes, and each entry points at the record
+/// it names), the checkpoint, and every consumer-state file (readable, CRC,
+/// format, name).
 pub fn check_files(dir: impl AsRef<Path>, stream: &str) -> Result<Vec<FileProblem>> {
     dump::check_files(dir.as_ref(), stream)
 }
