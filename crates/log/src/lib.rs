@@ -264,9 +264,10 @@ pub struct FileProblem {
     pub path: PathBuf,
     /// What is wrong with it, and what the next open does about it.
     pub problem: String,
-    /// The store refuses to open over it (consumer state, which is not
-    /// derived); otherwise the next open rebuilds or removes the file
-    /// (indexes, the checkpoint, interrupted writes).
+    /// Not derived, and what it belongs to does not open over it: the
+    /// store (format marker), the stream (its config) or the consumer (its
+    /// state file). Otherwise the next open rebuilds, removes or ignores
+    /// the file (indexes, the checkpoint, interrupted writes, stray entries).
     pub fatal: bool,
 }
 
