@@ -123,8 +123,10 @@ fn stream_names(dir: &Path) -> anyhow::Result<Vec<String>> {
         std::fs::read_dir(&streams).with_context(|| format!("cannot list {}", streams.display()))?
     {
         let entry = entry.with_context(|| format!("cannot list {}", streams.display()))?;
-        if entry.path().is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Other entries are reported by `check_store` (open ignores them).
+        if entry.path().is_dir() && validate_stream_name(&name).is_ok() {
+            names.push(name);
         }
     }
     names.sort();
@@ -147,6 +149,33 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
         }
         None => stream_names(&dir)?,
     };
+    // The files outside the streams: the format marker, stray entries.
+    let store_files: Vec<FileVerdict> = durabus::embedded::check_store(&dir)
+        .with_context(|| format!("cannot check {}", dir.display()))?
+        .into_iter()
+        .map(|p| FileVerdict {
+            path: p.path.display().to_string(),
+            problem: p.problem,
+            fatal: p.fatal,
+        })
+        .collect();
+    let store_ok = !store_files.iter().any(|f| f.fatal);
+    if !store_files.is_empty() {
+        if global.json {
+            print_json(&serde_json::json!({
+                "store": dir.display().to_string(),
+                "ok": store_ok,
+                "files": &store_files,
+            }))?;
+        } else {
+            let mut text = String::new();
+            for f in &store_files {
+                let label = if f.fatal { "CORRUPT" } else { "warning" };
+                text.push_str(&format!("{label}  {}: {}\n", f.path, f.problem));
+            }
+            print_text(&text)?;
+        }
+    }
     let mut verdicts = Vec::with_capacity(names.len());
     for name in names {
         let (mut records, mut messages) = (0u64, 0u64);
@@ -195,7 +224,7 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
         for verdict in &verdicts {
             print_json(&serde_json::to_value(verdict).context("cannot encode the result")?)?;
         }
-    } else if verdicts.is_empty() {
+    } else if verdicts.is_empty() && store_files.is_empty() {
         print_text(&format!("{} holds no streams", dir.display()))?;
     } else {
         let width = verdicts.iter().map(|v| v.stream.len()).max().unwrap_or(0);
@@ -238,6 +267,12 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
         .filter(|v| !v.ok)
         .map(|v| v.stream.as_str())
         .collect();
+    if !store_ok {
+        bail!(
+            "verification failed: {} cannot be opened (see above); nothing was changed (keep a copy of it before any repair)",
+            dir.display()
+        );
+    }
     if !bad.is_empty() {
         bail!(
             "verification failed for {}: {}; nothing was changed (keep a copy of {} before any repair)",

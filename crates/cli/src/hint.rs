@@ -22,7 +22,9 @@ pub(crate) fn hint(err: &anyhow::Error, url: &str) -> Option<String> {
         durabus::Error::BucketNotFound { bucket } => {
             Some(format!("create it with `durabus kv add {bucket}`"))
         }
-        durabus::Error::Corrupt { .. } => {
+        durabus::Error::Corrupt { .. }
+        | durabus::Error::StreamUnavailable { .. }
+        | durabus::Error::ConsumerUnavailable { .. } => {
             let dir = match durabus::parse_url(url) {
                 Ok(BackendUrl::File { path, .. }) => path.display().to_string(),
                 _ => "<dir>".to_owned(),
@@ -31,6 +33,11 @@ pub(crate) fn hint(err: &anyhow::Error, url: &str) -> Option<String> {
                 "check the data directory with `durabus verify {dir}`"
             ))
         }
+        durabus::Error::ReadOnly { .. } => Some(
+            "this store can only be read here (a read-only file system, a backup or a snapshot); \
+             copy it to a writable directory to change it"
+                .to_owned(),
+        ),
         _ => None,
     }
 }

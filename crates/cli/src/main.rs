@@ -143,6 +143,24 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The error and its causes joined by `: ` (as `{err:#}`), each cause
+/// shown once: a library error that already prints its source (an I/O
+/// error's OS error) is not followed by that source again.
+fn render(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
@@ -178,14 +196,15 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let hint = hint::hint(&err, &url);
+            let text = render(&err);
             if json {
-                let mut report = serde_json::json!({ "error": format!("{err:#}") });
+                let mut report = serde_json::json!({ "error": text });
                 if let Some(hint) = hint {
                     report["hint"] = serde_json::Value::String(hint);
                 }
                 eprintln!("{report}");
             } else {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {text}");
                 if let Some(hint) = hint {
                     eprintln!("hint: {hint}");
                 }
@@ -196,6 +215,7 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use clap::CommandFactory as _;
 
@@ -204,5 +224,21 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_os_error_is_printed_once() {
+        use anyhow::Context as _;
+        let os = std::io::Error::from_raw_os_error(28);
+        let err = Err::<(), _>(durabus::Error::io("writing checkpoint", os))
+            .context("closing the store failed")
+            .unwrap_err();
+        let text = super::render(&err);
+        let os_text = std::io::Error::from_raw_os_error(28).to_string();
+        assert_eq!(text.matches(&os_text).count(), 1, "{text}");
+        assert!(
+            text.starts_with("closing the store failed: writing checkpoint: "),
+            "{text}"
+        );
     }
 }

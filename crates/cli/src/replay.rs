@@ -60,7 +60,7 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
         filter: args.filter.clone(),
         stop_at_end: !args.follow,
     };
-    let bus = open_bus(global.url(), Access::Existing).await?;
+    let bus = open_bus(global.url(), Access::ReadOnly).await?;
     let result = async {
         let mut replay = bus
             .replay(&args.stream, options)

@@ -57,11 +57,29 @@ pub(crate) enum Access {
     Existing,
     /// Writing or listening: a missing directory is created.
     Create,
+    /// Only reading (`stream ls`, `stream info`, `stream get`, `replay`): as
+    /// `Existing`, and a `file:` store is opened read-only
+    /// (`read_only=true`): no lock, nothing written, so it works on a
+    /// read-only file system, on a backup, and beside a running owner
+    /// (showing what was on disk when the command started).
+    ReadOnly,
+}
+
+/// `url` with `read_only=true` added when it is a `file:` URL that does not
+/// say otherwise.
+fn read_only_url(url: &str) -> String {
+    match durabus::parse_url(url) {
+        Ok(durabus::BackendUrl::File { .. }) if !url.contains("read_only=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}read_only=true")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Connects to `url`, saying which URL failed and why (credentials never shown).
 pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabus::Bus> {
-    if access == Access::Existing {
+    if access != Access::Create {
         if let Ok(durabus::BackendUrl::File { path, .. }) = durabus::parse_url(url) {
             if !path.exists() {
                 anyhow::bail!(
@@ -75,7 +93,11 @@ pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabu
     // A malformed URL explains itself; only failures to open get the URL prefixed.
     durabus::parse_url(url)?;
     let shown = durabus::redact(url);
-    match durabus::connect(url).await {
+    let url = match access {
+        Access::ReadOnly => read_only_url(url),
+        _ => url.to_owned(),
+    };
+    match durabus::connect(&url).await {
         Ok(bus) => Ok(bus),
         // These name the (redacted) server and say what to check.
         Err(

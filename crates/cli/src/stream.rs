@@ -385,14 +385,16 @@ pub(crate) async fn run(global: &Global, command: StreamCommand) -> anyhow::Resu
             args.config()?;
             Access::Create
         }
-        StreamCommand::Ls => Access::Existing,
+        StreamCommand::Ls => Access::ReadOnly,
         StreamCommand::Edit(args) => {
             validate_stream_name(&args.name)?;
             Access::Existing
         }
-        StreamCommand::Info { name }
-        | StreamCommand::Rm { name, .. }
-        | StreamCommand::Rmm { name, .. } => {
+        StreamCommand::Info { name } => {
+            validate_stream_name(name)?;
+            Access::ReadOnly
+        }
+        StreamCommand::Rm { name, .. } | StreamCommand::Rmm { name, .. } => {
             validate_stream_name(name)?;
             Access::Existing
         }
@@ -408,7 +410,7 @@ pub(crate) async fn run(global: &Global, command: StreamCommand) -> anyhow::Resu
             if let Some(s) = &args.last_subject {
                 subject::validate_publish(s).context("--last-subject takes a literal subject")?;
             }
-            Access::Existing
+            Access::ReadOnly
         }
     };
     let bus = open_bus(global.url(), access).await?;
@@ -537,9 +539,23 @@ async fn add(global: &Global, bus: &Bus, args: &AddArgs) -> anyhow::Result<()> {
 
 async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
     let streams = bus.list_streams().await.context("cannot list streams")?;
+    // Streams (and consumers) whose files could not be opened: the rest works.
+    let unavailable = bus.unavailable();
     if global.json {
         let list: Vec<Value> = streams.iter().map(info_json).collect();
-        return Ok(print_json(&json!({ "streams": list }))?);
+        return Ok(print_json(
+            &json!({ "streams": list, "unavailable": unavailable }),
+        )?);
+    }
+    for u in &unavailable {
+        let what = match &u.consumer {
+            Some(c) => format!("consumer {c} of stream {}", u.stream),
+            None => format!("stream {}", u.stream),
+        };
+        eprintln!("warning: {what} is unavailable: {}", u.reason);
+    }
+    if !unavailable.is_empty() {
+        eprintln!("hint: check the data directory with `durabus verify`");
     }
     if streams.is_empty() {
         print_text(&format!(

@@ -476,9 +476,12 @@ fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
     let (mut child, _stderr) = spawn_listening_sub(&store);
     let pid = child.0.id();
 
-    let stderr = store.fail(&["stream", "ls"]);
+    let stderr = store.fail(&["pub", "orders.1", "x"]);
     assert!(stderr.contains("locked"), "{stderr}");
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+    // Reading verbs open read-only: they work beside the holder.
+    let list = store.ok(&["stream", "ls"]);
+    assert!(list.contains("ORDERS"), "{list}");
 
     child.0.kill().unwrap();
     child.0.wait().unwrap();
@@ -765,4 +768,120 @@ fn bench_w7_reopens_a_filled_stream_and_removes_it() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&e.stderr).contains("W7 skipped: only on file:"));
+}
+
+/// `dir` made unwritable until dropped: a read-only bind mount as root
+/// (chmod does not stop root), else the permission bits; a write is
+/// proven to fail first, so the test cannot pass vacuously.
+struct ReadOnlyDir {
+    path: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl ReadOnlyDir {
+    fn new(dir: &std::path::Path) -> Self {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+        if root {
+            assert!(ok(Command::new("mount").arg("--bind").arg(dir).arg(dir)));
+            if !ok(Command::new("mount")
+                .args(["-o", "remount,bind,ro"])
+                .arg(dir))
+            {
+                let _ = Command::new("umount").arg(dir).status();
+                panic!("cannot remount {} read-only", dir.display());
+            }
+        } else {
+            assert!(ok(Command::new("chmod").args(["-R", "a-w"]).arg(dir)));
+        }
+        let ro = ReadOnlyDir {
+            path: dir.to_path_buf(),
+            mounted: root,
+        };
+        assert!(
+            std::fs::write(dir.join("probe"), b"x").is_err(),
+            "{} is still writable",
+            dir.display()
+        );
+        ro
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.path).status();
+        } else {
+            let _ = Command::new("chmod")
+                .args(["-R", "u+w"])
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+/// Checks invariant 23 (docs/design.md).
+#[test]
+fn reading_verbs_work_on_a_read_only_file_system_and_writes_say_why_they_fail() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["pub", "orders.1", "hello"]);
+    store.ok(&["consumer", "add", "ORDERS", "billing"]);
+    let _ro = ReadOnlyDir::new(store.dir.path());
+    let dir = store.dir.path().display().to_string();
+    let verified = store.ok(&["verify", &dir]);
+    assert!(verified.contains("ok"), "{verified}");
+    let dumped = store.ok(&["dump", &dir]);
+    assert!(dumped.contains("hello"), "{dumped}");
+    assert!(store.ok(&["stream", "ls"]).contains("ORDERS"));
+    assert!(store.ok(&["stream", "info", "ORDERS"]).contains("orders.>"));
+    assert!(store.ok(&["replay", "ORDERS"]).contains("hello"));
+    assert!(store
+        .ok(&["stream", "get", "ORDERS", "1"])
+        .contains("hello"));
+    let stderr = store.fail(&["pub", "orders.2", "x"]);
+    assert!(
+        stderr.contains("read-only") || stderr.contains("Read-only"),
+        "{stderr}"
+    );
+}
+
+/// Checks invariant 24 (docs/design.md).
+#[test]
+fn verify_reports_a_broken_stream_config_and_the_other_streams_still_work() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["stream", "add", "AUDIT", "--subjects", "audit.>"]);
+    store.ok(&["pub", "orders.1", "hello"]);
+    let cfg = store.dir.path().join("streams/AUDIT/config.json");
+    let good = std::fs::read(&cfg).unwrap();
+    std::fs::write(&cfg, &good[..good.len() / 2]).unwrap();
+    let dir = store.dir.path().display().to_string();
+    let out = store.run(&["verify", &dir]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("config.json"), "{stdout}");
+    assert!(stdout.contains("CORRUPT"), "{stdout}");
+    // The other stream opens; ls names the bad one on stderr.
+    let out = store.run(&["stream", "ls"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ORDERS"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AUDIT") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+    store.ok(&["pub", "orders.2", "still works"]);
+    let stderr = store.fail(&["stream", "info", "AUDIT"]);
+    assert!(stderr.contains("could not be opened"), "{stderr}");
+    assert!(
+        stderr.contains("hint: check the data directory with `durabus verify"),
+        "{stderr}"
+    );
+    // A missing config is reported too; restored, all is well.
+    std::fs::remove_file(&cfg).unwrap();
+    assert!(!store.run(&["verify", &dir]).status.success());
+    std::fs::write(&cfg, &good).unwrap();
+    store.ok(&["verify", &dir]);
 }

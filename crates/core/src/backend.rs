@@ -399,6 +399,41 @@ pub trait Backend: Send + Sync + 'static {
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
         None
     }
+
+    /// Streams and durable consumers this backend could not open (damaged
+    /// files of the embedded engine): the rest works, these refuse every
+    /// operation with `Error::StreamUnavailable` / `Error::ConsumerUnavailable`.
+    /// Empty for backends that have none.
+    fn unavailable(&self) -> Vec<Unavailable> {
+        Vec::new()
+    }
+}
+
+/// A stream, or one durable consumer of a stream, that could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Unavailable {
+    /// The stream.
+    pub stream: String,
+    /// The consumer, when only it is unavailable (the stream works).
+    pub consumer: Option<String>,
+    /// What failed, naming the file.
+    pub reason: String,
+}
+
+impl Unavailable {
+    /// A stream or consumer that could not be opened, and why.
+    pub fn new(
+        stream: impl Into<String>,
+        consumer: Option<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Unavailable {
+            stream: stream.into(),
+            consumer,
+            reason: reason.into(),
+        }
+    }
 }
 
 fn unsupported_consumers() -> crate::Error {

@@ -278,6 +278,38 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// The store was opened read-only (`Options::read_only`, `read_only=true`
+    /// in a `file:` URL): nothing may be written to it.
+    #[error("the store at {path:?} is open read-only: {operation} would write to it; open it without read_only, on a writable directory, to change it")]
+    ReadOnly {
+        /// The data directory.
+        path: PathBuf,
+        /// What was refused, e.g. "publish" or "create_consumer".
+        operation: &'static str,
+    },
+    /// A stream whose files could not be opened when the store was: the
+    /// other streams work, this one refuses every operation until its files
+    /// are repaired or restored and the store is reopened.
+    #[error("stream {name:?} could not be opened: {reason}; repair or restore its files (or remove its directory to drop it) and reopen the store")]
+    StreamUnavailable {
+        /// The stream (its directory name).
+        name: String,
+        /// What failed when it was opened.
+        reason: String,
+    },
+    /// A durable consumer whose state file could not be read when the store
+    /// opened: the stream and its other consumers work, this one refuses
+    /// every operation (delete_consumer removes its file) until the file is
+    /// repaired or restored and the store is reopened.
+    #[error("consumer {name:?} of stream {stream:?} could not be loaded: {reason}; restore its state file and reopen the store, or delete the consumer")]
+    ConsumerUnavailable {
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        name: String,
+        /// What failed when its file was read.
+        reason: String,
+    },
     /// A previous fsync or write failed: the stream accepts no writes until reopened.
     #[error(
         "stream {stream:?} is poisoned after an I/O failure ({cause}); reopen the store to recover"

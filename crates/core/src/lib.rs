@@ -21,7 +21,7 @@ pub mod subject;
 pub use api_error::{ApiError, ApiRequest};
 pub use backend::{
     Backend, ConnectionStatus, Event, PurgeRequest, Replay, ReplayOptions, ReplayStart,
-    Subscription,
+    Subscription, Unavailable,
 };
 pub use bytestring::ByteString;
 pub use config::{

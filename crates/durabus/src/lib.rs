@@ -65,7 +65,7 @@ pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, ArgumentError, Backend,
     ByteString, ConfigError, ConnectionStatus, DiscardPolicy, Error, Event, HeaderMap, Message,
     PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart, Result, RetentionPolicy,
-    StorageType, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription,
+    StorageType, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription, Unavailable,
     DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
     NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
@@ -95,8 +95,8 @@ pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 /// crates that need it.
 pub mod embedded {
     pub use durabus_log::{
-        check_files, dump, DumpRecord, Durability, FileProblem, Options, RecoveryReport, Store,
-        TornTail, FORMAT_VERSION,
+        check_files, check_store, dump, DumpRecord, Durability, FileProblem, Options,
+        RecoveryReport, Store, TornTail, FORMAT_VERSION,
     };
 }
 
@@ -105,7 +105,8 @@ pub mod embedded {
 /// reconnect and circuit-breaker settings and callbacks.
 ///
 /// `file:` URLs take query options: `durability=always|none|periodic:<duration>`
-/// (e.g. `periodic:100ms`), `segment_size=<bytes>`, `subscriber_buffer=<n>`.
+/// (e.g. `periodic:100ms`), `segment_size=<bytes>`, `subscriber_buffer=<n>`,
+/// `read_only=true|false` (open without writing anything: `Options::read_only`).
 /// `nats://` URLs take theirs as listed at `NatsOptions::apply_url`.
 pub async fn connect(url: &str) -> Result<Bus> {
     ConnectOptions::new().connect(url).await
@@ -523,6 +524,12 @@ impl Bus {
     /// ack may still have been applied).
     pub async fn ack_confirmed(&self, delivery: &Delivery, kind: AckKind) -> Result<()> {
         self.backend.ack_confirmed(&delivery.ack, kind).await
+    }
+
+    /// Streams and durable consumers the backend could not open (damaged
+    /// files of an embedded store), each with the reason; the rest works.
+    pub fn unavailable(&self) -> Vec<Unavailable> {
+        self.backend.unavailable()
     }
 
     /// Monitoring events such as slow consumers, when the backend reports them.

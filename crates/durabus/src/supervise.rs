@@ -636,6 +636,10 @@ impl Backend for Supervised {
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         self.shared.backend.events()
     }
+
+    fn unavailable(&self) -> Vec<durabus_core::Unavailable> {
+        self.shared.backend.unavailable()
+    }
 }
 
 /// The answer of [`crate::Bus::readiness`], shaped for an HTTP handler.

@@ -128,11 +128,18 @@ fn parse_options(url: &str, query: &str) -> Result<Options> {
                     .parse()
                     .map_err(|_| bad(url, format!("subscriber_buffer {value:?} is not a count")))?;
             }
+            "read_only" => {
+                options.read_only = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad(url, format!("read_only {value:?} is not true or false"))),
+                };
+            }
             other => {
                 return Err(bad(
                     url,
                     format!(
-                    "unknown option {other:?}; known: durability, segment_size, subscriber_buffer"
+                    "unknown option {other:?}; known: durability, segment_size, subscriber_buffer, read_only"
                 ),
                 ))
             }

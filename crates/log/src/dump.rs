@@ -8,9 +8,81 @@ use durabus_core::{Error, Result};
 use crate::consumer::DecodedConsumer;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, HeaderCheck, ScanEnd, SEGMENT_HEADER};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{FsStorage, ReadOnlyStorage, Storage};
 use crate::stream::scan_error;
 use crate::{DumpRecord, FileProblem, TornTail};
+
+/// The file system, opened `O_RDONLY` and refusing writes: dump and the
+/// checks work on a read-only file system and can change nothing.
+fn read_only_fs() -> ReadOnlyStorage {
+    ReadOnlyStorage::new(std::sync::Arc::new(FsStorage::new()))
+}
+
+/// See [`crate::check_store`].
+pub(crate) fn check_store(dir: &Path) -> Result<Vec<FileProblem>> {
+    let storage = read_only_fs();
+    let mut out = Vec::new();
+    let marker = dir.join("durabus.json");
+    match storage.read_file(&marker) {
+        Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b) {
+            Ok(v) => match v.get("format").and_then(serde_json::Value::as_u64) {
+                Some(f) if f >= 1 && f <= u64::from(crate::FORMAT_VERSION) => {}
+                Some(f) => out.push(FileProblem {
+                    path: marker,
+                    problem: format!(
+                        "format {f}, this build reads format {}; the store does not open",
+                        crate::FORMAT_VERSION
+                    ),
+                    fatal: true,
+                }),
+                None => out.push(FileProblem {
+                    path: marker,
+                    problem: "format marker has no \"format\" number; the store does not open"
+                        .into(),
+                    fatal: true,
+                }),
+            },
+            Err(e) => out.push(FileProblem {
+                path: marker,
+                problem: format!("format marker is not valid JSON ({e}); the store does not open"),
+                fatal: true,
+            }),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(FileProblem {
+            path: marker,
+            problem: "format marker is missing; the next writable open writes it".into(),
+            fatal: false,
+        }),
+        Err(e) => out.push(FileProblem {
+            path: marker,
+            problem: format!("format marker cannot be read ({e}); the store does not open"),
+            fatal: true,
+        }),
+    }
+    let streams_dir = dir.join("streams");
+    if storage.exists(&streams_dir).unwrap_or(false) {
+        let names = storage
+            .list_dir(&streams_dir)
+            .map_err(|e| Error::io(format!("listing {}", streams_dir.display()), e))?;
+        for n in names {
+            if n.starts_with(".creating-") || n.starts_with(".deleted-") {
+                continue;
+            }
+            let path = streams_dir.join(&n);
+            if !storage.is_dir(&path).unwrap_or(false)
+                || durabus_core::validate_stream_name(&n).is_err()
+            {
+                out.push(FileProblem {
+                    path,
+                    problem: "not a stream directory (not a valid stream name); open ignores it"
+                        .into(),
+                    fatal: false,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// See [`crate::dump`].
 pub(crate) fn dump(
@@ -18,7 +90,7 @@ pub(crate) fn dump(
     stream: Option<&str>,
     f: &mut dyn FnMut(DumpRecord),
 ) -> Result<Vec<TornTail>> {
-    let storage = FsStorage::new();
+    let storage = read_only_fs();
     let streams_dir = dir.join("streams");
     let names: Vec<String> = storage
         .list_dir(&streams_dir)
@@ -146,7 +218,7 @@ fn dump_stream(
 
 /// See [`crate::check_files`].
 pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> {
-    let storage = FsStorage::new();
+    let storage = read_only_fs();
     let sdir = dir.join("streams").join(stream);
     if !storage.is_dir(&sdir).unwrap_or(false) {
         return Err(Error::StreamNotFound {
@@ -174,6 +246,20 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             fatal,
         });
     };
+    // The config: not derived; without it the stream does not open.
+    if let Err(e) = crate::stream::recovery::read_config(&storage, &sdir, stream) {
+        let path = sdir.join("config.json");
+        let text = e.to_string();
+        let text = text
+            .split_once("; nothing was cut or repaired")
+            .map_or(text.as_str(), |(t, _)| t)
+            .to_owned();
+        problem(
+            path,
+            format!("{text}; the stream does not open (the others do)"),
+            true,
+        );
+    }
     // Indexes of sealed segments: derived, rebuilt by the next open.
     let segdir = sdir.join("segments");
     let names = list(&segdir)?;
@@ -252,7 +338,18 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             );
             continue;
         }
-        match crate::consumer::ConsumerFile::decode(&read(&path)?) {
+        let bytes = match read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                problem(
+                    path,
+                    format!("{e}; this consumer does not load (the stream does)"),
+                    true,
+                );
+                continue;
+            }
+        };
+        match crate::consumer::ConsumerFile::decode(&bytes) {
             DecodedConsumer::Ok(f) if f.name == n => {}
             DecodedConsumer::Ok(f) => problem(
                 path,

@@ -89,7 +89,8 @@ use durabus_core::Result;
 #[doc(hidden)]
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use storage::{
-    write_atomic, FsStorage, LockOutcome, MemStorage, Storage, StorageFile, StorageLock,
+    write_atomic, FsStorage, LockOutcome, MemStorage, ReadOnlyStorage, Storage, StorageFile,
+    StorageLock,
 };
 pub use store::{Store, FORMAT_VERSION};
 
@@ -121,6 +122,11 @@ pub struct Options {
     pub segment_size: u64,
     /// Per-subscriber buffer, in messages. Default 4096.
     pub subscriber_buffer: usize,
+    /// Open the data directory read-only (docs/design.md, "Read-only
+    /// stores"): files are opened `O_RDONLY`, no lock is taken, nothing is
+    /// repaired, rebuilt or removed, and every write is refused with
+    /// `Error::ReadOnly`. Default false.
+    pub read_only: bool,
     /// Where the store reads the time (the system clock unless a test
     /// sets another, feature `internals`).
     clock: std::sync::Arc<dyn clock::Clock>,
@@ -132,6 +138,7 @@ impl Default for Options {
             durability: Durability::Always,
             segment_size: 64 * 1024 * 1024,
             subscriber_buffer: 4096,
+            read_only: false,
             clock: std::sync::Arc::new(clock::SystemClock),
         }
     }
@@ -162,6 +169,13 @@ impl Options {
         self
     }
 
+    /// Opens the store read-only (see [`Options::read_only`]).
+    #[must_use]
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Sets the per-subscriber buffer.
     #[must_use]
     pub fn subscriber_buffer(mut self, messages: usize) -> Self {
@@ -174,7 +188,14 @@ impl Options {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Per stream: bytes of a torn tail that were truncated, with the segment.
+    /// A read-only store cuts nothing: its torn tails are in `torn_kept`.
     pub truncated: Vec<(String, PathBuf, u64)>,
+    /// Read-only opens: torn tails left in place (the log ends before them),
+    /// with the bytes a writable open would drop.
+    pub torn_kept: Vec<(String, PathBuf, u64)>,
+    /// Streams and durable consumers that could not be opened (the rest of
+    /// the store works), as [`Store::unavailable`] lists them.
+    pub unavailable: Vec<durabus_core::Unavailable>,
 }
 
 /// One record as `durabus dump` prints it (a JSON line each).
@@ -228,6 +249,14 @@ pub fn dump(
     dump::dump(dir.as_ref(), stream, f)
 }
 
+/// Checks the files of a data directory outside its streams, read-only:
+/// the format marker `durabus.json` (missing is a warning, unreadable,
+/// garbled or newer is fatal) and the entries of `streams/` that are not
+/// stream directories (ignored by open: warnings).
+pub fn check_store(dir: impl AsRef<Path>) -> Result<Vec<FileProblem>> {
+    dump::check_store(dir.as_ref())
+}
+
 /// A problem [`check_files`] found in a file beside a stream's segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileProblem {
@@ -235,16 +264,19 @@ pub struct FileProblem {
     pub path: PathBuf,
     /// What is wrong with it, and what the next open does about it.
     pub problem: String,
-    /// The store refuses to open over it (consumer state, which is not
-    /// derived); otherwise the next open rebuilds or removes the file
-    /// (indexes, the checkpoint, interrupted writes).
+    /// Not derived, and what it belongs to does not open over it: the
+    /// store (format marker), the stream (its config) or the consumer (its
+    /// state file). Otherwise the next open rebuilds, removes or ignores
+    /// the file (indexes, the checkpoint, interrupted writes, stray entries).
     pub fatal: bool,
 }
 
 /// Checks the files beside `stream`'s segments in a data directory,
-/// without the lock and without modifying anything: every sealed segment's
-/// index (it decodes, and each entry points at the record it names), the
-/// checkpoint, and every consumer-state file (CRC, format, name).
+/// without the lock and without modifying anything (files are opened
+/// read-only): its `config.json` (present, valid, naming the stream), every
+/// sealed segment's index (it decodes, and each entry points at the record
+/// it names), the checkpoint, and every consumer-state file (readable, CRC,
+/// format, name).
 pub fn check_files(dir: impl AsRef<Path>, stream: &str) -> Result<Vec<FileProblem>> {
     dump::check_files(dir.as_ref(), stream)
 }

@@ -79,6 +79,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
 
+    /// Opens an existing file for reading only (`O_RDONLY` for
+    /// [`FsStorage`], so it works on a read-only file system). The default
+    /// is [`Storage::open`].
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.open(path)
+    }
+
     /// Creates a new empty file (truncating one that exists), for reading and
     /// writing. The caller fsyncs the directory to make the name durable.
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
@@ -118,9 +125,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         false
     }
 
+    /// True when every write is refused ([`ReadOnlyStorage`]): the engine
+    /// then skips the repairs and derived files it would write.
+    fn is_read_only(&self) -> bool {
+        false
+    }
+
     /// Reads a whole file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let f = self.open(path)?;
+        let f = self.open_read(path)?;
         let len = f.len()?;
         let len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
@@ -212,6 +225,11 @@ impl Storage for FsStorage {
         Ok(Arc::new(FsFile { file }))
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let file = std::fs::OpenOptions::new().read(true).open(path)?;
+        Ok(Arc::new(FsFile { file }))
+    }
+
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -286,6 +304,105 @@ impl Storage for FsStorage {
         file.write_all(pid.as_bytes())?;
         file.sync_data()?;
         Ok(LockOutcome::Acquired(Box::new(FsLock { _file: file })))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ReadOnlyStorage
+
+/// Another [`Storage`] with every write refused: files are opened with
+/// [`Storage::open_read`], and every create, write, truncate, rename,
+/// remove, fsync of a written file and lock fails with
+/// [`io::ErrorKind::ReadOnlyFilesystem`]. A read-only store
+/// (`Options::read_only`) runs on it, so no code path can change a byte.
+#[derive(Debug, Clone)]
+pub struct ReadOnlyStorage {
+    inner: Arc<dyn Storage>,
+}
+
+impl ReadOnlyStorage {
+    /// `inner`, read-only.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        ReadOnlyStorage { inner }
+    }
+}
+
+fn refused(what: &str, path: Option<&Path>) -> io::Error {
+    let what = match path {
+        Some(p) => format!("{what} {}", p.display()),
+        None => what.to_owned(),
+    };
+    io::Error::new(
+        io::ErrorKind::ReadOnlyFilesystem,
+        format!("{what}: the store is open read-only"),
+    )
+}
+
+/// A file of a [`ReadOnlyStorage`]: reads pass, writes fail.
+#[derive(Debug)]
+struct ReadOnlyFile(Arc<dyn StorageFile>);
+
+impl StorageFile for ReadOnlyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, _data: &[u8], _offset: u64) -> io::Result<()> {
+        Err(refused("writing a file", None))
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        // Nothing was written through this handle: nothing to make durable.
+        Ok(())
+    }
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(refused("truncating a file", None))
+    }
+}
+
+impl Storage for ReadOnlyStorage {
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.open_read(path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(ReadOnlyFile(self.inner.open_read(path)?)))
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Err(refused("creating", Some(path)))
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(path)
+    }
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        self.inner.is_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        Err(refused("creating", Some(path)))
+    }
+    fn rename(&self, from: &Path, _to: &Path) -> io::Result<()> {
+        Err(refused("renaming", Some(from)))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        Err(refused("removing", Some(path)))
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        Err(refused("removing", Some(path)))
+    }
+    fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    fn try_lock(&self, path: &Path, _pid: &str) -> io::Result<LockOutcome> {
+        Err(refused("locking", Some(path)))
+    }
+    fn is_volatile(&self) -> bool {
+        self.inner.is_volatile()
+    }
+    fn is_read_only(&self) -> bool {
+        true
     }
 }
 

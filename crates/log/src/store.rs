@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::consumer::StreamConsumers;
 use crate::router::Router;
-use crate::storage::{FsStorage, LockOutcome, MemStorage, Storage, StorageLock};
+use crate::storage::{FsStorage, LockOutcome, MemStorage, ReadOnlyStorage, Storage, StorageLock};
 use crate::stream::{now_ns, recovery, Env};
 use crate::sync::{Background, MaintWork};
 use crate::{Durability, Options, RecoveryReport};
@@ -66,6 +66,11 @@ pub(crate) struct StoreInner {
     router: Arc<Router>,
     events: broadcast::Sender<Event>,
     report: RecoveryReport,
+    /// Opened with `Options::read_only`: every write is refused.
+    read_only: bool,
+    /// Streams that could not be opened, with why (their directories stay
+    /// as they are).
+    unavailable: RwLock<BTreeMap<String, String>>,
     lock: Mutex<Option<Box<dyn StorageLock>>>,
     bg: Arc<Background>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -115,6 +120,12 @@ impl Store {
         options: Options,
     ) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
+        let read_only = options.read_only;
+        let storage: Arc<dyn Storage> = if read_only && !storage.is_read_only() {
+            Arc::new(ReadOnlyStorage::new(storage))
+        } else {
+            storage
+        };
         let st: &dyn Storage = &*storage;
         // Rule 1: refuse a newer format before writing anything.
         let marker = dir.join("durabus.json");
@@ -135,6 +146,9 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(Error::io(format!("reading {}", marker.display()), e)),
         };
+        if read_only {
+            return Self::open_read_only(dir, storage, options);
+        }
         if !st.exists(&dir).unwrap_or(false) {
             st.create_dir_all(&dir)
                 .map_err(io(format!("creating data directory {}", dir.display())))?;
@@ -174,6 +188,31 @@ impl Store {
             crate::storage::write_atomic(st, &marker, &body)
                 .map_err(io(format!("writing {}", marker.display())))?;
         }
+        Self::finish_open(dir, storage, options, Some(lock))
+    }
+
+    /// A read-only open (`Options::read_only`): no lock (a live owner may
+    /// hold it: this store sees what was on disk when it opened), no marker,
+    /// nothing created, repaired or removed.
+    fn open_read_only(dir: PathBuf, storage: Arc<dyn Storage>, options: Options) -> Result<Store> {
+        if !storage.is_dir(&dir).unwrap_or(false) {
+            return Err(Error::io(
+                format!("opening data directory {} read-only", dir.display()),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            ));
+        }
+        Self::finish_open(dir, storage, options, None)
+    }
+
+    /// Rules 3-7 for every stream, then the background threads.
+    fn finish_open(
+        dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        options: Options,
+        lock: Option<Box<dyn StorageLock>>,
+    ) -> Result<Store> {
+        let st: &dyn Storage = &*storage;
+        let read_only = st.is_read_only();
         let bg = Arc::new(Background::default());
         let env = Arc::new(Env {
             storage: storage.clone(),
@@ -204,7 +243,12 @@ impl Store {
             .map_err(io("creating the memory stream root".into()))?;
         // Rule 3: every stream.
         let streams_dir = dir.join("streams");
-        if !st.exists(&streams_dir).unwrap_or(false) {
+        let mut streams = BTreeMap::new();
+        let mut report = RecoveryReport::default();
+        let mut unavailable = BTreeMap::new();
+        if read_only && !st.exists(&streams_dir).unwrap_or(false) {
+            // Nothing stored yet; nothing to create.
+        } else if !st.exists(&streams_dir).unwrap_or(false) {
             st.create_dir_all(&streams_dir)
                 .map_err(io(format!("creating {}", streams_dir.display())))?;
             // IMPORTANT: found by the power-loss test (R2): without this
@@ -213,36 +257,78 @@ impl Store {
             st.sync_dir(&dir)
                 .map_err(io(format!("syncing {}", dir.display())))?;
         }
-        let mut streams = BTreeMap::new();
-        let mut report = RecoveryReport::default();
-        let names = st
-            .list_dir(&streams_dir)
-            .map_err(io(format!("listing {}", streams_dir.display())))?;
+        let names = if st.exists(&streams_dir).unwrap_or(false) {
+            st.list_dir(&streams_dir)
+                .map_err(io(format!("listing {}", streams_dir.display())))?
+        } else {
+            Vec::new()
+        };
         for name in names {
             let path = streams_dir.join(&name);
             if name.starts_with(".creating-") || name.starts_with(".deleted-") {
-                // An interrupted create or delete: finish it.
-                st.remove_dir_all(&path)
-                    .map_err(io(format!("removing {}", path.display())))?;
+                // An interrupted create or delete: finish it (a read-only
+                // store leaves it to the next writable open).
+                if !read_only {
+                    st.remove_dir_all(&path)
+                        .map_err(io(format!("removing {}", path.display())))?;
+                }
                 continue;
             }
-            if !st.is_dir(&path).unwrap_or(false) {
+            if !st.is_dir(&path).unwrap_or(false)
+                || durabus_core::validate_stream_name(&name).is_err()
+            {
+                tracing::warn!(entry = %path.display(),
+                    "ignoring an entry of streams/ that is not a stream directory");
                 continue;
             }
-            let (stream, truncated) = recovery::open(env.clone(), path, &name)?;
-            let stream = StreamConsumers::new(stream);
-            // Invariant 19: durable consumers resume exactly; acknowledged
-            // messages of interest/work-queue streams are removed again.
-            stream.load_consumers()?;
+            // A stream whose config cannot be read stays unavailable; the
+            // others open (its directory is left as it is).
+            let opened = recovery::read_config(st, &path, &name)
+                .and_then(|_| recovery::open(env.clone(), path, &name))
+                .and_then(|(stream, truncated)| {
+                    let stream = StreamConsumers::new(stream);
+                    // Invariant 19: durable consumers resume exactly (one
+                    // that cannot be loaded is unavailable on its own).
+                    stream.load_consumers()?;
+                    Ok((stream, truncated))
+                });
+            let (stream, truncated) = match opened {
+                Ok(x) => x,
+                Err(e) if stream_local(&e) => {
+                    tracing::warn!(stream = %name, error = %e,
+                        "stream unavailable: it could not be opened; the other streams work");
+                    report.unavailable.push(durabus_core::Unavailable::new(
+                        name.clone(),
+                        None,
+                        e.to_string(),
+                    ));
+                    unavailable.insert(name, e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Acknowledged messages of interest/work-queue streams are
+            // removed again (invariant 21).
             stream.apply_retention();
             stream.forget_unstored_ids();
-            if !st.is_volatile() {
+            if !st.is_volatile() && !read_only {
                 if let Err(e) = stream.write_checkpoint() {
                     tracing::warn!(stream = %name, error = %e, "could not write checkpoint after recovery");
                 }
             }
             if let Some((seg, dropped)) = truncated {
-                report.truncated.push((name.clone(), seg, dropped));
+                if read_only {
+                    report.torn_kept.push((name.clone(), seg, dropped));
+                } else {
+                    report.truncated.push((name.clone(), seg, dropped));
+                }
+            }
+            for (consumer, reason) in stream.consumers.unavailable() {
+                report.unavailable.push(durabus_core::Unavailable::new(
+                    name.clone(),
+                    Some(consumer),
+                    reason,
+                ));
             }
             streams.insert(name, stream);
         }
@@ -258,14 +344,16 @@ impl Store {
             router: Arc::new(Router::new(options.subscriber_buffer, events.clone())),
             events,
             report,
-            lock: Mutex::new(Some(lock)),
+            read_only,
+            unavailable: RwLock::new(unavailable),
+            lock: Mutex::new(lock),
             bg: bg.clone(),
             threads: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
             inbox_counter: AtomicU64::new(0),
         });
         let mut threads = Vec::new();
-        if options.durability == Durability::Always && !storage.is_volatile() {
+        if options.durability == Durability::Always && !storage.is_volatile() && !read_only {
             let b = bg.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -289,6 +377,66 @@ impl Store {
     /// What recovery found at open.
     pub fn recovery_report(&self) -> RecoveryReport {
         self.inner.report.clone()
+    }
+
+    /// Streams and durable consumers that could not be opened, each with
+    /// why (see [`Backend::unavailable`]).
+    pub fn unavailable(&self) -> Vec<durabus_core::Unavailable> {
+        let mut out: Vec<durabus_core::Unavailable> = self
+            .inner
+            .unavailable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, r)| durabus_core::Unavailable::new(n.clone(), None, r.clone()))
+            .collect();
+        for s in self.inner.snapshot() {
+            for (c, r) in s.consumers.unavailable() {
+                out.push(durabus_core::Unavailable::new(s.name.clone(), Some(c), r));
+            }
+        }
+        out
+    }
+
+    /// Whether the store was opened read-only ([`Options::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// `ReadOnly` when the store was opened read-only.
+    fn check_writable(&self, operation: &'static str) -> Result<()> {
+        if self.inner.read_only {
+            Err(Error::ReadOnly {
+                path: self.inner.dir.clone(),
+                operation,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `StreamUnavailable` for a stream that could not be opened.
+    fn check_available(&self, name: &str) -> Result<()> {
+        match self
+            .inner
+            .unavailable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            Some(reason) => Err(Error::StreamUnavailable {
+                name: name.to_owned(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A stream and the check that `consumer` was loaded.
+    fn consumer_stream(&self, stream: &str, consumer: &str) -> Result<Arc<StreamConsumers>> {
+        let s = self.stream(stream)?;
+        s.check_consumer(consumer)?;
+        Ok(s)
     }
 
     /// Live core subscriptions (request inboxes included).
@@ -322,9 +470,15 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::StreamNotFound {
-                name: name.to_owned(),
-            })
+            .map_or_else(
+                || {
+                    self.check_available(name)?;
+                    Err(Error::StreamNotFound {
+                        name: name.to_owned(),
+                    })
+                },
+                Ok,
+            )
     }
 
     /// The stream capturing `subject` (cached).
@@ -413,8 +567,12 @@ impl Store {
         if let Some(r) = &message.reply {
             validate_publish_fast(r)?;
         }
+        let captured = self.capture(&message.subject);
+        if captured.is_some() {
+            self.check_writable("publish")?;
+        }
         let delivered = self.inner.router.deliver(message);
-        let ack = match self.capture(&message.subject) {
+        let ack = match captured {
             Some(s) => {
                 let ack = s.stream.publish(message).await?;
                 if !ack.duplicate {
@@ -450,7 +608,7 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
         };
         for name in names {
             if let Some(s) = streams.iter().find(|s| s.name == name) {
-                if s.env.storage.is_volatile() || s.is_closed() {
+                if s.env.storage.is_volatile() || s.env.storage.is_read_only() || s.is_closed() {
                     continue;
                 }
                 if let Err(e) = s.write_checkpoint() {
@@ -472,6 +630,32 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
                 }
             }
         }
+    }
+}
+
+impl Store {
+    /// Deletes the directory of a stream that could not be opened.
+    fn delete_unavailable_stream(&self, name: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let storage = &*self.inner.env.storage;
+        let parent = self.inner.dir.join("streams");
+        let tomb = parent.join(format!(".deleted-{name}-{}", now_ns()));
+        storage
+            .rename(&parent.join(name), &tomb)
+            .map_err(io(format!("deleting stream {name}")))?;
+        // IMPORTANT: fsync the directory after rename.
+        storage
+            .sync_dir(&parent)
+            .map_err(io(format!("deleting stream {name}")))?;
+        self.inner
+            .unavailable
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Err(e) = storage.remove_dir_all(&tomb) {
+            tracing::warn!(stream = name, error = %e, "could not remove deleted stream files; removed at next open");
+        }
+        Ok(())
     }
 }
 
@@ -535,6 +719,9 @@ impl Backend for Store {
     async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
         self.check_open()?;
         config.validate()?;
+        self.check_writable("create_stream")?;
+        // Never build over the directory of a stream that did not open.
+        self.check_available(&config.name)?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         let existing = self
             .inner
@@ -568,6 +755,7 @@ impl Backend for Store {
     async fn update_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
         config.validate()?;
         let s = self.stream(&config.name)?;
+        self.check_writable("update_stream")?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         let old = s.config();
         config.validate_update(&old)?;
@@ -592,6 +780,11 @@ impl Backend for Store {
     }
 
     async fn delete_stream(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        self.check_writable("delete_stream")?;
+        if self.check_available(name).is_err() {
+            return self.delete_unavailable_stream(name);
+        }
         let s = self.stream(name)?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         self.inner
@@ -619,7 +812,9 @@ impl Backend for Store {
     }
 
     async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
-        self.stream(name)?.stream.purge(&request).await
+        let s = self.stream(name)?;
+        self.check_writable("purge_stream")?;
+        s.stream.purge(&request).await
     }
 
     async fn publish(&self, message: Message) -> Result<Option<PublishAck>> {
@@ -666,6 +861,9 @@ impl Backend for Store {
                     }
                 }
             }
+        }
+        if !groups.is_empty() {
+            self.check_writable("publish_batch")?;
         }
         for (stream, idx) in groups {
             let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
@@ -727,7 +925,9 @@ impl Backend for Store {
     }
 
     async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
-        self.stream(stream)?.stream.delete_message(seq).await
+        let s = self.stream(stream)?;
+        self.check_writable("delete_message")?;
+        s.stream.delete_message(seq).await
     }
 
     async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
@@ -737,17 +937,25 @@ impl Backend for Store {
     async fn create_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
         config.validate()?;
         let s = self.stream(stream)?;
+        self.check_writable("create_consumer")?;
+        if let Some(name) = &config.durable_name {
+            s.check_consumer(name)?;
+        }
         s.create_consumer(config)
     }
 
     async fn update_consumer(&self, stream: &str, config: ConsumerConfig) -> Result<ConsumerInfo> {
         config.validate()?;
         let s = self.stream(stream)?;
+        self.check_writable("update_consumer")?;
+        if let Some(name) = &config.durable_name {
+            s.check_consumer(name)?;
+        }
         s.update_consumer(config)
     }
 
     async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
-        self.stream(stream)?.consumer_info(name)
+        self.consumer_stream(stream, name)?.consumer_info(name)
     }
 
     async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
@@ -756,6 +964,7 @@ impl Backend for Store {
 
     async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
         let s = self.stream(stream)?;
+        self.check_writable("delete_consumer")?;
         s.delete_consumer(name)
     }
 
@@ -766,7 +975,9 @@ impl Backend for Store {
         batch: usize,
         expires: Duration,
     ) -> Result<Vec<Delivery>> {
-        let r = self.stream(stream)?.fetch(consumer, batch, expires).await;
+        let s = self.consumer_stream(stream, consumer)?;
+        self.check_writable("fetch")?;
+        let r = s.fetch(consumer, batch, expires).await;
         // A fetch waiting while the store closed ends with `Closed`.
         if r.is_err() && self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -776,7 +987,8 @@ impl Backend for Store {
 
     async fn ack(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
         self.check_open()?;
-        match self.stream(&delivery.stream) {
+        self.check_writable("ack")?;
+        match self.consumer_stream(&delivery.stream, &delivery.consumer) {
             Ok(s) => s.ack(delivery, kind),
             Err(Error::StreamNotFound { .. }) => {
                 tracing::debug!(stream = %delivery.stream, "ack for an unknown stream ignored");
@@ -788,7 +1000,8 @@ impl Backend for Store {
 
     async fn ack_confirmed(&self, delivery: &AckRef, kind: AckKind) -> Result<()> {
         self.check_open()?;
-        match self.stream(&delivery.stream) {
+        self.check_writable("ack_confirmed")?;
+        match self.consumer_stream(&delivery.stream, &delivery.consumer) {
             Ok(s) => s.ack_confirmed(delivery, kind),
             Err(Error::StreamNotFound { .. }) => Err(Error::ConsumerNotFound {
                 stream: delivery.stream.to_string(),
@@ -827,6 +1040,22 @@ impl Backend for Store {
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         Some(self.inner.events.subscribe())
     }
+
+    fn unavailable(&self) -> Vec<durabus_core::Unavailable> {
+        Store::unavailable(self)
+    }
+}
+
+/// Whether an error opening one stream leaves the others usable: its config
+/// or consumers directory is missing, unreadable or damaged, or (read-only)
+/// it would need a write. Anything else (a damaged segment: rule 5, a newer
+/// format) fails the whole open, as before.
+fn stream_local(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { segment, .. } if segment.file_name().is_some_and(|n| n == "config.json")
+    ) || matches!(e, Error::Io { context, .. } if context.ends_with("config.json") || context.ends_with(crate::consumer::CONSUMERS_DIR))
+        || matches!(e, Error::ReadOnly { .. })
 }
 
 #[cfg(test)]

@@ -500,31 +500,144 @@ async fn durable_state_survives_a_clean_reopen_exactly() {
 
 /// Checks invariant 19 (docs/design.md).
 #[tokio::test]
-async fn a_corrupt_consumer_file_fails_the_open_naming_it() {
+async fn a_corrupt_consumer_file_makes_only_that_consumer_unavailable_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let s = open(tmp.path());
-        setup(&s, 1).await;
-        s.create_consumer("S", ConsumerConfig::durable("c"))
-            .await
-            .unwrap();
+        setup(&s, 4).await;
+        for c in ["c", "d"] {
+            s.create_consumer("S", ConsumerConfig::durable(c))
+                .await
+                .unwrap();
+        }
         s.close().await.unwrap();
     }
     let path = tmp.path().join("streams/S/consumers/c");
-    let mut b = std::fs::read(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let mut b = good.clone();
     let mid = b.len() / 2;
     b[mid] ^= 0x40;
-    std::fs::write(&path, &b).unwrap();
-    let err = Store::open(tmp.path(), opts()).unwrap_err();
-    match &err {
-        Error::Corrupt { segment, .. } => assert_eq!(segment, &path, "{err}"),
-        _ => panic!("{err}"),
+    for (round, damaged) in [b.clone(), b[..10].to_vec()].into_iter().enumerate() {
+        std::fs::write(&path, &damaged).unwrap();
+        let s = open(tmp.path());
+        // The stream and the other consumer work.
+        assert_eq!(s.stream_info("S").await.unwrap().state.messages, 4);
+        if round == 0 {
+            assert_eq!(seqs(&fetch(&s, "d", 10).await), [1, 2, 3, 4]);
+        } else {
+            assert_eq!(s.consumer_info("S", "d").await.unwrap().num_ack_pending, 4);
+        }
+        // The bad one is reported by name, naming its file.
+        let u = s.unavailable();
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!(
+            (u[0].stream.as_str(), u[0].consumer.as_deref()),
+            ("S", Some("c"))
+        );
+        assert!(u[0].reason.contains(&path.display().to_string()), "{u:?}");
+        assert_eq!(s.recovery_report().unavailable, u);
+        // Using it is a typed error; creating it anew does not overwrite it.
+        for err in [
+            s.consumer_info("S", "c").await.unwrap_err(),
+            s.fetch("S", "c", 1, NOW).await.unwrap_err(),
+            s.create_consumer("S", ConsumerConfig::durable("c"))
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::ConsumerUnavailable { stream, name, .. } if stream == "S" && name == "c"),
+                "{err}"
+            );
+        }
+        let names: Vec<String> = s
+            .list_consumers("S")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["d"]);
+        s.close().await.unwrap();
+        // Nothing was changed on disk for it.
+        assert_eq!(std::fs::read(&path).unwrap(), damaged);
     }
-    std::fs::write(&path, &b[..10]).unwrap();
-    assert!(matches!(
-        Store::open(tmp.path(), opts()).unwrap_err(),
-        Error::Corrupt { .. }
-    ));
+    // Restored, it loads as before.
+    std::fs::write(&path, &good).unwrap();
+    let s = open(tmp.path());
+    assert!(s.unavailable().is_empty());
+    assert_eq!(seqs(&fetch(&s, "c", 10).await), [1, 2, 3, 4]);
+    s.close().await.unwrap();
+}
+
+/// Checks invariant 21 (docs/design.md).
+#[tokio::test]
+async fn an_unloadable_consumer_of_an_interest_stream_keeps_every_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    for retention in [RetentionPolicy::Interest, RetentionPolicy::WorkQueue] {
+        let name = format!("{retention:?}");
+        let dir = tmp.path().join(&name);
+        {
+            let s = open(&dir);
+            let cfg = StreamConfig::new("R")
+                .subjects(["r.>"])
+                .retention(retention);
+            stream(&s, cfg).await;
+            s.create_consumer("R", ConsumerConfig::durable("a").filter_subject("r.a"))
+                .await
+                .unwrap();
+            s.create_consumer("R", ConsumerConfig::durable("b").filter_subject("r.b"))
+                .await
+                .unwrap();
+            for subj in ["r.a", "r.b", "r.a", "r.b"] {
+                publish(&s, subj, "x").await;
+            }
+            s.close().await.unwrap();
+        }
+        // Consumer b's file cannot be read (a directory in its place).
+        let path = dir.join("streams/R/consumers/b");
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        {
+            let s = open(&dir);
+            assert_eq!(s.unavailable().len(), 1, "{name}");
+            // a acknowledges everything it has; b's messages (and, with b
+            // unknown, a's too) stay: b might still need any of them.
+            let d = s.fetch("R", "a", 10, NOW).await.unwrap();
+            assert_eq!(seqs(&d), [1, 3], "{name}");
+            for x in &d {
+                s.ack_confirmed(&x.ack, AckKind::Ack).await.unwrap();
+            }
+            // An unmatched subject is kept on an interest stream too.
+            publish(&s, "r.c", "x").await;
+            assert_eq!(
+                s.stream_info("R").await.unwrap().state.messages,
+                5,
+                "{name}"
+            );
+            s.close().await.unwrap();
+        }
+        {
+            // Still held across a reopen (open re-derives retention).
+            let s = open(&dir);
+            assert_eq!(
+                s.stream_info("R").await.unwrap().state.messages,
+                5,
+                "{name}"
+            );
+            s.close().await.unwrap();
+        }
+        // Restored: b's view decides again, and a's acknowledged messages go.
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, &saved).unwrap();
+        let s = open(&dir);
+        assert!(s.unavailable().is_empty());
+        let info = s.stream_info("R").await.unwrap().state;
+        assert!(info.messages < 5, "{name}: {info:?}");
+        let d = s.fetch("R", "b", 10, NOW).await.unwrap();
+        assert_eq!(seqs(&d), [2, 4], "{name}");
+        s.close().await.unwrap();
+    }
 }
 
 async fn retention_case(s: &Store, retention: RetentionPolicy, kind: &str) {

@@ -181,10 +181,15 @@ impl StreamConsumers {
     /// Deletes a consumer and its file.
     pub(crate) fn delete_consumer(&self, name: &str) -> Result<()> {
         let _io = self.consumers.io();
-        let Some(c) = self.consumers.lock().remove(name) else {
-            return Err(consumer_not_found(&self.name, name));
+        // A consumer whose file could not be loaded: deleting it removes
+        // the file, which lifts its hold on retention.
+        let was_broken = self.persists() && self.consumers.broken().contains_key(name);
+        let durable = match self.consumers.lock().remove(name) {
+            Some(c) => c.is_durable(),
+            None if was_broken => true,
+            None => return Err(consumer_not_found(&self.name, name)),
         };
-        if c.is_durable() && self.persists() && !self.is_closed() {
+        if durable && self.persists() && !self.is_closed() {
             let st = self.storage();
             let path = self.consumer_dir().join(name);
             match st.remove_file(&path) {
@@ -194,6 +199,9 @@ impl StreamConsumers {
             }
             st.sync_dir(&self.consumer_dir())
                 .map_err(|e| Error::io(format!("syncing {}", self.consumer_dir().display()), e))?;
+        }
+        if was_broken {
+            self.consumers.broken().remove(name);
         }
         self.notify_consumers();
         // Messages only this consumer was holding may now go (interest).

@@ -42,6 +42,9 @@ pub(crate) struct ConsumerSet {
     io: Mutex<()>,
     counter: AtomicU64,
     ack_retention: AtomicBool,
+    /// Durable consumers whose state file could not be loaded at open, with
+    /// why: they refuse every operation but delete, and hold retention.
+    broken: Mutex<BTreeMap<String, String>>,
 }
 
 impl ConsumerSet {
@@ -55,6 +58,25 @@ impl ConsumerSet {
 
     pub(crate) fn count(&self) -> u64 {
         self.lock().len() as u64
+    }
+
+    pub(crate) fn broken(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.broken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Consumers that could not be loaded, with why.
+    pub(crate) fn unavailable(&self) -> Vec<(String, String)> {
+        self.broken()
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Whether acknowledgements remove messages now: interest or work-queue
+    /// retention, and every consumer file loaded (invariant 21: a consumer
+    /// that could not be loaded may still need any message, so nothing goes).
+    pub(crate) fn retains_on_ack(&self) -> bool {
+        self.ack_retention.load(Ordering::Acquire) && self.broken().is_empty()
     }
 
     /// Whether the stream removes acknowledged messages (interest or
@@ -141,6 +163,20 @@ impl StreamConsumers {
             }
         };
         self.stream.ack_batch(out, gen).await
+    }
+}
+
+impl StreamConsumers {
+    /// `ConsumerUnavailable` when `name` could not be loaded at open.
+    pub(crate) fn check_consumer(&self, name: &str) -> Result<()> {
+        match self.consumers.broken().get(name) {
+            Some(reason) => Err(Error::ConsumerUnavailable {
+                stream: self.name.clone(),
+                name: name.to_owned(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -27,11 +27,17 @@ impl StreamConsumers {
     }
 
     pub(super) fn persists(&self) -> bool {
-        !self.env.storage.is_volatile()
+        !self.env.storage.is_volatile() && !self.env.storage.is_read_only()
     }
 
     /// Restores durable consumers from `consumers/` (invariant 19). A file
-    /// that fails to decode fails the open, naming the file.
+    /// that cannot be read or decoded (or, on a writable store, cannot be
+    /// opened for writing: an immutable file) makes that consumer
+    /// unavailable, named with the reason; the stream and its other
+    /// consumers work, and nothing is changed on disk for it. While one is
+    /// unavailable, interest and work-queue retention remove nothing
+    /// (invariant 21: it may still need every message). An error here is
+    /// only a consumers directory that cannot be listed.
     pub(crate) fn load_consumers(&self) -> Result<()> {
         let st = self.storage();
         let dir = self.consumer_dir();
@@ -42,38 +48,68 @@ impl StreamConsumers {
             .list_dir(&dir)
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let mut map = self.consumers.lock();
+        let mut broken = self.consumers.broken();
         for n in names {
             let path = dir.join(&n);
             if n.ends_with(".tmp") {
                 // An interrupted atomic write: the previous file is the truth.
-                let _ = st.remove_file(&path);
+                if !st.is_read_only() {
+                    let _ = st.remove_file(&path);
+                }
                 continue;
             }
-            let bytes = st
-                .read_file(&path)
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            let f = match ConsumerFile::decode(&bytes) {
-                DecodedConsumer::Ok(f) => *f,
-                DecodedConsumer::Newer(v) => {
-                    return Err(Error::UnsupportedFormat {
-                        path,
-                        found: v,
-                        supported: CONSUMER_VERSION,
-                    })
+            match self.load_one(&path, &n) {
+                Ok(c) => {
+                    map.insert(n, c);
                 }
-                DecodedConsumer::Corrupt(r) => {
-                    return Err(corrupt_file(&path, format!("consumer state file: {r}")))
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, consumer = %n, error = %e,
+                        "consumer unavailable: its state file could not be loaded; the stream and its other consumers work");
+                    broken.insert(n, e.to_string());
                 }
-            };
-            if f.name != n {
-                return Err(corrupt_file(
-                    &path,
-                    format!("consumer state file names consumer {:?}", f.name),
-                ));
             }
-            map.insert(n, Consumer::from_file(f));
         }
         Ok(())
+    }
+
+    fn load_one(&self, path: &Path, n: &str) -> Result<Consumer> {
+        let st = self.storage();
+        let bytes = st
+            .read_file(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let f = match ConsumerFile::decode(&bytes) {
+            DecodedConsumer::Ok(f) => *f,
+            DecodedConsumer::Newer(v) => {
+                return Err(Error::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                    found: v,
+                    supported: CONSUMER_VERSION,
+                })
+            }
+            DecodedConsumer::Corrupt(r) => {
+                return Err(corrupt_file(path, format!("consumer state file: {r}")))
+            }
+        };
+        if f.name != n {
+            return Err(corrupt_file(
+                path,
+                format!("consumer state file names consumer {:?}", f.name),
+            ));
+        }
+        if self.persists() {
+            // A file the store could not replace later (immutable, or owned
+            // by someone else) would fail every state write and the close.
+            st.open(path).map_err(|e| {
+                Error::io(
+                    format!(
+                        "opening {} for writing (its state could not be saved)",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(Consumer::from_file(f))
     }
 
     /// Writes one consumer's file now (create, update).
@@ -151,6 +187,10 @@ impl StreamConsumers {
     /// Maintenance: removes consumers inactive past their threshold, then
     /// writes changed state.
     pub(crate) fn consumer_tick(&self) {
+        if self.storage().is_read_only() {
+            // Nothing is removed or written on a read-only store.
+            return;
+        }
         let expired: Vec<String> = self
             .consumers
             .lock()

@@ -2,7 +2,6 @@
 //! consumer needs any more.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 use durabus_core::RetentionPolicy;
@@ -16,7 +15,7 @@ impl StreamConsumers {
     /// Interest and work-queue retention (invariant 21): removes stored
     /// messages every interested consumer has acknowledged.
     pub(crate) fn apply_retention(&self) {
-        if !self.consumers.ack_retention.load(Ordering::Acquire) {
+        if !self.consumers.retains_on_ack() {
             return;
         }
         let retention = self.retention();
@@ -74,7 +73,7 @@ impl StreamConsumers {
     /// Retention after acks (invariant 21): removes each of `seqs` that no
     /// consumer still needs. Costs one read per sequence, not a scan.
     pub(crate) fn retain_settled(&self, seqs: &[u64]) {
-        if seqs.is_empty() || !self.consumers.ack_retention.load(Ordering::Acquire) {
+        if seqs.is_empty() || !self.consumers.retains_on_ack() {
             return;
         }
         let map = self.consumers.lock();
@@ -108,9 +107,7 @@ impl StreamConsumers {
     /// filter matches can be dropped right after its append
     /// ([`StreamConsumers::drop_unmatched`]). `None` for other retentions.
     pub(crate) fn interest_consumers(&self) -> Option<MutexGuard<'_, BTreeMap<String, Consumer>>> {
-        if !self.consumers.ack_retention.load(Ordering::Acquire)
-            || self.retention() != RetentionPolicy::Interest
-        {
+        if !self.consumers.retains_on_ack() || self.retention() != RetentionPolicy::Interest {
             return None;
         }
         Some(self.consumers.lock())
@@ -142,7 +139,7 @@ impl StreamConsumers {
     /// Interest retention after a publish: a message no consumer's filter
     /// matches is not kept (as nats-server).
     pub(crate) fn retain_published(&self, seq: u64, subj: &str) {
-        if !self.consumers.ack_retention.load(Ordering::Acquire) {
+        if !self.consumers.retains_on_ack() {
             return;
         }
         let map = self.consumers.lock();
@@ -171,6 +168,12 @@ impl StreamConsumers {
     /// crash (invariant 21).
     /// A failed write poisons the stream and the message stays.
     pub(super) fn log_unmatched_removal(&self, g: &mut Inner, seq: u64, subj: &str, size: u64) {
+        if self.storage().is_read_only() {
+            // Read-only: removed in memory, as a writable open would; the
+            // delete record is that open's to write.
+            g.remove_msg(seq, subj, size);
+            return;
+        }
         match g.delete_logged(&self.name, seq, subj, size, self.now()) {
             Ok(()) => g.request_checkpoint(),
             Err(e) => {

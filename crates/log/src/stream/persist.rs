@@ -61,6 +61,10 @@ impl Stream {
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
         let _one = self.ckpt_lock.lock().unwrap_or_else(|e| e.into_inner());
         let storage = self.storage();
+        if storage.is_read_only() {
+            // Read-only stores write no derived files.
+            return Ok(());
+        }
         let (bytes, file, to_index) = {
             let mut g = self.lock();
             if g.poisoned.is_some() {
@@ -113,7 +117,7 @@ impl Stream {
             let _ = g.flush(&self.name);
             g.closing = true;
         }
-        let r = if self.env.volatile() {
+        let r = if self.env.volatile() || self.storage().is_read_only() {
             Ok(())
         } else {
             self.sync_now();
@@ -125,8 +129,18 @@ impl Stream {
                     }
                 }
             }
-            // Its fsync makes the cut durable too.
-            self.write_checkpoint()
+            // Its fsync makes the cut durable too. The checkpoint itself is
+            // derived: when the data was fsynced (the stream is not
+            // poisoned) a checkpoint that cannot be written (a full disk) is
+            // a warning, not a failed close; the next open scans instead.
+            match self.write_checkpoint() {
+                Err(e) if self.lock().poisoned.is_none() => {
+                    tracing::warn!(stream = %self.name, error = %e,
+                        "close: checkpoint not written (the data is durable; the next open scans the segments)");
+                    Ok(())
+                }
+                r => r,
+            }
         };
         self.mark_closed();
         r

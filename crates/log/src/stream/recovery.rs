@@ -214,13 +214,10 @@ fn load_checkpoint(
     Some(c)
 }
 
-/// Opens (recovers) the stream in `dir`. On error nothing on disk was changed.
-pub(crate) fn open(
-    env: Arc<Env>,
-    dir: PathBuf,
-    name: &str,
-) -> Result<(Arc<Stream>, Option<Truncation>)> {
-    let storage: &dyn Storage = &*env.storage;
+/// Reads and checks a stream's `config.json` (recovery rule 3): missing,
+/// unreadable, not valid JSON, or naming another stream is an error naming
+/// the file.
+pub(crate) fn read_config(storage: &dyn Storage, dir: &Path, name: &str) -> Result<ConfigFile> {
     let cfg_path = dir.join("config.json");
     let cfg_bytes = storage.read_file(&cfg_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -236,6 +233,27 @@ pub(crate) fn open(
             format!("stream config is not valid JSON: {e}"),
         )
     })?;
+    if cf.config.name != name {
+        return Err(corrupt(
+            &cfg_path,
+            0,
+            format!(
+                "stream config names stream {:?}, not its directory's {name:?}",
+                cf.config.name
+            ),
+        ));
+    }
+    Ok(cf)
+}
+
+/// Opens (recovers) the stream in `dir`. On error nothing on disk was changed.
+pub(crate) fn open(
+    env: Arc<Env>,
+    dir: PathBuf,
+    name: &str,
+) -> Result<(Arc<Stream>, Option<Truncation>)> {
+    let storage: &dyn Storage = &*env.storage;
+    let cf = read_config(storage, &dir, name)?;
     let config = cf.config;
     let created = to_system_time(cf.created_ns);
     let segdir = dir.join("segments");
@@ -247,7 +265,7 @@ pub(crate) fn open(
         .filter_map(|n| segment::parse_log_name(n))
         .collect();
     bases.sort_unstable();
-    let stray: Vec<PathBuf> = names
+    let mut stray: Vec<PathBuf> = names
         .iter()
         .filter(|n| n.ends_with(".tmp"))
         .map(|n| segdir.join(n))
@@ -256,6 +274,12 @@ pub(crate) fn open(
     let window_cutoff =
         now.saturating_sub(i64::try_from(config.duplicate_window.as_nanos()).unwrap_or(i64::MAX));
 
+    if bases.is_empty() && storage.is_read_only() {
+        return Err(Error::ReadOnly {
+            path: segdir,
+            operation: "starting a stream without segment files",
+        });
+    }
     if bases.is_empty() {
         // Only possible if files were removed by hand: start over after the
         // checkpoint's last sequence if there is one.
@@ -537,6 +561,18 @@ pub(crate) fn open(
 
     // Recovery succeeded: now, and only now, change files.
     let mut report = None;
+    let read_only = storage.is_read_only();
+    if let (true, Some((path, at, dropped, rewrite))) = (read_only, &truncation) {
+        // A read-only open cuts nothing: the log ends where the tail starts.
+        if *rewrite {
+            g.active.size = SEGMENT_HEADER;
+            g.flushed = SEGMENT_HEADER;
+        }
+        tracing::warn!(stream = name, segment = %path.display(), offset = at, bytes = dropped,
+            "read-only open: a torn tail was left in place (a writable open truncates it)");
+        report = Some((path.clone(), *dropped));
+        truncation = None;
+    }
     if let Some((path, at, dropped, rewrite)) = truncation {
         let file = g
             .active
@@ -559,6 +595,11 @@ pub(crate) fn open(
     }
     g.recovering = false;
     g.remove_doomed(storage);
+    if read_only {
+        // Nothing is removed or rebuilt on disk; indexes live in memory.
+        stray.clear();
+        to_write_index.clear();
+    }
     for p in stray {
         let _ = storage.remove_file(&p);
     }

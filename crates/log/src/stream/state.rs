@@ -398,6 +398,12 @@ impl Inner {
         if self.recovering || self.doomed.is_empty() {
             return;
         }
+        if storage.is_read_only() {
+            // A read-only store removes nothing; the next writable open
+            // drops these files again (rule 7).
+            self.doomed.clear();
+            return;
+        }
         // IMPORTANT (found by the power-loss test, R2): the record that
         // dropped these segments (a purge, a delete, a limit) is durable
         // before they go. Otherwise a power loss can keep the removals and

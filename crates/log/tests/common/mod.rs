@@ -97,4 +97,5 @@ pub(crate) fn files_with_ext(dir: &Path, stream: &str, ext: &str) -> Vec<std::pa
 }
 pub(crate) mod faults;
 pub(crate) mod power_loss;
+pub(crate) mod readonly;
 pub(crate) mod workload;
