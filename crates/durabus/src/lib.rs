@@ -63,6 +63,7 @@ pub use consume::{
 };
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, ArgumentError, Backend,
+    MAX_CONSUMER_NAME_LEN, MAX_STREAM_NAME_LEN,
     ByteString, ConfigError, ConnectionStatus, DiscardPolicy, Error, Event, HeaderMap, Message,
     PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart, Result, RetentionPolicy,
     StorageType, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription,
@@ -75,7 +76,7 @@ pub use durabus_core::{
 };
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
-pub use kv::{Kv, KvConfig};
+pub use kv::{Kv, KvConfig, MAX_BUCKET_NAME_LEN};
 pub use publisher::{PublishEvent, Publisher};
 pub use request::{
     Reply, ReplyError, RequestManyOptions, RequestOptions, Responder, ResponderStats, RetryOn,

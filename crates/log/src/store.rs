@@ -51,6 +51,14 @@ pub(crate) fn validate_publish_fast(subj: &str) -> Result<()> {
     }
 }
 
+// Every file name the store derives from a stream or consumer name fits
+// the 255-byte limit of common file systems (docs/design.md, "Data
+// directory layout"): `.creating-<stream>`, `.deleted-<stream>-<i64 ns>`
+// (an i64 prints in at most 20 characters) and `<consumer>.tmp`.
+const _: () = assert!(".creating-".len() + durabus_core::MAX_STREAM_NAME_LEN <= 255);
+const _: () = assert!(".deleted-".len() + durabus_core::MAX_STREAM_NAME_LEN + 1 + 20 <= 255);
+const _: () = assert!(durabus_core::MAX_CONSUMER_NAME_LEN + ".tmp".len() <= 255);
+
 /// Bounded size of the subject -> stream cache.
 const CAPTURE_CACHE_MAX: usize = 65_536;
 
@@ -415,6 +423,9 @@ impl Store {
         if let Some(r) = &message.reply {
             validate_publish_fast(r)?;
         }
+        // As NATS: a header that would break the wire framing is refused
+        // before anyone sees the message.
+        message.headers.validate()?;
         let delivered = self.inner.router.deliver(message);
         let ack = match self.capture(&message.subject) {
             Some(s) => {
@@ -645,7 +656,7 @@ impl Backend for Store {
         // Batches usually repeat subjects: remember the last lookup.
         let mut memo: Option<(&str, Option<Arc<StreamConsumers>>)> = None;
         for (i, m) in messages.iter().enumerate() {
-            if let Err(e) = validate_publish_fast(&m.subject) {
+            if let Err(e) = validate_publish_fast(&m.subject).and_then(|()| m.headers.validate()) {
                 out.push(Some(Err(e)));
                 continue;
             }
