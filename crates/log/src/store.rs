@@ -332,8 +332,13 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::StreamNotFound {
-                name: name.to_owned(),
+            // A name no stream can have is refused as on NATS (which checks
+            // before asking the server).
+            .ok_or_else(|| match durabus_core::validate_stream_name(name) {
+                Err(e) => e,
+                Ok(()) => Error::StreamNotFound {
+                    name: name.to_owned(),
+                },
             })
     }
 
