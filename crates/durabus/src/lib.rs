@@ -208,7 +208,9 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::InvalidName`], [`Error::InvalidSubject`] or [`Error::InvalidConfig`]
-    /// for a configuration the backend refuses; [`Error::StreamNameInUse`] when
+    /// for a configuration the backend refuses, [`Error::InvalidArgument`]
+    /// ([`ArgumentError::NameTooLong`]) for a name over
+    /// [`MAX_STREAM_NAME_LEN`] (225) bytes; [`Error::StreamNameInUse`] when
     /// a different stream has the name; [`Error::SubjectsOverlap`] when another
     /// stream captures one of its subjects.
     pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
@@ -287,7 +289,10 @@ impl Bus {
     /// # Errors
     ///
     /// As [`Bus::publish`], and for the expectations a message carries:
-    /// [`Error::WrongLastSequence`] and [`Error::WrongStream`].
+    /// [`Error::WrongLastSequence`] and [`Error::WrongStream`]. A header NATS
+    /// cannot carry (see [`HeaderMap::validate`]) is [`Error::InvalidArgument`]
+    /// with [`ArgumentError::HeaderName`] or [`ArgumentError::HeaderValue`],
+    /// on every backend, before anything is stored or sent.
     pub async fn publish_message(&self, mut message: Message) -> Result<Option<PublishAck>> {
         let trace_id = self.stamp(std::slice::from_mut(&mut message));
         let span = tracing::debug_span!(
@@ -431,7 +436,9 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::ConsumerNameInUse`];
     /// [`Error::InvalidName`], [`Error::InvalidSubject`] (a filter) or
-    /// [`Error::InvalidConfig`] for a configuration the backend refuses.
+    /// [`Error::InvalidConfig`] for a configuration the backend refuses;
+    /// [`Error::InvalidArgument`] ([`ArgumentError::NameTooLong`]) for a
+    /// durable name over [`MAX_CONSUMER_NAME_LEN`] (251) bytes.
     pub async fn create_consumer(
         &self,
         stream: &str,

@@ -9,6 +9,8 @@ use crate::{assert_err, create, names, publish_captured, state};
 /// Headers breaking the NATS format are `InvalidArgument` naming the header
 /// and what is wrong (a value is never shown), captured or not, alone or in
 /// a batch; nothing is stored.
+///
+/// Checks invariant 25 (docs/design.md).
 pub async fn headers_nats_cannot_carry_are_refused_and_nothing_is_stored(bus: &Bus) {
     let n = names("bad_headers");
     let cfg = n.stream_config("S");
@@ -74,6 +76,8 @@ pub async fn headers_nats_cannot_carry_are_refused_and_nothing_is_stored(bus: &B
 /// Legal but unusual headers (every token character in the name; tabs,
 /// colons and non-ASCII text in the value) are stored and read back as
 /// given.
+///
+/// Checks invariant 25 (docs/design.md).
 pub async fn legal_headers_round_trip_unchanged(bus: &Bus) {
     let n = names("odd_headers");
     let cfg = n.stream_config("S");

@@ -30,6 +30,8 @@ fn is_too_long<T>(r: &durabus::Result<T>, name: &str, max: usize) -> bool {
 /// A stream and a durable consumer with the longest names allowed can be
 /// created, written, read, acknowledged and removed again (remove always
 /// works on what create made).
+///
+/// Checks invariant 24 (docs/design.md).
 pub async fn longest_allowed_stream_and_consumer_names_work_from_create_to_remove(bus: &Bus) {
     let n = names("longest_names");
     let stream = padded(&n.stream("L"), MAX_STREAM_NAME_LEN);
@@ -66,6 +68,8 @@ pub async fn longest_allowed_stream_and_consumer_names_work_from_create_to_remov
 /// One byte over a limit is `InvalidArgument(NameTooLong)` naming the
 /// name, its length and the limit, on every call that takes the name and
 /// before anything is created.
+///
+/// Checks invariant 24 (docs/design.md).
 pub async fn names_one_byte_over_the_limit_are_refused_with_name_too_long(bus: &Bus) {
     let n = names("too_long");
     let long_stream = padded(&n.stream("L"), MAX_STREAM_NAME_LEN + 1);
@@ -109,6 +113,8 @@ pub async fn names_one_byte_over_the_limit_are_refused_with_name_too_long(bus: &
 
 /// A KV bucket with the longest name allowed (its stream `KV_<bucket>` is
 /// the longest stream name) works and can be deleted.
+///
+/// Checks invariant 24 (docs/design.md).
 pub async fn longest_allowed_kv_bucket_name_works_from_create_to_delete(bus: &Bus) {
     let n = names("longest_bucket");
     let bucket = padded(&n.stream("B"), MAX_BUCKET_NAME_LEN);
