@@ -244,7 +244,10 @@ pub enum Error {
     #[error("closed: this durabus connection was closed; connect again")]
     Closed,
     /// The data directory is locked by another process.
-    #[error("data directory {path:?} is locked by {}; stop it or use another directory", lock_holder(pid))]
+    #[error(
+        "data directory {path:?} is locked by {}; stop it or use another directory",
+        lock_holder(pid)
+    )]
     Locked {
         /// The data directory.
         path: PathBuf,
@@ -451,7 +454,11 @@ pub struct SymlinkRefused {
 
 impl std::fmt::Display for SymlinkRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is a symbolic link; refusing to follow it", self.path.display())
+        write!(
+            f,
+            "{} is a symbolic link; refusing to follow it",
+            self.path.display()
+        )
     }
 }
 

@@ -140,10 +140,7 @@ fn validate_header(name: &str, value: &str) -> Result<()> {
     if name.is_empty() {
         return Err(bad_name(None));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|&c| c == ':' || !(c.is_ascii_graphic()))
-    {
+    if let Some(c) = name.chars().find(|&c| c == ':' || !(c.is_ascii_graphic())) {
         return Err(bad_name(Some(c)));
     }
     if let Some(offset) = value.bytes().position(|b| b == b'\r' || b == b'\n') {

@@ -311,7 +311,8 @@ pub enum ArgumentError {
 }
 
 fn header_name_text(name: &str, found: Option<char>) -> String {
-    const RULE: &str = "a NATS header name is one or more printable ASCII characters (33-126) other than ':'";
+    const RULE: &str =
+        "a NATS header name is one or more printable ASCII characters (33-126) other than ':'";
     match found {
         None => format!("empty header name; {RULE}"),
         Some(c) => format!("header name {name:?} contains {c:?}; {RULE}"),

@@ -37,8 +37,8 @@ use tracing::field::Empty;
 
 use crate::typed::{Codec, Json};
 use crate::{
-    ArgumentError, Bus, DiscardPolicy, Error, Message, Replay, ReplayOptions, ReplayStart, Result, StorageType,
-    StoredMessage, StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
+    ArgumentError, Bus, DiscardPolicy, Error, Message, Replay, ReplayOptions, ReplayStart, Result,
+    StorageType, StoredMessage, StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_ROLLUP,
 };
 

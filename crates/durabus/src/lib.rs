@@ -63,12 +63,12 @@ pub use consume::{
 };
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, ArgumentError, Backend,
-    MAX_CONSUMER_NAME_LEN, MAX_STREAM_NAME_LEN,
     ByteString, ConfigError, ConnectionStatus, DiscardPolicy, Error, Event, HeaderMap, Message,
     PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart, Result, RetentionPolicy,
     StorageType, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription,
-    DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-    NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
+    DEFAULT_DUPLICATE_WINDOW, MAX_CONSUMER_NAME_LEN, MAX_STREAM_NAME_LEN,
+    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
+    NATS_MSG_ID, NATS_ROLLUP,
 };
 pub use durabus_core::{
     AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,

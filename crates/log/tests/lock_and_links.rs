@@ -32,7 +32,10 @@ fn a_symlinked_lock_file_is_refused_and_its_target_is_untouched() {
         other => panic!("expected Error::Symlink, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("symbolic link") && text.contains("remove"), "{text}");
+    assert!(
+        text.contains("symbolic link") && text.contains("remove"),
+        "{text}"
+    );
     assert_eq!(std::fs::read(&target).unwrap(), b"do not truncate me\n");
     assert!(std::fs::symlink_metadata(dir.join("LOCK"))
         .unwrap()
@@ -87,7 +90,9 @@ fn locked_names_an_unknown_holder_when_the_recorded_pid_is_not_running() {
     let gone = child.id();
     child.wait().unwrap();
     // Holds the lock with the exited process's pid in the file.
-    let held = FsStorage.try_lock(&dir.join("LOCK"), &gone.to_string()).unwrap();
+    let held = FsStorage
+        .try_lock(&dir.join("LOCK"), &gone.to_string())
+        .unwrap();
     assert!(matches!(held, LockOutcome::Acquired(_)));
 
     let err = Store::open(dir, opts()).map(|_| ()).unwrap_err();
@@ -117,6 +122,9 @@ fn refused_opens_leave_the_holders_pid_in_the_lock_file() {
             other => panic!("expected Error::Locked, got {:?}", other.map(|_| ())),
         }
     }
-    assert_eq!(std::fs::read_to_string(tmp.path().join("LOCK")).unwrap(), me);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("LOCK")).unwrap(),
+        me
+    );
     drop(owner);
 }

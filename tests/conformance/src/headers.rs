@@ -36,7 +36,12 @@ pub async fn headers_nats_cannot_carry_are_refused_and_nothing_is_stored(bus: &B
         match &r {
             Err(
                 e @ Error::InvalidArgument {
-                    reason: ArgumentError::HeaderValue { name, offset: o, cr: c },
+                    reason:
+                        ArgumentError::HeaderValue {
+                            name,
+                            offset: o,
+                            cr: c,
+                        },
                 },
             ) => {
                 assert_eq!((name.as_str(), *o, *c), ("Tag", offset, cr));
@@ -47,9 +52,13 @@ pub async fn headers_nats_cannot_carry_are_refused_and_nothing_is_stored(bus: &B
     }
     // Not captured by a stream: refused all the same.
     assert_err!(
-        bus.publish_message(Message::new(format!("{}_free.x", n.root()), "p").with_header("T", "a\nb"))
-            .await,
-        Error::InvalidArgument { reason: ArgumentError::HeaderValue { .. } }
+        bus.publish_message(
+            Message::new(format!("{}_free.x", n.root()), "p").with_header("T", "a\nb")
+        )
+        .await,
+        Error::InvalidArgument {
+            reason: ArgumentError::HeaderValue { .. }
+        }
     );
     // In a batch, the bad message fails in place and the others are stored.
     let results = bus
@@ -64,7 +73,9 @@ pub async fn headers_nats_cannot_carry_are_refused_and_nothing_is_stored(bus: &B
     assert!(
         matches!(
             results[1],
-            Err(Error::InvalidArgument { reason: ArgumentError::HeaderValue { .. } })
+            Err(Error::InvalidArgument {
+                reason: ArgumentError::HeaderValue { .. }
+            })
         ),
         "{:?}",
         results[1]
@@ -84,7 +95,16 @@ pub async fn legal_headers_round_trip_unchanged(bus: &Bus) {
     create(bus, cfg.clone()).await;
     let name = "X!#$%&'*+-.^_`|~9";
     let value = "a\tb: c \u{e9}t\u{e9} =;,\"";
-    let ack = publish_captured(bus, Message::new(n.subject("a"), "p").with_header(name, value)).await;
+    let ack = publish_captured(
+        bus,
+        Message::new(n.subject("a"), "p").with_header(name, value),
+    )
+    .await;
     let stored = bus.get_message(&cfg.name, ack.seq).await.unwrap();
-    assert_eq!(stored.headers.get(name), Some(value), "{:?}", stored.headers);
+    assert_eq!(
+        stored.headers.get(name),
+        Some(value),
+        "{:?}",
+        stored.headers
+    );
 }

@@ -39,7 +39,10 @@ pub async fn longest_allowed_stream_and_consumer_names_work_from_create_to_remov
     create(bus, StreamConfig::new(&stream).subjects([n.all()])).await;
     let seqs = publish_n(bus, &n.subject("a"), 3).await;
     assert_eq!(seqs, [1, 2, 3]);
-    assert_eq!(&bus.get_message(&stream, 2).await.unwrap().payload[..], b"1");
+    assert_eq!(
+        &bus.get_message(&stream, 2).await.unwrap().payload[..],
+        b"1"
+    );
     let info = consumer(bus, &stream, ConsumerConfig::durable(&durable)).await;
     assert_eq!(info.name, durable);
     let got = fetch(bus, &stream, &durable, 3, Duration::from_secs(2)).await;
@@ -59,10 +62,7 @@ pub async fn longest_allowed_stream_and_consumer_names_work_from_create_to_remov
     assert_eq!(state(bus, &stream).await.messages, 3);
     bus.delete_consumer(&stream, &durable).await.unwrap();
     bus.delete_stream(&stream).await.unwrap();
-    assert_err!(
-        bus.stream_info(&stream).await,
-        Error::StreamNotFound { .. }
-    );
+    assert_err!(bus.stream_info(&stream).await, Error::StreamNotFound { .. });
 }
 
 /// One byte over a limit is `InvalidArgument(NameTooLong)` naming the
@@ -82,7 +82,11 @@ pub async fn names_one_byte_over_the_limit_are_refused_with_name_too_long(bus: &
         r.map(|_| ())
     );
     let r = bus.stream_info(&long_stream).await;
-    assert!(is_too_long(&r, &long_stream, MAX_STREAM_NAME_LEN), "{:?}", r.map(|_| ()));
+    assert!(
+        is_too_long(&r, &long_stream, MAX_STREAM_NAME_LEN),
+        "{:?}",
+        r.map(|_| ())
+    );
     let r = bus.delete_stream(&long_stream).await;
     assert!(is_too_long(&r, &long_stream, MAX_STREAM_NAME_LEN), "{r:?}");
 
@@ -98,7 +102,11 @@ pub async fn names_one_byte_over_the_limit_are_refused_with_name_too_long(bus: &
         r.map(|_| ())
     );
     let r = bus.consumer_info(&stream, &long_durable).await;
-    assert!(is_too_long(&r, &long_durable, MAX_CONSUMER_NAME_LEN), "{:?}", r.map(|_| ()));
+    assert!(
+        is_too_long(&r, &long_durable, MAX_CONSUMER_NAME_LEN),
+        "{:?}",
+        r.map(|_| ())
+    );
     assert!(bus.list_consumers(&stream).await.unwrap().is_empty());
 
     let long_bucket = padded(&n.stream("B"), MAX_BUCKET_NAME_LEN + 1);
