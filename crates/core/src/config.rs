@@ -60,7 +60,8 @@ pub enum StorageType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamConfig {
-    /// Stream name (see [`crate::validate_stream_name`]).
+    /// Stream name (see [`crate::validate_stream_name`]): at most
+    /// [`crate::MAX_STREAM_NAME_LEN`] (225) bytes.
     pub name: String,
     /// Free text.
     pub description: Option<String>,

@@ -69,7 +69,9 @@ pub enum AckPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConsumerConfig {
-    /// The durable name; `None` for an ephemeral consumer (named by the
+    /// The durable name (see [`crate::validate_consumer_name`]: at most
+    /// [`crate::MAX_CONSUMER_NAME_LEN`] (251) bytes); `None` for an
+    /// ephemeral consumer (named by the
     /// backend, removed after `inactive_threshold` without activity).
     pub durable_name: Option<String>,
     /// Free text.

@@ -96,7 +96,9 @@ pub enum Error {
         /// What is wrong with it, naming the token.
         reason: String,
     },
-    /// A stream or consumer name failed validation.
+    /// A stream or consumer name failed validation: empty, or holding a
+    /// character names cannot hold. (A name over its byte limit is
+    /// [`Error::InvalidArgument`] with [`ArgumentError::NameTooLong`].)
     #[error(
         "invalid name {name:?}: {reason} (durabus::sanitize derives a legal name from any id)"
     )]
@@ -242,12 +244,24 @@ pub enum Error {
     #[error("closed: this durabus connection was closed; connect again")]
     Closed,
     /// The data directory is locked by another process.
-    #[error("data directory {path:?} is locked by another process (pid {pid}); stop it or use another directory")]
+    #[error(
+        "data directory {path:?} is locked by {}; stop it or use another directory",
+        lock_holder(pid)
+    )]
     Locked {
         /// The data directory.
         path: PathBuf,
-        /// The holder's pid as it recorded it ("unknown" if unreadable).
+        /// The holder's pid as it recorded it; "unknown" when the lock file
+        /// holds no pid or (on Linux) names no running process.
         pid: String,
+    },
+    /// A file the embedded store opens is a symbolic link. The store never
+    /// follows one (a link could make it truncate or overwrite a file
+    /// elsewhere); nothing was written through it.
+    #[error("{path:?} is a symbolic link; durabus does not follow links in its data directory: remove the link (and restore the file it stood for if it was moved)")]
+    Symlink {
+        /// The link.
+        path: PathBuf,
     },
     /// Files were written by a newer (or unknown) on-disk format.
     #[error("{path:?} has format version {found}, this durabus reads version {supported}; upgrade durabus (nothing was changed)")]
@@ -463,14 +477,51 @@ impl Error {
         }
     }
 
-    /// Wraps an [`std::io::Error`] with what was being done.
+    /// Wraps an [`std::io::Error`] with what was being done; an error
+    /// carrying [`SymlinkRefused`] becomes [`Error::Symlink`].
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if let Some(link) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<SymlinkRefused>())
+        {
+            return Error::Symlink {
+                path: link.path.clone(),
+            };
+        }
         Error::Io {
             context: context.into(),
             source,
         }
     }
 }
+
+fn lock_holder(pid: &str) -> String {
+    if pid == "unknown" {
+        "an unknown process".to_owned()
+    } else {
+        format!("another process (pid {pid})")
+    }
+}
+
+/// The payload of an [`std::io::Error`] a storage returns when it refused to
+/// open a symbolic link; [`Error::io`] turns it into [`Error::Symlink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymlinkRefused {
+    /// The link.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Display for SymlinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is a symbolic link; refusing to follow it",
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for SymlinkRefused {}
 
 /// The URL with any `user:password@` or `token@` part replaced by `***`,
 /// for every server of a comma-separated list.

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::reason::ArgumentError;
+
 /// Message id for de-duplication within the stream's duplicate window.
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 /// Publish only if the subject is captured by this stream.
@@ -97,6 +100,26 @@ impl HeaderMap {
         self.entries.is_empty()
     }
 
+    /// Checks every header as NATS does, so a message is refused alike on
+    /// every backend: a name is one or more printable ASCII characters
+    /// (33-126) other than `:` ([`ArgumentError::HeaderName`]); a value
+    /// holds no CR or LF ([`ArgumentError::HeaderValue`]). These are
+    /// async-nats's `HeaderName` and `HeaderValue` rules (NATS ADR-4); a
+    /// header breaking them would break the protocol's framing.
+    ///
+    /// ```
+    /// use durabus_core::HeaderMap;
+    /// assert!(HeaderMap::new().with("Tag", "a b: c").validate().is_ok());
+    /// assert!(HeaderMap::new().with("Bad Name", "v").validate().is_err());
+    /// assert!(HeaderMap::new().with("Tag", "a\r\nX: y").validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in &self.entries {
+            validate_header(name, value)?;
+        }
+        Ok(())
+    }
+
     /// Bytes the headers occupy (names and values), used for size limits.
     pub fn encoded_len(&self) -> usize {
         self.entries
@@ -104,6 +127,30 @@ impl HeaderMap {
             .map(|(n, v)| n.len() + v.len() + 4)
             .sum()
     }
+}
+
+/// One header against the NATS rules (see [`HeaderMap::validate`]).
+fn validate_header(name: &str, value: &str) -> Result<()> {
+    let bad_name = |found| {
+        Error::invalid_argument(ArgumentError::HeaderName {
+            name: name.to_owned(),
+            found,
+        })
+    };
+    if name.is_empty() {
+        return Err(bad_name(None));
+    }
+    if let Some(c) = name.chars().find(|&c| c == ':' || !(c.is_ascii_graphic())) {
+        return Err(bad_name(Some(c)));
+    }
+    if let Some(offset) = value.bytes().position(|b| b == b'\r' || b == b'\n') {
+        return Err(Error::invalid_argument(ArgumentError::HeaderValue {
+            name: name.to_owned(),
+            offset,
+            cr: value.as_bytes()[offset] == b'\r',
+        }));
+    }
+    Ok(())
 }
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderMap {
@@ -114,5 +161,55 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderMap {
                 .map(|(n, v)| (n.into(), v.into()))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(h: HeaderMap) -> ArgumentError {
+        match h.validate() {
+            Err(Error::InvalidArgument { reason }) => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn header_names_are_printable_ascii_without_colon_and_values_have_no_line_breaks() {
+        let ok = HeaderMap::new()
+            .with("Nats-Msg-Id", "x")
+            .with("a!#$%&'*+-.^_`|~z", "")
+            .with("Tag", " spaced\tvalue: é ");
+        assert!(ok.validate().is_ok());
+        for (name, found) in [
+            ("", None),
+            ("a b", Some(' ')),
+            ("a:b", Some(':')),
+            ("a\tb", Some('\t')),
+            ("é", Some('é')),
+            ("x\x7f", Some('\x7f')),
+        ] {
+            let r = reason(HeaderMap::new().with(name, "v"));
+            assert_eq!(
+                r,
+                ArgumentError::HeaderName {
+                    name: name.to_owned(),
+                    found
+                }
+            );
+        }
+        let r = reason(HeaderMap::new().with("T", "ab\r\nX: y"));
+        assert_eq!(
+            r,
+            ArgumentError::HeaderValue {
+                name: "T".into(),
+                offset: 2,
+                cr: true
+            }
+        );
+        assert!(!r.to_string().contains("X: y"), "{r}");
+        let r = reason(HeaderMap::new().with("T", "a\nb"));
+        assert!(r.to_string().contains("LF"), "{r}");
     }
 }

@@ -33,11 +33,14 @@ pub use consumer::{
     SequencePair, DEFAULT_ACK_WAIT, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_MAX_ACK_PENDING,
     FETCH_PREALLOCATED,
 };
-pub use error::{redact_url, Error, Result};
+pub use error::{redact_url, Error, Result, SymlinkRefused};
 pub use header::{
     HeaderMap, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
     NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
 };
 pub use message::{Message, PublishAck, StoredMessage};
-pub use name::{sanitize, validate_consumer_name, validate_stream_name, MAX_NAME_LEN};
+pub use name::{
+    sanitize, validate_consumer_name, validate_stream_name, MAX_CONSUMER_NAME_LEN,
+    MAX_STREAM_NAME_LEN,
+};
 pub use reason::{ArgumentError, ConfigError};

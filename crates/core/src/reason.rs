@@ -233,6 +233,42 @@ pub enum ArgumentError {
         /// The value.
         value: String,
     },
+    /// A stream, consumer or KV bucket name longer than its limit (in
+    /// bytes: the embedded store derives file names from it, and every
+    /// backend applies the same limits).
+    #[error("{kind} name {name:?} is {len} bytes; the limit is {max} bytes (so that every file the store derives from it fits a 255-byte file name)")]
+    NameTooLong {
+        /// "stream", "consumer" or "KV bucket".
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The most allowed, in bytes.
+        max: usize,
+    },
+    /// A header name NATS cannot carry: empty, or holding a character that
+    /// is not printable ASCII (33-126) or is `:` (async-nats's
+    /// `HeaderName` rule and the NATS header format, ADR-4).
+    #[error("{}", header_name_text(name, *found))]
+    HeaderName {
+        /// The header name.
+        name: String,
+        /// The first character not allowed (`None`: the name is empty).
+        found: Option<char>,
+    },
+    /// A header value holding CR or LF, which would end the header line on
+    /// the NATS wire (async-nats's `HeaderValue` rule). The value is not
+    /// shown: headers may carry credentials.
+    #[error("the value of header {name:?} contains {} at byte {offset}; NATS header values cannot hold CR or LF", if *.cr { "CR (\\r)" } else { "LF (\\n)" })]
+    HeaderValue {
+        /// The header name.
+        name: String,
+        /// Byte offset of the first CR or LF in the value.
+        offset: usize,
+        /// Whether it is a CR (else an LF).
+        cr: bool,
+    },
     /// More or larger headers than a record holds.
     #[error("too many or too large headers (at most 65535 headers, names up to 65535 bytes)")]
     HeadersTooLarge,
@@ -272,4 +308,13 @@ pub enum ArgumentError {
         /// What the server said.
         description: String,
     },
+}
+
+fn header_name_text(name: &str, found: Option<char>) -> String {
+    const RULE: &str =
+        "a NATS header name is one or more printable ASCII characters (33-126) other than ':'";
+    match found {
+        None => format!("empty header name; {RULE}"),
+        Some(c) => format!("header name {name:?} contains {c:?}; {RULE}"),
+    }
 }

@@ -37,8 +37,8 @@ use tracing::field::Empty;
 
 use crate::typed::{Codec, Json};
 use crate::{
-    Bus, DiscardPolicy, Error, Message, Replay, ReplayOptions, ReplayStart, Result, StorageType,
-    StoredMessage, StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
+    ArgumentError, Bus, DiscardPolicy, Error, Message, Replay, ReplayOptions, ReplayStart, Result,
+    StorageType, StoredMessage, StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_ROLLUP,
 };
 
@@ -228,7 +228,13 @@ fn status_of(info: &StreamInfo) -> Option<KvStatus> {
     })
 }
 
-/// Checks a bucket name: letters, digits, `-` and `_`, as NATS KV.
+/// Longest KV bucket name, in bytes: its stream `KV_<bucket>` must fit
+/// [`durabus_core::MAX_STREAM_NAME_LEN`].
+pub const MAX_BUCKET_NAME_LEN: usize = durabus_core::MAX_STREAM_NAME_LEN - "KV_".len();
+
+/// Checks a bucket name: letters, digits, `-` and `_`, as NATS KV, at most
+/// [`MAX_BUCKET_NAME_LEN`] bytes (over it: [`Error::InvalidArgument`] with
+/// [`ArgumentError::NameTooLong`]).
 pub fn validate_bucket(bucket: &str) -> Result<()> {
     let bad = |reason: &str| {
         Err(Error::InvalidName {
@@ -238,6 +244,14 @@ pub fn validate_bucket(bucket: &str) -> Result<()> {
     };
     if bucket.is_empty() {
         return bad("a KV bucket name is empty");
+    }
+    if bucket.len() > MAX_BUCKET_NAME_LEN {
+        return Err(Error::invalid_argument(ArgumentError::NameTooLong {
+            kind: "KV bucket",
+            name: bucket.to_owned(),
+            len: bucket.len(),
+            max: MAX_BUCKET_NAME_LEN,
+        }));
     }
     if let Some(c) = bucket
         .chars()

@@ -66,8 +66,9 @@ pub use durabus_core::{
     ByteString, ConfigError, ConnectionStatus, DiscardPolicy, Error, Event, HeaderMap, Message,
     PublishAck, PurgeRequest, Replay, ReplayOptions, ReplayStart, Result, RetentionPolicy,
     StorageType, StoredMessage, StreamConfig, StreamInfo, StreamState, Subscription, Unavailable,
-    DEFAULT_DUPLICATE_WINDOW, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-    NATS_EXPECTED_STREAM, NATS_MSG_ID, NATS_ROLLUP,
+    DEFAULT_DUPLICATE_WINDOW, MAX_CONSUMER_NAME_LEN, MAX_STREAM_NAME_LEN,
+    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM,
+    NATS_MSG_ID, NATS_ROLLUP,
 };
 pub use durabus_core::{
     AckKind, AckPolicy, AckRef, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery,
@@ -75,7 +76,7 @@ pub use durabus_core::{
 };
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
-pub use kv::{Kv, KvConfig};
+pub use kv::{Kv, KvConfig, MAX_BUCKET_NAME_LEN};
 pub use publisher::{PublishEvent, Publisher};
 pub use request::{
     Reply, ReplyError, RequestManyOptions, RequestOptions, Responder, ResponderStats, RetryOn,
@@ -208,7 +209,9 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::InvalidName`], [`Error::InvalidSubject`] or [`Error::InvalidConfig`]
-    /// for a configuration the backend refuses; [`Error::StreamNameInUse`] when
+    /// for a configuration the backend refuses, [`Error::InvalidArgument`]
+    /// ([`ArgumentError::NameTooLong`]) for a name over
+    /// [`MAX_STREAM_NAME_LEN`] (225) bytes; [`Error::StreamNameInUse`] when
     /// a different stream has the name; [`Error::SubjectsOverlap`] when another
     /// stream captures one of its subjects.
     pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
@@ -287,7 +290,10 @@ impl Bus {
     /// # Errors
     ///
     /// As [`Bus::publish`], and for the expectations a message carries:
-    /// [`Error::WrongLastSequence`] and [`Error::WrongStream`].
+    /// [`Error::WrongLastSequence`] and [`Error::WrongStream`]. A header NATS
+    /// cannot carry (see [`HeaderMap::validate`]) is [`Error::InvalidArgument`]
+    /// with [`ArgumentError::HeaderName`] or [`ArgumentError::HeaderValue`],
+    /// on every backend, before anything is stored or sent.
     pub async fn publish_message(&self, mut message: Message) -> Result<Option<PublishAck>> {
         let trace_id = self.stamp(std::slice::from_mut(&mut message));
         let span = tracing::debug_span!(
@@ -431,7 +437,9 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::ConsumerNameInUse`];
     /// [`Error::InvalidName`], [`Error::InvalidSubject`] (a filter) or
-    /// [`Error::InvalidConfig`] for a configuration the backend refuses.
+    /// [`Error::InvalidConfig`] for a configuration the backend refuses;
+    /// [`Error::InvalidArgument`] ([`ArgumentError::NameTooLong`]) for a
+    /// durable name over [`MAX_CONSUMER_NAME_LEN`] (251) bytes.
     pub async fn create_consumer(
         &self,
         stream: &str,

@@ -60,6 +60,10 @@ pub const ROOM_STREAM_PREFIX: &str = "ROOM_";
 /// Longest room or peer token, in bytes (the stream name adds a prefix).
 const MAX_TOKEN: usize = 200;
 
+/// Longest room or peer name, in bytes (longer ones are hashed into a
+/// token of at most [`MAX_TOKEN`] bytes, well within the name limits).
+const MAX_ROOM_NAME_LEN: usize = 255;
+
 /// Deliveries a persisted member fetches at once.
 const FETCH_BATCH: usize = 32;
 
@@ -442,7 +446,7 @@ fn token(kind: &str, name: &str) -> Result<String> {
     if name.is_empty() {
         return Err(bad("is empty"));
     }
-    if name.len() > durabus_core::MAX_NAME_LEN {
+    if name.len() > MAX_ROOM_NAME_LEN {
         return Err(bad("is longer than 255 bytes"));
     }
     if name.chars().any(char::is_control) {

@@ -374,7 +374,8 @@ fn reference_match(filter: &[&str], subject: &[&str]) -> bool {
 /// Properties: a valid publish subject is a valid filter without wildcards
 /// (and the converse); for valid arguments `matches` agrees with a
 /// reference matcher and with `is_subset`, implies `overlaps`, and
-/// `overlaps` is symmetric; stream and consumer names follow one rule, a
+/// `overlaps` is symmetric; stream and consumer names follow one rule
+/// (but for their byte limits), a
 /// valid name is a valid publish subject, and `sanitize` yields a valid name
 /// and leaves valid names alone.
 pub fn check_subjects(data: &[u8]) -> Check {
@@ -435,7 +436,9 @@ pub fn check_subjects(data: &[u8]) -> Check {
 
 fn check_name(s: &str) -> Check {
     let stream = durabus_core::validate_stream_name(s).is_ok();
-    if stream != durabus_core::validate_consumer_name(s).is_ok() {
+    let consumer = durabus_core::validate_consumer_name(s).is_ok();
+    // One rule but the byte limit, which is longer for consumers.
+    if stream != (consumer && s.len() <= durabus_core::MAX_STREAM_NAME_LEN) {
         return fail(format!("{s:?}: stream and consumer name rules disagree"));
     }
     if stream && subject::validate_publish(s).is_err() {

@@ -64,7 +64,7 @@ pub enum LockOutcome {
     /// The lock is ours until the guard is dropped.
     Acquired(Box<dyn StorageLock>),
     /// Someone else holds it; `pid` is what the holder wrote in the lock file
-    /// (`"unknown"` when unreadable).
+    /// (`"unknown"` when unreadable, empty, or not a running process).
     Held {
         /// The holder's pid as text.
         pid: String,
@@ -216,27 +216,98 @@ struct FsLock {
 
 impl StorageLock for FsLock {}
 
+/// Read-write open options that never follow a symbolic link at the last
+/// component (`O_NOFOLLOW`): a link where the store expects its own file
+/// (the lock, a config, a segment, a temp file) could otherwise make it
+/// truncate or overwrite a file elsewhere.
+fn no_follow() -> std::fs::OpenOptions {
+    let mut o = read_no_follow();
+    o.write(true);
+    o
+}
+
+/// Options that open an existing file for reading, without following a link.
+fn read_no_follow() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o
+}
+
+/// Opens `path` with `options`, turning the failure to open a symbolic link
+/// into a [`durabus_core::SymlinkRefused`] error (which
+/// `durabus_core::Error::io` reports as `Error::Symlink`).
+fn open_no_follow(options: &std::fs::OpenOptions, path: &Path) -> io::Result<std::fs::File> {
+    #[cfg(not(unix))]
+    if is_symlink(path) {
+        return Err(symlink_refused(path));
+    }
+    options.open(path).map_err(|e| {
+        // O_NOFOLLOW fails with ELOOP (EMLINK on some BSDs) on a link.
+        if is_symlink(path) {
+            symlink_refused(path)
+        } else {
+            e
+        }
+    })
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+fn symlink_refused(path: &Path) -> io::Error {
+    io::Error::other(durabus_core::SymlinkRefused {
+        path: path.to_path_buf(),
+    })
+}
+
+/// The pid a lock file names, if it names a running process; else
+/// `"unknown"` (no pid yet, garbage, or a process that has exited: the
+/// holder writes its pid only after it took the lock, so the text can be a
+/// previous owner's for an instant).
+fn holder_pid(text: &str) -> String {
+    match text.trim().parse::<u32>() {
+        Ok(pid) if pid > 0 && process_runs(pid) => pid.to_string(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Whether `pid` is a running (not exited, not zombie) process. Without
+/// `/proc` every pid counts as running.
+fn process_runs(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    match std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
+        // `pid (comm) S ...`: the state follows the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X' | 'x')
+        ),
+        Err(_) => false,
+    }
+}
+
 impl Storage for FsStorage {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let file = open_no_follow(&no_follow(), path)?;
         Ok(Arc::new(FsFile { file }))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let file = std::fs::OpenOptions::new().read(true).open(path)?;
+        let file = open_no_follow(&read_no_follow(), path)?;
         Ok(Arc::new(FsFile { file }))
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = open_no_follow(no_follow().create(true).truncate(true), path)?;
         Ok(Arc::new(FsFile { file }))
     }
 
@@ -283,19 +354,16 @@ impl Storage for FsStorage {
     fn try_lock(&self, path: &Path, pid: &str) -> io::Result<LockOutcome> {
         use fs4::fs_std::FileExt;
         use std::io::{Read, Seek, Write};
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        // Never truncated here: only the process that took the lock
+        // rewrites the file, so a refused open leaves the holder's pid.
+        let mut file = open_no_follow(no_follow().create(true).truncate(false), path)?;
         // flock locks belong to the open file description, so a second open in
         // the same process conflicts too (invariant 13).
         if !FileExt::try_lock_exclusive(&file)? {
             let mut text = String::new();
             let pid = match file.read_to_string(&mut text) {
-                Ok(_) if !text.trim().is_empty() => text.trim().to_owned(),
-                _ => "unknown".to_owned(),
+                Ok(_) => holder_pid(&text),
+                Err(_) => "unknown".to_owned(),
             };
             return Ok(LockOutcome::Held { pid });
         }
@@ -727,12 +795,15 @@ mod tests {
     fn second_lock_on_same_path_is_refused_even_in_one_process() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("LOCK");
-        let first = FsStorage.try_lock(&p, "42").unwrap();
+        let me = std::process::id().to_string();
+        let first = FsStorage.try_lock(&p, &me).unwrap();
         assert!(matches!(first, LockOutcome::Acquired(_)));
         match FsStorage.try_lock(&p, "43").unwrap() {
-            LockOutcome::Held { pid } => assert_eq!(pid, "42"),
+            LockOutcome::Held { pid } => assert_eq!(pid, me),
             other => panic!("{other:?}"),
         }
+        // The refused attempt wrote nothing.
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
         drop(first);
         assert!(matches!(
             FsStorage.try_lock(&p, "44").unwrap(),

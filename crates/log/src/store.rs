@@ -51,6 +51,14 @@ pub(crate) fn validate_publish_fast(subj: &str) -> Result<()> {
     }
 }
 
+// Every file name the store derives from a stream or consumer name fits
+// the 255-byte limit of common file systems (docs/design.md, "Data
+// directory layout"): `.creating-<stream>`, `.deleted-<stream>-<i64 ns>`
+// (an i64 prints in at most 20 characters) and `<consumer>.tmp`.
+const _: () = assert!(".creating-".len() + durabus_core::MAX_STREAM_NAME_LEN <= 255);
+const _: () = assert!(".deleted-".len() + durabus_core::MAX_STREAM_NAME_LEN + 1 + 20 <= 255);
+const _: () = assert!(durabus_core::MAX_CONSUMER_NAME_LEN + ".tmp".len() <= 255);
+
 /// Bounded size of the subject -> stream cache.
 const CAPTURE_CACHE_MAX: usize = 65_536;
 
@@ -473,6 +481,9 @@ impl Store {
             .map_or_else(
                 || {
                     self.check_available(name)?;
+                    // A name no stream can have is refused as on NATS (which
+                    // checks before asking the server).
+                    durabus_core::validate_stream_name(name)?;
                     Err(Error::StreamNotFound {
                         name: name.to_owned(),
                     })
@@ -567,6 +578,9 @@ impl Store {
         if let Some(r) = &message.reply {
             validate_publish_fast(r)?;
         }
+        // As NATS: a header that would break the wire framing is refused
+        // before anyone sees the message.
+        message.headers.validate()?;
         let captured = self.capture(&message.subject);
         if captured.is_some() {
             self.check_writable("publish")?;
@@ -838,7 +852,7 @@ impl Backend for Store {
         // Batches usually repeat subjects: remember the last lookup.
         let mut memo: Option<(&str, Option<Arc<StreamConsumers>>)> = None;
         for (i, m) in messages.iter().enumerate() {
-            if let Err(e) = validate_publish_fast(&m.subject) {
+            if let Err(e) = validate_publish_fast(&m.subject).and_then(|()| m.headers.validate()) {
                 out.push(Some(Err(e)));
                 continue;
             }

@@ -84,3 +84,34 @@ async fn lock_is_released_when_the_holder_closes() {
         .expect("open after the holder closed");
     bus.close().await.expect("close");
 }
+
+/// Refused opens from another process never write the lock file: after
+/// several of them it still holds the holder's pid, and when a new holder
+/// takes over, `Locked` names the new one, never the exited one.
+#[tokio::test]
+async fn refused_opens_never_overwrite_the_holders_pid_and_a_new_holder_is_named() {
+    let dir = temp_dir();
+    let lock = dir.path().join("LOCK");
+    let mut first = ChildProcess::spawn(EXE.as_ref(), dir.path(), &["hold"]).expect("spawn");
+    let pid = first.ready().await.expect("holder ready");
+    for _ in 0..3 {
+        match durabus::connect(&file_url(dir.path(), "always")).await {
+            Err(Error::Locked { pid: got, .. }) => assert_eq!(got, pid.to_string()),
+            other => panic!("expected Error::Locked, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&lock).expect("read LOCK"),
+        pid.to_string()
+    );
+    first.kill9().await.expect("kill holder");
+
+    let mut second = ChildProcess::spawn(EXE.as_ref(), dir.path(), &["hold"]).expect("spawn");
+    let pid2 = second.ready().await.expect("second holder ready");
+    assert_ne!(pid, pid2);
+    match durabus::connect(&file_url(dir.path(), "always")).await {
+        Err(Error::Locked { pid: got, .. }) => assert_eq!(got, pid2.to_string()),
+        other => panic!("expected Error::Locked, got {:?}", other.map(|_| ())),
+    }
+    second.kill9().await.expect("kill second holder");
+}

@@ -308,6 +308,15 @@ macro_rules! conformance_suite {
                 a_peer_never_receives_its_own_messages,
                 rooms_whose_names_sanitize_alike_stay_apart,
             }
+            names {
+                longest_allowed_stream_and_consumer_names_work_from_create_to_remove,
+                names_one_byte_over_the_limit_are_refused_with_name_too_long,
+                longest_allowed_kv_bucket_name_works_from_create_to_delete,
+            }
+            headers {
+                headers_nats_cannot_carry_are_refused_and_nothing_is_stored,
+                legal_headers_round_trip_unchanged,
+            }
             // CASES-END
         }
     };
@@ -338,9 +347,11 @@ pub mod consumers;
 pub mod dedup;
 pub mod expectations;
 pub mod get;
+pub mod headers;
 pub mod kv;
 pub mod limits;
 pub mod model_based;
+pub mod names;
 pub mod publish;
 pub mod pubsub;
 pub mod purge_delete;

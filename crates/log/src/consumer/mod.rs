@@ -180,9 +180,14 @@ impl StreamConsumers {
     }
 }
 
+/// `ConsumerNotFound`, or for a name no consumer can have the error NATS
+/// gives (it checks before asking the server).
 fn consumer_not_found(stream: &str, name: &str) -> Error {
-    Error::ConsumerNotFound {
-        stream: stream.to_owned(),
-        name: name.to_owned(),
+    match durabus_core::validate_consumer_name(name) {
+        Err(e) => e,
+        Ok(()) => Error::ConsumerNotFound {
+            stream: stream.to_owned(),
+            name: name.to_owned(),
+        },
     }
 }

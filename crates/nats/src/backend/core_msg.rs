@@ -14,6 +14,7 @@ use super::NatsBackend;
 impl NatsBackend {
     /// A core NATS publish (no stream captures the subject).
     pub(super) async fn core_publish(&self, m: Message) -> Result<()> {
+        m.headers.validate()?;
         let client = self.client();
         let headers = to_nats_headers(&m.headers);
         let r = match m.reply {
@@ -76,6 +77,7 @@ impl NatsBackend {
     ) -> Result<Message> {
         self.check()?;
         subject::validate_publish(&message.subject)?;
+        message.headers.validate()?;
         // The caller's timeout, not the client's request timeout.
         let request = async_nats::Request::new()
             .headers(to_nats_headers(&message.headers))

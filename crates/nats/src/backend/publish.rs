@@ -174,6 +174,9 @@ impl NatsBackend {
                 route
             }
         };
+        // Refused before sending (after the subject, as the embedded
+        // engine): a CR or LF in a header would break the wire framing.
+        message.headers.validate()?;
         // Bounded by the client's request timeout: no second timer.
         let reply = match self
             .client()
@@ -237,6 +240,10 @@ impl NatsBackend {
                     },
                 },
             };
+            if let Err(e) = m.headers.validate() {
+                results.push(Some(Err(e)));
+                continue;
+            }
             let sent = match route {
                 Err(e) => Err(e),
                 Ok(None) => self.core_publish(m).await.map(|()| None),
