@@ -69,6 +69,7 @@ mod dump;
 #[cfg(any(test, feature = "internals"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod manifest;
 mod rangeset;
 mod record;
 mod replay;

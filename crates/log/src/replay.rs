@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, SEGMENT_HEADER};
 use crate::storage::StorageFile;
-use crate::stream::{from_system_time, stored_from, ChunkPlan, Stream};
+use crate::stream::{from_system_time, stored_from, ChunkPlan, Planned, Stream};
 
 struct Position {
     base: u64,
@@ -174,16 +174,20 @@ impl Cursor {
     pub(crate) fn fill(&mut self, stream: &Stream) -> Result<Progress> {
         let (target, plan) = stream.plan_chunk(self.next_seq)?;
         self.next_seq = target;
-        let Some(ChunkPlan {
+        let ChunkPlan {
             base,
             path,
             seek,
             limit,
             is_last,
             next_base,
-        }) = plan
-        else {
-            return Ok(Progress::CaughtUp);
+        } = match plan {
+            Planned::Read(p) => p,
+            Planned::Nothing => return Ok(Progress::CaughtUp),
+            Planned::Lost { hi, error } => {
+                self.next_seq = hi.saturating_add(1);
+                return Ok(Progress::Lost(error));
+            }
         };
         // The handle is our own (invariant 11), opened outside the lock below.
         let reuse = matches!(&self.pos, Some(p) if p.base == base);

@@ -202,6 +202,9 @@ pub(crate) struct SegmentMeta {
     pub(crate) indexed: bool,
     /// Unreadable spans found in it, by offset (reads step over them).
     pub(crate) damage: Vec<Damage>,
+    /// The manifest lists it but its file is gone: every sequence it held
+    /// is lost, and nothing reads it.
+    pub(crate) missing: bool,
 }
 
 /// An unreadable span of a segment: bytes `start..end` hold no record that
@@ -282,6 +285,7 @@ impl SegmentMeta {
             file: None,
             indexed: false,
             damage: Vec::new(),
+            missing: false,
         }
     }
 

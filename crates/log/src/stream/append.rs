@@ -302,6 +302,7 @@ impl Stream {
             self.roll(g)?;
         }
         let seq = g.last_seq + 1;
+        g.reserve(&self.name, storage, seq)?;
         if let Some(all) = rollup_all {
             // Rollup is an explicit deletion: logged as a purge record right
             // before the message (invariant 10).
@@ -376,6 +377,12 @@ impl Stream {
         g.sealed.push_back(old);
         g.flushed = SEGMENT_HEADER;
         g.ckpt_needed = true;
+        // The manifest lists the new segment, with a new reservation, before
+        // any record is written to it.
+        g.reserved = g.reserved.max(base.saturating_add(g.reserve_step));
+        if let Err(e) = g.write_manifest(storage) {
+            return Err(g.poison(&self.name, format!("writing the segment manifest: {e}")));
+        }
         Ok(())
     }
 }

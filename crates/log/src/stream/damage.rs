@@ -12,7 +12,7 @@ use crate::segment::{self, Damage, SEGMENT_HEADER};
 use crate::storage::{Storage, StorageFile};
 
 use super::scan_error;
-use super::state::Inner;
+use super::state::{Inner, Loss};
 use super::Stream;
 
 /// Measures the damage at `offset` of a segment: where reading goes on, and
@@ -105,8 +105,17 @@ impl Inner {
     /// Remembers `d` in the segment starting at `base`, and its sequences
     /// as lost.
     pub(crate) fn note_damage(&mut self, base: u64, d: Damage) {
-        if let Some(r) = d.seqs() {
-            self.lost.insert_range(*r.start(), *r.end());
+        let path = self.seg_by_base(base).map(|s| s.path.clone());
+        if let (Some(r), Some(path)) = (d.seqs(), path) {
+            self.note_loss(
+                *r.start(),
+                Loss {
+                    hi: *r.end(),
+                    segment: path,
+                    offset: d.start,
+                    reason: d.reason.clone(),
+                },
+            );
         }
         let seg = if self.active.base == base {
             Some(&mut self.active)
@@ -120,13 +129,25 @@ impl Inner {
         }
     }
 
-    /// The damage that cost `seq`, with its segment's path.
-    pub(crate) fn damage_of(&self, seq: u64) -> Option<(Damage, std::path::PathBuf)> {
-        let seg = self.seg_for_seq(seq);
-        seg.damage
-            .iter()
-            .find(|d| d.lo <= seq && seq <= d.hi)
-            .map(|d| (d.clone(), seg.path.clone()))
+    /// Remembers the sequences `lo..=loss.hi` as lost.
+    pub(crate) fn note_loss(&mut self, lo: u64, loss: Loss) {
+        if lo > loss.hi {
+            return;
+        }
+        self.lost.insert_range(lo, loss.hi);
+        self.losses.insert(lo, loss);
+    }
+
+    /// The loss that cost `seq`, with its first sequence.
+    pub(crate) fn loss_of(&self, seq: u64) -> Option<(u64, &Loss)> {
+        if !self.lost.contains(seq) {
+            return None;
+        }
+        self.losses
+            .range(..=seq)
+            .rev()
+            .find(|(_, l)| seq <= l.hi)
+            .map(|(lo, l)| (*lo, l))
     }
 }
 
@@ -145,6 +166,17 @@ impl Stream {
             segment: path.to_path_buf(),
             offset: d.start,
             reason: d.reason.clone(),
+        }
+    }
+
+    /// The error a read reports for the loss `lo..=loss.hi`.
+    pub(crate) fn loss_error(&self, lo: u64, loss: &Loss) -> Error {
+        Error::Corrupt {
+            stream: Some(self.name.clone()),
+            seqs: Some(lo..=loss.hi),
+            segment: loss.segment.clone(),
+            offset: loss.offset,
+            reason: loss.reason.clone(),
         }
     }
 }

@@ -46,7 +46,11 @@ impl Inner {
             let Some(seg) = self.seg_by_base(self.head_base) else {
                 return Ok(None);
             };
-            let limit = self.readable_limit(seg);
+            let limit = if seg.missing {
+                0
+            } else {
+                self.readable_limit(seg)
+            };
             let is_active = seg.base == self.active.base;
             let path = seg.path.clone();
             if self.head_off >= limit {

@@ -41,7 +41,7 @@ use crate::Durability;
 use commit::Durable;
 
 pub(crate) use dedup::Dedup;
-pub(crate) use reads::ChunkPlan;
+pub(crate) use reads::{ChunkPlan, Planned};
 pub(crate) use state::{Inner, SubjState};
 pub(crate) use time::{from_system_time, now_ns, to_system_time};
 

@@ -34,6 +34,16 @@ impl Inner {
             let Some(seg) = self.seg_by_base(base) else {
                 return Ok(());
             };
+            if seg.missing {
+                match self.seg_after(base) {
+                    Some(n) => {
+                        base = n.base;
+                        start = SEGMENT_HEADER;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
             let limit = self.readable_limit(seg);
             let path = seg.path.clone();
             let skips = seg.damage.clone();
@@ -168,6 +178,17 @@ impl Inner {
     }
 }
 
+/// What an ordered read does next (see [`Stream::plan_chunk`]).
+#[derive(Debug)]
+pub(crate) enum Planned {
+    /// Nothing is stored at or after the target.
+    Nothing,
+    /// Read this chunk.
+    Read(ChunkPlan),
+    /// The target is lost up to `hi`: report `error` and go on after it.
+    Lost { hi: u64, error: Error },
+}
+
 /// Where the next chunk of an ordered read is (see [`Stream::plan_chunk`]).
 #[derive(Debug)]
 pub(crate) struct ChunkPlan {
@@ -190,12 +211,16 @@ impl Stream {
     /// writes what is pending, raises `from` to the first stored sequence and
     /// returns it, with where to read unless nothing is stored at or after it.
     /// The lock is held only for this; the reader opens its own handle.
-    pub(crate) fn plan_chunk(&self, from: u64) -> Result<(u64, Option<ChunkPlan>)> {
+    pub(crate) fn plan_chunk(&self, from: u64) -> Result<(u64, Planned)> {
         let mut g = self.lock();
         g.flush_for_read()?;
         let target = from.max(g.first_seq);
         if target > g.last_seq {
-            return Ok((target, None));
+            return Ok((target, Planned::Nothing));
+        }
+        if let Some((lo, loss)) = g.loss_of(target) {
+            let (hi, error) = (loss.hi, self.loss_error(lo, loss));
+            return Ok((target, Planned::Lost { hi, error }));
         }
         let seg = g.seg_for_seq(target);
         let plan = ChunkPlan {
@@ -206,7 +231,7 @@ impl Stream {
             is_last: seg.base == g.active.base,
             next_base: g.seg_after(seg.base).map(|s| s.base),
         };
-        Ok((target, Some(plan)))
+        Ok((target, Planned::Read(plan)))
     }
 
     /// Drops from `msgs` (read in ascending order) what was deleted or
@@ -234,8 +259,8 @@ impl Stream {
         loop {
             let (file, base, start, limit, path, skips) = {
                 let mut g = self.lock();
-                if let Some((d, path)) = g.damage_of(seq).filter(|_| g.lost.contains(seq)) {
-                    return Err(self.lost_error(&d, &path));
+                if let Some((lo, loss)) = g.loss_of(seq) {
+                    return Err(self.loss_error(lo, loss));
                 }
                 if !g.is_live(seq) {
                     return Err(self.not_found(seq));

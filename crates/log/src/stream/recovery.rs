@@ -10,10 +10,12 @@ use std::time::SystemTime;
 use durabus_core::{Error, Result, StreamConfig, NATS_MSG_ID};
 use serde::{Deserialize, Serialize};
 
+use super::state::Loss;
 use super::{
     damage, from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
 };
 use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use crate::manifest;
 use crate::rangeset::RangeSet;
 use crate::record::Kind;
 use crate::segment::{self, Damage, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
@@ -77,6 +79,13 @@ pub(crate) fn create(
         .map_err(io(ctx("creating directories")))?;
     let created = to_system_time(env.clock.now_ns());
     write_config(storage, &staging, &config, created)?;
+    let reserve_step = manifest::reservation(env.segment_size);
+    let first = manifest::Manifest {
+        active: 1,
+        reserved: reserve_step,
+        ..Default::default()
+    };
+    manifest::write(storage, &staging, &first).map_err(io(ctx("writing the manifest")))?;
     let seg_path = segdir.join(segment::log_name(1));
     let f = storage
         .create(&seg_path)
@@ -98,7 +107,9 @@ pub(crate) fn create(
             .open(&active.path)
             .map_err(io(ctx("opening the segment")))?,
     );
-    let inner = Inner::new_empty(config, created, segdir, active);
+    let mut inner = Inner::new_empty(config, created, segdir, active);
+    inner.reserve_step = reserve_step;
+    inner.reserved = first.reserved;
     Ok(Stream::new(name, dir, env, inner))
 }
 
@@ -274,6 +285,41 @@ pub(crate) fn open(
     let window_cutoff =
         now.saturating_sub(i64::try_from(config.duplicate_window.as_nanos()).unwrap_or(i64::MAX));
 
+    // The manifest is the truth about which segments exist (rule 3a).
+    let manifest = match manifest::read(storage, &dir) {
+        Ok(m) => m,
+        Err(reason) => {
+            tracing::warn!(stream = name, %reason,
+                "the segment manifest is damaged: trusting the segment files (verify reports it)");
+            None
+        }
+    };
+    let mut missing: Vec<u64> = Vec::new();
+    if let Some(m) = &manifest {
+        let listed: Vec<u64> = m.bases().collect();
+        let first = listed.first().copied().unwrap_or(m.active);
+        let mut plan = listed.clone();
+        for &b in &bases {
+            if b < first {
+                // Its removal was recorded, the unlink cut off: finish it.
+                stray.push(segdir.join(segment::log_name(b)));
+                stray.push(segdir.join(segment::idx_name(b)));
+            } else if b > m.active {
+                // A roll cut off before its manifest: nothing in it was
+                // acknowledged, it goes on as the newest segment.
+                plan.push(b);
+            } else if !listed.contains(&b) {
+                tracing::warn!(
+                    stream = name,
+                    base = b,
+                    "a segment file the manifest does not list is ignored"
+                );
+            }
+        }
+        missing = listed.into_iter().filter(|b| !bases.contains(b)).collect();
+        bases = plan;
+    }
+
     if bases.is_empty() && storage.is_read_only() {
         return Err(Error::ReadOnly {
             path: segdir,
@@ -299,7 +345,12 @@ pub(crate) fn open(
             .map_err(io(format!("creating {}", path.display())))?;
         let mut active = SegmentMeta::new(base, path);
         active.file = Some(f);
-        let inner = Inner::new_empty(config, created, segdir, active);
+        let mut inner = Inner::new_empty(config, created, segdir, active);
+        inner.reserve_step = manifest::reservation(env.segment_size);
+        inner.reserved = base.saturating_add(inner.reserve_step);
+        inner
+            .write_manifest(storage)
+            .map_err(io(format!("writing the manifest of stream {name}")))?;
         return Ok((Stream::new(name.to_owned(), dir, env, inner), None));
     }
 
@@ -421,8 +472,9 @@ pub(crate) fn open(
             let next = SegmentMeta::new(base, seg_path(base));
             let mut prev = std::mem::replace(&mut g.active, next);
             prev.file = None;
-            prev.indexed = load_index(storage, &segdir, prev.base, prev.size)
-                .is_some_and(|ix| ix == prev.index);
+            prev.indexed = prev.missing
+                || load_index(storage, &segdir, prev.base, prev.size)
+                    .is_some_and(|ix| ix == prev.index);
             if !prev.indexed {
                 to_write_index.push(prev.base);
             }
@@ -439,6 +491,35 @@ pub(crate) fn open(
             }
         }
         let path = seg_path(base);
+        if missing.contains(&base) {
+            // Rule 3a: a listed segment whose file is gone. Every sequence
+            // it held is lost (never deletions, never reused).
+            let m = manifest.as_ref();
+            let hi = match bases.get(i + 1) {
+                Some(next) => next - 1,
+                None => m.map_or(g.last_seq, |m| m.reserved).max(g.last_seq),
+            };
+            g.active.missing = true;
+            g.active.size = m
+                .and_then(|m| m.sealed_size(base))
+                .unwrap_or(SEGMENT_HEADER);
+            g.flushed = g.active.size;
+            let reason = "the segment file is missing".to_owned();
+            tracing::warn!(stream = name, segment = %path.display(), lost = ?(base..=hi),
+                "a segment the manifest lists is missing: its messages are lost");
+            let lo = base.min(g.last_seq + 1);
+            g.note_loss(
+                lo,
+                Loss {
+                    hi,
+                    segment: path.clone(),
+                    offset: 0,
+                    reason,
+                },
+            );
+            g.last_seq = g.last_seq.max(hi);
+            continue;
+        }
         let file = storage
             .open(&path)
             .map_err(io(format!("opening {}", path.display())))?;
@@ -557,7 +638,86 @@ pub(crate) fn open(
             let base = g.active.base;
             g.note_damage(base, d);
         }
+        // Rule 3a: a sealed segment shorter than the manifest says lost
+        // its end: the sequences after its last intact message are lost.
+        let written = manifest.as_ref().and_then(|m| m.sealed_size(base));
+        if let Some(written) = written.filter(|w| !is_last && *w > len) {
+            let reason = format!("the segment is {len} bytes long but {written} were written");
+            match g.active.damage.last_mut().filter(|d| d.end >= len) {
+                // The cut ran through a record: that damage reaches the end.
+                Some(d) => {
+                    d.end = written;
+                    d.reason = reason;
+                    let (lo, d) = (d.lo, d.clone());
+                    if let Some(l) = g.losses.get_mut(&lo) {
+                        l.reason = d.reason.clone();
+                    }
+                    warn_damage(&path, &d);
+                }
+                None => {
+                    let hi = bases.get(i + 1).map_or(g.last_seq, |n| n - 1);
+                    let d = Damage {
+                        start: len,
+                        end: written,
+                        lo: g.last_seq + 1,
+                        hi,
+                        reason,
+                    };
+                    warn_damage(&path, &d);
+                    g.last_seq = g.last_seq.max(hi);
+                    g.note_damage(base, d);
+                }
+            }
+            g.active.size = written;
+            g.flushed = written;
+        }
     }
+
+    // Rule 3a: sequences a checkpoint saw durable are never reused, even
+    // when the segments no longer hold them.
+    let durable_last = Checkpoint::decode(
+        &storage
+            .read_file(&dir.join(CHECKPOINT_FILE))
+            .unwrap_or_default(),
+    )
+    .map_or(0, |c| c.last_seq);
+    if durable_last > g.last_seq {
+        let lo = g.last_seq + 1;
+        let reason = format!(
+            "sequences up to {durable_last} were stored and synced (the checkpoint says so) \
+             but the segments end at {}",
+            g.last_seq
+        );
+        tracing::warn!(stream = name, lost = ?(lo..=durable_last), "{reason}");
+        let segment = g.active.path.clone();
+        let offset = g.active.size;
+        g.note_loss(
+            lo,
+            Loss {
+                hi: durable_last,
+                segment,
+                offset,
+                reason,
+            },
+        );
+        g.last_seq = durable_last;
+    }
+    if let Some(m) = &manifest {
+        // Gaps `repair` recorded: deleted, as after `delete_message`.
+        for &(lo, hi) in &m.gaps {
+            let lo = lo.max(g.first_seq);
+            if lo <= hi && hi <= g.last_seq {
+                g.deleted.insert_range(lo, hi);
+            }
+        }
+        g.gaps = m.gaps.clone();
+        g.reserved = m.reserved;
+    }
+    g.reserve_step = manifest::reservation(env.segment_size);
+    g.reserved = g
+        .reserved
+        .max(g.last_seq)
+        .max(g.active.base.saturating_add(g.reserve_step));
 
     // Recovery succeeded: now, and only now, change files.
     let mut report = None;
@@ -599,6 +759,29 @@ pub(crate) fn open(
         // Nothing is removed or rebuilt on disk; indexes live in memory.
         stray.clear();
         to_write_index.clear();
+    }
+    if g.active.missing && !read_only {
+        // The newest segment is gone: go on in a new one above everything
+        // it may have held, so no sequence is assigned twice.
+        let base = g.last_seq + 1;
+        let path = segdir.join(segment::log_name(base));
+        let ctx = format!("creating {}", path.display());
+        let f = storage.create(&path).map_err(io(ctx.clone()))?;
+        f.write_all_at(&segment::header_bytes(), 0)
+            .and_then(|()| f.sync_data())
+            .and_then(|()| storage.sync_dir(&segdir))
+            .map_err(io(ctx))?;
+        let mut active = SegmentMeta::new(base, path);
+        active.file = Some(f);
+        let mut gone = std::mem::replace(&mut g.active, active);
+        gone.indexed = true;
+        g.sealed.push_back(gone);
+        g.flushed = SEGMENT_HEADER;
+        g.reserved = g.reserved.max(base.saturating_add(g.reserve_step));
+    }
+    if !read_only && manifest.as_ref() != Some(&g.manifest()) {
+        g.write_manifest(storage)
+            .map_err(io(format!("writing the manifest of stream {name}")))?;
     }
     for p in stray {
         let _ = storage.remove_file(&p);

@@ -1,13 +1,14 @@
 //! The mutable state of a stream behind its lock ([`Inner`]): segments,
 //! sequences, counts, subjects and deletions, and their bookkeeping.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use durabus_core::{subject, Error, Result, RetentionPolicy, StreamConfig, StreamState};
 
+use crate::manifest::{self, Manifest};
 use crate::rangeset::RangeSet;
 use crate::segment::{self, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::{Storage, StorageFile};
@@ -17,6 +18,19 @@ use super::commit::Gather;
 use super::dedup::Dedup;
 use super::io_err;
 use super::time::to_system_time;
+
+/// The segment size reservations assume until the store sets its own.
+const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+
+/// A lost sequence range: where its bytes were and why they are gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Loss {
+    /// Its last sequence (the first is its key).
+    pub(crate) hi: u64,
+    pub(crate) segment: PathBuf,
+    pub(crate) offset: u64,
+    pub(crate) reason: String,
+}
 
 /// Per-subject state. `seqs` only when `max_msgs_per_subject` is set.
 #[derive(Debug, Clone, Default)]
@@ -50,9 +64,18 @@ pub(crate) struct Inner {
     pub(super) messages: u64,
     pub(super) bytes: u64,
     pub(super) deleted: RangeSet,
-    /// Sequences held by damaged records reads stepped over (not live, not
-    /// deleted: lost until `repair` records them as a gap).
+    /// Sequences held by damaged records reads stepped over, or by missing
+    /// or shortened segments (not live, not deleted: lost until `repair`
+    /// records them as a gap).
     pub(super) lost: RangeSet,
+    /// Each lost range by its first sequence: what to report.
+    pub(super) losses: BTreeMap<u64, Loss>,
+    /// Lost ranges `repair` recorded as gaps (kept in the manifest).
+    pub(super) gaps: Vec<(u64, u64)>,
+    /// No sequence above this was assigned (the manifest's reservation).
+    pub(super) reserved: u64,
+    /// How far a reservation reaches past a new segment's base.
+    pub(super) reserve_step: u64,
     pub(super) subjects: HashMap<String, SubjState>,
     pub(super) track_subject_seqs: bool,
     pub(super) dedup: Dedup,
@@ -103,6 +126,10 @@ impl Inner {
             bytes: 0,
             deleted: RangeSet::default(),
             lost: RangeSet::default(),
+            losses: BTreeMap::new(),
+            gaps: Vec::new(),
+            reserved: base.saturating_sub(1),
+            reserve_step: manifest::reservation(DEFAULT_SEGMENT_SIZE),
             subjects: HashMap::default(),
             track_subject_seqs: track,
             dedup: Dedup::default(),
@@ -286,7 +313,7 @@ impl Inner {
                 self.deleted.insert_range(self.last_seq + 1, seq - 1);
             }
         }
-        if self.messages == 0 {
+        if self.messages == 0 && !self.lost_or_deleted(self.first_seq, seq) {
             self.first_seq = seq;
             self.head_cache = None;
         }
@@ -355,17 +382,29 @@ impl Inner {
             self.first_seq = self.last_seq + 1;
             self.deleted.clear();
             self.drop_dead_segments();
-        } else if seq == self.first_seq {
+        } else if seq == self.first_seq || self.lost_or_deleted(self.first_seq, seq) {
             self.advance_first(seq + 1);
         } else {
             self.deleted.insert(seq);
         }
     }
 
+    /// Whether every sequence in `from..to` is lost or deleted (and there
+    /// is at least one): a lost range at the head stays the head, so reads
+    /// from the start report it, until the message after it goes too.
+    fn lost_or_deleted(&self, from: u64, to: u64) -> bool {
+        from < to
+            && self.lost.count_in(from, to - 1) + self.deleted.count_in(from, to - 1) >= to - from
+    }
+
     pub(super) fn advance_first(&mut self, to: u64) {
         self.first_seq = to;
         self.deleted.remove_below(to);
-        while let Some(end) = self.deleted.range_end_at(self.first_seq) {
+        while let Some(end) = self
+            .deleted
+            .range_end_at(self.first_seq)
+            .or_else(|| self.lost.range_end_at(self.first_seq))
+        {
             self.first_seq = end + 1;
             self.deleted.remove_below(self.first_seq);
         }
@@ -391,6 +430,38 @@ impl Inner {
             self.doomed.push(idx);
             self.ckpt_needed = true;
         }
+    }
+
+    /// The manifest that describes the segments now.
+    pub(super) fn manifest(&self) -> Manifest {
+        Manifest {
+            sealed: self.sealed.iter().map(|s| (s.base, s.size)).collect(),
+            active: self.active.base,
+            reserved: self.reserved,
+            gaps: self.gaps.clone(),
+        }
+    }
+
+    /// Replaces the manifest on disk with [`Inner::manifest`].
+    pub(super) fn write_manifest(&self, storage: &dyn Storage) -> std::io::Result<()> {
+        let dir = self.segdir.parent().unwrap_or(&self.segdir);
+        manifest::write(storage, dir, &self.manifest())
+    }
+
+    /// Reserves sequences up to at least `seq` in the manifest before one
+    /// above the reservation is assigned (none is ever assigned twice,
+    /// even when the active segment is lost).
+    pub(super) fn reserve(&mut self, stream: &str, storage: &dyn Storage, seq: u64) -> Result<()> {
+        if seq <= self.reserved {
+            return Ok(());
+        }
+        let before = self.reserved;
+        self.reserved = seq.max(self.active.base).saturating_add(self.reserve_step);
+        if let Err(e) = self.write_manifest(storage) {
+            self.reserved = before;
+            return Err(self.poison(stream, format!("writing the segment manifest: {e}")));
+        }
+        Ok(())
     }
 
     /// Removes files of dropped segments (after recovery succeeded, or now).
@@ -419,6 +490,17 @@ impl Inner {
                 self.doomed.clear();
                 return;
             }
+        }
+        // The manifest stops listing them before they go: a listed segment
+        // that is missing is damage, never a removal.
+        if let Err(e) = self.write_manifest(storage) {
+            let name = self.config.name.clone();
+            self.poison(
+                &name,
+                format!("writing the segment manifest before removing dropped segments: {e}"),
+            );
+            self.doomed.clear();
+            return;
         }
         for p in self.doomed.drain(..) {
             match storage.remove_file(&p) {

@@ -1,0 +1,213 @@
+//! A missing or shortened segment is damage, never deletions, and no
+//! sequence is assigned twice (docs/design.md recovery rule 3a, "Manifest
+//! file", invariant 1): the reproductions of issue #23 on real directories.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use durabus_core::{AckKind, Backend, ConsumerConfig, Error, Message, ReplayOptions, StreamConfig};
+use durabus_log::Store;
+
+const N: u64 = 300;
+
+/// 300 messages on 4 KiB segments; durable consumer C has read and acked
+/// them all. Closed.
+async fn fill(dir: &Path) {
+    let s = open_with(dir, opts().segment_size(4096));
+    stream(&s, StreamConfig::new("S").subjects(["c.>"])).await;
+    for i in 1..=N {
+        let body = format!("payload-{i}-{}", "z".repeat(100));
+        publish(&s, &format!("c.{i}"), body).await;
+    }
+    s.create_consumer("S", ConsumerConfig::durable("C"))
+        .await
+        .unwrap();
+    let mut n = 0;
+    while n < N {
+        let d = s
+            .fetch("S", "C", 100, Duration::from_millis(1))
+            .await
+            .unwrap();
+        for x in &d {
+            s.ack(&x.ack, AckKind::Ack).await.unwrap();
+        }
+        n += d.len() as u64;
+    }
+    s.close().await.unwrap();
+}
+
+fn reopen(dir: &Path) -> Store {
+    open_with(dir, opts().segment_size(4096))
+}
+
+/// The first and last message seq of a segment file.
+fn seq_range(seg: &Path) -> (u64, u64) {
+    let b = std::fs::read(seg).unwrap();
+    let (mut at, mut lo, mut hi) = (16usize, u64::MAX, 0);
+    while at + 17 <= b.len() {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        if b[at + 8] == 1 {
+            let s = u64::from_le_bytes(b[at + 9..at + 17].try_into().unwrap());
+            lo = lo.min(s);
+            hi = hi.max(s);
+        }
+        at += 4 + len;
+    }
+    (lo, hi)
+}
+
+/// Replays everything: the sequences read and the lost ranges reported.
+async fn replay(s: &Store) -> (Vec<u64>, Vec<std::ops::RangeInclusive<u64>>) {
+    let mut r = s
+        .replay("S", ReplayOptions::from_seq(1).stop_at_end())
+        .await
+        .unwrap();
+    let (mut seqs, mut lost) = (Vec::new(), Vec::new());
+    while let Some(m) = r.next().await {
+        match m {
+            Ok(m) => seqs.push(m.seq),
+            Err(Error::Corrupt {
+                stream,
+                seqs: Some(range),
+                ..
+            }) => {
+                assert_eq!(stream.as_deref(), Some("S"));
+                lost.push(range);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (seqs, lost)
+}
+
+fn without(range: &std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    (1..=N).filter(|s| !range.contains(s)).collect()
+}
+
+/// Checks invariant 1 (docs/design.md).
+#[test]
+fn a_missing_newest_segment_never_reuses_a_sequence_and_consumers_go_on() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    rt.block_on(fill(tmp.path()));
+    let segs = segments(tmp.path(), "S");
+    let last: PathBuf = segs.last().unwrap().clone();
+    let (lo, hi) = seq_range(&last);
+    assert_eq!(hi, N);
+    std::fs::remove_file(&last).unwrap();
+    rt.block_on(async {
+        let s = reopen(tmp.path());
+        let info = s.stream_info("S").await.unwrap();
+        assert!(info.state.last_seq >= N, "{:?}", info.state);
+        assert_eq!(info.state.num_deleted, 0, "lost is not deleted");
+        let ack = s
+            .publish(Message::new("c.new", "x"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ack.seq > N, "seq {} reused", ack.seq);
+        let (seqs, lost) = replay(&s).await;
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert_eq!(*lost[0].start(), lo);
+        assert!(*lost[0].end() >= hi && *lost[0].end() < ack.seq);
+        let mut want: Vec<u64> = (1..lo).collect();
+        want.push(ack.seq);
+        assert_eq!(seqs, want);
+        // C read everything before the loss: it gets the new message, not
+        // a rewind and not nothing.
+        let d = s
+            .fetch("S", "C", 10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.iter().map(|d| d.stream_seq()).collect::<Vec<_>>(),
+            vec![ack.seq]
+        );
+        s.close().await.unwrap();
+        // The same after another reopen.
+        let s = reopen(tmp.path());
+        let again = s
+            .publish(Message::new("c.new", "y"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.seq, ack.seq + 1);
+        assert_eq!(replay(&s).await.1, lost);
+        s.close().await.unwrap();
+    });
+}
+
+/// Checks invariant 1 (docs/design.md).
+#[test]
+fn a_missing_middle_or_first_segment_is_reported_as_lost_not_deleted() {
+    let rt = rt();
+    for which in ["first", "middle"] {
+        let tmp = tempfile::tempdir().unwrap();
+        rt.block_on(fill(tmp.path()));
+        let segs = segments(tmp.path(), "S");
+        let victim = if which == "first" {
+            &segs[0]
+        } else {
+            &segs[segs.len() / 2]
+        };
+        let (lo, hi) = seq_range(victim);
+        std::fs::remove_file(victim).unwrap();
+        rt.block_on(async {
+            for round in 0..2 {
+                let s = reopen(tmp.path());
+                let info = s.stream_info("S").await.unwrap();
+                assert_eq!(info.state.last_seq, N, "{which} {round}");
+                assert_eq!(info.state.first_seq, 1, "{which} {round}");
+                assert_eq!(info.state.num_deleted, 0, "{which} {round}");
+                let (seqs, lost) = replay(&s).await;
+                assert_eq!(lost, vec![lo..=hi], "{which} {round}");
+                assert_eq!(seqs, without(&(lo..=hi)), "{which} {round}");
+                match s.get_message("S", lo).await {
+                    Err(Error::Corrupt { seqs: Some(r), .. }) => assert_eq!(r, lo..=hi),
+                    other => panic!("{other:?}"),
+                }
+                assert_eq!(s.get_message("S", hi + 1).await.unwrap().seq, hi + 1);
+                s.close().await.unwrap();
+            }
+        });
+    }
+}
+
+/// Checks invariant 1 (docs/design.md).
+#[test]
+fn a_sealed_segment_cut_short_loses_its_tail_and_nothing_else() {
+    let rt = rt();
+    for at_boundary in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        rt.block_on(fill(tmp.path()));
+        let segs = segments(tmp.path(), "S");
+        let victim = &segs[2];
+        let (first, last) = seq_range(victim);
+        // Keep the header and five records (or five and a half).
+        let b = std::fs::read(victim).unwrap();
+        let mut at = 16usize;
+        for _ in 0..5 {
+            at += 4 + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        }
+        let cut = if at_boundary { at } else { at + 30 };
+        std::fs::write(victim, &b[..cut]).unwrap();
+        let lost = first + 5..=last;
+        rt.block_on(async {
+            let s = reopen(tmp.path());
+            let info = s.stream_info("S").await.unwrap();
+            assert_eq!(info.state.last_seq, N);
+            assert_eq!(info.state.num_deleted, 0);
+            let (seqs, got) = replay(&s).await;
+            assert_eq!(got, vec![lost.clone()], "boundary {at_boundary}");
+            assert_eq!(seqs, without(&lost), "boundary {at_boundary}");
+            s.close().await.unwrap();
+        });
+    }
+}
