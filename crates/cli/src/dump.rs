@@ -287,7 +287,7 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
 /// The data directory `verb` (`dump` or `verify`) reads: the argument (a
 /// path or a `file:` URL), else the `--url` / `DURABUS_URL` directory. Any
 /// other URL is refused with what to use instead.
-fn data_dir(global: &Global, verb: &str, arg: Option<&str>) -> anyhow::Result<PathBuf> {
+pub(crate) fn data_dir(global: &Global, verb: &str, arg: Option<&str>) -> anyhow::Result<PathBuf> {
     let (url, from) = match arg {
         Some(dir) if looks_like_url(dir) => (dir.to_owned(), "the argument"),
         Some(dir) => return Ok(PathBuf::from(dir)),

@@ -2,7 +2,7 @@
 //!
 //! Verbs follow the `nats` CLI: `pub`, `sub`, `req`, `reply`, `replay`, `stream ...` (add,
 //! edit, ls, info, rm, purge, get, rmm), `consumer ...` (add, ls, info, rm,
-//! next), `dlq ...` (ls, redrive), `dump`, `verify` and `bench`. Every
+//! next), `dlq ...` (ls, redrive), `dump`, `verify`, `repair` and `bench`. Every
 //! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
 //! for machine-readable output. Each verb group lives in its own module; this
 //! file only parses the command line and reports errors (with the hint of
@@ -18,6 +18,7 @@ mod kv;
 mod output;
 mod parse;
 mod publish;
+mod repair;
 mod replay;
 mod request;
 mod session;
@@ -102,6 +103,15 @@ enum Command {
     /// it); a damaged consumer file is corruption. Reads the files of an
     /// embedded file: store; a nats:// server checks its own.
     Verify(dump::VerifyArgs),
+    /// Repair the damaged segments of a data directory: the explicit,
+    /// opt-in fix after `verify` or a read reported corruption.
+    ///
+    /// Each damaged segment is copied to <data-dir>/quarantine/ and
+    /// rewritten without its unreadable bytes; every lost sequence range
+    /// becomes a gap (deleted, never assigned again); missing segments are
+    /// dropped from the manifest. Prints what was lost. Needs the store
+    /// closed everywhere (it takes the lock).
+    Repair(repair::RepairArgs),
     /// Measure publish, group commit, replay and consume throughput,
     /// latency, memory with a stalled consumer and open time (W1-W7). Runs
     /// on a fresh temporary store unless --url or DURABUS_URL names one; on
@@ -130,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kv(cmd) => kv::run(&global, cmd).await,
         Command::Dump(args) => dump::run(&global, args),
         Command::Verify(args) => dump::run_verify(&global, args),
+        Command::Repair(args) => repair::run(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,
     }
 }

@@ -116,9 +116,10 @@ pub(crate) async fn run(global: &Global, args: ReplayArgs) -> anyhow::Result<()>
         }
         if lost > 0 {
             anyhow::bail!(
-                "stream {} has {} that could not be read (see the warnings above)",
-                args.stream,
-                crate::output::count(lost, "damaged record")
+                "{} of stream {} could not be read (see the warnings above); \
+                 `durabus repair` records them as gaps",
+                crate::output::count(lost, "damaged range"),
+                args.stream
             );
         }
         Ok(())

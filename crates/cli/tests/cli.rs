@@ -885,3 +885,86 @@ fn verify_reports_a_broken_stream_config_and_the_other_streams_still_work() {
     std::fs::write(&cfg, &good).unwrap();
     store.ok(&["verify", &dir]);
 }
+
+/// Issue #15's reproduction: one flipped byte in a sealed segment costs one
+/// message. replay delivers every other message, warns once and exits
+/// non-zero; `stream get` of the damaged one names it; `repair` records it
+/// as a gap, after which replay and verify are clean.
+///
+/// Checks invariant 7 (docs/design.md).
+#[test]
+fn a_flipped_byte_costs_one_message_until_repair_records_the_gap() {
+    let store = Store {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let url = format!("file:{}?segment_size=4096", store.dir.path().display());
+    let run = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend_from_slice(args);
+        durabus().args(&all).output().unwrap()
+    };
+    assert!(run(&["stream", "add", "S", "--subjects", "c.>"])
+        .status
+        .success());
+    let body = format!("payload-{{{{i}}}}-{}", "z".repeat(100));
+    assert!(run(&["pub", "c.{{i}}", &body, "--count", "300"])
+        .status
+        .success());
+    // Flip a payload byte of message 60 (in a sealed segment).
+    let segdir = store.dir.path().join("streams/S/segments");
+    let mut segs: Vec<_> = std::fs::read_dir(&segdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    let (seg, at) = segs
+        .iter()
+        .find_map(|p| {
+            let b = std::fs::read(p).unwrap();
+            let mut at = 16usize;
+            while at + 17 <= b.len() {
+                let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+                if len == 0 {
+                    break;
+                }
+                if u64::from_le_bytes(b[at + 9..at + 17].try_into().unwrap()) == 60 {
+                    return Some((p.clone(), at));
+                }
+                at += 4 + len;
+            }
+            None
+        })
+        .unwrap();
+    assert_ne!(Some(&seg), segs.last());
+    let mut b = std::fs::read(&seg).unwrap();
+    b[at + 60] ^= 0x08;
+    std::fs::write(&seg, &b).unwrap();
+
+    let out = run(&["--json", "replay", "S"]);
+    assert!(!out.status.success());
+    let seqs: Vec<u64> = json_lines(&String::from_utf8_lossy(&out.stdout))
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=300).filter(|s| *s != 60).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("warning: ").count(), 1, "{stderr}");
+    assert!(stderr.contains("message 60 is unreadable"), "{stderr}");
+    let out = run(&["stream", "get", "S", "60"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("message 60 is unreadable"));
+    assert!(run(&["stream", "get", "S", "61"]).status.success());
+
+    let dir = store.dir.path().display().to_string();
+    let out = run(&["repair", &dir]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("lost message 60"), "{stdout}");
+    assert!(stdout.contains("quarantine"), "{stdout}");
+    let out = run(&["replay", "S"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(run(&["verify", &dir]).status.success());
+    let out = run(&["--json", "pub", "c.next", "x"]);
+    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["seq"], 301);
+}

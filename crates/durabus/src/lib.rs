@@ -96,8 +96,8 @@ pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 /// crates that need it.
 pub mod embedded {
     pub use durabus_log::{
-        check_files, check_store, dump, DumpRecord, Durability, FileProblem, Options,
-        RecoveryReport, Store, TornTail, FORMAT_VERSION,
+        check_files, check_store, dump, repair, DumpRecord, Durability, FileProblem, Options,
+        RecoveryReport, RewrittenSegment, Store, StreamRepair, TornTail, FORMAT_VERSION,
     };
 }
 

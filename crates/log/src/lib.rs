@@ -94,6 +94,7 @@ pub use storage::{
     StorageLock,
 };
 pub use store::{Store, FORMAT_VERSION};
+pub use stream::{RewrittenSegment, StreamRepair};
 
 /// Maps keyed by subjects and ids on hot paths: foldhash is several times
 /// faster than SipHash for short keys and still randomly seeded.
@@ -131,6 +132,9 @@ pub struct Options {
     /// Where the store reads the time (the system clock unless a test
     /// sets another, feature `internals`).
     clock: std::sync::Arc<dyn clock::Clock>,
+    /// Recovery reads every record instead of trusting checkpoints
+    /// ([`repair`]).
+    full_scan: bool,
 }
 
 impl Default for Options {
@@ -141,6 +145,7 @@ impl Default for Options {
             subscriber_buffer: 4096,
             read_only: false,
             clock: std::sync::Arc::new(clock::SystemClock),
+            full_scan: false,
         }
     }
 }
@@ -248,6 +253,37 @@ pub fn dump(
     f: &mut dyn FnMut(DumpRecord),
 ) -> Result<Vec<TornTail>> {
     dump::dump(dir.as_ref(), stream, f)
+}
+
+/// Repairs the damaged segments of `stream` (or of every stream) in the
+/// data directory `dir`: the explicit, opt-in fix docs/design.md
+/// ("Repair") describes. Takes the lock (the store must not be open
+/// elsewhere), reads every record of the streams (not trusting
+/// checkpoints), copies each damaged segment to `<dir>/quarantine/<stream>/`,
+/// rewrites it without its unreadable bytes, records every lost sequence
+/// range as a gap (deleted, never assigned again), drops missing segments
+/// from the manifest, and reopens the store to rebuild indexes and
+/// checkpoints. A stream with nothing to repair is not touched. Returns
+/// what was done per stream (streams with nothing to repair are left out).
+///
+/// # Errors
+///
+/// [`durabus_core::Error::Locked`] while another process has the store
+/// open; I/O errors; [`durabus_core::Error::StreamNotFound`] for an
+/// unknown `stream`.
+pub fn repair(dir: impl AsRef<Path>, stream: Option<&str>) -> Result<Vec<StreamRepair>> {
+    let dir = dir.as_ref();
+    let options = Options {
+        full_scan: true,
+        ..Options::default()
+    };
+    let store = Store::open(dir, options.clone())?;
+    let done = store.repair_streams(stream);
+    drop(store);
+    let done = done?;
+    // The reopen rebuilds indexes and checkpoints from the rewritten files.
+    drop(Store::open(dir, options)?);
+    Ok(done)
 }
 
 /// Checks the files of a data directory outside its streams, read-only:

@@ -228,6 +228,7 @@ impl Store {
             segment_size: options.segment_size.max(1),
             bg: bg.clone(),
             clock: options.clock.clone(),
+            full_scan: options.full_scan,
         });
         let mem_env = if storage.is_volatile() {
             env.clone()
@@ -238,6 +239,7 @@ impl Store {
                 segment_size: options.segment_size.max(1),
                 bg: bg.clone(),
                 clock: options.clock.clone(),
+                full_scan: false,
             })
         };
         let mem_root = if storage.is_volatile() {
@@ -670,6 +672,31 @@ impl Store {
             tracing::warn!(stream = name, error = %e, "could not remove deleted stream files; removed at next open");
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Repairs `only` (or every open stream); see [`crate::repair`].
+    pub(crate) fn repair_streams(&self, only: Option<&str>) -> Result<Vec<crate::StreamRepair>> {
+        let quarantine = self.inner.dir.join("quarantine");
+        let mut done = Vec::new();
+        let mut found = only.is_none();
+        for s in self.inner.snapshot() {
+            if only.is_some_and(|n| n != s.name) {
+                continue;
+            }
+            found = true;
+            let r = s.repair(&quarantine)?;
+            if !r.rewritten.is_empty() || !r.missing.is_empty() || !r.lost.is_empty() {
+                done.push(r);
+            }
+        }
+        match only {
+            Some(name) if !found => Err(Error::StreamNotFound {
+                name: name.to_owned(),
+            }),
+            _ => Ok(done),
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //! `append` (publish), `commit` (writes to the OS and group commit), `reads`,
 //! `damage` (stepping over records that do not verify),
 //! `head` (the oldest live message), `retention` (limits, max_age, purge,
-//! delete), `dedup`, `persist` (checkpoint and shutdown) and `recovery`
-//! (opening and creating a stream). Replay is in `replay.rs`.
+//! delete), `dedup`, `persist` (checkpoint and shutdown), `recovery`
+//! (opening and creating a stream) and `repair` (rewriting damaged
+//! segments). Replay is in `replay.rs`.
 //!
 //! Memory stays bounded by the number of segments, subjects and deletions,
 //! never by the number of messages (W6): there is no per-message index. The
@@ -19,6 +20,7 @@ mod head;
 mod persist;
 mod reads;
 pub(crate) mod recovery;
+mod repair;
 mod retention;
 mod state;
 mod time;
@@ -42,6 +44,7 @@ use commit::Durable;
 
 pub(crate) use dedup::Dedup;
 pub(crate) use reads::{ChunkPlan, Planned};
+pub use repair::{RewrittenSegment, StreamRepair};
 pub(crate) use state::{Inner, SubjState};
 pub(crate) use time::{from_system_time, now_ns, to_system_time};
 
@@ -54,6 +57,8 @@ pub(crate) struct Env {
     pub(crate) bg: Arc<Background>,
     /// Where the time is read.
     pub(crate) clock: Arc<dyn Clock>,
+    /// Recovery reads every record, trusting no checkpoint.
+    pub(crate) full_scan: bool,
 }
 
 impl Env {

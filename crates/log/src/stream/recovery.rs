@@ -354,7 +354,11 @@ pub(crate) fn open(
         return Ok((Stream::new(name.to_owned(), dir, env, inner), None));
     }
 
-    let ckpt = load_checkpoint(storage, &dir, &segdir, &bases);
+    let ckpt = if env.full_scan {
+        None
+    } else {
+        load_checkpoint(storage, &dir, &segdir, &bases)
+    };
     let seg_path = |base: u64| segdir.join(segment::log_name(base));
     let mut to_write_index: Vec<u64> = Vec::new();
     let mut damaged: Vec<(u64, Vec<Damage>)> = Vec::new();
@@ -705,9 +709,19 @@ pub(crate) fn open(
     if let Some(m) = &manifest {
         // Gaps `repair` recorded: deleted, as after `delete_message`.
         for &(lo, hi) in &m.gaps {
+            g.last_seq = g.last_seq.max(hi);
             let lo = lo.max(g.first_seq);
-            if lo <= hi && hi <= g.last_seq {
+            if lo <= hi {
                 g.deleted.insert_range(lo, hi);
+            }
+        }
+        if !m.gaps.is_empty() {
+            if g.messages == 0 {
+                g.first_seq = g.last_seq + 1;
+                g.deleted.clear();
+            } else {
+                let first = g.first_seq;
+                g.advance_first(first);
             }
         }
         g.gaps = m.gaps.clone();

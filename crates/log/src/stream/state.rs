@@ -438,7 +438,13 @@ impl Inner {
             sealed: self.sealed.iter().map(|s| (s.base, s.size)).collect(),
             active: self.active.base,
             reserved: self.reserved,
-            gaps: self.gaps.clone(),
+            // Gaps below the first sequence no longer matter.
+            gaps: self
+                .gaps
+                .iter()
+                .filter(|(_, hi)| *hi >= self.first_seq)
+                .copied()
+                .collect(),
         }
     }
 
