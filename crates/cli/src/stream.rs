@@ -693,7 +693,7 @@ fn info_human(info: &StreamInfo) -> String {
         Some(t) => format!("{seq} at {}", rfc3339(t)),
         None => seq.to_string(),
     };
-    let state = [
+    let mut state = vec![
         ("messages", s.messages.to_string()),
         ("bytes", bytes_human(s.bytes)),
         ("first seq", at(s.first_seq, s.first_time)),
@@ -702,6 +702,9 @@ fn info_human(info: &StreamInfo) -> String {
         ("distinct subjects", s.num_subjects.to_string()),
         ("consumers", s.consumer_count.to_string()),
     ];
+    if s.num_lost > 0 {
+        state.insert(5, ("lost to damage", s.num_lost.to_string()));
+    }
     format!(
         "{}\n{}",
         section(&format!("Stream {}", c.name), &config),
@@ -752,6 +755,7 @@ pub(crate) fn info_json(info: &StreamInfo) -> Value {
             "last_seq": s.last_seq,
             "last_ts": s.last_time.map(rfc3339_nanos),
             "num_deleted": s.num_deleted,
+            "num_lost": s.num_lost,
             "num_subjects": s.num_subjects,
             "consumer_count": s.consumer_count,
         },

@@ -309,6 +309,12 @@ pub struct StreamState {
     pub last_time: Option<SystemTime>,
     /// Messages deleted between first and last sequence.
     pub num_deleted: u64,
+    /// Messages between first and last sequence known lost to damage
+    /// (unreadable; not counted in `messages` or `num_deleted`) until a
+    /// repair records them as deleted. nats-server: the length of
+    /// `state.lost.msgs`.
+    #[serde(default)]
+    pub num_lost: u64,
     /// Distinct subjects with stored messages.
     pub num_subjects: u64,
     /// Consumers on the stream.

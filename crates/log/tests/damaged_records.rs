@@ -118,6 +118,7 @@ async fn check_reads(s: &Store, seg: &Path, offset: usize) {
     }
     let e = s.get_message("S", 60).await.unwrap_err();
     assert_lost(&e, 60..=60, seg, offset);
+    assert_eq!(s.stream_info("S").await.unwrap().state.num_lost, 1);
     for seq in [59, 61, 62] {
         assert_eq!(s.get_message("S", seq).await.unwrap().seq, seq);
     }

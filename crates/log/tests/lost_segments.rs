@@ -166,6 +166,7 @@ fn a_missing_middle_or_first_segment_is_reported_as_lost_not_deleted() {
                 assert_eq!(info.state.last_seq, N, "{which} {round}");
                 assert_eq!(info.state.first_seq, 1, "{which} {round}");
                 assert_eq!(info.state.num_deleted, 0, "{which} {round}");
+                assert_eq!(info.state.num_lost, hi - lo + 1, "{which} {round}");
                 let (seqs, lost) = replay(&s).await;
                 assert_eq!(lost, vec![lo..=hi], "{which} {round}");
                 assert_eq!(seqs, without(&(lo..=hi)), "{which} {round}");
@@ -281,4 +282,85 @@ fn repair_records_every_lost_range_as_a_gap_quarantines_and_leaves_a_clean_store
     assert!(problems.iter().all(|p| !p.fatal), "{problems:?}");
     // A second repair has nothing to do.
     assert!(durabus_log::repair(dir, None).unwrap().is_empty());
+}
+
+/// What the property test does to one segment file.
+#[derive(Debug, Clone)]
+enum Harm {
+    /// Delete a segment (any, the newest included).
+    Delete,
+    /// Cut a sealed segment to this fraction (per mille) of its length.
+    Cut(u64),
+}
+
+fn harm_strategy() -> impl proptest::strategy::Strategy<Value = Harm> {
+    use proptest::prelude::*;
+    prop_oneof![Just(Harm::Delete), (0u64..1000).prop_map(Harm::Cut)]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("DURABUS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Deleting or cutting a segment never yields a reused sequence or a
+    /// silent gap: every sequence up to the last one published is read
+    /// back intact or reported lost, and the next publish is new.
+    ///
+    /// Checks invariant 1 (docs/design.md).
+    #[test]
+    fn harming_a_segment_never_reuses_a_sequence_or_hides_a_gap(
+        n in 40u64..240,
+        seg in 600u64..3000,
+        pick in 0usize..1000,
+        harm in harm_strategy(),
+        keep_checkpoint in proptest::bool::ANY,
+    ) {
+        let rt = rt();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        rt.block_on(async {
+            let s = open_with(dir, opts().segment_size(seg));
+            stream(&s, StreamConfig::new("S").subjects(["c.>"])).await;
+            for i in 1..=n {
+                publish(&s, &format!("c.{}", i % 7), format!("payload-{i}")).await;
+            }
+            s.close().await.unwrap();
+        });
+        let segs = segments(dir, "S");
+        if !keep_checkpoint {
+            std::fs::remove_file(dir.join("streams/S/checkpoint")).unwrap();
+        }
+        match harm {
+            Harm::Delete => std::fs::remove_file(&segs[pick % segs.len()]).unwrap(),
+            Harm::Cut(per_mille) => {
+                if segs.len() < 2 {
+                    return Ok(());
+                }
+                let victim = &segs[pick % (segs.len() - 1)];
+                let b = std::fs::read(victim).unwrap();
+                let keep = 16 + (b.len() as u64 - 16) * per_mille / 1000;
+                std::fs::write(victim, &b[..keep as usize]).unwrap();
+            }
+        }
+        rt.block_on(async {
+            let s = open_with(dir, opts().segment_size(seg));
+            let info = s.stream_info("S").await.unwrap();
+            assert!(info.state.last_seq >= n, "{:?}", info.state);
+            let (seqs, lost) = replay(&s).await;
+            for q in 1..=n {
+                let read = seqs.binary_search(&q).is_ok();
+                let reported = lost.iter().any(|r| r.contains(&q));
+                assert!(read != reported, "seq {q}: read {read}, reported lost {reported}");
+            }
+            for q in &seqs {
+                let m = s.get_message("S", *q).await.unwrap();
+                assert_eq!(&m.payload[..], format!("payload-{q}").as_bytes());
+            }
+            let ack = s.publish(Message::new("c.new", "x")).await.unwrap().unwrap();
+            assert!(ack.seq > info.state.last_seq, "seq {} reused", ack.seq);
+            s.close().await.unwrap();
+        });
+    }
 }

@@ -191,6 +191,8 @@ struct JsState {
     #[serde(default)]
     num_deleted: u64,
     #[serde(default)]
+    lost: Option<JsLost>,
+    #[serde(default)]
     num_subjects: u64,
     #[serde(default)]
     consumer_count: u64,
@@ -202,6 +204,13 @@ struct JsInfo {
     #[serde(default)]
     created: Option<String>,
     state: JsState,
+}
+
+/// `state.lost` of a stream info: messages nats-server lost to damage.
+#[derive(Debug, Deserialize)]
+struct JsLost {
+    #[serde(default)]
+    msgs: Vec<u64>,
 }
 
 /// Parses an RFC 3339 time; `None` for Go's zero time or anything unreadable.
@@ -238,6 +247,7 @@ pub(crate) fn stream_info(v: Value) -> Result<StreamInfo, String> {
                 s.last_ts.as_deref().and_then(parse_time)
             },
             num_deleted: s.num_deleted,
+            num_lost: s.lost.map_or(0, |l| l.msgs.len() as u64),
             num_subjects: s.num_subjects,
             consumer_count: s.consumer_count,
         },

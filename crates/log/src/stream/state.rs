@@ -541,6 +541,11 @@ impl Inner {
             last_time: (self.last_seq > 0 && self.last_time > 0)
                 .then(|| to_system_time(self.last_time)),
             num_deleted: self.deleted.count(),
+            num_lost: if self.last_seq >= self.first_seq {
+                self.lost.count_in(self.first_seq, self.last_seq)
+            } else {
+                0
+            },
             num_subjects: self.subjects.len() as u64,
             consumer_count: 0,
         }
