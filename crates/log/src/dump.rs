@@ -252,7 +252,9 @@ fn dump_stream(
                 return Ok(None);
             }
             let live = is_live(lock);
-            if !segment::valid_record_after(&rest, 0) {
+            // Written whole since the scan read it: read on from there.
+            let now_whole = live && matches!(record::decode(&rest), Decoded::Ok(_));
+            if !now_whole && !segment::valid_record_after(&rest, 0) {
                 if live {
                     // Being written: the bytes up to the zeros ahead.
                     let written = rest.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
@@ -272,7 +274,9 @@ fn dump_stream(
                     // before it were reported already).
                     waiting = Some((offset, deadline));
                     from = offset;
-                    std::thread::sleep(IN_FLIGHT_PAUSE);
+                    if !now_whole {
+                        std::thread::sleep(IN_FLIGHT_PAUSE);
+                    }
                     continue;
                 }
             }
