@@ -942,8 +942,8 @@ fn log_files(store: &Store, stream: &str) -> Vec<std::path::PathBuf> {
 fn verify_on_a_live_store_under_always_never_reports_the_in_flight_tail_as_corruption() {
     let store = Store::new();
     store.ok(&["stream", "add", "LIVE", "--subjects", "live.>"]);
-    // ~1 KiB records in 64 KiB segments: a roll every ~60 messages.
-    let mut publisher = spawn_live_publisher(&store, 65536, &"p".repeat(1000));
+    // ~150-byte records in 64 KiB segments: a roll every ~450 messages.
+    let mut publisher = spawn_live_publisher(&store, 65536, &"p".repeat(100));
     let start = std::time::Instant::now();
     while log_files(&store, "LIVE").len() < 3 {
         assert!(
