@@ -846,4 +846,26 @@ mod tests {
             LockOutcome::Acquired(_)
         ));
     }
+
+    #[test]
+    fn lock_holder_tells_a_held_lock_from_a_released_one_and_never_takes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("LOCK");
+        assert_eq!(lock_holder(&p).unwrap(), None, "no LOCK file");
+        assert!(!p.exists(), "lock_holder created the file");
+        let me = std::process::id().to_string();
+        let held = FsStorage.try_lock(&p, &me).unwrap();
+        assert!(matches!(held, LockOutcome::Acquired(_)));
+        // Held (by this very process, through another open file).
+        assert_eq!(lock_holder(&p).unwrap(), Some(me.clone()));
+        drop(held);
+        // Released, though the pid in the file still runs (our own).
+        assert_eq!(lock_holder(&p).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
+        // The check left the lock free.
+        assert!(matches!(
+            FsStorage.try_lock(&p, &me).unwrap(),
+            LockOutcome::Acquired(_)
+        ));
+    }
 }
