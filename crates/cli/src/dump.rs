@@ -96,6 +96,11 @@ struct Verdict {
     segments: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     torn_tail: Option<durabus::embedded::TornTail>,
+    /// The store is open in another process, which is writing these bytes
+    /// after the last complete record: the end of what can be read now,
+    /// not damage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_flight_tail: Option<durabus::embedded::TornTail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     /// Problems in the files beside the segments.
@@ -189,9 +194,13 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
                 segments.insert(record.segment);
             }
         });
-        let (result, torn_tail) = match result {
+        let (result, tail) = match result {
             Ok(mut torn) => (Ok(()), torn.pop()),
             Err(e) => (Err(e), None),
+        };
+        let (in_flight_tail, torn_tail) = match tail {
+            Some(t) if t.in_flight => (Some(t), None),
+            t => (None, t),
         };
         let files: Vec<FileVerdict> = durabus::embedded::check_files(&dir, &name)
             .with_context(|| format!("cannot check the files of stream {name}"))?
@@ -207,6 +216,7 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
             files,
             stream: name,
             torn_tail,
+            in_flight_tail,
             records,
             messages,
             segments: segments.len(),
@@ -240,10 +250,19 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
                             t.segment
                         )
                     });
+                    let in_flight = v.in_flight_tail.as_ref().map_or(String::new(), |t| {
+                        format!(
+                            "; in-flight tail: {} after the last complete record (offset {} of {}), \
+                             being written by the process that has the store open",
+                            count(t.bytes, "byte"),
+                            t.offset,
+                            t.segment
+                        )
+                    });
                     // Records fine, but a consumer-state file is not.
                     let word = if v.ok { "ok     " } else { "CORRUPT" };
                     format!(
-                        "{word}  {} ({}) in {}{torn}",
+                        "{word}  {} ({}) in {}{torn}{in_flight}",
                         count(v.records, "record"),
                         count(v.messages, "message"),
                         count(v.segments as u64, "segment")
@@ -365,10 +384,17 @@ pub(crate) fn run(global: &Global, args: DumpArgs) -> anyhow::Result<()> {
     let torn = dumped
         .with_context(|| format!("dump of {} stopped after {records} records", dir.display()))?;
     for t in torn {
-        eprintln!(
-            "stream {}: torn tail of {} bytes at offset {} of segment {} (the next open truncates it)",
-            t.stream, t.bytes, t.offset, t.segment
-        );
+        if t.in_flight {
+            eprintln!(
+                "stream {}: in-flight tail: {} bytes after the last complete record (offset {} of segment {}), being written by the process that has the store open",
+                t.stream, t.bytes, t.offset, t.segment
+            );
+        } else {
+            eprintln!(
+                "stream {}: torn tail of {} bytes at offset {} of segment {} (the next open truncates it)",
+                t.stream, t.bytes, t.offset, t.segment
+            );
+        }
     }
     if records == 0 {
         let scope = args

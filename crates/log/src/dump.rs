@@ -2,6 +2,7 @@
 //! the lock, so the log stays as inspectable as a text file.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use durabus_core::{Error, Result};
 
@@ -103,13 +104,14 @@ pub(crate) fn dump(
             return Err(Error::StreamNotFound { name: s.to_owned() });
         }
     }
+    let lock = dir.join("LOCK");
     let mut first_err = None;
     let mut torn = Vec::new();
     for name in names
         .iter()
         .filter(|n| stream.is_none_or(|s| s == n.as_str()))
     {
-        match dump_stream(&storage, &streams_dir.join(name), name, f) {
+        match dump_stream(&storage, &streams_dir.join(name), name, &lock, f) {
             Ok(t) => torn.extend(t),
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -122,10 +124,47 @@ pub(crate) fn dump(
     }
 }
 
+/// How long a record that does not decode, with valid records after it, in
+/// the last segment of a live store is re-read before it counts as damage:
+/// the owner may be writing it right now (a reader can see later pages of
+/// a write before earlier ones). A write of a group takes well under this.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
+
+/// Pause between two re-reads of such a record.
+const IN_FLIGHT_PAUSE: Duration = Duration::from_millis(2);
+
+/// Whether a process holds the store's lock now (see
+/// [`crate::storage::lock_holder`]); when that cannot be told, not live,
+/// so the reports stay those of a store at rest.
+fn is_live(lock: &Path) -> bool {
+    crate::storage::lock_holder(lock).is_ok_and(|h| h.is_some())
+}
+
+fn tail(name: &str, segment: &str, offset: u64, bytes: u64, in_flight: bool) -> TornTail {
+    TornTail {
+        stream: name.to_owned(),
+        segment: segment.to_owned(),
+        offset,
+        bytes,
+        in_flight,
+    }
+}
+
+/// Reads one stream's segments in order. The store may be live (another
+/// process holds the lock and writes while this reads, docs/design.md
+/// "Verifying a live store"): each segment is read up to the length it had
+/// when opened; in the last one, a record that does not decode with only
+/// zeros or nothing valid after it is the in-flight tail (the end of the
+/// log, reported as such), one with valid records after it is re-read for
+/// up to [`IN_FLIGHT_WAIT`] until it decodes (it was being written) or
+/// stays bad (damage). A segment that vanished after the listing was
+/// removed by retention. None of this applies to a store at rest, whose
+/// torn tail is reported for the next open to cut.
 fn dump_stream(
     storage: &dyn Storage,
     dir: &Path,
     name: &str,
+    lock: &Path,
     f: &mut dyn FnMut(DumpRecord),
 ) -> Result<Option<TornTail>> {
     let segdir = dir.join("segments");
@@ -140,9 +179,14 @@ fn dump_stream(
         let is_last = i + 1 == bases.len();
         let seg_name = segment::log_name(*base);
         let path = segdir.join(&seg_name);
-        let file = storage
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file = match storage.open(&path) {
+            Ok(file) => file,
+            // Retention removed it after the listing: nothing lost that
+            // the stream still holds.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_live(lock) => continue,
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        // Read up to this length only: a live owner may append meanwhile.
         let len = file
             .len()
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -152,12 +196,8 @@ fn dump_stream(
         match segment::check_header(&h[..n]) {
             HeaderCheck::Ok => {}
             HeaderCheck::Short if is_last => {
-                return Ok(Some(TornTail {
-                    stream: name.to_owned(),
-                    segment: seg_name,
-                    offset: 0,
-                    bytes: len,
-                }))
+                // Being created by a live owner, or a crash while rolling.
+                return Ok(Some(tail(name, &seg_name, 0, len, is_live(lock))));
             }
             other => {
                 return Err(Error::corrupt(
@@ -167,7 +207,7 @@ fn dump_stream(
                 ))
             }
         }
-        let end = segment::scan(&*file, SEGMENT_HEADER, len, &mut |off, r| {
+        let mut emit = |off: u64, r: &record::RecordRef<'_>| {
             let msg = r.kind == Kind::Message;
             f(DumpRecord {
                 stream: name.to_owned(),
@@ -188,26 +228,56 @@ fn dump_stream(
                     bytes::Bytes::new()
                 },
             });
-            Ok(true)
-        })
-        .map_err(|e| scan_error(&path, e))?;
-        if let ScanEnd::Bad { offset, reason, .. } = end {
-            if is_last {
-                let mut rest = vec![0u8; (len - offset) as usize];
-                segment::read_full(&*file, &mut rest, offset)
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                if segment::is_preallocated(&rest) {
-                    // Zeros written ahead of the records: the log ends here.
-                    return Ok(None);
+            Ok::<bool, Error>(true)
+        };
+        let mut from = SEGMENT_HEADER;
+        // The bad record being re-read, and until when.
+        let mut waiting: Option<(u64, Instant)> = None;
+        loop {
+            let end =
+                segment::scan(&*file, from, len, &mut emit).map_err(|e| scan_error(&path, e))?;
+            let ScanEnd::Bad { offset, reason, .. } = end else {
+                break;
+            };
+            if !is_last {
+                // Sealed (cut and fsynced) before its successor existed.
+                return Err(Error::corrupt(path, offset, reason));
+            }
+            let mut rest = vec![0u8; (len - offset) as usize];
+            segment::read_full(&*file, &mut rest, offset)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            if segment::is_preallocated(&rest) {
+                // Zeros written ahead of the records (or a live segment
+                // cut to its records while this read): the log ends here.
+                return Ok(None);
+            }
+            let live = is_live(lock);
+            // Written whole since the scan read it: read on from there.
+            let now_whole = live && matches!(record::decode(&rest), Decoded::Ok(_));
+            if !now_whole && !segment::valid_record_after(&rest, 0) {
+                if live {
+                    // Being written: the bytes up to the zeros ahead.
+                    let written = rest.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+                    return Ok(Some(tail(name, &seg_name, offset, written as u64, true)));
                 }
-                if !segment::valid_record_after(&rest, 0) {
-                    // A torn tail ends the dump; the next open truncates it.
-                    return Ok(Some(TornTail {
-                        stream: name.to_owned(),
-                        segment: seg_name,
-                        offset,
-                        bytes: len - offset,
-                    }));
+                // A torn tail ends the dump; the next open truncates it.
+                return Ok(Some(tail(name, &seg_name, offset, len - offset, false)));
+            }
+            if live {
+                let now = Instant::now();
+                let deadline = match waiting {
+                    Some((at, deadline)) if at == offset => deadline,
+                    _ => now + IN_FLIGHT_WAIT,
+                };
+                if now < deadline {
+                    // Perhaps half written: read it again (the records
+                    // before it were reported already).
+                    waiting = Some((offset, deadline));
+                    from = offset;
+                    if !now_whole {
+                        std::thread::sleep(IN_FLIGHT_PAUSE);
+                    }
+                    continue;
                 }
             }
             return Err(Error::corrupt(path, offset, reason));
@@ -233,10 +303,16 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             .list_dir(d)
             .map_err(|e| Error::io(format!("listing {}", d.display()), e))
     };
-    let read = |p: &Path| -> Result<Vec<u8>> {
-        storage
-            .read_file(p)
-            .map_err(|e| Error::io(format!("reading {}", p.display()), e))
+    // A file listed but gone when read: on a live store, removed meanwhile
+    // (retention, a deleted consumer), so there is nothing to check.
+    let lock = dir.join("LOCK");
+    let vanished = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && is_live(&lock);
+    let read = |p: &Path| -> Result<Option<Vec<u8>>> {
+        match storage.read_file(p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if vanished(&e) => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+        }
     };
     let mut out = Vec::new();
     let mut problem = |path: PathBuf, problem: String, fatal: bool| {
@@ -273,7 +349,10 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
         let path = segdir.join(n);
         let log = segdir.join(segment::log_name(base));
         let rebuilt = "; the next open rebuilds it";
-        let Some(entries) = segment::decode_index(&read(&path)?) else {
+        let Some(bytes) = read(&path)? else {
+            continue;
+        };
+        let Some(entries) = segment::decode_index(&bytes) else {
             problem(path, format!("unreadable index{rebuilt}"), false);
             continue;
         };
@@ -285,9 +364,11 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             );
             continue;
         }
-        let file = storage
-            .open(&log)
-            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
+        let file = match storage.open(&log) {
+            Ok(file) => file,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(Error::io(format!("opening {}", log.display()), e)),
+        };
         let file_len = file
             .len()
             .map_err(|e| Error::io(format!("reading {}", log.display()), e))?;
@@ -318,7 +399,7 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
     // The checkpoint: derived too.
     let ckpt = sdir.join(crate::checkpoint::CHECKPOINT_FILE);
     if storage.exists(&ckpt).unwrap_or(false)
-        && crate::checkpoint::Checkpoint::decode(&read(&ckpt)?).is_none()
+        && read(&ckpt)?.is_some_and(|b| crate::checkpoint::Checkpoint::decode(&b).is_none())
     {
         problem(
             ckpt,
@@ -331,6 +412,9 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
     for n in list(&cdir)? {
         let path = cdir.join(&n);
         if n.ends_with(".tmp") {
+            if is_live(&lock) {
+                continue; // the owner replacing the file right now
+            }
             problem(
                 path,
                 "an interrupted write; the next open removes it".into(),
@@ -339,7 +423,8 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             continue;
         }
         let bytes = match read(&path) {
-            Ok(b) => b,
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
             Err(e) => {
                 problem(
                     path,

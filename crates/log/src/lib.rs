@@ -228,25 +228,33 @@ pub struct DumpRecord {
     pub payload: bytes::Bytes,
 }
 
-/// A torn tail found by [`dump`]: the unreadable end of a stream's last
-/// segment, which the next open truncates (recovery rule 5).
+/// The unreadable end of a stream's last segment found by [`dump`]: a torn
+/// tail, which the next open truncates (recovery rule 5), or, when the
+/// store is live (another process holds its lock), the record being
+/// written right now (`in_flight`), which is neither damage nor cut.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TornTail {
     /// The stream.
     pub stream: String,
     /// The segment file name.
     pub segment: String,
-    /// Where the unreadable bytes start.
+    /// Where the unreadable bytes start: the end of the last complete record.
     pub offset: u64,
-    /// How many bytes the next open will drop.
+    /// A torn tail: how many bytes the next open will drop. In flight: how
+    /// many bytes of the record(s) being written were there (up to the
+    /// zeros written ahead of them).
     pub bytes: u64,
+    /// The store is live: the bytes are a write in progress, not a torn tail.
+    pub in_flight: bool,
 }
 
 /// Reads every record of `stream` (or of all streams) in a data directory,
 /// without taking the lock and without modifying anything, calling `f` for
 /// each in log order. A bad record ends that stream's dump with an error
-/// naming segment and offset; torn tails (which end a stream's dump without
-/// error) are returned.
+/// naming segment and offset; torn tails and in-flight tails (which end a
+/// stream's dump without error) are returned. Works on a live store (one
+/// another process has open and writes): it reads up to the last complete
+/// record (docs/design.md, "Verifying a live store").
 pub fn dump(
     dir: impl AsRef<Path>,
     stream: Option<&str>,

@@ -277,6 +277,42 @@ fn holder_pid(text: &str) -> String {
     }
 }
 
+/// The holder of the data directory lock at `path` (its pid, or
+/// `"unknown"`), or `None` when no process holds it: whether a store is
+/// open on the directory right now, so that its last segment may be being
+/// written. Used by `verify`/`dump`, which read without the lock. Never
+/// creates or writes the file. The lock file names its last holder, so a
+/// pid that is not running means nobody holds it, and no lock is touched;
+/// only when the pid runs (it may be reused, or our own process that
+/// closed the store) is a non-blocking shared flock tried, and released at
+/// once, to be sure. That attempt fails while an owner holds the lock, so
+/// it never disturbs one.
+pub(crate) fn lock_holder(path: &Path) -> io::Result<Option<String>> {
+    use fs4::fs_std::FileExt;
+    use std::io::Read;
+    let mut file = match open_no_follow(&read_no_follow(), path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let pid = holder_pid(&text);
+    if pid == "unknown" && !text.trim().is_empty() {
+        // A pid that is not running: its process is gone, and so its lock.
+        return Ok(None);
+    }
+    match FileExt::try_lock_shared(&file) {
+        // Ours for an instant: nobody else holds it. Dropping `file` (the
+        // only handle of this open file description) releases it.
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some(pid)),
+        // Locks unsupported here: go by the pid.
+        Err(_) if pid != "unknown" => Ok(Some(pid)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether `pid` is a running (not exited, not zombie) process. Without
 /// `/proc` every pid counts as running.
 fn process_runs(pid: u32) -> bool {
@@ -807,6 +843,28 @@ mod tests {
         drop(first);
         assert!(matches!(
             FsStorage.try_lock(&p, "44").unwrap(),
+            LockOutcome::Acquired(_)
+        ));
+    }
+
+    #[test]
+    fn lock_holder_tells_a_held_lock_from_a_released_one_and_never_takes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("LOCK");
+        assert_eq!(lock_holder(&p).unwrap(), None, "no LOCK file");
+        assert!(!p.exists(), "lock_holder created the file");
+        let me = std::process::id().to_string();
+        let held = FsStorage.try_lock(&p, &me).unwrap();
+        assert!(matches!(held, LockOutcome::Acquired(_)));
+        // Held (by this very process, through another open file).
+        assert_eq!(lock_holder(&p).unwrap(), Some(me.clone()));
+        drop(held);
+        // Released, though the pid in the file still runs (our own).
+        assert_eq!(lock_holder(&p).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
+        // The check left the lock free.
+        assert!(matches!(
+            FsStorage.try_lock(&p, &me).unwrap(),
             LockOutcome::Acquired(_)
         ));
     }
