@@ -294,7 +294,9 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
     }
     if !bad.is_empty() {
         bail!(
-            "verification failed for {}: {}; nothing was changed (keep a copy of {} before any repair)",
+            "verification failed for {}: {}; nothing was changed. `durabus repair {}` rewrites \
+             damaged segments and records what they lost as gaps (it keeps a copy of each in \
+             quarantine/)",
             count(bad.len() as u64, "stream"),
             bad.join(", "),
             dir.display()

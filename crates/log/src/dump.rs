@@ -336,9 +336,64 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             true,
         );
     }
-    // Indexes of sealed segments: derived, rebuilt by the next open.
+    // The manifest: the segments the stream holds (recovery rule 3a).
     let segdir = sdir.join("segments");
     let names = list(&segdir)?;
+    let manifest_path = sdir.join(crate::manifest::MANIFEST_FILE);
+    match crate::manifest::read(&storage, &sdir) {
+        Err(reason) => problem(
+            manifest_path,
+            format!(
+                "segment manifest is damaged ({reason}): the next open trusts the segment \
+                 files and writes a new one, so a missing segment would go unnoticed"
+            ),
+            false,
+        ),
+        Ok(None) => {}
+        Ok(Some(m)) => {
+            let listed: Vec<u64> = m.bases().collect();
+            for (i, &base) in listed.iter().enumerate() {
+                let path = segdir.join(segment::log_name(base));
+                let next = listed.get(i + 1).map_or(m.reserved, |n| n - 1);
+                let written = m.sealed_size(base);
+                let len = match storage.open(&path).and_then(|f| f.len()) {
+                    Ok(len) => Some(len),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+                };
+                // On a live store the owner may have dropped it meanwhile
+                // (it rewrites the manifest first).
+                let still_listed = || {
+                    !is_live(&lock)
+                        || crate::manifest::read(&storage, &sdir)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|m| m.bases().any(|b| b == base))
+                };
+                match (len, written) {
+                    (None, _) if still_listed() => problem(
+                        path,
+                        format!(
+                            "segment is missing: messages {base}..={next} are lost \
+                             (the manifest lists it); repair records them as a gap"
+                        ),
+                        true,
+                    ),
+                    (Some(len), Some(w)) if len < w && still_listed() => problem(
+                        path,
+                        format!(
+                            "segment is {len} bytes long but {w} were written: the messages \
+                             after its last intact record (up to {next}) are lost; repair \
+                             records them as a gap"
+                        ),
+                        true,
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Indexes of sealed segments: derived, rebuilt by the next open.
     for n in &names {
         let Some(base) = n
             .strip_suffix(".idx")

@@ -159,6 +159,15 @@ fn a_missing_middle_or_first_segment_is_reported_as_lost_not_deleted() {
         };
         let (lo, hi) = seq_range(victim);
         std::fs::remove_file(victim).unwrap();
+        // verify names the file and the lost range.
+        let problems = durabus_log::check_files(tmp.path(), "S").unwrap();
+        assert!(
+            problems.iter().any(|p| p.fatal
+                && &p.path == victim
+                && p.problem
+                    .contains(&format!("messages {lo}..={hi} are lost"))),
+            "{problems:?}"
+        );
         rt.block_on(async {
             for round in 0..2 {
                 let s = reopen(tmp.path());
@@ -200,6 +209,13 @@ fn a_sealed_segment_cut_short_loses_its_tail_and_nothing_else() {
         let cut = if at_boundary { at } else { at + 30 };
         std::fs::write(victim, &b[..cut]).unwrap();
         let lost = first + 5..=last;
+        let problems = durabus_log::check_files(tmp.path(), "S").unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.fatal && &p.path == victim && p.problem.contains("lost")),
+            "{problems:?}"
+        );
         rt.block_on(async {
             let s = reopen(tmp.path());
             let info = s.stream_info("S").await.unwrap();
