@@ -647,6 +647,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 deadline_ns: 1_700_000_030_000_000_000,
             },
         )],
+        journal_gen: 3,
     };
     if let Ok(b) = file.encode() {
         add("consumer_file", "durable", b);

@@ -475,17 +475,57 @@ struct ConsumerFile {
     delivered: FilePair,
     next_seq: u64,
     pending: Vec<(u64, FilePending)>,
+    #[serde(default)]
+    journal_gen: u64,
 }
 
+/// A consumer journal entry (docs/design.md, "Consumer journal").
+#[derive(Debug, serde::Deserialize)]
+struct JournalEntry {
+    delivered: FilePair,
+    _ack_floor: FilePair,
+    next_seq: u64,
+    upserts: Vec<(u64, FilePending)>,
+    removes: Vec<u64>,
+    _start_queue: Option<Vec<u64>>,
+}
+
+/// The consumer's state as the next open sees it: its state file with the
+/// entries of its journal (of the same generation) applied.
 fn read_consumer_file(storage: &PowerLoss, name: &str) -> Option<ConsumerFile> {
-    let path = Path::new(ROOT)
-        .join("streams")
-        .join(STREAM)
-        .join("consumers")
-        .join(name);
-    let b = storage.read_live(&path)?;
+    let dir = Path::new(ROOT).join("streams").join(STREAM);
+    let b = storage.read_live(&dir.join("consumers").join(name))?;
     let len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
-    Some(serde_json::from_slice(&b[16..16 + len]).unwrap())
+    let mut f: ConsumerFile = serde_json::from_slice(&b[16..16 + len]).unwrap();
+    let Some(j) = storage.read_live(&dir.join("consumer-journals").join(name)) else {
+        return Some(f);
+    };
+    if j.len() < 20 || u64::from_le_bytes(j[12..20].try_into().unwrap()) != f.journal_gen {
+        return Some(f);
+    }
+    let mut pending: BTreeMap<u64, FilePending> = f.pending.drain(..).collect();
+    let mut at = 20;
+    while at + 8 <= j.len() {
+        let n = u32::from_le_bytes(j[at..at + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(j[at + 4..at + 8].try_into().unwrap());
+        if at + 8 + n > j.len() || crc32c::crc32c(&j[at + 8..at + 8 + n]) != crc {
+            break;
+        }
+        let Ok(e) = postcard::from_bytes::<JournalEntry>(&j[at + 8..at + 8 + n]) else {
+            break;
+        };
+        f.delivered = e.delivered;
+        f.next_seq = e.next_seq;
+        for (s, p) in e.upserts {
+            pending.insert(s, p);
+        }
+        for s in e.removes {
+            pending.remove(&s);
+        }
+        at += 8 + n;
+    }
+    f.pending = pending.into_iter().collect();
+    Some(f)
 }
 
 /// Empty in-memory storage for a store at [`ROOT`], never losing power
@@ -742,6 +782,11 @@ impl Harness {
                         short(&got)
                     )));
                 }
+                // Invariant 18: a fetch returns once its deliveries (and the
+                // consumer's earlier changes) are in the journal, fsynced
+                // under `always`: no crash goes back before this state.
+                let now = self.model.consumers[consumer].clone();
+                self.model.history.insert(*consumer, vec![now]);
             }
             Op::Settle {
                 consumer,

@@ -78,10 +78,17 @@ impl StreamConsumers {
 
     /// [`StreamConsumers::ack`] for a consumer that must exist, as a confirmed ack
     /// on NATS (nobody answers for a deleted consumer).
+    /// Returns once the ack is recorded: written to the consumer's journal,
+    /// and fsynced under `always` (invariant 18).
     pub(crate) fn ack_confirmed(&self, r: &AckRef, kind: AckKind) -> Result<()> {
         if !self.consumers.lock().contains_key(&*r.consumer) {
             return Err(consumer_not_found(&self.name, &r.consumer));
         }
-        self.ack(r, kind)
+        self.ack(r, kind)?;
+        let mut map = self.consumers.lock();
+        match map.get_mut(&*r.consumer) {
+            Some(c) if c.is_durable() => self.flush_journal(c),
+            _ => Ok(()),
+        }
     }
 }

@@ -134,6 +134,7 @@ impl StreamConsumers {
                 next_seq,
                 start_queue: Vec::new(),
                 pending: Vec::new(),
+                journal_gen: 0,
             });
             c.start_queue = start_queue;
             map.insert(name.clone(), c);
@@ -199,6 +200,14 @@ impl StreamConsumers {
             }
             st.sync_dir(&self.consumer_dir())
                 .map_err(|e| Error::io(format!("syncing {}", self.consumer_dir().display()), e))?;
+            // Its journal goes after its state file: a journal without one
+            // is ignored at open.
+            let journal = self.journal_dir().join(name);
+            match st.remove_file(&journal) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", journal.display()), e)),
+            }
         }
         if was_broken {
             self.consumers.broken().remove(name);

@@ -218,6 +218,12 @@ impl StreamConsumers {
             }
         }
         let next_due = c.pending.next_due();
+        if c.is_durable() {
+            // Invariant 18: a delivery is recorded before it is handed out.
+            self.flush_journal(c)?;
+        } else {
+            c.pending.touched.clear();
+        }
         let settled: Vec<u64> = if c.acks() {
             Vec::new()
         } else {

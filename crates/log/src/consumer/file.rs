@@ -37,6 +37,10 @@ pub(crate) struct ConsumerFile {
     pub(crate) start_queue: Vec<u64>,
     /// stream seq -> pending delivery, in stream-seq order.
     pub(crate) pending: Vec<(u64, Pending)>,
+    /// The generation of the journal that continues this state (its
+    /// entries apply on top of it; an older journal is already in it).
+    #[serde(default)]
+    pub(crate) journal_gen: u64,
 }
 
 /// What decoding a consumer file found (never a panic).
@@ -118,6 +122,7 @@ mod tests {
             },
             next_seq: 5,
             start_queue: vec![9],
+            journal_gen: 0,
             pending: vec![(
                 2,
                 Pending {

@@ -13,6 +13,7 @@ mod ack;
 mod admin;
 mod fetch;
 mod file;
+mod journal;
 mod pending;
 mod persist;
 mod retention;

@@ -10,6 +10,8 @@ use super::file::Pending;
 pub(super) struct PendingSet {
     by_seq: BTreeMap<u64, Pending>,
     by_due: BTreeSet<(i64, u64)>,
+    /// Stream seqs changed since the last journal entry (with repeats).
+    pub(super) touched: Vec<u64>,
 }
 
 impl FromIterator<(u64, Pending)> for PendingSet {
@@ -44,6 +46,7 @@ impl PendingSet {
     }
 
     pub(super) fn insert(&mut self, seq: u64, p: Pending) {
+        self.touched.push(seq);
         if let Some(old) = self.by_seq.insert(seq, p) {
             self.by_due.remove(&(old.deadline_ns, seq));
         }
@@ -52,6 +55,7 @@ impl PendingSet {
 
     pub(super) fn remove(&mut self, seq: &u64) -> Option<Pending> {
         let old = self.by_seq.remove(seq)?;
+        self.touched.push(*seq);
         self.by_due.remove(&(old.deadline_ns, *seq));
         Some(old)
     }

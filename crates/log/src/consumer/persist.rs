@@ -2,20 +2,18 @@
 //! (invariants 18 and 19).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use durabus_core::{Error, Result};
 
+use crate::Durability;
+
 use super::file::{ConsumerFile, DecodedConsumer, CONSUMER_VERSION};
+use super::journal;
 use super::state::Consumer;
 use super::StreamConsumers;
 
 /// Directory of consumer files inside a stream directory.
 pub(crate) const CONSUMERS_DIR: &str = "consumers";
-
-/// Changed durable consumer state is written at most this often (and on
-/// create, update, delete and clean close): the kill -9 bound of invariant 18.
-pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) fn corrupt_file(path: &Path, reason: impl Into<String>) -> Error {
     Error::corrupt(path, 0, reason)
@@ -24,6 +22,15 @@ pub(super) fn corrupt_file(path: &Path, reason: impl Into<String>) -> Error {
 impl StreamConsumers {
     pub(super) fn consumer_dir(&self) -> PathBuf {
         self.dir.join(CONSUMERS_DIR)
+    }
+
+    pub(super) fn journal_dir(&self) -> PathBuf {
+        self.dir.join(journal::JOURNALS_DIR)
+    }
+
+    /// Whether journal writes are fsynced before they count (`always`).
+    pub(super) fn journal_syncs(&self) -> bool {
+        matches!(self.env.durability, Durability::Always)
     }
 
     pub(super) fn persists(&self) -> bool {
@@ -109,28 +116,112 @@ impl StreamConsumers {
                 )
             })?;
         }
-        Ok(Consumer::from_file(f))
+        let mut c = Consumer::from_file(f);
+        // The journal continues the state file: replay its entries.
+        let jdir = self.journal_dir();
+        let jpath = jdir.join(n);
+        let read = match st.read_file(&jpath) {
+            Ok(b) => journal::decode(&b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => journal::Read::default(),
+            Err(e) => return Err(Error::io(format!("reading {}", jpath.display()), e)),
+        };
+        let current = read.gen == Some(c.journal.gen);
+        if current {
+            for e in read.entries {
+                c.apply_entry(e);
+            }
+        } else if let Some(g) = read.gen.filter(|g| *g > c.journal.gen) {
+            return Err(corrupt_file(
+                &jpath,
+                format!(
+                    "consumer journal generation {g} is newer than its state file's {}",
+                    c.journal.gen
+                ),
+            ));
+        }
+        c.pending.touched.clear();
+        c.journal.last = Some((
+            c.state.delivered,
+            c.state.ack_floor,
+            c.state.next_seq,
+            c.start_queue.len(),
+        ));
+        if self.persists() {
+            if current {
+                let file = st
+                    .open(&jpath)
+                    .map_err(|e| Error::io(format!("opening {}", jpath.display()), e))?;
+                // A write the process did not finish is cut before appends.
+                if file
+                    .len()
+                    .map_err(|e| Error::io(format!("reading {}", jpath.display()), e))?
+                    > read.end
+                {
+                    file.set_len(read.end)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|e| Error::io(format!("truncating {}", jpath.display()), e))?;
+                }
+                c.journal.file = Some(file);
+                c.journal.len = read.end;
+            } else {
+                // None yet (a store from before journals), or one the state
+                // file already holds: start this generation's.
+                let file = journal::create(st, &jdir, &jpath, c.journal.gen)
+                    .map_err(|e| Error::io(format!("creating {}", jpath.display()), e))?;
+                c.journal.file = Some(file);
+                c.journal.len = journal::HEADER;
+            }
+        }
+        Ok(c)
     }
 
-    /// Writes one consumer's file now (create, update).
+    /// Folds `c`'s journal into its state file: writes the state (with the
+    /// next journal generation) atomically, then starts that generation's
+    /// empty journal. A crash in between leaves an older journal the next
+    /// open ignores (the state file holds it).
+    fn compact(&self, name: &str, c: &mut Consumer) -> Result<()> {
+        c.journal_entry();
+        c.journal.buf.clear();
+        c.journal.gen += 1;
+        c.dirty = false;
+        let bytes = c.to_file().encode()?;
+        self.write_consumer_file(name, &bytes)?;
+        let jdir = self.journal_dir();
+        let file = journal::create(self.storage(), &jdir, &jdir.join(name), c.journal.gen)
+            .map_err(|e| Error::io(format!("starting the journal of consumer {name:?}"), e))?;
+        c.journal.file = Some(file);
+        c.journal.len = journal::HEADER;
+        c.journal.unsynced = false;
+        Ok(())
+    }
+
+    /// Writes `name`'s buffered journal entries now (fsynced under
+    /// `always`): what `ack_confirmed` and a fetch wait for.
+    pub(super) fn flush_journal(&self, c: &mut Consumer) -> Result<()> {
+        c.journal_entry();
+        let sync = self.journal_syncs();
+        c.journal.flush(sync).map_err(|e| {
+            Error::io(
+                format!("writing the journal of a consumer of stream {}", self.name),
+                e,
+            )
+        })
+    }
+
+    /// Writes one consumer's file now (create, update), folding its journal in.
     pub(super) fn persist_one(&self, name: &str) -> Result<()> {
         if !self.persists() {
             return Ok(());
         }
         let _io = self.consumers.io();
-        let bytes = {
-            let mut map = self.consumers.lock();
-            let Some(c) = map.get_mut(name) else {
-                return Ok(());
-            };
-            if !c.is_durable() {
-                return Ok(());
-            }
-            c.dirty = false;
-            c.last_persist = Instant::now();
-            c.to_file().encode()?
+        let mut map = self.consumers.lock();
+        let Some(c) = map.get_mut(name) else {
+            return Ok(());
         };
-        self.write_consumer_file(name, &bytes)
+        if !c.is_durable() {
+            return Ok(());
+        }
+        self.compact(name, c)
     }
 
     pub(super) fn write_consumer_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
@@ -150,34 +241,32 @@ impl StreamConsumers {
         })
     }
 
-    /// Writes changed durable consumer state: all of it when `force` (clean
-    /// close), else what changed at least [`PERSIST_INTERVAL`] ago.
+    /// Writes buffered journal entries of every durable consumer (fsynced
+    /// when `sync`), and folds journals into state files: every changed one
+    /// when `force` (clean close), else those past [`journal::COMPACT_AT`].
     pub(crate) fn persist_consumers(&self, force: bool) -> Result<()> {
         if !self.persists() || self.is_closed() {
             return Ok(());
         }
         let _io = self.consumers.io();
-        let due: Vec<(String, Vec<u8>)> = {
-            let mut map = self.consumers.lock();
-            let mut out = Vec::new();
-            for (n, c) in map.iter_mut() {
-                if c.is_durable()
-                    && c.dirty
-                    && (force || c.last_persist.elapsed() >= PERSIST_INTERVAL)
-                {
-                    c.dirty = false;
-                    c.last_persist = Instant::now();
-                    out.push((n.clone(), c.to_file().encode()?));
-                }
-            }
-            out
-        };
+        let sync = force || !matches!(self.env.durability, Durability::None);
+        let mut map = self.consumers.lock();
         let mut first = None;
-        for (n, b) in due {
-            if let Err(e) = self.write_consumer_file(&n, &b) {
-                if let Some(c) = self.consumers.lock().get_mut(&n) {
-                    c.dirty = true;
-                }
+        for (n, c) in map.iter_mut() {
+            if !c.is_durable() {
+                continue;
+            }
+            let r = if (force && (c.dirty || c.journal.len > journal::HEADER))
+                || c.journal.len >= journal::COMPACT_AT
+            {
+                self.compact(n, c)
+            } else {
+                c.journal_entry();
+                c.journal
+                    .flush(sync)
+                    .map_err(|e| Error::io(format!("writing the journal of consumer {n:?}"), e))
+            };
+            if let Err(e) = r {
                 first.get_or_insert(e);
             }
         }

@@ -10,6 +10,7 @@ use crate::replay::Cursor;
 use crate::stream::Inner;
 
 use super::file::ConsumerFile;
+use super::journal::{self, Entry, Journal};
 use super::pending::PendingSet;
 
 /// A consumer's live state.
@@ -20,13 +21,14 @@ pub(crate) struct Consumer {
     pub(super) start_queue: VecDeque<u64>,
     pub(super) last_active: Instant,
     pub(super) dirty: bool,
-    pub(super) last_persist: Instant,
     /// Reads new messages (not persisted; rebuilt at `next_seq`).
     pub(super) cursor: Option<Cursor>,
     /// Fetches in progress (they keep the consumer active).
     pub(super) waiting: u32,
     /// `num_pending` of a filtered consumer, kept up to date incrementally.
     pub(super) pending_cache: Option<PendingCache>,
+    /// Changes not yet folded into the state file.
+    pub(super) journal: Journal,
 }
 
 /// Matching messages not yet delivered among `[base, last]`, valid while
@@ -41,6 +43,7 @@ pub(super) struct PendingCache {
 
 impl Consumer {
     pub(super) fn from_file(f: ConsumerFile) -> Consumer {
+        let f_gen = f.journal_gen;
         let pending = f.pending.iter().copied().collect();
         let start_queue = f.start_queue.iter().copied().collect();
         Consumer {
@@ -53,10 +56,66 @@ impl Consumer {
             start_queue,
             last_active: Instant::now(),
             dirty: false,
-            last_persist: Instant::now(),
             cursor: None,
             pending_cache: None,
             waiting: 0,
+            journal: Journal {
+                gen: f_gen,
+                ..Journal::default()
+            },
+        }
+    }
+
+    /// Encodes what changed since the last journal entry into the
+    /// journal's buffer (nothing when nothing changed).
+    pub(super) fn journal_entry(&mut self) {
+        let mark = (
+            self.state.delivered,
+            self.state.ack_floor,
+            self.state.next_seq,
+            self.start_queue.len(),
+        );
+        let mut touched = std::mem::take(&mut self.pending.touched);
+        if touched.is_empty() && self.journal.last == Some(mark) {
+            return;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let (mut upserts, mut removes) = (Vec::new(), Vec::new());
+        for seq in touched {
+            match self.pending.get(&seq) {
+                Some(p) => upserts.push((seq, *p)),
+                None => removes.push(seq),
+            }
+        }
+        let queue_changed = self.journal.last.is_none_or(|l| l.3 != mark.3);
+        let entry = Entry {
+            delivered: mark.0,
+            ack_floor: mark.1,
+            next_seq: mark.2,
+            upserts,
+            removes,
+            start_queue: queue_changed.then(|| self.start_queue.iter().copied().collect()),
+        };
+        self.journal.last = Some(mark);
+        if self.journal.file.is_some() {
+            journal::encode(&entry, &mut self.journal.buf);
+        }
+    }
+
+    /// Applies a journal entry read back at open.
+    pub(super) fn apply_entry(&mut self, e: Entry) {
+        self.state.delivered = e.delivered;
+        self.state.ack_floor = e.ack_floor;
+        self.state.next_seq = e.next_seq;
+        for (seq, p) in e.upserts {
+            self.pending.insert(seq, p);
+        }
+        for seq in e.removes {
+            self.pending.remove(&seq);
+        }
+        if let Some(q) = e.start_queue {
+            self.start_queue = q.into();
         }
     }
 
@@ -64,6 +123,7 @@ impl Consumer {
         ConsumerFile {
             pending: self.pending.iter().map(|(s, p)| (*s, *p)).collect(),
             start_queue: self.start_queue.iter().copied().collect(),
+            journal_gen: self.journal.gen,
             ..self.state.clone()
         }
     }

@@ -2,7 +2,14 @@
 //!
 //! ```text
 //! crash_consumer <url> consume [--concurrency K] [--drain]
+//! crash_consumer <url> confirm
 //! ```
+//!
+//! `confirm` (`tests/kill9_confirmed_acks.rs`): fetches from consumer `c`
+//! of stream `CONF` in small batches until killed, printing
+//! `DELIVERED <seq> <count>` for each delivery once `fetch` returned, then
+//! acking two of three with `ack_confirmed` and printing `ACKED <seq>` once
+//! it returned; the rest are left to be redelivered.
 //!
 //! Connects to `<url>` (a `file:` store or a `nats://` server where stream
 //! `WORK` and durable consumer `worker` exist), prints `READY <pid>` and
@@ -32,8 +39,10 @@ async fn main() -> anyhow::Result<()> {
     let url = args
         .next()
         .context("usage: crash_consumer <url> consume [--concurrency K] [--drain]")?;
-    if args.next().as_deref() != Some("consume") {
-        bail!("the only mode is consume");
+    match args.next().as_deref() {
+        Some("consume") => {}
+        Some("confirm") => return confirm(&url).await,
+        _ => bail!("the modes are consume and confirm"),
     }
     let mut concurrency = 1;
     let mut drain = false;
@@ -79,4 +88,22 @@ async fn main() -> anyhow::Result<()> {
     handle.shutdown().await?;
     bus.close().await?;
     say("DRAINED")
+}
+
+/// The `confirm` mode (see the crate docs).
+async fn confirm(url: &str) -> anyhow::Result<()> {
+    let bus = durabus::connect(url).await?;
+    say(&format!("READY {}", std::process::id()))?;
+    loop {
+        let got = bus.fetch("CONF", "c", 5, Duration::from_millis(20)).await?;
+        for d in &got {
+            say(&format!("DELIVERED {} {}", d.stream_seq(), d.delivered()))?;
+        }
+        for d in got {
+            if (d.stream_seq() + d.delivered()) % 3 != 0 {
+                bus.ack_confirmed(&d, durabus::AckKind::Ack).await?;
+                say(&format!("ACKED {}", d.stream_seq()))?;
+            }
+        }
+    }
 }
