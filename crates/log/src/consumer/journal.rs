@@ -22,7 +22,7 @@ const VERSION: u32 = 1;
 /// Magic, version u32, generation u64.
 pub(crate) const HEADER: u64 = 20;
 /// A journal longer than this is folded into the state file.
-pub(crate) const COMPACT_AT: u64 = 1 << 20;
+pub(crate) const COMPACT_AT: u64 = 16 << 20;
 /// The largest entry accepted when reading (a damaged length stops there).
 const MAX_ENTRY: usize = 64 << 20;
 
