@@ -4,7 +4,8 @@
 //! and a delivery is never forgotten (each redelivery of a message counts
 //! more deliveries than the last one the child saw): invariant 18.
 //!
-//! Trials: `DURABUS_CRASH_TRIALS` (default 20). Seed: `DURABUS_CRASH_SEED`.
+//! Trials: `DURABUS_CONSUMER_CRASH_TRIALS` (default 20; `./scripts/test` runs
+//! 50). Seed: `DURABUS_CRASH_SEED`.
 //!
 //! Checks invariant 18 (docs/design.md).
 
@@ -43,7 +44,7 @@ impl Seen {
 }
 
 async fn run(durability: &str) {
-    let trials = env_count("DURABUS_CRASH_TRIALS", 20);
+    let trials = env_count("DURABUS_CONSUMER_CRASH_TRIALS", 20);
     let seed = std::env::var("DURABUS_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
