@@ -387,7 +387,8 @@ pub async fn in_progress_postpones_redelivery(bus: &Bus) {
 }
 
 /// Backoff replaces ack_wait for redeliveries, entry by entry, and
-/// max_deliver ends them.
+/// max_deliver ends them. As nats-server, the consumer's ack_wait becomes
+/// the first backoff step.
 pub async fn backoff_spaces_redeliveries_and_max_deliver_ends_them(bus: &Bus) {
     let n = names("cons_backoff");
     let cfg = n.stream_config("S");
@@ -400,6 +401,8 @@ pub async fn backoff_spaces_redeliveries_and_max_deliver_ends_them(bus: &Bus) {
         ConsumerConfig::durable("c").backoff(steps).max_deliver(3),
     )
     .await;
+    let info = bus.consumer_info(&cfg.name, "c").await.unwrap();
+    assert_eq!(info.config.ack_wait, steps[0]);
     let mut times = Vec::new();
     for delivery in 1..=3u64 {
         let got = fetch_n(bus, &cfg.name, "c", 1).await;

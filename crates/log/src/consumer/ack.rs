@@ -64,6 +64,12 @@ impl StreamConsumers {
                     };
                     c.pending.set_deadline(seq, ns_after(now, wait));
                 }
+                (AckKind::InProgress, Some(p)) if p.deadline_ns <= now => {
+                    // As nats-server: its ack wait already ran out, so it
+                    // is due for redelivery; a late in-progress does not
+                    // take that back.
+                    tracing::debug!(stream = %self.name, consumer = %r.consumer, seq, "in-progress after the ack wait ran out ignored");
+                }
                 (AckKind::InProgress, Some(_)) => {
                     let wait = c.config().ack_wait;
                     c.pending.set_deadline(seq, ns_after(now, wait));

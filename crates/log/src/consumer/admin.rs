@@ -93,6 +93,7 @@ impl StreamConsumers {
 
     /// Creates a consumer if absent (the caller validated the config).
     pub(crate) fn create_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
+        let cfg = backoff_sets_ack_wait(cfg);
         let name = {
             let mut map = self.consumers.lock();
             let name = match &cfg.durable_name {
@@ -154,6 +155,7 @@ impl StreamConsumers {
 
     /// Changes a durable consumer (the caller validated the config).
     pub(crate) fn update_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
+        let cfg = backoff_sets_ack_wait(cfg);
         let Some(name) = cfg.durable_name.clone() else {
             return Err(Error::invalid_config(ConfigError::UpdateNeedsDurableName));
         };
@@ -301,4 +303,13 @@ impl StreamConsumers {
         let mut g = self.lock();
         map.values_mut().map(|c| self.info_of(&mut g, c)).collect()
     }
+}
+
+/// As nats-server: a backoff list sets `ack_wait` to its first step (which
+/// is also what `in_progress` extends by).
+fn backoff_sets_ack_wait(mut cfg: ConsumerConfig) -> ConsumerConfig {
+    if let Some(first) = cfg.backoff.first() {
+        cfg.ack_wait = *first;
+    }
+    cfg
 }
