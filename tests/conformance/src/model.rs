@@ -62,12 +62,6 @@ struct Model {
     discard_new: bool,
     discard_new_per_subject: bool,
     allow_rollup: bool,
-    /// Under discard new with max_msgs reached, a publish to a subject at
-    /// its max_msgs_per_subject: nats-server stores it (it replaces the
-    /// subject's oldest, so the stream does not grow), the embedded engine
-    /// refuses it with StreamFull. Both end states are exact, so the runner
-    /// sets this from the backend's answer before applying the publish.
-    subject_limit_replaces: bool,
 }
 
 enum PublishOutcome {
@@ -123,18 +117,6 @@ impl Model {
         self.max_per_subject.is_some_and(|max| on >= max)
     }
 
-    /// Whether a publish to `subject` is where the backends disagree (see
-    /// [`Model::subject_limit_replaces`]): discard new, max_msgs reached,
-    /// the subject at its own limit and no discard_new_per_subject.
-    fn disputed_full(&self, subject: &str) -> bool {
-        self.discard_new
-            && !self.discard_new_per_subject
-            && self
-                .max_msgs
-                .is_some_and(|max| self.msgs.len() as u64 >= max)
-            && self.at_subject_limit(subject)
-    }
-
     fn last_on(&self, subject: &str) -> u64 {
         self.msgs
             .iter()
@@ -175,7 +157,10 @@ impl Model {
         if self.discard_new_per_subject && at_subject_limit {
             return PublishOutcome::Full;
         }
-        if self.discard_new && !(at_subject_limit && self.subject_limit_replaces) {
+        // Under discard new with max_msgs reached, a publish to a subject
+        // at its max_msgs_per_subject replaces the subject's oldest, so the
+        // stream does not grow: stored (nats-server's answer).
+        if self.discard_new && !at_subject_limit {
             if let Some(max) = self.max_msgs {
                 if self.msgs.len() as u64 >= max {
                     return PublishOutcome::Full;
@@ -376,8 +361,6 @@ where
                 model.uncertain_ids.remove(i);
                 model.ids.remove(i);
             }
-            model.subject_limit_replaces =
-                !(model.disputed_full(&s) && matches!(got, Err(Error::StreamFull { .. })));
             match (
                 model.publish(&s, &payload, id.as_deref(), el, es, rollup),
                 got,

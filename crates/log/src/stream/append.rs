@@ -278,8 +278,15 @@ impl Stream {
             g.expire(&self.name, storage, now)?;
         }
         if g.config.discard == DiscardPolicy::New && rollup_all.is_none() {
+            // As nats-server: a message that replaces its subject's oldest
+            // (the subject is at max_msgs_per_subject, which evicts under
+            // either policy) does not grow the stream, so max_msgs lets it in.
+            let replaces = !g.config.discard_new_per_subject
+                && g.config.max_msgs_per_subject.is_some_and(|max| {
+                    g.subjects.get(msg.subject.as_str()).map_or(0, |s| s.count) >= max
+                });
             if let Some(max) = g.config.max_msgs {
-                if g.messages >= max {
+                if g.messages >= max && !replaces {
                     return Err(self.full(format!("max_msgs {max}")));
                 }
             }
