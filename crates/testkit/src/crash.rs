@@ -757,6 +757,41 @@ async fn verify(
     Ok(())
 }
 
+/// The child binary under a name of this run's own: a hard link (a copy
+/// across file systems) in a temp dir, removed when dropped. Cargo replaces
+/// `target/debug/crash_publisher` when anything rebuilds it (unlinks it,
+/// links the new file), so a build during a long run made spawns fail with
+/// "No such file or directory", or could have switched the child to another
+/// build half-way; the pinned name keeps the binary the run started with.
+struct PinnedExe {
+    /// Removed (with the link) when the run ends, passed or not.
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl PinnedExe {
+    fn new(exe: &Path) -> anyhow::Result<PinnedExe> {
+        let dir = crate::temp_dir();
+        let path = dir.path().join(
+            exe.file_name()
+                .context("the child binary has no file name")?,
+        );
+        if std::fs::hard_link(exe, &path).is_err() {
+            std::fs::copy(exe, &path)
+                .with_context(|| format!("copying {} to {}", exe.display(), path.display()))?;
+        }
+        Ok(PinnedExe { _dir: dir, path })
+    }
+
+    /// `plan` with its child binary pinned.
+    fn plan(&self, plan: &CrashPlan) -> CrashPlan {
+        CrashPlan {
+            exe: self.path.clone(),
+            ..plan.clone()
+        }
+    }
+}
+
 /// One crash test at a time per process. The parent opens and closes the
 /// store between kills; while it holds the LOCK fd, a child spawned by
 /// another test thread gets a copy of that fd until it execs (O_CLOEXEC
@@ -786,6 +821,11 @@ pub async fn run_cases(
     test_name: &str,
 ) -> TrialReport {
     let _serial = SERIAL.lock().await;
+    let pinned = match PinnedExe::new(&plan.exe) {
+        Ok(p) => p,
+        Err(e) => panic!("{test_name}: {e:#}"),
+    };
+    let plan = &pinned.plan(plan);
     let mut total = TrialReport::default();
     for case in cases {
         let kills = match case {
@@ -827,6 +867,11 @@ pub async fn run_trials(plan: &CrashPlan, trials: u64, test_name: &str) -> Trial
         "{test_name}: {trials} trials, durability {}, base seed {base}",
         plan.durability
     );
+    let pinned = match PinnedExe::new(&plan.exe) {
+        Ok(p) => p,
+        Err(e) => panic!("{test_name}: {e:#}"),
+    };
+    let plan = &pinned.plan(plan);
     let mut total = TrialReport::default();
     for t in 0..trials {
         let seed = base.wrapping_add(t);
