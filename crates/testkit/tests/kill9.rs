@@ -7,7 +7,9 @@
 //!
 //! Checks invariant 1 (docs/design.md).
 
-use durabus_testkit::crash::{run_trials, CrashPlan};
+use std::time::Duration;
+
+use durabus_testkit::crash::{run_cases, run_trials, Case, CrashPlan, Kill};
 use durabus_testkit::env_count;
 
 fn plan() -> CrashPlan {
@@ -112,15 +114,27 @@ async fn acked_deletes_stay_deleted_after_kill9() {
 /// Checks invariant 10 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_purges_stay_done_after_kill9() {
+    let name = "acked_purges_stay_done_after_kill9";
+    let plan = plan().purge_every(7).segment_size(4096);
+    let fixed = run_cases(&plan, PURGE_REGRESSIONS, 3, name).await;
     let trials = env_count("DURABUS_CRASH_TRIALS", 20).div_ceil(2);
-    let report = run_trials(
-        &plan().purge_every(7).segment_size(4096),
-        trials,
-        "acked_purges_stay_done_after_kill9",
-    )
-    .await;
+    let report = run_trials(&plan, trials, name).await;
     assert!(
-        trials == 0 || report.acked > 0,
+        fixed.acked > 0 && (trials == 0 || report.acked > 0),
         "no trial acknowledged anything"
     );
 }
+
+/// Purge trials that failed once, run (3 times each, about a second in
+/// all) before the random ones on every run. Issue 15: seed
+/// 12526061570303276835, as `CrashPlan::kills` draws it now, and the kills
+/// the same seed drew before the harness moved from testkit's SplitMix
+/// `Rng` to rand's `StdRng` (8fc33a8), which that seed no longer selects.
+const PURGE_REGRESSIONS: &[Case] = &[
+    Case::Seed(12_526_061_570_303_276_835),
+    Case::Kills(&[
+        Kill::AfterSpawn(Duration::from_micros(47_661)),
+        Kill::AfterAcks(69, Duration::from_micros(2_138)),
+        Kill::AfterAcks(10, Duration::from_micros(1_393)),
+    ]),
+];
