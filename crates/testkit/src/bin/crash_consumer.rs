@@ -3,7 +3,13 @@
 //! ```text
 //! crash_consumer <url> consume [--concurrency K] [--drain]
 //! crash_consumer <url> confirm
+//! crash_consumer <url> poison
 //! ```
+//!
+//! `poison` (`tests/poison_message.rs`): runs the consumer runner
+//! (`max_attempts(3)`) on consumer `p` of stream `POISON`; its handler
+//! aborts the process on the payload `poison` and succeeds on any other.
+//! Prints `DRAINED` and exits once nothing is pending.
 //!
 //! `confirm` (`tests/kill9_confirmed_acks.rs`): fetches from consumer `c`
 //! of stream `CONF` in small batches until killed, printing
@@ -42,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     match args.next().as_deref() {
         Some("consume") => {}
         Some("confirm") => return confirm(&url).await,
+        Some("poison") => return poison(&url).await,
         _ => bail!("the modes are consume and confirm"),
     }
     let mut concurrency = 1;
@@ -106,4 +113,31 @@ async fn confirm(url: &str) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The `poison` mode (see the crate docs).
+async fn poison(url: &str) -> anyhow::Result<()> {
+    let bus = durabus::connect(url).await?;
+    let options = ConsumeOptions::new().max_attempts(3);
+    // Before the runner starts: its first delivery may end the process.
+    say(&format!("READY {}", std::process::id()))?;
+    let handle = bus
+        .consume("POISON", "p", options, |d| async move {
+            if &d.message.payload[..] == b"poison" {
+                // A handler that takes the whole process down.
+                std::process::abort();
+            }
+            Outcome::Done
+        })
+        .await?;
+    loop {
+        let info = bus.consumer_info("POISON", "p").await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown().await?;
+    bus.close().await?;
+    say("DRAINED")
 }
