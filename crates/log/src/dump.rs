@@ -490,7 +490,42 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
             }
         };
         match crate::consumer::ConsumerFile::decode(&bytes) {
-            DecodedConsumer::Ok(f) if f.name == n => {}
+            DecodedConsumer::Ok(f) if f.name == n => {
+                // Its journal: entries up to the first that does not verify.
+                let jpath = sdir.join(crate::consumer::JOURNALS_DIR).join(&n);
+                let Ok(Some(j)) = read(&jpath) else {
+                    continue;
+                };
+                let r = crate::consumer::decode_journal(&j);
+                match r.gen {
+                    None => problem(
+                        jpath,
+                        "consumer journal has no valid header; the next open starts a new one \
+                         (changes since the state file was written are lost)"
+                            .into(),
+                        false,
+                    ),
+                    Some(g) if g > f.journal_gen => problem(
+                        jpath,
+                        format!(
+                            "consumer journal generation {g} is newer than its state file's {}; \
+                             this consumer does not load",
+                            f.journal_gen
+                        ),
+                        true,
+                    ),
+                    Some(_) if r.end < j.len() as u64 && !is_live(&lock) => problem(
+                        jpath,
+                        format!(
+                            "{} bytes after the last whole journal entry (a write cut off, or \
+                             damage); the next open drops them",
+                            j.len() as u64 - r.end
+                        ),
+                        false,
+                    ),
+                    Some(_) => {}
+                }
+            }
             DecodedConsumer::Ok(f) => problem(
                 path,
                 format!("consumer state file names consumer {:?}", f.name),

@@ -32,6 +32,7 @@ use state::Consumer;
 pub(crate) use file::{ConsumerFile, DecodedConsumer};
 #[cfg(any(test, feature = "internals"))]
 pub(crate) use file::{Pending, CONSUMER_VERSION};
+pub(crate) use journal::{decode as decode_journal, JOURNALS_DIR};
 pub(crate) use persist::CONSUMERS_DIR;
 
 /// A stream's consumers.
