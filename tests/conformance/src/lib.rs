@@ -218,6 +218,7 @@ macro_rules! conformance_suite {
             }
             consumers {
                 create_consumer_is_create_if_absent_and_a_change_is_name_in_use,
+                a_backoff_sets_ack_wait_to_its_first_step,
                 unknown_consumers_and_streams_are_not_found,
                 list_consumers_is_sorted_and_delete_removes_one,
                 update_consumer_changes_ack_wait_and_refuses_a_new_deliver_policy,
