@@ -323,7 +323,9 @@ impl ConsumerHandle {
 
     /// Whether the runner has ended (on its own, or after a shutdown).
     pub fn is_closed(&self) -> bool {
-        self.task.as_ref().map_or(true, tokio::task::JoinHandle::is_finished)
+        self.task
+            .as_ref()
+            .map_or(true, tokio::task::JoinHandle::is_finished)
     }
 
     /// Waits until the runner ends on its own, which it does only on an
@@ -779,9 +781,8 @@ where
             span.record("trace_id", tracing::field::display(t.trace_id()));
         }
         let work = crate::context::scope(context, async {
-            let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                (self.handler)(delivery.clone())
-            }));
+            let called =
+                std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(delivery.clone())));
             let ran = match called {
                 Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
                 Err(panic) => Err(panic),
@@ -794,11 +795,9 @@ where
         });
         let limited = async {
             match self.options.handler_timeout {
-                Some(limit) => tokio::time::timeout(limit, work)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Outcome::Failed(format!("handler timed out after {limit:?}"))
-                    }),
+                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    Outcome::Failed(format!("handler timed out after {limit:?}"))
+                }),
                 None => work.await,
             }
         };
@@ -971,7 +970,11 @@ impl Bus {
                     m.headers.append(name, value);
                 }
             }
-            let msg_id = format!("redrive:{dlq_stream}:{}:{}", letter.seq, unix_ns(letter.time));
+            let msg_id = format!(
+                "redrive:{dlq_stream}:{}:{}",
+                letter.seq,
+                unix_ns(letter.time)
+            );
             m = m.with_msg_id(msg_id.clone());
             let Some(ack) = self.publish_message(m).await? else {
                 return Err(Error::invalid_config(ConfigError::NoLongerCaptured {

@@ -351,7 +351,11 @@ pub async fn a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts(
     })
     .await;
     handle.shutdown().await.unwrap();
-    assert_eq!(*calls.lock().unwrap(), 3, "the handler ran max_attempts times");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        3,
+        "the handler ran max_attempts times"
+    );
     assert_eq!(
         letters_of(bus, &dlq_stream).await,
         [("2".to_owned(), "3".to_owned(), "always".to_owned())]
@@ -429,9 +433,7 @@ pub async fn a_message_whose_every_attempt_crashes_the_runner_reaches_the_dlq(bu
 /// shutdown succeeds.
 ///
 /// Checks invariant 28 (docs/design.md).
-pub async fn a_panicking_handler_s_message_reaches_the_dlq_and_the_others_are_handled(
-    bus: &Bus,
-) {
+pub async fn a_panicking_handler_s_message_reaches_the_dlq_and_the_others_are_handled(bus: &Bus) {
     let n = names("run_panic");
     let cfg = n.stream_config("S");
     create(bus, cfg.clone()).await;
@@ -557,9 +559,9 @@ pub async fn stall_in_order_dead_letters_count_every_attempt(bus: &Bus) {
 
 /// A consumer whose `max_deliver` leaves no delivery after the last
 /// attempt is refused by `consume`, before anything is fetched.
-pub async fn consume_refuses_a_max_deliver_without_a_delivery_after_the_last_attempt(
-    bus: &Bus,
-) {
+///
+/// Checks invariant 28 (docs/design.md).
+pub async fn consume_refuses_a_max_deliver_without_a_delivery_after_the_last_attempt(bus: &Bus) {
     let n = names("run_refuse");
     let cfg = n.stream_config("S");
     create(bus, cfg.clone()).await;
@@ -614,7 +616,11 @@ pub async fn the_runner_buffers_a_batch_ahead_and_shutdown_gives_it_back(bus: &B
         .unwrap();
     // One running, four buffered.
     eventually("5 taken", WAIT, || async {
-        bus.consumer_info(&cfg.name, "r").await.unwrap().num_ack_pending == 5
+        bus.consumer_info(&cfg.name, "r")
+            .await
+            .unwrap()
+            .num_ack_pending
+            == 5
     })
     .await;
     tokio::time::sleep(crate::QUIET).await;
@@ -650,10 +656,7 @@ pub async fn closed_yields_the_error_when_the_consumer_is_deleted_under_the_runn
         .await
         .expect("closed() resolves once the consumer is gone");
     let error = end.unwrap_err();
-    assert!(
-        matches!(error, Error::ConsumerNotFound { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, Error::ConsumerNotFound { .. }), "{error:?}");
     assert!(handle.is_closed());
     let event = tokio::time::timeout(WAIT, async {
         loop {
@@ -697,7 +700,10 @@ pub async fn redrive_after_the_dlq_stream_was_recreated_loses_no_letter(bus: &Bu
     assert_eq!(bus.redrive(&dlq.name, None).await.unwrap().republished, 1);
     bus.delete_stream(&dlq.name).await.unwrap();
     create(bus, dlq.clone()).await;
-    assert_eq!(letter(bus, &dlq_subject, &n.subject("a"), "second").await, 1);
+    assert_eq!(
+        letter(bus, &dlq_subject, &n.subject("a"), "second").await,
+        1
+    );
     assert_eq!(bus.redrive(&dlq.name, None).await.unwrap().republished, 1);
     let origin = replay_all(bus, &cfg.name, ReplayOptions::from_seq(1)).await;
     let payloads: Vec<&[u8]> = origin.iter().map(|m| &m.payload[..]).collect();
@@ -739,8 +745,5 @@ pub async fn redrive_leaves_a_letter_whose_msg_id_names_a_different_message(bus:
     );
     let left = replay_all(bus, &dlq.name, ReplayOptions::from_seq(1)).await;
     assert_eq!(left.len(), 1, "the letter stays");
-    assert_eq!(
-        bus.stream_info(&cfg.name).await.unwrap().state.messages,
-        1
-    );
+    assert_eq!(bus.stream_info(&cfg.name).await.unwrap().state.messages, 1);
 }
