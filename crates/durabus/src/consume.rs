@@ -325,7 +325,7 @@ impl ConsumerHandle {
     pub fn is_closed(&self) -> bool {
         self.task
             .as_ref()
-            .map_or(true, tokio::task::JoinHandle::is_finished)
+            .is_none_or(tokio::task::JoinHandle::is_finished)
     }
 
     /// Waits until the runner ends on its own, which it does only on an
@@ -993,7 +993,7 @@ impl Bus {
                             && stored
                                 .headers
                                 .get(NATS_MSG_ID)
-                                .map_or(true, |id| id == msg_id)
+                                .is_none_or(|id| id == msg_id)
                     }
                     Err(Error::MessageNotFound { .. }) => true,
                     Err(e) => return Err(e),
