@@ -1116,3 +1116,35 @@ fn verify_on_a_live_store_still_reports_damage_in_the_middle_of_the_active_segme
     );
     drop(publisher);
 }
+
+#[test]
+fn redrive_after_the_dlq_stream_was_removed_and_added_again_keeps_every_letter() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["stream", "add", "DLQ", "--subjects", "$DLQ.>"]);
+    let letter = |payload: &str| {
+        store.ok(&[
+            "pub",
+            "$DLQ.ORDERS.billing",
+            payload,
+            "-H",
+            "Durabus-Dlq-Subject:orders.eu.created",
+        ])
+    };
+    assert!(letter("first").contains("stream DLQ seq 1"));
+    let out = store.ok(&["dlq", "redrive", "--force"]);
+    assert!(out.contains("republished 1"), "{out}");
+    store.ok(&["stream", "rm", "DLQ", "--force"]);
+    store.ok(&["stream", "add", "DLQ", "--subjects", "$DLQ.>"]);
+    // The new DLQ starts over at seq 1: the letter must not pass for the
+    // first one.
+    assert!(letter("second").contains("stream DLQ seq 1"));
+    let out = store.ok(&["dlq", "redrive", "--force"]);
+    assert!(out.contains("republished 1"), "{out}");
+    let replay = store.ok(&["replay", "ORDERS"]);
+    assert!(
+        replay.contains("first") && replay.contains("second"),
+        "the origin holds both letters:\n{replay}"
+    );
+    let ls = store.ok(&["dlq", "ls"]);
+    assert!(ls.contains("no dead letters"), "{ls}");
+}

@@ -151,6 +151,17 @@ pub enum Event {
         /// The server's text (no credentials).
         message: String,
     },
+    /// A consumer runner (`Bus::consume`) stopped on its own, not by its
+    /// handle's shutdown: e.g. its consumer was deleted under it. Its
+    /// handle's `closed()` yields the error.
+    ConsumerStopped {
+        /// The stream.
+        stream: String,
+        /// The durable consumer.
+        consumer: String,
+        /// Why it stopped.
+        error: String,
+    },
 }
 
 /// A live core subscription: messages published after it was made, on

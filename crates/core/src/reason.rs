@@ -187,6 +187,33 @@ pub enum ConfigError {
         /// The dead-letter subject.
         subject: String,
     },
+    /// A consumer whose `max_deliver` leaves the consumer runner no
+    /// delivery to dead-letter a message on after its last attempt.
+    #[error("consumer {consumer:?} has max_deliver {max_deliver}, but running {max_attempts} attempt(s) needs max_deliver of at least {} (one delivery more, on which the runner dead-letters); raise max_deliver, leave it unlimited, or lower max_attempts", max_attempts + 1)]
+    MaxDeliverTooLow {
+        /// The consumer.
+        consumer: String,
+        /// Its `max_deliver`.
+        max_deliver: u64,
+        /// The attempts asked for (at least 1).
+        max_attempts: u64,
+    },
+    /// A redrive's msg id was already used, inside the origin stream's
+    /// duplicate window, by a different message: the letter is left in
+    /// the dead-letter stream.
+    #[error("redrive of dead letter {letter_seq} of {dlq_stream:?}: msg id {msg_id:?} is a duplicate of seq {origin_seq} of {origin_stream:?}, a different message; the letter is left in {dlq_stream:?} (run the redrive again after the origin's duplicate window)")]
+    RedriveIdInUse {
+        /// The dead-letter stream.
+        dlq_stream: String,
+        /// The letter's sequence there.
+        letter_seq: u64,
+        /// The msg id the republish carried.
+        msg_id: String,
+        /// The origin stream.
+        origin_stream: String,
+        /// The sequence the duplicate ack named.
+        origin_seq: u64,
+    },
     /// No stream captures a subject that one captured before.
     #[error("no stream captures {subject:?} any more; {consequence}")]
     NoLongerCaptured {

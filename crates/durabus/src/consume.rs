@@ -7,14 +7,29 @@
 //! terminated). A redelivered message that was already dead-lettered (the
 //! process died between the two steps) is terminated without running the
 //! handler again.
+//!
+//! The dead-letter rule (docs/design.md, "Consumer runner"): the handler
+//! runs on at most `max_attempts` deliveries; a failed, panicking or timed
+//! out last attempt is dead-lettered at once, and the delivery after it
+//! (the process died on the last attempt) is dead-lettered without running
+//! the handler. So the consumer must allow one delivery more than the
+//! attempts: `max_deliver` unlimited or at least `max_attempts + 1`
+//! ([`Bus::consume`] refuses anything less).
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use durabus_core::{AckKind, Delivery, Error, Message, Result, StreamConfig, NATS_MSG_ID};
-use tokio::sync::{watch, Semaphore};
+use durabus_core::{
+    AckKind, ConfigError, ConsumerConfig, Delivery, Error, Event, Message, Result, StreamConfig,
+    NATS_MSG_ID,
+};
+use futures::FutureExt as _;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -28,7 +43,8 @@ pub const DLQ_CONSUMER: &str = "Durabus-Dlq-Consumer";
 pub const DLQ_SEQ: &str = "Durabus-Dlq-Seq";
 /// Header with its original subject (where a redrive publishes it).
 pub const DLQ_SUBJECT: &str = "Durabus-Dlq-Subject";
-/// Header with the number of deliveries it had.
+/// Header with the number of attempts it had: its deliveries, plus the
+/// in-place retries of [`RetryPolicy::StallInOrder`].
 pub const DLQ_DELIVERIES: &str = "Durabus-Dlq-Deliveries";
 /// Header with the handler's last error.
 pub const DLQ_ERROR: &str = "Durabus-Dlq-Error";
@@ -90,6 +106,7 @@ pub struct ConsumeOptions {
     retry: RetryPolicy,
     backoff: Vec<Duration>,
     max_attempts: Option<u64>,
+    handler_timeout: Option<Duration>,
     dead_letter: DeadLetter,
     batch: usize,
     fetch_wait: Duration,
@@ -107,7 +124,9 @@ impl std::fmt::Debug for ConsumeOptions {
             .field("retry", &self.retry)
             .field("backoff", &self.backoff)
             .field("max_attempts", &self.max_attempts)
+            .field("handler_timeout", &self.handler_timeout)
             .field("dead_letter", &self.dead_letter)
+            .field("batch", &self.batch)
             .field("confirm_acks", &self.confirm_acks)
             .finish_non_exhaustive()
     }
@@ -124,6 +143,7 @@ impl Default for ConsumeOptions {
                 Duration::from_secs(30),
             ],
             max_attempts: None,
+            handler_timeout: None,
             dead_letter: DeadLetter::Default,
             batch: 64,
             fetch_wait: Duration::from_secs(1),
@@ -138,8 +158,9 @@ impl Default for ConsumeOptions {
 
 impl ConsumeOptions {
     /// Defaults: one message at a time, park-and-continue, backoff 1 s, 5 s,
-    /// 30 s, attempts from the consumer's `max_deliver` (else 5), dead
-    /// letters to `$DLQ.<stream>.<consumer>`.
+    /// 30 s, attempts one fewer than the consumer's `max_deliver` (5 when
+    /// it is unlimited), no handler timeout, batches of 64, dead letters to
+    /// `$DLQ.<stream>.<consumer>`.
     pub fn new() -> Self {
         Self::default()
     }
@@ -162,14 +183,26 @@ impl ConsumeOptions {
         self
     }
 
-    /// Attempts before a message is dead-lettered; default the consumer's
-    /// `max_deliver`, else 5. Attempts are deliveries, as `max_deliver`
-    /// counts them: a delivery lost with a killed process (running or
-    /// still buffered) counts too, so a message that keeps killing its
-    /// consumer ends as a dead letter ("attempts used up") instead of
-    /// looping forever.
+    /// Attempts before a message is dead-lettered; default one fewer than
+    /// the consumer's `max_deliver`, else 5. Attempts are deliveries, as
+    /// `max_deliver` counts them (plus in-place retries under
+    /// [`RetryPolicy::StallInOrder`]): a delivery lost with a killed process
+    /// (running or still buffered) counts too, so a message that keeps
+    /// killing its consumer ends as a dead letter ("attempts used up") on
+    /// the delivery after its last attempt instead of looping forever. The
+    /// consumer's `max_deliver` must be unlimited or at least `n + 1`.
     pub fn max_attempts(mut self, n: u64) -> Self {
         self.max_attempts = Some(n.max(1));
+        self
+    }
+
+    /// Stops a handler that runs longer than `limit`: the attempt counts as
+    /// failed (retried, or dead-lettered when it was the last) with the
+    /// error "handler timed out after ...". None by default. The handler's
+    /// future is dropped at the limit, so work it does after an `.await`
+    /// point stops there.
+    pub fn handler_timeout(mut self, limit: Duration) -> Self {
+        self.handler_timeout = Some(limit);
         self
     }
 
@@ -179,8 +212,10 @@ impl ConsumeOptions {
         self
     }
 
-    /// Deliveries fetched at once (the channel between fetching and
-    /// handling holds as many).
+    /// The most deliveries held for handlers that are busy (at least 1):
+    /// the runner fetches ahead of free handlers to keep this many
+    /// buffered, sends in-progress for them while they wait, and gives them
+    /// back (nak) at shutdown.
     pub fn batch(mut self, n: usize) -> Self {
         self.batch = n.max(1);
         self
@@ -272,7 +307,7 @@ impl Counters {
 
 /// A running consumer. Dropping it stops it abruptly (unsettled messages
 /// come back after `ack_wait`); [`ConsumerHandle::shutdown`] stops it
-/// gracefully.
+/// gracefully; [`ConsumerHandle::closed`] says when it stopped on its own.
 #[derive(Debug)]
 pub struct ConsumerHandle {
     stop: watch::Sender<bool>,
@@ -286,9 +321,42 @@ impl ConsumerHandle {
         self.counters.snapshot()
     }
 
+    /// Whether the runner has ended (on its own, or after a shutdown).
+    pub fn is_closed(&self) -> bool {
+        self.task
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+    }
+
+    /// Waits until the runner ends on its own, which it does only on an
+    /// error it cannot retry (its consumer or stream deleted, the bus
+    /// closed, ...), and yields that error. It does not stop the runner: in
+    /// normal operation it never resolves (use it in a `select!` beside
+    /// the signal that calls [`ConsumerHandle::shutdown`]). The runner
+    /// also logs its end (`tracing::error!`) and sends
+    /// [`Event::ConsumerStopped`] on [`Bus::events`].
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the runner, once: a later call, and
+    /// [`ConsumerHandle::shutdown`] after it, return the counters.
+    pub async fn closed(&mut self) -> Result<ConsumeStats> {
+        if let Some(task) = self.task.as_mut() {
+            let end = task.await;
+            self.task = None;
+            end.map_err(|e| Error::internal(format!("consumer task failed: {e}")))??;
+        }
+        Ok(self.counters.snapshot())
+    }
+
     /// Stops fetching, lets handlers in flight finish within the deadline,
-    /// naks what was taken but not handled, and returns the counters (or
-    /// the error that stopped the consumer).
+    /// naks what was taken but not started (and what was still running at
+    /// the deadline), and returns the counters.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the runner on its own before, unless
+    /// [`ConsumerHandle::closed`] returned it already.
     pub async fn shutdown(mut self) -> Result<ConsumeStats> {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
@@ -315,10 +383,37 @@ struct Runner<H> {
     options: ConsumeOptions,
     handler: H,
     max_attempts: u64,
-    ack_wait: Duration,
+    /// How often a delivery that waits or runs is kept alive.
+    beat: Duration,
     dlq_subject: String,
     counters: Arc<Counters>,
 }
+
+/// The attempts the runner makes, checked against the consumer's
+/// `max_deliver` (the dead-letter rule in the module docs).
+fn attempts(options: &ConsumeOptions, config: &ConsumerConfig) -> Result<u64> {
+    let too_low = |max_deliver, max_attempts| {
+        Err(Error::invalid_config(ConfigError::MaxDeliverTooLow {
+            consumer: config.durable_name.clone().unwrap_or_default(),
+            max_deliver,
+            max_attempts,
+        }))
+    };
+    match (options.max_attempts, config.max_deliver) {
+        (Some(a), Some(m)) if m <= a => too_low(m, a),
+        (Some(a), _) => Ok(a),
+        (None, Some(m)) if m < 2 => too_low(m, 1),
+        (None, Some(m)) => Ok(m - 1),
+        (None, None) => Ok(5),
+    }
+}
+
+/// A fetch in flight, kept across the runner's loop (never dropped half
+/// way while the runner goes on).
+type Fetching = Pin<Box<dyn Future<Output = Result<Vec<Delivery>>> + Send>>;
+
+/// Deliveries being handled, by stream seq: given back if stopped.
+type InFlight = Arc<std::sync::Mutex<HashMap<u64, Delivery>>>;
 
 impl Bus {
     /// Runs `handler` on every message of durable `consumer` of `stream`
@@ -328,9 +423,13 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`] or [`Error::ConsumerNotFound`]: the consumer
-    /// must exist (create it with [`Bus::create_consumer`]); the errors of
-    /// creating the dead-letter stream (see [`Bus::create_stream`]). What goes
-    /// wrong later is counted in [`ConsumeStats`] and returned by
+    /// must exist (create it with [`Bus::create_consumer`]);
+    /// [`Error::InvalidConfig`] ([`ConfigError::MaxDeliverTooLow`]) when its
+    /// `max_deliver` is below `max_attempts + 1` (or below 2 with the
+    /// default attempts): the runner needs the delivery after the last
+    /// attempt; the errors of creating the dead-letter stream (see
+    /// [`Bus::create_stream`]). What goes wrong later is counted in
+    /// [`ConsumeStats`] and returned by [`ConsumerHandle::closed`] or
     /// [`ConsumerHandle::shutdown`].
     ///
     /// ```no_run
@@ -360,10 +459,15 @@ impl Bus {
         F: Future<Output = Outcome> + Send + 'static,
     {
         let info = self.consumer_info(stream, consumer).await?;
-        let max_attempts = options
-            .max_attempts
-            .or(info.config.max_deliver)
-            .unwrap_or(5);
+        let max_attempts = attempts(&options, &info.config)?;
+        // The shortest wait before a redelivery: ack_wait, or the first
+        // backoff step when one is set (nats-server then sets ack_wait to
+        // it too).
+        let wait = info
+            .config
+            .backoff
+            .first()
+            .map_or(info.config.ack_wait, |b| (*b).min(info.config.ack_wait));
         let dlq_subject = self.ensure_dead_letters(stream, consumer, &options).await?;
         let counters = Arc::new(Counters::default());
         let runner = Arc::new(Runner {
@@ -373,7 +477,7 @@ impl Bus {
             options,
             handler,
             max_attempts,
-            ack_wait: info.config.ack_wait,
+            beat: (wait / 2).max(Duration::from_millis(10)),
             dlq_subject,
             counters: counters.clone(),
         });
@@ -412,12 +516,10 @@ impl Bus {
                     .iter()
                     .any(|f| durabus_core::subject::matches(f, &subject));
                 if !captures {
-                    return Err(Error::invalid_config(
-                        durabus_core::ConfigError::DeadLetterNotCaptured {
-                            stream: dlq_stream.to_string(),
-                            subject,
-                        },
-                    ));
+                    return Err(Error::invalid_config(ConfigError::DeadLetterNotCaptured {
+                        stream: dlq_stream.to_string(),
+                        subject,
+                    }));
                 }
             }
             Err(Error::StreamNotFound { .. }) => {
@@ -435,87 +537,159 @@ where
     H: Fn(Delivery) -> F + Send + Sync + 'static,
     F: Future<Output = Outcome> + Send + 'static,
 {
-    async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) -> Result<()> {
+    async fn run(self: Arc<Self>, stopped: watch::Receiver<bool>) -> Result<()> {
+        let end = self.clone().work(stopped).await;
+        if let Err(e) = &end {
+            tracing::error!(
+                stream = %self.stream,
+                consumer = %self.consumer,
+                error = %e,
+                "consumer runner stopped on its own"
+            );
+            self.bus.emit(Event::ConsumerStopped {
+                stream: self.stream.clone(),
+                consumer: self.consumer.clone(),
+                error: e.to_string(),
+            });
+        }
+        end
+    }
+
+    /// A fetch of up to `n` deliveries; a connection failure is an empty
+    /// fetch after a pause (the runner retries).
+    fn fetch(&self, n: usize) -> Fetching {
+        let bus = self.bus.clone();
+        let (stream, consumer) = (self.stream.clone(), self.consumer.clone());
+        let wait = self.options.fetch_wait;
+        Box::pin(async move {
+            match bus.fetch(&stream, &consumer, n, wait).await {
+                Err(e) if e.is_connection_failure() || matches!(e, Error::CircuitOpen { .. }) => {
+                    tracing::debug!(error = %e, "consumer fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok(Vec::new())
+                }
+                other => other,
+            }
+        })
+    }
+
+    async fn work(self: Arc<Self>, mut stopped: watch::Receiver<bool>) -> Result<()> {
         let permits = Arc::new(Semaphore::new(self.options.concurrency));
         let mut workers = JoinSet::new();
-        // Deliveries being handled, by stream seq: given back if stopped.
-        let in_flight: Arc<std::sync::Mutex<std::collections::HashMap<u64, Delivery>>> =
-            Arc::default();
-        let mut taken: std::collections::VecDeque<Delivery> = Default::default();
+        let in_flight: InFlight = Arc::default();
+        // Fetched ahead of free handlers, at most `batch`: kept alive while
+        // they wait, given back at shutdown.
+        let mut taken: VecDeque<Delivery> = VecDeque::new();
+        let mut fetching: Option<Fetching> = None;
+        let mut next_beat = tokio::time::Instant::now() + self.beat;
         let mut failure = None;
         while !*stopped.borrow() {
-            // A free handler first, then a fetch sized to the free ones:
-            // nothing waits in memory while its ack_wait runs.
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => p,
+            if fetching.is_none() && taken.len() < self.options.batch {
+                fetching = Some(self.fetch(self.options.batch - taken.len()));
+            }
+            tokio::select! {
+                biased;
                 _ = stopped.changed() => break,
-            };
-            let Ok(permit) = permit else { break };
-            if taken.is_empty() {
-                let want = self.options.batch.min(permits.available_permits() + 1);
-                let fetched = tokio::select! {
-                    r = self.bus.fetch(&self.stream, &self.consumer, want, self.options.fetch_wait) => r,
-                    _ = stopped.changed() => break,
-                };
-                match fetched {
-                    Ok(d) => taken.extend(d),
-                    Err(e)
-                        if e.is_connection_failure() || matches!(e, Error::CircuitOpen { .. }) =>
-                    {
-                        tracing::debug!(error = %e, "consumer fetch failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                            _ = stopped.changed() => break,
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
+                Some(_) = workers.join_next(), if !workers.is_empty() => {}
+                permit = permits.clone().acquire_owned(), if !taken.is_empty() => {
+                    let Ok(permit) = permit else { break };
+                    if let Some(delivery) = taken.pop_front() {
+                        self.start(&mut workers, &in_flight, delivery, permit);
                     }
                 }
+                fetched = poll_fetch(&mut fetching), if fetching.is_some() => {
+                    fetching = None;
+                    match fetched {
+                        Ok(d) => {
+                            if taken.is_empty() {
+                                next_beat = tokio::time::Instant::now() + self.beat;
+                            }
+                            taken.extend(d);
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_beat), if !taken.is_empty() => {
+                    // Buffered deliveries are not started yet: keep their
+                    // ack_wait from running out.
+                    for d in &taken {
+                        let _ = self.bus.ack(d, AckKind::InProgress).await;
+                    }
+                    next_beat = tokio::time::Instant::now() + self.beat;
+                }
             }
-            let Some(delivery) = taken.pop_front() else {
-                continue;
-            };
-            let runner = self.clone();
-            let seq = delivery.stream_seq();
-            lock(&in_flight).insert(seq, delivery.clone());
-            let registry = in_flight.clone();
-            workers.spawn(async move {
-                runner.handle(delivery).await;
-                lock(&registry).remove(&seq);
-                drop(permit);
-            });
-            while workers.try_join_next().is_some() {}
         }
-        // Graceful shutdown: what was taken but not started goes back.
+        // Shutdown: a fetch in flight ends (its deliveries are given back
+        // with the rest), then what was taken but not started goes back.
+        if let Some(f) = fetching.take() {
+            if failure.is_none() {
+                let limit = self.options.fetch_wait + Duration::from_secs(2);
+                if let Ok(Ok(d)) = tokio::time::timeout(limit, f).await {
+                    taken.extend(d);
+                }
+            }
+        }
         for d in taken.drain(..) {
             self.counters.returned.fetch_add(1, Ordering::Relaxed);
             let _ = self.bus.ack(&d, AckKind::Nak(None)).await;
         }
         let deadline = tokio::time::Instant::now() + self.options.shutdown_deadline;
         while !workers.is_empty() {
-            match tokio::time::timeout_at(deadline, workers.join_next()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    // Handlers past the deadline are stopped and their
-                    // messages given back.
-                    tracing::warn!(
-                        left = workers.len(),
-                        "consumer shutdown deadline passed; stopping handlers"
-                    );
-                    workers.abort_all();
-                    while workers.join_next().await.is_some() {}
-                    let stopped: Vec<Delivery> = lock(&in_flight).drain().map(|(_, d)| d).collect();
-                    for d in stopped {
-                        self.counters.returned.fetch_add(1, Ordering::Relaxed);
-                        let _ = self.bus.ack(&d, AckKind::Nak(None)).await;
-                    }
-                    break;
+            if tokio::time::timeout_at(deadline, workers.join_next())
+                .await
+                .is_err()
+            {
+                // Handlers past the deadline are stopped and their
+                // messages given back.
+                tracing::warn!(
+                    left = workers.len(),
+                    "consumer shutdown deadline passed; stopping handlers"
+                );
+                workers.abort_all();
+                while workers.join_next().await.is_some() {}
+                let stopped: Vec<Delivery> = lock(&in_flight).drain().map(|(_, d)| d).collect();
+                for d in stopped {
+                    self.counters.returned.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.bus.ack(&d, AckKind::Nak(None)).await;
                 }
+                break;
             }
         }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Starts handling one delivery on a worker holding `permit`.
+    fn start(
+        self: &Arc<Self>,
+        workers: &mut JoinSet<()>,
+        in_flight: &InFlight,
+        delivery: Delivery,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let runner = self.clone();
+        let seq = delivery.stream_seq();
+        lock(in_flight).insert(seq, delivery.clone());
+        let registry = in_flight.clone();
+        workers.spawn(async move {
+            // A panic here is outside the handler (which is caught as a
+            // failed attempt): a hook's, say. The delivery goes back.
+            let handled = AssertUnwindSafe(runner.handle(delivery.clone()))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = handled {
+                tracing::error!(
+                    seq,
+                    panic = %panic_text(panic.as_ref()),
+                    "consumer worker panicked; the message is given back"
+                );
+                let _ = runner.bus.ack(&delivery, AckKind::Nak(None)).await;
+            }
+            lock(&registry).remove(&seq);
+            drop(permit);
+        });
     }
 
     /// One delivery, from handler to ack or dead letter.
@@ -530,9 +704,12 @@ where
             return;
         }
         if attempt > self.max_attempts {
-            // Dead-lettered before, but the process stopped before the
-            // term; the publish is deduplicated by its msg id.
-            self.dead_letter(&delivery, "attempts used up").await;
+            // The delivery after the last attempt, which did not settle it
+            // (the process stopped, or its nak was lost): dead-letter it
+            // without running the handler. Also a dead-lettering cut off
+            // before its term: the publish is deduplicated by its msg id.
+            self.dead_letter(&delivery, attempt, "attempts used up")
+                .await;
             return;
         }
         loop {
@@ -558,14 +735,14 @@ where
                     return;
                 }
                 Outcome::Reject(reason) => {
-                    self.dead_letter(&delivery, &reason).await;
+                    self.dead_letter(&delivery, attempt, &reason).await;
                     return;
                 }
                 Outcome::Failed(e) => (e, None),
                 Outcome::RetryLater(d) => ("retry later".to_owned(), d),
             };
             if attempt >= self.max_attempts {
-                self.dead_letter(&delivery, &error).await;
+                self.dead_letter(&delivery, attempt, &error).await;
                 return;
             }
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
@@ -585,9 +762,10 @@ where
         }
     }
 
-    /// Runs the handler, sending in-progress heartbeats every ack_wait / 2,
+    /// Runs the handler, sending in-progress heartbeats while it runs,
     /// inside a `durabus.consume` span and the message's context (so what
-    /// the handler publishes continues its trace).
+    /// the handler publishes continues its trace). A panic, or running
+    /// past the handler timeout, is a failed attempt.
     async fn run_handler(&self, delivery: &Delivery) -> Outcome {
         let context = crate::context::Context::from_headers(&delivery.message.headers);
         let span = tracing::info_span!(
@@ -602,22 +780,41 @@ where
         if let Some(t) = context.trace() {
             span.record("trace_id", tracing::field::display(t.trace_id()));
         }
-        let work = crate::context::scope(context, async { (self.handler)(delivery.clone()).await });
-        self.keep_alive(delivery, work.instrument(span)).await
+        let work = crate::context::scope(context, async {
+            let called =
+                std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(delivery.clone())));
+            let ran = match called {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
+            ran.unwrap_or_else(|panic| {
+                let text = panic_text(panic.as_ref());
+                tracing::warn!(seq = delivery.stream_seq(), panic = %text, "handler panicked; a failed attempt");
+                Outcome::Failed(format!("handler panicked: {text}"))
+            })
+        });
+        let limited = async {
+            match self.options.handler_timeout {
+                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    Outcome::Failed(format!("handler timed out after {limit:?}"))
+                }),
+                None => work.await,
+            }
+        };
+        self.keep_alive(delivery, limited.instrument(span)).await
     }
 
     /// Awaits `work`, telling the backend the delivery is in progress every
-    /// half ack_wait.
+    /// half of its shortest wait.
     async fn keep_alive<T>(&self, delivery: &Delivery, work: impl Future<Output = T>) -> T {
-        let beat = (self.ack_wait / 2).max(Duration::from_millis(10));
         tokio::pin!(work);
-        let mut next = tokio::time::Instant::now() + beat;
+        let mut next = tokio::time::Instant::now() + self.beat;
         loop {
             tokio::select! {
                 out = &mut work => return out,
                 () = tokio::time::sleep_until(next) => {
                     let _ = self.bus.ack(delivery, AckKind::InProgress).await;
-                    next += beat;
+                    next += self.beat;
                 }
             }
         }
@@ -640,7 +837,8 @@ where
     }
 
     /// Publishes the message to the dead-letter subject, then terminates it.
-    async fn dead_letter(&self, delivery: &Delivery, error: &str) {
+    /// `attempts`: the attempts it had (the [`DLQ_DELIVERIES`] header).
+    async fn dead_letter(&self, delivery: &Delivery, attempts: u64, error: &str) {
         let m = &delivery.message;
         let mut letter = Message::new(self.dlq_subject.clone(), m.payload.clone());
         for (name, value) in m.headers.iter() {
@@ -653,14 +851,23 @@ where
             .filter(|c| !c.is_control())
             .take(512)
             .collect();
+        // The msg id names the message by its stream, seq and stored time:
+        // a stream deleted and created again reuses its sequences, never
+        // a seq with its time.
         letter = letter
             .with_header(DLQ_STREAM, self.stream.clone())
             .with_header(DLQ_CONSUMER, self.consumer.clone())
             .with_header(DLQ_SEQ, m.seq.to_string())
             .with_header(DLQ_SUBJECT, m.subject.clone())
-            .with_header(DLQ_DELIVERIES, delivery.delivered().to_string())
+            .with_header(DLQ_DELIVERIES, attempts.to_string())
             .with_header(DLQ_ERROR, error.clone())
-            .with_msg_id(format!("dlq:{}:{}:{}", self.stream, self.consumer, m.seq));
+            .with_msg_id(format!(
+                "dlq:{}:{}:{}:{}",
+                self.stream,
+                self.consumer,
+                m.seq,
+                unix_ns(m.time)
+            ));
         let started = Instant::now();
         loop {
             match self.bus.publish_message(letter.clone()).await {
@@ -669,7 +876,7 @@ where
                     tracing::error!(subject = %self.dlq_subject, "no stream captures the dead-letter subject; the message is left unsettled");
                     return;
                 }
-                Err(e) if started.elapsed() < self.ack_wait / 2 => {
+                Err(e) if started.elapsed() < self.beat => {
                     tracing::debug!(error = %e, "dead-letter publish failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -687,7 +894,29 @@ where
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Awaits the fetch in flight (never called without one).
+async fn poll_fetch(fetching: &mut Option<Fetching>) -> Result<Vec<Delivery>> {
+    match fetching {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
+}
+
+/// Unix nanoseconds of `time` (0 before 1970).
+fn unix_ns(time: std::time::SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -706,16 +935,22 @@ impl Bus {
     /// subjects matching `filter`, default all) to their origin subjects,
     /// without the dead-letter headers, and deletes each from the DLQ once
     /// the origin stream acknowledged it. Each republish carries the msg id
-    /// `redrive:<dlq stream>:<seq>`, so a redrive cut short and run again
-    /// stores no copy twice (inside the origin's duplicate window).
+    /// `redrive:<dlq stream>:<seq>:<unix ns>` (the letter's seq and stored
+    /// time there), so a redrive cut short and run again stores no copy
+    /// twice (inside the origin's duplicate window), and a letter of a DLQ
+    /// stream deleted and created again (whose sequences start over) is
+    /// never taken for an older one. A duplicate ack naming a different
+    /// message leaves the letter in place with an error.
     ///
     /// # Errors
     ///
     /// [`Error::StreamNotFound`] for `dlq_stream`; [`Error::InvalidSubject`] for
     /// a bad `filter`; [`Error::InvalidConfig`] when no stream captures a
-    /// letter's origin subject any more. The first failed republish or
-    /// delete stops the redrive with its error; run it again: nothing is
-    /// stored twice.
+    /// letter's origin subject any more ([`ConfigError::NoLongerCaptured`]),
+    /// or when the origin answers a republish as a duplicate of a different
+    /// message ([`ConfigError::RedriveIdInUse`]). The first failed republish
+    /// or delete stops the redrive with its error, the letter left in
+    /// place; run it again: nothing is stored twice.
     pub async fn redrive(&self, dlq_stream: &str, filter: Option<&str>) -> Result<RedriveStats> {
         let mut options = crate::ReplayOptions::from_seq(1).stop_at_end();
         if let Some(f) = filter {
@@ -729,26 +964,48 @@ impl Bus {
                 stats.skipped += 1;
                 continue;
             };
-            let mut m = Message::new(origin, letter.payload.clone());
+            let mut m = Message::new(origin.clone(), letter.payload.clone());
             for (name, value) in letter.headers.iter() {
                 if !name.starts_with("Durabus-Dlq-") && name != NATS_MSG_ID {
                     m.headers.append(name, value);
                 }
             }
-            m = m.with_msg_id(format!("redrive:{dlq_stream}:{}", letter.seq));
-            match self.publish_message(m).await? {
-                Some(_) => {}
-                None => {
-                    return Err(Error::invalid_config(
-                        durabus_core::ConfigError::NoLongerCaptured {
-                            subject: letter
+            let msg_id = format!(
+                "redrive:{dlq_stream}:{}:{}",
+                letter.seq,
+                unix_ns(letter.time)
+            );
+            m = m.with_msg_id(msg_id.clone());
+            let Some(ack) = self.publish_message(m).await? else {
+                return Err(Error::invalid_config(ConfigError::NoLongerCaptured {
+                    subject: origin,
+                    consequence: format!("dead letter {} left in {dlq_stream}", letter.seq),
+                }));
+            };
+            if ack.duplicate {
+                // Ours (a redrive cut off before the delete) unless the
+                // origin holds a different message under that seq; one
+                // removed since (acked on a work queue, say) was ours.
+                let same = match self.get_message(&ack.stream, ack.seq).await {
+                    Ok(stored) => {
+                        stored.subject == origin.as_str()
+                            && stored.payload == letter.payload
+                            && stored
                                 .headers
-                                .get(DLQ_SUBJECT)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            consequence: format!("dead letter {} left in {dlq_stream}", letter.seq),
-                        },
-                    ))
+                                .get(NATS_MSG_ID)
+                                .is_none_or(|id| id == msg_id)
+                    }
+                    Err(Error::MessageNotFound { .. }) => true,
+                    Err(e) => return Err(e),
+                };
+                if !same {
+                    return Err(Error::invalid_config(ConfigError::RedriveIdInUse {
+                        dlq_stream: dlq_stream.to_owned(),
+                        letter_seq: letter.seq,
+                        msg_id,
+                        origin_stream: ack.stream.to_string(),
+                        origin_seq: ack.seq,
+                    }));
                 }
             }
             self.delete_message(dlq_stream, letter.seq).await?;

@@ -130,6 +130,25 @@ pub struct Bus {
     supervisor: Option<Arc<Supervised>>,
     /// What publishes are stamped with (`trace`).
     stamp: trace::Stamp,
+    /// Events of the facade (a consumer runner that stopped), merged with
+    /// the backend's by [`Bus::events`].
+    events: Arc<FacadeEvents>,
+}
+
+/// The facade's event channel, shared by every clone of a [`Bus`].
+struct FacadeEvents {
+    tx: tokio::sync::broadcast::Sender<Event>,
+    /// Whether the backend's events are forwarded into `tx` yet.
+    forwarding: std::sync::Mutex<bool>,
+}
+
+impl Default for FacadeEvents {
+    fn default() -> Self {
+        FacadeEvents {
+            tx: tokio::sync::broadcast::channel(1024).0,
+            forwarding: std::sync::Mutex::new(false),
+        }
+    }
 }
 
 impl std::fmt::Debug for Bus {
@@ -156,6 +175,7 @@ impl Bus {
             backend: supervisor.clone(),
             supervisor: Some(supervisor),
             stamp: trace::Stamp::default(),
+            events: Arc::default(),
         }
     }
 
@@ -165,6 +185,7 @@ impl Bus {
             backend,
             supervisor: None,
             stamp: trace::Stamp::default(),
+            events: Arc::default(),
         }
     }
 
@@ -432,6 +453,8 @@ impl Bus {
     /// Creates a consumer on `stream` if absent; returns an existing equal
     /// durable unchanged. A different configuration under the same durable
     /// name is [`Error::ConsumerNameInUse`]: use [`Bus::update_consumer`].
+    /// With a `backoff`, `ack_wait` becomes its first step, as nats-server
+    /// sets it (on every backend; so does [`Bus::update_consumer`]).
     ///
     /// # Errors
     ///
@@ -540,9 +563,38 @@ impl Bus {
         self.backend.unavailable()
     }
 
-    /// Monitoring events such as slow consumers, when the backend reports them.
+    /// Monitoring events: the backend's (slow consumers, reconnects, ...)
+    /// and the facade's ([`Event::ConsumerStopped`]). Call it inside a
+    /// tokio runtime: the backend's events are forwarded by a task started
+    /// by the first call that has one.
     pub fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
-        self.backend.events()
+        let rx = self.events.tx.subscribe();
+        let mut forwarding = consume::lock(&self.events.forwarding);
+        if !*forwarding {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                *forwarding = true;
+                if let Some(mut from) = self.backend.events() {
+                    let tx = self.events.tx.clone();
+                    runtime.spawn(async move {
+                        loop {
+                            match from.recv().await {
+                                Ok(e) => {
+                                    let _ = tx.send(e);
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        Some(rx)
+    }
+
+    /// Sends a facade event to every [`Bus::events`] receiver.
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.tx.send(event);
     }
 
     /// The connection's state.

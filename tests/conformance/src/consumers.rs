@@ -604,3 +604,43 @@ pub async fn interest_retention_keeps_messages_until_every_consumer_acked(bus: &
     .await;
     assert_eq!(bus.get_message(&cfg.name, 2).await.unwrap().seq, 2);
 }
+
+/// A consumer given a backoff reports (and applies) `ack_wait` equal to
+/// its first step, as nats-server sets it, after create and update.
+pub async fn a_backoff_sets_ack_wait_to_its_first_step(bus: &Bus) {
+    let n = names("cons_backoff_wait");
+    let cfg = n.stream_config("S");
+    create(bus, cfg.clone()).await;
+    let info = consumer(
+        bus,
+        &cfg.name,
+        ConsumerConfig::durable("c")
+            .max_deliver(3)
+            .backoff([Duration::from_secs(1), Duration::from_secs(2)]),
+    )
+    .await;
+    assert_eq!(info.config.ack_wait, Duration::from_secs(1));
+    let info = bus.consumer_info(&cfg.name, "c").await.unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_secs(1));
+    let updated = bus
+        .update_consumer(
+            &cfg.name,
+            ConsumerConfig::durable("c")
+                .max_deliver(3)
+                .backoff([Duration::from_secs(3), Duration::from_secs(4)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.config.ack_wait, Duration::from_secs(3));
+    // Creating it again as first asked for is the same consumer.
+    let again = bus
+        .create_consumer(
+            &cfg.name,
+            ConsumerConfig::durable("c")
+                .max_deliver(3)
+                .backoff([Duration::from_secs(3), Duration::from_secs(4)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.config.ack_wait, Duration::from_secs(3));
+}

@@ -218,6 +218,7 @@ macro_rules! conformance_suite {
             }
             consumers {
                 create_consumer_is_create_if_absent_and_a_change_is_name_in_use,
+                a_backoff_sets_ack_wait_to_its_first_step,
                 unknown_consumers_and_streams_are_not_found,
                 list_consumers_is_sorted_and_delete_removes_one,
                 update_consumer_changes_ack_wait_and_refuses_a_new_deliver_policy,
@@ -248,6 +249,16 @@ macro_rules! conformance_suite {
                 stall_in_order_retries_a_message_before_taking_the_next,
                 long_handlers_are_kept_alive_past_ack_wait,
                 shutdown_finishes_in_flight_work_and_gives_back_the_rest,
+                a_message_failing_every_attempt_reaches_the_dlq_after_max_attempts,
+                a_message_whose_every_attempt_crashes_the_runner_reaches_the_dlq,
+                a_panicking_handler_s_message_reaches_the_dlq_and_the_others_are_handled,
+                a_handler_past_its_timeout_fails_the_attempt,
+                stall_in_order_dead_letters_count_every_attempt,
+                consume_refuses_a_max_deliver_without_a_delivery_after_the_last_attempt,
+                the_runner_buffers_a_batch_ahead_and_shutdown_gives_it_back,
+                closed_yields_the_error_when_the_consumer_is_deleted_under_the_runner,
+                redrive_after_the_dlq_stream_was_recreated_loses_no_letter,
+                redrive_leaves_a_letter_whose_msg_id_names_a_different_message,
             }
             kv {
                 kv_bucket_uses_the_nats_layout,
