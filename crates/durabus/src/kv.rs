@@ -27,7 +27,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};

@@ -38,7 +38,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};

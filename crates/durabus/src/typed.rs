@@ -749,6 +749,7 @@ mod tests {
         assert_eq!(s.decode(&m).unwrap(), 1);
     }
 
+    /// Checks invariant 29 (docs/design.md).
     #[test]
     fn another_type_name_is_wrong_type_naming_both_and_no_header_decodes() {
         let created = Subject::<u8>::new("orders.*")

@@ -321,7 +321,9 @@ pub async fn kv_watch_next_is_cancel_safe_and_the_watch_stays_live(bus: &Bus) {
             };
             revs.push(writer.put(&key, format!("w{i}")).await.unwrap());
             if i % 8 == 0 {
-                tokio::task::yield_now().await;
+                // Let the watch catch up, so its calls also wait (and are
+                // cancelled waiting) for what is not written yet.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
         revs

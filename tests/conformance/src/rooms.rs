@@ -1,6 +1,8 @@
 //! Rooms: ephemeral ones fan out live, persisted ones keep scrollback and
 //! resume each peer where it left.
 
+use std::time::Duration;
+
 use durabus::room::{History, Member, Room, RoomMessage, RoomPolicy};
 use durabus::Bus;
 use futures::StreamExt;
@@ -185,7 +187,9 @@ pub async fn a_members_next_is_cancel_safe_and_a_stream(bus: &Bus) {
                     own.send(format!("own {i}")).await.unwrap();
                 }
                 if i % 8 == 0 {
-                    tokio::task::yield_now().await;
+                    // Let bob catch up, so his calls also wait (and are
+                    // cancelled waiting) for what is not sent yet.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
             alice
