@@ -413,9 +413,9 @@ impl Durable {
                 // resumes after it.
                 Some(d) => {
                     let ack = d.ack.clone();
-                    Box::pin(async move {
-                        Step::Acked(backend.ack_confirmed(&ack, AckKind::Ack).await)
-                    })
+                    Box::pin(
+                        async move { Step::Acked(backend.ack_confirmed(&ack, AckKind::Ack).await) },
+                    )
                 }
                 None => {
                     let (stream, consumer) = (self.stream.clone(), self.consumer.clone());

@@ -766,7 +766,10 @@ mod tests {
             "{e:?}"
         );
         let text = e.to_string();
-        assert!(text.contains("\"Created\"") && text.contains("\"Refunded\""), "{text}");
+        assert!(
+            text.contains("\"Created\"") && text.contains("\"Refunded\""),
+            "{text}"
+        );
         assert_eq!(refunded.decode(&m).unwrap(), 3);
         assert_eq!(created.decode(&Message::new("orders.eu", "4")).unwrap(), 4);
     }

@@ -373,9 +373,10 @@ pub async fn kv_watch_is_a_stream(bus: &Bus) {
         kv.put(&format!("k{i}"), "v").await.unwrap();
     }
     let mut w = kv.watch(">").await.unwrap();
-    let start: Vec<Entry> = tokio::time::timeout(WAIT, (&mut w).take(5).map(Result::unwrap).collect())
-        .await
-        .unwrap();
+    let start: Vec<Entry> =
+        tokio::time::timeout(WAIT, (&mut w).take(5).map(Result::unwrap).collect())
+            .await
+            .unwrap();
     let keys: Vec<&str> = start.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
     assert!(w.caught_up());

@@ -359,13 +359,19 @@ pub async fn typed_subscription_refuses_another_type_naming_both(bus: &Bus) {
     let (created, refunded) = shared_pattern(&n);
     let mut sub = created.subscribe(bus).await.unwrap();
     let eu = n.subject("orders.eu");
-    created.publish_to(bus, &eu, &Created { id: 1 }).await.unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 1 })
+        .await
+        .unwrap();
     refunded
         .publish_to(bus, &eu, &Refunded { id: 2 })
         .await
         .unwrap();
     bus.publish(&eu, r#"{"id": 3}"#).await.unwrap();
-    created.publish_to(bus, &eu, &Created { id: 4 }).await.unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 4 })
+        .await
+        .unwrap();
     let items: Vec<_> = tokio::time::timeout(WAIT, sub.by_ref().take(4).collect())
         .await
         .unwrap();
@@ -373,16 +379,31 @@ pub async fn typed_subscription_refuses_another_type_naming_both(bus: &Bus) {
     assert_eq!(items.next().unwrap().unwrap().value, Created { id: 1 });
     let wrong = items.next().unwrap();
     let text = match &wrong {
-        Err(e @ Error::WrongType { subject, expected, found }) => {
-            assert_eq!((subject, expected.as_str(), found.as_str()), (&eu, "Created", "Refunded"));
+        Err(
+            e @ Error::WrongType {
+                subject,
+                expected,
+                found,
+            },
+        ) => {
+            assert_eq!(
+                (subject, expected.as_str(), found.as_str()),
+                (&eu, "Created", "Refunded")
+            );
             e.to_string()
         }
         other => panic!("a Refunded decoded as Created: {other:?}"),
     };
-    assert!(text.contains("\"Created\"") && text.contains("\"Refunded\""), "{text}");
+    assert!(
+        text.contains("\"Created\"") && text.contains("\"Refunded\""),
+        "{text}"
+    );
     assert_eq!(items.next().unwrap().unwrap().value, Created { id: 3 });
     assert_eq!(items.next().unwrap().unwrap().value, Created { id: 4 });
-    created.publish_to(bus, &eu, &Created { id: 5 }).await.unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 5 })
+        .await
+        .unwrap();
     let next = tokio::time::timeout(WAIT, sub.next()).await.unwrap();
     assert_eq!(next.expect("open").unwrap().value, Created { id: 5 });
 }
@@ -400,12 +421,18 @@ pub async fn typed_consume_dead_letters_another_type_at_once(bus: &Bus) {
     consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(5)).await;
     let (created, refunded) = shared_pattern(&n);
     let eu = n.subject("orders.eu");
-    created.publish_to(bus, &eu, &Created { id: 1 }).await.unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 1 })
+        .await
+        .unwrap();
     refunded
         .publish_to(bus, &eu, &Refunded { id: 2 })
         .await
         .unwrap();
-    created.publish_to(bus, &eu, &Created { id: 3 }).await.unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 3 })
+        .await
+        .unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let h = handled.clone();
     let handle = created
