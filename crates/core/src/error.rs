@@ -227,6 +227,18 @@ pub enum Error {
         /// What the codec reported.
         reason: String,
     },
+    /// A typed message whose `Durabus-Type` header names another payload
+    /// type than the typed subject that received it (shared patterns carry
+    /// several types, told apart by that header).
+    #[error("the message on {subject:?} is of type {found:?} (its Durabus-Type header), not {expected:?}; receive it with a Subject of that type name, or dispatch mixed types with a typed Registry")]
+    WrongType {
+        /// The subject the message came on.
+        subject: String,
+        /// The type name of the typed subject that received it.
+        expected: String,
+        /// The type name the message's `Durabus-Type` header carries.
+        found: String,
+    },
     /// A value could not be encoded by its codec.
     #[error("cannot encode a {type_name} as {content_type}: {reason}; the value has a shape this codec cannot represent, choose another codec")]
     Encode {

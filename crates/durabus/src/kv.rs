@@ -27,10 +27,14 @@
 //! # Ok(()) }
 //! ```
 
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use durabus_core::backoff;
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::field::Empty;
@@ -752,14 +756,8 @@ impl Kv {
     }
 
     async fn live_watch(&self, filter: &str, start: ReplayStart) -> Result<Watch> {
-        Ok(Watch {
-            kv: self.clone(),
-            filter: filter.to_owned(),
-            replay: self.replay(filter, start, false).await?,
-            ahead: None,
-            initial: false,
-            resume: 0,
-        })
+        let replay = self.replay(filter, start, false).await?;
+        Ok(Watch::live(self.clone(), filter, replay))
     }
 
     /// The value of `key` decoded from JSON.
@@ -851,7 +849,15 @@ impl Kv {
 
 /// Changes to a bucket's keys, from [`Kv::watch`], [`Kv::watch_from`] or
 /// [`Kv::watch_updates`]. Entries come in revision order. Live until
-/// dropped.
+/// dropped, the bucket is deleted or the bus is closed.
+///
+/// A watch is a [`Stream`] of entries ([`Watch::next`] is the same
+/// without importing `StreamExt`), and it is **cancel safe**: a `next()`
+/// (or `poll_next`) dropped at any point, in a `select!` or under a
+/// `timeout`, loses no entry and does not end the watch; the entry comes
+/// with the next call. Everything in flight (the entry read ahead, the
+/// replay of the starting state, the opening of the live replay) lives in
+/// the watch, never in the future `next()` returns.
 ///
 /// A watch reads the bucket's stream as it goes: an entry removed before
 /// the watch reaches it (by the history limit, a purge or the ttl) is not
@@ -860,14 +866,25 @@ impl Kv {
 pub struct Watch {
     kv: Kv,
     filter: String,
-    replay: Replay,
-    /// The starting state's next entry, read ahead so that
+    phase: Phase,
+    /// The starting state's newest entry read so far, yielded once the
+    /// one after it (or the end of the starting state) is known, so that
     /// [`Watch::caught_up`] is true right after its last one.
     ahead: Option<Result<Entry>>,
-    /// Still reading the starting state.
-    initial: bool,
     /// Where the live part starts, after the starting state.
     resume: u64,
+}
+
+/// Where a [`Watch`] reads from.
+enum Phase {
+    /// The starting state: a bounded `LastPerSubject` replay.
+    Initial(Replay),
+    /// Opening the live replay from `Watch::resume`.
+    Opening(BoxFuture<'static, Result<Replay>>),
+    /// Every change as it is stored.
+    Live(Replay),
+    /// Ended: the live replay ended or could not be opened.
+    Done,
 }
 
 impl std::fmt::Debug for Watch {
@@ -881,71 +898,126 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
-    /// A watch yielding the starting state first, from `replay` (bounded),
-    /// then what is stored from `resume` on.
-    async fn with_initial(kv: Kv, filter: &str, replay: Replay, resume: u64) -> Result<Watch> {
-        let mut w = Watch {
+    /// A watch of the live replay `replay` only.
+    fn live(kv: Kv, filter: &str, replay: Replay) -> Watch {
+        Watch {
             kv,
             filter: filter.to_owned(),
-            replay,
+            phase: Phase::Live(replay),
             ahead: None,
-            initial: true,
-            resume,
-        };
-        w.read_ahead().await?;
-        Ok(w)
+            resume: 0,
+        }
     }
 
-    /// Reads the starting state's next entry into `ahead`; after its last,
-    /// switches to the live replay.
-    async fn read_ahead(&mut self) -> Result<()> {
-        while self.initial {
-            match self.replay.next().await {
+    /// A watch yielding the starting state first, from `replay` (bounded),
+    /// then what is stored from `resume` on. Reads the starting state's
+    /// first entry, or opens the live replay when there is none, so
+    /// [`Watch::caught_up`] is right from the start and an error opening
+    /// the live replay is this call's.
+    async fn with_initial(kv: Kv, filter: &str, mut replay: Replay, resume: u64) -> Result<Watch> {
+        let mut resume = resume;
+        loop {
+            let ahead = match replay.next().await {
                 Some(Ok(m)) => {
-                    self.resume = self.resume.max(m.seq + 1);
-                    if let Some(e) = self.kv.entry_of(m) {
-                        self.ahead = Some(Ok(e));
-                        return Ok(());
+                    resume = resume.max(m.seq + 1);
+                    match kv.entry_of(m) {
+                        Some(e) => Ok(e),
+                        None => continue,
                     }
                 }
-                Some(Err(e)) => {
-                    self.ahead = Some(Err(self.kv.err(e)));
-                    return Ok(());
-                }
+                Some(Err(e)) => Err(kv.err(e)),
                 None => {
-                    self.initial = false;
-                    let start = ReplayStart::Sequence(self.resume);
-                    self.replay = self.kv.replay(&self.filter, start, false).await?;
+                    let live = kv
+                        .replay(filter, ReplayStart::Sequence(resume), false)
+                        .await?;
+                    return Ok(Watch::live(kv, filter, live));
                 }
-            }
+            };
+            return Ok(Watch {
+                kv,
+                filter: filter.to_owned(),
+                phase: Phase::Initial(replay),
+                ahead: Some(ahead),
+                resume,
+            });
         }
-        Ok(())
+    }
+
+    /// The future opening the live replay from `self.resume`; it owns
+    /// what it needs, so it is kept in the watch across cancelled calls.
+    fn open_live(&self) -> BoxFuture<'static, Result<Replay>> {
+        let kv = self.kv.clone();
+        let filter = self.filter.clone();
+        let start = ReplayStart::Sequence(self.resume);
+        Box::pin(async move { kv.replay(&filter, start, false).await })
     }
 
     /// The next entry; `None` once the bucket is gone or the bus closed.
+    /// Cancel safe (see [`Watch`]).
     pub async fn next(&mut self) -> Option<Result<Entry>> {
-        if let Some(e) = self.ahead.take() {
-            if let Err(err) = self.read_ahead().await {
-                self.ahead = Some(Err(err));
-            }
-            return Some(e);
-        }
-        loop {
-            match self.replay.next().await? {
-                Ok(m) => {
-                    if let Some(e) = self.kv.entry_of(m) {
-                        return Some(Ok(e));
-                    }
-                }
-                Err(e) => return Some(Err(self.kv.err(e))),
-            }
-        }
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     /// Whether every entry of the starting state has been yielded, so what
     /// comes next is a change made after the watch began. Always true for
     /// [`Kv::watch_from`] and [`Kv::watch_updates`].
     pub fn caught_up(&self) -> bool {
-        self.ahead.is_none() && !self.initial
+        self.ahead.is_none() && !matches!(self.phase, Phase::Initial(_))
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<Entry>;
+
+    /// Takes an entry out of the watch's state only in the step that
+    /// returns it: every `Pending` leaves the state as it was (or further
+    /// along with nothing taken), which is what makes `next()` cancel safe.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Initial(replay) => match ready!(replay.poll_next_unpin(cx)) {
+                    Some(Ok(m)) => {
+                        this.resume = this.resume.max(m.seq + 1);
+                        if let Some(e) = this.kv.entry_of(m) {
+                            if let Some(prev) = this.ahead.replace(Ok(e)) {
+                                return Poll::Ready(Some(prev));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if let Some(prev) = this.ahead.replace(Err(this.kv.err(e))) {
+                            return Poll::Ready(Some(prev));
+                        }
+                    }
+                    None => {
+                        this.phase = Phase::Opening(this.open_live());
+                        if let Some(prev) = this.ahead.take() {
+                            return Poll::Ready(Some(prev));
+                        }
+                    }
+                },
+                Phase::Opening(open) => match ready!(open.as_mut().poll(cx)) {
+                    Ok(replay) => this.phase = Phase::Live(replay),
+                    Err(e) => {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(Some(Err(this.kv.err(e))));
+                    }
+                },
+                Phase::Live(replay) => match ready!(replay.poll_next_unpin(cx)) {
+                    Some(Ok(m)) => {
+                        if let Some(e) = this.kv.entry_of(m) {
+                            return Poll::Ready(Some(Ok(e)));
+                        }
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(this.kv.err(e)))),
+                    None => {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(None);
+                    }
+                },
+                Phase::Done => return Poll::Ready(None),
+            }
+        }
     }
 }

@@ -38,6 +38,8 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -45,6 +47,8 @@ use durabus_core::{
     sanitize, validate_stream_name, AckKind, ConsumerConfig, DeliverPolicy, Delivery, Error,
     Message, ReplayOptions, Result, StoredMessage, StreamConfig, Subscription,
 };
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 
 use crate::Bus;
 
@@ -223,11 +227,13 @@ impl Room {
                     }
                     Err(e) => return Err(e),
                 };
-                let inbox = Inbox::Durable {
+                let inbox = Inbox::Durable(Durable {
                     stream: stream.clone(),
                     consumer,
                     taken: VecDeque::new(),
-                };
+                    step: None,
+                    done: false,
+                });
                 (inbox, resumed)
             }
         };
@@ -327,15 +333,111 @@ impl RoomSender {
 #[derive(Debug)]
 enum Inbox {
     Live(Subscription),
-    Durable {
-        stream: String,
-        consumer: String,
-        /// Fetched, not yet handed out (acked when handed out).
-        taken: VecDeque<Delivery>,
-    },
+    Durable(Durable),
+}
+
+/// A persisted room's inbox: the peer's durable consumer, read in batches.
+struct Durable {
+    stream: String,
+    consumer: String,
+    /// Fetched, not yet handed out (acked when handed out).
+    taken: VecDeque<Delivery>,
+    /// The fetch or the ack in flight. It lives here, not in the future
+    /// [`Member::next`] returns, so a cancelled call leaves it running for
+    /// the next one: nothing fetched is dropped, nothing acked is lost.
+    step: Option<BoxFuture<'static, Step>>,
+    /// The consumer's stream is gone or the bus closed.
+    done: bool,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("stream", &self.stream)
+            .field("consumer", &self.consumer)
+            .field("taken", &self.taken.len())
+            .field("in_flight", &self.step.is_some())
+            .finish()
+    }
+}
+
+/// What a [`Durable`] inbox's in-flight step finished with.
+enum Step {
+    /// A fetch: the deliveries, in order.
+    Fetched(Result<Vec<Delivery>>),
+    /// The confirmed ack of the front of `taken`.
+    Acked(Result<()>),
+}
+
+impl Durable {
+    /// The next message from another peer than `me`: the front of `taken`
+    /// once its ack is confirmed, else what a fetch brings.
+    fn poll_next(
+        &mut self,
+        bus: &Bus,
+        me: &str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<RoomMessage>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if let Some(step) = &mut self.step {
+                let finished = ready!(step.as_mut().poll(cx));
+                self.step = None;
+                match finished {
+                    Step::Fetched(Ok(more)) => self.taken.extend(more),
+                    Step::Fetched(Err(Error::Closed)) => {
+                        self.done = true;
+                        return Poll::Ready(None);
+                    }
+                    Step::Fetched(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    // A failed ack keeps the message in front: the next
+                    // call acks it again (acking twice is a no-op).
+                    Step::Acked(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Step::Acked(Ok(())) => {
+                        let Some(d) = self.taken.pop_front() else {
+                            continue;
+                        };
+                        let m = RoomMessage::stored(d.message);
+                        if m.sender != me {
+                            return Poll::Ready(Some(Ok(m)));
+                        }
+                    }
+                }
+                continue;
+            }
+            let backend = bus.backend().clone();
+            self.step = Some(match self.taken.front() {
+                // Acked before it leaves the buffer, so the next join
+                // resumes after it.
+                Some(d) => {
+                    let ack = d.ack.clone();
+                    Box::pin(
+                        async move { Step::Acked(backend.ack_confirmed(&ack, AckKind::Ack).await) },
+                    )
+                }
+                None => {
+                    let (stream, consumer) = (self.stream.clone(), self.consumer.clone());
+                    Box::pin(async move {
+                        Step::Fetched(
+                            backend
+                                .fetch(&stream, &consumer, FETCH_BATCH, FETCH_WAIT)
+                                .await,
+                        )
+                    })
+                }
+            });
+        }
+    }
 }
 
 /// A peer in a room, from [`Room::join`].
+///
+/// Its messages are a [`Stream`] ([`Member::next`] is the same without
+/// importing `StreamExt`), and **cancel safe**: a `next()` dropped at any
+/// point (in a `select!`, under a `timeout`) loses no message and does
+/// not end the stream; the message comes with the next call, in order.
 #[derive(Debug)]
 pub struct Member {
     room: Room,
@@ -374,65 +476,62 @@ impl Member {
 
     /// The next message from another peer; `None` once the bus is closed.
     ///
-    /// In a persisted room each message is acknowledged as it is handed
-    /// out, so the peer's next join resumes after it. Waiting is
-    /// cancel-safe for an ephemeral room; in a persisted room a cancelled
-    /// call may leave fetched messages unacknowledged until the
-    /// consumer's ack wait (30 s) passes, after which they come again.
+    /// In a persisted room each message is acknowledged (confirmed) before
+    /// it is handed out, so the peer's next join resumes after it. Cancel
+    /// safe: the fetch or acknowledgement in flight when a call is dropped
+    /// stays with the member and the next call finishes it, so the message
+    /// is handed out then, once and in order.
     pub async fn next(&mut self) -> Option<Result<RoomMessage>> {
-        let bus = &self.sender.bus;
-        let me = &self.sender.peer;
-        match &mut self.inbox {
-            Inbox::Live(sub) => loop {
-                let m = sub.next().await?;
-                let sender = sender_of(&m.headers);
-                if sender == *me {
-                    continue;
-                }
-                return Some(Ok(RoomMessage {
-                    sender,
-                    payload: m.payload,
-                    time: SystemTime::now(),
-                    seq: None,
-                }));
-            },
-            Inbox::Durable {
-                stream,
-                consumer,
-                taken,
-            } => loop {
-                if let Some(d) = taken.front() {
-                    // Acked before it leaves the buffer: a failed or
-                    // cancelled ack hands it out again, never loses it.
-                    if let Err(e) = bus.ack_confirmed(d, AckKind::Ack).await {
-                        return Some(Err(e));
-                    }
-                    let Some(d) = taken.pop_front() else { continue };
-                    let m = RoomMessage::stored(d.message);
-                    if m.sender == *me {
-                        continue;
-                    }
-                    return Some(Ok(m));
-                }
-                match bus.fetch(stream, consumer, FETCH_BATCH, FETCH_WAIT).await {
-                    Ok(more) => taken.extend(more),
-                    Err(Error::Closed) => return None,
-                    Err(e) => return Some(Err(e)),
-                }
-            },
-        }
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     /// Leaves the room. In a persisted room the peer's consumer stays, so
     /// its next join resumes after the last message handed out; messages
-    /// fetched but not handed out are given back at once.
+    /// fetched but not handed out are given back at once (a fetch a
+    /// cancelled [`Member::next`] left in flight is awaited first, up to
+    /// its 1 s wait, so what it brings is given back too). A message whose
+    /// acknowledgement a cancelled `next()` left in flight may already
+    /// count as handed out.
     pub async fn leave(self) -> Result<()> {
-        if let Inbox::Durable { taken, .. } = self.inbox {
-            for d in taken {
-                self.sender.bus.ack(&d, AckKind::Nak(None)).await?;
+        let Inbox::Durable(mut inbox) = self.inbox else {
+            return Ok(());
+        };
+        if let Some(step) = inbox.step.take() {
+            if let Step::Fetched(Ok(more)) = step.await {
+                inbox.taken.extend(more);
             }
         }
+        for d in inbox.taken {
+            self.sender.bus.ack(&d, AckKind::Nak(None)).await?;
+        }
         Ok(())
+    }
+}
+
+impl Stream for Member {
+    type Item = Result<RoomMessage>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let me = this.sender.peer.as_str();
+        match &mut this.inbox {
+            Inbox::Live(sub) => loop {
+                let Some(m) = ready!(sub.poll_next_unpin(cx)) else {
+                    return Poll::Ready(None);
+                };
+                let sender = sender_of(&m.headers);
+                if sender == me {
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(RoomMessage {
+                    sender,
+                    payload: m.payload,
+                    time: SystemTime::now(),
+                    seq: None,
+                })));
+            },
+            Inbox::Durable(inbox) => inbox.poll_next(&this.sender.bus, me, cx),
+        }
     }
 }
 

@@ -14,6 +14,20 @@
 //! [`Subject::with_type_name`], as you must when two bindings share a
 //! pattern.
 //!
+//! **Receiving checks the type.** Every typed receive (subscribe, consume,
+//! respond, [`Subject::decode`]) compares the message's [`DURABUS_TYPE`]
+//! with the binding's type name, exactly, as the [`Registry`] routes: a
+//! message naming another type is refused with [`Error::WrongType`]
+//! (naming both types) before its payload is decoded, never decoded as the
+//! wrong type. Refused, not skipped, as the registry refuses a type it has
+//! no handler for: a [`TypedSubscription`] yields the error in the
+//! message's place and goes on (as for a payload that does not decode), a
+//! typed consumer dead-letters the message at once, a typed responder
+//! answers 400. A message without the header (an untyped publisher) is
+//! decoded as the binding's type. To take several types from one pattern,
+//! dispatch them with a [`Registry`] (durable) or subscribe untyped and
+//! [`Subject::decode`] by the header (live).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> durabus::Result<()> {
@@ -132,13 +146,20 @@ impl Codec for Cbor {
 
 /// Decodes `message` with codec `C` as a `T` called `type_name`. A
 /// `Content-Type` header naming another codec is refused as a decode error
-/// (parameters such as `; charset=utf-8` and case are ignored).
-fn decode_with<T: DeserializeOwned, C: Codec>(message: &Message, type_name: &str) -> Result<T> {
+/// (parameters such as `; charset=utf-8` and case are ignored). With
+/// `check_type`, a [`DURABUS_TYPE`] header naming another type than
+/// `type_name` is [`Error::WrongType`], before the payload is decoded.
+fn decode_with<T: DeserializeOwned, C: Codec>(
+    message: &Message,
+    type_name: &str,
+    check_type: bool,
+) -> Result<T> {
     decode_parts::<T, C>(
         &message.subject,
         &message.headers,
         &message.payload,
         type_name,
+        check_type,
     )
 }
 
@@ -147,7 +168,11 @@ fn decode_parts<T: DeserializeOwned, C: Codec>(
     headers: &HeaderMap,
     payload: &[u8],
     type_name: &str,
+    check_type: bool,
 ) -> Result<T> {
+    if check_type {
+        check_type_header(subject, headers, type_name)?;
+    }
     let failed = |reason: String| Error::Decode {
         subject: subject.to_owned(),
         type_name: type_name.to_owned(),
@@ -161,6 +186,20 @@ fn decode_parts<T: DeserializeOwned, C: Codec>(
         }
     }
     C::decode(payload).map_err(|e| failed(e.to_string()))
+}
+
+/// [`Error::WrongType`] when `headers` carry a [`DURABUS_TYPE`] other than
+/// `type_name` (compared exactly, as the [`Registry`] routes). A message
+/// without the header passes: an untyped publisher names no type.
+fn check_type_header(subject: &str, headers: &HeaderMap, type_name: &str) -> Result<()> {
+    match headers.get(DURABUS_TYPE) {
+        Some(found) if found != type_name => Err(Error::WrongType {
+            subject: subject.to_owned(),
+            expected: type_name.to_owned(),
+            found: found.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn encode_with<T: Serialize + ?Sized, C: Codec>(value: &T, type_name: &str) -> Result<Vec<u8>> {
@@ -340,15 +379,19 @@ impl<T: Serialize, C: Codec> Subject<T, C> {
         let reply = bus
             .request_with(self.message(subject, value)?, options)
             .await?;
-        decode_with::<R, C>(&reply, std::any::type_name::<R>())
+        // A reply names no type of this binding's: only its codec is checked.
+        decode_with::<R, C>(&reply, std::any::type_name::<R>(), false)
     }
 }
 
 impl<T: DeserializeOwned, C: Codec> Subject<T, C> {
-    /// Decodes a message's payload as `T` ([`Error::Decode`] if it does not
-    /// decode, or its `Content-Type` names another codec).
+    /// Decodes a message's payload as `T`: [`Error::WrongType`] if its
+    /// [`DURABUS_TYPE`] header names another type than this binding's
+    /// [`Subject::type_name`] (a message without the header is decoded),
+    /// [`Error::Decode`] if it does not decode or its `Content-Type` names
+    /// another codec.
     pub fn decode(&self, message: &Message) -> Result<T> {
-        decode_with::<T, C>(message, &self.type_name)
+        decode_with::<T, C>(message, &self.type_name, true)
     }
 
     /// [`Subject::decode`] for a message read from a stream (a delivery,
@@ -359,10 +402,13 @@ impl<T: DeserializeOwned, C: Codec> Subject<T, C> {
             &message.headers,
             &message.payload,
             &self.type_name,
+            true,
         )
     }
 
-    /// Subscribes to live messages matching the pattern, decoded.
+    /// Subscribes to live messages matching the pattern, decoded; a
+    /// message of another type is an [`Error::WrongType`] item (see the
+    /// module docs).
     pub async fn subscribe(&self, bus: &Bus) -> Result<TypedSubscription<T, C>> {
         Ok(TypedSubscription {
             inner: bus.subscribe(&self.pattern).await?,
@@ -371,9 +417,10 @@ impl<T: DeserializeOwned, C: Codec> Subject<T, C> {
     }
 
     /// Runs `handler` on the decoded messages of durable `consumer` of
-    /// `stream`, as [`Bus::consume`] does. A message that does not decode
-    /// is dead-lettered at once ([`Outcome::Reject`]) with the decode error
-    /// as its reason; the handler never sees it.
+    /// `stream`, as [`Bus::consume`] does. A message of another type
+    /// ([`Error::WrongType`]) or that does not decode is dead-lettered at
+    /// once ([`Outcome::Reject`]) with the error as its reason; the handler
+    /// never sees it.
     ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
@@ -417,8 +464,9 @@ impl<T: DeserializeOwned, C: Codec> Subject<T, C> {
 
     /// Answers requests on the pattern with `handler`, as [`Bus::respond`]
     /// does: the request decoded as `T`, the reply encoded with the same
-    /// codec. A request that does not decode gets an error reply with code
-    /// 400 without running the handler.
+    /// codec. A request of another type ([`Error::WrongType`]) or that does
+    /// not decode gets an error reply with code 400 without running the
+    /// handler.
     ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
@@ -472,8 +520,14 @@ pub struct Typed<T> {
 }
 
 /// Live messages of a [`Subject`], decoded. Each item is the decoded
-/// message or, for one that does not decode, [`Error::Decode`]: a bad
-/// message is reported in its place, and the subscription goes on.
+/// message or, for one whose [`DURABUS_TYPE`] names another type,
+/// [`Error::WrongType`], for one that does not decode, [`Error::Decode`]:
+/// a bad message is reported in its place, and the subscription goes on.
+///
+/// A [`Stream`] ([`TypedSubscription::next`] is the same without
+/// importing `StreamExt`), and cancel safe: a message is taken from the
+/// subscription only in the poll that returns it, so a `next()` dropped in
+/// a `select!` or under a `timeout` loses nothing and ends nothing.
 pub struct TypedSubscription<T, C = Json> {
     inner: Subscription,
     subject: Subject<T, C>,
@@ -490,6 +544,7 @@ impl<T, C: Codec> fmt::Debug for TypedSubscription<T, C> {
 
 impl<T: DeserializeOwned, C: Codec> TypedSubscription<T, C> {
     /// The next message, decoded; `None` once the backend is closed.
+    /// Cancel safe.
     pub async fn next(&mut self) -> Option<Result<Typed<T>>> {
         let message = self.inner.next().await?;
         Some(self.typed(message))
@@ -692,6 +747,31 @@ mod tests {
         assert!(matches!(s.decode(&m), Err(Error::Decode { .. })));
         let m = Message::new("a", "1").with_header(CONTENT_TYPE, "Application/JSON; charset=utf-8");
         assert_eq!(s.decode(&m).unwrap(), 1);
+    }
+
+    /// Checks invariant 30 (docs/design.md).
+    #[test]
+    fn another_type_name_is_wrong_type_naming_both_and_no_header_decodes() {
+        let created = Subject::<u8>::new("orders.*")
+            .unwrap()
+            .with_type_name("Created");
+        let refunded = Subject::<u8>::new("orders.*")
+            .unwrap()
+            .with_type_name("Refunded");
+        let m = refunded.message("orders.eu", &3).unwrap();
+        let e = created.decode(&m).unwrap_err();
+        assert!(
+            matches!(&e, Error::WrongType { expected, found, subject }
+                if expected == "Created" && found == "Refunded" && subject == "orders.eu"),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("\"Created\"") && text.contains("\"Refunded\""),
+            "{text}"
+        );
+        assert_eq!(refunded.decode(&m).unwrap(), 3);
+        assert_eq!(created.decode(&Message::new("orders.eu", "4")).unwrap(), 4);
     }
 
     #[test]

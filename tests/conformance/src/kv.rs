@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use durabus::kv::{CasRetry, Entry, KvConfig, Operation, Watch};
 use durabus::{Bus, Error, Kv, StorageType};
+use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
 
-use crate::{assert_err, eventually, increment_concurrently, names, WAIT};
+use crate::{assert_err, eventually, impatient, increment_concurrently, names, QUIET, WAIT};
 
 async fn bucket(bus: &Bus, case: &str, config: impl FnOnce(KvConfig) -> KvConfig) -> Kv {
     let name = names(case).stream("kv");
@@ -290,6 +292,101 @@ pub async fn kv_watch_from_revision_and_updates_only(bus: &Bus) {
     let u = next(&mut updates).await;
     assert_eq!((u.revision, &u.value[..]), (r4, &b"4"[..]));
     assert!(r1 < r2);
+}
+
+/// Checks invariant 29 (docs/design.md).
+///
+/// A watch's `next()` is cancel safe (issue #24): with every call dropped
+/// at once or after 1-50 µs, over a starting state of 200 keys and 200
+/// changes written while watching (half to keys of the starting state),
+/// every entry arrives exactly once and in revision order, `caught_up`
+/// turns true right after the starting state, and the watch stays live.
+pub async fn kv_watch_next_is_cancel_safe_and_the_watch_stays_live(bus: &Bus) {
+    const KEYS: usize = 200;
+    // History 64 keeps every entry until the watch reads it.
+    let kv = bucket(bus, "kv_watch_cancel", |c| c.history(64)).await;
+    let mut expected = Vec::new();
+    for i in 0..KEYS {
+        expected.push(kv.put(&format!("k.{i}"), format!("v{i}")).await.unwrap());
+    }
+    let mut w = kv.watch(">").await.unwrap();
+    let writer = kv.clone();
+    let task = tokio::spawn(async move {
+        let mut revs = Vec::new();
+        for i in 0..KEYS {
+            let key = if i % 2 == 0 {
+                format!("k.{i}")
+            } else {
+                format!("n.{i}")
+            };
+            revs.push(writer.put(&key, format!("w{i}")).await.unwrap());
+            if i % 8 == 0 {
+                // Let the watch catch up, so its calls also wait (and are
+                // cancelled waiting) for what is not written yet.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        revs
+    });
+    let (mut got, mut cancelled, mut round) = (Vec::new(), 0u64, 0u64);
+    let deadline = Instant::now() + 3 * WAIT;
+    while got.len() < 2 * KEYS {
+        assert!(
+            Instant::now() < deadline,
+            "stuck after {} entries ({cancelled} calls cancelled)",
+            got.len()
+        );
+        round += 1;
+        match impatient(round, w.next()).await {
+            None => cancelled += 1,
+            Some(Some(Ok(e))) => {
+                got.push(e.revision);
+                assert_eq!(
+                    w.caught_up(),
+                    got.len() >= KEYS,
+                    "caught_up after {} entries",
+                    got.len()
+                );
+            }
+            Some(Some(Err(e))) => panic!("watch error after {} entries: {e}", got.len()),
+            Some(None) => panic!("the watch ended after {} entries", got.len()),
+        }
+    }
+    expected.extend(task.await.unwrap());
+    assert_eq!(
+        got, expected,
+        "entries lost, repeated or out of order ({cancelled} calls cancelled)"
+    );
+    assert!(cancelled > 0);
+    // Still live: nothing more now, and a later put arrives.
+    assert!(w.next().now_or_never().is_none(), "an entry too many");
+    assert!(tokio::time::timeout(QUIET, w.next()).await.is_err());
+    let rev = kv.put("late", "1").await.unwrap();
+    assert_eq!(next(&mut w).await.revision, rev);
+}
+
+/// A watch is a `Stream`: `StreamExt` combinators read it (here `take`
+/// and `collect` over the starting state), and it goes on after them.
+pub async fn kv_watch_is_a_stream(bus: &Bus) {
+    let kv = bucket(bus, "kv_watch_stream", |c| c).await;
+    for i in 0..5 {
+        kv.put(&format!("k{i}"), "v").await.unwrap();
+    }
+    let mut w = kv.watch(">").await.unwrap();
+    let start: Vec<Entry> =
+        tokio::time::timeout(WAIT, (&mut w).take(5).map(Result::unwrap).collect())
+            .await
+            .unwrap();
+    let keys: Vec<&str> = start.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
+    assert!(w.caught_up());
+    let rev = kv.put("k9", "v").await.unwrap();
+    let e = tokio::time::timeout(WAIT, StreamExt::next(&mut w))
+        .await
+        .unwrap()
+        .expect("watch live")
+        .unwrap();
+    assert_eq!((e.key.as_str(), e.revision), ("k9", rev));
 }
 
 /// Keys and filters outside the NATS key rules are InvalidKey naming the

@@ -273,6 +273,8 @@ macro_rules! conformance_suite {
                 kv_watch_yields_current_values_then_every_change_in_order,
                 kv_watch_of_an_empty_bucket_is_caught_up_and_live,
                 kv_watch_from_revision_and_updates_only,
+                kv_watch_next_is_cancel_safe_and_the_watch_stays_live,
+                kv_watch_is_a_stream,
                 kv_invalid_key_is_refused_naming_it,
                 kv_value_over_the_limit_names_both_sizes,
                 kv_buckets_are_created_opened_listed_and_deleted,
@@ -300,6 +302,8 @@ macro_rules! conformance_suite {
                 registry_dispatches_mixed_types_to_their_handlers,
                 unknown_and_undecodable_types_go_to_the_dlq_with_the_reason,
                 typed_consume_dead_letters_undecodable_payloads_at_once,
+                typed_subscription_refuses_another_type_naming_both,
+                typed_consume_dead_letters_another_type_at_once,
             }
             trace {
                 default_propagation_adds_no_trace_outside_a_trace,
@@ -318,6 +322,7 @@ macro_rules! conformance_suite {
                 offline_peer_of_a_persisted_room_resumes_from_its_last_ack_without_repeats,
                 a_peer_never_receives_its_own_messages,
                 rooms_whose_names_sanitize_alike_stay_apart,
+                a_members_next_is_cancel_safe_and_a_stream,
             }
             names {
                 longest_allowed_stream_and_consumer_names_work_from_create_to_remove,

@@ -254,6 +254,8 @@ pub async fn replay_stop_at_end_of_empty_stream_ends_immediately(bus: &Bus) {
         .is_empty());
 }
 
+/// Checks invariant 29 (docs/design.md).
+///
 /// Dropping a pending next() (timeout, select!) loses and repeats
 /// nothing: the following calls still yield every message once, in
 /// order.

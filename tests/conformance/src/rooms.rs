@@ -1,10 +1,14 @@
 //! Rooms: ephemeral ones fan out live, persisted ones keep scrollback and
 //! resume each peer where it left.
 
+use std::time::Duration;
+
 use durabus::room::{History, Member, Room, RoomMessage, RoomPolicy};
 use durabus::Bus;
+use futures::StreamExt;
+use tokio::time::Instant;
 
-use crate::{names, WAIT};
+use crate::{impatient, names, WAIT};
 
 /// The next message of `member`, waiting at most [`WAIT`].
 async fn next(member: &mut Member) -> RoomMessage {
@@ -154,4 +158,78 @@ pub async fn rooms_whose_names_sanitize_alike_stay_apart(bus: &Bus) {
     plain.join("a").await.unwrap().send("plain").await.unwrap();
     assert_eq!(texts(&dotted.scrollback(5).await.unwrap()), ["dotted"]);
     assert_eq!(texts(&plain.scrollback(5).await.unwrap()), ["plain"]);
+}
+
+/// Checks invariant 29 (docs/design.md).
+///
+/// A member's `next()` is cancel safe in both kinds of room: with every
+/// call dropped at once or after 1-50 µs while 200 messages from another
+/// peer (and 100 of its own) are sent, each of the other peer's messages
+/// arrives exactly once and in order, none of its own, and the member
+/// stays live; it is a `Stream` (`take` and `collect` read it).
+pub async fn a_members_next_is_cancel_safe_and_a_stream(bus: &Bus) {
+    const N: usize = 200;
+    let n = names("room_cancel");
+    for (r, policy) in [RoomPolicy::persisted(), RoomPolicy::Ephemeral]
+        .into_iter()
+        .enumerate()
+    {
+        let room = Room::open(bus, &format!("{}_{r}", n.root()), policy)
+            .await
+            .unwrap();
+        let alice = room.join("alice").await.unwrap().sender();
+        let mut bob = room.join("bob").await.unwrap();
+        let own = bob.sender();
+        let task = tokio::spawn(async move {
+            for i in 0..N {
+                alice.send(i.to_string()).await.unwrap();
+                if i % 2 == 0 {
+                    own.send(format!("own {i}")).await.unwrap();
+                }
+                if i % 8 == 0 {
+                    // Let bob catch up, so his calls also wait (and are
+                    // cancelled waiting) for what is not sent yet.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            alice
+        });
+        let (mut got, mut cancelled, mut round) = (Vec::new(), 0u64, 0u64);
+        let deadline = Instant::now() + 3 * WAIT;
+        while got.len() < N {
+            assert!(
+                Instant::now() < deadline,
+                "{policy:?}: stuck after {} messages ({cancelled} calls cancelled)",
+                got.len()
+            );
+            round += 1;
+            match impatient(round, bob.next()).await {
+                None => cancelled += 1,
+                Some(Some(Ok(m))) => {
+                    assert_eq!(m.sender, "alice", "{policy:?}: {m:?}");
+                    got.push(text(&m));
+                }
+                Some(Some(Err(e))) => panic!("{policy:?}: error after {}: {e}", got.len()),
+                Some(None) => panic!("{policy:?}: ended after {} messages", got.len()),
+            }
+        }
+        let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        assert_eq!(
+            got, want,
+            "{policy:?}: messages lost, repeated or out of order ({cancelled} calls cancelled)"
+        );
+        assert!(cancelled > 0);
+        let alice = task.await.unwrap();
+        for i in 0..3 {
+            alice.send(format!("late {i}")).await.unwrap();
+        }
+        let late: Vec<String> = tokio::time::timeout(
+            WAIT,
+            (&mut bob).take(3).map(|m| text(&m.unwrap())).collect(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(late, ["late 0", "late 1", "late 2"], "{policy:?}");
+        bob.leave().await.unwrap();
+    }
 }

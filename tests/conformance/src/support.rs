@@ -306,3 +306,17 @@ pub async fn increment_concurrently(
     }
     ok.load(Ordering::Relaxed)
 }
+
+/// Awaits `next` impatiently, to check cancel safety: round by round it is
+/// polled once and dropped if not ready, or dropped after a timeout of 1
+/// to 50 µs. `None` when it was cancelled (the future dropped unfinished).
+pub async fn impatient<F: Future>(round: u64, next: F) -> Option<F::Output> {
+    use futures::FutureExt as _;
+    if round % 3 == 0 {
+        next.now_or_never()
+    } else {
+        tokio::time::timeout(Duration::from_micros(1 + round % 50), next)
+            .await
+            .ok()
+    }
+}

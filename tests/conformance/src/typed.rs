@@ -11,6 +11,7 @@ use durabus::{
     Bus, ConsumeOptions, ConsumerConfig, DeadLetter, Error, Message, Outcome, ReplayOptions,
     RequestOptions, StoredMessage,
 };
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -324,4 +325,136 @@ pub async fn typed_consume_dead_letters_undecodable_payloads_at_once(bus: &Bus) 
     assert_eq!(letters.len(), 1, "{letters:?}");
     let reason = letters[0].headers.get(DLQ_ERROR).unwrap_or_default();
     assert!(reason.contains("cannot decode"), "{reason}");
+}
+
+/// Two event types of the same shape, so either payload decodes as the
+/// other: only the type header tells them apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Created {
+    id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Refunded {
+    id: u64,
+}
+
+/// `Created` and `Refunded` bindings sharing this case's `orders.*`.
+fn shared_pattern(n: &Names) -> (Subject<Created>, Subject<Refunded>) {
+    let pattern = n.subject("orders.*");
+    let created = Subject::new(&pattern).unwrap().with_type_name("Created");
+    let refunded = Subject::new(&pattern).unwrap().with_type_name("Refunded");
+    (created, refunded)
+}
+
+/// Checks invariant 30 (docs/design.md).
+///
+/// On a pattern shared by several types, a typed subscription yields a
+/// message whose Durabus-Type names another type as WrongType naming both
+/// types (never decoded as its own type, although the payload would
+/// decode), decodes its own type and untyped messages, and goes on; it is
+/// a `Stream` (`take` and `collect` read it).
+pub async fn typed_subscription_refuses_another_type_naming_both(bus: &Bus) {
+    let n = names("typed_wrong_type");
+    let (created, refunded) = shared_pattern(&n);
+    let mut sub = created.subscribe(bus).await.unwrap();
+    let eu = n.subject("orders.eu");
+    created
+        .publish_to(bus, &eu, &Created { id: 1 })
+        .await
+        .unwrap();
+    refunded
+        .publish_to(bus, &eu, &Refunded { id: 2 })
+        .await
+        .unwrap();
+    bus.publish(&eu, r#"{"id": 3}"#).await.unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 4 })
+        .await
+        .unwrap();
+    let items: Vec<_> = tokio::time::timeout(WAIT, sub.by_ref().take(4).collect())
+        .await
+        .unwrap();
+    let mut items = items.into_iter();
+    assert_eq!(items.next().unwrap().unwrap().value, Created { id: 1 });
+    let wrong = items.next().unwrap();
+    let text = match &wrong {
+        Err(
+            e @ Error::WrongType {
+                subject,
+                expected,
+                found,
+            },
+        ) => {
+            assert_eq!(
+                (subject, expected.as_str(), found.as_str()),
+                (&eu, "Created", "Refunded")
+            );
+            e.to_string()
+        }
+        other => panic!("a Refunded decoded as Created: {other:?}"),
+    };
+    assert!(
+        text.contains("\"Created\"") && text.contains("\"Refunded\""),
+        "{text}"
+    );
+    assert_eq!(items.next().unwrap().unwrap().value, Created { id: 3 });
+    assert_eq!(items.next().unwrap().unwrap().value, Created { id: 4 });
+    created
+        .publish_to(bus, &eu, &Created { id: 5 })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(WAIT, sub.next()).await.unwrap();
+    assert_eq!(next.expect("open").unwrap().value, Created { id: 5 });
+}
+
+/// Checks invariant 30 (docs/design.md).
+///
+/// A typed consumer on a stream shared by several types dead-letters a
+/// message of another type at once, with the reason naming both types, as
+/// the registry does with a type it has no handler for; the handler sees
+/// only its own type.
+pub async fn typed_consume_dead_letters_another_type_at_once(bus: &Bus) {
+    let n = names("typed_consume_wrong_type");
+    let cfg = n.stream_config("S");
+    create(bus, cfg.clone()).await;
+    consumer(bus, &cfg.name, ConsumerConfig::durable("r").max_deliver(5)).await;
+    let (created, refunded) = shared_pattern(&n);
+    let eu = n.subject("orders.eu");
+    created
+        .publish_to(bus, &eu, &Created { id: 1 })
+        .await
+        .unwrap();
+    refunded
+        .publish_to(bus, &eu, &Refunded { id: 2 })
+        .await
+        .unwrap();
+    created
+        .publish_to(bus, &eu, &Created { id: 3 })
+        .await
+        .unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let handle = created
+        .consume(bus, &cfg.name, "r", dead_letters(&n), move |c, _| {
+            assert_ne!(c.id, 2, "a Refunded reached the Created handler");
+            h.fetch_add(1, Ordering::Relaxed);
+            async { Outcome::Done }
+        })
+        .await
+        .unwrap();
+    eventually("2 acked and 1 dead-lettered", WAIT, || async {
+        let s = handle.stats();
+        s.acked == 2 && s.dead_lettered == 1
+    })
+    .await;
+    let stats = handle.shutdown().await.unwrap();
+    assert_eq!((stats.retried, handled.load(Ordering::Relaxed)), (0, 2));
+    let letters = letters(bus, &n).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = letters[0].headers.get(DLQ_ERROR).unwrap_or_default();
+    assert!(
+        reason.contains("\"Refunded\"") && reason.contains("\"Created\""),
+        "{reason}"
+    );
 }
