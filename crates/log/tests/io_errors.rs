@@ -156,3 +156,52 @@ async fn a_failed_retention_delete_record_poisons_and_keeps_the_message() {
     }
     panic!("the scenario never completed within 200 writes");
 }
+
+/// A full disk makes `ack_confirmed` fail, under every durability: its ack
+/// is not recorded, so it must not look confirmed (issue #24: 1,880 acks
+/// returned Ok on a full disk and all came back after a restart).
+///
+/// Checks invariant 18 (docs/design.md).
+#[tokio::test]
+async fn ack_confirmed_fails_when_its_journal_cannot_be_written() {
+    use durabus_core::{AckKind, ConsumerConfig, StreamConfig};
+    for durability in [Durability::Always, Durability::None] {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let faults = Faults::new(
+            Arc::new(durabus_log::FsStorage::new()),
+            Kind::Writes,
+            u64::MAX,
+            true,
+        );
+        let store =
+            Store::open_with_storage(&data, Arc::new(faults.clone()), options(durability)).unwrap();
+        store
+            .create_stream(StreamConfig::new("S").subjects(["s.>"]))
+            .await
+            .unwrap();
+        store
+            .create_consumer("S", ConsumerConfig::durable("c"))
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store
+                .publish(Message::new(format!("s.{i}"), "x"))
+                .await
+                .unwrap();
+        }
+        let d = store
+            .fetch("S", "c", 3, std::time::Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert_eq!(d.len(), 3);
+        faults.fail_from_next();
+        let r = store.ack_confirmed(&d[0].ack, AckKind::Ack).await;
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("injected")),
+            "{durability:?}: {r:?}"
+        );
+        faults.heal();
+        drop(store);
+    }
+}

@@ -22,7 +22,7 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 struct Plan {
     kind: Kind,
-    at: u64,
+    at: AtomicU64,
     persistent: bool,
     seen: AtomicU64,
     failed: AtomicU64,
@@ -44,7 +44,7 @@ impl Faults {
             inner,
             plan: Arc::new(Plan {
                 kind,
-                at,
+                at: AtomicU64::new(at),
                 persistent,
                 seen: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -58,6 +58,13 @@ impl Faults {
         self.plan.failed.load(Ordering::SeqCst)
     }
 
+    /// Fails every operation of its kind from the next one on (with a
+    /// persistent plan): the disk filled up now.
+    pub(crate) fn fail_from_next(&self) {
+        let p = &self.plan;
+        p.at.store(p.seen.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    }
+
     /// No more failures (the disk was fixed).
     pub(crate) fn heal(&self) {
         self.plan.off.store(true, Ordering::SeqCst);
@@ -69,7 +76,8 @@ impl Faults {
             return Ok(());
         }
         let n = p.seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == p.at || (p.persistent && n > p.at) {
+        let at = p.at.load(Ordering::SeqCst);
+        if n == at || (p.persistent && n > at) {
             p.failed.fetch_add(1, Ordering::SeqCst);
             return Err(io::Error::other(format!("injected {kind:?} failure #{n}")));
         }
