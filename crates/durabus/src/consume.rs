@@ -108,7 +108,8 @@ pub struct ConsumeOptions {
     max_attempts: Option<u64>,
     handler_timeout: Option<Duration>,
     dead_letter: DeadLetter,
-    batch: usize,
+    /// `None`: as many as `concurrency`.
+    batch: Option<usize>,
     fetch_wait: Duration,
     shutdown_deadline: Duration,
     confirm_acks: bool,
@@ -145,7 +146,7 @@ impl Default for ConsumeOptions {
             max_attempts: None,
             handler_timeout: None,
             dead_letter: DeadLetter::Default,
-            batch: 64,
+            batch: None,
             fetch_wait: Duration::from_secs(1),
             shutdown_deadline: Duration::from_secs(10),
             confirm_acks: false,
@@ -212,13 +213,22 @@ impl ConsumeOptions {
         self
     }
 
-    /// The most deliveries held for handlers that are busy (at least 1):
-    /// the runner fetches ahead of free handlers to keep this many
-    /// buffered, sends in-progress for them while they wait, and gives them
-    /// back (nak) at shutdown.
+    /// The most deliveries the runner holds, running or waiting for a
+    /// handler (at least 1; default: `concurrency`, so nothing waits):
+    /// it fetches ahead of busy handlers to keep this many, sends
+    /// in-progress for them while they wait, and gives them back (nak) at
+    /// shutdown. Each delivery held counts as an attempt: if the process
+    /// dies, every message it held was delivered once more, so a handler
+    /// that crashes its process costs the waiting messages an attempt each
+    /// (docs/design.md, "Consumer runner").
     pub fn batch(mut self, n: usize) -> Self {
-        self.batch = n.max(1);
+        self.batch = Some(n.max(1));
         self
+    }
+
+    /// The deliveries held at most (see [`ConsumeOptions::batch`]).
+    pub(crate) fn held(&self) -> usize {
+        self.batch.unwrap_or(self.concurrency).max(1)
     }
 
     /// How long graceful shutdown waits for handlers in flight.
@@ -584,8 +594,8 @@ where
         let mut next_beat = tokio::time::Instant::now() + self.beat;
         let mut failure = None;
         while !*stopped.borrow() {
-            if fetching.is_none() && taken.len() < self.options.batch {
-                fetching = Some(self.fetch(self.options.batch - taken.len()));
+            if fetching.is_none() && taken.len() < self.options.held() {
+                fetching = Some(self.fetch(self.options.held() - taken.len()));
             }
             tokio::select! {
                 biased;
