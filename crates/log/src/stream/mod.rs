@@ -17,6 +17,7 @@ mod commit;
 mod damage;
 mod dedup;
 mod head;
+mod index;
 mod persist;
 mod reads;
 pub(crate) mod recovery;
@@ -34,6 +35,7 @@ use durabus_core::{ByteString, Error, RetentionPolicy, StoredMessage, StreamConf
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::index_cache::IndexCache;
 use crate::record;
 use crate::segment::ScanError;
 use crate::storage::Storage;
@@ -59,6 +61,9 @@ pub(crate) struct Env {
     pub(crate) clock: Arc<dyn Clock>,
     /// Recovery reads every record, trusting no checkpoint.
     pub(crate) full_scan: bool,
+    /// Decoded indexes of sealed segments, bounded (shared by the store's
+    /// streams).
+    pub(crate) indexes: Arc<IndexCache>,
 }
 
 impl Env {

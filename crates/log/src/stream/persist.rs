@@ -87,12 +87,8 @@ impl Stream {
         let segdir = self.dir.join("segments");
         for (base, index) in &to_index {
             match segment::write_index(storage, &segdir, *base, index) {
-                Ok(()) => {
-                    let mut g = self.lock();
-                    if let Some(i) = g.sealed.iter().position(|s| s.base == *base) {
-                        g.sealed[i].indexed = true;
-                    }
-                }
+                // Its index leaves memory (kept in the bounded cache).
+                Ok(()) => self.lock().index_written(*base),
                 Err(e) => {
                     tracing::warn!(stream = %self.name, base, error = %e, "could not write segment index; it will be rebuilt")
                 }
