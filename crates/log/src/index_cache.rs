@@ -148,19 +148,19 @@ impl IndexCache {
     }
 
     /// Bytes held now.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
     }
 
     /// The most bytes ever held.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn peak(&self) -> usize {
         self.lock().peak
     }
 
     /// Indexes held now.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }

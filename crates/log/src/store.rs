@@ -458,6 +458,16 @@ impl Store {
         self.inner.router.len()
     }
 
+    /// The sealed-segment index cache of the store's file streams: (bytes
+    /// held, most bytes ever held, indexes held). Not part of the API; for
+    /// tests (feature `internals`).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn index_cache_stats(&self) -> (usize, usize, usize) {
+        let c = &self.inner.env.indexes;
+        (c.bytes(), c.peak(), c.len())
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
