@@ -251,12 +251,12 @@ pub(crate) fn open(
     if bases.is_empty() {
         // Only possible if files were removed by hand: start over after the
         // checkpoint's last sequence if there is one.
-        let base = Checkpoint::decode(
+        let base = Checkpoint::durable_last_seq(
             &storage
                 .read_file(&dir.join(CHECKPOINT_FILE))
                 .unwrap_or_default(),
         )
-        .map_or(1, |c| c.last_seq + 1);
+        .map_or(1, |last| last + 1);
         let path = segdir.join(segment::log_name(base));
         let f = storage
             .create(&path)
@@ -325,7 +325,7 @@ pub(crate) fn open(
             active.last_seq = s.last_seq;
             active.first_time = s.first_time;
             active.last_time = s.last_time;
-            active.index = s.index.clone();
+            active.index = c.covered_index.clone();
             let mut g = Inner::new_empty(
                 config.clone(),
                 created,
@@ -616,12 +616,12 @@ pub(crate) fn open(
 
     // Rule 3a: sequences a checkpoint saw durable are never reused, even
     // when the segments no longer hold them.
-    let durable_last = Checkpoint::decode(
+    let durable_last = Checkpoint::durable_last_seq(
         &storage
             .read_file(&dir.join(CHECKPOINT_FILE))
             .unwrap_or_default(),
     )
-    .map_or(0, |c| c.last_seq);
+    .unwrap_or(0);
     if durable_last > g.last_seq {
         let lo = g.last_seq + 1;
         let reason = format!(
