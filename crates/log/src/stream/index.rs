@@ -191,17 +191,15 @@ impl Inner {
     }
 
     /// Records that the index of sealed segment `base` is on disk: its
-    /// in-memory copy moves to the cache.
+    /// in-memory copy is dropped (a reader loads it into the cache when it
+    /// needs it, so a log nobody reads costs no index memory at all).
     pub(super) fn index_written(&mut self, base: u64) {
         let i = self.sealed.partition_point(|s| s.base < base);
         let Some(seg) = self.sealed.get_mut(i).filter(|s| s.base == base) else {
             return;
         };
         seg.indexed = true;
-        let ix = std::mem::take(&mut seg.index);
-        if !seg.missing {
-            self.indexes.insert(self.cache_id, base, ix.into());
-        }
+        seg.index = Vec::new();
     }
 
     /// Writes the index files of sealed segments that are not on disk

@@ -86,7 +86,7 @@ impl Stream {
         let segdir = self.dir.join("segments");
         for (base, index) in &to_index {
             match segment::write_index(storage, &segdir, *base, index) {
-                // Its index leaves memory (kept in the bounded cache).
+                // Its index leaves memory (read again on demand).
                 Ok(()) => self.lock().index_written(*base),
                 Err(e) => {
                     tracing::warn!(stream = %self.name, base, error = %e, "could not write segment index; it will be rebuilt")

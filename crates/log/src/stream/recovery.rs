@@ -417,7 +417,7 @@ pub(crate) fn open(
             let prev_base = prev.base;
             g.sealed.push_back(prev);
             if on_disk {
-                // Its index leaves memory (kept in the bounded cache).
+                // Its index leaves memory (read again on demand).
                 g.index_written(prev_base);
             }
             g.flushed = SEGMENT_HEADER;
