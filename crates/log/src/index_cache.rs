@@ -164,12 +164,6 @@ impl IndexCache {
     pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }
-
-    /// The budget in bytes.
-    #[cfg(test)]
-    pub(crate) fn budget(&self) -> usize {
-        self.budget
-    }
 }
 
 #[cfg(test)]

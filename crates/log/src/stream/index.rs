@@ -48,11 +48,7 @@ pub(super) fn check_header(file: &dyn StorageFile, path: &Path) -> Result<bool> 
     match segment::check_header(&h[..n]) {
         HeaderCheck::Ok => Ok(true),
         HeaderCheck::Short => Ok(false),
-        HeaderCheck::BadMagic => Err(Error::corrupt(
-            path,
-            0,
-            "not a durabus segment (bad magic)",
-        )),
+        HeaderCheck::BadMagic => Err(Error::corrupt(path, 0, "not a durabus segment (bad magic)")),
         HeaderCheck::Version(v) => Err(Error::UnsupportedFormat {
             path: path.to_path_buf(),
             found: v,

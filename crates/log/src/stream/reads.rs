@@ -365,11 +365,8 @@ impl Stream {
                     "segment {base} vanished while in use; retry"
                 )));
             };
-            let (limit, path, skips) = (
-                g.readable_limit(seg),
-                seg.path.clone(),
-                seg.damage.clone(),
-            );
+            let (limit, path, skips) =
+                (g.readable_limit(seg), seg.path.clone(), seg.damage.clone());
             (
                 g.seg_file(self.storage(), base)?,
                 base,

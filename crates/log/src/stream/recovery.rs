@@ -373,12 +373,12 @@ pub(crate) fn open(
             let active = SegmentMeta::new(bases[0], seg_path(bases[0]));
             (
                 Inner::new_empty(
-                config.clone(),
-                created,
-                segdir.clone(),
-                active,
-                env.indexes.clone(),
-            ),
+                    config.clone(),
+                    created,
+                    segdir.clone(),
+                    active,
+                    env.indexes.clone(),
+                ),
                 (0, SEGMENT_HEADER),
             )
         }
