@@ -8,8 +8,11 @@ use crate::segment::IndexEntry;
 
 /// Magic of checkpoint files.
 pub(crate) const CHECKPOINT_MAGIC: &[u8; 8] = b"DBUSCKP\0";
-/// Checkpoint format version.
-pub(crate) const CHECKPOINT_VERSION: u32 = 1;
+/// Checkpoint format version. 2 (issue #15): the covered segment's index
+/// is `covered_index`; segments carry none (sealed ones have `.idx` files).
+/// A version-1 checkpoint is not used (the open scans the segments), but
+/// its `last_seq` still counts for rule 3a ([`Checkpoint::durable_last_seq`]).
+pub(crate) const CHECKPOINT_VERSION: u32 = 2;
 /// File name inside the stream directory.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 
@@ -24,9 +27,6 @@ pub(crate) struct SegCkpt {
     pub(crate) last_seq: u64,
     pub(crate) first_time: i64,
     pub(crate) last_time: i64,
-    /// Sparse index, kept only for the covered (last) segment; sealed ones
-    /// have `.idx` files.
-    pub(crate) index: Vec<IndexEntry>,
 }
 
 /// Per-subject state.
@@ -50,6 +50,9 @@ pub(crate) struct Checkpoint {
     pub(crate) messages: u64,
     pub(crate) bytes: u64,
     pub(crate) segments: Vec<SegCkpt>,
+    /// Sparse index of the covered (last) segment up to the covered offset;
+    /// sealed segments' indexes are in their `.idx` files only.
+    pub(crate) covered_index: Vec<IndexEntry>,
     pub(crate) deleted: Vec<(u64, u64)>,
     pub(crate) subjects: Vec<SubjCkpt>,
     pub(crate) track_subject_seqs: bool,
@@ -70,8 +73,9 @@ impl Checkpoint {
         Ok(out)
     }
 
-    /// `None` when the bytes are not a valid checkpoint of this version.
-    pub(crate) fn decode(b: &[u8]) -> Option<Checkpoint> {
+    /// The version and postcard body of a checkpoint file whose frame
+    /// (magic, CRC) is intact, whatever its version.
+    pub(crate) fn frame(b: &[u8]) -> Option<(u32, &[u8])> {
         if b.len() < 16 || &b[..8] != CHECKPOINT_MAGIC {
             return None;
         }
@@ -79,11 +83,41 @@ impl Checkpoint {
         if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
             return None;
         }
-        if u32::from_le_bytes(body[8..12].try_into().ok()?) != CHECKPOINT_VERSION {
+        let version = u32::from_le_bytes(body[8..12].try_into().ok()?);
+        Some((version, &body[12..]))
+    }
+
+    /// `None` when the bytes are not a valid checkpoint of this version.
+    pub(crate) fn decode(b: &[u8]) -> Option<Checkpoint> {
+        match Self::frame(b)? {
+            (CHECKPOINT_VERSION, body) => postcard::from_bytes(body).ok(),
+            _ => None,
+        }
+    }
+
+    /// The last sequence a valid checkpoint of this or an earlier version
+    /// saw stored and synced (rule 3a). Every version so far begins its
+    /// body with the same four fields.
+    pub(crate) fn durable_last_seq(b: &[u8]) -> Option<u64> {
+        let (version, body) = Self::frame(b)?;
+        if !(1..=CHECKPOINT_VERSION).contains(&version) {
             return None;
         }
-        postcard::from_bytes(&body[12..]).ok()
+        if version == CHECKPOINT_VERSION {
+            return Self::decode(b).map(|c| c.last_seq);
+        }
+        let (prefix, _): (Prefix, _) = postcard::take_from_bytes(body).ok()?;
+        Some(prefix.last_seq)
     }
+}
+
+/// The fields every checkpoint version begins with.
+#[derive(Deserialize)]
+struct Prefix {
+    _covered_base: u64,
+    _covered_offset: u64,
+    _first_seq: u64,
+    last_seq: u64,
 }
 
 #[cfg(test)]
@@ -108,11 +142,11 @@ mod tests {
                 last_seq: 3,
                 first_time: 1,
                 last_time: 5,
-                index: vec![IndexEntry {
-                    seq: 1,
-                    time: 1,
-                    offset: 16,
-                }],
+            }],
+            covered_index: vec![IndexEntry {
+                seq: 1,
+                time: 1,
+                offset: 16,
             }],
             deleted: vec![(2, 2)],
             subjects: vec![SubjCkpt {
@@ -125,11 +159,40 @@ mod tests {
             dedup: vec![("id".into(), 1, 1)],
         };
         let b = c.encode().unwrap();
-        assert_eq!(Checkpoint::decode(&b), Some(c));
+        assert_eq!(Checkpoint::decode(&b), Some(c.clone()));
+        assert_eq!(Checkpoint::durable_last_seq(&b), Some(3));
         for i in 0..b.len() {
             let mut d = b.clone();
             d[i] ^= 1;
             assert_eq!(Checkpoint::decode(&d), None, "flip at {i}");
         }
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_is_not_used_but_its_last_seq_counts() {
+        // Version 1's body: the same first fields, then segments with an
+        // index each (here: none), ...
+        let mut body = Vec::new();
+        for v in [1u8, 100, 1, 42] {
+            body.push(v); // small varints
+        }
+        body.extend_from_slice(&[9, 9, 9]);
+        let mut b = Vec::new();
+        b.extend_from_slice(CHECKPOINT_MAGIC);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&body);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(Checkpoint::decode(&b), None);
+        assert_eq!(Checkpoint::durable_last_seq(&b), Some(42));
+        let mut d = b.clone();
+        d[14] ^= 1;
+        assert_eq!(Checkpoint::durable_last_seq(&d), None);
+        // A future version is not read at all.
+        b[8] = 3;
+        let n = b.len() - 4;
+        let crc = crc32c::crc32c(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Checkpoint::durable_last_seq(&b), None);
     }
 }

@@ -453,14 +453,18 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
     }
     // The checkpoint: derived too.
     let ckpt = sdir.join(crate::checkpoint::CHECKPOINT_FILE);
-    if storage.exists(&ckpt).unwrap_or(false)
-        && read(&ckpt)?.is_some_and(|b| crate::checkpoint::Checkpoint::decode(&b).is_none())
-    {
-        problem(
-            ckpt,
-            "unreadable checkpoint; the next open scans the segments instead".into(),
-            false,
-        );
+    if storage.exists(&ckpt).unwrap_or(false) {
+        use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
+        let bytes = read(&ckpt)?.unwrap_or_default();
+        if Checkpoint::decode(&bytes).is_none() {
+            let what = match Checkpoint::frame(&bytes) {
+                Some((v, _)) if v < CHECKPOINT_VERSION => format!(
+                    "checkpoint of an older format (version {v}); the next open scans the segments instead and writes a new one"
+                ),
+                _ => "unreadable checkpoint; the next open scans the segments instead".to_owned(),
+            };
+            problem(ckpt, what, false);
+        }
     }
     // Consumer state: not derived; the store refuses to open over damage.
     let cdir = sdir.join(crate::consumer::CONSUMERS_DIR);

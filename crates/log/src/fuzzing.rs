@@ -587,8 +587,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             last_seq: 60,
             first_time: 1_699_999_999_000_000_000,
             last_time: 1_700_000_000_000_000_000,
-            index: entries[..2].to_vec(),
         }],
+        covered_index: entries[..2].to_vec(),
         deleted: vec![(5, 5)],
         subjects: vec![
             SubjCkpt {

@@ -69,6 +69,7 @@ mod dump;
 #[cfg(any(test, feature = "internals"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod index_cache;
 mod manifest;
 mod rangeset;
 mod record;
@@ -132,6 +133,11 @@ pub struct Options {
     /// Where the store reads the time (the system clock unless a test
     /// sets another, feature `internals`).
     clock: std::sync::Arc<dyn clock::Clock>,
+    /// Bytes of decoded sealed-segment indexes the store keeps in memory
+    /// (shared by its streams; least recently used go first). Sealed
+    /// segments' indexes are otherwise read from their `.idx` files on
+    /// demand, so memory does not grow with the log. Default 8 MiB.
+    pub index_cache_bytes: usize,
     /// Recovery reads every record instead of trusting checkpoints
     /// ([`repair`]).
     full_scan: bool,
@@ -145,6 +151,7 @@ impl Default for Options {
             subscriber_buffer: 4096,
             read_only: false,
             clock: std::sync::Arc::new(clock::SystemClock),
+            index_cache_bytes: index_cache::DEFAULT_INDEX_CACHE_BYTES,
             full_scan: false,
         }
     }
@@ -179,6 +186,14 @@ impl Options {
     #[must_use]
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// Sets the bytes of sealed-segment indexes kept in memory (see
+    /// [`Options::index_cache_bytes`]).
+    #[must_use]
+    pub fn index_cache(mut self, bytes: usize) -> Self {
+        self.index_cache_bytes = bytes;
         self
     }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::consumer::StreamConsumers;
+use crate::index_cache::IndexCache;
 use crate::router::Router;
 use crate::storage::{FsStorage, LockOutcome, MemStorage, ReadOnlyStorage, Storage, StorageLock};
 use crate::stream::{now_ns, recovery, Env};
@@ -222,7 +223,9 @@ impl Store {
         let st: &dyn Storage = &*storage;
         let read_only = st.is_read_only();
         let bg = Arc::new(Background::default());
+        let indexes = Arc::new(IndexCache::new(options.index_cache_bytes));
         let env = Arc::new(Env {
+            indexes: indexes.clone(),
             storage: storage.clone(),
             durability: options.durability,
             segment_size: options.segment_size.max(1),
@@ -234,6 +237,7 @@ impl Store {
             env.clone()
         } else {
             Arc::new(Env {
+                indexes,
                 storage: Arc::new(MemStorage::new()),
                 durability: options.durability,
                 segment_size: options.segment_size.max(1),
@@ -452,6 +456,16 @@ impl Store {
     /// Live core subscriptions (request inboxes included).
     pub fn subscription_count(&self) -> usize {
         self.inner.router.len()
+    }
+
+    /// The sealed-segment index cache of the store's file streams: (bytes
+    /// held, most bytes ever held, indexes held). Not part of the API; for
+    /// tests (feature `internals`).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn index_cache_stats(&self) -> (usize, usize, usize) {
+        let c = &self.inner.env.indexes;
+        (c.bytes(), c.peak(), c.len())
     }
 
     /// The data directory.

@@ -45,6 +45,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_msgs: Option<u64>,
 
+    /// Payload size of W6's messages, so a long W6 (`--stall-msgs
+    /// 100000000`) fits the disk: 100M records of a 16-byte payload take
+    /// about 7 GB [default: --size].
+    #[arg(long, value_name = "BYTES")]
+    pub stall_size: Option<usize>,
+
     /// Payload size in bytes.
     #[arg(long, default_value_t = 128, value_name = "BYTES")]
     pub size: usize,

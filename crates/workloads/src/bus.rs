@@ -42,6 +42,8 @@ pub struct Plan {
     pub batch: u64,
     /// The payload of every message.
     pub payload: Bytes,
+    /// The payload of W6's messages.
+    pub stall_payload: Bytes,
     /// Where progress bars go.
     pub progress: Progress,
     /// Unique per run (process id, start time, run number), so runs on one

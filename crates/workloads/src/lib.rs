@@ -27,5 +27,5 @@ pub use bus::{
     clean_up, consume_all, open_with_stream, publish_batched, publish_each, replay_all, Plan,
     W3_GROUP_FACTOR,
 };
-pub use measure::{tick, Latency, Measurement, Progress};
+pub use measure::{tick, Latency, Measurement, Progress, RssSample};
 pub use run::{Bench, Where};

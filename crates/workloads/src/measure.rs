@@ -39,8 +39,22 @@ pub struct Measurement {
     /// Growth of resident memory in MiB (W6).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_growth_mib: Option<f64>,
+    /// W6: the growth of resident memory when the log held 1M, 10M, 100M
+    /// ... messages (the powers of ten from 1M below `messages`), then at
+    /// `messages`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rss_samples: Vec<RssSample>,
     /// Context: durability, ratio to the fdatasync baseline, ...
     pub notes: String,
+}
+
+/// Resident memory growth after so many messages (W6).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RssSample {
+    /// Messages published so far.
+    pub messages: u64,
+    /// Growth of resident memory in MiB since before the first.
+    pub rss_growth_mib: f64,
 }
 
 impl Measurement {
@@ -69,6 +83,7 @@ impl Measurement {
             vs_fdatasync: None,
             latency: None,
             rss_growth_mib: None,
+            rss_samples: Vec::new(),
             notes: String::new(),
         }
     }

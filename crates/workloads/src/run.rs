@@ -196,6 +196,7 @@ impl Bench {
             stall_msgs: args.stall_msgs.unwrap_or(args.msgs),
             batch: args.batch,
             payload: Bytes::from(vec![b'x'; args.size]),
+            stall_payload: Bytes::from(vec![b'x'; args.stall_size.unwrap_or(args.size)]),
             progress: Progress::new(visible),
             tag: process.clone(),
         };

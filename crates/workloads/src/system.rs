@@ -9,7 +9,7 @@ use bytes::Bytes;
 use durabus::{BackendUrl, ConsumerConfig, Message};
 
 use crate::bus::{clean_up, open_bus, open_with_stream, publish_batched, Plan};
-use crate::measure::{tick, Latency, Measurement};
+use crate::measure::{tick, Latency, Measurement, RssSample};
 
 /// Messages W5 sends, one at a time.
 const W5_MSGS: u64 = 20_000;
@@ -76,6 +76,17 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// `n` as 10M, 500k or 1234.
+fn count(n: u64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
 /// W6: publishes `--stall-msgs` messages in batches while a live subscriber and a
 /// durable consumer on the same subjects read nothing; reports how much
 /// resident memory grew (the bar: less than 64 MiB over the baseline).
@@ -89,23 +100,46 @@ pub(crate) async fn stalled_memory(plan: &Plan, url: &str) -> anyhow::Result<Mea
             .await?;
         let before = rss_bytes().context("W6: cannot read /proc/self/statm")?;
         let n = plan.stall_msgs;
-        let bar = plan.progress.bar("W6 stalled", n);
-        let elapsed = publish_batched(&bus, &subject, &plan.payload, n, plan.batch, &bar).await?;
-        let after = rss_bytes().context("W6: cannot read /proc/self/statm")?;
+        let payload = &plan.stall_payload;
+        // RSS at 1M, 10M, 100M, ... messages on the way, then at n.
+        let mut stops: Vec<u64> = std::iter::successors(Some(1_000_000u64), |s| s.checked_mul(10))
+            .take_while(|s| *s < n)
+            .collect();
+        stops.push(n);
+        let mut samples = Vec::with_capacity(stops.len());
+        let mut elapsed = Duration::ZERO;
+        let mut sent = 0;
+        for stop in stops {
+            let bar = plan.progress.bar(&format!("W6 stalled to {stop}"), stop - sent);
+            elapsed += publish_batched(&bus, &subject, payload, stop - sent, plan.batch, &bar).await?;
+            sent = stop;
+            let now = rss_bytes().context("W6: cannot read /proc/self/statm")?;
+            #[allow(clippy::cast_precision_loss)]
+            let growth = now.saturating_sub(before) as f64 / (1024.0 * 1024.0);
+            samples.push(RssSample {
+                messages: stop,
+                rss_growth_mib: growth,
+            });
+        }
         let dropped = stalled_sub.dropped();
         drop(stalled_sub);
-        #[allow(clippy::cast_precision_loss)]
-        let growth = after.saturating_sub(before) as f64 / (1024.0 * 1024.0);
+        let growth = samples.last().map_or(0.0, |s| s.rss_growth_mib);
         let mut m = Measurement::new(
             "W6",
             "publish with a stalled consumer",
             n,
-            plan.payload.len(),
+            payload.len(),
             elapsed,
         );
         m.rss_growth_mib = Some(growth);
+        let along = samples
+            .iter()
+            .map(|s| format!("{}: +{:.1}", count(s.messages), s.rss_growth_mib))
+            .collect::<Vec<_>>()
+            .join(", ");
+        m.rss_samples = samples;
         Ok(m.note(format!(
-            "RSS +{growth:.1} MiB (bar: < 64); stalled subscriber dropped {dropped}, durable consumer fetched nothing"
+            "RSS +{growth:.1} MiB (bar: < 64; MiB at {along}); stalled subscriber dropped {dropped}, durable consumer fetched nothing"
         )))
     }
     .await;

@@ -380,7 +380,10 @@ impl Stream {
         };
         let mut seg = SegmentMeta::new(base, path);
         seg.file = Some(file);
-        let old = std::mem::replace(&mut g.active, seg);
+        let mut old = std::mem::replace(&mut g.active, seg);
+        // In memory until the maintenance thread writes its `.idx` (then
+        // read on demand through the bounded cache).
+        old.index.shrink_to_fit();
         g.sealed.push_back(old);
         g.flushed = SEGMENT_HEADER;
         g.ckpt_needed = true;

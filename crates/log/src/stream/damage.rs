@@ -68,13 +68,13 @@ impl Inner {
         };
         // The first sequence it may hold: after the last intact message
         // before it (read from the index entry before it).
-        let from = seg
-            .index
-            .iter()
-            .rev()
-            .find(|e| e.offset < offset)
-            .map_or(SEGMENT_HEADER, |e| e.offset);
         let skips = seg.damage.clone();
+        let from = self.with_index(storage, base, |ix| {
+            ix.iter()
+                .rev()
+                .find(|e| e.offset < offset)
+                .map_or(SEGMENT_HEADER, |e| e.offset)
+        })?;
         let file = self.seg_file(storage, base)?;
         let mut lo = base;
         segment::scan_skipping(

@@ -32,8 +32,8 @@ impl Inner {
         let mut refilled_at = u64::MAX;
         loop {
             // Reposition when the cursor's segment is gone or behind the head.
-            let target = self.seg_for_seq(first);
-            let (tbase, toff) = (target.base, segment::seek_seq(&target.index, first));
+            let tbase = self.seg_for_seq(first).base;
+            let toff = self.with_index(storage, tbase, |ix| segment::seek_seq(ix, first))?;
             // first_seq is live, so the head record is in its segment; the
             // cursor starts at 0 (before every segment) after open.
             if self.head_base < tbase || self.seg_by_base(self.head_base).is_none() {

@@ -3,20 +3,23 @@
 //! parts, one job each: `state` (the [`Inner`] state behind the lock),
 //! `append` (publish), `commit` (writes to the OS and group commit), `reads`,
 //! `damage` (stepping over records that do not verify),
-//! `head` (the oldest live message), `retention` (limits, max_age, purge,
+//! `head` (the oldest live message), `index` (segments' sparse indexes), `retention` (limits, max_age, purge,
 //! delete), `dedup`, `persist` (checkpoint and shutdown), `recovery`
 //! (opening and creating a stream) and `repair` (rewriting damaged
 //! segments). Replay is in `replay.rs`.
 //!
 //! Memory stays bounded by the number of segments, subjects and deletions,
-//! never by the number of messages (W6): there is no per-message index. The
-//! oldest records are read back from disk (buffered) when limits evict them.
+//! never by the number of messages (W6): there is no per-message index, and
+//! sealed segments' sparse indexes are read from their `.idx` files through
+//! the store's bounded cache (`index`). The oldest records are read back
+//! from disk (buffered) when limits evict them.
 
 mod append;
 mod commit;
 mod damage;
 mod dedup;
 mod head;
+mod index;
 mod persist;
 mod reads;
 pub(crate) mod recovery;
@@ -34,6 +37,7 @@ use durabus_core::{ByteString, Error, RetentionPolicy, StoredMessage, StreamConf
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::index_cache::IndexCache;
 use crate::record;
 use crate::segment::ScanError;
 use crate::storage::Storage;
@@ -59,6 +63,9 @@ pub(crate) struct Env {
     pub(crate) clock: Arc<dyn Clock>,
     /// Recovery reads every record, trusting no checkpoint.
     pub(crate) full_scan: bool,
+    /// Decoded indexes of sealed segments, bounded (shared by the store's
+    /// streams).
+    pub(crate) indexes: Arc<IndexCache>,
 }
 
 impl Env {

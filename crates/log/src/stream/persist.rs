@@ -10,7 +10,7 @@ use super::{io_err, Stream};
 
 impl Inner {
     pub(super) fn checkpoint(&self) -> Checkpoint {
-        let seg = |s: &SegmentMeta, size: u64, index: bool| SegCkpt {
+        let seg = |s: &SegmentMeta, size: u64| SegCkpt {
             base: s.base,
             size,
             msgs: s.msgs,
@@ -18,11 +18,9 @@ impl Inner {
             last_seq: s.last_seq,
             first_time: s.first_time,
             last_time: s.last_time,
-            index: if index { s.index.clone() } else { Vec::new() },
         };
-        let mut segments: Vec<SegCkpt> =
-            self.sealed.iter().map(|s| seg(s, s.size, false)).collect();
-        segments.push(seg(&self.active, self.flushed, true));
+        let mut segments: Vec<SegCkpt> = self.sealed.iter().map(|s| seg(s, s.size)).collect();
+        segments.push(seg(&self.active, self.flushed));
         Checkpoint {
             covered_base: self.active.base,
             covered_offset: self.flushed,
@@ -32,6 +30,7 @@ impl Inner {
             messages: self.messages,
             bytes: self.bytes,
             segments,
+            covered_index: self.active.index.clone(),
             deleted: self.deleted.ranges().collect(),
             subjects: self
                 .subjects
@@ -87,12 +86,8 @@ impl Stream {
         let segdir = self.dir.join("segments");
         for (base, index) in &to_index {
             match segment::write_index(storage, &segdir, *base, index) {
-                Ok(()) => {
-                    let mut g = self.lock();
-                    if let Some(i) = g.sealed.iter().position(|s| s.base == *base) {
-                        g.sealed[i].indexed = true;
-                    }
-                }
+                // Its index leaves memory (read again on demand).
+                Ok(()) => self.lock().index_written(*base),
                 Err(e) => {
                     tracing::warn!(stream = %self.name, base, error = %e, "could not write segment index; it will be rebuilt")
                 }

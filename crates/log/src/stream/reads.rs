@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use durabus_core::{subject, Error, Result, StoredMessage};
 
 use crate::record::{self, Kind};
-use crate::segment::{self, ScanEnd, SegmentMeta, SEGMENT_HEADER};
+use crate::segment::{self, ScanEnd, SEGMENT_HEADER};
 use crate::storage::Storage;
 
 use super::state::Inner;
@@ -29,7 +29,7 @@ impl Inner {
         }
         self.flush_for_read()?;
         let mut base = self.seg_for_seq(from).base;
-        let mut start = segment::seek_seq(&self.seg_for_seq(from).index, from);
+        let mut start = self.with_index(storage, base, |ix| segment::seek_seq(ix, from))?;
         loop {
             let Some(seg) = self.seg_by_base(base) else {
                 return Ok(());
@@ -222,11 +222,13 @@ impl Stream {
             let (hi, error) = (loss.hi, self.loss_error(lo, loss));
             return Ok((target, Planned::Lost { hi, error }));
         }
+        let base = g.seg_for_seq(target).base;
+        let seek = g.with_index(self.storage(), base, |ix| segment::seek_seq(ix, target))?;
         let seg = g.seg_for_seq(target);
         let plan = ChunkPlan {
             base: seg.base,
             path: seg.path.clone(),
-            seek: segment::seek_seq(&seg.index, target),
+            seek,
             limit: g.readable_limit(seg),
             is_last: seg.base == g.active.base,
             next_base: g.seg_after(seg.base).map(|s| s.base),
@@ -266,10 +268,12 @@ impl Stream {
                     return Err(self.not_found(seq));
                 }
                 g.flush_for_read()?;
+                let base = g.seg_for_seq(seq).base;
+                let start = g.with_index(self.storage(), base, |ix| segment::seek_seq(ix, seq))?;
                 let seg = g.seg_for_seq(seq);
                 let (base, start, limit, path, skips) = (
                     seg.base,
-                    segment::seek_seq(&seg.index, seq),
+                    start,
                     g.readable_limit(seg),
                     seg.path.clone(),
                     seg.damage.clone(),
@@ -345,21 +349,24 @@ impl Stream {
             let mut g = self.lock();
             g.flush_for_read()?;
             let fallback = g.last_seq + 1;
-            let segs: Vec<&SegmentMeta> =
-                g.sealed.iter().chain(std::iter::once(&g.active)).collect();
-            let Some(seg) = segs
+            let first = g.first_seq;
+            let Some(base) = g
+                .sealed
                 .iter()
-                .find(|s| s.last_seq >= g.first_seq && s.last_seq > 0 && s.last_time >= t)
+                .chain(std::iter::once(&g.active))
+                .find(|s| s.last_seq >= first && s.last_seq > 0 && s.last_time >= t)
+                .map(|s| s.base)
             else {
                 return Ok(Some(fallback));
             };
-            let (base, start, limit, path, skips) = (
-                seg.base,
-                segment::seek_time(&seg.index, t),
-                g.readable_limit(seg),
-                seg.path.clone(),
-                seg.damage.clone(),
-            );
+            let start = g.with_index(self.storage(), base, |ix| segment::seek_time(ix, t))?;
+            let Some(seg) = g.seg_by_base(base) else {
+                return Err(Error::internal(format!(
+                    "segment {base} vanished while in use; retry"
+                )));
+            };
+            let (limit, path, skips) =
+                (g.readable_limit(seg), seg.path.clone(), seg.damage.clone());
             (
                 g.seg_file(self.storage(), base)?,
                 base,

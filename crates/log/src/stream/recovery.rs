@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use durabus_core::{Error, Result, StreamConfig, NATS_MSG_ID};
 use serde::{Deserialize, Serialize};
 
+use super::index::{check_header, load_index, rebuild_index, warn_damage};
 use super::state::Loss;
 use super::{
     damage, from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
@@ -18,8 +19,8 @@ use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::manifest;
 use crate::rangeset::RangeSet;
 use crate::record::Kind;
-use crate::segment::{self, Damage, HeaderCheck, IndexEntry, ScanEnd, SegmentMeta, SEGMENT_HEADER};
-use crate::storage::{write_atomic, Storage, StorageFile};
+use crate::segment::{self, Damage, ScanEnd, SegmentMeta, SEGMENT_HEADER};
+use crate::storage::{write_atomic, Storage};
 
 /// `config.json` of a stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,89 +108,10 @@ pub(crate) fn create(
             .open(&active.path)
             .map_err(io(ctx("opening the segment")))?,
     );
-    let mut inner = Inner::new_empty(config, created, segdir, active);
+    let mut inner = Inner::new_empty(config, created, segdir, active, env.indexes.clone());
     inner.reserve_step = reserve_step;
     inner.reserved = first.reserved;
     Ok(Stream::new(name, dir, env, inner))
-}
-
-/// The index of a sealed segment from its `.idx` file, if present and sane.
-fn load_index(
-    storage: &dyn Storage,
-    segdir: &Path,
-    base: u64,
-    size: u64,
-) -> Option<Vec<IndexEntry>> {
-    let b = storage
-        .read_file(&segdir.join(segment::idx_name(base)))
-        .ok()?;
-    let entries = segment::decode_index(&b)?;
-    let sane = entries
-        .windows(2)
-        .all(|w| w[0].offset < w[1].offset && w[0].seq < w[1].seq && w[0].time <= w[1].time)
-        && entries
-            .iter()
-            .all(|e| e.offset >= SEGMENT_HEADER && e.offset < size && e.seq >= base);
-    sane.then_some(entries)
-}
-
-/// Checks a segment header; `Ok(false)` when it is short (torn creation).
-fn check_header(file: &dyn StorageFile, path: &Path) -> Result<bool> {
-    let mut h = [0u8; 16];
-    let n =
-        segment::read_full(file, &mut h, 0).map_err(io(format!("reading {}", path.display())))?;
-    match segment::check_header(&h[..n]) {
-        HeaderCheck::Ok => Ok(true),
-        HeaderCheck::Short => Ok(false),
-        HeaderCheck::BadMagic => Err(corrupt(path, 0, "not a durabus segment (bad magic)")),
-        HeaderCheck::Version(v) => Err(Error::UnsupportedFormat {
-            path: path.to_path_buf(),
-            found: v,
-            supported: segment::SEGMENT_VERSION,
-        }),
-    }
-}
-
-/// Rebuilds the index of a sealed segment by reading it (verifying every
-/// record), with the damaged spans it stepped over. `base..=last_seq` are
-/// the sequences it may hold.
-fn rebuild_index(
-    file: &dyn StorageFile,
-    path: &Path,
-    size: u64,
-    base: u64,
-    last_seq: u64,
-) -> Result<(Vec<IndexEntry>, Vec<Damage>)> {
-    if !check_header(file, path)? {
-        return Err(corrupt(path, 0, "segment header is truncated"));
-    }
-    let mut index = Vec::new();
-    let mut damage = Vec::new();
-    let mut start = SEGMENT_HEADER;
-    let mut next = base;
-    loop {
-        let end = segment::scan(file, start, size, &mut |off, r| {
-            if r.kind == Kind::Message {
-                segment::maybe_index(&mut index, r.seq, r.time, off);
-                next = next.max(r.seq + 1);
-            }
-            Ok(true)
-        })
-        .map_err(|e| scan_error(path, e))?;
-        let ScanEnd::Bad { offset, reason, .. } = end else {
-            return Ok((index, damage));
-        };
-        let d = damage::measure(file, path, offset, size, next, last_seq, reason)?;
-        warn_damage(path, &d);
-        next = next.max(d.hi.saturating_add(1));
-        start = d.end;
-        damage.push(d);
-    }
-}
-
-fn warn_damage(path: &Path, d: &Damage) {
-    tracing::warn!(segment = %path.display(), offset = d.start, end = d.end, lost = ?d.seqs(),
-        reason = %d.reason, "open stepped over a damaged record; `durabus repair` records the loss");
 }
 
 /// Loads a checkpoint if it matches the segments on disk (else `None`: full scan).
@@ -329,12 +251,12 @@ pub(crate) fn open(
     if bases.is_empty() {
         // Only possible if files were removed by hand: start over after the
         // checkpoint's last sequence if there is one.
-        let base = Checkpoint::decode(
+        let base = Checkpoint::durable_last_seq(
             &storage
                 .read_file(&dir.join(CHECKPOINT_FILE))
                 .unwrap_or_default(),
         )
-        .map_or(1, |c| c.last_seq + 1);
+        .map_or(1, |last| last + 1);
         let path = segdir.join(segment::log_name(base));
         let f = storage
             .create(&path)
@@ -345,7 +267,7 @@ pub(crate) fn open(
             .map_err(io(format!("creating {}", path.display())))?;
         let mut active = SegmentMeta::new(base, path);
         active.file = Some(f);
-        let mut inner = Inner::new_empty(config, created, segdir, active);
+        let mut inner = Inner::new_empty(config, created, segdir, active, env.indexes.clone());
         inner.reserve_step = manifest::reservation(env.segment_size);
         inner.reserved = base.saturating_add(inner.reserve_step);
         inner
@@ -360,7 +282,6 @@ pub(crate) fn open(
         load_checkpoint(storage, &dir, &segdir, &bases)
     };
     let seg_path = |base: u64| segdir.join(segment::log_name(base));
-    let mut to_write_index: Vec<u64> = Vec::new();
     let mut damaged: Vec<(u64, Vec<Damage>)> = Vec::new();
 
     // Build the starting state and the scan plan: (segment index in `bases`, start offset).
@@ -370,18 +291,19 @@ pub(crate) fn open(
             let mut sealed = VecDeque::with_capacity(n);
             for s in &c.segments[..n - 1] {
                 let path = seg_path(s.base);
-                let index = match load_index(storage, &segdir, s.base, s.size) {
-                    Some(ix) => ix,
+                // Rule 6: a sealed segment without a valid index gets it
+                // rebuilt (kept in memory until written, after recovery).
+                // A valid one is only checked: it is read again on demand.
+                let rebuilt = match load_index(storage, &segdir, s.base, s.size) {
+                    Some(_) => None,
                     None => {
-                        // Rule 6: a sealed segment without a valid index gets it rebuilt.
                         let f = storage
                             .open(&path)
                             .map_err(io(format!("opening {}", path.display())))?;
-                        to_write_index.push(s.base);
                         let (index, damage) =
                             rebuild_index(&*f, &path, s.size, s.base, s.last_seq)?;
                         damaged.push((s.base, damage));
-                        index
+                        Some(index)
                     }
                 };
                 let mut m = SegmentMeta::new(s.base, path);
@@ -391,8 +313,8 @@ pub(crate) fn open(
                 m.last_seq = s.last_seq;
                 m.first_time = s.first_time;
                 m.last_time = s.last_time;
-                m.index = index;
-                m.indexed = !to_write_index.contains(&s.base);
+                m.indexed = rebuilt.is_none();
+                m.index = rebuilt.unwrap_or_default();
                 sealed.push_back(m);
             }
             let s = &c.segments[n - 1];
@@ -403,8 +325,14 @@ pub(crate) fn open(
             active.last_seq = s.last_seq;
             active.first_time = s.first_time;
             active.last_time = s.last_time;
-            active.index = s.index.clone();
-            let mut g = Inner::new_empty(config.clone(), created, segdir.clone(), active);
+            active.index = c.covered_index.clone();
+            let mut g = Inner::new_empty(
+                config.clone(),
+                created,
+                segdir.clone(),
+                active,
+                env.indexes.clone(),
+            );
             g.sealed = sealed;
             g.flushed = c.covered_offset;
             g.first_seq = c.first_seq;
@@ -444,7 +372,13 @@ pub(crate) fn open(
         None => {
             let active = SegmentMeta::new(bases[0], seg_path(bases[0]));
             (
-                Inner::new_empty(config.clone(), created, segdir.clone(), active),
+                Inner::new_empty(
+                    config.clone(),
+                    created,
+                    segdir.clone(),
+                    active,
+                    env.indexes.clone(),
+                ),
                 (0, SEGMENT_HEADER),
             )
         }
@@ -476,13 +410,16 @@ pub(crate) fn open(
             let next = SegmentMeta::new(base, seg_path(base));
             let mut prev = std::mem::replace(&mut g.active, next);
             prev.file = None;
-            prev.indexed = prev.missing
+            prev.index.shrink_to_fit();
+            let on_disk = prev.missing
                 || load_index(storage, &segdir, prev.base, prev.size)
                     .is_some_and(|ix| ix == prev.index);
-            if !prev.indexed {
-                to_write_index.push(prev.base);
-            }
+            let prev_base = prev.base;
             g.sealed.push_back(prev);
+            if on_disk {
+                // Its index leaves memory (read again on demand).
+                g.index_written(prev_base);
+            }
             g.flushed = SEGMENT_HEADER;
             g.active.size = SEGMENT_HEADER;
             if base > g.last_seq + 1 {
@@ -679,12 +616,12 @@ pub(crate) fn open(
 
     // Rule 3a: sequences a checkpoint saw durable are never reused, even
     // when the segments no longer hold them.
-    let durable_last = Checkpoint::decode(
+    let durable_last = Checkpoint::durable_last_seq(
         &storage
             .read_file(&dir.join(CHECKPOINT_FILE))
             .unwrap_or_default(),
     )
-    .map_or(0, |c| c.last_seq);
+    .unwrap_or(0);
     if durable_last > g.last_seq {
         let lo = g.last_seq + 1;
         let reason = format!(
@@ -772,7 +709,6 @@ pub(crate) fn open(
     if read_only {
         // Nothing is removed or rebuilt on disk; indexes live in memory.
         stray.clear();
-        to_write_index.clear();
     }
     if g.active.missing && !read_only {
         // The newest segment is gone: go on in a new one above everything
@@ -800,15 +736,9 @@ pub(crate) fn open(
     for p in stray {
         let _ = storage.remove_file(&p);
     }
-    for base in to_write_index {
-        if let Some(i) = g.sealed.iter().position(|s| s.base == base) {
-            match segment::write_index(storage, &segdir, base, &g.sealed[i].index) {
-                Ok(()) => g.sealed[i].indexed = true,
-                Err(e) => {
-                    tracing::warn!(stream = name, base, error = %e, "could not write segment index")
-                }
-            }
-        }
+    if !read_only {
+        // Rule 6: the indexes rebuilt (in memory until now) are written.
+        g.write_pinned_indexes(name, storage);
     }
     if g.config.max_msgs_per_subject.is_some() && !g.track_subject_seqs {
         g.rebuild_subject_seqs(storage)?;

@@ -119,6 +119,7 @@ impl Stream {
             write_atomic(storage, &path, &kept)
                 .map_err(io_err(format!("rewriting {}", path.display())))?;
             let idx = g.segdir.join(segment::idx_name(base));
+            g.indexes.remove(g.cache_id, base);
             match storage.remove_file(&idx) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use durabus_core::{subject, Error, Result, RetentionPolicy, StreamConfig, StreamState};
 
+use crate::index_cache::{self, IndexCache};
 use crate::manifest::{self, Manifest};
 use crate::rangeset::RangeSet;
 use crate::segment::{self, SegmentMeta, SEGMENT_HEADER};
@@ -98,6 +99,16 @@ pub(crate) struct Inner {
     pub(super) doomed: Vec<PathBuf>,
     /// A checkpoint should be written (segments sealed or removed).
     pub(super) ckpt_needed: bool,
+    /// Where sealed segments' decoded indexes are cached (the store's),
+    /// and this stream's key in it.
+    pub(super) indexes: Arc<IndexCache>,
+    pub(super) cache_id: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.indexes.forget_stream(self.cache_id);
+    }
 }
 
 impl Inner {
@@ -106,6 +117,7 @@ impl Inner {
         created: SystemTime,
         segdir: PathBuf,
         active: SegmentMeta,
+        indexes: Arc<IndexCache>,
     ) -> Self {
         let track = config.max_msgs_per_subject.is_some();
         let base = active.base;
@@ -145,6 +157,8 @@ impl Inner {
             recovering: false,
             doomed: Vec::new(),
             ckpt_needed: false,
+            indexes,
+            cache_id: index_cache::next_stream_id(),
         }
     }
 
@@ -425,6 +439,7 @@ impl Inner {
             let Some(seg) = self.sealed.pop_front() else {
                 return;
             };
+            self.indexes.remove(self.cache_id, seg.base);
             let idx = self.segdir.join(segment::idx_name(seg.base));
             self.doomed.push(seg.path);
             self.doomed.push(idx);
