@@ -108,7 +108,7 @@ pub struct ConsumeOptions {
     max_attempts: Option<u64>,
     handler_timeout: Option<Duration>,
     dead_letter: DeadLetter,
-    /// `None`: as many as `concurrency`.
+    /// `None`: none wait; fetch only for free handlers.
     batch: Option<usize>,
     fetch_wait: Duration,
     shutdown_deadline: Duration,
@@ -213,22 +213,17 @@ impl ConsumeOptions {
         self
     }
 
-    /// The most deliveries the runner holds, running or waiting for a
-    /// handler (at least 1; default: `concurrency`, so nothing waits):
-    /// it fetches ahead of busy handlers to keep this many, sends
-    /// in-progress for them while they wait, and gives them back (nak) at
-    /// shutdown. Each delivery held counts as an attempt: if the process
-    /// dies, every message it held was delivered once more, so a handler
-    /// that crashes its process costs the waiting messages an attempt each
-    /// (docs/design.md, "Consumer runner").
+    /// The most deliveries held waiting for busy handlers (at least 1;
+    /// by default none wait: the runner fetches only for free handlers):
+    /// it fetches ahead to keep this many, sends in-progress for them
+    /// while they wait, and gives them back (nak) at shutdown. Each
+    /// delivery held is a delivery made: if the process dies, every message
+    /// it held was delivered once more, so a handler that crashes its
+    /// process costs each waiting message an attempt (docs/design.md,
+    /// "Consumer runner").
     pub fn batch(mut self, n: usize) -> Self {
         self.batch = Some(n.max(1));
         self
-    }
-
-    /// The deliveries held at most (see [`ConsumeOptions::batch`]).
-    pub(crate) fn held(&self) -> usize {
-        self.batch.unwrap_or(self.concurrency).max(1)
     }
 
     /// How long graceful shutdown waits for handlers in flight.
@@ -594,8 +589,14 @@ where
         let mut next_beat = tokio::time::Instant::now() + self.beat;
         let mut failure = None;
         while !*stopped.borrow() {
-            if fetching.is_none() && taken.len() < self.options.held() {
-                fetching = Some(self.fetch(self.options.held() - taken.len()));
+            let want = match self.options.batch {
+                Some(ahead) => ahead.saturating_sub(taken.len()),
+                // Nothing waits: fetch for the free handlers only.
+                None if taken.is_empty() => permits.available_permits(),
+                None => 0,
+            };
+            if fetching.is_none() && want > 0 {
+                fetching = Some(self.fetch(want));
             }
             tokio::select! {
                 biased;

@@ -352,8 +352,17 @@ impl Model {
             }
         }
         if self.setup.discard_new {
+            // A message that replaces its subject's oldest (the subject is
+            // at max_msgs_per_subject) does not grow the stream: stored.
+            let replaces = self.setup.max_per_subject.is_some_and(|max| {
+                self.msgs
+                    .values()
+                    .filter(|m| m.subject == p.subject)
+                    .count() as u64
+                    >= max
+            });
             if let Some(max) = self.setup.max_msgs {
-                if self.msgs.len() as u64 >= max {
+                if self.msgs.len() as u64 >= max && !replaces {
                     return PubOutcome::Full;
                 }
             }
