@@ -411,6 +411,7 @@ fn info_json(info: &ConsumerInfo) -> Value {
         "num_pending": info.num_pending,
         "num_ack_pending": info.num_ack_pending,
         "num_redelivered": info.num_redelivered,
+        "num_lost": info.num_lost,
     })
 }
 
@@ -447,5 +448,11 @@ fn info_human(info: &ConsumerInfo) -> String {
         format!("  ack pending      {}", info.num_ack_pending),
         format!("  redelivered      {}", info.num_redelivered),
     ]);
+    if info.num_lost > 0 {
+        lines.push(format!(
+            "  lost to damage   {} (stepped over; `durabus repair` records them as gaps)",
+            info.num_lost
+        ));
+    }
     lines.join("\n")
 }

@@ -302,6 +302,10 @@ pub struct ConsumerInfo {
     pub num_ack_pending: u64,
     /// Messages delivered more than once and not acknowledged yet.
     pub num_redelivered: u64,
+    /// Sequences it stepped over because a damaged record lost them (the
+    /// stream's lost messages up to its last delivery; a repair makes them
+    /// deleted). Always 0 on NATS.
+    pub num_lost: u64,
 }
 
 /// How a delivery is settled.

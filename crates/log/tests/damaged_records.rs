@@ -138,6 +138,8 @@ async fn check_reads(s: &Store, seg: &Path, offset: usize) {
         got.extend(d.iter().map(|d| d.stream_seq()));
     }
     assert_eq!(got, all_but(&[60], 1));
+    let info = s.consumer_info("S", "C").await.unwrap();
+    assert_eq!(info.num_lost, 1, "{info:?}");
     // The stream stays writable and never reuses a sequence.
     let ack = s
         .publish(durabus_core::Message::new("c.new", "x"))

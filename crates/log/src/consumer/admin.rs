@@ -238,6 +238,7 @@ impl StreamConsumers {
             num_pending,
             num_ack_pending: c.pending.len() as u64,
             num_redelivered: c.pending.values().filter(|p| p.count > 1).count() as u64,
+            num_lost: g.lost_through(c.state.delivered.stream_seq),
         })
     }
 

@@ -129,6 +129,14 @@ impl Inner {
         }
     }
 
+    /// How many lost sequences lie between the first stored one and `seq`.
+    pub(crate) fn lost_through(&self, seq: u64) -> u64 {
+        if seq < self.first_seq {
+            return 0;
+        }
+        self.lost.count_in(self.first_seq, seq)
+    }
+
     /// Remembers the sequences `lo..=loss.hi` as lost.
     pub(crate) fn note_loss(&mut self, lo: u64, loss: Loss) {
         if lo > loss.hi {

@@ -277,6 +277,7 @@ fn parse_info(v: Value) -> Result<(ConsumerInfo, bool)> {
             num_pending: info.num_pending,
             num_ack_pending: info.num_ack_pending,
             num_redelivered: info.num_redelivered,
+            num_lost: 0,
         },
         push,
     ))
