@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use durabus_core::{subject, Error, Result, StoredMessage};
 
 use crate::record::{self, Kind};
-use crate::segment::{self, ScanEnd, SEGMENT_HEADER};
-use crate::storage::Storage;
+use crate::segment::{self, Damage, ScanEnd, SEGMENT_HEADER};
+use crate::storage::{Storage, StorageFile};
 
 use super::state::Inner;
 use super::{scan_error, stored_from, Stream};
@@ -259,7 +260,7 @@ impl Stream {
     /// damage elsewhere in its segment is stepped over.
     pub(crate) fn get(&self, seq: u64) -> Result<StoredMessage> {
         loop {
-            let (file, base, start, limit, path, skips) = {
+            let (read, start) = {
                 let mut g = self.lock();
                 if let Some((lo, loss)) = g.loss_of(seq) {
                     return Err(self.loss_error(lo, loss));
@@ -270,50 +271,23 @@ impl Stream {
                 g.flush_for_read()?;
                 let base = g.seg_for_seq(seq).base;
                 let start = g.with_index(self.storage(), base, |ix| segment::seek_seq(ix, seq))?;
-                let seg = g.seg_for_seq(seq);
-                let (base, start, limit, path, skips) = (
-                    seg.base,
-                    start,
-                    g.readable_limit(seg),
-                    seg.path.clone(),
-                    seg.damage.clone(),
-                );
-                (
-                    g.seg_file(self.storage(), base)?,
-                    base,
-                    start,
-                    limit,
-                    path,
-                    skips,
-                )
+                (g.seg_read(self.storage(), base)?, start)
             };
             let mut found = None;
-            let end = segment::scan_skipping(
-                &*file,
-                start,
-                limit,
-                segment::LOOKUP_CHUNK,
-                &skips,
-                &mut |_, r| {
-                    if r.kind == Kind::Message && r.seq >= seq {
-                        if r.seq == seq {
-                            found = Some(stored_from(&self.label, r, None));
-                        }
-                        return Ok(false);
+            let whole = self.scan_unlocked(&read, start, &mut |r| {
+                if r.kind == Kind::Message && r.seq >= seq {
+                    if r.seq == seq {
+                        found = Some(stored_from(&self.label, r, None));
                     }
-                    Ok(true)
-                },
-            )
-            .map_err(|e| scan_error(&path, e))?;
-            if let Some(m) = found {
-                return Ok(m);
-            }
-            match end {
-                // Measure it, then look again (it may hold `seq`).
-                ScanEnd::Bad { offset, reason, .. } => {
-                    self.damage_at(base, offset, reason)?;
+                    return false;
                 }
-                ScanEnd::Clean => return Err(self.not_found(seq)),
+                true
+            })?;
+            match found {
+                Some(m) => return Ok(m),
+                None if whole => return Err(self.not_found(seq)),
+                // A damaged record was measured: look again (it may hold `seq`).
+                None => {}
             }
         }
     }
@@ -336,69 +310,95 @@ impl Stream {
     /// The first seq whose message time is >= `t` (last_seq + 1 when none).
     pub(crate) fn seq_for_time(&self, t: i64) -> Result<u64> {
         loop {
-            if let Some(seq) = self.try_seq_for_time(t)? {
-                return Ok(seq);
+            let (read, start, fallback) = {
+                let mut g = self.lock();
+                g.flush_for_read()?;
+                let fallback = g.last_seq + 1;
+                let first = g.first_seq;
+                let Some(base) = g
+                    .sealed
+                    .iter()
+                    .chain(std::iter::once(&g.active))
+                    .find(|s| s.last_seq >= first && s.last_seq > 0 && s.last_time >= t)
+                    .map(|s| s.base)
+                else {
+                    return Ok(fallback);
+                };
+                let start = g.with_index(self.storage(), base, |ix| segment::seek_time(ix, t))?;
+                (g.seg_read(self.storage(), base)?, start, fallback)
+            };
+            let mut found = None;
+            let whole = self.scan_unlocked(&read, start, &mut |r| {
+                if r.kind == Kind::Message && r.time >= t {
+                    found = Some(r.seq);
+                    return false;
+                }
+                true
+            })?;
+            if found.is_some() || whole {
+                return Ok(found.unwrap_or(fallback));
             }
         }
     }
 
-    /// [`Stream::seq_for_time`]; `None` when it measured a damaged record
-    /// and must look again.
-    fn try_seq_for_time(&self, t: i64) -> Result<Option<u64>> {
-        let (file, base, start, limit, path, skips, fallback) = {
-            let mut g = self.lock();
-            g.flush_for_read()?;
-            let fallback = g.last_seq + 1;
-            let first = g.first_seq;
-            let Some(base) = g
-                .sealed
-                .iter()
-                .chain(std::iter::once(&g.active))
-                .find(|s| s.last_seq >= first && s.last_seq > 0 && s.last_time >= t)
-                .map(|s| s.base)
-            else {
-                return Ok(Some(fallback));
-            };
-            let start = g.with_index(self.storage(), base, |ix| segment::seek_time(ix, t))?;
-            let Some(seg) = g.seg_by_base(base) else {
-                return Err(Error::internal(format!(
-                    "segment {base} vanished while in use; retry"
-                )));
-            };
-            let (limit, path, skips) =
-                (g.readable_limit(seg), seg.path.clone(), seg.damage.clone());
-            (
-                g.seg_file(self.storage(), base)?,
-                base,
-                start,
-                limit,
-                path,
-                skips,
-                fallback,
-            )
-        };
-        let mut found = None;
+    /// Scans the segment `read` names from `start`, without the lock, until
+    /// `visit` returns false. `Ok(false)` when it met a damaged record
+    /// first: the record is measured (the next look steps over it) and the
+    /// caller looks again.
+    fn scan_unlocked(
+        &self,
+        read: &SegRead,
+        start: u64,
+        visit: &mut dyn FnMut(&record::RecordRef<'_>) -> bool,
+    ) -> Result<bool> {
         let end = segment::scan_skipping(
-            &*file,
+            &*read.file,
             start,
-            limit,
+            read.limit,
             segment::LOOKUP_CHUNK,
-            &skips,
-            &mut |_, r| {
-                if r.kind == Kind::Message && r.time >= t {
-                    found = Some(r.seq);
-                    return Ok(false);
-                }
-                Ok(true)
-            },
+            &read.skips,
+            &mut |_, r| Ok(visit(r)),
         )
-        .map_err(|e| scan_error(&path, e))?;
-        if found.is_none() {
-            if let ScanEnd::Bad { offset, reason, .. } = end {
-                self.damage_at(base, offset, reason)?;
-                return Ok(None);
+        .map_err(|e| scan_error(&read.path, e))?;
+        match end {
+            ScanEnd::Clean => Ok(true),
+            ScanEnd::Bad { offset, reason, .. } => {
+                self.damage_at(read.base, offset, reason)?;
+                Ok(false)
             }
         }
-        Ok(Some(found.unwrap_or(fallback)))
+    }
+}
+
+/// What reading one segment without the lock needs, taken under it.
+pub(super) struct SegRead {
+    base: u64,
+    file: Arc<dyn StorageFile>,
+    limit: u64,
+    path: PathBuf,
+    /// Its known damaged spans.
+    skips: Vec<Damage>,
+}
+
+impl Inner {
+    /// [`SegRead`] of the segment starting at `base`.
+    pub(super) fn seg_read(&mut self, storage: &dyn Storage, base: u64) -> Result<SegRead> {
+        let Some(seg) = self.seg_by_base(base) else {
+            return Err(Error::internal(format!(
+                "segment {base} vanished while in use; retry"
+            )));
+        };
+        let (limit, path, skips) = (
+            self.readable_limit(seg),
+            seg.path.clone(),
+            seg.damage.clone(),
+        );
+        Ok(SegRead {
+            base,
+            file: self.seg_file(storage, base)?,
+            limit,
+            path,
+            skips,
+        })
     }
 }
