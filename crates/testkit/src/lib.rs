@@ -71,6 +71,48 @@ pub fn env_count(name: &str, default: u64) -> u64 {
     }
 }
 
+/// What one `bench` run of a benchmark binary printed and wrote.
+#[derive(Debug)]
+pub struct BenchRun {
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// The `--json-out` report.
+    pub report: serde_json::Value,
+}
+
+/// Runs `binary bench ARGS --json-out <temp file>` (the `durabus` CLI or
+/// `durabus-bench`), asserts success and reads the report.
+///
+/// # Panics
+/// When the run fails or its report is not JSON: it is for tests.
+pub fn bench_run(mut binary: std::process::Command, args: &[&str]) -> BenchRun {
+    let out_dir = temp_dir();
+    let json_out = out_dir.path().join("bench.json");
+    let program = binary.get_program().to_string_lossy().into_owned();
+    let output = binary
+        .arg("bench")
+        .args(args)
+        .arg("--json-out")
+        .arg(&json_out)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} bench {args:?}: {stderr}"
+    );
+    let report = std::fs::read_to_string(&json_out)
+        .unwrap_or_else(|e| panic!("{program} wrote no --json-out report: {e}"));
+    BenchRun {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+        report: serde_json::from_str(report.trim())
+            .unwrap_or_else(|e| panic!("{program}'s report is not JSON ({e}): {report}")),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

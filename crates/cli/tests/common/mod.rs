@@ -80,31 +80,10 @@ pub(crate) fn json_lines(text: &str) -> Vec<Value> {
     text.lines().map(json).collect()
 }
 
-/// What one `durabus bench` run printed and wrote.
-pub(crate) struct BenchRun {
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-    /// The `--json-out` report.
-    pub(crate) report: Value,
-}
+pub(crate) use durabus_testkit::BenchRun;
 
 /// Runs `durabus bench ARGS --json-out <temp file>`, asserts success and
 /// reads the report.
 pub(crate) fn bench(args: &[&str]) -> BenchRun {
-    let out_dir = tempfile::tempdir().unwrap();
-    let json_out = out_dir.path().join("bench.json");
-    let output = durabus()
-        .arg("bench")
-        .args(args)
-        .arg("--json-out")
-        .arg(&json_out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "durabus bench {args:?}: {stderr}");
-    BenchRun {
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr,
-        report: json(&std::fs::read_to_string(&json_out).unwrap()),
-    }
+    durabus_testkit::bench_run(durabus(), args)
 }
