@@ -76,6 +76,10 @@ enum Command {
     /// payload (--echo) or an error (--error), printing each request.
     Reply(request::ReplyArgs),
     /// Print the messages stored in a stream, in sequence order.
+    ///
+    /// A damaged record costs only the messages it held: replay prints a
+    /// warning for it on stderr, goes on with the next intact message and
+    /// exits non-zero at the end (`durabus repair` records the loss).
     Replay(replay::ReplayArgs),
     /// Manage streams: add, ls, info, rm, purge, get, rmm.
     #[command(subcommand)]
@@ -96,12 +100,15 @@ enum Command {
     /// own files: read its streams with `replay` and `stream info` instead.
     Dump(dump::DumpArgs),
     /// Check every record of a data directory (CRC and framing), its
-    /// indexes, checkpoints and consumer-state files without changing
-    /// anything; exits non-zero on corruption.
+    /// segment manifest, indexes, checkpoints, stream configs and consumer
+    /// files and journals without changing anything; exits non-zero on
+    /// corruption.
     ///
     /// A damaged index or checkpoint is a warning (the next open rebuilds
-    /// it); a damaged consumer file is corruption. Reads the files of an
-    /// embedded file: store; a nats:// server checks its own.
+    /// it); a missing or cut segment, a damaged config or consumer file is
+    /// corruption. Works beside a process that has the store open (the
+    /// record being written is named, not counted as damage). Reads the
+    /// files of an embedded file: store; a nats:// server checks its own.
     Verify(dump::VerifyArgs),
     /// Repair the damaged segments of a data directory: the explicit,
     /// opt-in fix after `verify` or a read reported corruption.
