@@ -117,11 +117,11 @@ pub(crate) fn create(
 /// Loads a checkpoint if it matches the segments on disk (else `None`: full scan).
 fn load_checkpoint(
     storage: &dyn Storage,
-    dir: &Path,
+    bytes: &[u8],
     segdir: &Path,
     bases: &[u64],
 ) -> Option<Checkpoint> {
-    let c = Checkpoint::decode(&storage.read_file(&dir.join(CHECKPOINT_FILE)).ok()?)?;
+    let c = Checkpoint::decode(bytes)?;
     let n = c.segments.len();
     if n == 0 || bases.len() < n || c.segments[n - 1].base != c.covered_base {
         return None;
@@ -248,15 +248,16 @@ pub(crate) fn open(
             operation: "starting a stream without segment files",
         });
     }
+    // Read once: the state to start from, and (rule 3a) the last sequence
+    // it saw synced, even when stale.
+    let ckpt_bytes = storage
+        .read_file(&dir.join(CHECKPOINT_FILE))
+        .unwrap_or_default();
+    let durable_last = Checkpoint::durable_last_seq(&ckpt_bytes).unwrap_or(0);
     if bases.is_empty() {
         // Only possible if files were removed by hand: start over after the
         // checkpoint's last sequence if there is one.
-        let base = Checkpoint::durable_last_seq(
-            &storage
-                .read_file(&dir.join(CHECKPOINT_FILE))
-                .unwrap_or_default(),
-        )
-        .map_or(1, |last| last + 1);
+        let base = durable_last + 1;
         let path = segdir.join(segment::log_name(base));
         let f = storage
             .create(&path)
@@ -279,7 +280,7 @@ pub(crate) fn open(
     let ckpt = if env.full_scan {
         None
     } else {
-        load_checkpoint(storage, &dir, &segdir, &bases)
+        load_checkpoint(storage, &ckpt_bytes, &segdir, &bases)
     };
     let seg_path = |base: u64| segdir.join(segment::log_name(base));
     let mut damaged: Vec<(u64, Vec<Damage>)> = Vec::new();
@@ -616,12 +617,6 @@ pub(crate) fn open(
 
     // Rule 3a: sequences a checkpoint saw durable are never reused, even
     // when the segments no longer hold them.
-    let durable_last = Checkpoint::durable_last_seq(
-        &storage
-            .read_file(&dir.join(CHECKPOINT_FILE))
-            .unwrap_or_default(),
-    )
-    .unwrap_or(0);
     if durable_last > g.last_seq {
         let lo = g.last_seq + 1;
         let reason = format!(
