@@ -14,8 +14,9 @@
 //! `confirm` (`tests/kill9_confirmed_acks.rs`): fetches from consumer `c`
 //! of stream `CONF` in small batches until killed, printing
 //! `DELIVERED <seq> <count>` for each delivery once `fetch` returned, then
-//! acking two of three with `ack_confirmed` and printing `ACKED <seq>` once
-//! it returned; the rest are left to be redelivered.
+//! acking two of three with `ack_confirmed`, printing `ACKING <seq>` before
+//! the call and `ACKED <seq>` once it returned; the rest are left to be
+//! redelivered.
 //!
 //! Connects to `<url>` (a `file:` store or a `nats://` server where stream
 //! `WORK` and durable consumer `worker` exist), prints `READY <pid>` and
@@ -108,6 +109,7 @@ async fn confirm(url: &str) -> anyhow::Result<()> {
         }
         for d in got {
             if (d.stream_seq() + d.delivered()) % 3 != 0 {
+                say(&format!("ACKING {}", d.stream_seq()))?;
                 bus.ack_confirmed(&d, durabus::AckKind::Ack).await?;
                 say(&format!("ACKED {}", d.stream_seq()))?;
             }
