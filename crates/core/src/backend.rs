@@ -406,6 +406,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The connection's state.
     fn status(&self) -> ConnectionStatus;
 
+    /// Whether a core publish to the literal `subject` would reach a live
+    /// subscriber now: a hub answers a request nobody listens to with
+    /// nats-server's no-responders status. Backends that cannot tell answer
+    /// `true`.
+    fn has_subscribers(&self, subject: &str) -> bool {
+        let _ = subject;
+        true
+    }
+
     /// Monitoring events (slow consumers, ...), if this backend reports any.
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
         None

@@ -633,6 +633,10 @@ impl Backend for Supervised {
         self.shared.status_of(&st)
     }
 
+    fn has_subscribers(&self, subject: &str) -> bool {
+        self.shared.backend.has_subscribers(subject)
+    }
+
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         self.shared.backend.events()
     }

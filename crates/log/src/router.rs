@@ -202,6 +202,25 @@ impl Router {
         }
     }
 
+    /// Whether a message on the literal `subject` would reach a live
+    /// subscriber.
+    pub(crate) fn has_interest(&self, subject: &str) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let live = |sub: &Arc<Sub>| !sub.tx.is_closed();
+        if t.literal
+            .get(subject)
+            .is_some_and(|subs| subs.iter().any(live))
+        {
+            return true;
+        }
+        let mut any = false;
+        t.wild.for_each_match(subject, &mut |sub| any |= live(sub));
+        any
+    }
+
     /// Live subscriptions.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)

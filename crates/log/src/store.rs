@@ -1084,6 +1084,10 @@ impl Backend for Store {
         Ok(Duration::ZERO)
     }
 
+    fn has_subscribers(&self, subject: &str) -> bool {
+        self.inner.router.has_interest(subject)
+    }
+
     fn status(&self) -> ConnectionStatus {
         if self.inner.closed.load(Ordering::Acquire) {
             ConnectionStatus::Closed

@@ -1,0 +1,451 @@
+//! One client connection: its reader (parse, then run each operation), its
+//! publisher (the connection's publishes, in order, batched into the
+//! store), and how replies reach it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use durabus_core::{subject, Error, HeaderMap, Message, PublishAck};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::outbound::{self, Out, Outbound, SubEntry, SubTable};
+use crate::proto::{self, ClientOp, ConnectInfo, Parser};
+use crate::server::Shared;
+
+/// A connection's publishes waiting for its publisher, in batches.
+const PUBLISH_QUEUE: usize = 16;
+/// Most publishes handed to the publisher at once.
+const MAX_BATCH: usize = 1024;
+
+/// What the publisher does, in the order the client asked.
+pub(crate) enum Work {
+    /// Publishes read together.
+    Publish(Vec<PubItem>),
+    /// A PING: answered once the publishes before it are done, as a
+    /// client's flush expects.
+    Ping,
+}
+
+/// One publish as the publisher gets it.
+pub(crate) struct PubItem {
+    pub(crate) subject: String,
+    pub(crate) reply: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) payload: Bytes,
+}
+
+/// What a connection's tasks share.
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) out: Outbound,
+    pub(crate) subs: Arc<SubTable>,
+    /// CONNECT `headers`: the client reads `HMSG`.
+    headers: Arc<AtomicBool>,
+    /// CONNECT `no_responders`: answer requests nobody listens to with 503.
+    no_responders: AtomicBool,
+    /// CONNECT `verbose`.
+    verbose: AtomicBool,
+    /// CONNECT `pedantic`.
+    pedantic: AtomicBool,
+}
+
+impl ConnCtx {
+    /// Delivers a message to `to`, as a reply: to this connection's own
+    /// subscriptions matching `to` when it has any (the usual case, a
+    /// request's inbox), otherwise through the backend to whoever
+    /// subscribes. `display` is the subject the `MSG` shows (a stream
+    /// message delivered to an inbox shows its own subject).
+    pub(crate) async fn deliver(
+        &self,
+        to: &str,
+        display: Option<&str>,
+        reply: Option<&str>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) {
+        let sids = self.subs.matching(to);
+        if !sids.is_empty() {
+            let headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
+            for sid in sids {
+                let mut frame = BytesMut::new();
+                proto::write_msg(
+                    &mut frame,
+                    display.unwrap_or(to),
+                    &sid,
+                    reply,
+                    headers.as_deref(),
+                    &payload,
+                );
+                self.out.send(Out::Msg {
+                    sid,
+                    frame: frame.freeze(),
+                });
+            }
+            return;
+        }
+        let mut m = Message::new(to, payload);
+        m.reply = reply.map(str::to_owned);
+        if let Some(block) = headers {
+            m.headers = proto::parse_header_block(&block).unwrap_or_default();
+        }
+        if let Err(e) = self.shared.backend.publish(m).await {
+            tracing::debug!(subject = to, error = %e, "a reply could not be delivered");
+        }
+    }
+
+    /// A JSON answer to `to`.
+    pub(crate) async fn answer(&self, to: &str, body: Vec<u8>) {
+        self.deliver(to, None, None, None, Bytes::from(body)).await;
+    }
+
+    /// A status message (`NATS/1.0 <code> <description>`, no payload) to
+    /// `to`, with extra headers.
+    pub(crate) async fn status(&self, to: &str, code: u16, description: &str, headers: HeaderMap) {
+        let block = proto::header_block(&headers, Some((code, description)));
+        self.deliver(to, None, None, Some(block), Bytes::new())
+            .await;
+    }
+
+    /// Whether the client asked for no-responders statuses (it reads
+    /// headers and said `no_responders`).
+    pub(crate) fn wants_no_responders(&self) -> bool {
+        self.no_responders.load(Ordering::Relaxed) && self.headers.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves one client until it leaves, breaks the protocol, or the server
+/// shuts down.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, client_id: u64, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut r, w) = tokio::io::split(stream);
+    let subs = Arc::new(SubTable::default());
+    let headers = Arc::new(AtomicBool::new(false));
+    let out = outbound::spawn_writer(
+        w,
+        subs.clone(),
+        headers.clone(),
+        shared.options.max_pending,
+        shared.shutdown.child_token(),
+        &shared.tracker,
+    );
+    let mut info = BytesMut::new();
+    proto::write_info(&mut info, &shared.info(client_id, &peer));
+    out.frame(info.freeze());
+    let ctx = Arc::new(ConnCtx {
+        shared: shared.clone(),
+        out: out.clone(),
+        subs,
+        headers,
+        no_responders: AtomicBool::new(false),
+        verbose: AtomicBool::new(false),
+        pedantic: AtomicBool::new(false),
+    });
+    let (ptx, prx) = mpsc::channel(PUBLISH_QUEUE);
+    let publisher = shared.tracker.spawn(publisher(ctx.clone(), prx));
+
+    let mut parser = Parser::new(proto::Limits {
+        max_control_line: shared.options.max_control_line,
+        max_payload: shared.options.max_payload,
+    });
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + shared.options.ping_interval,
+        shared.options.ping_interval,
+    );
+    let mut pings_out = 0u32;
+    'conn: loop {
+        tokio::select! {
+            biased;
+            () = out.closed.cancelled() => break,
+            _ = ping.tick() => {
+                if pings_out >= shared.options.max_pings_out {
+                    out.close_with(Some("Stale Connection".into()));
+                    break;
+                }
+                pings_out += 1;
+                out.frame(proto::PING);
+            }
+            n = r.read_buf(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    break;
+                }
+                let mut batch = Vec::new();
+                loop {
+                    let op = match parser.parse(&mut buf) {
+                        Ok(Some(op)) => op,
+                        Ok(None) => break,
+                        Err(e) => {
+                            if !batch.is_empty() {
+                                let _ = ptx.send(Work::Publish(std::mem::take(&mut batch))).await;
+                            }
+                            out.close_with(Some(e.err_text()));
+                            break 'conn;
+                        }
+                    };
+                    let pub_ = match op {
+                        ClientOp::Pub(p) => p,
+                        ClientOp::Pong => {
+                            pings_out = 0;
+                            continue;
+                        }
+                        ClientOp::Ping => {
+                            if !batch.is_empty()
+                                && ptx.send(Work::Publish(std::mem::take(&mut batch))).await.is_err()
+                            {
+                                break 'conn;
+                            }
+                            if ptx.send(Work::Ping).await.is_err() {
+                                break 'conn;
+                            }
+                            continue;
+                        }
+                        op => {
+                            // Publishes before it go first.
+                            if !batch.is_empty()
+                                && ptx.send(Work::Publish(std::mem::take(&mut batch))).await.is_err()
+                            {
+                                break 'conn;
+                            }
+                            if !ctx.operation(op).await {
+                                break 'conn;
+                            }
+                            continue;
+                        }
+                    };
+                    let headers = match &pub_.headers {
+                        None => HeaderMap::new(),
+                        Some(block) => match proto::parse_header_block(block) {
+                            Some(h) => h,
+                            None => {
+                                out.close_with(Some(proto::ProtoError::Parse.err_text()));
+                                break 'conn;
+                            }
+                        },
+                    };
+                    if ctx.verbose.load(Ordering::Relaxed) {
+                        out.frame(proto::OK);
+                    }
+                    batch.push(PubItem {
+                        subject: pub_.subject,
+                        reply: pub_.reply,
+                        headers,
+                        payload: pub_.payload,
+                    });
+                    if batch.len() >= MAX_BATCH
+                        && ptx.send(Work::Publish(std::mem::take(&mut batch))).await.is_err()
+                    {
+                        break 'conn;
+                    }
+                }
+                if !batch.is_empty() && ptx.send(Work::Publish(batch)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // The publishes already read are stored and answered, then the
+    // connection's other tasks end and the writer closes the socket.
+    drop(ptx);
+    let _ = publisher.await;
+    ctx.out.closed.cancel();
+}
+
+impl ConnCtx {
+    /// Runs an operation other than a publish; false ends the connection.
+    async fn operation(&self, op: ClientOp) -> bool {
+        // (answer +OK in verbose mode, keep the connection)
+        let (ok, keep) = match op {
+            ClientOp::Connect(c) => {
+                let ok = self.connect(*c);
+                (ok, ok)
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => (self.subscribe(subject, queue, sid).await, true),
+            ClientOp::Unsub { sid, max } => {
+                self.unsubscribe(sid, max);
+                (true, true)
+            }
+            ClientOp::Ping | ClientOp::Pong | ClientOp::Pub(_) => (false, true),
+        };
+        if ok && self.verbose.load(Ordering::Relaxed) {
+            self.out.frame(proto::OK);
+        }
+        keep
+    }
+
+    fn connect(&self, c: ConnectInfo) -> bool {
+        if c.no_responders && !c.headers {
+            self.out
+                .close_with(Some("no responders requires headers support".into()));
+            return false;
+        }
+        self.verbose.store(c.verbose, Ordering::Relaxed);
+        self.pedantic.store(c.pedantic, Ordering::Relaxed);
+        self.headers.store(c.headers, Ordering::Relaxed);
+        self.no_responders.store(c.no_responders, Ordering::Relaxed);
+        true
+    }
+
+    async fn subscribe(&self, filter: String, queue: Option<String>, sid: Bytes) -> bool {
+        let queue_ok = queue.as_deref().is_none_or(|q| {
+            !q.is_empty()
+                && !q
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        });
+        if subject::validate_filter(&filter).is_err() || !queue_ok {
+            let mut b = BytesMut::new();
+            proto::write_err(&mut b, "Invalid Subject");
+            self.out.frame(b.freeze());
+            return false;
+        }
+        if self.subs.lock().contains_key(&sid) {
+            // nats-server ignores a sid already in use.
+            return true;
+        }
+        match self
+            .shared
+            .backend
+            .subscribe(&filter, queue.as_deref())
+            .await
+        {
+            Ok(sub) => {
+                self.subs.lock().insert(
+                    sid.clone(),
+                    SubEntry {
+                        filter,
+                        max: None,
+                        delivered: 0,
+                    },
+                );
+                self.out.send(Out::Sub { sid, sub });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store refused a subscription");
+                let mut b = BytesMut::new();
+                proto::write_err(&mut b, "Invalid Subject");
+                self.out.frame(b.freeze());
+                false
+            }
+        }
+    }
+
+    fn unsubscribe(&self, sid: Bytes, max: Option<u64>) {
+        let mut t = self.subs.lock();
+        if let (Some(max), Some(e)) = (max, t.get_mut(&sid)) {
+            if e.delivered < max {
+                e.max = Some(max);
+                return;
+            }
+        }
+        if t.remove(&sid).is_some() {
+            drop(t);
+            self.out.send(Out::Unsub { sid });
+        }
+    }
+}
+
+/// A connection's publishes, in the order it sent them: runs of ordinary
+/// publishes go to the store as one batch (one group commit); `$JS.API`
+/// requests and `$JS.ACK` acks are run in place.
+async fn publisher(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<Work>) {
+    while let Some(work) = rx.recv().await {
+        let batch = match work {
+            Work::Publish(batch) => batch,
+            Work::Ping => {
+                ctx.out.frame(proto::PONG);
+                continue;
+            }
+        };
+        let mut run = Vec::with_capacity(batch.len());
+        for item in batch {
+            if item.subject.starts_with("$JS.") && crate::jetstream::is_api(&item.subject) {
+                publish_run(&ctx, std::mem::take(&mut run)).await;
+                crate::jetstream::handle(&ctx, item).await;
+            } else {
+                run.push(item);
+            }
+        }
+        publish_run(&ctx, run).await;
+    }
+}
+
+async fn publish_run(ctx: &ConnCtx, run: Vec<PubItem>) {
+    if run.is_empty() {
+        return;
+    }
+    let mut answers = Vec::with_capacity(run.len());
+    let messages: Vec<Message> = run
+        .into_iter()
+        .map(|p| {
+            answers.push((p.subject.clone(), p.reply.clone()));
+            Message {
+                subject: p.subject,
+                reply: p.reply,
+                headers: p.headers,
+                payload: p.payload,
+            }
+        })
+        .collect();
+    let backend = &ctx.shared.backend;
+    let results = if messages.len() == 1 {
+        let mut messages = messages;
+        match messages.pop() {
+            Some(m) => Ok(vec![backend.publish(m).await]),
+            None => return,
+        }
+    } else {
+        backend.publish_batch(messages).await
+    };
+    let results = match results {
+        Ok(r) => r,
+        // The whole batch failed (the store closed): each publish gets it.
+        Err(e) => {
+            let err = durabus_core::ApiError::from_error(&e);
+            answers.iter().map(|_| Err(err.generic())).collect()
+        }
+    };
+    for (result, (subj, reply)) in results.into_iter().zip(answers) {
+        match (result, reply.as_deref()) {
+            (Ok(Some(ack)), Some(reply)) => ctx.answer(reply, pub_ack_json(&ack)).await,
+            (Ok(None), Some(reply)) => {
+                if ctx.wants_no_responders() && !backend.has_subscribers(&subj) {
+                    ctx.status(reply, 503, "", HeaderMap::new()).await;
+                }
+            }
+            (Ok(_), None) => {}
+            (Err(Error::InvalidSubject { .. }), _) => {
+                if ctx.pedantic.load(Ordering::Relaxed) {
+                    let mut b = BytesMut::new();
+                    proto::write_err(&mut b, "Invalid Publish Subject");
+                    ctx.out.frame(b.freeze());
+                }
+            }
+            (Err(e), Some(reply)) => {
+                let err = durabus_core::ApiError::from_error(&e);
+                let body = serde_json::json!({ "error": err });
+                ctx.answer(reply, body.to_string().into_bytes()).await;
+            }
+            (Err(e), None) => {
+                tracing::debug!(subject = subj, error = %e, "a publish without reply failed");
+            }
+        }
+    }
+}
+
+/// A publish ack as nats-server writes it.
+fn pub_ack_json(ack: &PublishAck) -> Vec<u8> {
+    let mut v = serde_json::json!({ "stream": ack.stream.to_string(), "seq": ack.seq });
+    if ack.duplicate {
+        v["duplicate"] = serde_json::Value::Bool(true);
+    }
+    v.to_string().into_bytes()
+}

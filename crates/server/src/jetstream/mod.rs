@@ -1,0 +1,36 @@
+//! JetStream over the hub: the `$JS.API.*` requests (`api`), pull requests
+//! (`pull`), push consumers (`push`) and `$JS.ACK.*` acks (`ack`), each
+//! run against the backend and answered as nats-server 2.9 answers.
+
+mod ack;
+mod api;
+mod pull;
+mod push;
+
+use std::sync::Arc;
+
+pub(crate) use push::PushConsumers;
+
+use crate::conn::{ConnCtx, PubItem};
+
+/// Whether a publish to `subject` is for JetStream itself rather than a
+/// message: an API request or an ack.
+pub(crate) fn is_api(subject: &str) -> bool {
+    subject.starts_with("$JS.API.") || subject.starts_with("$JS.ACK.")
+}
+
+/// Runs a JetStream request or ack (`is_api(item.subject)`).
+pub(crate) async fn handle(ctx: &Arc<ConnCtx>, item: PubItem) {
+    if let Some(rest) = item.subject.strip_prefix("$JS.ACK.") {
+        ack::handle(ctx, rest, item.reply.as_deref(), &item.payload).await;
+        return;
+    }
+    let Some(what) = item.subject.strip_prefix("$JS.API.") else {
+        return;
+    };
+    if let Some(names) = what.strip_prefix("CONSUMER.MSG.NEXT.") {
+        pull::handle(ctx, names, item.reply, &item.payload);
+        return;
+    }
+    api::handle(ctx, what, item.reply.as_deref(), &item.payload).await;
+}

@@ -1,0 +1,259 @@
+//! Pull requests (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`): up to
+//! `batch` deliveries to the request's reply subject, each with its
+//! `$JS.ACK` reply, then the statuses nats-server 2.9 ends a request with
+//! (404 No Messages, 408 Request Timeout, 409 ...) and idle heartbeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use durabus_core::{Delivery, Error, HeaderMap};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::conn::ConnCtx;
+use crate::proto;
+
+/// A pull request's body (all optional; an empty body asks for one
+/// message, a bare number for that many).
+#[derive(Debug, Default, Deserialize)]
+struct NextRequest {
+    #[serde(default)]
+    batch: i64,
+    /// Nanoseconds; 0 never expires.
+    #[serde(default)]
+    expires: i64,
+    #[serde(default)]
+    no_wait: bool,
+    #[serde(default)]
+    max_bytes: i64,
+    /// Nanoseconds.
+    #[serde(default)]
+    idle_heartbeat: i64,
+}
+
+/// How long one fetch waits when nothing else bounds it, so the request
+/// notices a client that went away.
+const ROUND: Duration = Duration::from_secs(1);
+
+struct Request {
+    batch: usize,
+    expires: Option<Instant>,
+    no_wait: bool,
+    max_bytes: Option<usize>,
+    heartbeat: Option<Duration>,
+}
+
+fn parse(body: &[u8]) -> Result<Request, String> {
+    let body = body.trim_ascii();
+    let r: NextRequest = match body.first() {
+        None => NextRequest {
+            batch: 1,
+            ..NextRequest::default()
+        },
+        Some(b'{') => serde_json::from_slice(body).map_err(|e| e.to_string())?,
+        Some(_) => NextRequest {
+            batch: std::str::from_utf8(body)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+            ..NextRequest::default()
+        },
+    };
+    let expires = (r.expires > 0).then(|| Duration::from_nanos(r.expires.unsigned_abs()));
+    let heartbeat =
+        (r.idle_heartbeat > 0).then(|| Duration::from_nanos(r.idle_heartbeat.unsigned_abs()));
+    if let Some(hb) = heartbeat {
+        if expires.is_none_or(|e| hb * 2 > e) {
+            return Err("heartbeat value too large".into());
+        }
+    }
+    Ok(Request {
+        batch: usize::try_from(r.batch.max(1)).unwrap_or(1),
+        expires: expires.map(|e| Instant::now() + e),
+        no_wait: r.no_wait,
+        max_bytes: (r.max_bytes > 0).then(|| usize::try_from(r.max_bytes).unwrap_or(usize::MAX)),
+        heartbeat,
+    })
+}
+
+/// Starts serving a pull request for `names` (`<stream>.<consumer>`); a
+/// request without a reply subject has nowhere to deliver and is ignored.
+pub(crate) fn handle(ctx: &Arc<ConnCtx>, names: &str, reply: Option<String>, body: &[u8]) {
+    let Some(reply) = reply else { return };
+    let Some((stream, consumer)) = names.split_once('.') else {
+        return;
+    };
+    let (stream, consumer) = (stream.to_owned(), consumer.to_owned());
+    let request = parse(body);
+    let ctx = ctx.clone();
+    let closed = ctx.out.closed.clone();
+    ctx.shared.tracker.clone().spawn(async move {
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                let d = format!("Bad Request - {e}");
+                ctx.status(&reply, 400, &d, HeaderMap::new()).await;
+                return;
+            }
+        };
+        tokio::select! {
+            () = closed.cancelled() => {}
+            () = serve(&ctx, &stream, &consumer, &reply, request) => {}
+        }
+    });
+}
+
+async fn serve(ctx: &ConnCtx, stream: &str, consumer: &str, reply: &str, r: Request) {
+    let backend = &ctx.shared.backend;
+    let mut left = r.batch;
+    let mut bytes_left = r.max_bytes;
+    let mut delivered = 0usize;
+    let mut last_sent = Instant::now();
+    loop {
+        let now = Instant::now();
+        let mut wait = match r.expires {
+            Some(at) => at.saturating_duration_since(now),
+            None if r.no_wait => Duration::ZERO,
+            None => ROUND,
+        };
+        if let Some(hb) = r.heartbeat {
+            wait = wait.min((last_sent + hb).saturating_duration_since(now));
+        }
+        let got = match backend.fetch(stream, consumer, left, wait.min(ROUND)).await {
+            Ok(got) => got,
+            Err(e) => {
+                end_with_error(ctx, reply, &e, delivered).await;
+                return;
+            }
+        };
+        let round = got.len();
+        for d in got {
+            let size = d.message.subject.len() + d.message.payload.len();
+            if let Some(b) = bytes_left.as_mut() {
+                if size > *b {
+                    let h = pending(left, *b);
+                    ctx.status(reply, 409, "Message Size Exceeds MaxBytes", h)
+                        .await;
+                    return;
+                }
+                *b -= size;
+            }
+            send(ctx, reply, stream, consumer, &d).await;
+            delivered += 1;
+            left -= 1;
+            last_sent = Instant::now();
+        }
+        if left == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let expired = r.expires.is_some_and(|at| now >= at);
+        // A no-wait request ends once what was there is delivered (or, with
+        // an expiry, once anything was).
+        if r.no_wait && round == 0 && (delivered > 0 || r.expires.is_none() || expired) {
+            if delivered == 0 {
+                ctx.status(reply, 404, "No Messages", HeaderMap::new())
+                    .await;
+            } else {
+                let h = pending(left, bytes_left.unwrap_or(0));
+                ctx.status(reply, 408, "Request Timeout", h).await;
+            }
+            return;
+        }
+        if expired {
+            let h = pending(left, bytes_left.unwrap_or(0));
+            ctx.status(reply, 408, "Request Timeout", h).await;
+            return;
+        }
+        if !interested(ctx, reply) {
+            return;
+        }
+        if let Some(hb) = r.heartbeat {
+            if now >= last_sent + hb {
+                ctx.status(reply, 100, "Idle Heartbeat", HeaderMap::new())
+                    .await;
+                last_sent = now;
+            }
+        }
+    }
+}
+
+/// Whether anyone still listens on the request's reply subject (nats-server
+/// drops requests nobody waits for).
+fn interested(ctx: &ConnCtx, reply: &str) -> bool {
+    !ctx.subs.matching(reply).is_empty() || ctx.shared.backend.has_subscribers(reply)
+}
+
+fn pending(msgs: usize, bytes: usize) -> HeaderMap {
+    HeaderMap::new()
+        .with("Nats-Pending-Messages", msgs.to_string())
+        .with("Nats-Pending-Bytes", bytes.to_string())
+}
+
+async fn end_with_error(ctx: &ConnCtx, reply: &str, e: &Error, delivered: usize) {
+    match e {
+        // No such consumer: nobody serves its MSG.NEXT subject.
+        Error::ConsumerNotFound { .. } | Error::StreamNotFound { .. } if delivered == 0 => {
+            if ctx.wants_no_responders() {
+                ctx.status(reply, 503, "", HeaderMap::new()).await;
+            }
+        }
+        Error::ConsumerNotFound { .. } | Error::StreamNotFound { .. } => {
+            ctx.status(reply, 409, "Consumer Deleted", HeaderMap::new())
+                .await;
+        }
+        Error::Closed => {}
+        e => {
+            let d = e.to_string();
+            ctx.status(reply, 409, &d, HeaderMap::new()).await;
+        }
+    }
+}
+
+/// The ack subject of a delivery.
+pub(crate) fn ack_subject(stream: &str, consumer: &str, d: &Delivery) -> String {
+    let nanos = d
+        .message
+        .time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos());
+    format!(
+        "$JS.ACK.{stream}.{consumer}.{}.{}.{}.{nanos}.{}",
+        d.ack.delivered, d.ack.stream_seq, d.ack.consumer_seq, d.pending
+    )
+}
+
+/// One delivery to `to`, showing the message's own subject, with its ack
+/// subject as the reply.
+pub(crate) async fn send(ctx: &ConnCtx, to: &str, stream: &str, consumer: &str, d: &Delivery) {
+    let ack = ack_subject(stream, consumer, d);
+    let headers =
+        (!d.message.headers.is_empty()).then(|| proto::header_block(&d.message.headers, None));
+    ctx.deliver(
+        to,
+        Some(&d.message.subject),
+        Some(&ack),
+        headers,
+        Bytes::clone(&d.message.payload),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_request_bodies_parse_as_nats_server_reads_them() {
+        assert_eq!(parse(b"").unwrap().batch, 1);
+        assert_eq!(parse(b" 7 ").unwrap().batch, 7);
+        let r = parse(br#"{"batch":10,"expires":1000000000,"no_wait":true}"#).unwrap();
+        assert!(r.no_wait && r.batch == 10 && r.expires.is_some());
+        let e = parse(br#"{"batch":1,"expires":1000,"idle_heartbeat":1000}"#)
+            .err()
+            .unwrap();
+        assert_eq!(e, "heartbeat value too large");
+        assert!(parse(b"{bad").is_err());
+    }
+}

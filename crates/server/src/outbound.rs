@@ -1,0 +1,320 @@
+//! A connection's writer: one task that owns the socket's write half, the
+//! connection's live subscriptions and its table of `sid`s, and writes in
+//! batches whatever is ready (frames sent to it, messages of its
+//! subscriptions), so a burst costs one write, not one per message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use durabus_core::{subject, Message, Subscription};
+use futures::FutureExt as _;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt as _, StreamMap};
+use tokio_util::sync::CancellationToken;
+
+use crate::proto;
+
+/// One subscription of a connection.
+#[derive(Debug)]
+pub(crate) struct SubEntry {
+    pub(crate) filter: String,
+    /// Remove after this many messages in total (`UNSUB <sid> <max>`).
+    pub(crate) max: Option<u64>,
+    pub(crate) delivered: u64,
+}
+
+/// A connection's subscriptions by sid, shared by its reader (SUB, UNSUB,
+/// finding the sid a reply goes to) and its writer (counting deliveries).
+#[derive(Debug, Default)]
+pub(crate) struct SubTable(Mutex<HashMap<Bytes, SubEntry>>);
+
+impl SubTable {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<Bytes, SubEntry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sids of subscriptions matching the literal `subject`.
+    pub(crate) fn matching(&self, subject: &str) -> Vec<Bytes> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| subject::matches(&e.filter, subject))
+            .map(|(sid, _)| sid.clone())
+            .collect()
+    }
+
+    /// Counts one delivery to `sid`; false when it is gone or past its max
+    /// (it is removed once its max is reached).
+    fn count(&self, sid: &Bytes) -> Deliver {
+        let mut t = self.lock();
+        let Some(e) = t.get_mut(sid) else {
+            return Deliver::Drop;
+        };
+        e.delivered += 1;
+        match e.max {
+            Some(max) if e.delivered >= max => {
+                t.remove(sid);
+                Deliver::Last
+            }
+            _ => Deliver::Yes,
+        }
+    }
+}
+
+enum Deliver {
+    Yes,
+    /// The last one its max allows: deliver, then end the subscription.
+    Last,
+    Drop,
+}
+
+/// What the writer is asked to do.
+pub(crate) enum Out {
+    /// Bytes to write as they are (INFO, PONG, +OK, -ERR).
+    Frame(Bytes),
+    /// A whole `MSG`/`HMSG` for subscription `sid`, counted against it.
+    Msg { sid: Bytes, frame: Bytes },
+    /// A new subscription's messages, written as `MSG`s for `sid`.
+    Sub { sid: Bytes, sub: Subscription },
+    /// End subscription `sid`.
+    Unsub { sid: Bytes },
+    /// Write `-ERR '<text>'` (when given), then close the connection.
+    Close(Option<String>),
+}
+
+/// A handle to a connection's writer.
+#[derive(Clone)]
+pub(crate) struct Outbound {
+    tx: mpsc::UnboundedSender<Out>,
+    /// Bytes queued and not yet written.
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+    /// Cancelled when the connection ends (by either side).
+    pub(crate) closed: CancellationToken,
+}
+
+impl Outbound {
+    /// Queues `out`. A connection with more than `max_pending` bytes
+    /// waiting is closed as a slow consumer, as nats-server does.
+    pub(crate) fn send(&self, out: Out) {
+        let len = match &out {
+            Out::Frame(b) | Out::Msg { frame: b, .. } => b.len(),
+            _ => 0,
+        };
+        if len > 0 && self.pending.fetch_add(len, Ordering::AcqRel) + len > self.max_pending {
+            tracing::warn!(
+                "slow consumer: closing a connection with too much waiting to be written"
+            );
+            self.closed.cancel();
+            return;
+        }
+        let _ = self.tx.send(out);
+    }
+
+    /// Queues bytes to write as they are.
+    pub(crate) fn frame(&self, bytes: impl Into<Bytes>) {
+        self.send(Out::Frame(bytes.into()));
+    }
+
+    /// Asks the writer to send `-ERR '<text>'` and close.
+    pub(crate) fn close_with(&self, err: Option<String>) {
+        let _ = self.tx.send(Out::Close(err));
+    }
+}
+
+/// Starts a connection's writer on `w`; it ends when the connection is
+/// closed or every [`Outbound`] handle is dropped.
+pub(crate) fn spawn_writer<W>(
+    w: W,
+    subs: Arc<SubTable>,
+    headers: Arc<std::sync::atomic::AtomicBool>,
+    max_pending: usize,
+    closed: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Outbound
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let out = Outbound {
+        tx,
+        pending: Arc::new(AtomicUsize::new(0)),
+        max_pending,
+        closed: closed.clone(),
+    };
+    let writer = Writer {
+        w,
+        rx,
+        subs,
+        headers,
+        pending: out.pending.clone(),
+        streams: StreamMap::new(),
+        buf: BytesMut::with_capacity(64 * 1024),
+        closed,
+    };
+    tracker.spawn(writer.run());
+    out
+}
+
+/// Most items gathered into one write.
+const BATCH: usize = 1024;
+/// Most bytes gathered into one write.
+const BATCH_BYTES: usize = 256 * 1024;
+
+struct Writer<W> {
+    w: W,
+    rx: mpsc::UnboundedReceiver<Out>,
+    subs: Arc<SubTable>,
+    /// The client understands headers (CONNECT `headers`).
+    headers: Arc<std::sync::atomic::AtomicBool>,
+    pending: Arc<AtomicUsize>,
+    streams: StreamMap<Bytes, Subscription>,
+    buf: BytesMut,
+    closed: CancellationToken,
+}
+
+enum Step {
+    Go,
+    Close,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    async fn run(mut self) {
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = self.closed.cancelled() => {
+                    // Write what was queued before the close (acks, -ERR).
+                    while let Ok(out) = self.rx.try_recv() {
+                        if matches!(self.apply(out), Step::Close) {
+                            break;
+                        }
+                    }
+                    Step::Close
+                }
+                out = self.rx.recv() => match out {
+                    Some(out) => self.apply(out),
+                    None => Step::Close,
+                },
+                Some((sid, m)) = self.streams.next(), if !self.streams.is_empty() => {
+                    self.message(&sid, &m);
+                    Step::Go
+                }
+            };
+            let step = match step {
+                Step::Go => self.gather(),
+                Step::Close => Step::Close,
+            };
+            if !self.buf.is_empty() {
+                if self.w.write_all(&self.buf).await.is_err() {
+                    break;
+                }
+                self.buf.clear();
+            }
+            if matches!(step, Step::Close) {
+                break;
+            }
+        }
+        let _ = self.w.flush().await;
+        let _ = self.w.shutdown().await;
+        self.closed.cancel();
+    }
+
+    /// Takes whatever else is ready without waiting.
+    fn gather(&mut self) -> Step {
+        for _ in 0..BATCH {
+            if self.buf.len() >= BATCH_BYTES {
+                break;
+            }
+            if let Ok(out) = self.rx.try_recv() {
+                if matches!(self.apply(out), Step::Close) {
+                    return Step::Close;
+                }
+                continue;
+            }
+            if self.streams.is_empty() {
+                break;
+            }
+            match self.streams.next().now_or_never() {
+                Some(Some((sid, m))) => self.message(&sid, &m),
+                _ => break,
+            }
+        }
+        Step::Go
+    }
+
+    /// Writes the subscriptions' messages that are ready, so a frame queued
+    /// after them (a PONG answering a flush) is written after them.
+    fn drain_streams(&mut self) {
+        for _ in 0..BATCH {
+            if self.streams.is_empty() {
+                return;
+            }
+            match self.streams.next().now_or_never() {
+                Some(Some((sid, m))) => self.message(&sid, &m),
+                _ => return,
+            }
+        }
+    }
+
+    fn apply(&mut self, out: Out) -> Step {
+        match out {
+            Out::Frame(b) => {
+                self.drain_streams();
+                self.pending.fetch_sub(b.len(), Ordering::AcqRel);
+                self.buf.extend_from_slice(&b);
+            }
+            Out::Msg { sid, frame } => {
+                self.pending.fetch_sub(frame.len(), Ordering::AcqRel);
+                match self.subs.count(&sid) {
+                    Deliver::Yes => self.buf.extend_from_slice(&frame),
+                    Deliver::Last => {
+                        self.buf.extend_from_slice(&frame);
+                        self.streams.remove(&sid);
+                    }
+                    Deliver::Drop => {}
+                }
+            }
+            Out::Sub { sid, sub } => {
+                self.streams.insert(sid, sub);
+            }
+            Out::Unsub { sid } => {
+                self.streams.remove(&sid);
+            }
+            Out::Close(err) => {
+                if let Some(text) = err {
+                    proto::write_err(&mut self.buf, &text);
+                }
+                return Step::Close;
+            }
+        }
+        Step::Go
+    }
+
+    /// A message of subscription `sid`, as `MSG` (or `HMSG`).
+    fn message(&mut self, sid: &Bytes, m: &Message) {
+        let last = match self.subs.count(sid) {
+            Deliver::Yes => false,
+            Deliver::Last => true,
+            Deliver::Drop => {
+                self.streams.remove(sid);
+                return;
+            }
+        };
+        let headers = (!m.headers.is_empty() && self.headers.load(Ordering::Relaxed))
+            .then(|| proto::header_block(&m.headers, None));
+        proto::write_msg(
+            &mut self.buf,
+            &m.subject,
+            sid,
+            m.reply.as_deref(),
+            headers.as_deref(),
+            &m.payload,
+        );
+        if last {
+            self.streams.remove(sid);
+        }
+    }
+}
