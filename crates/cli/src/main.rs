@@ -2,7 +2,8 @@
 //!
 //! Verbs follow the `nats` CLI: `pub`, `sub`, `req`, `reply`, `replay`, `stream ...` (add,
 //! edit, ls, info, rm, purge, get, rmm), `consumer ...` (add, ls, info, rm,
-//! next), `dlq ...` (ls, redrive), `dump`, `verify`, `repair` and `bench`. Every
+//! next), `dlq ...` (ls, redrive), `dump`, `verify`, `repair`, `bench` and
+//! `serve` (the hub). Every
 //! command takes `--url` (or `DURABUS_URL`) to pick the backend and `--json`
 //! for machine-readable output. Each verb group lives in its own module; this
 //! file only parses the command line and reports errors (with the hint of
@@ -21,6 +22,7 @@ mod publish;
 mod repair;
 mod replay;
 mod request;
+mod serve;
 mod session;
 mod stream;
 
@@ -128,6 +130,14 @@ enum Command {
     /// and the report with the targets checked, are the durabus-bench
     /// harness's (`bench/compare`).
     Bench(durabus_workloads::BenchArgs),
+    /// Serve a file: (or memory:) store to other processes and devices
+    /// over the NATS protocol: the hub.
+    ///
+    /// Any NATS client connects to it (nats-py, nats.js, the nats CLI), and
+    /// so does durabus with --url nats://HOST:PORT. Ctrl-C or SIGTERM stops
+    /// it gracefully: no new connections, every publish already received
+    /// is stored and acknowledged, then the store is closed.
+    Serve(serve::ServeArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -149,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => dump::run_verify(&global, args),
         Command::Repair(args) => repair::run(&global, args),
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Serve(args) => serve::run(&global, args).await,
     }
 }
 

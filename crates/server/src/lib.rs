@@ -19,6 +19,9 @@
 
 pub mod proto;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod conn;
 mod jetstream;
 mod options;

@@ -123,7 +123,6 @@ impl Server {
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
         self.accept.abort();
-        let _ = self.accept.await;
         self.shared.tracker.close();
         if tokio::time::timeout(
             self.shared.options.shutdown_timeout,
@@ -135,6 +134,14 @@ impl Server {
             tracing::warn!("hub shutdown: some connections did not finish in time");
         }
         tracing::info!(addr = %self.shared.addr, "hub stopped");
+    }
+}
+
+impl Drop for Server {
+    /// Stops accepting and closes every connection, without waiting.
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        self.accept.abort();
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`nats`]: real `nats-server` processes: [`nats::NatsServer`] (file or
 //!   memory JetStream, none, auth, TLS with generated certificates; kill,
 //!   pause, restart) and [`nats::NatsCluster`] (a JetStream cluster).
+//! - [`hub`]: a hub (`durabus serve`'s server) in this process over a fresh
+//!   store, reached with its `nats://` URL.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> durabus::Result<()> {
@@ -22,6 +24,7 @@ use durabus::Bus;
 use tempfile::TempDir;
 
 pub mod crash;
+pub mod hub;
 pub mod nats;
 
 /// A fresh temporary directory, removed when dropped.
