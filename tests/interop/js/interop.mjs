@@ -198,6 +198,7 @@ async function keyValue(nc, c) {
     const r1 = await kv.put("color", sc.encode("red"));
     let entry = await kv.get("color");
     c.equal("kv.put_get", [entry?.key, entry?.string(), entry?.revision, entry?.operation], ["color", "red", r1, "PUT"]);
+    c.equal("kv.get_missing_key_is_null", await kv.get("never-written"), null);
 
     const r2 = await kv.update("color", sc.encode("blue"), r1);
     c.ok("kv.update_cas", r2 > r1, `revision ${r2} after ${r1}`);

@@ -190,6 +190,7 @@ async def key_value(nc, c):
         r1 = await kv.put("color", b"red")
         entry = await kv.get("color")
         c.equal("kv.put_get", (entry.key, entry.value, entry.revision), ("color", b"red", r1))
+        await c.raises("kv.get_missing_key_fails", nats.js.errors.KeyNotFoundError, kv.get("never-written"))
 
         r2 = await kv.update("color", b"blue", last=r1)
         c.ok("kv.update_cas", r2 > r1, f"revision {r2} after {r1}")
