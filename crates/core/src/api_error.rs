@@ -177,6 +177,32 @@ pub mod codes {
         "JSClusterNotAvailErr",
         "JetStream system temporarily unavailable",
     );
+    /// A request body that is not JSON (answered by the hub).
+    pub const INVALID_JSON: ApiErrorCode = c(400, 10025, "JSInvalidJSONErr", "invalid JSON");
+    /// A stream create or update whose body names another stream than its
+    /// subject (answered by the hub).
+    pub const STREAM_MISMATCH: ApiErrorCode = c(
+        400,
+        10056,
+        "JSStreamMismatchErr",
+        "stream name in subject does not match request",
+    );
+    /// A consumer create whose body names another consumer than its
+    /// subject (answered by the hub).
+    pub const CONSUMER_NAME_MISMATCH: ApiErrorCode = c(
+        400,
+        10017,
+        "JSConsumerDurableNameNotMatchSubjectErr",
+        "consumer name in subject does not match durable name in request",
+    );
+    /// A cluster operation (peer remove, leader step-down) on a server that
+    /// is not clustered (answered by the hub).
+    pub const CLUSTER_REQUIRED: ApiErrorCode = c(
+        503,
+        10010,
+        "JSClusterRequiredErr",
+        "JetStream clustering support required",
+    );
     /// Any other failure of a stream operation; how durabus answers an
     /// error the table has no entry for.
     pub const STREAM_GENERAL: ApiErrorCode = c(500, 10051, "JSStreamGeneralErrorF", "{err}");
@@ -198,6 +224,10 @@ pub mod codes {
         SEQUENCE_NOT_FOUND,
         MSG_DELETE_FAILED,
         PURGE_FAILED,
+        INVALID_JSON,
+        STREAM_MISMATCH,
+        CONSUMER_NAME_MISMATCH,
+        CLUSTER_REQUIRED,
         ROLLUP_FAILED,
         INVALID_STREAM_CONFIG,
         STREAM_UPDATE,

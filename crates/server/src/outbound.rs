@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use durabus_core::{subject, Message, Subscription};
-use futures::FutureExt as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, StreamMap};
@@ -180,33 +183,46 @@ enum Step {
     Close,
 }
 
+/// What woke the writer.
+enum First {
+    Closed,
+    Out(Out),
+    Msg(Bytes, Message),
+}
+
 impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn run(mut self) {
         loop {
-            let step = tokio::select! {
+            let first = tokio::select! {
                 biased;
-                () = self.closed.cancelled() => {
-                    // Write what was queued before the close (acks, -ERR).
-                    while let Ok(out) = self.rx.try_recv() {
-                        if matches!(self.apply(out), Step::Close) {
-                            break;
-                        }
-                    }
-                    Step::Close
-                }
+                () = self.closed.cancelled() => First::Closed,
                 out = self.rx.recv() => match out {
-                    Some(out) => self.apply(out),
-                    None => Step::Close,
+                    Some(out) => First::Out(out),
+                    None => First::Closed,
                 },
                 Some((sid, m)) = self.streams.next(), if !self.streams.is_empty() => {
-                    self.message(&sid, &m);
-                    Step::Go
+                    First::Msg(sid, m)
                 }
             };
-            let step = match step {
-                Step::Go => self.gather(),
-                Step::Close => Step::Close,
-            };
+            // Everything else that is ready, polled with this task's own
+            // waker (a no-op waker here would lose the wake-up of a
+            // subscription that stays pending).
+            let mut first = Some(first);
+            let step = std::future::poll_fn(|cx| {
+                let step = match first.take() {
+                    Some(First::Closed) | None => self.closing(cx),
+                    Some(First::Out(out)) => match self.apply(out, cx) {
+                        Step::Go => self.gather(cx),
+                        Step::Close => Step::Close,
+                    },
+                    Some(First::Msg(sid, m)) => {
+                        self.message(&sid, &m);
+                        self.gather(cx)
+                    }
+                };
+                Poll::Ready(step)
+            })
+            .await;
             if !self.buf.is_empty() {
                 if self.w.write_all(&self.buf).await.is_err() {
                     break;
@@ -222,24 +238,43 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         self.closed.cancel();
     }
 
+    /// The connection is closing: what was queued before the close (acks,
+    /// -ERR) is still written.
+    fn closing(&mut self, cx: &mut Context<'_>) -> Step {
+        while let Ok(out) = self.rx.try_recv() {
+            if matches!(self.apply(out, cx), Step::Close) {
+                break;
+            }
+        }
+        Step::Close
+    }
+
+    /// The next ready message of a subscription, if any.
+    fn ready_message(&mut self, cx: &mut Context<'_>) -> Option<(Bytes, Message)> {
+        if self.streams.is_empty() {
+            return None;
+        }
+        match Pin::new(&mut self.streams).poll_next(cx) {
+            Poll::Ready(Some(item)) => Some(item),
+            _ => None,
+        }
+    }
+
     /// Takes whatever else is ready without waiting.
-    fn gather(&mut self) -> Step {
+    fn gather(&mut self, cx: &mut Context<'_>) -> Step {
         for _ in 0..BATCH {
             if self.buf.len() >= BATCH_BYTES {
                 break;
             }
             if let Ok(out) = self.rx.try_recv() {
-                if matches!(self.apply(out), Step::Close) {
+                if matches!(self.apply(out, cx), Step::Close) {
                     return Step::Close;
                 }
                 continue;
             }
-            if self.streams.is_empty() {
-                break;
-            }
-            match self.streams.next().now_or_never() {
-                Some(Some((sid, m))) => self.message(&sid, &m),
-                _ => break,
+            match self.ready_message(cx) {
+                Some((sid, m)) => self.message(&sid, &m),
+                None => break,
             }
         }
         Step::Go
@@ -247,22 +282,19 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// Writes the subscriptions' messages that are ready, so a frame queued
     /// after them (a PONG answering a flush) is written after them.
-    fn drain_streams(&mut self) {
+    fn drain_streams(&mut self, cx: &mut Context<'_>) {
         for _ in 0..BATCH {
-            if self.streams.is_empty() {
-                return;
-            }
-            match self.streams.next().now_or_never() {
-                Some(Some((sid, m))) => self.message(&sid, &m),
-                _ => return,
+            match self.ready_message(cx) {
+                Some((sid, m)) => self.message(&sid, &m),
+                None => return,
             }
         }
     }
 
-    fn apply(&mut self, out: Out) -> Step {
+    fn apply(&mut self, out: Out, cx: &mut Context<'_>) -> Step {
         match out {
             Out::Frame(b) => {
-                self.drain_streams();
+                self.drain_streams(cx);
                 self.pending.fetch_sub(b.len(), Ordering::AcqRel);
                 self.buf.extend_from_slice(&b);
             }
