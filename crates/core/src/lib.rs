@@ -5,6 +5,9 @@
 //! implements: the embedded log (`durabus-log`, on files or in memory) and
 //! NATS JetStream (`durabus-nats`). Features built once for every
 //! backend (L2) are written against [`Backend`] only.
+//!
+//! [`jsapi`] is the JetStream API's JSON, shared by the NATS backend (a
+//! client of nats-server) and a server answering that API.
 
 pub mod api_error;
 mod backend;
@@ -13,6 +16,7 @@ mod config;
 mod consumer;
 mod error;
 mod header;
+pub mod jsapi;
 mod message;
 mod name;
 mod reason;

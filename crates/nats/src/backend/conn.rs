@@ -8,15 +8,17 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::Client;
 use bytes::Bytes;
+use durabus_core::jsapi::{self, AccountInfoJson};
 use durabus_core::{ApiError, ConnectionStatus, Error, Event, Result};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
 use super::open::{connect_error, open};
 use super::routes::RouteCache;
-use crate::api;
 use crate::options::NatsOptions;
 
 struct Inner {
@@ -158,15 +160,17 @@ impl NatsBackend {
         .boxed()
     }
 
-    /// One JetStream API call: `Ok(Err(api error))` when the server refused.
-    pub(super) async fn api(
+    /// One JetStream API call (`what` after `$JS.API.`, `body` its
+    /// request) read as its answer's body `T`: `Ok(Err(api error))` when
+    /// the server refused.
+    pub(super) async fn api<T: DeserializeOwned>(
         &self,
         what: &str,
-        body: Value,
-    ) -> Result<std::result::Result<Value, ApiError>> {
+        body: &impl Serialize,
+    ) -> Result<std::result::Result<T, ApiError>> {
         self.check()?;
         let subject = format!("$JS.API.{what}");
-        let payload = Bytes::from(serde_json::to_vec(&body).map_err(internal)?);
+        let payload = Bytes::from(serde_json::to_vec(body).map_err(internal)?);
         // Bounded by the client's request timeout.
         let reply = match self.inner.client.request(subject, payload).await {
             Err(e) => {
@@ -178,7 +182,9 @@ impl NatsBackend {
             }
             Ok(m) => m,
         };
-        api::split(&reply.payload).map_err(Error::internal)
+        jsapi::parse_response(&reply.payload).map_err(|e| {
+            Error::internal(format!("unreadable JetStream API answer to {what} ({e})"))
+        })
     }
 
     /// The async-nats client.
@@ -230,7 +236,7 @@ impl NatsBackend {
     /// [`durabus_core::Backend::ping`].
     pub(super) async fn nats_ping(&self) -> Result<Duration> {
         let start = std::time::Instant::now();
-        match self.api("INFO", json!({})).await? {
+        match self.api::<AccountInfoJson>("INFO", &json!({})).await? {
             Ok(_) => Ok(start.elapsed()),
             Err(e) => Err(e.generic()),
         }

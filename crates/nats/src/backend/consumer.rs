@@ -18,19 +18,22 @@
 //! - Several filter subjects need 2.10.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_nats::Subject;
 use bytes::Bytes;
+use durabus_core::jsapi::{
+    clamp_to_unix_nanos, duration_to_nanos, ConsumerConfigJson, ConsumerInfoJson,
+    ConsumerListRequestJson, ConsumerListResponseJson, CreateConsumerRequestJson, NakOptionsJson,
+    PullRequestJson, SuccessJson,
+};
 use durabus_core::{
-    validate_consumer_name, validate_stream_name, AckKind, AckPolicy, AckRef, ApiRequest,
-    ByteString, ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, SequencePair,
-    StoredMessage,
+    validate_consumer_name, validate_stream_name, AckKind, AckRef, ApiRequest, ByteString,
+    ConsumerConfig, ConsumerInfo, DeliverPolicy, Delivery, Error, Result, StoredMessage,
 };
 use durabus_core::{ArgumentError, ConfigError};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::wire::from_nats_headers;
@@ -47,72 +50,15 @@ const WAIT_CHUNK: Duration = Duration::from_secs(2);
 /// How long past a pull's `expires` its end (a 408) may take to arrive.
 const GRACE: Duration = Duration::from_millis(500);
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn limit(v: Option<u64>) -> i64 {
-    v.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-/// nats-server compares start times as i64 nanoseconds since the epoch.
-fn clamp_time(t: SystemTime) -> SystemTime {
-    let latest = UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64);
-    t.clamp(UNIX_EPOCH, latest)
-}
-
-/// A durabus consumer configuration as JetStream JSON (a pull consumer).
-pub(crate) fn config_to_json(cfg: &ConsumerConfig) -> Result<Value> {
+/// Refuses what the 2.9 API cannot say: several filter subjects.
+fn check_filters(cfg: &ConsumerConfig) -> Result<()> {
     if cfg.filter_subjects.len() > 1 {
         return Err(Error::Unsupported(format!(
             "a consumer with several filter subjects ({}) needs nats-server 2.10; this backend speaks the 2.9 API, which takes one",
             cfg.filter_subjects.join(", ")
         )));
     }
-    let mut v = json!({
-        "ack_policy": match cfg.ack_policy {
-            AckPolicy::Explicit => "explicit",
-            AckPolicy::None => "none",
-            AckPolicy::All => "all",
-        },
-        "ack_wait": nanos(cfg.ack_wait),
-        "max_deliver": limit(cfg.max_deliver),
-        "max_ack_pending": limit(cfg.max_ack_pending),
-        "replay_policy": "instant",
-    });
-    let policy = match cfg.deliver_policy {
-        DeliverPolicy::All => "all",
-        DeliverPolicy::Last => "last",
-        DeliverPolicy::New => "new",
-        DeliverPolicy::LastPerSubject => "last_per_subject",
-        DeliverPolicy::ByStartSequence(seq) => {
-            v["opt_start_seq"] = json!(seq);
-            "by_start_sequence"
-        }
-        DeliverPolicy::ByStartTime(t) => {
-            let t = humantime::format_rfc3339_nanos(clamp_time(t)).to_string();
-            v["opt_start_time"] = json!(t);
-            "by_start_time"
-        }
-    };
-    v["deliver_policy"] = json!(policy);
-    if let Some(name) = &cfg.durable_name {
-        v["durable_name"] = json!(name);
-        v["name"] = json!(name);
-    }
-    if let Some(d) = &cfg.description {
-        v["description"] = json!(d);
-    }
-    if !cfg.backoff.is_empty() {
-        v["backoff"] = json!(cfg.backoff.iter().map(|d| nanos(*d)).collect::<Vec<_>>());
-    }
-    if let Some(f) = cfg.filter_subjects.first() {
-        v["filter_subject"] = json!(f);
-    }
-    if let Some(t) = cfg.effective_inactive_threshold() {
-        v["inactive_threshold"] = json!(nanos(t));
-    }
-    Ok(v)
+    Ok(())
 }
 
 /// A configuration as the server keeps it, for comparing an existing
@@ -126,161 +72,16 @@ pub(crate) fn normalized(cfg: &ConsumerConfig) -> ConsumerConfig {
     }
     c.description = c.description.filter(|d| !d.is_empty());
     if let DeliverPolicy::ByStartTime(t) = c.deliver_policy {
-        c.deliver_policy = DeliverPolicy::ByStartTime(clamp_time(t));
+        c.deliver_policy = DeliverPolicy::ByStartTime(clamp_to_unix_nanos(t));
     }
     c
 }
 
-#[derive(Debug, Deserialize)]
-struct JsConsumerConfig {
-    #[serde(default)]
-    durable_name: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    deliver_policy: String,
-    #[serde(default)]
-    opt_start_seq: u64,
-    #[serde(default)]
-    opt_start_time: Option<String>,
-    #[serde(default)]
-    ack_policy: String,
-    #[serde(default)]
-    ack_wait: u64,
-    #[serde(default)]
-    max_deliver: i64,
-    #[serde(default)]
-    backoff: Vec<u64>,
-    #[serde(default)]
-    max_ack_pending: i64,
-    #[serde(default)]
-    filter_subject: Option<String>,
-    /// nats-server 2.10.
-    #[serde(default)]
-    filter_subjects: Vec<String>,
-    #[serde(default)]
-    inactive_threshold: u64,
-    #[serde(default)]
-    deliver_subject: Option<String>,
-}
-
-fn positive(v: i64) -> Option<u64> {
-    u64::try_from(v).ok().filter(|n| *n > 0)
-}
-
-/// An opt_start_time; the epoch for Go's zero time or anything unreadable.
-fn start_time(s: Option<&str>) -> SystemTime {
-    s.and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
-        .unwrap_or(UNIX_EPOCH)
-}
-
-impl JsConsumerConfig {
-    fn into_config(self) -> ConsumerConfig {
-        let deliver_policy = match self.deliver_policy.as_str() {
-            "last" => DeliverPolicy::Last,
-            "new" => DeliverPolicy::New,
-            "last_per_subject" => DeliverPolicy::LastPerSubject,
-            "by_start_sequence" => DeliverPolicy::ByStartSequence(self.opt_start_seq),
-            "by_start_time" => {
-                DeliverPolicy::ByStartTime(start_time(self.opt_start_time.as_deref()))
-            }
-            _ => DeliverPolicy::All,
-        };
-        let mut filter_subjects = self.filter_subjects;
-        if let Some(f) = self.filter_subject.filter(|f| !f.is_empty()) {
-            if !filter_subjects.contains(&f) {
-                filter_subjects.insert(0, f);
-            }
-        }
-        ConsumerConfig {
-            durable_name: self.durable_name.filter(|d| !d.is_empty()),
-            description: self.description.filter(|d| !d.is_empty()),
-            deliver_policy,
-            ack_policy: match self.ack_policy.as_str() {
-                "none" => AckPolicy::None,
-                "all" => AckPolicy::All,
-                _ => AckPolicy::Explicit,
-            },
-            ack_wait: if self.ack_wait == 0 {
-                durabus_core::DEFAULT_ACK_WAIT
-            } else {
-                Duration::from_nanos(self.ack_wait)
-            },
-            max_deliver: positive(self.max_deliver),
-            backoff: self.backoff.into_iter().map(Duration::from_nanos).collect(),
-            max_ack_pending: positive(self.max_ack_pending),
-            filter_subjects,
-            inactive_threshold: (self.inactive_threshold > 0)
-                .then(|| Duration::from_nanos(self.inactive_threshold)),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct JsSequencePair {
-    #[serde(default)]
-    consumer_seq: u64,
-    #[serde(default)]
-    stream_seq: u64,
-}
-
-impl From<JsSequencePair> for SequencePair {
-    fn from(p: JsSequencePair) -> Self {
-        SequencePair {
-            consumer_seq: p.consumer_seq,
-            stream_seq: p.stream_seq,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct JsConsumerInfo {
-    stream_name: String,
-    name: String,
-    config: JsConsumerConfig,
-    #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
-    delivered: JsSequencePair,
-    #[serde(default)]
-    ack_floor: JsSequencePair,
-    #[serde(default)]
-    num_ack_pending: u64,
-    #[serde(default)]
-    num_redelivered: u64,
-    #[serde(default)]
-    num_pending: u64,
-}
-
 /// A consumer info answer as durabus's [`ConsumerInfo`], and whether it is
 /// a push consumer (a replay's, or another client's).
-fn parse_info(v: Value) -> Result<(ConsumerInfo, bool)> {
-    let info: JsConsumerInfo = serde_json::from_value(v)
-        .map_err(|e| Error::internal(format!("unreadable consumer info ({e})")))?;
-    let push = info
-        .config
-        .deliver_subject
-        .as_deref()
-        .is_some_and(|s| !s.is_empty());
-    Ok((
-        ConsumerInfo {
-            stream: info.stream_name,
-            name: info.name,
-            config: info.config.into_config(),
-            created: info
-                .created
-                .as_deref()
-                .and_then(api::parse_time)
-                .unwrap_or(UNIX_EPOCH),
-            delivered: info.delivered.into(),
-            ack_floor: info.ack_floor.into(),
-            num_pending: info.num_pending,
-            num_ack_pending: info.num_ack_pending,
-            num_redelivered: info.num_redelivered,
-            num_lost: 0,
-        },
-        push,
-    ))
+fn parse_info(info: ConsumerInfoJson) -> (ConsumerInfo, bool) {
+    let push = info.config.is_push();
+    (info.into(), push)
 }
 
 fn consumer_not_found(stream: &str, name: &str) -> Error {
@@ -296,7 +97,15 @@ fn ack_payload(kind: AckKind) -> Bytes {
         AckKind::Ack => Bytes::from_static(b"+ACK"),
         AckKind::Nak(None) => Bytes::from_static(b"-NAK"),
         AckKind::Nak(Some(d)) if d.is_zero() => Bytes::from_static(b"-NAK"),
-        AckKind::Nak(Some(d)) => Bytes::from(format!("-NAK {{\"delay\": {}}}", nanos(d))),
+        AckKind::Nak(Some(d)) => {
+            let delay = NakOptionsJson {
+                delay: duration_to_nanos(d),
+            };
+            let mut payload = b"-NAK ".to_vec();
+            // Serializing two integers cannot fail.
+            let _ = serde_json::to_writer(&mut payload, &delay);
+            Bytes::from(payload)
+        }
         AckKind::Term => Bytes::from_static(b"+TERM"),
         AckKind::InProgress => Bytes::from_static(b"+WPI"),
     }
@@ -322,28 +131,33 @@ impl NatsBackend {
     /// The consumer `name` of `stream`, and whether it is a push consumer.
     async fn lookup_kind(&self, stream: &str, name: &str) -> Result<(ConsumerInfo, bool)> {
         match self
-            .api(&format!("CONSUMER.INFO.{stream}.{name}"), json!({}))
+            .api::<ConsumerInfoJson>(&format!("CONSUMER.INFO.{stream}.{name}"), &json!({}))
             .await?
         {
             // An answer without an error and without the consumer: it was
             // being removed while the server answered (it sends the info of
             // a consumer that closed meanwhile as nothing), as after its
             // inactive threshold.
-            Ok(v) if v.get("name").is_none() => Err(consumer_not_found(stream, name)),
-            Ok(v) => parse_info(v),
+            Ok(info) if info.name.is_empty() => Err(consumer_not_found(stream, name)),
+            Ok(info) => Ok(parse_info(info)),
             Err(e) => Err(e.to_error(&ApiRequest::consumer(stream, name))),
         }
     }
 
     /// Sends a create (in 2.9 also an update) of `config` on `stream`.
     async fn send_create(&self, stream: &str, config: &ConsumerConfig) -> Result<ConsumerInfo> {
-        let body = json!({ "stream_name": stream, "config": config_to_json(config)? });
+        check_filters(config)?;
+        let body = CreateConsumerRequestJson {
+            stream_name: stream.to_owned(),
+            config: ConsumerConfigJson::from(config),
+            ..CreateConsumerRequestJson::default()
+        };
         let what = match &config.durable_name {
             Some(name) => format!("CONSUMER.CREATE.{stream}.{name}"),
             None => format!("CONSUMER.CREATE.{stream}"),
         };
-        match self.api(&what, body).await? {
-            Ok(v) => parse_info(v).map(|(info, _)| info),
+        match self.api::<ConsumerInfoJson>(&what, &body).await? {
+            Ok(info) => Ok(info.into()),
             // A refusal is a configuration the server does not accept.
             Err(e) => {
                 let name = config.durable_name.as_deref().unwrap_or_default();
@@ -362,7 +176,7 @@ impl NatsBackend {
         validate_stream_name(stream)?;
         config.validate()?;
         // Refuse several filters before anything reaches the server.
-        config_to_json(&config)?;
+        check_filters(&config)?;
         if let Some(name) = &config.durable_name {
             match self.lookup_kind(stream, name).await {
                 Ok((info, push)) => {
@@ -393,7 +207,7 @@ impl NatsBackend {
         self.check()?;
         validate_stream_name(stream)?;
         config.validate()?;
-        config_to_json(&config)?;
+        check_filters(&config)?;
         let Some(name) = &config.durable_name else {
             return Err(Error::invalid_config(ConfigError::UpdateNeedsDurableName));
         };
@@ -423,32 +237,27 @@ impl NatsBackend {
         let mut out = Vec::new();
         let mut offset = 0usize;
         loop {
-            let v = match self
-                .api(
-                    &format!("CONSUMER.LIST.{stream}"),
-                    json!({ "offset": offset }),
-                )
+            let request = ConsumerListRequestJson {
+                offset: offset as u64,
+            };
+            let page = match self
+                .api::<ConsumerListResponseJson>(&format!("CONSUMER.LIST.{stream}"), &request)
                 .await?
             {
-                Ok(v) => v,
+                Ok(page) => page,
                 Err(e) => return Err(e.to_error(&ApiRequest::stream(stream))),
             };
-            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0);
-            let page = match v.get("consumers") {
-                Some(Value::Array(page)) => page.clone(),
-                _ => Vec::new(),
-            };
-            if page.is_empty() {
+            if page.consumers.is_empty() {
                 break;
             }
-            offset += page.len();
-            for c in page {
-                let (info, push) = parse_info(c)?;
+            offset += page.consumers.len();
+            for c in page.consumers {
+                let (info, push) = parse_info(c);
                 if !push {
                     out.push(info);
                 }
             }
-            if offset as u64 >= total {
+            if offset as u64 >= page.paged.total {
                 break;
             }
         }
@@ -462,7 +271,7 @@ impl NatsBackend {
         validate_stream_name(stream)?;
         validate_consumer_name(name)?;
         match self
-            .api(&format!("CONSUMER.DELETE.{stream}.{name}"), json!({}))
+            .api::<SuccessJson>(&format!("CONSUMER.DELETE.{stream}.{name}"), &json!({}))
             .await?
         {
             Ok(_) => Ok(()),
@@ -561,15 +370,16 @@ impl NatsBackend {
             .map_err(|e| self.closed_or(e))?;
         // Zero would mean "never expires" to the server.
         let expires = expires.max(Duration::from_millis(1));
-        let mut body = json!({ "batch": batch, "expires": nanos(expires) });
-        if no_wait {
-            body["no_wait"] = json!(true);
-        }
+        let body = PullRequestJson {
+            no_wait,
+            ..PullRequestJson::new(batch as u64, expires)
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| Error::internal(e.to_string()))?;
         client
             .publish_with_reply(
                 format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
                 inbox,
-                Bytes::from(body.to_string()),
+                Bytes::from(body),
             )
             .await
             .map_err(|e| self.closed_or(e))?;
@@ -726,51 +536,14 @@ impl NatsBackend {
 mod tests {
     use super::*;
 
-    fn round_trip(cfg: &ConsumerConfig) -> ConsumerConfig {
-        let js: JsConsumerConfig = serde_json::from_value(config_to_json(cfg).unwrap()).unwrap();
-        js.into_config()
-    }
-
-    #[test]
-    fn configs_round_trip_through_jetstream_json() {
-        let t = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
-        for policy in [
-            DeliverPolicy::All,
-            DeliverPolicy::Last,
-            DeliverPolicy::New,
-            DeliverPolicy::LastPerSubject,
-            DeliverPolicy::ByStartSequence(7),
-            DeliverPolicy::ByStartTime(t),
-            DeliverPolicy::ByStartTime(UNIX_EPOCH),
-        ] {
-            let mut cfg = ConsumerConfig::durable("c")
-                .deliver_policy(policy)
-                .ack_policy(AckPolicy::All)
-                .ack_wait(Duration::from_millis(300))
-                .max_deliver(4)
-                .backoff([Duration::from_secs(1), Duration::from_secs(2)])
-                .max_ack_pending(None)
-                .filter_subject("a.*")
-                .inactive_threshold(Duration::from_secs(9));
-            cfg.description = Some("d".into());
-            assert_eq!(
-                normalized(&round_trip(&cfg)),
-                normalized(&cfg),
-                "{policy:?}"
-            );
-        }
-        let eph = ConsumerConfig::ephemeral();
-        assert_eq!(normalized(&round_trip(&eph)), normalized(&eph));
-        assert_eq!(round_trip(&eph).max_ack_pending, Some(1000));
-    }
-
     #[test]
     fn several_filters_need_nats_server_2_10() {
         let mut cfg = ConsumerConfig::durable("c");
         cfg.filter_subjects = vec!["a".into(), "b".into()];
-        let e = config_to_json(&cfg).unwrap_err();
+        let e = check_filters(&cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{e}");
         assert!(e.to_string().contains("2.10"), "{e}");
+        assert!(check_filters(&ConsumerConfig::durable("c").filter_subject("a")).is_ok());
     }
 
     #[test]
@@ -779,7 +552,7 @@ mod tests {
         assert_eq!(ack_payload(AckKind::Nak(None)), "-NAK");
         assert_eq!(
             ack_payload(AckKind::Nak(Some(Duration::from_millis(5)))),
-            "-NAK {\"delay\": 5000000}"
+            "-NAK {\"delay\":5000000}"
         );
         assert_eq!(ack_payload(AckKind::Term), "+TERM");
         assert_eq!(ack_payload(AckKind::InProgress), "+WPI");

@@ -1,11 +1,13 @@
 //! Reading and deleting stored messages: get by sequence, last by
 //! subject, delete (`$JS.API.STREAM.MSG.*`).
 
-use durabus_core::{subject, ApiRequest, Error, Result, StoredMessage};
-use serde_json::{json, Value};
+use durabus_core::jsapi::{
+    MsgDeleteRequestJson, MsgGetRequestJson, MsgGetResponseJson, StreamInfoJson,
+    StreamInfoRequestJson, SuccessJson,
+};
+use durabus_core::{subject, ApiRequest, ByteString, Error, Result, StoredMessage};
 
 use super::NatsBackend;
-use crate::api;
 
 impl NatsBackend {
     /// The newest message on `subj`, found by walking the subject forward.
@@ -25,32 +27,26 @@ impl NatsBackend {
             stream: stream.to_owned(),
             what: what.clone(),
         };
+        let request = StreamInfoRequestJson {
+            subjects_filter: subj.to_owned(),
+            ..StreamInfoRequestJson::default()
+        };
         let info = match self
-            .api(
-                &format!("STREAM.INFO.{stream}"),
-                json!({ "subjects_filter": subj }),
-            )
+            .api::<StreamInfoJson>(&format!("STREAM.INFO.{stream}"), &request)
             .await?
         {
-            Ok(v) => v,
+            Ok(info) => info,
             Err(e) => return Err(e.to_error(&ApiRequest::stream(stream).what(&what))),
         };
-        let count = info
-            .pointer("/state/subjects")
-            .and_then(|m| m.get(subj))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let count = info.state.subjects.get(subj).copied().unwrap_or(0);
         if count == 0 {
             return Err(missing());
         }
-        let mut seq = info
-            .pointer("/state/first_seq")
-            .and_then(Value::as_u64)
-            .unwrap_or(1);
+        let mut seq = info.state.first_seq;
         let mut last = None;
         loop {
-            let body = json!({ "seq": seq, "next_by_subj": subj });
-            match self.msg_get(stream, body, what.clone()).await {
+            let body = MsgGetRequestJson::next_by_subject(seq, subj);
+            match self.msg_get(stream, &body, what.clone()).await {
                 Ok(m) => {
                     seq = m.seq + 1;
                     last = Some(m);
@@ -62,18 +58,35 @@ impl NatsBackend {
         last.ok_or_else(missing)
     }
     /// One `STREAM.MSG.GET`, `what` naming what was asked for.
-    async fn msg_get(&self, stream: &str, body: Value, what: String) -> Result<StoredMessage> {
+    async fn msg_get(
+        &self,
+        stream: &str,
+        body: &MsgGetRequestJson,
+        what: String,
+    ) -> Result<StoredMessage> {
         durabus_core::validate_stream_name(stream)?;
-        match self.api(&format!("STREAM.MSG.GET.{stream}"), body).await? {
-            Ok(v) => api::stored_message(stream, v).map_err(Error::internal),
+        match self
+            .api::<MsgGetResponseJson>(&format!("STREAM.MSG.GET.{stream}"), body)
+            .await?
+        {
+            Ok(MsgGetResponseJson {
+                message: Some(message),
+            }) => Ok(message.into_stored(ByteString::from(stream))),
+            Ok(_) => Err(Error::internal(
+                "message get answer without a message".to_owned(),
+            )),
             Err(e) => Err(e.to_error(&ApiRequest::stream(stream).what(&what))),
         }
     }
     /// [`durabus_core::Backend::get_message`].
     pub(super) async fn nats_get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
         self.check()?;
-        self.msg_get(stream, json!({ "seq": seq }), format!("at sequence {seq}"))
-            .await
+        self.msg_get(
+            stream,
+            &MsgGetRequestJson::seq(seq),
+            format!("at sequence {seq}"),
+        )
+        .await
     }
 
     /// [`durabus_core::Backend::get_last_message`].
@@ -86,7 +99,11 @@ impl NatsBackend {
         subject::validate_publish(subj)?;
         let what = format!("for subject {subj:?}");
         match self
-            .msg_get(stream, json!({ "last_by_subj": subj }), what.clone())
+            .msg_get(
+                stream,
+                &MsgGetRequestJson::last_by_subject(subj),
+                what.clone(),
+            )
             .await
         {
             Err(Error::MessageNotFound { .. }) => self.last_by_scan(stream, subj, what).await,
@@ -98,11 +115,12 @@ impl NatsBackend {
     pub(super) async fn nats_delete_message(&self, stream: &str, seq: u64) -> Result<()> {
         self.check()?;
         durabus_core::validate_stream_name(stream)?;
+        let body = MsgDeleteRequestJson {
+            seq,
+            no_erase: true,
+        };
         match self
-            .api(
-                &format!("STREAM.MSG.DELETE.{stream}"),
-                json!({ "seq": seq, "no_erase": true }),
-            )
+            .api::<SuccessJson>(&format!("STREAM.MSG.DELETE.{stream}"), &body)
             .await?
         {
             Ok(_) => Ok(()),

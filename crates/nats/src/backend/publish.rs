@@ -4,17 +4,16 @@
 use std::sync::Arc;
 
 use async_nats::{StatusCode, Subject};
+use durabus_core::jsapi::{PubAckResponseJson, StreamListRequestJson, StreamNamesResponseJson};
 use durabus_core::{
     subject, ApiError, ApiRequest, ByteString, Error, Message, PublishAck, Result,
     NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
 };
 use futures::StreamExt;
-use serde_json::json;
 
 use super::routes::Route;
 use super::wire::to_nats_headers;
 use super::NatsBackend;
-use crate::api;
 
 impl NatsBackend {
     /// The stream capturing the valid literal `subj`, from the cache or (on
@@ -23,18 +22,18 @@ impl NatsBackend {
         if let Some(hit) = self.routes().cached_route(subj) {
             return Ok(Some(hit));
         }
+        let request = StreamListRequestJson {
+            offset: 0,
+            subject: subj.to_owned(),
+        };
         let names = match self
-            .api("STREAM.NAMES", json!({"offset": 0, "subject": subj}))
+            .api::<StreamNamesResponseJson>("STREAM.NAMES", &request)
             .await?
         {
-            Ok(v) => v,
+            Ok(names) => names,
             Err(e) => return Err(e.generic()),
         };
-        let candidates: Vec<String> = names
-            .get("streams")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .unwrap_or_default();
-        for name in candidates {
+        for name in names.streams {
             match self.fetch_info(&name).await {
                 Ok(info) => {
                     self.routes().remember(&info);
@@ -95,12 +94,15 @@ impl NatsBackend {
         m: &Message,
         reply: &async_nats::Message,
     ) -> Result<Option<PublishAck>> {
-        match api::publish_ack(&reply.payload).map_err(Error::internal)? {
+        let answer: PubAckResponseJson<'_> = serde_json::from_slice(&reply.payload)
+            .map_err(|e| Error::internal(format!("unreadable JetStream publish ack ({e})")))?;
+        match answer.into_result() {
             Err(e) => Err(self.publish_error(route, m, e)),
             Ok(ack) => Ok(Some(PublishAck {
-                stream: match ack.stream {
-                    Some(s) if s != route.name => ByteString::from(s.into_owned()),
-                    _ => route.label.clone(),
+                stream: if ack.stream.is_empty() || ack.stream == route.name {
+                    route.label.clone()
+                } else {
+                    ByteString::from(ack.stream.into_owned())
                 },
                 seq: ack.seq,
                 duplicate: ack.duplicate,

@@ -2,17 +2,22 @@
 //! control and heartbeats), recreated after the last sequence seen when a
 //! gap, a reconnect or a silence shows.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use durabus_core::api_error::codes;
+use durabus_core::jsapi::{
+    clamp_to_unix_nanos, duration_to_nanos, ConsumerConfigJson, ConsumerInfoJson,
+    CreateConsumerRequestJson, DeliverPolicyJson, MsgGetRequestJson, MsgGetResponseJson,
+    ReplayPolicy, SuccessJson,
+};
 use durabus_core::ArgumentError;
 use durabus_core::{
-    subject, ApiRequest, ByteString, Error, Event, Replay, ReplayOptions, ReplayStart, Result,
-    StoredMessage,
+    subject, AckPolicy, ApiRequest, ByteString, Error, Event, Replay, ReplayOptions, ReplayStart,
+    Result, StoredMessage,
 };
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::wire::from_nats_headers;
@@ -111,7 +116,10 @@ impl ReplayState {
         if let Some(old) = self.consumer.take() {
             let _ = self
                 .backend
-                .api(&format!("CONSUMER.DELETE.{}.{old}", self.stream), json!({}))
+                .api::<SuccessJson>(
+                    &format!("CONSUMER.DELETE.{}.{old}", self.stream),
+                    &json!({}),
+                )
                 .await;
         }
         self.sub = None;
@@ -120,62 +128,67 @@ impl ReplayState {
             .subscribe(deliver.clone())
             .await
             .map_err(|e| self.backend.closed_or(e))?;
-        let mut cfg = json!({
-            "deliver_subject": deliver,
-            "ack_policy": "none",
-            "max_deliver": 1,
-            "flow_control": true,
-            "idle_heartbeat": u64::try_from(self.heartbeat().as_nanos()).unwrap_or(u64::MAX),
-            "mem_storage": true,
-            "replay_policy": "instant",
-            "num_replicas": 1,
+        let mut cfg = ConsumerConfigJson {
+            deliver_subject: deliver.to_string(),
+            ack_policy: AckPolicy::None,
+            max_deliver: 1,
+            flow_control: true,
+            idle_heartbeat: duration_to_nanos(self.heartbeat()),
+            mem_storage: true,
+            replay_policy: ReplayPolicy::Instant,
+            num_replicas: 1,
             // A backstop: a dropped replay deletes its consumer itself.
-            "inactive_threshold": 30_000_000_000u64,
-        });
+            inactive_threshold: 30_000_000_000,
+            ..ConsumerConfigJson::default()
+        };
         if self.last_sseq > 0 {
-            cfg["deliver_policy"] = json!("by_start_sequence");
-            cfg["opt_start_seq"] = json!(self.last_sseq + 1);
+            cfg.deliver_policy = DeliverPolicyJson::ByStartSequence;
+            cfg.opt_start_seq = self.last_sseq + 1;
         } else {
             match self.start {
                 ReplayStart::Sequence(s) => {
-                    cfg["deliver_policy"] = json!("by_start_sequence");
-                    cfg["opt_start_seq"] = json!(s);
+                    cfg.deliver_policy = DeliverPolicyJson::ByStartSequence;
+                    cfg.opt_start_seq = s;
                 }
                 ReplayStart::Time(t) => {
                     // nats-server compares start times as i64 nanoseconds:
                     // a later time wraps around to the past.
-                    let latest = UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64);
-                    let t = t.clamp(UNIX_EPOCH, latest);
-                    cfg["deliver_policy"] = json!("by_start_time");
-                    cfg["opt_start_time"] = json!(humantime::format_rfc3339_nanos(t).to_string());
+                    cfg.deliver_policy = DeliverPolicyJson::ByStartTime;
+                    cfg.opt_start_time = Some(clamp_to_unix_nanos(t));
                 }
-                ReplayStart::New => cfg["deliver_policy"] = json!("new"),
-                ReplayStart::LastPerSubject => cfg["deliver_policy"] = json!("last_per_subject"),
+                ReplayStart::New => cfg.deliver_policy = DeliverPolicyJson::New,
+                ReplayStart::LastPerSubject => {
+                    cfg.deliver_policy = DeliverPolicyJson::LastPerSubject;
+                }
             }
         }
         if let Some(f) = &self.filter {
-            cfg["filter_subject"] = json!(f);
+            cfg.filter_subject = f.clone();
         } else if self.start == ReplayStart::LastPerSubject {
             // nats-server wants a filter with last_per_subject.
-            cfg["filter_subject"] = json!(">");
+            cfg.filter_subject = ">".to_owned();
         }
-        let body = json!({ "stream_name": self.stream, "config": cfg });
-        let v = match self
+        let body = CreateConsumerRequestJson {
+            stream_name: self.stream.to_string(),
+            config: cfg,
+            ..CreateConsumerRequestJson::default()
+        };
+        let info = match self
             .backend
-            .api(&format!("CONSUMER.CREATE.{}", self.stream), body)
+            .api::<ConsumerInfoJson>(&format!("CONSUMER.CREATE.{}", self.stream), &body)
             .await?
         {
-            Ok(v) => v,
+            Ok(info) => info,
             Err(e) => return Err(e.to_error(&ApiRequest::stream(&self.stream))),
         };
-        self.consumer = v.get("name").and_then(Value::as_str).map(str::to_owned);
+        self.consumer = Some(info.name).filter(|n| !n.is_empty());
         self.sub = Some(sub);
         self.next_cseq = 1;
         // After a reset with New, continue from what was seen.
         if matches!(self.start, ReplayStart::New) {
             self.start = ReplayStart::Sequence(self.last_sseq + 1);
         }
-        Ok(v.get("num_pending").and_then(Value::as_u64).unwrap_or(0))
+        Ok(info.num_pending)
     }
 
     /// Unsubscribes and deletes the consumer (in the background).
@@ -313,16 +326,13 @@ impl ReplayState {
         if from > end {
             return false;
         }
-        let body = json!({ "seq": from, "next_by_subj": self.filter.as_deref().unwrap_or(">") });
+        let body = MsgGetRequestJson::next_by_subject(from, self.filter.as_deref().unwrap_or(">"));
         match self
             .backend
-            .api(&format!("STREAM.MSG.GET.{}", self.stream), body)
+            .api::<MsgGetResponseJson>(&format!("STREAM.MSG.GET.{}", self.stream), &body)
             .await
         {
-            Ok(Ok(v)) => v
-                .pointer("/message/seq")
-                .and_then(Value::as_u64)
-                .is_some_and(|seq| seq <= end),
+            Ok(Ok(got)) => got.message.is_some_and(|m| m.seq <= end),
             Ok(Err(e)) if e.is(codes::NO_MESSAGE_FOUND) => false,
             // Unknown: wait for the next heartbeat.
             _ => true,

@@ -2,20 +2,26 @@
 //! through the JetStream stream API (`$JS.API.STREAM.*`).
 
 use durabus_core::api_error::{codes, Overlap};
+use durabus_core::jsapi::{
+    MsgGetRequestJson, MsgGetResponseJson, PurgeRequestJson, PurgeResponseJson, StreamConfigJson,
+    StreamInfoJson, StreamListRequestJson, StreamListResponseJson, SuccessJson,
+};
 use durabus_core::ArgumentError;
 use durabus_core::{
     subject, ApiError, ApiRequest, Error, PurgeRequest, Result, StreamConfig, StreamInfo,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::NatsBackend;
-use crate::api;
 
 impl NatsBackend {
     /// The stream `name` as the server has it.
     pub(super) async fn fetch_info(&self, name: &str) -> Result<StreamInfo> {
-        match self.api(&format!("STREAM.INFO.{name}"), json!({})).await? {
-            Ok(v) => api::stream_info(v).map_err(Error::internal),
+        match self
+            .api::<StreamInfoJson>(&format!("STREAM.INFO.{name}"), &json!({}))
+            .await?
+        {
+            Ok(info) => Ok(info.into()),
             Err(e) => Err(e.to_error(&ApiRequest::stream(name))),
         }
     }
@@ -24,26 +30,22 @@ impl NatsBackend {
     async fn all_streams(&self) -> Result<Vec<StreamInfo>> {
         let mut out = Vec::new();
         loop {
-            let v = match self
-                .api("STREAM.LIST", json!({"offset": out.len()}))
+            let request = StreamListRequestJson {
+                offset: out.len() as u64,
+                ..StreamListRequestJson::default()
+            };
+            let page = match self
+                .api::<StreamListResponseJson>("STREAM.LIST", &request)
                 .await?
             {
-                Ok(v) => v,
+                Ok(page) => page,
                 Err(e) => return Err(e.generic()),
             };
-            let total = v.get("total").and_then(Value::as_u64).unwrap_or(0);
-            let page = v
-                .get("streams")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if page.is_empty() {
+            if page.streams.is_empty() {
                 break;
             }
-            for s in page {
-                out.push(api::stream_info(s).map_err(Error::internal)?);
-            }
-            if out.len() as u64 >= total {
+            out.extend(page.streams.into_iter().map(StreamInfo::from));
+            if out.len() as u64 >= page.paged.total {
                 break;
             }
         }
@@ -95,13 +97,13 @@ impl NatsBackend {
             Err(Error::StreamNotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let body = api::config_to_json(&config);
+        let body = StreamConfigJson::from(&config);
         match self
-            .api(&format!("STREAM.CREATE.{}", config.name), body)
+            .api::<StreamInfoJson>(&format!("STREAM.CREATE.{}", config.name), &body)
             .await?
         {
-            Ok(v) => {
-                let info = api::stream_info(v).map_err(Error::internal)?;
+            Ok(info) => {
+                let info = StreamInfo::from(info);
                 self.routes().remember(&info);
                 Ok(info)
             }
@@ -114,13 +116,13 @@ impl NatsBackend {
     pub(super) async fn nats_update_stream(&self, config: StreamConfig) -> Result<StreamInfo> {
         self.check()?;
         config.validate()?;
-        let body = api::config_to_json(&config);
+        let body = StreamConfigJson::from(&config);
         match self
-            .api(&format!("STREAM.UPDATE.{}", config.name), body)
+            .api::<StreamInfoJson>(&format!("STREAM.UPDATE.{}", config.name), &body)
             .await?
         {
-            Ok(v) => {
-                let info = api::stream_info(v).map_err(Error::internal)?;
+            Ok(info) => {
+                let info = StreamInfo::from(info);
                 self.routes().remember(&info);
                 Ok(info)
             }
@@ -148,7 +150,7 @@ impl NatsBackend {
         self.check()?;
         durabus_core::validate_stream_name(name)?;
         let r = self
-            .api(&format!("STREAM.DELETE.{name}"), json!({}))
+            .api::<SuccessJson>(&format!("STREAM.DELETE.{name}"), &json!({}))
             .await?;
         self.routes().forget(name);
         match r {
@@ -198,18 +200,14 @@ impl NatsBackend {
             // first_seq even when `n` itself was deleted: compact to the
             // first message present at or after `n` instead (or purge all).
             match self
-                .api(
+                .api::<MsgGetResponseJson>(
                     &format!("STREAM.MSG.GET.{name}"),
-                    json!({ "seq": n, "next_by_subj": ">" }),
+                    &MsgGetRequestJson::next_by_subject(n, ">"),
                 )
                 .await?
             {
-                Ok(v) => {
-                    up_to = v
-                        .get("message")
-                        .and_then(|m| m.get("seq"))
-                        .and_then(Value::as_u64)
-                        .or(up_to);
+                Ok(got) => {
+                    up_to = got.message.map(|m| m.seq).or(up_to);
                 }
                 Err(e) if e.is(codes::NO_MESSAGE_FOUND) => up_to = None,
                 Err(e) if e.is(codes::STREAM_NOT_FOUND) => {
@@ -218,18 +216,16 @@ impl NatsBackend {
                 Err(_) => {}
             }
         }
-        let mut body = json!({});
-        if let Some(f) = &filter {
-            body["filter"] = json!(f);
-        }
-        if let Some(k) = request.keep {
-            body["keep"] = json!(k);
-        }
-        if let Some(s) = up_to {
-            body["seq"] = json!(s);
-        }
-        match self.api(&format!("STREAM.PURGE.{name}"), body).await? {
-            Ok(v) => Ok(v.get("purged").and_then(Value::as_u64).unwrap_or(0)),
+        let body = PurgeRequestJson::from(&PurgeRequest {
+            subject: filter,
+            keep: request.keep,
+            up_to_seq: up_to,
+        });
+        match self
+            .api::<PurgeResponseJson>(&format!("STREAM.PURGE.{name}"), &body)
+            .await?
+        {
+            Ok(r) => Ok(r.purged),
             Err(e) => Err(e.to_error(&ApiRequest::stream(name))),
         }
     }
