@@ -1,5 +1,5 @@
 //! Pull consumers on NATS: the JetStream consumer API (`$JS.API.CONSUMER.*`)
-//! with durabus's [`ConsumerConfig`] mapped to and from its JSON, pull
+//! (durabus's [`ConsumerConfig`] as its JSON by `durabus_core::jsapi`), pull
 //! requests (`CONSUMER.MSG.NEXT`) for fetches and `$JS.ACK.*` replies for
 //! settling deliveries.
 //!

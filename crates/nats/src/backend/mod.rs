@@ -4,8 +4,9 @@
 //! Modules, each depending only on those listed before it: `wire`,
 //! `routes`, `open` (leaves); `conn` (the backend and its connection);
 //! `streams`, `messages`, `core_msg`, `consumer`; `replay` (uses
-//! `streams`); `publish` (uses `streams`, `messages`, `core_msg`). JetStream
-//! API errors map to typed errors in `durabus_core::api_error`.
+//! `streams`); `publish` (uses `streams`, `messages`, `core_msg`). The
+//! JetStream API's requests and answers are `durabus_core::jsapi`'s types;
+//! its errors map to typed errors in `durabus_core::api_error`.
 
 mod conn;
 mod consumer;
