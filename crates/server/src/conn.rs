@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use durabus_core::jsapi::{PubAckJson, PubAckResponseJson};
 use durabus_core::{subject, Error, HeaderMap, Message, PublishAck};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::mpsc;
@@ -23,9 +24,10 @@ const MAX_BATCH: usize = 1024;
 pub(crate) enum Work {
     /// Publishes read together.
     Publish(Vec<PubItem>),
-    /// A PING: answered once the publishes before it are done, as a
-    /// client's flush expects.
-    Ping,
+    /// Any other operation (but PONG): run once the publishes before it
+    /// are done, so a PING answers a client's flush, and a SUB after a
+    /// PUB does not see that PUB's message.
+    Op(ClientOp),
 }
 
 /// One publish as the publisher gets it.
@@ -192,17 +194,6 @@ where
                             pings_out = 0;
                             continue;
                         }
-                        ClientOp::Ping => {
-                            if !batch.is_empty()
-                                && ptx.send(Work::Publish(std::mem::take(&mut batch))).await.is_err()
-                            {
-                                break 'conn;
-                            }
-                            if ptx.send(Work::Ping).await.is_err() {
-                                break 'conn;
-                            }
-                            continue;
-                        }
                         op => {
                             // Publishes before it go first.
                             if !batch.is_empty()
@@ -210,7 +201,7 @@ where
                             {
                                 break 'conn;
                             }
-                            if !ctx.operation(op).await {
+                            if ptx.send(Work::Op(op)).await.is_err() {
                                 break 'conn;
                             }
                             continue;
@@ -226,9 +217,6 @@ where
                             }
                         },
                     };
-                    if ctx.verbose.load(Ordering::Relaxed) {
-                        out.frame(proto::OK);
-                    }
                     batch.push(PubItem {
                         subject: pub_.subject,
                         reply: pub_.reply,
@@ -272,7 +260,11 @@ impl ConnCtx {
                 self.unsubscribe(sid, max);
                 (true, true)
             }
-            ClientOp::Ping | ClientOp::Pong | ClientOp::Pub(_) => (false, true),
+            ClientOp::Ping => {
+                self.out.send(Out::Pong);
+                (false, true)
+            }
+            ClientOp::Pong | ClientOp::Pub(_) => (false, true),
         };
         if ok && self.verbose.load(Ordering::Relaxed) {
             self.out.frame(proto::OK);
@@ -360,11 +352,19 @@ async fn publisher(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<Work>) {
     while let Some(work) = rx.recv().await {
         let batch = match work {
             Work::Publish(batch) => batch,
-            Work::Ping => {
-                ctx.out.frame(proto::PONG);
+            Work::Op(op) => {
+                if !ctx.operation(op).await {
+                    ctx.out.closed.cancel();
+                    break;
+                }
                 continue;
             }
         };
+        if ctx.verbose.load(Ordering::Relaxed) {
+            for _ in &batch {
+                ctx.out.frame(proto::OK);
+            }
+        }
         let mut run = Vec::with_capacity(batch.len());
         for item in batch {
             if item.subject.starts_with("$JS.") && crate::jetstream::is_api(&item.subject) {
@@ -430,9 +430,14 @@ async fn publish_run(ctx: &ConnCtx, run: Vec<PubItem>) {
                 }
             }
             (Err(e), Some(reply)) => {
-                let err = durabus_core::ApiError::from_error(&e);
-                let body = serde_json::json!({ "error": err });
-                ctx.answer(reply, body.to_string().into_bytes()).await;
+                let stream = match &e {
+                    Error::StreamFull { stream, .. } => stream.clone(),
+                    _ => String::new(),
+                };
+                let answer =
+                    PubAckResponseJson::error(stream, durabus_core::ApiError::from_error(&e));
+                ctx.answer(reply, serde_json::to_vec(&answer).unwrap_or_default())
+                    .await;
             }
             (Err(e), None) => {
                 tracing::debug!(subject = subj, error = %e, "a publish without reply failed");
@@ -443,9 +448,5 @@ async fn publish_run(ctx: &ConnCtx, run: Vec<PubItem>) {
 
 /// A publish ack as nats-server writes it.
 fn pub_ack_json(ack: &PublishAck) -> Vec<u8> {
-    let mut v = serde_json::json!({ "stream": ack.stream.to_string(), "seq": ack.seq });
-    if ack.duplicate {
-        v["duplicate"] = serde_json::Value::Bool(true);
-    }
-    v.to_string().into_bytes()
+    serde_json::to_vec(&PubAckJson::from(ack)).unwrap_or_default()
 }

@@ -75,8 +75,11 @@ enum Deliver {
 
 /// What the writer is asked to do.
 pub(crate) enum Out {
-    /// Bytes to write as they are (INFO, PONG, +OK, -ERR).
+    /// Bytes to write as they are (INFO, +OK, -ERR).
     Frame(Bytes),
+    /// A PONG: written after the subscriptions' messages that are already
+    /// waiting, so a client's flush sees every message routed before it.
+    Pong,
     /// A whole `MSG`/`HMSG` for subscription `sid`, counted against it.
     Msg { sid: Bytes, frame: Bytes },
     /// A new subscription's messages, written as `MSG`s for `sid`.
@@ -280,8 +283,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         Step::Go
     }
 
-    /// Writes the subscriptions' messages that are ready, so a frame queued
-    /// after them (a PONG answering a flush) is written after them.
+    /// Writes the subscriptions' messages that are ready, so a PONG queued
+    /// after them is written after them.
     fn drain_streams(&mut self, cx: &mut Context<'_>) {
         for _ in 0..BATCH {
             match self.ready_message(cx) {
@@ -294,9 +297,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     fn apply(&mut self, out: Out, cx: &mut Context<'_>) -> Step {
         match out {
             Out::Frame(b) => {
-                self.drain_streams(cx);
                 self.pending.fetch_sub(b.len(), Ordering::AcqRel);
                 self.buf.extend_from_slice(&b);
+            }
+            Out::Pong => {
+                self.drain_streams(cx);
+                self.buf.extend_from_slice(proto::PONG);
             }
             Out::Msg { sid, frame } => {
                 self.pending.fetch_sub(frame.len(), Ordering::AcqRel);

@@ -113,6 +113,9 @@ async fn serve(ctx: &ConnCtx, stream: &str, consumer: &str, reply: &str, r: Requ
     loop {
         let now = Instant::now();
         let mut wait = match r.expires {
+            // A no-wait request takes only what is pending once it has
+            // something (with an expiry it waits for the first).
+            _ if r.no_wait && delivered > 0 => Duration::ZERO,
             Some(at) => at.saturating_duration_since(now),
             None if r.no_wait => Duration::ZERO,
             None => ROUND,
