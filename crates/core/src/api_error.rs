@@ -177,7 +177,8 @@ pub mod codes {
         "JSClusterNotAvailErr",
         "JetStream system temporarily unavailable",
     );
-    /// A request body that is not JSON (answered by the hub).
+    /// A request body that is not JSON. Answered by the hub; not in [`ALL`]:
+    /// a client reads it as a generic server error, as the next three.
     pub const INVALID_JSON: ApiErrorCode = c(400, 10025, "JSInvalidJSONErr", "invalid JSON");
     /// A stream create or update whose body names another stream than its
     /// subject (answered by the hub).
@@ -224,10 +225,6 @@ pub mod codes {
         SEQUENCE_NOT_FOUND,
         MSG_DELETE_FAILED,
         PURGE_FAILED,
-        INVALID_JSON,
-        STREAM_MISMATCH,
-        CONSUMER_NAME_MISMATCH,
-        CLUSTER_REQUIRED,
         ROLLUP_FAILED,
         INVALID_STREAM_CONFIG,
         STREAM_UPDATE,

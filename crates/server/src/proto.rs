@@ -466,9 +466,13 @@ pub fn header_block(headers: &HeaderMap, status: Option<(u16, &str)>) -> Bytes {
     out.freeze()
 }
 
-/// The headers of a header block sent by a client. `None` when it does not
-/// start with `NATS/1.0` or is not UTF-8.
+/// The headers of a header block sent by a client (an empty block, as
+/// nats.js sends `HPUB ... 0 <n>`, has none). `None` when it does not start
+/// with `NATS/1.0` or is not UTF-8.
 pub fn parse_header_block(raw: &[u8]) -> Option<HeaderMap> {
+    if raw.is_empty() {
+        return Some(HeaderMap::new());
+    }
     let text = std::str::from_utf8(raw).ok()?;
     let mut lines = text.split("\r\n");
     if !lines.next()?.starts_with("NATS/1.0") {

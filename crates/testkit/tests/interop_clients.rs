@@ -167,3 +167,29 @@ fn nats_js_works_against_nats_server() {
     let server = nats_server();
     run_client(Client::NatsJs, &server.url());
 }
+
+/// A hub (`durabus serve`'s server) over a fresh `file:` store, on a
+/// runtime of its own so it serves while the client runs.
+fn hub() -> (tokio::runtime::Runtime, durabus_testkit::hub::Hub) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("starting a runtime: {e}"));
+    let hub = rt.block_on(durabus_testkit::hub::Hub::file());
+    (rt, hub)
+}
+
+#[test]
+fn nats_py_works_against_the_hub() {
+    let (rt, hub) = hub();
+    run_client(Client::NatsPy, &hub.url());
+    rt.block_on(hub.stop());
+}
+
+#[test]
+fn nats_js_works_against_the_hub() {
+    let (rt, hub) = hub();
+    run_client(Client::NatsJs, &hub.url());
+    rt.block_on(hub.stop());
+}

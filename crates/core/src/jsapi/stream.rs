@@ -264,21 +264,29 @@ impl From<StreamConfigJson> for StreamConfig {
     /// durabus's configuration for this JSON: Go's "unlimited" (0 or -1)
     /// is `None`, at least one replica. Features durabus does not have are
     /// dropped: check [`StreamConfigJson::unsupported`] first. A duplicate
-    /// window of 0 stays 0 (nats-server answers with its default filled).
+    /// window of 0 is nats-server's default: 2 minutes, or `max_age` when
+    /// that is shorter.
     fn from(j: StreamConfigJson) -> Self {
+        let max_age = (j.max_age > 0).then(|| nanos_to_duration(j.max_age));
+        let duplicate_window = match j.duplicate_window {
+            0 => max_age.map_or(crate::DEFAULT_DUPLICATE_WINDOW, |age| {
+                age.min(crate::DEFAULT_DUPLICATE_WINDOW)
+            }),
+            n => nanos_to_duration(n),
+        };
         Self {
             name: j.name,
             description: Some(j.description).filter(|d| !d.is_empty()),
             subjects: j.subjects,
             retention: j.retention,
-            max_age: (j.max_age > 0).then(|| nanos_to_duration(j.max_age)),
+            max_age,
             max_bytes: positive(j.max_bytes),
             max_msgs: positive(j.max_msgs),
             max_msgs_per_subject: positive(j.max_msgs_per_subject),
             max_msg_size: positive(i64::from(j.max_msg_size)),
             discard: j.discard,
             discard_new_per_subject: j.discard_new_per_subject,
-            duplicate_window: nanos_to_duration(j.duplicate_window),
+            duplicate_window,
             storage: j.storage,
             replicas: usize::try_from(j.num_replicas).unwrap_or(0).max(1),
             allow_rollup: j.allow_rollup_hdrs,

@@ -27,6 +27,8 @@ use crate::proto;
 const BATCH: usize = 256;
 /// The longest a fetch waits, so the task notices a client gone quiet.
 const ROUND: Duration = Duration::from_secs(1);
+/// How often a push consumer nobody listens to looks again.
+const INTEREST_POLL: Duration = Duration::from_millis(10);
 /// How long an ephemeral push consumer outlives its last subscriber when
 /// its configuration does not say.
 const DEFAULT_INACTIVE: Duration = Duration::from_secs(5);
@@ -184,6 +186,19 @@ impl Task {
         let mut last_sent = Instant::now();
         let mut unheard: Option<Instant> = None;
         loop {
+            // As nats-server: nothing is delivered while nobody listens (a
+            // client may subscribe to the deliver subject after creating
+            // the consumer).
+            let now = Instant::now();
+            if !self.heard() {
+                let since = *unheard.get_or_insert(now);
+                if now >= since + self.inactive {
+                    return;
+                }
+                tokio::time::sleep(INTEREST_POLL).await;
+                continue;
+            }
+            unheard = None;
             let wait = self.heartbeat.map_or(ROUND, |hb| hb.min(ROUND));
             let got = match backend.fetch(&self.stream, &self.name, BATCH, wait).await {
                 Ok(got) => got,
@@ -214,15 +229,13 @@ impl Task {
                     last_sent = now;
                 }
             }
-            let heard = !self.ctx.subs.matching(&self.deliver).is_empty()
-                || self.ctx.shared.backend.has_subscribers(&self.deliver);
-            match (heard, unheard) {
-                (true, _) => unheard = None,
-                (false, None) => unheard = Some(now),
-                (false, Some(since)) if now >= since + self.inactive => return,
-                (false, Some(_)) => {}
-            }
         }
+    }
+
+    /// Whether anyone listens on the deliver subject.
+    fn heard(&self) -> bool {
+        !self.ctx.subs.matching(&self.deliver).is_empty()
+            || self.ctx.shared.backend.has_subscribers(&self.deliver)
     }
 
     async fn send(&self, d: &Delivery) {
