@@ -5,7 +5,7 @@
 //! on its own (`fuzz/fuzz_targets/server_proto.rs`).
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use durabus_core::HeaderMap;
+use durabus_core::{jsapi, HeaderMap};
 use serde::{Deserialize, Serialize};
 
 /// nats-server's default longest control line (an operation and its
@@ -445,46 +445,20 @@ pub fn write_msg(
 /// A header block: `NATS/1.0[ <status> <description>]\r\n` then each
 /// header, then an empty line.
 pub fn header_block(headers: &HeaderMap, status: Option<(u16, &str)>) -> Bytes {
-    let mut out = BytesMut::with_capacity(headers.encoded_len() + 32);
-    out.put_slice(b"NATS/1.0");
-    if let Some((code, description)) = status {
-        out.put_u8(b' ');
-        out.put_slice(itoa::Buffer::new().format(code).as_bytes());
-        if !description.is_empty() {
-            out.put_u8(b' ');
-            out.put_slice(description.as_bytes());
-        }
-    }
-    out.put_slice(b"\r\n");
-    for (name, value) in headers.iter() {
-        out.put_slice(name.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(b"\r\n");
-    out.freeze()
+    Bytes::from(jsapi::header_block(headers, status))
 }
 
 /// The headers of a header block sent by a client (an empty block, as
 /// nats.js sends `HPUB ... 0 <n>`, has none). `None` when it does not start
-/// with `NATS/1.0` or is not UTF-8.
+/// with `NATS/1.0`.
 pub fn parse_header_block(raw: &[u8]) -> Option<HeaderMap> {
     if raw.is_empty() {
         return Some(HeaderMap::new());
     }
-    let text = std::str::from_utf8(raw).ok()?;
-    let mut lines = text.split("\r\n");
-    if !lines.next()?.starts_with("NATS/1.0") {
+    if !raw.starts_with(jsapi::NATS_HEADER_LINE.as_bytes()) {
         return None;
     }
-    let mut out = HeaderMap::new();
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            out.append(name.trim(), value.trim());
-        }
-    }
-    Some(out)
+    Some(jsapi::HeaderBlock::parse(raw).headers)
 }
 
 #[cfg(test)]

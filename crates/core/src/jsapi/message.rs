@@ -74,32 +74,40 @@ impl HeaderBlock {
 
     /// The block's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            NATS_HEADER_LINE.len() + 4 + self.description.len() + 8 + self.headers.encoded_len(),
-        );
-        out.extend_from_slice(NATS_HEADER_LINE.as_bytes());
-        if let Some(status) = self.status {
-            out.extend_from_slice(format!(" {status}").as_bytes());
-            if !self.description.is_empty() {
-                out.push(b' ');
-                out.extend_from_slice(self.description.as_bytes());
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in self.headers.iter() {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out
+        let status = self.status.map(|code| (code, self.description.as_str()));
+        header_block(&self.headers, status)
     }
+}
+
+/// The bytes of a header block of `headers`, with a status line when
+/// `status` is given (what [`HeaderBlock::encode`] writes, without building
+/// one).
+pub fn header_block(headers: &HeaderMap, status: Option<(u16, &str)>) -> Vec<u8> {
+    let description = status.map_or(0, |(_, d)| d.len());
+    let mut out =
+        Vec::with_capacity(NATS_HEADER_LINE.len() + 8 + description + headers.encoded_len());
+    out.extend_from_slice(NATS_HEADER_LINE.as_bytes());
+    if let Some((code, description)) = status {
+        out.extend_from_slice(format!(" {code}").as_bytes());
+        if !description.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(description.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers.iter() {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// `headers` as a NATS header block (`NATS/1.0\r\nName: value\r\n\r\n`).
 pub fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
-    HeaderBlock::new(headers.clone()).encode()
+    header_block(headers, None)
 }
 
 /// The headers of a NATS header block, in order, repeated names kept (the

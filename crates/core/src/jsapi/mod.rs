@@ -15,6 +15,8 @@
 //! - Streams: [`StreamConfigJson`], [`StreamStateJson`], [`StreamInfoJson`].
 //! - Consumers: [`ConsumerConfigJson`], [`ConsumerInfoJson`],
 //!   [`CreateConsumerRequestJson`], [`PullRequestJson`].
+//! - Acks: the `$JS.ACK` subject ([`AckSubject`]) and ack bodies
+//!   ([`ack_payload`], [`parse_ack_payload`]).
 //! - Messages: [`StoredMessageJson`], the NATS header block
 //!   ([`HeaderBlock`]), publish acks ([`PubAckJson`],
 //!   [`PubAckResponseJson`]).
@@ -25,6 +27,7 @@
 //!
 //! Errors are [`crate::ApiError`]s (see [`crate::api_error`]).
 
+mod ack;
 mod consumer;
 mod message;
 mod request;
@@ -32,13 +35,14 @@ mod response;
 mod stream;
 mod time;
 
+pub use ack::{ack_payload, parse_ack_payload, AckRequest, AckSubject};
 pub use consumer::{
     ConsumerAction, ConsumerConfigJson, ConsumerInfoJson, CreateConsumerRequestJson,
     DeliverPolicyJson, NakOptionsJson, PullRequestJson, ReplayPolicy, SequenceInfoJson,
 };
 pub use message::{
-    encode_headers, parse_headers, HeaderBlock, PubAckJson, PubAckResponseJson, StoredMessageJson,
-    NATS_HEADER_LINE,
+    encode_headers, header_block, parse_headers, HeaderBlock, PubAckJson, PubAckResponseJson,
+    StoredMessageJson, NATS_HEADER_LINE,
 };
 pub use request::{
     AccountInfoJson, AccountLimitsJson, ApiPaged, ApiStatsJson, ConsumerListRequestJson,

@@ -23,9 +23,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_nats::Subject;
 use bytes::Bytes;
 use durabus_core::jsapi::{
-    clamp_to_unix_nanos, duration_to_nanos, ConsumerConfigJson, ConsumerInfoJson,
-    ConsumerListRequestJson, ConsumerListResponseJson, CreateConsumerRequestJson, NakOptionsJson,
-    PullRequestJson, SuccessJson,
+    self, clamp_to_unix_nanos, ConsumerConfigJson, ConsumerInfoJson, ConsumerListRequestJson,
+    ConsumerListResponseJson, CreateConsumerRequestJson, PullRequestJson, SuccessJson,
 };
 use durabus_core::{
     validate_consumer_name, validate_stream_name, AckKind, AckRef, ApiRequest, ByteString,
@@ -84,30 +83,32 @@ fn parse_info(info: ConsumerInfoJson) -> (ConsumerInfo, bool) {
     (info.into(), push)
 }
 
+/// The numbers of an ack subject, kept past the subject's buffer.
+#[derive(Clone, Copy)]
+struct AckNumbers {
+    delivered: u64,
+    stream_seq: u64,
+    consumer_seq: u64,
+    time_nanos: u64,
+    pending: u64,
+}
+
+impl From<jsapi::AckSubject<'_>> for AckNumbers {
+    fn from(a: jsapi::AckSubject<'_>) -> Self {
+        AckNumbers {
+            delivered: a.delivered,
+            stream_seq: a.stream_seq,
+            consumer_seq: a.consumer_seq,
+            time_nanos: a.time_nanos,
+            pending: a.pending,
+        }
+    }
+}
+
 fn consumer_not_found(stream: &str, name: &str) -> Error {
     Error::ConsumerNotFound {
         stream: stream.to_owned(),
         name: name.to_owned(),
-    }
-}
-
-/// The payload of an ack of `kind`.
-fn ack_payload(kind: AckKind) -> Bytes {
-    match kind {
-        AckKind::Ack => Bytes::from_static(b"+ACK"),
-        AckKind::Nak(None) => Bytes::from_static(b"-NAK"),
-        AckKind::Nak(Some(d)) if d.is_zero() => Bytes::from_static(b"-NAK"),
-        AckKind::Nak(Some(d)) => {
-            let delay = NakOptionsJson {
-                delay: duration_to_nanos(d),
-            };
-            let mut payload = b"-NAK ".to_vec();
-            // Serializing two integers cannot fail.
-            let _ = serde_json::to_writer(&mut payload, &delay);
-            Bytes::from(payload)
-        }
-        AckKind::Term => Bytes::from_static(b"+TERM"),
-        AckKind::InProgress => Bytes::from_static(b"+WPI"),
     }
 }
 
@@ -451,7 +452,7 @@ impl NatsBackend {
                 }
             }
             let Some(reply) = m.reply else { continue };
-            let Some(ack) = api::parse_ack_subject(&reply) else {
+            let Some(ack) = jsapi::AckSubject::parse(&reply).map(AckNumbers::from) else {
                 continue;
             };
             got += 1;
@@ -512,14 +513,18 @@ impl NatsBackend {
         if !confirm {
             return self
                 .client()
-                .publish(subject, ack_payload(kind))
+                .publish(subject, jsapi::ack_payload(kind))
                 .await
                 .map_err(|e| Error::Unavailable {
                     reason: format!("cannot send the ack: {e}"),
                 });
         }
         let timeout = self.request_timeout();
-        match self.client().request(subject, ack_payload(kind)).await {
+        match self
+            .client()
+            .request(subject, jsapi::ack_payload(kind))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => match self.request_error(&e, timeout) {
                 // The consumer is gone: nobody takes acks for it.
@@ -544,17 +549,5 @@ mod tests {
         assert!(matches!(e, Error::Unsupported(_)), "{e}");
         assert!(e.to_string().contains("2.10"), "{e}");
         assert!(check_filters(&ConsumerConfig::durable("c").filter_subject("a")).is_ok());
-    }
-
-    #[test]
-    fn ack_payloads() {
-        assert_eq!(ack_payload(AckKind::Ack), "+ACK");
-        assert_eq!(ack_payload(AckKind::Nak(None)), "-NAK");
-        assert_eq!(
-            ack_payload(AckKind::Nak(Some(Duration::from_millis(5)))),
-            "-NAK {\"delay\":5000000}"
-        );
-        assert_eq!(ack_payload(AckKind::Term), "+TERM");
-        assert_eq!(ack_payload(AckKind::InProgress), "+WPI");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use durabus_core::api_error::codes;
 use durabus_core::jsapi::{
-    clamp_to_unix_nanos, duration_to_nanos, ConsumerConfigJson, ConsumerInfoJson,
+    self, clamp_to_unix_nanos, duration_to_nanos, ConsumerConfigJson, ConsumerInfoJson,
     CreateConsumerRequestJson, DeliverPolicyJson, MsgGetRequestJson, MsgGetResponseJson,
     ReplayPolicy, SuccessJson,
 };
@@ -267,7 +267,7 @@ impl ReplayState {
                 }
                 continue;
             }
-            let Some(ack) = m.reply.as_deref().and_then(api::parse_ack_subject) else {
+            let Some(ack) = m.reply.as_deref().and_then(jsapi::AckSubject::parse) else {
                 continue;
             };
             if ack.consumer_seq != self.next_cseq {

@@ -21,8 +21,8 @@ pub(crate) fn is_api(subject: &str) -> bool {
 
 /// Runs a JetStream request or ack (`is_api(item.subject)`).
 pub(crate) async fn handle(ctx: &Arc<ConnCtx>, item: PubItem) {
-    if let Some(rest) = item.subject.strip_prefix("$JS.ACK.") {
-        ack::handle(ctx, rest, item.reply.as_deref(), &item.payload).await;
+    if item.subject.starts_with("$JS.ACK.") {
+        ack::handle(ctx, &item.subject, item.reply.as_deref(), &item.payload).await;
         return;
     }
     let Some(what) = item.subject.strip_prefix("$JS.API.") else {

@@ -7,30 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use durabus_core::jsapi::{nanos_to_duration, AckSubject, PullRequestJson};
 use durabus_core::{Delivery, Error, HeaderMap};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::conn::ConnCtx;
 use crate::proto;
-
-/// A pull request's body (all optional; an empty body asks for one
-/// message, a bare number for that many).
-#[derive(Debug, Default, Deserialize)]
-struct NextRequest {
-    #[serde(default)]
-    batch: i64,
-    /// Nanoseconds; 0 never expires.
-    #[serde(default)]
-    expires: i64,
-    #[serde(default)]
-    no_wait: bool,
-    #[serde(default)]
-    max_bytes: i64,
-    /// Nanoseconds.
-    #[serde(default)]
-    idle_heartbeat: i64,
-}
 
 /// How long one fetch waits when nothing else bounds it, so the request
 /// notices a client that went away.
@@ -45,31 +27,16 @@ struct Request {
 }
 
 fn parse(body: &[u8]) -> Result<Request, String> {
-    let body = body.trim_ascii();
-    let r: NextRequest = match body.first() {
-        None => NextRequest {
-            batch: 1,
-            ..NextRequest::default()
-        },
-        Some(b'{') => serde_json::from_slice(body).map_err(|e| e.to_string())?,
-        Some(_) => NextRequest {
-            batch: std::str::from_utf8(body)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(1),
-            ..NextRequest::default()
-        },
-    };
-    let expires = (r.expires > 0).then(|| Duration::from_nanos(r.expires.unsigned_abs()));
-    let heartbeat =
-        (r.idle_heartbeat > 0).then(|| Duration::from_nanos(r.idle_heartbeat.unsigned_abs()));
+    let r = PullRequestJson::parse(body).map_err(|e| e.to_string())?;
+    let expires = (r.expires > 0).then(|| nanos_to_duration(r.expires));
+    let heartbeat = (r.idle_heartbeat > 0).then(|| nanos_to_duration(r.idle_heartbeat));
     if let Some(hb) = heartbeat {
         if expires.is_none_or(|e| hb * 2 > e) {
             return Err("heartbeat value too large".into());
         }
     }
     Ok(Request {
-        batch: usize::try_from(r.batch.max(1)).unwrap_or(1),
+        batch: usize::try_from(r.batch.max(1)).unwrap_or(usize::MAX),
         expires: expires.map(|e| Instant::now() + e),
         no_wait: r.no_wait,
         max_bytes: (r.max_bytes > 0).then(|| usize::try_from(r.max_bytes).unwrap_or(usize::MAX)),
@@ -216,15 +183,21 @@ async fn end_with_error(ctx: &ConnCtx, reply: &str, e: &Error, delivered: usize)
 
 /// The ack subject of a delivery.
 pub(crate) fn ack_subject(stream: &str, consumer: &str, d: &Delivery) -> String {
-    let nanos = d
+    let time_nanos = d
         .message
         .time
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_nanos());
-    format!(
-        "$JS.ACK.{stream}.{consumer}.{}.{}.{}.{nanos}.{}",
-        d.ack.delivered, d.ack.stream_seq, d.ack.consumer_seq, d.pending
-    )
+        .map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+    AckSubject {
+        stream,
+        consumer,
+        delivered: d.ack.delivered,
+        stream_seq: d.ack.stream_seq,
+        consumer_seq: d.ack.consumer_seq,
+        time_nanos,
+        pending: d.pending,
+    }
+    .to_subject()
 }
 
 /// One delivery to `to`, showing the message's own subject, with its ack
@@ -258,5 +231,6 @@ mod tests {
             .unwrap();
         assert_eq!(e, "heartbeat value too large");
         assert!(parse(b"{bad").is_err());
+        assert!(parse(b"-3").is_err());
     }
 }
