@@ -95,15 +95,17 @@ pub enum ProtoError {
     /// An operation name the protocol does not have, or bad arguments.
     #[error("Unknown Protocol Operation")]
     UnknownOperation,
-    /// A control line longer than the limit.
-    #[error("Maximum Control Line Exceeded")]
+    /// A control line longer than the limit (nats-server writes this one
+    /// in lower case).
+    #[error("maximum control line exceeded")]
     MaxControlLine,
     /// A payload larger than the limit.
     #[error("Maximum Payload Violation")]
     MaxPayload,
     /// A malformed operation (bad sizes, payload not ended by CRLF, bad
-    /// CONNECT JSON).
-    #[error("Parser Error")]
+    /// CONNECT JSON): nats-server's parser says the same as for an unknown
+    /// operation.
+    #[error("Unknown Protocol Operation")]
     Parse,
 }
 

@@ -90,7 +90,7 @@ async fn protocol_violations_get_nats_server_errors_and_close_only_that_connecti
             &b"PUB a 2000000\r\n"[..],
             "-ERR 'Maximum Payload Violation'",
         ),
-        (&[b'x'; 5000][..], "-ERR 'Maximum Control Line Exceeded'"),
+        (&[b'x'; 5000][..], "-ERR 'maximum control line exceeded'"),
     ] {
         let (mut c, _) = Raw::connect(&server).await;
         c.send(input).await;

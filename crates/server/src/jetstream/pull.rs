@@ -163,12 +163,9 @@ fn pending(msgs: usize, bytes: usize) -> HeaderMap {
 
 async fn end_with_error(ctx: &ConnCtx, reply: &str, e: &Error, delivered: usize) {
     match e {
-        // No such consumer: nobody serves its MSG.NEXT subject.
-        Error::ConsumerNotFound { .. } | Error::StreamNotFound { .. } if delivered == 0 => {
-            if ctx.wants_no_responders() {
-                ctx.status(reply, 503, "", HeaderMap::new()).await;
-            }
-        }
+        // No such consumer: nats-server 2.9 leaves the request unanswered
+        // (its JetStream API takes the subject and drops it).
+        Error::ConsumerNotFound { .. } | Error::StreamNotFound { .. } if delivered == 0 => {}
         Error::ConsumerNotFound { .. } | Error::StreamNotFound { .. } => {
             ctx.status(reply, 409, "Consumer Deleted", HeaderMap::new())
                 .await;
