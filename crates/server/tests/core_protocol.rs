@@ -182,3 +182,19 @@ async fn unsub_with_max_ends_after_that_many_messages() {
     assert_eq!(c.line().await, "PONG");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn async_nats_reads_the_hubs_account_info() {
+    let server = hub(ServerOptions::default()).await;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "A".into(),
+        subjects: vec!["a.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let account = js.query_account().await.unwrap();
+    assert_eq!(account.streams, 1);
+    server.shutdown().await;
+}

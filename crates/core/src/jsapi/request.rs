@@ -332,6 +332,14 @@ pub struct AccountInfoJson {
     pub memory: u64,
     /// File storage bytes used.
     pub storage: u64,
+    /// Memory storage bytes reserved: 2.10 sends it, 2.9 does not, and
+    /// async-nats 0.46 cannot read an answer without it (a server that
+    /// wants async-nats's `query_account` to work sets it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_memory: Option<u64>,
+    /// File storage bytes reserved (as `reserved_memory`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_storage: Option<u64>,
     /// Streams.
     pub streams: u64,
     /// Consumers.

@@ -145,6 +145,9 @@ async fn account_info(b: &dyn Backend) -> Result<AccountInfoJson, ApiError> {
     let streams = b.list_streams().await.map_err(|e| err(&e))?;
     let mut info = AccountInfoJson {
         limits: AccountLimitsJson::unlimited(),
+        // As 2.10: async-nats reads account info only with these.
+        reserved_memory: Some(0),
+        reserved_storage: Some(0),
         streams: streams.len() as u64,
         ..AccountInfoJson::default()
     };
