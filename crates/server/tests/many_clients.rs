@@ -108,3 +108,70 @@ async fn a_queue_group_over_many_connections_gets_each_message_once() {
     assert!(busy > 1, "the group's messages are spread over its members");
     server.shutdown().await;
 }
+
+/// This process's resident memory, in bytes (Linux).
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_neither_grows_memory_nor_slows_the_others() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = hub().await;
+    // A client that subscribes and then never reads again.
+    let mut stalled = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let mut info = [0u8; 4096];
+    let _ = stalled.read(&mut info).await.unwrap();
+    stalled
+        .write_all(b"CONNECT {}\r\nSUB flood 1\r\nPING\r\n")
+        .await
+        .unwrap();
+    let healthy = async_nats::connect(server.url()).await.unwrap();
+    let mut sub = healthy.subscribe("flood").await.unwrap();
+    healthy.request("nobody", "".into()).await.unwrap_err();
+    let publisher = async_nats::connect(server.url()).await.unwrap();
+    let before = rss();
+    let payload = bytes::Bytes::from(vec![b'x'; 1024]);
+    const N: usize = 100_000;
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        for i in 0..N {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("the healthy subscriber stalled at {i}"))
+                .unwrap();
+            assert_eq!(m.payload.len(), 1024);
+            if i % 500 == 0 {
+                let _ = progress.send(i);
+            }
+        }
+    });
+    for i in 0..N {
+        publisher.publish("flood", payload.clone()).await.unwrap();
+        if i % 1000 == 999 {
+            // Paced by the healthy subscriber (at most 2000 messages
+            // behind: within its bounded buffer), never by the stalled one.
+            let behind = i.saturating_sub(2000);
+            seen.wait_for(|n| *n >= behind).await.unwrap();
+        }
+    }
+    reader.await.unwrap();
+    let grown = rss().saturating_sub(before);
+    // 100 MiB went to the stalled subscriber; what the hub holds for it is
+    // its subscription's bounded buffer (4096 messages) and the socket's.
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "RSS grew {} MiB while a subscriber stalled",
+        grown >> 20
+    );
+    drop(stalled);
+    server.shutdown().await;
+}
