@@ -198,3 +198,37 @@ async fn async_nats_reads_the_hubs_account_info() {
     assert_eq!(account.streams, 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_and_the_others_keep_working() {
+    let server = hub(ServerOptions::default().max_connections(3)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Raw::connect(&server).await.0);
+    }
+    let mut extra = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "-ERR 'maximum connections exceeded'\r\n");
+    for c in &mut held {
+        c.send(b"PING\r\n").await;
+        assert_eq!(c.line().await, "PONG");
+    }
+    // A closed connection frees its place.
+    drop(held.pop());
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.connections() > 2 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the place was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut again, _) = Raw::connect(&server).await;
+    again.send(b"PING\r\n").await;
+    assert_eq!(again.line().await, "PONG");
+    server.shutdown().await;
+}
