@@ -148,6 +148,7 @@ fn create_stream(url: &str) {
     });
 }
 
+/// Checks invariant 32 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_hub_gracefully_and_keeps_every_acknowledged_publish() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +168,7 @@ async fn sigterm_stops_the_hub_gracefully_and_keeps_every_acknowledged_publish()
     assert_all_stored(dir.path(), &acked).await;
 }
 
+/// Checks invariant 32 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_hub_loses_no_acknowledged_publish_with_always() {
     let trials = durabus_testkit::env_count("DURABUS_HUB_KILL_TRIALS", 3);

@@ -60,6 +60,7 @@ impl Raw {
     }
 }
 
+/// Checks invariant 31 (docs/design.md).
 #[tokio::test]
 async fn info_announces_headers_jetstream_and_limits_and_ping_gets_pong() {
     let server = hub(ServerOptions::default()).await;
@@ -169,6 +170,7 @@ async fn async_nats_pub_sub_queue_groups_and_request_reply_work() {
     server.shutdown().await;
 }
 
+/// Checks invariant 31 (docs/design.md).
 #[tokio::test]
 async fn unsub_with_max_ends_after_that_many_messages() {
     let server = hub(ServerOptions::default()).await;

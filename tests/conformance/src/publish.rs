@@ -12,7 +12,7 @@ use durabus::ReplayOptions;
 
 /// The store assigns sequences 1, 2, 3, ... and names itself in the ack.
 ///
-/// Checks invariant 1 (docs/design.md).
+/// Checks invariant 1 (docs/design.md), and 31 on the hub.
 pub async fn sequences_start_at_one_and_increase_by_one(bus: &Bus) {
     let n = names("seqs");
     let cfg = n.stream_config("S");

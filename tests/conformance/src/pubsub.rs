@@ -66,6 +66,8 @@ pub async fn subscriber_receives_messages_in_publish_order(bus: &Bus) {
 }
 
 /// Core subscriptions are live only: nothing published before them.
+///
+/// Checks invariant 31 (docs/design.md) on the hub.
 pub async fn subscription_receives_only_messages_published_after_it(bus: &Bus) {
     let n = names("live_only");
     bus.publish(n.subject("x"), "before").await.unwrap();
