@@ -131,7 +131,9 @@ where
         subs.clone(),
         headers.clone(),
         shared.options.max_pending,
-        shared.shutdown.child_token(),
+        // Not the server's shutdown token: at shutdown the reader stops
+        // first, the publishes it read are answered, then the writer ends.
+        tokio_util::sync::CancellationToken::new(),
         &shared.tracker,
     );
     let mut info = BytesMut::new();
@@ -163,6 +165,7 @@ where
         tokio::select! {
             biased;
             () = out.closed.cancelled() => break,
+            () = shared.shutdown.cancelled() => break,
             _ = ping.tick() => {
                 if pings_out >= shared.options.max_pings_out {
                     out.close_with(Some("Stale Connection".into()));
