@@ -20,6 +20,12 @@ pub(crate) const WORKLOAD: &str = "pubsub";
 /// rest as dropped.
 const IDLE: Duration = Duration::from_secs(2);
 
+/// async-nats' default subscription buffer, in messages.
+const MIN_BUFFERED: usize = 64 * 1024;
+
+/// The most messages a fan-out subscriber buffers.
+const MAX_BUFFERED: usize = 4 * 1024 * 1024;
+
 /// The row's name for `subscribers` subscribers.
 pub(crate) fn name(subscribers: usize) -> String {
     format!("core fan-out, 1 publisher -> {subscribers} subscribers")
@@ -51,22 +57,34 @@ pub(crate) struct Fanout {
     subscribers: Vec<async_nats::Client>,
 }
 
-/// A connection named `name` to `url`.
-async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+/// A connection named `name` to `url`, whose subscriptions buffer up to
+/// `capacity` messages before async-nats drops any.
+async fn connect(url: &str, name: &str, capacity: usize) -> anyhow::Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
         .name(name)
+        .subscription_capacity(capacity)
         .connect(url)
         .await
         .with_context(|| format!("cannot connect to {}", durabus::redact(url)))
 }
 
 impl Fanout {
-    /// Connects the publisher and `subscribers` subscribers to `url`.
-    pub(crate) async fn connect(url: &str, subscribers: usize) -> anyhow::Result<Self> {
-        let publisher = connect(url, "durabus-bench-fanout-pub").await?;
+    /// Connects the publisher and `subscribers` subscribers to `url`, for
+    /// turns of up to `per_turn` messages: a subscriber buffers a whole turn
+    /// (up to [`MAX_BUFFERED`]), so what is lost is lost by the server, not
+    /// by a client task that was not scheduled in time.
+    pub(crate) async fn connect(
+        url: &str,
+        subscribers: usize,
+        per_turn: u64,
+    ) -> anyhow::Result<Self> {
+        let capacity = usize::try_from(per_turn)
+            .unwrap_or(MAX_BUFFERED)
+            .clamp(MIN_BUFFERED, MAX_BUFFERED);
+        let publisher = connect(url, "durabus-bench-fanout-pub", MIN_BUFFERED).await?;
         let mut subs = Vec::with_capacity(subscribers);
         for _ in 0..subscribers {
-            subs.push(connect(url, "durabus-bench-fanout-sub").await?);
+            subs.push(connect(url, "durabus-bench-fanout-sub", capacity).await?);
         }
         Ok(Self {
             publisher,

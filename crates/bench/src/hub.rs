@@ -196,7 +196,8 @@ async fn open(plan: &Plan, shape: Shape, label: String, url: &str) -> anyhow::Re
     .await
     .with_context(|| label.clone())?;
     let fanout = if shape.subscribers > 0 && shape.fanout_msgs > 0 {
-        match Fanout::connect(url, shape.subscribers).await {
+        let per_turn = shape.fanout_msgs.div_ceil(TURNS);
+        match Fanout::connect(url, shape.subscribers, per_turn).await {
             Ok(f) => Some(f),
             Err(e) => return raw.finish(Err(e)).await,
         }
