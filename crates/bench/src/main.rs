@@ -5,9 +5,12 @@
 //! both). The workloads themselves are the `durabus-workloads` crate, which
 //! the product CLI's `durabus bench` runs too.
 //!
-//! Modules: [`run`] drives a bench over the peers of [`pair`], [`raw`] and
-//! [`redis`]; [`report`] reads results back and imports none of them.
+//! Modules: [`run`] drives a bench over the peers of [`pair`], [`raw`],
+//! [`hub`] (with [`fanout`]) and [`redis`]; [`report`] reads results back
+//! and imports none of them.
 
+mod fanout;
+mod hub;
 mod pair;
 mod raw;
 mod redis;

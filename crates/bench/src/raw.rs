@@ -3,6 +3,7 @@
 //! nats-server, with the same counts, payload, batch size and subjects as the
 //! durabus workloads, so the two rows differ only in what durabus adds.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -68,6 +69,48 @@ pub(crate) async fn publish_batched(
         }
         sent += this;
         bar.inc(this);
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok(elapsed)
+}
+
+/// W2 of the hub comparison: `n` messages with up to `window` acks in
+/// flight: each publish waits for the oldest ack once `window` are pending,
+/// and the last ones are awaited at the end (nats bench's `--pubbatch`
+/// style, but a sliding window rather than rounds).
+pub(crate) async fn publish_window(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &Bytes,
+    n: u64,
+    window: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Duration> {
+    let window = usize::try_from(window).unwrap_or(usize::MAX).max(1);
+    let mut pending: VecDeque<jetstream::context::PublishAckFuture> =
+        VecDeque::with_capacity(window);
+    let start = Instant::now();
+    let mut acked = 0u64;
+    for i in 1..=n {
+        if pending.len() >= window {
+            if let Some(ack) = pending.pop_front() {
+                ack.await
+                    .with_context(|| format!("ack {} of {n} failed", acked + 1))?;
+                acked += 1;
+            }
+        }
+        let ack = js
+            .publish(subject.to_owned(), payload.clone())
+            .await
+            .with_context(|| format!("publish {i} of {n} failed"))?;
+        pending.push_back(ack);
+        tick(bar, i);
+    }
+    for ack in pending {
+        ack.await
+            .with_context(|| format!("ack {} of {n} failed", acked + 1))?;
+        acked += 1;
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();

@@ -7,7 +7,10 @@
 //! label; a peer's row (raw async-nats, Redis) under the peer's own name.
 //! The targets look rows up by these labels: `file-none`, `file-always`,
 //! `memory` and `nats` (a `--peer durabus,async-nats` run), as
-//! `bench/compare` names them; a target whose rows are missing says so.
+//! `bench/compare` names them, and the hub's against nats-server by the
+//! peers of a `--peer async-nats,hub` run (`async-nats/nats-server`,
+//! `async-nats/hub-none`, ...), which also get a section of their own; a
+//! target whose rows are missing says so.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -182,7 +185,68 @@ fn cell(row: &Row) -> String {
             .rss_mib
             .map_or_else(|| "-".into(), |m| format!("RSS +{m:.1} MiB")),
         "W7" => format!("{:.0} ms", row.seconds * 1000.0),
-        _ => rate(row.msgs_per_sec),
+        _ => match dropped(row) {
+            Some((lost, of)) => {
+                format!("{} ({} dropped)", rate(row.msgs_per_sec), percent(lost, of))
+            }
+            None => rate(row.msgs_per_sec),
+        },
+    }
+}
+
+/// Deliveries a fan-out row lost, and those it expected: its notes say
+/// `DROPPED <lost> of <expected> deliveries`.
+fn dropped(row: &Row) -> Option<(u64, u64)> {
+    let rest = row.notes.split("DROPPED ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let lost = words.next()?.parse().ok()?;
+    let of = words.nth(1)?.parse().ok()?;
+    Some((lost, of))
+}
+
+/// `part` of `whole` in percent, for display.
+fn percent(part: u64, whole: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let p = part as f64 * 100.0 / whole.max(1) as f64;
+    if p < 1.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
+/// nats-server's column in a hub comparison (`--peer async-nats,hub`).
+const NATS_SERVER: &str = "async-nats/nats-server";
+
+/// The workload of the core pub/sub fan-out rows.
+const PUBSUB: &str = "pubsub";
+
+/// The hub columns of a hub comparison: `async-nats/hub-<durability>`.
+fn hub_columns(rows: &[Row]) -> Vec<&str> {
+    columns(rows)
+        .into_iter()
+        .filter(|c| c.starts_with("async-nats/hub"))
+        .collect()
+}
+
+/// The hub column the targets judge: durability `none` (nats-server 2.9's
+/// file store acknowledges before any fsync, as `none` does), else the one
+/// of `--hub-url`, else the first.
+fn judged_hub(rows: &[Row]) -> Option<&str> {
+    let hubs = hub_columns(rows);
+    ["async-nats/hub-none", "async-nats/hub"]
+        .into_iter()
+        .find_map(|want| hubs.iter().copied().find(|c| *c == want))
+        .or_else(|| hubs.first().copied())
+}
+
+/// The bar of docs/performance.md for the hub on `workload`: 3x nats-server
+/// on JetStream publish and consume, 0.8x on core pub/sub.
+fn hub_bar(workload: &str) -> f64 {
+    if workload == PUBSUB {
+        0.8
+    } else {
+        3.0
     }
 }
 
@@ -300,6 +364,55 @@ fn targets(rows: &[Row], ratios: &[Ratio]) -> Vec<Target> {
         }),
         missing: "needs a run with --workloads w7",
     });
+    let hub = judged_hub(rows);
+    for (workload, name, what) in [
+        (
+            "W1",
+            "await each ack",
+            "hub W1 >= 3x nats-server, publish awaiting each ack",
+        ),
+        (
+            "W2",
+            "in flight",
+            "hub W2 >= 3x nats-server, publish with 256 acks in flight",
+        ),
+        (
+            "W4",
+            "consume",
+            "hub W4 >= 3x nats-server, pull consume with explicit ack",
+        ),
+        ("W4", "replay", "hub W4 >= 3x nats-server, ordered replay"),
+        (
+            PUBSUB,
+            "fan-out",
+            "hub core pub/sub fan-out >= 0.8x nats-server, nothing dropped",
+        ),
+    ] {
+        let ours = hub.and_then(|h| r(h, workload, name));
+        let theirs = r(NATS_SERVER, workload, name);
+        let bar = hub_bar(workload);
+        t.push(Target {
+            what,
+            measured: ours.zip(theirs).map(|(o, n)| {
+                let x = o.msgs_per_sec / n.msgs_per_sec.max(1e-9);
+                let mut text = format!(
+                    "{x:.2}x ({} / {}, {})",
+                    rate(o.msgs_per_sec),
+                    rate(n.msgs_per_sec),
+                    o.column
+                );
+                for (who, row) in [("hub", o), ("nats-server", n)] {
+                    if let Some((l, of)) = dropped(row) {
+                        let _ = write!(text, "; {who} dropped {}", percent(l, of));
+                    }
+                }
+                // The hub must deliver everything; nats-server's drops are
+                // shown, not judged.
+                (text, x >= bar && dropped(o).is_none())
+            }),
+            missing: "needs a --peer async-nats,hub run",
+        });
+    }
     let nats: Vec<&Ratio> = ratios.iter().filter(|c| c.label == "nats").collect();
     t.push(Target {
         what: "NATS backend within 5% of raw async-nats (W1, W2, W4)",
@@ -348,6 +461,7 @@ fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, svg: Option<&st
         };
         let _ = writeln!(md, "| {} | {m} | {ok} |", t.what);
     }
+    hub_section(&mut md, rows);
     let w6: Vec<&Row> = rows
         .iter()
         .filter(|r| r.workload == "W6" && !r.rss_samples.is_empty())
@@ -372,12 +486,76 @@ fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, svg: Option<&st
     md
 }
 
-/// Grouped horizontal bars of the throughput rows (W1-W4 and the disk
-/// baseline), msg/s on a log scale, one colour per column.
+/// What the hub section compares, and why its targets judge durability `none`.
+const HUB_ABOUT: &str = "The same raw async-nats client and workloads against \
+    nats-server (file storage) and against `durabus serve` on a fresh `file:` store, each \
+    a process of its own, interleaved in one run; medians, msg/s (the fan-out counts \
+    deliveries to all subscribers, and what a server dropped). Durability: nats-server \
+    2.9's file store acknowledges a publish before any fsync (it syncs on a timer), as the \
+    hub does under `none` (each record handed to the OS with a write before the ack, no \
+    fsync), so `none` is the like-for-like column; `always` (an fsync before each ack, \
+    shared by concurrent publishers) shows what per-message durability costs.";
+
+/// The hub against nats-server: every row of a `--peer async-nats,hub`
+/// run, each hub's ratio to nats-server and the bar it is held to.
+fn hub_section(md: &mut String, rows: &[Row]) {
+    let hubs = hub_columns(rows);
+    if hubs.is_empty() || !rows.iter().any(|r| r.column == NATS_SERVER) {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Hub vs nats-server\n\n{HUB_ABOUT} The targets judge `{}`.\n",
+        judged_hub(rows).unwrap_or_default()
+    );
+    let mut header = String::from("| workload | what | nats-server |");
+    let mut rule = String::from("|---|---|---:|");
+    for h in &hubs {
+        let _ = write!(header, " {h} | / nats-server |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(md, "{header} target |\n{rule}---|");
+    let mine: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.column == NATS_SERVER || hubs.contains(&r.column.as_str()))
+        .cloned()
+        .collect();
+    for (w, n) in lines(&mine) {
+        let exact = |c: &str| {
+            mine.iter()
+                .find(|r| r.column == c && r.workload == w && r.name == n)
+        };
+        let Some(theirs) = exact(NATS_SERVER) else {
+            continue;
+        };
+        let mut line = format!("| {w} | {n} | {} |", cell(theirs));
+        for h in &hubs {
+            match exact(h) {
+                Some(o) => {
+                    let x = o.msgs_per_sec / theirs.msgs_per_sec.max(1e-9);
+                    let _ = write!(line, " {} | {x:.2}x |", cell(o));
+                }
+                None => line.push_str(" | |"),
+            }
+        }
+        let drops = if w == PUBSUB { ", no drops" } else { "" };
+        let _ = writeln!(line, " >= {}x{drops} |", hub_bar(w));
+        md.push_str(&line);
+    }
+}
+
+/// Grouped horizontal bars of the throughput rows (W1-W4, the disk
+/// baseline and the core pub/sub fan-out), msg/s on a log scale, one colour
+/// per column.
 fn chart(rows: &[Row], path: &std::path::Path) -> anyhow::Result<()> {
     let throughput: Vec<&Row> = rows
         .iter()
-        .filter(|r| matches!(r.workload.as_str(), "W1" | "W2" | "W3" | "W4" | "disk"))
+        .filter(|r| {
+            matches!(
+                r.workload.as_str(),
+                "W1" | "W2" | "W3" | "W4" | "disk" | PUBSUB
+            )
+        })
         .filter(|r| r.msgs_per_sec > 0.0)
         .collect();
     let owned: Vec<Row> = throughput.iter().map(|r| (*r).clone()).collect();
@@ -560,5 +738,94 @@ mod tests {
         let md = markdown(&[r], &[], None, None);
         assert!(md.contains("| file-none | 100.00M | +70.0 MiB |"), "{md}");
         assert!(md.contains("| file-none | 10.00M | +2.5 MiB |"), "{md}");
+    }
+
+    #[test]
+    fn hub_rows_are_judged_against_nats_server_with_drops_failing_the_fan_out() {
+        let mut fan = row(
+            "async-nats/hub-none",
+            "pubsub",
+            "core fan-out, 1 publisher -> 4 subscribers",
+            900_000.0,
+        );
+        fan.notes = "1 publisher; DROPPED 50 of 1000 deliveries".into();
+        let rows = vec![
+            row(
+                "async-nats/nats-server",
+                "W1",
+                "publish, await each ack",
+                10_000.0,
+            ),
+            row(
+                "async-nats/hub-none",
+                "W1",
+                "publish, await each ack",
+                35_000.0,
+            ),
+            row(
+                "async-nats/hub-always",
+                "W1",
+                "publish, await each ack",
+                3_000.0,
+            ),
+            row(
+                "async-nats/nats-server",
+                "W2",
+                "publish, 256 in flight",
+                100_000.0,
+            ),
+            row(
+                "async-nats/hub-none",
+                "W2",
+                "publish, 256 in flight",
+                200_000.0,
+            ),
+            row(
+                "async-nats/nats-server",
+                "pubsub",
+                "core fan-out, 1 publisher -> 4 subscribers",
+                1_000_000.0,
+            ),
+            fan,
+        ];
+        let t = targets(&rows, &[]);
+        let measured = |start: &str| {
+            t.iter()
+                .find(|t| t.what.starts_with(start))
+                .unwrap()
+                .measured
+                .clone()
+        };
+        assert_eq!(
+            measured("hub W1"),
+            Some((
+                "3.50x (35.0k / 10.0k, async-nats/hub-none)".to_owned(),
+                true
+            ))
+        );
+        assert_eq!(measured("hub W2").map(|m| m.1), Some(false));
+        let (text, holds) = measured("hub core").unwrap();
+        assert!(!holds, "{text}");
+        assert!(
+            text.contains("0.90x") && text.contains("hub dropped 5%"),
+            "{text}"
+        );
+        assert!(measured("hub W4 >= 3x nats-server, ordered").is_none());
+        let md = markdown(&rows, &[], None, None);
+        assert!(md.contains("## Hub vs nats-server"), "{md}");
+        assert!(
+            md.contains("| workload | what | nats-server | async-nats/hub-none | / nats-server | async-nats/hub-always | / nats-server | target |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| W1 | publish, await each ack | 10.0k | 35.0k | 3.50x | 3.0k | 0.30x | >= 3x |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| pubsub | core fan-out, 1 publisher -> 4 subscribers | 1.00M | 900.0k (5% dropped) | 0.90x | | | >= 0.8x, no drops |"),
+            "{md}"
+        );
     }
 }

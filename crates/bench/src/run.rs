@@ -4,14 +4,19 @@
 //! backend is held to; `--peer durabus,async-nats` measures both in one
 //! process, interleaved, and reports the ratio (see [`pair`]);
 //! `--peer redis --redis-url redis://host:port` measures W1-W4 on Redis
-//! Streams (see [`redis`]). Every run uses streams, subjects and keys of
-//! its own and deletes them afterwards.
+//! Streams (see [`redis`]); `--peer async-nats,hub` measures the hub
+//! (`durabus serve`, started by the bench) beside the nats-server of --url
+//! with the same raw async-nats client, interleaved (see [`hub`]). Every run
+//! uses streams, subjects and keys of its own and deletes them afterwards.
+
+use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use comfy_table::{modifiers, presets, Table};
 use durabus_workloads::{Bench, Where};
 
+use crate::hub::{self, HubProcess};
 use crate::{pair, raw, redis};
 
 /// Who runs the workloads.
@@ -23,6 +28,11 @@ pub(crate) enum Peer {
     AsyncNats,
     /// Redis Streams on the server of --redis-url (W1-W4), alone.
     Redis,
+    /// The hub (`durabus serve` on a fresh file: store, started by the
+    /// bench) through raw async-nats: W1, W2 with --in-flight acks, W4 and
+    /// core pub/sub fan-out; with async-nats, the nats-server of --url
+    /// beside it, interleaved.
+    Hub,
 }
 
 /// Arguments of `durabus-bench bench`.
@@ -53,6 +63,41 @@ pub(crate) struct RunArgs {
     /// The Redis server of --peer redis (--url is not used then).
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+
+    /// With --peer hub: the durability of the hub's file: store; one hub
+    /// per value, each measured beside the others (none, always,
+    /// periodic:100ms, ...).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "none",
+        value_name = "DURABILITY"
+    )]
+    hub_durability: Vec<String>,
+
+    /// With --peer hub: the `durabus` binary to run `serve` with [default:
+    /// the one next to durabus-bench].
+    #[arg(long, value_name = "PATH")]
+    hub_bin: Option<PathBuf>,
+
+    /// With --peer hub: measure this running hub instead of starting one.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["hub_bin", "hub_durability"])]
+    hub_url: Option<String>,
+
+    /// With --peer hub: W2's JetStream acks in flight (a sliding window).
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    in_flight: u64,
+
+    /// With --peer hub: subscribers of the core pub/sub fan-out, each on a
+    /// connection of its own (0: no fan-out).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    fanout_subs: usize,
+
+    /// With --peer hub: messages the fan-out publishes to each server
+    /// [default: 10 x --msgs].
+    #[arg(long, value_name = "N")]
+    fanout_msgs: Option<u64>,
 }
 
 /// The result table's style.
@@ -67,6 +112,9 @@ fn table() -> Table {
 /// Runs `durabus-bench bench` on `url` (None: a fresh temporary store).
 pub(crate) async fn run(url: Option<&str>, json: bool, args: RunArgs) -> anyhow::Result<()> {
     let redis_url = redis::url_of(&args.peers, args.redis_url.as_deref())?;
+    if args.peers.contains(&Peer::Hub) {
+        return run_hub(url, json, args).await;
+    }
     let at = match redis_url {
         Some(url) => Where::Server {
             url,
@@ -115,4 +163,128 @@ pub(crate) async fn run(url: Option<&str>, json: bool, args: RunArgs) -> anyhow:
         bench.end_run(results);
     }
     bench.finish(Some((pair::DURABUS, pair::RAW)), table())
+}
+
+/// `--peer hub` (the hubs alone) or `--peer async-nats,hub` (beside the
+/// nats-server of `url`): starts the hubs, measures, stops them.
+async fn run_hub(url: Option<&str>, json: bool, args: RunArgs) -> anyhow::Result<()> {
+    let mut peers: Vec<Peer> = Vec::new();
+    for p in &args.peers {
+        if !peers.contains(p) {
+            peers.push(*p);
+        }
+    }
+    let with_nats = match peers.as_slice() {
+        [Peer::Hub] => false,
+        [Peer::Hub, Peer::AsyncNats] | [Peer::AsyncNats, Peer::Hub] => true,
+        _ => bail!(
+            "--peer hub runs alone, or beside nats-server as --peer async-nats,hub (--url nats://...)"
+        ),
+    };
+    if with_nats && !url.is_some_and(|u| u.starts_with("nats://")) {
+        bail!("--peer async-nats,hub compares the hub with a nats-server: give --url nats://host:port");
+    }
+    let mut hubs: Vec<HubProcess> = Vec::new();
+    let mut targets: Vec<(String, String)> = Vec::new();
+    let mut started = Ok(());
+    match &args.hub_url {
+        Some(hub_url) => targets.push((hub::label(None), hub_url.clone())),
+        None => {
+            let bin = args.hub_bin.clone().unwrap_or_else(hub::default_bin);
+            for durability in &args.hub_durability {
+                match HubProcess::start(&bin, durability).await {
+                    Ok(h) => {
+                        if !json {
+                            eprintln!(
+                                "hub: {} serve on {} (file: store, durability {})",
+                                bin.display(),
+                                h.url(),
+                                h.durability()
+                            );
+                        }
+                        targets.push((hub::label(Some(durability)), h.url().to_owned()));
+                        hubs.push(h);
+                    }
+                    Err(e) => {
+                        started = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let mut result = match started {
+        Ok(()) => measure_hub(if with_nats { url } else { None }, json, &args, targets).await,
+        Err(e) => Err(e),
+    };
+    for h in hubs {
+        let stopped = h.stop().await;
+        if result.is_ok() {
+            result = stopped;
+        }
+    }
+    result
+}
+
+/// The runs of the hub comparison on `targets` (and the nats-server of
+/// `nats_url` first, when given).
+async fn measure_hub(
+    nats_url: Option<&str>,
+    json: bool,
+    args: &RunArgs,
+    mut targets: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let Some(first_hub) = targets.first().map(|t| t.1.clone()) else {
+        bail!("--hub-durability names no hub");
+    };
+    let at = match nats_url {
+        Some(url) => Where::Bus(Some(url)),
+        None => Where::Server {
+            url: &first_hub,
+            backend: "nats",
+        },
+    };
+    let mut bench = Bench::new(&args.common, at, json)?;
+    if let Some(url) = nats_url {
+        targets.insert(0, (hub::NATS_SERVER.to_owned(), url.to_owned()));
+    }
+    bench.announce(if nats_url.is_some() {
+        "async-nats,hub"
+    } else {
+        "hub"
+    });
+    let shape = hub::Shape {
+        slice: args.slice,
+        in_flight: args.in_flight,
+        subscribers: args.fanout_subs,
+        fanout_msgs: args
+            .fanout_msgs
+            .unwrap_or_else(|| bench.plan.msgs.saturating_mul(10)),
+    };
+    let mut runs = Vec::new();
+    for run in 1..=bench.runs() {
+        bench.begin_run(run);
+        let results = hub::run(&bench.plan, shape, &targets).await?;
+        runs.push(results.clone());
+        bench.end_run(results);
+    }
+    bench.finish(None, table())?;
+    if nats_url.is_some() && !json {
+        for (label, _) in targets.iter().skip(1) {
+            for r in hub::ratios(&runs, label, hub::NATS_SERVER) {
+                let of = match r.each.len() {
+                    1 => "1 run".to_owned(),
+                    n => format!("median of {n} runs"),
+                };
+                println!(
+                    "{} {}: {label} / {} = {:.2} ({of})",
+                    r.workload,
+                    r.name,
+                    hub::NATS_SERVER,
+                    r.ratio
+                );
+            }
+        }
+    }
+    Ok(())
 }
