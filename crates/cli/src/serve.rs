@@ -32,6 +32,22 @@ pub(crate) struct ServeArgs {
     ping_interval: Duration,
 }
 
+/// Messages a hub subscription may queue while its connection's encoder
+/// catches up (the store's `subscriber_buffer` when the URL does not set
+/// it): a fan-out burst must not drop messages for clients that read, and
+/// a client that does not read is closed once `max_pending` bytes wait
+/// for it, so the queue stays short in the steady state.
+const HUB_SUBSCRIBER_BUFFER: usize = 65_536;
+
+/// `url` with the hub's subscriber buffer, unless it sets one.
+fn with_hub_buffer(url: &str) -> String {
+    if url.contains("subscriber_buffer=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}subscriber_buffer={HUB_SUBSCRIBER_BUFFER}")
+}
+
 /// Runs the hub until a shutdown signal.
 pub(crate) async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let url = args
@@ -47,7 +63,7 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> 
     }
     // Installed before the store opens: a signal during startup is not lost.
     let stop = session::shutdown_signal();
-    let bus = session::open_bus(&url, Access::Create).await?;
+    let bus = session::open_bus(&with_hub_buffer(&url), Access::Create).await?;
     let options = ServerOptions::default()
         .name(args.name)
         .max_payload(args.max_payload)

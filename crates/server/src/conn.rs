@@ -378,6 +378,10 @@ async fn publisher(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<Work>) {
             }
         }
         publish_run(&ctx, run).await;
+        // Let the connections this batch was routed to write it before
+        // the next batch is routed: a publisher that outruns its
+        // subscribers' writers would make their queues overflow.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -1,7 +1,11 @@
-//! A connection's writer: one task that owns the socket's write half, the
-//! connection's live subscriptions and its table of `sid`s, and writes in
-//! batches whatever is ready (frames sent to it, messages of its
-//! subscriptions), so a burst costs one write, not one per message.
+//! A connection's writer: an encoder task that owns the connection's live
+//! subscriptions and its table of `sid`s and turns whatever is ready
+//! (frames sent to it, messages of its subscriptions) into protocol bytes
+//! in chunks, and a socket task that writes the chunks in order. A burst
+//! costs one write, not one per message, and the encoder never waits for
+//! the client: what piles up is bounded in bytes (a slow consumer is
+//! closed), never by dropping a subscription's messages while the client
+//! reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -150,8 +154,20 @@ where
         max_pending,
         closed: closed.clone(),
     };
-    let writer = Writer {
+    let (chunks, chunks_rx) = mpsc::unbounded_channel();
+    let socket_pending = Arc::new(AtomicUsize::new(0));
+    let abort = CancellationToken::new();
+    tracker.spawn(socket_loop(
         w,
+        chunks_rx,
+        socket_pending.clone(),
+        abort.clone(),
+    ));
+    let writer = Writer {
+        chunks,
+        socket_pending,
+        max_pending,
+        abort,
         rx,
         subs,
         headers,
@@ -164,13 +180,47 @@ where
     out
 }
 
-/// Most items gathered into one write.
-const BATCH: usize = 1024;
-/// Most bytes gathered into one write.
-const BATCH_BYTES: usize = 256 * 1024;
+/// Writes the chunks the encoder made, in order, until the encoder is done
+/// (then flushes and shuts the socket down) or the connection is aborted.
+async fn socket_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut chunks: mpsc::UnboundedReceiver<Bytes>,
+    pending: Arc<AtomicUsize>,
+    abort: CancellationToken,
+) {
+    let write = async {
+        while let Some(chunk) = chunks.recv().await {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+            pending.fetch_sub(chunk.len(), Ordering::AcqRel);
+        }
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    };
+    tokio::select! {
+        () = abort.cancelled() => {}
+        () = write => {}
+    }
+}
 
-struct Writer<W> {
-    w: W,
+/// Most items gathered into one chunk.
+const BATCH: usize = 1024;
+/// Most bytes gathered into one chunk.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The encoder: turns what the connection is sent into protocol bytes and
+/// hands them to the socket task, so it never waits for the client and a
+/// subscription's queue is drained as fast as it fills. A client that lets
+/// more than `max_pending` bytes pile up is a slow consumer: the connection
+/// is closed, as nats-server closes it.
+struct Writer {
+    chunks: mpsc::UnboundedSender<Bytes>,
+    /// Bytes handed to the socket task and not written yet.
+    socket_pending: Arc<AtomicUsize>,
+    max_pending: usize,
+    /// Stops the socket task at once (a slow consumer).
+    abort: CancellationToken,
     rx: mpsc::UnboundedReceiver<Out>,
     subs: Arc<SubTable>,
     /// The client understands headers (CONNECT `headers`).
@@ -193,7 +243,7 @@ enum First {
     Msg(Bytes, Message),
 }
 
-impl<W: AsyncWrite + Unpin> Writer<W> {
+impl Writer {
     async fn run(mut self) {
         loop {
             let first = tokio::select! {
@@ -227,17 +277,28 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             })
             .await;
             if !self.buf.is_empty() {
-                if self.w.write_all(&self.buf).await.is_err() {
+                let chunk = self.buf.split().freeze();
+                let len = chunk.len();
+                let waiting = self.socket_pending.fetch_add(len, Ordering::AcqRel) + len;
+                if waiting > self.max_pending {
+                    tracing::warn!(
+                        waiting,
+                        "slow consumer: closing a connection whose client does not read"
+                    );
+                    self.abort.cancel();
                     break;
                 }
-                self.buf.clear();
+                if self.chunks.send(chunk).is_err() {
+                    // The socket failed.
+                    break;
+                }
             }
             if matches!(step, Step::Close) {
                 break;
             }
         }
-        let _ = self.w.flush().await;
-        let _ = self.w.shutdown().await;
+        // Dropping `chunks` lets the socket task write what is left, then
+        // shut the socket down.
         self.closed.cancel();
     }
 

@@ -121,9 +121,12 @@ fn rss() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_that_stops_reading_neither_grows_memory_nor_slows_the_others() {
+async fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer_and_slows_no_one() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let server = hub().await;
+    let store = durabus_log::Store::memory(durabus_log::Options::default()).unwrap();
+    let backend: Arc<dyn durabus_core::Backend> = Arc::new(store);
+    let options = ServerOptions::default().max_pending(8 * 1024 * 1024);
+    let server = Server::bind(backend, "127.0.0.1:0", options).await.unwrap();
     // A client that subscribes and then never reads again.
     let mut stalled = tokio::net::TcpStream::connect(server.local_addr())
         .await
@@ -165,13 +168,20 @@ async fn a_subscriber_that_stops_reading_neither_grows_memory_nor_slows_the_othe
     }
     reader.await.unwrap();
     let grown = rss().saturating_sub(before);
-    // 100 MiB went to the stalled subscriber; what the hub holds for it is
-    // its subscription's bounded buffer (4096 messages) and the socket's.
+    // 100 MiB went to the stalled subscriber; the hub held at most
+    // max_pending (8 MiB) of it, then closed the connection.
     assert!(
         grown < 48 * 1024 * 1024,
         "RSS grew {} MiB while a subscriber stalled",
         grown >> 20
     );
-    drop(stalled);
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "the stalled subscriber's connection was not closed"
+    );
+    assert!(rest.len() < 48 * 1024 * 1024);
     server.shutdown().await;
 }
