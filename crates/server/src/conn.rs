@@ -38,6 +38,15 @@ pub(crate) struct PubItem {
     pub(crate) payload: Bytes,
 }
 
+/// A consumer's delivery as it goes out: the message's subject, its ack
+/// subject, its header block and payload.
+pub(crate) struct Delivered {
+    pub(crate) subject: String,
+    pub(crate) ack: String,
+    pub(crate) headers: Option<Bytes>,
+    pub(crate) payload: Bytes,
+}
+
 /// What a connection's tasks share.
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
@@ -94,6 +103,41 @@ impl ConnCtx {
         }
         if let Err(e) = self.shared.backend.publish(m).await {
             tracing::debug!(subject = to, error = %e, "a reply could not be delivered");
+        }
+    }
+
+    /// Deliveries of a consumer to `to`, each with its own subject and its
+    /// ack subject as the reply: one frame for the lot when `to` is this
+    /// connection's (and no subscription of it counts toward a max),
+    /// otherwise one by one as [`ConnCtx::deliver`].
+    pub(crate) async fn deliver_all(&self, to: &str, items: Vec<Delivered>) {
+        let (sids, limited) = self.subs.matching_unlimited(to);
+        if sids.is_empty() || limited {
+            for d in items {
+                self.deliver(to, Some(&d.subject), Some(&d.ack), d.headers, d.payload)
+                    .await;
+            }
+            return;
+        }
+        let headers_ok = self.headers.load(Ordering::Relaxed);
+        for sid in sids {
+            let mut frame = BytesMut::new();
+            for d in &items {
+                let headers = d.headers.as_deref().filter(|_| headers_ok);
+                proto::write_msg(
+                    &mut frame,
+                    &d.subject,
+                    &sid,
+                    Some(&d.ack),
+                    headers,
+                    &d.payload,
+                );
+            }
+            self.out.send(Out::Msgs {
+                sid,
+                frame: frame.freeze(),
+                count: items.len() as u64,
+            });
         }
     }
 

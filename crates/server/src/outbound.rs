@@ -52,6 +52,35 @@ impl SubTable {
             .collect()
     }
 
+    /// The sids of subscriptions matching the literal `subject`, and
+    /// whether any of them ends after a number of messages (`UNSUB <sid>
+    /// <max>`), so its deliveries must be counted one by one.
+    pub(crate) fn matching_unlimited(&self, subject: &str) -> (Vec<Bytes>, bool) {
+        let t = self.lock();
+        let mut limited = false;
+        let sids = t
+            .iter()
+            .filter(|(_, e)| subject::matches(&e.filter, subject))
+            .map(|(sid, e)| {
+                limited |= e.max.is_some();
+                sid.clone()
+            })
+            .collect();
+        (sids, limited)
+    }
+
+    /// Counts `n` deliveries to `sid` (not limited by a max); false when
+    /// it is gone.
+    fn count_many(&self, sid: &Bytes, n: u64) -> bool {
+        match self.lock().get_mut(sid) {
+            Some(e) => {
+                e.delivered += n;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Counts one delivery to `sid`; false when it is gone or past its max
     /// (it is removed once its max is reached).
     fn count(&self, sid: &Bytes) -> Deliver {
@@ -86,6 +115,12 @@ pub(crate) enum Out {
     Pong,
     /// A whole `MSG`/`HMSG` for subscription `sid`, counted against it.
     Msg { sid: Bytes, frame: Bytes },
+    /// `count` whole `MSG`s for subscription `sid`, which has no max.
+    Msgs {
+        sid: Bytes,
+        frame: Bytes,
+        count: u64,
+    },
     /// A new subscription's messages, written as `MSG`s for `sid`.
     Sub { sid: Bytes, sub: Subscription },
     /// End subscription `sid`.
@@ -110,7 +145,7 @@ impl Outbound {
     /// waiting is closed as a slow consumer, as nats-server does.
     pub(crate) fn send(&self, out: Out) {
         let len = match &out {
-            Out::Frame(b) | Out::Msg { frame: b, .. } => b.len(),
+            Out::Frame(b) | Out::Msg { frame: b, .. } | Out::Msgs { frame: b, .. } => b.len(),
             _ => 0,
         };
         if len > 0 && self.pending.fetch_add(len, Ordering::AcqRel) + len > self.max_pending {
@@ -374,6 +409,12 @@ impl Writer {
                         self.streams.remove(&sid);
                     }
                     Deliver::Drop => {}
+                }
+            }
+            Out::Msgs { sid, frame, count } => {
+                self.pending.fetch_sub(frame.len(), Ordering::AcqRel);
+                if self.subs.count_many(&sid, count) {
+                    self.buf.extend_from_slice(&frame);
                 }
             }
             Out::Sub { sid, sub } => {

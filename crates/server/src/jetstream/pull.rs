@@ -11,7 +11,7 @@ use durabus_core::jsapi::{nanos_to_duration, AckSubject, PullRequestJson};
 use durabus_core::{Delivery, Error, HeaderMap};
 use tokio::time::Instant;
 
-use crate::conn::ConnCtx;
+use crate::conn::{ConnCtx, Delivered};
 use crate::proto;
 
 /// How long one fetch waits when nothing else bounds it, so the request
@@ -98,21 +98,30 @@ async fn serve(ctx: &ConnCtx, stream: &str, consumer: &str, reply: &str, r: Requ
             }
         };
         let round = got.len();
-        for d in got {
+        let mut out = Vec::with_capacity(round);
+        let mut too_big = false;
+        for d in &got {
             let size = d.message.subject.len() + d.message.payload.len();
             if let Some(b) = bytes_left.as_mut() {
                 if size > *b {
-                    let h = pending(left, *b);
-                    ctx.status(reply, 409, "Message Size Exceeds MaxBytes", h)
-                        .await;
-                    return;
+                    too_big = true;
+                    break;
                 }
                 *b -= size;
             }
-            send(ctx, reply, stream, consumer, &d).await;
-            delivered += 1;
-            left -= 1;
+            out.push(delivered_form(stream, consumer, d, false));
+        }
+        delivered += out.len();
+        left -= out.len();
+        if !out.is_empty() {
+            ctx.deliver_all(reply, out).await;
             last_sent = Instant::now();
+        }
+        if too_big {
+            let h = pending(left, bytes_left.unwrap_or(0));
+            ctx.status(reply, 409, "Message Size Exceeds MaxBytes", h)
+                .await;
+            return;
         }
         if left == 0 {
             return;
@@ -197,20 +206,31 @@ pub(crate) fn ack_subject(stream: &str, consumer: &str, d: &Delivery) -> String 
     .to_subject()
 }
 
-/// One delivery to `to`, showing the message's own subject, with its ack
-/// subject as the reply.
-pub(crate) async fn send(ctx: &ConnCtx, to: &str, stream: &str, consumer: &str, d: &Delivery) {
-    let ack = ack_subject(stream, consumer, d);
-    let headers =
-        (!d.message.headers.is_empty()).then(|| proto::header_block(&d.message.headers, None));
-    ctx.deliver(
-        to,
-        Some(&d.message.subject),
-        Some(&ack),
+/// A delivery as it goes out; `headers_only` sends the headers and the
+/// payload's size (`Nats-Msg-Size`) instead of the payload.
+pub(crate) fn delivered_form(
+    stream: &str,
+    consumer: &str,
+    d: &Delivery,
+    headers_only: bool,
+) -> Delivered {
+    let m = &d.message;
+    let (headers, payload) = if headers_only {
+        let h = m
+            .headers
+            .clone()
+            .with("Nats-Msg-Size", m.payload.len().to_string());
+        (Some(proto::header_block(&h, None)), Bytes::new())
+    } else {
+        let h = (!m.headers.is_empty()).then(|| proto::header_block(&m.headers, None));
+        (h, Bytes::clone(&m.payload))
+    };
+    Delivered {
+        subject: m.subject.to_string(),
+        ack: ack_subject(stream, consumer, d),
         headers,
-        Bytes::clone(&d.message.payload),
-    )
-    .await;
+        payload,
+    }
 }
 
 #[cfg(test)]

@@ -12,16 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use durabus_core::api_error::codes;
 use durabus_core::jsapi::{self, ConsumerConfigJson, ConsumerInfoJson};
-use durabus_core::{subject, ApiError, ConsumerConfig, Delivery, Error, HeaderMap};
+use durabus_core::{subject, ApiError, ConsumerConfig, Error, HeaderMap};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pull;
 use crate::conn::ConnCtx;
-use crate::proto;
 
 /// Most deliveries fetched at once.
 const BATCH: usize = 256;
@@ -211,11 +209,15 @@ impl Task {
                     continue;
                 }
             };
-            for d in &got {
-                self.send(d).await;
+            if let Some(d) = got.last() {
                 last_cseq = d.consumer_seq();
                 last_sseq = d.stream_seq();
                 last_sent = Instant::now();
+                let out = got
+                    .iter()
+                    .map(|d| pull::delivered_form(&self.stream, &self.name, d, self.headers_only))
+                    .collect();
+                self.ctx.deliver_all(&self.deliver, out).await;
             }
             let now = Instant::now();
             if let Some(hb) = self.heartbeat {
@@ -236,28 +238,5 @@ impl Task {
     fn heard(&self) -> bool {
         !self.ctx.subs.matching(&self.deliver).is_empty()
             || self.ctx.shared.backend.has_subscribers(&self.deliver)
-    }
-
-    async fn send(&self, d: &Delivery) {
-        if !self.headers_only {
-            pull::send(&self.ctx, &self.deliver, &self.stream, &self.name, d).await;
-            return;
-        }
-        let ack = pull::ack_subject(&self.stream, &self.name, d);
-        let headers = d
-            .message
-            .headers
-            .clone()
-            .with("Nats-Msg-Size", d.message.payload.len().to_string());
-        let block = proto::header_block(&headers, None);
-        self.ctx
-            .deliver(
-                &self.deliver,
-                Some(&d.message.subject),
-                Some(&ack),
-                Some(block),
-                Bytes::new(),
-            )
-            .await;
     }
 }
