@@ -153,7 +153,9 @@ async fn concurrent_publishers_share_fsyncs_under_always() {
 
 /// Without the gather step, the publishers an fsync wakes miss the next one
 /// (it starts at once with those already waiting): the group splits into two
-/// halves taking turns, 32 publishes per fsync.
+/// halves taking turns, 32 publishes per fsync. With it a group is whole
+/// (about 64); the bound, 40, leaves room for a straggler the other tests of
+/// this binary delay on 2 cores (43 was seen in a full CI run).
 ///
 /// Checks invariant 4 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,8 +168,8 @@ async fn publishers_woken_by_an_fsync_join_the_next_one_whole() {
     let syncs = publish_from_64_tasks(&s, &f, per).await;
     let total = 64 * per;
     assert!(
-        syncs * 48 <= total,
-        "{syncs} fsyncs for {total} publishes by 64 publishers: {} per fsync, not 48 or more",
+        syncs * 40 <= total,
+        "{syncs} fsyncs for {total} publishes by 64 publishers: {} per fsync, not 40 or more",
         total / syncs
     );
     assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
