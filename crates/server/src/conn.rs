@@ -1,6 +1,6 @@
-//! One client connection: its reader (parse, then run each operation), its
-//! publisher (the connection's publishes, in order, batched into the
-//! store), and how replies reach it.
+//! One client connection: its reader (parse, then queue each operation)
+//! and its publisher (the connection's operations, in order; publishes
+//! batched into the store).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,9 +11,9 @@ use durabus_core::{subject, Error, HeaderMap, Message, PublishAck};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::outbound::{self, Out, Outbound, SubEntry, SubTable};
+use crate::ctx::{ConnCtx, PubItem, Shared};
+use crate::outbound::{self, Out, SubEntry, SubTable};
 use crate::proto::{self, ClientOp, ConnectInfo, Parser};
-use crate::server::Shared;
 
 /// A connection's publishes waiting for its publisher, in batches.
 const PUBLISH_QUEUE: usize = 16;
@@ -28,137 +28,6 @@ pub(crate) enum Work {
     /// are done, so a PING answers a client's flush, and a SUB after a
     /// PUB does not see that PUB's message.
     Op(ClientOp),
-}
-
-/// One publish as the publisher gets it.
-pub(crate) struct PubItem {
-    pub(crate) subject: String,
-    pub(crate) reply: Option<String>,
-    pub(crate) headers: HeaderMap,
-    pub(crate) payload: Bytes,
-}
-
-/// A consumer's delivery as it goes out: the message's subject, its ack
-/// subject, its header block and payload.
-pub(crate) struct Delivered {
-    pub(crate) subject: String,
-    pub(crate) ack: String,
-    pub(crate) headers: Option<Bytes>,
-    pub(crate) payload: Bytes,
-}
-
-/// What a connection's tasks share.
-pub(crate) struct ConnCtx {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) out: Outbound,
-    pub(crate) subs: Arc<SubTable>,
-    /// CONNECT `headers`: the client reads `HMSG`.
-    headers: Arc<AtomicBool>,
-    /// CONNECT `no_responders`: answer requests nobody listens to with 503.
-    no_responders: AtomicBool,
-    /// CONNECT `verbose`.
-    verbose: AtomicBool,
-    /// CONNECT `pedantic`.
-    pedantic: AtomicBool,
-}
-
-impl ConnCtx {
-    /// Delivers a message to `to`, as a reply: to this connection's own
-    /// subscriptions matching `to` when it has any (the usual case, a
-    /// request's inbox), otherwise through the backend to whoever
-    /// subscribes. `display` is the subject the `MSG` shows (a stream
-    /// message delivered to an inbox shows its own subject).
-    pub(crate) async fn deliver(
-        &self,
-        to: &str,
-        display: Option<&str>,
-        reply: Option<&str>,
-        headers: Option<Bytes>,
-        payload: Bytes,
-    ) {
-        let sids = self.subs.matching(to);
-        if !sids.is_empty() {
-            let headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
-            for sid in sids {
-                let mut frame = BytesMut::new();
-                proto::write_msg(
-                    &mut frame,
-                    display.unwrap_or(to),
-                    &sid,
-                    reply,
-                    headers.as_deref(),
-                    &payload,
-                );
-                self.out.send(Out::Msg {
-                    sid,
-                    frame: frame.freeze(),
-                });
-            }
-            return;
-        }
-        let mut m = Message::new(to, payload);
-        m.reply = reply.map(str::to_owned);
-        if let Some(block) = headers {
-            m.headers = proto::parse_header_block(&block).unwrap_or_default();
-        }
-        if let Err(e) = self.shared.backend.publish(m).await {
-            tracing::debug!(subject = to, error = %e, "a reply could not be delivered");
-        }
-    }
-
-    /// Deliveries of a consumer to `to`, each with its own subject and its
-    /// ack subject as the reply: one frame for the lot when `to` is this
-    /// connection's (and no subscription of it counts toward a max),
-    /// otherwise one by one as [`ConnCtx::deliver`].
-    pub(crate) async fn deliver_all(&self, to: &str, items: Vec<Delivered>) {
-        let (sids, limited) = self.subs.matching_unlimited(to);
-        if sids.is_empty() || limited {
-            for d in items {
-                self.deliver(to, Some(&d.subject), Some(&d.ack), d.headers, d.payload)
-                    .await;
-            }
-            return;
-        }
-        let headers_ok = self.headers.load(Ordering::Relaxed);
-        for sid in sids {
-            let mut frame = BytesMut::new();
-            for d in &items {
-                let headers = d.headers.as_deref().filter(|_| headers_ok);
-                proto::write_msg(
-                    &mut frame,
-                    &d.subject,
-                    &sid,
-                    Some(&d.ack),
-                    headers,
-                    &d.payload,
-                );
-            }
-            self.out.send(Out::Msgs {
-                sid,
-                frame: frame.freeze(),
-                count: items.len() as u64,
-            });
-        }
-    }
-
-    /// A JSON answer to `to`.
-    pub(crate) async fn answer(&self, to: &str, body: Vec<u8>) {
-        self.deliver(to, None, None, None, Bytes::from(body)).await;
-    }
-
-    /// A status message (`NATS/1.0 <code> <description>`, no payload) to
-    /// `to`, with extra headers.
-    pub(crate) async fn status(&self, to: &str, code: u16, description: &str, headers: HeaderMap) {
-        let block = proto::header_block(&headers, Some((code, description)));
-        self.deliver(to, None, None, Some(block), Bytes::new())
-            .await;
-    }
-
-    /// Whether the client asked for no-responders statuses (it reads
-    /// headers and said `no_responders`).
-    pub(crate) fn wants_no_responders(&self) -> bool {
-        self.no_responders.load(Ordering::Relaxed) && self.headers.load(Ordering::Relaxed)
-    }
 }
 
 /// Serves one client until it leaves, breaks the protocol, or the server

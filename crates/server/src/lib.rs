@@ -14,8 +14,9 @@
 //!
 //! Modules, each depending only on those listed before it: `proto` (the
 //! wire format, pure), `options`, `outbound` (a connection's writer),
-//! `jetstream` (the `$JS.API` and `$JS.ACK` subjects), `conn` (one
-//! connection), `server` (listeners and shutdown).
+//! `ctx` (what a connection's tasks share, and replies), `jetstream` (the
+//! `$JS.API` and `$JS.ACK` subjects), `conn` (one connection's reader and
+//! publisher), `server` (listeners and shutdown).
 
 pub mod proto;
 
@@ -23,6 +24,7 @@ pub mod proto;
 pub mod fuzzing;
 
 mod conn;
+mod ctx;
 mod jetstream;
 mod options;
 mod outbound;

@@ -14,51 +14,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::jetstream::PushConsumers;
-use crate::proto::{self, ServerInfo};
+use crate::ctx::{PushConsumers, Shared};
+use crate::proto;
 use crate::ServerOptions;
-
-/// The NATS protocol version the hub speaks (the features of nats-server
-/// 2.9 that it implements).
-const VERSION: &str = "2.9.10";
-
-/// What every connection of a server shares.
-pub(crate) struct Shared {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) options: ServerOptions,
-    server_id: String,
-    addr: SocketAddr,
-    /// Cancelled by [`Server::shutdown`].
-    pub(crate) shutdown: CancellationToken,
-    /// Every task of every connection.
-    pub(crate) tracker: TaskTracker,
-    connections: AtomicUsize,
-    next_client: AtomicU64,
-    /// The push consumers the hub delivers.
-    pub(crate) push: PushConsumers,
-}
-
-impl Shared {
-    /// The `INFO` a new connection gets.
-    pub(crate) fn info(&self, client_id: u64, peer: &str) -> ServerInfo {
-        ServerInfo {
-            server_id: self.server_id.clone(),
-            server_name: self.options.name.clone(),
-            version: VERSION.to_owned(),
-            go: "durabus".to_owned(),
-            host: self.addr.ip().to_string(),
-            port: self.addr.port(),
-            headers: true,
-            max_payload: self.options.max_payload,
-            proto: 1,
-            client_id,
-            client_ip: peer.to_owned(),
-            jetstream: true,
-            auth_required: false,
-            tls_required: false,
-        }
-    }
-}
 
 /// A running hub.
 pub struct Server {

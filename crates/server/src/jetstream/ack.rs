@@ -8,7 +8,7 @@ use std::sync::Arc;
 use durabus_core::jsapi::{parse_ack_payload, AckRequest, AckSubject};
 use durabus_core::{AckKind, AckRef, ByteString, Error, HeaderMap};
 
-use crate::conn::ConnCtx;
+use crate::ctx::ConnCtx;
 
 /// Settles the delivery `subject` names; with a reply, answers once the
 /// backend has applied it (an empty message), or 503 when there is no

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::push;
-use crate::conn::ConnCtx;
+use crate::ctx::ConnCtx;
 use crate::proto;
 
 /// Names per page of STREAM.NAMES / CONSUMER.NAMES, as nats-server.

@@ -9,9 +9,7 @@ mod push;
 
 use std::sync::Arc;
 
-pub(crate) use push::PushConsumers;
-
-use crate::conn::{ConnCtx, PubItem};
+use crate::ctx::{ConnCtx, PubItem};
 
 /// Whether a publish to `subject` is for JetStream itself rather than a
 /// message: an API request or an ack.

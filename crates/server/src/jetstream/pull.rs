@@ -11,7 +11,7 @@ use durabus_core::jsapi::{nanos_to_duration, AckSubject, PullRequestJson};
 use durabus_core::{Delivery, Error, HeaderMap};
 use tokio::time::Instant;
 
-use crate::conn::{ConnCtx, Delivered};
+use crate::ctx::{ConnCtx, Delivered};
 use crate::proto;
 
 /// How long one fetch waits when nothing else bounds it, so the request

@@ -7,9 +7,8 @@
 //! for the consumer's inactive threshold; an ephemeral consumer is then
 //! deleted.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use durabus_core::api_error::codes;
@@ -19,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pull;
-use crate::conn::ConnCtx;
+use crate::ctx::{ConnCtx, Entry, NEXT_ID};
 
 /// Most deliveries fetched at once.
 const BATCH: usize = 256;
@@ -30,50 +29,6 @@ const INTEREST_POLL: Duration = Duration::from_millis(10);
 /// How long an ephemeral push consumer outlives its last subscriber when
 /// its configuration does not say.
 const DEFAULT_INACTIVE: Duration = Duration::from_secs(5);
-
-struct Entry {
-    /// Which task delivers it (a consumer deleted and created again gets
-    /// another).
-    id: u64,
-    config: ConsumerConfigJson,
-    stop: CancellationToken,
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The push consumers the hub delivers, by `(stream, consumer)`.
-#[derive(Default)]
-pub(crate) struct PushConsumers(Mutex<HashMap<(String, String), Entry>>);
-
-impl PushConsumers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The push settings of a consumer the hub delivers.
-    pub(crate) fn config(&self, stream: &str, name: &str) -> Option<ConsumerConfigJson> {
-        self.lock()
-            .get(&(stream.to_owned(), name.to_owned()))
-            .map(|e| e.config.clone())
-    }
-
-    /// Stops delivering a consumer.
-    pub(crate) fn stop(&self, stream: &str, name: &str) {
-        if let Some(e) = self.lock().remove(&(stream.to_owned(), name.to_owned())) {
-            e.stop.cancel();
-        }
-    }
-
-    /// Stops delivering every consumer of a stream (it was deleted).
-    pub(crate) fn stop_stream(&self, stream: &str) {
-        self.lock().retain(|(s, _), e| {
-            if s == stream {
-                e.stop.cancel();
-            }
-            s != stream
-        });
-    }
-}
 
 /// Creates a push consumer on `stream` and starts delivering it.
 pub(crate) async fn create(
