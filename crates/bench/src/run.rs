@@ -271,8 +271,8 @@ async fn measure_hub(
     bench.finish(None, table())?;
     if nats_url.is_some() && !json {
         for (label, _) in targets.iter().skip(1) {
-            for r in hub::ratios(&runs, label, hub::NATS_SERVER) {
-                let of = match r.each.len() {
+            for r in durabus_workloads::compare(&runs, label, hub::NATS_SERVER) {
+                let of = match r.ratios.len() {
                     1 => "1 run".to_owned(),
                     n => format!("median of {n} runs"),
                 };

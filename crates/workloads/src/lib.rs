@@ -28,4 +28,4 @@ pub use bus::{
     W3_GROUP_FACTOR,
 };
 pub use measure::{tick, Latency, Measurement, Progress, RssSample};
-pub use run::{Bench, Where};
+pub use run::{compare, Bench, Comparison, Where};

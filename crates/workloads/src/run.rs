@@ -58,22 +58,23 @@ struct Report {
 
 /// One peer against another on one workload (durabus on NATS against raw
 /// async-nats).
-#[derive(Debug, Serialize)]
-struct Comparison {
-    workload: String,
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The workload.
+    pub workload: String,
     /// The row's `name` (W4 has two: replay and consume).
-    name: String,
+    pub name: String,
     /// Median over runs of each run's msg/s of the first peer divided by the second's.
-    ratio: f64,
+    pub ratio: f64,
     /// Each run's ratio.
-    ratios: Vec<f64>,
+    pub ratios: Vec<f64>,
     /// Whether `ratio` is at least 0.95 (the bar of docs/performance.md).
-    within_5_percent: bool,
+    pub within_5_percent: bool,
 }
 
 /// Per workload row, the median of the runs' `ours` / `theirs` ratios
 /// (rows told apart by their `peer`).
-fn compare(runs: &[Vec<Measurement>], ours: &str, theirs: &str) -> Vec<Comparison> {
+pub fn compare(runs: &[Vec<Measurement>], ours: &str, theirs: &str) -> Vec<Comparison> {
     let mut out: Vec<Comparison> = Vec::new();
     for run in runs {
         for d in run.iter().filter(|m| m.peer == ours) {
