@@ -230,6 +230,13 @@ impl ConnCtx {
             .await;
     }
 
+    /// Whether anyone listens on `subject`: a subscription of this
+    /// connection or of the backend (nats-server drops pull requests and
+    /// pauses push consumers nobody listens to).
+    pub(crate) fn has_interest(&self, subject: &str) -> bool {
+        !self.subs.matching(subject).is_empty() || self.shared.backend.has_subscribers(subject)
+    }
+
     /// Whether the client asked for no-responders statuses (it reads
     /// headers and said `no_responders`).
     pub(crate) fn wants_no_responders(&self) -> bool {

@@ -45,11 +45,7 @@ impl SubTable {
 
     /// The sids of subscriptions matching the literal `subject`.
     pub(crate) fn matching(&self, subject: &str) -> Vec<Bytes> {
-        self.lock()
-            .iter()
-            .filter(|(_, e)| subject::matches(&e.filter, subject))
-            .map(|(sid, _)| sid.clone())
-            .collect()
+        self.matching_unlimited(subject).0
     }
 
     /// The sids of subscriptions matching the literal `subject`, and

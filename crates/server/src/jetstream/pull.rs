@@ -145,7 +145,8 @@ async fn serve(ctx: &ConnCtx, stream: &str, consumer: &str, reply: &str, r: Requ
             ctx.status(reply, 408, "Request Timeout", h).await;
             return;
         }
-        if !interested(ctx, reply) {
+        // nats-server drops requests nobody waits for.
+        if !ctx.has_interest(reply) {
             return;
         }
         if let Some(hb) = r.heartbeat {
@@ -156,12 +157,6 @@ async fn serve(ctx: &ConnCtx, stream: &str, consumer: &str, reply: &str, r: Requ
             }
         }
     }
-}
-
-/// Whether anyone still listens on the request's reply subject (nats-server
-/// drops requests nobody waits for).
-fn interested(ctx: &ConnCtx, reply: &str) -> bool {
-    !ctx.subs.matching(reply).is_empty() || ctx.shared.backend.has_subscribers(reply)
 }
 
 fn pending(msgs: usize, bytes: usize) -> HeaderMap {

@@ -143,7 +143,7 @@ impl Task {
             // client may subscribe to the deliver subject after creating
             // the consumer).
             let now = Instant::now();
-            if !self.heard() {
+            if !self.ctx.has_interest(&self.deliver) {
                 let since = *unheard.get_or_insert(now);
                 if now >= since + self.inactive {
                     return;
@@ -187,11 +187,5 @@ impl Task {
                 }
             }
         }
-    }
-
-    /// Whether anyone listens on the deliver subject.
-    fn heard(&self) -> bool {
-        !self.ctx.subs.matching(&self.deliver).is_empty()
-            || self.ctx.shared.backend.has_subscribers(&self.deliver)
     }
 }
