@@ -204,6 +204,21 @@ pub mod codes {
         "JSClusterRequiredErr",
         "JetStream clustering support required",
     );
+    /// A pull consumer asking for flow control (answered by the hub).
+    pub const FLOW_CONTROL_NEEDS_PUSH: ApiErrorCode = c(
+        400,
+        10089,
+        "JSConsumerFCRequiresPushErr",
+        "consumer flow control requires a push based consumer",
+    );
+    /// A push consumer with flow control and no idle heartbeat (answered
+    /// by the hub).
+    pub const FLOW_CONTROL_NEEDS_HEARTBEATS: ApiErrorCode = c(
+        400,
+        10108,
+        "JSConsumerWithFlowControlNeedsHeartbeats",
+        "consumer with flow control also needs heartbeats",
+    );
     /// Any other failure of a stream operation; how durabus answers an
     /// error the table has no entry for.
     pub const STREAM_GENERAL: ApiErrorCode = c(500, 10051, "JSStreamGeneralErrorF", "{err}");

@@ -18,6 +18,27 @@ use crate::consumer::{AckKind, AckRef, ConsumerConfig, ConsumerInfo, Delivery};
 use crate::error::Result;
 use crate::message::{Message, PublishAck, StoredMessage};
 
+/// Who publishes and subscribes, for subscriptions that must not receive
+/// their own publisher's messages (NATS CONNECT `echo: false`): a hub
+/// connection publishes with [`Backend::publish_batch_from`] and subscribes
+/// with [`Backend::subscribe_from`] under one `Origin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin(u64);
+
+impl Origin {
+    /// An origin no other in this process has.
+    pub fn new() -> Origin {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Origin(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for Origin {
+    fn default() -> Origin {
+        Origin::new()
+    }
+}
+
 /// Which messages a purge removes. The default removes everything.
 ///
 /// Fields combine as JetStream's purge request: `subject` restricts the purge
@@ -303,6 +324,44 @@ pub trait Backend: Send + Sync + 'static {
     /// Subscribes to live messages on subjects matching `filter`; with a
     /// queue group, each message goes to one member of the group.
     async fn subscribe(&self, filter: &str, queue_group: Option<&str>) -> Result<Subscription>;
+
+    /// Delivers `message` to the live subscribers of the literal subject
+    /// `to`, with its own subject unchanged, storing nothing: how a server
+    /// pushes a stream's message to a consumer's deliver subject or answers
+    /// an inbox. Returns how many subscribers got it. Backends that cannot
+    /// route on another subject than a message's own (the default) publish
+    /// a copy on `to` and report one.
+    async fn deliver_to(&self, to: &str, message: Message) -> Result<usize> {
+        let mut message = message;
+        message.subject = to.to_owned();
+        self.publish(message).await.map(|_| 1)
+    }
+
+    /// As [`Backend::publish_batch`], published by `origin`: subscriptions
+    /// made with [`Backend::subscribe_from`] under the same origin do not
+    /// receive these messages. Backends that cannot tell publishers apart
+    /// (the default) deliver them as `publish_batch` does; the embedded
+    /// store can.
+    async fn publish_batch_from(
+        &self,
+        origin: Origin,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        let _ = origin;
+        self.publish_batch(messages).await
+    }
+
+    /// As [`Backend::subscribe`], for a subscriber that does not want the
+    /// messages `origin` publishes (see [`Backend::publish_batch_from`]).
+    async fn subscribe_from(
+        &self,
+        origin: Origin,
+        filter: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription> {
+        let _ = origin;
+        self.subscribe(filter, queue_group).await
+    }
 
     /// Sends a request and waits for the first reply.
     /// [`crate::Error::NoResponders`] when nobody listens on the subject.

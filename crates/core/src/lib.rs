@@ -24,7 +24,7 @@ pub mod subject;
 
 pub use api_error::{ApiError, ApiRequest};
 pub use backend::{
-    Backend, ConnectionStatus, Event, PurgeRequest, Replay, ReplayOptions, ReplayStart,
+    Backend, ConnectionStatus, Event, Origin, PurgeRequest, Replay, ReplayOptions, ReplayStart,
     Subscription, Unavailable,
 };
 pub use bytestring::ByteString;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use durabus_core::{
     AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery, Error,
-    Event, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, Result, StoredMessage,
+    Event, Message, Origin, PublishAck, PurgeRequest, Replay, ReplayOptions, Result, StoredMessage,
     StreamConfig, StreamInfo, Subscription,
 };
 use tokio::sync::{broadcast, watch};
@@ -193,6 +193,19 @@ impl std::fmt::Debug for Supervised {
 }
 
 impl Supervised {
+    /// Counts a batch as a connection failure if its last message failed.
+    fn record_batch(
+        &self,
+        result: Result<Vec<Result<Option<PublishAck>>>>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        let last = match &result {
+            Err(e) => Some(e),
+            Ok(items) => items.last().and_then(|r| r.as_ref().err()),
+        };
+        self.shared.record(last);
+        result
+    }
+
     /// Puts `backend` under supervision and starts the supervisor task
     /// (it ends when the last handle is dropped or on close). Needs a tokio
     /// runtime.
@@ -523,13 +536,40 @@ impl Backend for Supervised {
     ) -> Result<Vec<Result<Option<PublishAck>>>> {
         self.shared.admit()?;
         let result = self.shared.backend.publish_batch(messages).await;
-        // The batch failed as a connection failure if its last message did.
-        let last = match &result {
-            Err(e) => Some(e),
-            Ok(items) => items.last().and_then(|r| r.as_ref().err()),
-        };
-        self.shared.record(last);
-        result
+        self.record_batch(result)
+    }
+
+    async fn deliver_to(&self, to: &str, message: Message) -> Result<usize> {
+        self.guard(self.shared.backend.deliver_to(to, message))
+            .await
+    }
+
+    async fn publish_batch_from(
+        &self,
+        origin: Origin,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        self.shared.admit()?;
+        let result = self
+            .shared
+            .backend
+            .publish_batch_from(origin, messages)
+            .await;
+        self.record_batch(result)
+    }
+
+    async fn subscribe_from(
+        &self,
+        origin: Origin,
+        filter: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription> {
+        self.guard(
+            self.shared
+                .backend
+                .subscribe_from(origin, filter, queue_group),
+        )
+        .await
     }
 
     async fn subscribe(&self, filter: &str, queue_group: Option<&str>) -> Result<Subscription> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use durabus_core::{subject, ArgumentError, Error, Event, Message, Result, Subscription};
+use durabus_core::{subject, ArgumentError, Error, Event, Message, Origin, Result, Subscription};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::sublist::Sublist;
@@ -16,6 +16,8 @@ struct Sub {
     id: u64,
     filter: String,
     queue: Option<String>,
+    /// Messages this origin publishes are not delivered here.
+    origin: Option<Origin>,
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
     last_event: Mutex<Option<Instant>>,
@@ -82,11 +84,13 @@ impl Router {
         }
     }
 
-    /// A new live subscription; dropping it removes it from the table.
+    /// A new live subscription; dropping it removes it from the table. With
+    /// an `origin`, it does not get what that origin publishes.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         filter: &str,
         queue: Option<&str>,
+        origin: Option<Origin>,
     ) -> Result<Subscription> {
         subject::validate_filter(filter)?;
         if let Some(q) = queue {
@@ -103,6 +107,7 @@ impl Router {
             id,
             filter: filter.to_owned(),
             queue: queue.map(str::to_owned),
+            origin,
             tx,
             dropped: dropped.clone(),
             last_event: Mutex::new(None),
@@ -131,9 +136,16 @@ impl Router {
         Ok(Subscription::new(filter, Box::pin(stream), dropped))
     }
 
-    /// Delivers `msg` to matching subscribers; returns how many accepted or
-    /// dropped it (0: nobody listens).
-    pub(crate) fn deliver(&self, msg: &Message) -> usize {
+    /// Delivers `msg`, published by `origin` if it has one, to the
+    /// subscribers matching its subject (but that origin's own); returns
+    /// how many accepted or dropped it (0: nobody listens).
+    pub(crate) fn deliver(&self, msg: &Message, origin: Option<Origin>) -> usize {
+        self.deliver_on(&msg.subject, msg, origin)
+    }
+
+    /// As [`Router::deliver`], to the subscribers matching the literal
+    /// subject `to` rather than the message's own.
+    pub(crate) fn deliver_on(&self, to: &str, msg: &Message, origin: Option<Origin>) -> usize {
         if self.count.load(Ordering::Acquire) == 0 {
             return 0;
         }
@@ -143,6 +155,7 @@ impl Router {
             let t = self.table.read().unwrap_or_else(|e| e.into_inner());
             let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
             let mut each = for_table(&t, |sub| match &sub.queue {
+                _ if origin.is_some() && sub.origin == origin => {}
                 None => {
                     if self.send(sub, msg) {
                         matched += 1;
@@ -155,10 +168,10 @@ impl Router {
                     None => groups.push((q.as_str(), vec![sub])),
                 },
             });
-            if let Some(subs) = t.literal.get(msg.subject.as_str()) {
+            if let Some(subs) = t.literal.get(to) {
                 subs.iter().for_each(&mut each);
             }
-            t.wild.for_each_match(&msg.subject, &mut each);
+            t.wild.for_each_match(to, &mut each);
             for (name, members) in groups {
                 let start =
                     t.rr.get(name)

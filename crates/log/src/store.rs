@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use durabus_core::{
     subject, AckKind, AckRef, Backend, ConnectionStatus, ConsumerConfig, ConsumerInfo, Delivery,
-    Error, Event, Message, PublishAck, PurgeRequest, Replay, ReplayOptions, Result, StorageType,
-    StoredMessage, StreamConfig, StreamInfo, Subscription,
+    Error, Event, Message, Origin, PublishAck, PurgeRequest, Replay, ReplayOptions, Result,
+    StorageType, StoredMessage, StreamConfig, StreamInfo, Subscription,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -601,7 +601,7 @@ impl Store {
         if captured.is_some() {
             self.check_writable("publish")?;
         }
-        let delivered = self.inner.router.deliver(message);
+        let delivered = self.inner.router.deliver(message, None);
         let ack = match captured {
             Some(s) => {
                 let ack = s.stream.publish(message).await?;
@@ -613,6 +613,68 @@ impl Store {
             None => None,
         };
         Ok((ack, delivered))
+    }
+
+    /// Publishes a batch, published by `origin` when it has one (its
+    /// subscriptions do not get these messages).
+    async fn publish_batch_as(
+        &self,
+        origin: Option<Origin>,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        self.check_open()?;
+        tokio::task::consume_budget().await;
+        let mut out: Vec<Option<Result<Option<PublishAck>>>> = Vec::with_capacity(messages.len());
+        // Per capturing stream: indices of its messages, in order.
+        let mut groups: Vec<(Arc<StreamConsumers>, Vec<usize>)> = Vec::new();
+        // Batches usually repeat subjects: remember the last lookup.
+        let mut memo: Option<(&str, Option<Arc<StreamConsumers>>)> = None;
+        for (i, m) in messages.iter().enumerate() {
+            if let Err(e) = validate_publish_fast(&m.subject).and_then(|()| m.headers.validate()) {
+                out.push(Some(Err(e)));
+                continue;
+            }
+            self.inner.router.deliver(m, origin);
+            let captured = match &memo {
+                Some((subj, hit)) if *subj == m.subject => hit.clone(),
+                _ => {
+                    let hit = self.capture(&m.subject);
+                    memo = Some((m.subject.as_str(), hit.clone()));
+                    hit
+                }
+            };
+            match captured {
+                None => out.push(Some(Ok(None))),
+                Some(s) => {
+                    out.push(None);
+                    match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &s)) {
+                        Some((_, idx)) => idx.push(i),
+                        None => groups.push((s, vec![i])),
+                    }
+                }
+            }
+        }
+        if !groups.is_empty() {
+            self.check_writable("publish_batch")?;
+        }
+        for (stream, idx) in groups {
+            let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
+            let results = stream.publish_batch(&refs).await;
+            for (r, m) in results.iter().zip(&refs) {
+                if let Ok(a) = r {
+                    if !a.duplicate {
+                        stream.retain_published(a.seq, &m.subject);
+                    }
+                }
+            }
+            for (i, r) in idx.into_iter().zip(results) {
+                out[i] = Some(r.map(Some));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+            .collect())
     }
 }
 
@@ -885,71 +947,45 @@ impl Backend for Store {
         &self,
         messages: Vec<Message>,
     ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        self.publish_batch_as(None, messages).await
+    }
+
+    async fn deliver_to(&self, to: &str, message: Message) -> Result<usize> {
         self.check_open()?;
-        tokio::task::consume_budget().await;
-        let mut out: Vec<Option<Result<Option<PublishAck>>>> = Vec::with_capacity(messages.len());
-        // Per capturing stream: indices of its messages, in order.
-        let mut groups: Vec<(Arc<StreamConsumers>, Vec<usize>)> = Vec::new();
-        // Batches usually repeat subjects: remember the last lookup.
-        let mut memo: Option<(&str, Option<Arc<StreamConsumers>>)> = None;
-        for (i, m) in messages.iter().enumerate() {
-            if let Err(e) = validate_publish_fast(&m.subject).and_then(|()| m.headers.validate()) {
-                out.push(Some(Err(e)));
-                continue;
-            }
-            self.inner.router.deliver(m);
-            let captured = match &memo {
-                Some((subj, hit)) if *subj == m.subject => hit.clone(),
-                _ => {
-                    let hit = self.capture(&m.subject);
-                    memo = Some((m.subject.as_str(), hit.clone()));
-                    hit
-                }
-            };
-            match captured {
-                None => out.push(Some(Ok(None))),
-                Some(s) => {
-                    out.push(None);
-                    match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &s)) {
-                        Some((_, idx)) => idx.push(i),
-                        None => groups.push((s, vec![i])),
-                    }
-                }
-            }
-        }
-        if !groups.is_empty() {
-            self.check_writable("publish_batch")?;
-        }
-        for (stream, idx) in groups {
-            let refs: Vec<&Message> = idx.iter().map(|&i| &messages[i]).collect();
-            let results = stream.publish_batch(&refs).await;
-            for (r, m) in results.iter().zip(&refs) {
-                if let Ok(a) = r {
-                    if !a.duplicate {
-                        stream.retain_published(a.seq, &m.subject);
-                    }
-                }
-            }
-            for (i, r) in idx.into_iter().zip(results) {
-                out[i] = Some(r.map(Some));
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Closed)))
-            .collect())
+        validate_publish_fast(to)?;
+        Ok(self.inner.router.deliver_on(to, &message, None))
+    }
+
+    async fn publish_batch_from(
+        &self,
+        origin: Origin,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Option<PublishAck>>>> {
+        self.publish_batch_as(Some(origin), messages).await
     }
 
     async fn subscribe(&self, filter: &str, queue_group: Option<&str>) -> Result<Subscription> {
         self.check_open()?;
-        self.inner.router.subscribe(filter, queue_group)
+        self.inner.router.subscribe(filter, queue_group, None)
+    }
+
+    async fn subscribe_from(
+        &self,
+        origin: Origin,
+        filter: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription> {
+        self.check_open()?;
+        self.inner
+            .router
+            .subscribe(filter, queue_group, Some(origin))
     }
 
     async fn request(&self, message: Message, timeout: Duration) -> Result<Message> {
         self.check_open()?;
         subject::validate_publish(&message.subject)?;
         let inbox = self.new_inbox();
-        let mut sub = self.inner.router.subscribe(&inbox, None)?;
+        let mut sub = self.inner.router.subscribe(&inbox, None, None)?;
         let subj = message.subject.clone();
         let message = message.with_reply(inbox.clone());
         let (ack, delivered) = self.publish_inner(&message).await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use durabus_core::jsapi::{PubAckJson, PubAckResponseJson};
-use durabus_core::{subject, Error, HeaderMap, Message, PublishAck};
+use durabus_core::{subject, Error, HeaderMap, Message, Origin, PublishAck};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -60,6 +60,8 @@ where
         no_responders: AtomicBool::new(false),
         verbose: AtomicBool::new(false),
         pedantic: AtomicBool::new(false),
+        echo: AtomicBool::new(true),
+        origin: Origin::new(),
     });
     let (ptx, prx) = mpsc::channel(PUBLISH_QUEUE);
     let publisher = shared.tracker.spawn(publisher(ctx.clone(), prx));
@@ -126,7 +128,10 @@ where
                     let headers = match &pub_.headers {
                         None => HeaderMap::new(),
                         Some(block) => match proto::parse_header_block(block) {
-                            Some(h) => h,
+                            Some(mut h) => {
+                                h.remove(proto::ROUTED_STATUS);
+                                h
+                            }
                             None => {
                                 out.close_with(Some(proto::ProtoError::Parse.err_text()));
                                 break 'conn;
@@ -198,6 +203,7 @@ impl ConnCtx {
         self.pedantic.store(c.pedantic, Ordering::Relaxed);
         self.headers.store(c.headers, Ordering::Relaxed);
         self.no_responders.store(c.no_responders, Ordering::Relaxed);
+        self.echo.store(c.echo.unwrap_or(true), Ordering::Relaxed);
         true
     }
 
@@ -218,12 +224,16 @@ impl ConnCtx {
             // nats-server ignores a sid already in use.
             return true;
         }
-        match self
-            .shared
-            .backend
-            .subscribe(&filter, queue.as_deref())
-            .await
-        {
+        let backend = &self.shared.backend;
+        let sub = match self.no_echo() {
+            None => backend.subscribe(&filter, queue.as_deref()).await,
+            Some(origin) => {
+                backend
+                    .subscribe_from(origin, &filter, queue.as_deref())
+                    .await
+            }
+        };
+        match sub {
             Ok(sub) => {
                 self.subs.lock().insert(
                     sid.clone(),
@@ -316,14 +326,16 @@ async fn publish_run(ctx: &ConnCtx, run: Vec<PubItem>) {
         })
         .collect();
     let backend = &ctx.shared.backend;
-    let results = if messages.len() == 1 {
-        let mut messages = messages;
-        match messages.pop() {
-            Some(m) => Ok(vec![backend.publish(m).await]),
-            None => return,
+    let results = match ctx.no_echo() {
+        Some(origin) => backend.publish_batch_from(origin, messages).await,
+        None if messages.len() == 1 => {
+            let mut messages = messages;
+            match messages.pop() {
+                Some(m) => Ok(vec![backend.publish(m).await]),
+                None => return,
+            }
         }
-    } else {
-        backend.publish_batch(messages).await
+        None => backend.publish_batch(messages).await,
     };
     let results = match results {
         Ok(r) => r,

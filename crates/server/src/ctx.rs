@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use durabus_core::jsapi::ConsumerConfigJson;
-use durabus_core::{Backend, HeaderMap, Message};
+use durabus_core::{Backend, HeaderMap, Message, Origin};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -123,6 +123,16 @@ pub(crate) struct Delivered {
     pub(crate) payload: Bytes,
 }
 
+impl Delivered {
+    /// Its size as flow control counts it.
+    pub(crate) fn size(&self) -> usize {
+        self.subject.len()
+            + self.ack.len()
+            + self.headers.as_ref().map_or(0, Bytes::len)
+            + self.payload.len()
+    }
+}
+
 /// What a connection's tasks share.
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
@@ -136,6 +146,11 @@ pub(crate) struct ConnCtx {
     pub(crate) verbose: AtomicBool,
     /// CONNECT `pedantic`.
     pub(crate) pedantic: AtomicBool,
+    /// CONNECT `echo` (true unless the client said false): whether the
+    /// connection's subscriptions get its own publishes.
+    pub(crate) echo: AtomicBool,
+    /// Whose publishes are this connection's, for `echo: false`.
+    pub(crate) origin: Origin,
 }
 
 impl ConnCtx {
@@ -172,13 +187,26 @@ impl ConnCtx {
             }
             return;
         }
-        let mut m = Message::new(to, payload);
+        self.route(to, display, reply, headers, payload).await;
+    }
+
+    /// Delivers a message to whoever subscribes to `to`, through the
+    /// backend (other connections, the serving process, queue groups).
+    async fn route(
+        &self,
+        to: &str,
+        display: Option<&str>,
+        reply: Option<&str>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) {
+        let mut m = Message::new(display.unwrap_or(to), payload);
         m.reply = reply.map(str::to_owned);
         if let Some(block) = headers {
-            m.headers = proto::parse_header_block(&block).unwrap_or_default();
+            m.headers = proto::routed_headers(&block);
         }
-        if let Err(e) = self.shared.backend.publish(m).await {
-            tracing::debug!(subject = to, error = %e, "a reply could not be delivered");
+        if let Err(e) = self.shared.backend.deliver_to(to, m).await {
+            tracing::debug!(subject = to, error = %e, "a message could not be delivered");
         }
     }
 
@@ -217,6 +245,16 @@ impl ConnCtx {
         }
     }
 
+    /// Deliveries of a consumer with a deliver group to `to`: each through
+    /// the backend, whose queue groups pick one member per message (this
+    /// connection's subscriptions included).
+    pub(crate) async fn deliver_routed(&self, to: &str, items: Vec<Delivered>) {
+        for d in items {
+            self.route(to, Some(&d.subject), Some(&d.ack), d.headers, d.payload)
+                .await;
+        }
+    }
+
     /// A JSON answer to `to`.
     pub(crate) async fn answer(&self, to: &str, body: Vec<u8>) {
         self.deliver(to, None, None, None, Bytes::from(body)).await;
@@ -235,6 +273,12 @@ impl ConnCtx {
     /// pauses push consumers nobody listens to).
     pub(crate) fn has_interest(&self, subject: &str) -> bool {
         !self.subs.matching(subject).is_empty() || self.shared.backend.has_subscribers(subject)
+    }
+
+    /// The origin this connection publishes and subscribes under, when it
+    /// does not want its own messages back (CONNECT `echo: false`).
+    pub(crate) fn no_echo(&self) -> Option<Origin> {
+        (!self.echo.load(Ordering::Relaxed)).then_some(self.origin)
     }
 
     /// Whether the client asked for no-responders statuses (it reads

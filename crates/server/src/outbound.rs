@@ -440,7 +440,7 @@ impl Writer {
             }
         };
         let headers = (!m.headers.is_empty() && self.headers.load(Ordering::Relaxed))
-            .then(|| proto::header_block(&m.headers, None));
+            .then(|| proto::routed_header_block(&m.headers));
         proto::write_msg(
             &mut self.buf,
             &m.subject,

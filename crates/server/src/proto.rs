@@ -450,6 +450,35 @@ pub fn header_block(headers: &HeaderMap, status: Option<(u16, &str)>) -> Bytes {
     Bytes::from(jsapi::header_block(headers, status))
 }
 
+/// The header a status line (`NATS/1.0 100 Idle Heartbeat`) travels in
+/// when the hub routes it through the backend to another connection: core
+/// messages carry headers, not status lines. The hub removes it from what
+/// clients publish, so no client can forge a status.
+pub const ROUTED_STATUS: &str = "Durabus-Hub-Status";
+
+/// The header block of a message the backend routed: its status line, if
+/// it travelled as [`ROUTED_STATUS`], restored.
+pub fn routed_header_block(headers: &HeaderMap) -> Bytes {
+    let Some(status) = headers.get(ROUTED_STATUS) else {
+        return header_block(headers, None);
+    };
+    let (code, description) = status.split_once(' ').unwrap_or((status, ""));
+    let mut rest = headers.clone();
+    rest.remove(ROUTED_STATUS);
+    header_block(&rest, code.parse().ok().map(|code| (code, description)))
+}
+
+/// A header block to route through the backend: its headers, with its
+/// status line, if any, as [`ROUTED_STATUS`].
+pub fn routed_headers(block: &[u8]) -> HeaderMap {
+    let parsed = jsapi::HeaderBlock::parse(block);
+    let mut headers = parsed.headers;
+    if let Some(code) = parsed.status {
+        headers.append(ROUTED_STATUS, format!("{code} {}", parsed.description));
+    }
+    headers
+}
+
 /// The headers of a header block sent by a client (an empty block, as
 /// nats.js sends `HPUB ... 0 <n>`, has none). `None` when it does not start
 /// with `NATS/1.0`.
@@ -568,5 +597,18 @@ PUB a.b r.1 0\r\n\r\nHPUB a.b 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
         let h = header_block(&HeaderMap::new().with("A", "1"), Some((503, "")));
         assert_eq!(&h[..], b"NATS/1.0 503\r\nA: 1\r\n\r\n");
         assert_eq!(parse_header_block(&h).unwrap().get("A"), Some("1"));
+    }
+
+    #[test]
+    fn a_status_routed_through_the_backend_is_written_as_a_status_line_again() {
+        let sent = header_block(
+            &HeaderMap::new().with("Nats-Last-Consumer", "3"),
+            Some((100, "Idle Heartbeat")),
+        );
+        let routed = routed_headers(&sent);
+        assert!(routed.get(ROUTED_STATUS).is_some());
+        assert_eq!(routed_header_block(&routed), sent);
+        let plain = HeaderMap::new().with("A", "1");
+        assert_eq!(routed_header_block(&plain), header_block(&plain, None));
     }
 }

@@ -426,6 +426,12 @@ async fn consumer_create(
         }
         cfg.filter_subject = filter;
     }
+    if cfg.flow_control && !cfg.is_push() {
+        return Err(fixed(codes::FLOW_CONTROL_NEEDS_PUSH));
+    }
+    if cfg.flow_control && cfg.idle_heartbeat == 0 {
+        return Err(fixed(codes::FLOW_CONTROL_NEEDS_HEARTBEATS));
+    }
     if cfg.is_push() {
         return push::create(ctx, stream, cfg).await;
     }
