@@ -76,6 +76,8 @@ where
         shared.options.ping_interval,
     );
     let mut pings_out = 0u32;
+    // With a token set, nothing but a CONNECT that gives it comes first.
+    let mut authorized = shared.options.auth_token.is_none();
     'conn: loop {
         tokio::select! {
             biased;
@@ -106,6 +108,15 @@ where
                             break 'conn;
                         }
                     };
+                    if !authorized {
+                        match &op {
+                            ClientOp::Connect(c) if shared.authorized(c) => authorized = true,
+                            _ => {
+                                out.close_with(Some("Authorization Violation".into()));
+                                break 'conn;
+                            }
+                        }
+                    }
                     let pub_ = match op {
                         ClientOp::Pub(p) => p,
                         ClientOp::Pong => {

@@ -40,6 +40,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether a CONNECT may go on: it gives the token, when one is set.
+    pub(crate) fn authorized(&self, connect: &proto::ConnectInfo) -> bool {
+        use subtle::ConstantTimeEq as _;
+        match &self.options.auth_token {
+            None => true,
+            Some(token) => connect
+                .auth_token
+                .as_deref()
+                .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes()))),
+        }
+    }
+
     /// The `INFO` a new connection gets.
     pub(crate) fn info(&self, client_id: u64, peer: &str) -> ServerInfo {
         ServerInfo {
@@ -55,7 +67,7 @@ impl Shared {
             client_id,
             client_ip: peer.to_owned(),
             jetstream: true,
-            auth_required: false,
+            auth_required: self.options.auth_token.is_some(),
             tls_required: false,
         }
     }

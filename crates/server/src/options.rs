@@ -27,6 +27,11 @@ pub struct ServerOptions {
     /// How long shutdown waits for connections to finish what they were
     /// doing (10 s).
     pub shutdown_timeout: Duration,
+    /// The token every client must give in CONNECT (`auth_token`), if
+    /// any: a connection that sends anything else first, or another
+    /// token, gets `-ERR 'Authorization Violation'` and is closed, as
+    /// nats-server closes it. None by default.
+    pub auth_token: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -40,11 +45,19 @@ impl Default for ServerOptions {
             ping_interval: Duration::from_secs(120),
             max_pings_out: 2,
             shutdown_timeout: Duration::from_secs(10),
+            auth_token: None,
         }
     }
 }
 
 impl ServerOptions {
+    /// Requires clients to give `token` in CONNECT.
+    #[must_use]
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+
     /// Sets the announced name.
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {

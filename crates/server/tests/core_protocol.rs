@@ -109,6 +109,34 @@ async fn protocol_violations_get_nats_server_errors_and_close_only_that_connecti
 }
 
 #[tokio::test]
+async fn with_a_token_only_a_connect_that_gives_it_is_served() {
+    let server = hub(ServerOptions::default().auth_token("s3cret")).await;
+    for first in [
+        &b"PING\r\n"[..],
+        &b"PUB a 1\r\nx\r\n"[..],
+        &b"CONNECT {}\r\n"[..],
+        &b"CONNECT {\"auth_token\":\"wrong\"}\r\n"[..],
+    ] {
+        let (mut c, info) = Raw::connect(&server).await;
+        assert_eq!(info["auth_required"], true);
+        c.send(first).await;
+        assert_eq!(c.line().await, "-ERR 'Authorization Violation'");
+        assert!(c.closed().await);
+    }
+    let (mut c, _) = Raw::connect(&server).await;
+    c.send(b"CONNECT {\"auth_token\":\"s3cret\"}\r\nPING\r\n")
+        .await;
+    assert_eq!(c.line().await, "PONG");
+    let client = async_nats::ConnectOptions::with_token("s3cret".into())
+        .connect(server.local_addr().to_string())
+        .await
+        .unwrap();
+    client.publish("a", "x".into()).await.unwrap();
+    client.flush().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn stale_connections_are_pinged_then_closed() {
     let server = hub(ServerOptions::default().ping(Duration::from_millis(100), 2)).await;
     let (mut c, _) = Raw::connect(&server).await;
