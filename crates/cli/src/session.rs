@@ -77,6 +77,19 @@ fn read_only_url(url: &str) -> String {
     }
 }
 
+/// `url` with `share=true` added when it is a `file:` URL that does not
+/// say otherwise: while a command holds a store, other commands (another
+/// shell's `pub` beside a `sub`) join it instead of finding it locked.
+fn shared_url(url: &str) -> String {
+    match durabus::parse_url(url) {
+        Ok(durabus::BackendUrl::File { share: None, .. }) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}share=true")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Connects to `url`, saying which URL failed and why (credentials never shown).
 pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabus::Bus> {
     if access != Access::Create {
@@ -95,7 +108,7 @@ pub(crate) async fn open_bus(url: &str, access: Access) -> anyhow::Result<durabu
     let shown = durabus::redact(url);
     let url = match access {
         Access::ReadOnly => read_only_url(url),
-        _ => url.to_owned(),
+        _ => shared_url(url),
     };
     match durabus::connect(&url).await {
         Ok(bus) => Ok(bus),

@@ -257,7 +257,7 @@ pub enum Error {
     Closed,
     /// The data directory is locked by another process.
     #[error(
-        "data directory {path:?} is locked by {}; stop it or use another directory",
+        "data directory {path:?} is locked by {}, which does not share it: stop it, use another directory, or open the store there with share=true (the durabus CLI shares by default) so other processes join it",
         lock_holder(pid)
     )]
     Locked {

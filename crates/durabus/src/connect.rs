@@ -1,6 +1,5 @@
 //! [`ConnectOptions`]: how to connect, for every backend.
 
-#[cfg(feature = "nats")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +41,7 @@ pub struct ConnectOptions {
     callbacks: Callbacks,
     propagation: Propagation,
     service: Option<String>,
+    share: bool,
 }
 
 impl ConnectOptions {
@@ -54,12 +54,13 @@ impl ConnectOptions {
     /// Connects to the backend named by `url` (see [`crate::connect`]).
     pub async fn connect(self, url: &str) -> Result<Bus> {
         let bus = match parse_url(url)? {
-            BackendUrl::File { path, options } => {
-                let store =
-                    tokio::task::spawn_blocking(move || durabus_log::Store::open(path, options))
-                        .await
-                        .map_err(|e| Error::internal(format!("open task failed: {e}")))??;
-                Bus::from_backend(Arc::new(store))
+            BackendUrl::File {
+                path,
+                options,
+                share,
+            } => {
+                let share = share.unwrap_or(self.share);
+                return self.open_file(path, options, share).await;
             }
             BackendUrl::Memory { options } => {
                 Bus::from_backend(Arc::new(durabus_log::Store::memory(options)?))
@@ -75,6 +76,83 @@ impl ConnectOptions {
             }
         };
         Ok(stamped(bus, self.propagation, self.service))
+    }
+
+    /// Opens the store in `dir`, sharing it when asked; joins the process
+    /// that holds it when that one shares it (see the `share` module).
+    #[cfg_attr(not(feature = "nats"), allow(unused_mut, unused_variables))]
+    async fn open_file(
+        self,
+        dir: PathBuf,
+        options: durabus_log::Options,
+        share: bool,
+    ) -> Result<Bus> {
+        let read_only = options.read_only;
+        let mut attempts = 0;
+        let store = loop {
+            let (d, o) = (dir.clone(), options.clone());
+            let opened = tokio::task::spawn_blocking(move || durabus_log::Store::open(d, o))
+                .await
+                .map_err(|e| Error::internal(format!("open task failed: {e}")))?;
+            match opened {
+                Ok(store) => break Arc::new(store),
+                #[cfg(feature = "nats")]
+                Err(locked @ Error::Locked { .. }) if !read_only => {
+                    attempts += 1;
+                    let Some((url, token)) = crate::share::find(&dir).await else {
+                        return Err(locked);
+                    };
+                    match self.clone().join(&url, token).await {
+                        Ok(bus) => return Ok(bus),
+                        // The holder is gone since (its lock with it): open again.
+                        Err(Error::Unreachable { .. }) if attempts < 3 => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut bus = Bus::from_backend(store.clone());
+        #[cfg(feature = "nats")]
+        if !read_only {
+            // This process holds the lock: a record left is a dead holder's.
+            crate::share::remove_stale(&dir);
+            if share {
+                match crate::share::Sharing::start(store, &dir).await {
+                    Ok(sharing) => bus = bus.with_sharing(sharing),
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %dir.display(), "the store is not shared");
+                    }
+                }
+            }
+        }
+        Ok(stamped(bus, self.propagation, self.service))
+    }
+
+    /// Connects to the hub of a process sharing its store, as a NATS client.
+    #[cfg(feature = "nats")]
+    async fn join(mut self, url: &str, token: String) -> Result<Bus> {
+        self.nats.auth = durabus_nats::NatsAuth::Token(durabus_nats::SecretString::from(token));
+        // When the holder goes, its store is opened by the next process,
+        // elsewhere: give up after a few attempts rather than wait forever.
+        self.nats.max_reconnects = Some(JOIN_RECONNECTS);
+        self.supervisor.validate()?;
+        let backend = durabus_nats::NatsBackend::connect(url, self.nats.clone()).await?;
+        tracing::debug!(url, "joined the process that shares the store");
+        self.supervise(Arc::new(backend))
+    }
+
+    /// Shares a `file:` store this process holds with other local
+    /// processes (off by default; the URL option `share=true|false` takes
+    /// precedence). While it is open, another process that connects to the
+    /// same directory, which the lock keeps it from opening, joins this one
+    /// over a loopback port with a token only the directory's readers can
+    /// read, and uses the same store through the same API. It is off by
+    /// default because it opens a listening port in the application; the
+    /// `durabus` CLI turns it on.
+    pub fn share(mut self, share: bool) -> Self {
+        self.share = share;
+        self
     }
 
     /// Supervises an already connected networked backend and wraps it in a
@@ -260,6 +338,10 @@ impl ConnectOptions {
         self
     }
 }
+
+/// Reconnect attempts of a process joined to another's shared store.
+#[cfg(feature = "nats")]
+const JOIN_RECONNECTS: usize = 10;
 
 /// `bus` with the configured propagation and service name.
 fn stamped(bus: Bus, propagation: Propagation, service: Option<String>) -> Bus {

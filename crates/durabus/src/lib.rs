@@ -44,6 +44,8 @@ pub mod kv;
 mod publisher;
 pub mod request;
 pub mod room;
+#[cfg(feature = "nats")]
+pub mod share;
 mod supervise;
 pub mod trace;
 pub mod typed;
@@ -133,6 +135,9 @@ pub struct Bus {
     /// Events of the facade (a consumer runner that stopped), merged with
     /// the backend's by [`Bus::events`].
     events: Arc<FacadeEvents>,
+    /// The store's share with other processes, when this bus shares it.
+    #[cfg(feature = "nats")]
+    sharing: Option<Arc<share::Sharing>>,
 }
 
 /// The facade's event channel, shared by every clone of a [`Bus`].
@@ -176,6 +181,8 @@ impl Bus {
             supervisor: Some(supervisor),
             stamp: trace::Stamp::default(),
             events: Arc::default(),
+            #[cfg(feature = "nats")]
+            sharing: None,
         }
     }
 
@@ -186,7 +193,25 @@ impl Bus {
             supervisor: None,
             stamp: trace::Stamp::default(),
             events: Arc::default(),
+            #[cfg(feature = "nats")]
+            sharing: None,
         }
+    }
+
+    /// This bus, sharing its store until closed.
+    #[cfg(feature = "nats")]
+    fn with_sharing(mut self, sharing: share::Sharing) -> Bus {
+        self.sharing = Some(Arc::new(sharing));
+        self
+    }
+
+    /// Whether this bus shares its `file:` store with other local
+    /// processes (see [`ConnectOptions::share`]).
+    pub fn is_shared(&self) -> bool {
+        #[cfg(feature = "nats")]
+        return self.sharing.is_some();
+        #[cfg(not(feature = "nats"))]
+        false
     }
 
     /// This handle, publishing as service `name` (the [`trace::SERVICE`]
@@ -648,6 +673,11 @@ impl Bus {
     /// [`Error::Io`] or [`Error::Poisoned`] when the final flush fails (on
     /// `file:`). Calling it again is not an error.
     pub async fn close(&self) -> Result<()> {
+        // Processes joined to a shared store finish first.
+        #[cfg(feature = "nats")]
+        if let Some(sharing) = &self.sharing {
+            sharing.stop().await;
+        }
         self.backend.close().await
     }
 }

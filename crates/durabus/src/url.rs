@@ -19,6 +19,10 @@ pub enum BackendUrl {
         path: PathBuf,
         /// Engine options from the query string.
         options: Options,
+        /// `share=true|false`: whether to share the store with other local
+        /// processes while this one holds it (see the `share` module); `None`
+        /// when the URL does not say.
+        share: Option<bool>,
     },
     /// `memory:[?options]`: the embedded engine in memory.
     Memory {
@@ -61,7 +65,18 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
         return parse_nats(url, scheme, rest);
     }
     let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let options = parse_options(url, query)?;
+    let mut share = None;
+    let mut engine = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("share", value)) => share = Some(parse_bool(url, "share", value)?),
+            _ => engine.push(pair),
+        }
+    }
+    let options = parse_options(url, &engine.join("&"))?;
+    if share.is_some() && scheme != "file" {
+        return Err(bad(url, "share applies to file: stores only"));
+    }
     match scheme {
         "file" => {
             let path = body.strip_prefix("//").unwrap_or(body);
@@ -74,6 +89,7 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
             Ok(BackendUrl::File {
                 path: PathBuf::from(path),
                 options,
+                share,
             })
         }
         "memory" | "mem" => Ok(BackendUrl::Memory { options }),
@@ -128,24 +144,26 @@ fn parse_options(url: &str, query: &str) -> Result<Options> {
                     .parse()
                     .map_err(|_| bad(url, format!("subscriber_buffer {value:?} is not a count")))?;
             }
-            "read_only" => {
-                options.read_only = match value {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(bad(url, format!("read_only {value:?} is not true or false"))),
-                };
-            }
+            "read_only" => options.read_only = parse_bool(url, "read_only", value)?,
             other => {
                 return Err(bad(
                     url,
                     format!(
-                    "unknown option {other:?}; known: durability, segment_size, subscriber_buffer, read_only"
+                    "unknown option {other:?}; known: durability, segment_size, subscriber_buffer, read_only, share"
                 ),
                 ))
             }
         }
     }
     Ok(options)
+}
+
+fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(url, format!("{key} {value:?} is not true or false"))),
+    }
 }
 
 fn parse_durability(url: &str, value: &str) -> Result<Durability> {
@@ -188,7 +206,7 @@ mod tests {
     #[test]
     fn file_urls_accept_relative_and_absolute_paths_with_options() {
         match parse_url("file:./data?durability=periodic:100ms&segment_size=1024").unwrap() {
-            BackendUrl::File { path, options } => {
+            BackendUrl::File { path, options, .. } => {
                 assert_eq!(path, PathBuf::from("./data"));
                 assert_eq!(
                     options.durability,
