@@ -72,6 +72,16 @@ pub enum Error {
         /// The stream that captures the subject.
         actual: String,
     },
+    /// A publish that must be stored (`Bus::publish_stored`, a stream
+    /// handle's `publish`) found no stream capturing its subject. The
+    /// message went out as a core message (live subscribers of the subject
+    /// may have received it, as with a JetStream publish on NATS) but was
+    /// not stored.
+    #[error("no stream captures subject {subject:?}, so the message was not stored; create a stream whose subjects match it, or use Bus::publish for core messages that need not be stored")]
+    NotCaptured {
+        /// The subject published to.
+        subject: String,
+    },
     /// The message is larger than the stream's `max_msg_size`.
     #[error("message of {size} bytes exceeds the maximum of {max} bytes; split it, or raise the stream's max_msg_size if that is the limit (the embedded engine caps records at 64 MiB)")]
     MaxPayloadExceeded {

@@ -124,24 +124,25 @@ impl KvConfig {
         self
     }
 
-    /// Remove entries older than `ttl`.
+    /// Remove entries older than `ttl` (`None`: keep them, the default).
     #[must_use]
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+    pub fn ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.ttl = ttl.into();
         self
     }
 
-    /// Refuse values larger than `bytes`.
+    /// Refuse values larger than `bytes` (`None`: unlimited, the default).
     #[must_use]
-    pub fn max_value_size(mut self, bytes: u32) -> Self {
-        self.max_value_size = Some(bytes);
+    pub fn max_value_size(mut self, bytes: impl Into<Option<u32>>) -> Self {
+        self.max_value_size = bytes.into();
         self
     }
 
-    /// Refuse writes once the bucket holds `bytes`.
+    /// Refuse writes once the bucket holds `bytes` (`None`: unlimited, the
+    /// default).
     #[must_use]
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = Some(bytes);
+    pub fn max_bytes(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.max_bytes = bytes.into();
         self
     }
 

@@ -99,14 +99,14 @@ impl History {
     }
 
     /// Keep at most the last `n` messages (`None`: no count limit).
-    pub fn max_msgs(mut self, n: Option<u64>) -> Self {
-        self.max_msgs = n;
+    pub fn max_msgs(mut self, n: impl Into<Option<u64>>) -> Self {
+        self.max_msgs = n.into();
         self
     }
 
     /// Keep messages at most this old (`None`: no age limit).
-    pub fn max_age(mut self, age: Option<Duration>) -> Self {
-        self.max_age = age;
+    pub fn max_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.max_age = age.into();
         self
     }
 }
