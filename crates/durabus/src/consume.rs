@@ -454,8 +454,8 @@ impl Bus {
     /// ```
     pub async fn consume<H, F>(
         &self,
-        stream: &str,
-        consumer: &str,
+        stream: impl AsRef<str>,
+        consumer: impl AsRef<str>,
         options: ConsumeOptions,
         handler: H,
     ) -> Result<ConsumerHandle>
@@ -463,6 +463,8 @@ impl Bus {
         H: Fn(Delivery) -> F + Send + Sync + 'static,
         F: Future<Output = Outcome> + Send + 'static,
     {
+        let stream = stream.as_ref();
+        let consumer = consumer.as_ref();
         let info = self.consumer_info(stream, consumer).await?;
         let max_attempts = attempts(&options, &info.config)?;
         // The shortest wait before a redelivery: ack_wait, or the first
@@ -962,7 +964,12 @@ impl Bus {
     /// message ([`ConfigError::RedriveIdInUse`]). The first failed republish
     /// or delete stops the redrive with its error, the letter left in
     /// place; run it again: nothing is stored twice.
-    pub async fn redrive(&self, dlq_stream: &str, filter: Option<&str>) -> Result<RedriveStats> {
+    pub async fn redrive(
+        &self,
+        dlq_stream: impl AsRef<str>,
+        filter: Option<&str>,
+    ) -> Result<RedriveStats> {
+        let dlq_stream = dlq_stream.as_ref();
         let mut options = crate::ReplayOptions::from_seq(1).stop_at_end();
         if let Some(f) = filter {
             options = options.filter(f);

@@ -255,8 +255,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`].
-    pub async fn stream_info(&self, name: &str) -> Result<StreamInfo> {
-        self.backend.stream_info(name).await
+    pub async fn stream_info(&self, name: impl AsRef<str>) -> Result<StreamInfo> {
+        self.backend.stream_info(name.as_ref()).await
     }
 
     /// All streams, ordered by name.
@@ -273,8 +273,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`].
-    pub async fn delete_stream(&self, name: &str) -> Result<()> {
-        self.backend.delete_stream(name).await
+    pub async fn delete_stream(&self, name: impl AsRef<str>) -> Result<()> {
+        self.backend.delete_stream(name.as_ref()).await
     }
 
     /// Removes messages from a stream; returns how many.
@@ -283,8 +283,8 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::Denied`] when the stream denies purge;
     /// [`Error::InvalidSubject`] for a bad subject filter.
-    pub async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
-        self.backend.purge_stream(name, request).await
+    pub async fn purge_stream(&self, name: impl AsRef<str>, request: PurgeRequest) -> Result<u64> {
+        self.backend.purge_stream(name.as_ref(), request).await
     }
 
     /// Publishes `payload` to `subject`. `Some(ack)` when a stream stored it,
@@ -371,8 +371,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::InvalidSubject`] for a bad filter.
-    pub async fn subscribe(&self, filter: &str) -> Result<Subscription> {
-        self.backend.subscribe(filter, None).await
+    pub async fn subscribe(&self, filter: impl AsRef<str>) -> Result<Subscription> {
+        self.backend.subscribe(filter.as_ref(), None).await
     }
 
     /// Subscribes as a member of queue group `group`: each message goes to one member.
@@ -380,8 +380,14 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::InvalidSubject`] for a bad filter or group name.
-    pub async fn queue_subscribe(&self, filter: &str, group: &str) -> Result<Subscription> {
-        self.backend.subscribe(filter, Some(group)).await
+    pub async fn queue_subscribe(
+        &self,
+        filter: impl AsRef<str>,
+        group: impl AsRef<str>,
+    ) -> Result<Subscription> {
+        self.backend
+            .subscribe(filter.as_ref(), Some(group.as_ref()))
+            .await
     }
 
     /// Sends a request and waits up to `timeout` for the reply. The
@@ -415,8 +421,8 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`] when no message is
     /// stored at `seq` (never stored, deleted or expired).
-    pub async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
-        self.backend.get_message(stream, seq).await
+    pub async fn get_message(&self, stream: impl AsRef<str>, seq: u64) -> Result<StoredMessage> {
+        self.backend.get_message(stream.as_ref(), seq).await
     }
 
     /// The newest stored message on `subject`.
@@ -425,8 +431,14 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`] when the stream holds
     /// nothing on `subject`.
-    pub async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage> {
-        self.backend.get_last_message(stream, subject).await
+    pub async fn get_last_message(
+        &self,
+        stream: impl AsRef<str>,
+        subject: impl AsRef<str>,
+    ) -> Result<StoredMessage> {
+        self.backend
+            .get_last_message(stream.as_ref(), subject.as_ref())
+            .await
     }
 
     /// Deletes the message at `seq`.
@@ -435,8 +447,8 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`]; [`Error::Denied`]
     /// when the stream denies delete.
-    pub async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
-        self.backend.delete_message(stream, seq).await
+    pub async fn delete_message(&self, stream: impl AsRef<str>, seq: u64) -> Result<()> {
+        self.backend.delete_message(stream.as_ref(), seq).await
     }
 
     /// An ordered replay of a stream from a sequence or a time.
@@ -446,8 +458,8 @@ impl Bus {
     /// [`Error::StreamNotFound`]; [`Error::InvalidArgument`] for a start the
     /// stream cannot serve. Errors while reading (a damaged record, a lost
     /// connection) are items of the [`Replay`].
-    pub async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
-        self.backend.replay(stream, options).await
+    pub async fn replay(&self, stream: impl AsRef<str>, options: ReplayOptions) -> Result<Replay> {
+        self.backend.replay(stream.as_ref(), options).await
     }
 
     /// Creates a consumer on `stream` if absent; returns an existing equal
@@ -465,10 +477,10 @@ impl Bus {
     /// durable name over [`MAX_CONSUMER_NAME_LEN`] (251) bytes.
     pub async fn create_consumer(
         &self,
-        stream: &str,
+        stream: impl AsRef<str>,
         config: ConsumerConfig,
     ) -> Result<ConsumerInfo> {
-        self.backend.create_consumer(stream, config).await
+        self.backend.create_consumer(stream.as_ref(), config).await
     }
 
     /// Changes a durable consumer's configuration.
@@ -480,10 +492,10 @@ impl Bus {
     /// deliver policy or the filter of an existing consumer, for one).
     pub async fn update_consumer(
         &self,
-        stream: &str,
+        stream: impl AsRef<str>,
         config: ConsumerConfig,
     ) -> Result<ConsumerInfo> {
-        self.backend.update_consumer(stream, config).await
+        self.backend.update_consumer(stream.as_ref(), config).await
     }
 
     /// A consumer's configuration and state.
@@ -491,8 +503,14 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`].
-    pub async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
-        self.backend.consumer_info(stream, name).await
+    pub async fn consumer_info(
+        &self,
+        stream: impl AsRef<str>,
+        name: impl AsRef<str>,
+    ) -> Result<ConsumerInfo> {
+        self.backend
+            .consumer_info(stream.as_ref(), name.as_ref())
+            .await
     }
 
     /// The consumers of a stream, ordered by name.
@@ -500,8 +518,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`].
-    pub async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
-        self.backend.list_consumers(stream).await
+    pub async fn list_consumers(&self, stream: impl AsRef<str>) -> Result<Vec<ConsumerInfo>> {
+        self.backend.list_consumers(stream.as_ref()).await
     }
 
     /// Deletes a consumer and its state.
@@ -509,8 +527,14 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`].
-    pub async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
-        self.backend.delete_consumer(stream, name).await
+    pub async fn delete_consumer(
+        &self,
+        stream: impl AsRef<str>,
+        name: impl AsRef<str>,
+    ) -> Result<()> {
+        self.backend
+            .delete_consumer(stream.as_ref(), name.as_ref())
+            .await
     }
 
     /// Up to `batch` deliveries of `consumer`, waiting up to `expires` for
@@ -522,12 +546,14 @@ impl Bus {
     /// `expires` is an empty list, not an error.
     pub async fn fetch(
         &self,
-        stream: &str,
-        consumer: &str,
+        stream: impl AsRef<str>,
+        consumer: impl AsRef<str>,
         batch: usize,
         expires: Duration,
     ) -> Result<Vec<Delivery>> {
-        self.backend.fetch(stream, consumer, batch, expires).await
+        self.backend
+            .fetch(stream.as_ref(), consumer.as_ref(), batch, expires)
+            .await
     }
 
     /// Settles a delivery: ack, nak (with an optional delay), term or
