@@ -15,23 +15,44 @@
 //! # let url = format!("file:{}", dir.path().display());
 //! let bus = durabus::connect(&url).await?;   // e.g. "file:./data"
 //! bus.create_stream(durabus::StreamConfig::new("ORDERS").subjects(["orders.>"])).await?;
-//! let ack = bus.publish("orders.eu.created", "order 1").await?.expect("captured");
+//! let orders = bus.stream("ORDERS");             // a handle: no I/O
+//! let ack = orders.publish("orders.eu.created", "order 1").await?;
 //! assert_eq!(ack.seq, 1);
-//! let msg = bus.get_message("ORDERS", 1).await?;
+//! let msg = orders.get_message(1).await?;
 //! assert_eq!(&msg.payload[..], b"order 1");
 //! bus.close().await?;
 //! # Ok(()) }
 //! ```
 //!
+//! # Handles and flat methods
+//!
+//! As async-nats does, [`Bus::stream`] gives a [`StreamHandle`] (info,
+//! purge, get, delete, publishes that must land in the stream, consumers)
+//! and [`StreamHandle::consumer`] a [`ConsumerHandle`] (`fetch`,
+//! [`messages`](ConsumerHandle::messages), a `futures::Stream` of
+//! deliveries that settle themselves with `ack`, `nak`, `term` and
+//! `in_progress`). The flat `Bus` methods taking the names
+//! ([`Bus::stream_info`], [`Bus::fetch`], [`Bus::ack`], ...) do the same.
+//!
+//! [`Bus::publish`] is core-or-captured: `Ok(None)` when no stream captures
+//! the subject. [`Bus::publish_stored`] and [`StreamHandle::publish`] must
+//! store: a subject no stream captures is [`Error::NotCaptured`].
+//!
+//! Names, subjects and keys are taken as `impl AsRef<str>`, or
+//! `impl Into<String>` where they are kept; the setter of every limit of a
+//! configuration takes a value or `None` for unlimited
+//! (`ConsumerConfig::max_deliver(5)`, `.max_ack_pending(None)`).
+//!
 //! # How the crate is cut
 //!
 //! [`Bus`] (this file) is the facade over one [`Backend`]. Each feature
 //! written once over the backend primitives is a module: [`consume`]
-//! (runner, retries, dead letters), [`kv`], [`request`], [`typed`],
-//! [`room`] and the [`Publisher`]; `connect`, `url` and `supervise` turn a
-//! URL into a (supervised) backend; [`trace`], [`context`] and `w3c` carry
-//! trace context. Imports between modules point one way, never in a circle:
-//! `kv` -> `typed` -> `consume`, `request` -> `context` -> `w3c`;
+//! (runner, retries, dead letters), [`handle`] (stream and consumer
+//! handles), [`kv`], [`request`], [`typed`], [`room`] and the
+//! [`Publisher`]; `connect`, `url` and `supervise` turn a URL into a
+//! (supervised) backend; [`trace`], [`context`] and `w3c` carry trace
+//! context. Imports between modules point one way, never in a circle:
+//! `handle` -> `consume`, `kv` -> `typed` -> `consume`, `request` -> `context` -> `w3c`;
 //! `connect` -> `supervise`, `trace`, `url`; `trace` -> `context`, `w3c`.
 
 mod connect;
@@ -40,6 +61,7 @@ pub mod context;
 /// Check function of the `url` fuzz target (`fuzz/`); not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handle;
 pub mod kv;
 mod publisher;
 pub mod request;
@@ -59,7 +81,7 @@ use tracing::Instrument as _;
 
 pub use connect::ConnectOptions;
 pub use consume::{
-    ConsumeOptions, ConsumeStats, ConsumerHandle, DeadLetter, Outcome, RedriveStats, RetryPolicy,
+    ConsumeOptions, ConsumeStats, DeadLetter, Outcome, RedriveStats, RetryPolicy, RunningConsumer,
 };
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, ArgumentError, Backend,
@@ -76,6 +98,7 @@ pub use durabus_core::{
 };
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
+pub use handle::{AckableDelivery, ConsumerHandle, Messages, StreamHandle};
 pub use kv::{Kv, KvConfig, MAX_BUCKET_NAME_LEN};
 pub use publisher::{PublishEvent, Publisher};
 pub use request::{
@@ -288,7 +311,9 @@ impl Bus {
     }
 
     /// Publishes `payload` to `subject`. `Some(ack)` when a stream stored it,
-    /// `None` when no stream captures the subject (live subscribers only).
+    /// `None` when no stream captures the subject (live subscribers only);
+    /// [`Bus::publish_stored`] (or [`StreamHandle::publish`]) returns the
+    /// ack alone and makes `None` an [`Error::NotCaptured`].
     /// The message gets trace, correlation and service headers (see
     /// [`trace`]).
     ///
