@@ -590,6 +590,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn not_captured_names_the_subject_and_what_to_do() {
+        let text = Error::NotCaptured {
+            subject: "invoices.eu".to_owned(),
+        }
+        .to_string();
+        assert!(text.contains("\"invoices.eu\""), "{text}");
+        assert!(text.contains("create a stream"), "{text}");
+        assert!(text.contains("Bus::publish"), "{text}");
+    }
+
+    #[test]
     fn urls_lose_their_credentials_in_messages() {
         assert_eq!(redact_url("nats://u:pw@h:4222"), "nats://***@h:4222");
         assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
