@@ -48,6 +48,9 @@ pub enum StorageType {
 /// A stream's configuration. Field names and defaults follow JetStream; `None`
 /// means unlimited.
 ///
+/// Every limit's setter takes a value or `None` (unlimited), as
+/// [`crate::ConsumerConfig`]'s do: `max_msgs(1000)`, `max_msgs(None)`.
+///
 /// ```
 /// use std::time::Duration;
 /// use durabus_core::StreamConfig;
@@ -130,6 +133,19 @@ macro_rules! setter {
         $(#[$doc])*
         #[must_use]
         pub fn $name(mut self, v: $ty) -> Self {
+            self.$name = v;
+            self
+        }
+    };
+}
+
+/// A setter of a limit: a value, or `None` for unlimited (the one style of
+/// every limit of [`StreamConfig`] and [`crate::ConsumerConfig`]).
+macro_rules! limit {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, v: impl Into<Option<$ty>>) -> Self {
             self.$name = v.into();
             self
         }
@@ -184,15 +200,15 @@ impl StreamConfig {
 
     setter!(/// Sets the retention policy.
         retention: RetentionPolicy);
-    setter!(/// Sets `max_age`.
+    limit!(/// Sets `max_age`: a limit, or `None` for unlimited (the default).
         max_age: Duration);
-    setter!(/// Sets `max_bytes`.
+    limit!(/// Sets `max_bytes`: a limit, or `None` for unlimited (the default).
         max_bytes: u64);
-    setter!(/// Sets `max_msgs`.
+    limit!(/// Sets `max_msgs`: a limit, or `None` for unlimited (the default).
         max_msgs: u64);
-    setter!(/// Sets `max_msgs_per_subject`.
+    limit!(/// Sets `max_msgs_per_subject`: a limit, or `None` for unlimited (the default).
         max_msgs_per_subject: u64);
-    setter!(/// Sets `max_msg_size`.
+    limit!(/// Sets `max_msg_size`: a limit, or `None` for unlimited (the default).
         max_msg_size: u32);
     setter!(/// Sets the discard policy.
         discard: DiscardPolicy);
@@ -352,7 +368,7 @@ mod tests {
             .subjects(["a.*", "a.b"])
             .validate()
             .is_err());
-        assert!(StreamConfig::new("S").max_msgs(0u64).validate().is_err());
+        assert!(StreamConfig::new("S").max_msgs(0).validate().is_err());
         assert!(StreamConfig::new("a.b").validate().is_err());
         assert!(StreamConfig::new("S")
             .subjects(["a..b"])

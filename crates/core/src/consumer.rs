@@ -55,6 +55,9 @@ pub enum AckPolicy {
 
 /// A consumer's configuration. Field names and defaults follow JetStream.
 ///
+/// Every limit's setter takes a value or `None` (unlimited), as
+/// [`crate::StreamConfig`]'s do: `max_deliver(5)`, `max_ack_pending(None)`.
+///
 /// ```
 /// use std::time::Duration;
 /// use durabus_core::{AckPolicy, ConsumerConfig};
@@ -62,9 +65,11 @@ pub enum AckPolicy {
 ///     .filter_subject("orders.*.created")
 ///     .ack_wait(Duration::from_secs(10))
 ///     .max_deliver(5)
+///     .max_ack_pending(None) // unlimited
 ///     .backoff([Duration::from_secs(1), Duration::from_secs(10)]);
 /// assert!(cfg.validate().is_ok());
 /// assert_eq!(cfg.ack_policy, AckPolicy::Explicit);
+/// assert_eq!((cfg.max_deliver, cfg.max_ack_pending), (Some(5), None));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -152,10 +157,10 @@ impl ConsumerConfig {
         self
     }
 
-    /// Sets `max_deliver`.
+    /// Sets `max_deliver`: a limit, or `None` for unlimited (the default).
     #[must_use]
-    pub fn max_deliver(mut self, n: u64) -> Self {
-        self.max_deliver = Some(n);
+    pub fn max_deliver(mut self, n: impl Into<Option<u64>>) -> Self {
+        self.max_deliver = n.into();
         self
     }
 
@@ -166,10 +171,11 @@ impl ConsumerConfig {
         self
     }
 
-    /// Sets `max_ack_pending` (`None`: unlimited).
+    /// Sets `max_ack_pending`: a limit, or `None` for unlimited (default
+    /// 1000, [`DEFAULT_MAX_ACK_PENDING`]).
     #[must_use]
-    pub fn max_ack_pending(mut self, n: Option<u64>) -> Self {
-        self.max_ack_pending = n;
+    pub fn max_ack_pending(mut self, n: impl Into<Option<u64>>) -> Self {
+        self.max_ack_pending = n.into();
         self
     }
 
@@ -180,10 +186,11 @@ impl ConsumerConfig {
         self
     }
 
-    /// Sets the inactive threshold.
+    /// Sets the inactive threshold, or `None` for the default (5 s for an
+    /// ephemeral consumer, never for a durable one).
     #[must_use]
-    pub fn inactive_threshold(mut self, after: Duration) -> Self {
-        self.inactive_threshold = Some(after);
+    pub fn inactive_threshold(mut self, after: impl Into<Option<Duration>>) -> Self {
+        self.inactive_threshold = after.into();
         self
     }
 

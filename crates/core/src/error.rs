@@ -72,6 +72,16 @@ pub enum Error {
         /// The stream that captures the subject.
         actual: String,
     },
+    /// A publish that must be stored (`Bus::publish_stored`, a stream
+    /// handle's `publish`) found no stream capturing its subject. The
+    /// message went out as a core message (live subscribers of the subject
+    /// may have received it, as with a JetStream publish on NATS) but was
+    /// not stored.
+    #[error("no stream captures subject {subject:?}, so the message was not stored; create a stream whose subjects match it, or use Bus::publish for core messages that need not be stored")]
+    NotCaptured {
+        /// The subject published to.
+        subject: String,
+    },
     /// The message is larger than the stream's `max_msg_size`.
     #[error("message of {size} bytes exceeds the maximum of {max} bytes; split it, or raise the stream's max_msg_size if that is the limit (the embedded engine caps records at 64 MiB)")]
     MaxPayloadExceeded {
@@ -578,6 +588,17 @@ fn lost_prefix(stream: Option<&str>, seqs: Option<&std::ops::RangeInclusive<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_captured_names_the_subject_and_what_to_do() {
+        let text = Error::NotCaptured {
+            subject: "invoices.eu".to_owned(),
+        }
+        .to_string();
+        assert!(text.contains("\"invoices.eu\""), "{text}");
+        assert!(text.contains("create a stream"), "{text}");
+        assert!(text.contains("Bus::publish"), "{text}");
+    }
 
     #[test]
     fn urls_lose_their_credentials_in_messages() {

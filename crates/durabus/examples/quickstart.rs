@@ -18,30 +18,30 @@ async fn main() -> durabus::Result<()> {
     let bus = durabus::connect(&url).await?;
 
     // A stream captures subjects. Creating an equal stream again is a no-op;
-    // a different configuration needs update_stream.
+    // a different configuration needs update_stream. A handle names the
+    // stream once (no I/O).
     bus.create_stream(StreamConfig::new("ORDERS").subjects(["orders.>"]))
         .await?;
+    let orders = bus.stream("ORDERS");
 
     // Live subscribers see the messages published after they subscribe.
     let mut live = bus.subscribe("orders.*.created").await?;
 
-    // A captured publish is acknowledged with its sequence number, once it
-    // is on disk (durability "always", the default, fsyncs before the ack).
-    let n = bus.stream_info("ORDERS").await?.state.messages + 1;
+    // A publish through the handle must be stored in ORDERS: it is
+    // acknowledged with its sequence number once it is on disk (durability
+    // "always", the default, fsyncs before the ack), or it is an error.
+    let n = orders.info().await?.state.messages + 1;
     let order =
         Message::new("orders.eu.created", format!("order {n}")).with_msg_id(format!("order-{n}"));
-    let Some(ack) = bus.publish_message(order.clone()).await? else {
-        unreachable!("ORDERS captures orders.>");
-    };
+    let ack = orders.publish_message(order.clone()).await?;
     println!("published order {n}: seq {}", ack.seq);
 
     // The same msg id inside the duplicate window is not stored twice.
-    if let Some(again) = bus.publish_message(order).await? {
-        println!(
-            "published it again: seq {}, duplicate {}",
-            again.seq, again.duplicate
-        );
-    }
+    let again = orders.publish_message(order).await?;
+    println!(
+        "published it again: seq {}, duplicate {}",
+        again.seq, again.duplicate
+    );
 
     if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), live.next()).await {
         let text = String::from_utf8_lossy(&msg.payload);
@@ -49,8 +49,8 @@ async fn main() -> durabus::Result<()> {
     }
 
     // Replay what is stored, in order; without stop_at_end it goes on live.
-    let mut replay = bus
-        .replay("ORDERS", ReplayOptions::from_seq(1).stop_at_end())
+    let mut replay = orders
+        .replay(ReplayOptions::from_seq(1).stop_at_end())
         .await?;
     while let Some(stored) = replay.next().await {
         let stored = stored?;

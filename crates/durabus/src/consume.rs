@@ -282,7 +282,7 @@ struct Counters {
     returned: AtomicU64,
 }
 
-/// What a consumer did, from [`ConsumerHandle::shutdown`].
+/// What a consumer did, from [`RunningConsumer::shutdown`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumeStats {
@@ -311,16 +311,16 @@ impl Counters {
 }
 
 /// A running consumer. Dropping it stops it abruptly (unsettled messages
-/// come back after `ack_wait`); [`ConsumerHandle::shutdown`] stops it
-/// gracefully; [`ConsumerHandle::closed`] says when it stopped on its own.
+/// come back after `ack_wait`); [`RunningConsumer::shutdown`] stops it
+/// gracefully; [`RunningConsumer::closed`] says when it stopped on its own.
 #[derive(Debug)]
-pub struct ConsumerHandle {
+pub struct RunningConsumer {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
     counters: Arc<Counters>,
 }
 
-impl ConsumerHandle {
+impl RunningConsumer {
     /// The counters so far.
     pub fn stats(&self) -> ConsumeStats {
         self.counters.snapshot()
@@ -337,14 +337,14 @@ impl ConsumerHandle {
     /// error it cannot retry (its consumer or stream deleted, the bus
     /// closed, ...), and yields that error. It does not stop the runner: in
     /// normal operation it never resolves (use it in a `select!` beside
-    /// the signal that calls [`ConsumerHandle::shutdown`]). The runner
+    /// the signal that calls [`RunningConsumer::shutdown`]). The runner
     /// also logs its end (`tracing::error!`) and sends
     /// [`Event::ConsumerStopped`] on [`Bus::events`].
     ///
     /// # Errors
     ///
     /// The error that stopped the runner, once: a later call, and
-    /// [`ConsumerHandle::shutdown`] after it, return the counters.
+    /// [`RunningConsumer::shutdown`] after it, return the counters.
     pub async fn closed(&mut self) -> Result<ConsumeStats> {
         if let Some(task) = self.task.as_mut() {
             let end = task.await;
@@ -361,7 +361,7 @@ impl ConsumerHandle {
     /// # Errors
     ///
     /// The error that stopped the runner on its own before, unless
-    /// [`ConsumerHandle::closed`] returned it already.
+    /// [`RunningConsumer::closed`] returned it already.
     pub async fn shutdown(mut self) -> Result<ConsumeStats> {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
@@ -372,7 +372,7 @@ impl ConsumerHandle {
     }
 }
 
-impl Drop for ConsumerHandle {
+impl Drop for RunningConsumer {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
@@ -422,7 +422,7 @@ type InFlight = Arc<std::sync::Mutex<HashMap<u64, Delivery>>>;
 
 impl Bus {
     /// Runs `handler` on every message of durable `consumer` of `stream`
-    /// until [`ConsumerHandle::shutdown`]. See the module docs of
+    /// until [`RunningConsumer::shutdown`]. See the module docs of
     /// `durabus::consume` for the guarantees.
     ///
     /// # Errors
@@ -434,8 +434,8 @@ impl Bus {
     /// default attempts): the runner needs the delivery after the last
     /// attempt; the errors of creating the dead-letter stream (see
     /// [`Bus::create_stream`]). What goes wrong later is counted in
-    /// [`ConsumeStats`] and returned by [`ConsumerHandle::closed`] or
-    /// [`ConsumerHandle::shutdown`].
+    /// [`ConsumeStats`] and returned by [`RunningConsumer::closed`] or
+    /// [`RunningConsumer::shutdown`].
     ///
     /// ```no_run
     /// # async fn example(bus: durabus::Bus) -> durabus::Result<()> {
@@ -454,15 +454,17 @@ impl Bus {
     /// ```
     pub async fn consume<H, F>(
         &self,
-        stream: &str,
-        consumer: &str,
+        stream: impl AsRef<str>,
+        consumer: impl AsRef<str>,
         options: ConsumeOptions,
         handler: H,
-    ) -> Result<ConsumerHandle>
+    ) -> Result<RunningConsumer>
     where
         H: Fn(Delivery) -> F + Send + Sync + 'static,
         F: Future<Output = Outcome> + Send + 'static,
     {
+        let stream = stream.as_ref();
+        let consumer = consumer.as_ref();
         let info = self.consumer_info(stream, consumer).await?;
         let max_attempts = attempts(&options, &info.config)?;
         // The shortest wait before a redelivery: ack_wait, or the first
@@ -488,7 +490,7 @@ impl Bus {
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(runner.run(stopped));
-        Ok(ConsumerHandle {
+        Ok(RunningConsumer {
             stop,
             task: Some(task),
             counters,
@@ -962,7 +964,12 @@ impl Bus {
     /// message ([`ConfigError::RedriveIdInUse`]). The first failed republish
     /// or delete stops the redrive with its error, the letter left in
     /// place; run it again: nothing is stored twice.
-    pub async fn redrive(&self, dlq_stream: &str, filter: Option<&str>) -> Result<RedriveStats> {
+    pub async fn redrive(
+        &self,
+        dlq_stream: impl AsRef<str>,
+        filter: Option<&str>,
+    ) -> Result<RedriveStats> {
+        let dlq_stream = dlq_stream.as_ref();
         let mut options = crate::ReplayOptions::from_seq(1).stop_at_end();
         if let Some(f) = filter {
             options = options.filter(f);

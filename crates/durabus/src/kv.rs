@@ -124,24 +124,25 @@ impl KvConfig {
         self
     }
 
-    /// Remove entries older than `ttl`.
+    /// Remove entries older than `ttl` (`None`: keep them, the default).
     #[must_use]
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+    pub fn ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.ttl = ttl.into();
         self
     }
 
-    /// Refuse values larger than `bytes`.
+    /// Refuse values larger than `bytes` (`None`: unlimited, the default).
     #[must_use]
-    pub fn max_value_size(mut self, bytes: u32) -> Self {
-        self.max_value_size = Some(bytes);
+    pub fn max_value_size(mut self, bytes: impl Into<Option<u32>>) -> Self {
+        self.max_value_size = bytes.into();
         self
     }
 
-    /// Refuse writes once the bucket holds `bytes`.
+    /// Refuse writes once the bucket holds `bytes` (`None`: unlimited, the
+    /// default).
     #[must_use]
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = Some(bytes);
+    pub fn max_bytes(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.max_bytes = bytes.into();
         self
     }
 
@@ -364,7 +365,8 @@ impl Bus {
     /// [`Error::BucketNotFound`]; [`Error::InvalidName`] for a bad bucket name;
     /// [`Error::InvalidConfig`] when a stream of that name exists but is not a
     /// KV bucket.
-    pub async fn kv(&self, bucket: &str) -> Result<Kv> {
+    pub async fn kv(&self, bucket: impl AsRef<str>) -> Result<Kv> {
+        let bucket = bucket.as_ref();
         validate_bucket(bucket)?;
         let info = self
             .stream_info(&format!("KV_{bucket}"))
@@ -386,7 +388,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::BucketNotFound`]; [`Error::InvalidName`] for a bad bucket name.
-    pub async fn delete_kv(&self, bucket: &str) -> Result<()> {
+    pub async fn delete_kv(&self, bucket: impl AsRef<str>) -> Result<()> {
+        let bucket = bucket.as_ref();
         validate_bucket(bucket)?;
         self.delete_stream(&format!("KV_{bucket}"))
             .await
@@ -492,7 +495,8 @@ impl Kv {
     /// The newest entry of `key`, a delete or purge included; `None` if the
     /// key never had one (or it expired).
     #[tracing::instrument(level = "debug", name = "kv.entry", skip_all, fields(bucket = %self.bucket, key, revision = Empty))]
-    pub async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+    pub async fn entry(&self, key: impl AsRef<str>) -> Result<Option<Entry>> {
+        let key = key.as_ref();
         let subject = self.subject(key, false)?;
         match self.bus.get_last_message(&self.stream, &subject).await {
             Ok(m) => {
@@ -505,7 +509,8 @@ impl Kv {
     }
 
     /// The value of `key`; `None` if it has none (never set, deleted, purged).
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+    pub async fn get(&self, key: impl AsRef<str>) -> Result<Option<Bytes>> {
+        let key = key.as_ref();
         Ok(self
             .entry(key)
             .await?
@@ -516,7 +521,12 @@ impl Kv {
     /// The entry of `key` at `revision`; `None` if that revision is not an
     /// entry of this key (another key's, or no longer kept).
     #[tracing::instrument(level = "debug", name = "kv.entry_at_revision", skip_all, fields(bucket = %self.bucket, key, revision))]
-    pub async fn entry_at_revision(&self, key: &str, revision: u64) -> Result<Option<Entry>> {
+    pub async fn entry_at_revision(
+        &self,
+        key: impl AsRef<str>,
+        revision: u64,
+    ) -> Result<Option<Entry>> {
+        let key = key.as_ref();
         let subject = self.subject(key, false)?;
         if revision == 0 {
             return Ok(None);
@@ -530,7 +540,12 @@ impl Kv {
 
     /// The entry of `key` that was current at `time`: the newest stored at
     /// or before it; `None` if the key had no value then.
-    pub async fn entry_at_time(&self, key: &str, time: SystemTime) -> Result<Option<Entry>> {
+    pub async fn entry_at_time(
+        &self,
+        key: impl AsRef<str>,
+        time: SystemTime,
+    ) -> Result<Option<Entry>> {
+        let key = key.as_ref();
         let history = self.history(key).await?;
         let i = history.partition_point(|e| e.created <= time);
         Ok(i.checked_sub(1)
@@ -587,7 +602,8 @@ impl Kv {
 
     /// Sets `key` to `value`; returns the new revision.
     #[tracing::instrument(level = "debug", name = "kv.put", skip_all, fields(bucket = %self.bucket, key, revision = Empty))]
-    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64> {
+    pub async fn put(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Result<u64> {
+        let key = key.as_ref();
         let value = value.into();
         let subject = self.subject(key, false)?;
         self.check_size(key, &value)?;
@@ -597,7 +613,13 @@ impl Kv {
     /// Sets `key` only if it is at `revision` (0: has no entry);
     /// [`Error::WrongRevision`] otherwise. Returns the new revision.
     #[tracing::instrument(level = "debug", name = "kv.update", skip_all, fields(bucket = %self.bucket, key, expected = revision, revision = Empty))]
-    pub async fn update(&self, key: &str, value: impl Into<Bytes>, revision: u64) -> Result<u64> {
+    pub async fn update(
+        &self,
+        key: impl AsRef<str>,
+        value: impl Into<Bytes>,
+        revision: u64,
+    ) -> Result<u64> {
+        let key = key.as_ref();
         let value = value.into();
         let subject = self.subject(key, false)?;
         self.check_size(key, &value)?;
@@ -609,7 +631,8 @@ impl Kv {
     /// Sets `key` only if it has no value (never set, deleted or purged);
     /// [`Error::KeyExists`] otherwise. Returns the new revision.
     #[tracing::instrument(level = "debug", name = "kv.create", skip_all, fields(bucket = %self.bucket, key, revision = Empty))]
-    pub async fn create(&self, key: &str, value: impl Into<Bytes>) -> Result<u64> {
+    pub async fn create(&self, key: impl AsRef<str>, value: impl Into<Bytes>) -> Result<u64> {
+        let key = key.as_ref();
         let value = value.into();
         let first = match self.update(key, value.clone(), 0).await {
             Err(e @ Error::WrongRevision { .. }) => e,
@@ -652,19 +675,22 @@ impl Kv {
     /// Deletes the value of `key`, keeping its history; returns the
     /// revision of the delete marker.
     #[tracing::instrument(level = "debug", name = "kv.delete", skip_all, fields(bucket = %self.bucket, key, revision = Empty))]
-    pub async fn delete(&self, key: &str) -> Result<u64> {
+    pub async fn delete(&self, key: impl AsRef<str>) -> Result<u64> {
+        let key = key.as_ref();
         self.marker(key, "DEL", None).await
     }
 
     /// Deletes the value of `key` only if it is at `revision`.
-    pub async fn delete_expect_revision(&self, key: &str, revision: u64) -> Result<u64> {
+    pub async fn delete_expect_revision(&self, key: impl AsRef<str>, revision: u64) -> Result<u64> {
+        let key = key.as_ref();
         self.marker(key, "DEL", Some(revision)).await
     }
 
     /// Deletes the value and the history of `key`, leaving one purge
     /// marker; returns its revision.
     #[tracing::instrument(level = "debug", name = "kv.purge", skip_all, fields(bucket = %self.bucket, key, revision = Empty))]
-    pub async fn purge(&self, key: &str) -> Result<u64> {
+    pub async fn purge(&self, key: impl AsRef<str>) -> Result<u64> {
+        let key = key.as_ref();
         self.marker(key, "PURGE", None).await
     }
 
@@ -689,7 +715,8 @@ impl Kv {
 
     /// Every kept entry of `key`, oldest first (deletes included).
     #[tracing::instrument(level = "debug", name = "kv.history", skip_all, fields(bucket = %self.bucket, key))]
-    pub async fn history(&self, key: &str) -> Result<Vec<Entry>> {
+    pub async fn history(&self, key: impl AsRef<str>) -> Result<Vec<Entry>> {
+        let key = key.as_ref();
         validate_key(key, false)?;
         let replay = self.replay(key, ReplayStart::Sequence(1), true).await?;
         self.collect(replay).await
@@ -703,7 +730,8 @@ impl Kv {
     /// The keys with a value that match `filter`, a key whose tokens may be
     /// `*` (one token) or a final `>` (the rest), sorted.
     #[tracing::instrument(level = "debug", name = "kv.keys", skip_all, fields(bucket = %self.bucket, filter))]
-    pub async fn keys_matching(&self, filter: &str) -> Result<Vec<String>> {
+    pub async fn keys_matching(&self, filter: impl AsRef<str>) -> Result<Vec<String>> {
+        let filter = filter.as_ref();
         let replay = self
             .replay(filter, ReplayStart::LastPerSubject, true)
             .await?;
@@ -719,7 +747,8 @@ impl Kv {
     }
 
     /// The keys with a value that start with `prefix` (any string), sorted.
-    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+    pub async fn keys_with_prefix(&self, prefix: impl AsRef<str>) -> Result<Vec<String>> {
+        let prefix = prefix.as_ref();
         let mut keys = self.keys().await?;
         keys.retain(|k| k.starts_with(prefix));
         Ok(keys)
@@ -728,7 +757,8 @@ impl Kv {
     /// Watches the keys matching `filter` (see [`Kv::keys_matching`]):
     /// first the newest entry of each (deletes included), then every change
     /// as it is stored. [`Watch::caught_up`] tells the two apart.
-    pub async fn watch(&self, filter: &str) -> Result<Watch> {
+    pub async fn watch(&self, filter: impl AsRef<str>) -> Result<Watch> {
+        let filter = filter.as_ref();
         validate_key(filter, true)?;
         let start_last = self
             .bus
@@ -745,13 +775,15 @@ impl Kv {
 
     /// Watches every entry of the keys matching `filter` from revision
     /// `revision` on, history then live.
-    pub async fn watch_from(&self, filter: &str, revision: u64) -> Result<Watch> {
+    pub async fn watch_from(&self, filter: impl AsRef<str>, revision: u64) -> Result<Watch> {
+        let filter = filter.as_ref();
         let start = ReplayStart::Sequence(revision.max(1));
         self.live_watch(filter, start).await
     }
 
     /// Watches only the changes stored from now on.
-    pub async fn watch_updates(&self, filter: &str) -> Result<Watch> {
+    pub async fn watch_updates(&self, filter: impl AsRef<str>) -> Result<Watch> {
+        let filter = filter.as_ref();
         self.live_watch(filter, ReplayStart::New).await
     }
 
@@ -761,7 +793,8 @@ impl Kv {
     }
 
     /// The value of `key` decoded from JSON.
-    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    pub async fn get_json<T: DeserializeOwned>(&self, key: impl AsRef<str>) -> Result<Option<T>> {
+        let key = key.as_ref();
         self.get(key)
             .await?
             .map(|v| self.decode(key, &v))
@@ -769,7 +802,8 @@ impl Kv {
     }
 
     /// Sets `key` to `value` encoded as JSON; returns the revision.
-    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<u64> {
+    pub async fn put_json<T: Serialize>(&self, key: impl AsRef<str>, value: &T) -> Result<u64> {
+        let key = key.as_ref();
         let bytes = self.encode(value)?;
         self.put(key, bytes).await
     }
@@ -779,11 +813,12 @@ impl Kv {
     /// stored only if the key did not change meanwhile; otherwise it runs
     /// again on the newer value, with [`CasRetry::default`]. Returns the
     /// value stored and its revision.
-    pub async fn update_json<T, F>(&self, key: &str, f: F) -> Result<(T, u64)>
+    pub async fn update_json<T, F>(&self, key: impl AsRef<str>, f: F) -> Result<(T, u64)>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
+        let key = key.as_ref();
         self.update_json_with(key, CasRetry::default(), f).await
     }
 
@@ -792,7 +827,7 @@ impl Kv {
     #[tracing::instrument(level = "debug", name = "kv.update_json", skip_all, fields(bucket = %self.bucket, key, revision = Empty))]
     pub async fn update_json_with<T, F>(
         &self,
-        key: &str,
+        key: impl AsRef<str>,
         retry: CasRetry,
         mut f: F,
     ) -> Result<(T, u64)>
@@ -800,6 +835,7 @@ impl Kv {
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
+        let key = key.as_ref();
         let mut seen = 0;
         for attempt in 0..=retry.max_retries {
             if attempt > 0 {

@@ -15,23 +15,44 @@
 //! # let url = format!("file:{}", dir.path().display());
 //! let bus = durabus::connect(&url).await?;   // e.g. "file:./data"
 //! bus.create_stream(durabus::StreamConfig::new("ORDERS").subjects(["orders.>"])).await?;
-//! let ack = bus.publish("orders.eu.created", "order 1").await?.expect("captured");
+//! let orders = bus.stream("ORDERS");             // a handle: no I/O
+//! let ack = orders.publish("orders.eu.created", "order 1").await?;
 //! assert_eq!(ack.seq, 1);
-//! let msg = bus.get_message("ORDERS", 1).await?;
+//! let msg = orders.get_message(1).await?;
 //! assert_eq!(&msg.payload[..], b"order 1");
 //! bus.close().await?;
 //! # Ok(()) }
 //! ```
 //!
+//! # Handles and flat methods
+//!
+//! As async-nats does, [`Bus::stream`] gives a [`StreamHandle`] (info,
+//! purge, get, delete, publishes that must land in the stream, consumers)
+//! and [`StreamHandle::consumer`] a [`ConsumerHandle`] (`fetch`,
+//! [`messages`](ConsumerHandle::messages), a `futures::Stream` of
+//! deliveries that settle themselves with `ack`, `nak`, `term` and
+//! `in_progress`). The flat `Bus` methods taking the names
+//! ([`Bus::stream_info`], [`Bus::fetch`], [`Bus::ack`], ...) do the same.
+//!
+//! [`Bus::publish`] is core-or-captured: `Ok(None)` when no stream captures
+//! the subject. [`Bus::publish_stored`] and [`StreamHandle::publish`] must
+//! store: a subject no stream captures is [`Error::NotCaptured`].
+//!
+//! Names, subjects and keys are taken as `impl AsRef<str>`, or
+//! `impl Into<String>` where they are kept; the setter of every limit of a
+//! configuration takes a value or `None` for unlimited
+//! (`ConsumerConfig::max_deliver(5)`, `.max_ack_pending(None)`).
+//!
 //! # How the crate is cut
 //!
 //! [`Bus`] (this file) is the facade over one [`Backend`]. Each feature
 //! written once over the backend primitives is a module: [`consume`]
-//! (runner, retries, dead letters), [`kv`], [`request`], [`typed`],
-//! [`room`] and the [`Publisher`]; `connect`, `url` and `supervise` turn a
-//! URL into a (supervised) backend; [`trace`], [`context`] and `w3c` carry
-//! trace context. Imports between modules point one way, never in a circle:
-//! `kv` -> `typed` -> `consume`, `request` -> `context` -> `w3c`;
+//! (runner, retries, dead letters), [`handle`] (stream and consumer
+//! handles), [`kv`], [`request`], [`typed`], [`room`] and the
+//! [`Publisher`]; `connect`, `url` and `supervise` turn a URL into a
+//! (supervised) backend; [`trace`], [`context`] and `w3c` carry trace
+//! context. Imports between modules point one way, never in a circle:
+//! `handle` -> `consume`, `kv` -> `typed` -> `consume`, `request` -> `context` -> `w3c`;
 //! `connect` -> `supervise`, `trace`, `url`; `trace` -> `context`, `w3c`.
 
 mod connect;
@@ -40,6 +61,7 @@ pub mod context;
 /// Check function of the `url` fuzz target (`fuzz/`); not a stable API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handle;
 pub mod kv;
 mod publisher;
 pub mod request;
@@ -61,7 +83,7 @@ use tracing::Instrument as _;
 
 pub use connect::ConnectOptions;
 pub use consume::{
-    ConsumeOptions, ConsumeStats, ConsumerHandle, DeadLetter, Outcome, RedriveStats, RetryPolicy,
+    ConsumeOptions, ConsumeStats, DeadLetter, Outcome, RedriveStats, RetryPolicy, RunningConsumer,
 };
 pub use durabus_core::{
     sanitize, subject, validate_consumer_name, validate_stream_name, ArgumentError, Backend,
@@ -78,6 +100,7 @@ pub use durabus_core::{
 };
 #[cfg(feature = "nats")]
 pub use durabus_nats::{NatsAuth, NatsOptions, NatsTls, LOG_DIRECTIVE};
+pub use handle::{AckableDelivery, ConsumerHandle, Messages, StreamHandle};
 pub use kv::{Kv, KvConfig, MAX_BUCKET_NAME_LEN};
 pub use publisher::{PublishEvent, Publisher};
 pub use request::{
@@ -280,8 +303,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`].
-    pub async fn stream_info(&self, name: &str) -> Result<StreamInfo> {
-        self.backend.stream_info(name).await
+    pub async fn stream_info(&self, name: impl AsRef<str>) -> Result<StreamInfo> {
+        self.backend.stream_info(name.as_ref()).await
     }
 
     /// All streams, ordered by name.
@@ -298,8 +321,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`].
-    pub async fn delete_stream(&self, name: &str) -> Result<()> {
-        self.backend.delete_stream(name).await
+    pub async fn delete_stream(&self, name: impl AsRef<str>) -> Result<()> {
+        self.backend.delete_stream(name.as_ref()).await
     }
 
     /// Removes messages from a stream; returns how many.
@@ -308,12 +331,14 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::Denied`] when the stream denies purge;
     /// [`Error::InvalidSubject`] for a bad subject filter.
-    pub async fn purge_stream(&self, name: &str, request: PurgeRequest) -> Result<u64> {
-        self.backend.purge_stream(name, request).await
+    pub async fn purge_stream(&self, name: impl AsRef<str>, request: PurgeRequest) -> Result<u64> {
+        self.backend.purge_stream(name.as_ref(), request).await
     }
 
     /// Publishes `payload` to `subject`. `Some(ack)` when a stream stored it,
-    /// `None` when no stream captures the subject (live subscribers only).
+    /// `None` when no stream captures the subject (live subscribers only);
+    /// [`Bus::publish_stored`] (or [`StreamHandle::publish`]) returns the
+    /// ack alone and makes `None` an [`Error::NotCaptured`].
     /// The message gets trace, correlation and service headers (see
     /// [`trace`]).
     ///
@@ -396,8 +421,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::InvalidSubject`] for a bad filter.
-    pub async fn subscribe(&self, filter: &str) -> Result<Subscription> {
-        self.backend.subscribe(filter, None).await
+    pub async fn subscribe(&self, filter: impl AsRef<str>) -> Result<Subscription> {
+        self.backend.subscribe(filter.as_ref(), None).await
     }
 
     /// Subscribes as a member of queue group `group`: each message goes to one member.
@@ -405,8 +430,14 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::InvalidSubject`] for a bad filter or group name.
-    pub async fn queue_subscribe(&self, filter: &str, group: &str) -> Result<Subscription> {
-        self.backend.subscribe(filter, Some(group)).await
+    pub async fn queue_subscribe(
+        &self,
+        filter: impl AsRef<str>,
+        group: impl AsRef<str>,
+    ) -> Result<Subscription> {
+        self.backend
+            .subscribe(filter.as_ref(), Some(group.as_ref()))
+            .await
     }
 
     /// Sends a request and waits up to `timeout` for the reply. The
@@ -440,8 +471,8 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`] when no message is
     /// stored at `seq` (never stored, deleted or expired).
-    pub async fn get_message(&self, stream: &str, seq: u64) -> Result<StoredMessage> {
-        self.backend.get_message(stream, seq).await
+    pub async fn get_message(&self, stream: impl AsRef<str>, seq: u64) -> Result<StoredMessage> {
+        self.backend.get_message(stream.as_ref(), seq).await
     }
 
     /// The newest stored message on `subject`.
@@ -450,8 +481,14 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`] when the stream holds
     /// nothing on `subject`.
-    pub async fn get_last_message(&self, stream: &str, subject: &str) -> Result<StoredMessage> {
-        self.backend.get_last_message(stream, subject).await
+    pub async fn get_last_message(
+        &self,
+        stream: impl AsRef<str>,
+        subject: impl AsRef<str>,
+    ) -> Result<StoredMessage> {
+        self.backend
+            .get_last_message(stream.as_ref(), subject.as_ref())
+            .await
     }
 
     /// Deletes the message at `seq`.
@@ -460,8 +497,8 @@ impl Bus {
     ///
     /// [`Error::StreamNotFound`]; [`Error::MessageNotFound`]; [`Error::Denied`]
     /// when the stream denies delete.
-    pub async fn delete_message(&self, stream: &str, seq: u64) -> Result<()> {
-        self.backend.delete_message(stream, seq).await
+    pub async fn delete_message(&self, stream: impl AsRef<str>, seq: u64) -> Result<()> {
+        self.backend.delete_message(stream.as_ref(), seq).await
     }
 
     /// An ordered replay of a stream from a sequence or a time.
@@ -471,8 +508,8 @@ impl Bus {
     /// [`Error::StreamNotFound`]; [`Error::InvalidArgument`] for a start the
     /// stream cannot serve. Errors while reading (a damaged record, a lost
     /// connection) are items of the [`Replay`].
-    pub async fn replay(&self, stream: &str, options: ReplayOptions) -> Result<Replay> {
-        self.backend.replay(stream, options).await
+    pub async fn replay(&self, stream: impl AsRef<str>, options: ReplayOptions) -> Result<Replay> {
+        self.backend.replay(stream.as_ref(), options).await
     }
 
     /// Creates a consumer on `stream` if absent; returns an existing equal
@@ -490,10 +527,10 @@ impl Bus {
     /// durable name over [`MAX_CONSUMER_NAME_LEN`] (251) bytes.
     pub async fn create_consumer(
         &self,
-        stream: &str,
+        stream: impl AsRef<str>,
         config: ConsumerConfig,
     ) -> Result<ConsumerInfo> {
-        self.backend.create_consumer(stream, config).await
+        self.backend.create_consumer(stream.as_ref(), config).await
     }
 
     /// Changes a durable consumer's configuration.
@@ -505,10 +542,10 @@ impl Bus {
     /// deliver policy or the filter of an existing consumer, for one).
     pub async fn update_consumer(
         &self,
-        stream: &str,
+        stream: impl AsRef<str>,
         config: ConsumerConfig,
     ) -> Result<ConsumerInfo> {
-        self.backend.update_consumer(stream, config).await
+        self.backend.update_consumer(stream.as_ref(), config).await
     }
 
     /// A consumer's configuration and state.
@@ -516,8 +553,14 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`].
-    pub async fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo> {
-        self.backend.consumer_info(stream, name).await
+    pub async fn consumer_info(
+        &self,
+        stream: impl AsRef<str>,
+        name: impl AsRef<str>,
+    ) -> Result<ConsumerInfo> {
+        self.backend
+            .consumer_info(stream.as_ref(), name.as_ref())
+            .await
     }
 
     /// The consumers of a stream, ordered by name.
@@ -525,8 +568,8 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`].
-    pub async fn list_consumers(&self, stream: &str) -> Result<Vec<ConsumerInfo>> {
-        self.backend.list_consumers(stream).await
+    pub async fn list_consumers(&self, stream: impl AsRef<str>) -> Result<Vec<ConsumerInfo>> {
+        self.backend.list_consumers(stream.as_ref()).await
     }
 
     /// Deletes a consumer and its state.
@@ -534,8 +577,14 @@ impl Bus {
     /// # Errors
     ///
     /// [`Error::StreamNotFound`]; [`Error::ConsumerNotFound`].
-    pub async fn delete_consumer(&self, stream: &str, name: &str) -> Result<()> {
-        self.backend.delete_consumer(stream, name).await
+    pub async fn delete_consumer(
+        &self,
+        stream: impl AsRef<str>,
+        name: impl AsRef<str>,
+    ) -> Result<()> {
+        self.backend
+            .delete_consumer(stream.as_ref(), name.as_ref())
+            .await
     }
 
     /// Up to `batch` deliveries of `consumer`, waiting up to `expires` for
@@ -547,12 +596,14 @@ impl Bus {
     /// `expires` is an empty list, not an error.
     pub async fn fetch(
         &self,
-        stream: &str,
-        consumer: &str,
+        stream: impl AsRef<str>,
+        consumer: impl AsRef<str>,
         batch: usize,
         expires: Duration,
     ) -> Result<Vec<Delivery>> {
-        self.backend.fetch(stream, consumer, batch, expires).await
+        self.backend
+            .fetch(stream.as_ref(), consumer.as_ref(), batch, expires)
+            .await
     }
 
     /// Settles a delivery: ack, nak (with an optional delay), term or

@@ -558,7 +558,7 @@ impl Bus {
     /// ```
     pub async fn respond<H, F, R, E>(
         &self,
-        filter: &str,
+        filter: impl AsRef<str>,
         queue_group: Option<&str>,
         handler: H,
     ) -> Result<Responder>
@@ -568,6 +568,7 @@ impl Bus {
         R: Into<Reply>,
         E: Into<ReplyError>,
     {
+        let filter = filter.as_ref();
         let mut requests = self.backend.subscribe(filter, queue_group).await?;
         let counters = Arc::new(Counters::default());
         let (stop, mut stopped) = watch::channel(false);

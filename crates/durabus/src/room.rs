@@ -99,14 +99,14 @@ impl History {
     }
 
     /// Keep at most the last `n` messages (`None`: no count limit).
-    pub fn max_msgs(mut self, n: Option<u64>) -> Self {
-        self.max_msgs = n;
+    pub fn max_msgs(mut self, n: impl Into<Option<u64>>) -> Self {
+        self.max_msgs = n.into();
         self
     }
 
     /// Keep messages at most this old (`None`: no age limit).
-    pub fn max_age(mut self, age: Option<Duration>) -> Self {
-        self.max_age = age;
+    pub fn max_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.max_age = age.into();
         self
     }
 }
@@ -172,7 +172,8 @@ impl Room {
     /// Opens room `name` with `policy`: a persisted room's stream is
     /// created if absent. An existing room stream with other history limits
     /// is [`Error::StreamNameInUse`].
-    pub async fn open(bus: &Bus, name: &str, policy: RoomPolicy) -> Result<Room> {
+    pub async fn open(bus: &Bus, name: impl AsRef<str>, policy: RoomPolicy) -> Result<Room> {
+        let name = name.as_ref();
         let token = token("room", name)?;
         let subject = format!("{ROOM_SUBJECT_PREFIX}{token}");
         let stream = match policy {
@@ -212,7 +213,8 @@ impl Room {
     /// created on its first join (starting with messages sent after it) and
     /// resumed on the next ones ([`Member::resumed`]). Peer names are
     /// non-empty, at most 255 bytes, without control characters.
-    pub async fn join(&self, peer: &str) -> Result<Member> {
+    pub async fn join(&self, peer: impl AsRef<str>) -> Result<Member> {
+        let peer = peer.as_ref();
         let consumer = token("peer", peer)?;
         let (inbox, resumed) = match &self.stream {
             None => (Inbox::Live(self.bus.subscribe(&self.subject).await?), false),
@@ -282,7 +284,8 @@ impl Room {
 
     /// Deletes `peer`'s durable consumer in a persisted room: its next join
     /// starts afresh. A no-op for an ephemeral room or an unknown peer.
-    pub async fn remove_peer(&self, peer: &str) -> Result<()> {
+    pub async fn remove_peer(&self, peer: impl AsRef<str>) -> Result<()> {
+        let peer = peer.as_ref();
         let Some(stream) = &self.stream else {
             return Ok(());
         };

@@ -64,7 +64,7 @@ use futures::{FutureExt, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::consume::{ConsumeOptions, ConsumerHandle, Outcome};
+use crate::consume::{ConsumeOptions, Outcome, RunningConsumer};
 use crate::request::{Reply, ReplyError, RequestOptions, Responder};
 use crate::Bus;
 
@@ -441,7 +441,7 @@ impl<T: DeserializeOwned, C: Codec> Subject<T, C> {
         consumer: &str,
         options: ConsumeOptions,
         handler: H,
-    ) -> Result<ConsumerHandle>
+    ) -> Result<RunningConsumer>
     where
         T: Send + 'static,
         H: Fn(T, Delivery) -> F + Send + Sync + 'static,
@@ -688,7 +688,7 @@ impl Registry {
         stream: &str,
         consumer: &str,
         options: ConsumeOptions,
-    ) -> Result<ConsumerHandle> {
+    ) -> Result<RunningConsumer> {
         let registry = Arc::new(self);
         bus.consume(stream, consumer, options, move |delivery| {
             registry.route(delivery)

@@ -333,6 +333,17 @@ macro_rules! conformance_suite {
                 headers_nats_cannot_carry_are_refused_and_nothing_is_stored,
                 legal_headers_round_trip_unchanged,
             }
+            handles {
+                stream_handle_reads_and_changes_its_own_stream,
+                handles_to_missing_streams_and_consumers_fail_at_their_first_call,
+                publish_stored_is_not_captured_where_no_stream_captures_the_subject,
+                stream_handle_publish_lands_in_its_stream_or_fails,
+                consumer_handle_deliveries_ack_nak_term_and_in_progress,
+                messages_yields_in_order_and_redelivers_a_nak,
+                messages_next_is_cancel_safe,
+                messages_stop_gives_back_what_was_not_handed_out,
+                messages_reports_a_deleted_consumer_and_ends_when_the_bus_closes,
+            }
             // CASES-END
         }
     };
@@ -363,6 +374,7 @@ pub mod consumers;
 pub mod dedup;
 pub mod expectations;
 pub mod get;
+pub mod handles;
 pub mod headers;
 pub mod kv;
 pub mod limits;
