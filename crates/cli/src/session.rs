@@ -203,6 +203,30 @@ impl Kind {
     }
 }
 
+/// Says on stderr that `what` (created by this command) is gone when it
+/// exits, when the URL is `memory:`: each command is a process of its own.
+pub(crate) fn note_ephemeral(global: &Global, what: &str) {
+    if Kind::of(global.url()) == Some(Kind::Memory) {
+        eprintln!(
+            "note: memory: lasts one command: {what} is gone when this command exits; \
+             use --url file:DIR or a NATS server to keep it"
+        );
+    }
+}
+
+/// Refuses more than one replica on an embedded store, which keeps one
+/// copy: accepting it would promise a redundancy that is not there.
+pub(crate) fn check_replicas(global: &Global, replicas: usize) -> anyhow::Result<()> {
+    if replicas > 1 && matches!(Kind::of(global.url()), Some(Kind::File | Kind::Memory)) {
+        anyhow::bail!(
+            "--replicas {replicas}: an embedded store ({}) keeps one copy of each message; \
+             replicas are for a NATS cluster (-s nats://host:4222); leave --replicas out here",
+            global.shown_url()
+        );
+    }
+    Ok(())
+}
+
 /// Whether a command may create a missing data directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
