@@ -299,10 +299,17 @@ pub(crate) async fn run(global: &Global, command: ConsumerCommand) -> anyhow::Re
 
 async fn add(global: &Global, bus: &durabus::Bus, args: &AddArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let info = bus
-        .create_consumer(&args.stream, config)
-        .await
-        .with_context(|| format!("cannot add consumer {}", args.name))?;
+    let info = match bus.create_consumer(&args.stream, config).await {
+        Ok(info) => info,
+        Err(durabus::Error::ConsumerNameInUse { .. }) => anyhow::bail!(
+            "cannot add consumer {name} to stream {stream}: it exists with a different \
+             configuration; change it with `durabus consumer edit {stream} {name} ...` \
+             (see `durabus consumer info {stream} {name}`)",
+            name = args.name,
+            stream = args.stream
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot add consumer {}", args.name)),
+    };
     crate::session::note_ephemeral(global, "the consumer");
     show_info(global, &info)
 }

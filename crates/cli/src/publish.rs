@@ -40,8 +40,9 @@ pub(crate) struct PubArgs {
     headers: Vec<(String, String)>,
 
     /// Message id for de-duplication within the stream's duplicate window
-    /// (Nats-Msg-Id) [default: one per message, made up by pub, so that a
-    /// retry is stored once].
+    /// (Nats-Msg-Id) [default with --count: one per message, made up by
+    /// pub, so that a retry is stored once]. A message with a msg id is sent
+    /// again when its ack does not come (see --timeout).
     #[arg(long, value_name = "ID")]
     msg_id: Option<String>,
 
@@ -274,7 +275,7 @@ impl Run<'_> {
             let results = match bus.publish_batch(messages).await {
                 Ok(results) => results,
                 // The whole window failed the same way: each is unconfirmed.
-                Err(e) if retryable(&e) => {
+                Err(e) if retryable(&e) && self.msg_id.is_some() => {
                     let reason = e.to_string();
                     self.pending
                         .iter()
@@ -293,7 +294,9 @@ impl Run<'_> {
             for ((i, subject), result) in sent.into_iter().zip(subjects).zip(results) {
                 match result {
                     Ok(ack) => self.confirm(&subject, ack.as_ref())?,
-                    Err(e) if retryable(&e) => {
+                    // Sent again only with a msg id, which makes it
+                    // stored once.
+                    Err(e) if retryable(&e) && self.msg_id.is_some() => {
                         self.pending.push(i);
                         reason.get_or_insert_with(|| e.to_string());
                     }
@@ -521,8 +524,12 @@ pub(crate) async fn run_pub(global: &Global, args: PubArgs) -> anyhow::Result<()
         global,
         args: &args,
         payload,
-        // A retry must be deduplicated: every message gets a msg id.
-        msg_id: Some(args.msg_id.clone().unwrap_or_else(auto_msg_id)),
+        // A retry must be deduplicated: with --count every message gets a
+        // msg id; a single message keeps exactly the headers given.
+        msg_id: args
+            .msg_id
+            .clone()
+            .or_else(|| (args.count > 1).then(auto_msg_id)),
         tally: Tally::default(),
         bar: progress(global, &args),
         pending: Vec::new(),

@@ -442,7 +442,7 @@ fn edit_changes_only_the_options_given() {
         "true",
     ]);
     let c = &edited["config"];
-    assert_eq!(c["max_msgs"], Value::Null);
+    assert_eq!(c["max_msgs"], -1);
     assert_eq!(c["max_bytes"], 2 << 20);
     assert_eq!(c["deny_delete"], true);
     // Untouched:
@@ -468,7 +468,7 @@ fn edit_changes_only_the_options_given() {
     let c = &edited["config"];
     assert_eq!(c["subjects"], serde_json::json!(["edit.>", "edit2.>"]));
     assert_eq!(c["description"], "after");
-    assert_eq!(c["max_age"], Value::Null);
+    assert_eq!(c["max_age"], 0);
     assert_eq!(c["duplicate_window"], 60_000_000_000u64);
     assert_eq!(c["max_bytes"], 2 << 20);
     assert_eq!(c["deny_delete"], true);
@@ -1231,20 +1231,23 @@ fn errors_under_json_are_json_on_stderr() {
     let stderr = nats.fail_cleanly(&["--json", "pub", "a..b", "x"]);
     let error = json(&stderr);
     assert!(
-        error["error"].as_str().unwrap().contains("token 2"),
+        error["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("token 2"),
         "{error}"
     );
     let stderr = nats.fail_cleanly(&["--json", "stream", "info", "NOPE_JSON"]);
     let error = json(&stderr);
     assert!(
-        error["error"]
+        error["error"]["description"]
             .as_str()
             .unwrap()
             .contains("\"NOPE_JSON\" not found"),
         "{error}"
     );
     assert_eq!(
-        error["hint"],
+        error["error"]["hint"],
         "create it with `durabus stream add NOPE_JSON --subjects ...`"
     );
 }
@@ -1328,7 +1331,10 @@ fn dump_and_verify_refuse_a_nats_url_saying_what_to_use() {
         // --json: the error is JSON too.
         let error = json(&nats.fail_cleanly(&["--json", verb]));
         assert!(
-            error["error"].as_str().unwrap().contains("NATS server"),
+            error["error"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("NATS server"),
             "{error}"
         );
     }
