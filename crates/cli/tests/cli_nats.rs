@@ -716,6 +716,7 @@ fn count_publishes_numbered_copies_and_msg_ids_deduplicate() {
         "id-{{i}}",
         "-H",
         "Copy:{{i}}",
+        "--verbose",
     ]);
     let seqs: Vec<_> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);
