@@ -8,8 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 mod common;
 use common::{bench, durabus, json, json_lines, BenchRun, Cli};
 
