@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::confirm::confirm;
 use crate::output::{
-    duration_human, duration_nanos, listing, print_json, print_text, rfc3339, rfc3339_nanos,
-    stored_human, stored_json, table_text,
+    age_json, duration_human, duration_nanos, limit_json, listing, print_json, print_text, rfc3339,
+    rfc3339_nanos, stored_human, stored_json, table_text,
 };
 use crate::parse;
 use crate::session::{finish, open_bus, Access, Global};
@@ -25,6 +25,10 @@ pub(crate) enum ConsumerCommand {
     /// configuration is left as it is; a different one is an error.
     #[command(alias = "create")]
     Add(AddArgs),
+    /// Change a consumer's configuration: only the options given change.
+    /// Where it starts and how it acknowledges stay as created.
+    #[command(alias = "update")]
+    Edit(EditArgs),
     /// List a stream's consumers.
     #[command(alias = "list")]
     Ls {
@@ -155,6 +159,77 @@ impl AddArgs {
     }
 }
 
+/// Arguments of `consumer edit`: each option given replaces the current
+/// value; limits take `unlimited` to clear them.
+#[derive(Debug, Args)]
+pub(crate) struct EditArgs {
+    /// The stream.
+    stream: String,
+    /// The durable name.
+    name: String,
+    /// Replace the subject filters (repeatable).
+    #[arg(long = "filter", value_name = "SUBJECT")]
+    filters: Vec<String>,
+    /// How long a delivery may stay unacknowledged before redelivery.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    ack_wait: Option<Duration>,
+    /// Deliveries of one message at most, or `unlimited`.
+    #[arg(long, value_name = "N", value_parser = parse::count_limit)]
+    max_deliver: Option<parse::Limit<u64>>,
+    /// Waits before successive redeliveries, comma-separated (e.g.
+    /// 1s,10s,1m), or `none`.
+    #[arg(long, value_name = "DURATIONS", value_parser = backoff)]
+    backoff: Option<Backoff>,
+    /// Unacknowledged deliveries at most before delivery pauses, or
+    /// `unlimited`.
+    #[arg(long, value_name = "N", value_parser = parse::count_limit)]
+    max_ack_pending: Option<parse::Limit<u64>>,
+    /// Replace the description.
+    #[arg(long)]
+    description: Option<String>,
+}
+
+/// A `--backoff` list of `consumer edit` (empty for `none`).
+#[derive(Debug, Clone)]
+struct Backoff(Vec<Duration>);
+
+fn backoff(s: &str) -> Result<Backoff, String> {
+    if s.trim() == "none" {
+        return Ok(Backoff(Vec::new()));
+    }
+    s.split(',')
+        .map(parse::duration)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Backoff)
+}
+
+impl EditArgs {
+    /// `config` with the given options applied, validated.
+    fn apply(&self, mut c: ConsumerConfig) -> anyhow::Result<ConsumerConfig> {
+        if !self.filters.is_empty() {
+            c.filter_subjects = self.filters.clone();
+        }
+        if let Some(wait) = self.ack_wait {
+            c.ack_wait = wait;
+        }
+        if let Some(parse::Limit(n)) = self.max_deliver {
+            c.max_deliver = n;
+        }
+        if let Some(Backoff(steps)) = &self.backoff {
+            c.backoff = steps.clone();
+        }
+        if let Some(parse::Limit(n)) = self.max_ack_pending {
+            c.max_ack_pending = n;
+        }
+        if let Some(d) = &self.description {
+            c.description = Some(d.clone());
+        }
+        c.validate()
+            .with_context(|| format!("cannot edit consumer {}", self.name))?;
+        Ok(c)
+    }
+}
+
 /// What `consumer next` does with each message it prints.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Settle {
@@ -196,6 +271,7 @@ pub(crate) async fn run(global: &Global, command: ConsumerCommand) -> anyhow::Re
         }
         ConsumerCommand::Ls { stream } => validate_stream_name(stream)?,
         ConsumerCommand::Info { stream, name }
+        | ConsumerCommand::Edit(EditArgs { stream, name, .. })
         | ConsumerCommand::Rm { stream, name, .. }
         | ConsumerCommand::Next(NextArgs { stream, name, .. }) => {
             validate_stream_name(stream)?;
@@ -205,6 +281,7 @@ pub(crate) async fn run(global: &Global, command: ConsumerCommand) -> anyhow::Re
     let bus = open_bus(global.url(), Access::Existing).await?;
     let result = match command {
         ConsumerCommand::Add(args) => add(global, &bus, &args).await,
+        ConsumerCommand::Edit(args) => edit(global, &bus, &args).await,
         ConsumerCommand::Ls { stream } => ls(global, &bus, &stream).await,
         ConsumerCommand::Info { stream, name } => {
             let info = bus.consumer_info(&stream, &name).await?;
@@ -222,11 +299,48 @@ pub(crate) async fn run(global: &Global, command: ConsumerCommand) -> anyhow::Re
 
 async fn add(global: &Global, bus: &durabus::Bus, args: &AddArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let info = bus
-        .create_consumer(&args.stream, config)
-        .await
-        .with_context(|| format!("cannot add consumer {}", args.name))?;
+    let info = match bus.create_consumer(&args.stream, config).await {
+        Ok(info) => info,
+        Err(durabus::Error::ConsumerNameInUse { .. }) => anyhow::bail!(
+            "cannot add consumer {name} to stream {stream}: it exists with a different \
+             configuration; change it with `durabus consumer edit {stream} {name} ...` \
+             (see `durabus consumer info {stream} {name}`)",
+            name = args.name,
+            stream = args.stream
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot add consumer {}", args.name)),
+    };
+    crate::session::note_ephemeral(global, "the consumer");
     show_info(global, &info)
+}
+
+async fn edit(global: &Global, bus: &durabus::Bus, args: &EditArgs) -> anyhow::Result<()> {
+    let current = bus.consumer_info(&args.stream, &args.name).await?;
+    let config = args.apply(current.config.clone())?;
+    if config == current.config {
+        if global.json {
+            return Ok(print_json(&info_json(&current))?);
+        }
+        print_text(&format!(
+            "consumer {} of stream {} already has this configuration; nothing changed",
+            args.name, args.stream
+        ))?;
+        return Ok(());
+    }
+    let info = bus
+        .update_consumer(&args.stream, config)
+        .await
+        .with_context(|| format!("cannot edit consumer {}", args.name))?;
+    if global.json {
+        return Ok(print_json(&info_json(&info))?);
+    }
+    print_text(&format!(
+        "updated consumer {} of stream {}\n\n{}",
+        args.name,
+        args.stream,
+        info_human(&info)
+    ))?;
+    Ok(())
 }
 
 async fn ls(global: &Global, bus: &durabus::Bus, stream: &str) -> anyhow::Result<()> {
@@ -293,12 +407,20 @@ async fn next(global: &Global, bus: &durabus::Bus, args: &NextArgs) -> anyhow::R
     let deliveries = bus
         .fetch(&args.stream, &args.name, batch, args.wait)
         .await?;
-    if deliveries.is_empty() && !global.json {
-        eprintln!(
-            "no message for consumer {} within {}",
-            args.name,
-            duration_human(args.wait)
-        );
+    if deliveries.is_empty() {
+        // Not a failure, but a script must tell it from a message: exit 3.
+        return Err(crate::exit::Exit {
+            code: crate::exit::NO_MESSAGE,
+            kind: "no_message",
+            description: format!(
+                "no message for consumer {} of stream {} within {}",
+                args.name,
+                args.stream,
+                duration_human(args.wait)
+            ),
+            plain: true,
+        }
+        .into());
     }
     for d in &deliveries {
         if global.json {
@@ -371,7 +493,8 @@ fn ack_name(p: AckPolicy) -> &'static str {
 }
 
 /// A consumer as JSON, with JetStream's field names: durations in
-/// nanoseconds, `null` for unlimited.
+/// nanoseconds, unlimited as JetStream writes it (`-1`, `0` for
+/// `inactive_threshold`).
 fn info_json(info: &ConsumerInfo) -> Value {
     let c = &info.config;
     let (policy, start_seq, start_time) = match c.deliver_policy {
@@ -394,11 +517,11 @@ fn info_json(info: &ConsumerInfo) -> Value {
             "opt_start_time": start_time,
             "ack_policy": ack_name(c.ack_policy),
             "ack_wait": duration_nanos(c.ack_wait),
-            "max_deliver": c.max_deliver,
+            "max_deliver": limit_json(c.max_deliver),
             "backoff": c.backoff.iter().map(|d| duration_nanos(*d)).collect::<Vec<_>>(),
-            "max_ack_pending": c.max_ack_pending,
+            "max_ack_pending": limit_json(c.max_ack_pending),
             "filter_subjects": c.filter_subjects,
-            "inactive_threshold": c.inactive_threshold.map(duration_nanos),
+            "inactive_threshold": age_json(c.inactive_threshold),
         },
         "delivered": {
             "consumer_seq": info.delivered.consumer_seq,

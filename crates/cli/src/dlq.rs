@@ -73,7 +73,21 @@ async fn ls(global: &Global, bus: &durabus::Bus, which: &Which) -> anyhow::Resul
     if let Some(f) = which.filter() {
         options = options.filter(f);
     }
-    let mut replay = bus.replay(&which.stream, options).await?;
+    let mut replay = match bus.replay(&which.stream, options).await {
+        Ok(replay) => replay,
+        // The consumer runner creates the stream with the first dead letter.
+        Err(durabus::Error::StreamNotFound { .. }) => {
+            if !global.json {
+                print_text(&format!(
+                    "no dead letters: there is no dead-letter stream {} yet (the consumer \
+                     runner creates it when it sets the first message aside)",
+                    which.stream
+                ))?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut table = listing(
         [
             "seq",

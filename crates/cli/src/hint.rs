@@ -33,6 +33,31 @@ pub(crate) fn hint(err: &anyhow::Error, url: &str) -> Option<String> {
                 "check the data directory with `durabus verify {dir}`"
             ))
         }
+        durabus::Error::Unreachable { reason, .. } => {
+            let lower = reason.to_ascii_lowercase();
+            if lower.contains("refused") {
+                Some(
+                    "nothing listens at that address: start the server there, or name another \
+                     with --url or -s"
+                        .to_owned(),
+                )
+            } else if lower.contains("timeout") || lower.contains("timed out") {
+                Some(
+                    "if the server is slow to answer, allow it longer with --connect-timeout 10s"
+                        .to_owned(),
+                )
+            } else {
+                None
+            }
+        }
+        durabus::Error::AuthFailed { .. } => Some(
+            "pass the credentials with --user and --password, --user TOKEN or --creds FILE"
+                .to_owned(),
+        ),
+        durabus::Error::Tls { .. } => Some(
+            "name the CA with --tlsca FILE, a client certificate with --tlscert FILE --tlskey FILE"
+                .to_owned(),
+        ),
         durabus::Error::ReadOnly { .. } => Some(
             "this store can only be read here (a read-only file system, a backup or a snapshot); \
              copy it to a writable directory to change it"

@@ -2,18 +2,22 @@
 
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use durabus::kv::{validate_bucket, Entry, KvConfig, KvStatus, Operation};
 use durabus::{Bus, StorageType};
 use serde_json::{json, Map, Value};
 
 use crate::output::{
-    bytes_human, duration_human, duration_nanos, insert_payload, listing, print_json, print_raw,
-    print_text, rfc3339, rfc3339_nanos, table_text,
+    age_json, bytes_human, duration_human, insert_payload, limit_json, listing, print_json,
+    print_raw, print_text, rfc3339, rfc3339_nanos, table_text,
 };
 use crate::parse;
 use crate::publish::read_payload;
-use crate::session::{finish, finish_reader, open_bus, shutdown_signal, Access, Global};
+use crate::session::{
+    check_replicas, finish, finish_reader, note_ephemeral, open_bus, shutdown_signal, Access,
+    Global,
+};
 
 /// The `kv` verbs.
 #[derive(Debug, Subcommand)]
@@ -22,6 +26,9 @@ pub(crate) enum KvCommand {
     /// it is; different settings are an error.
     #[command(alias = "create-bucket")]
     Add(AddArgs),
+    /// Change a bucket's settings: only the options given change.
+    #[command(alias = "update-bucket")]
+    Edit(EditArgs),
     /// List the buckets.
     #[command(alias = "list")]
     Ls,
@@ -99,12 +106,70 @@ pub(crate) struct AddArgs {
     /// Where entries are kept.
     #[arg(long, value_enum, default_value_t = Storage::File)]
     storage: Storage,
-    /// Copies kept (NATS only).
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
+    /// Copies a NATS cluster keeps (1 to 5); an embedded store keeps one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    replicas: u64,
     /// Free text.
     #[arg(long)]
     description: Option<String>,
+}
+
+/// `kv edit` options: each one given replaces the current setting; limits
+/// take `unlimited` to clear them. The storage stays as created.
+#[derive(Debug, Args)]
+pub(crate) struct EditArgs {
+    /// The bucket.
+    bucket: String,
+    /// Entries kept per key, 1 to 64.
+    #[arg(long)]
+    history: Option<u8>,
+    /// Remove entries older than this (e.g. 1h, 7d), or `unlimited`.
+    #[arg(long, value_parser = parse::duration_limit)]
+    ttl: Option<parse::Limit<Duration>>,
+    /// Largest value accepted (e.g. 1KiB), or `unlimited`.
+    #[arg(long, value_parser = parse::size_limit)]
+    max_value_size: Option<parse::Limit<u64>>,
+    /// Largest bucket (e.g. 1GiB), or `unlimited`.
+    #[arg(long, value_parser = parse::size_limit)]
+    max_bytes: Option<parse::Limit<u64>>,
+    /// Copies a NATS cluster keeps (1 to 5).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
+    replicas: Option<u64>,
+    /// Replace the description.
+    #[arg(long)]
+    description: Option<String>,
+}
+
+impl EditArgs {
+    /// `config` with the given options applied.
+    fn apply(&self, mut config: KvConfig) -> anyhow::Result<KvConfig> {
+        if let Some(history) = self.history {
+            config.history = history;
+        }
+        if let Some(parse::Limit(ttl)) = self.ttl {
+            config.ttl = ttl;
+        }
+        if let Some(parse::Limit(size)) = self.max_value_size {
+            config.max_value_size = size.map(value_size).transpose()?;
+        }
+        if let Some(parse::Limit(bytes)) = self.max_bytes {
+            config.max_bytes = bytes;
+        }
+        if let Some(n) = self.replicas {
+            config.replicas = usize::try_from(n).unwrap_or(1);
+        }
+        if let Some(d) = &self.description {
+            config.description = Some(d.clone());
+        }
+        // The same checks `kv add` makes (history 1 to 64, ...).
+        config.stream_config()?;
+        Ok(config)
+    }
+}
+
+/// A `--max-value-size` that fits the 4 GiB limit.
+fn value_size(n: u64) -> anyhow::Result<u32> {
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("--max-value-size {n} is above 4 GiB"))
 }
 
 /// `--storage` values.
@@ -173,6 +238,7 @@ pub(crate) struct WatchArgs {
 pub(crate) async fn run(global: &Global, command: KvCommand) -> anyhow::Result<()> {
     let access = match &command {
         KvCommand::Ls
+        | KvCommand::Edit(_)
         | KvCommand::Info { .. }
         | KvCommand::Rm { .. }
         | KvCommand::Get(_)
@@ -182,6 +248,13 @@ pub(crate) async fn run(global: &Global, command: KvCommand) -> anyhow::Result<(
     };
     if let Some(bucket) = command.bucket() {
         validate_bucket(bucket)?;
+    }
+    match &command {
+        KvCommand::Add(a) => check_replicas(global, usize::try_from(a.replicas).unwrap_or(1))?,
+        KvCommand::Edit(EditArgs {
+            replicas: Some(n), ..
+        }) => check_replicas(global, usize::try_from(*n).unwrap_or(1))?,
+        _ => {}
     }
     if let KvCommand::Rm { bucket, force } = &command {
         crate::confirm::confirm(
@@ -204,6 +277,7 @@ impl KvCommand {
         Some(match self {
             KvCommand::Ls => return None,
             KvCommand::Add(a) => &a.bucket,
+            KvCommand::Edit(a) => &a.bucket,
             KvCommand::Info { bucket }
             | KvCommand::Rm { bucket, .. }
             | KvCommand::Keys { bucket, .. } => bucket,
@@ -220,13 +294,7 @@ impl KvCommand {
 async fn run_on(global: &Global, bus: &Bus, command: KvCommand) -> anyhow::Result<()> {
     match command {
         KvCommand::Add(a) => {
-            let max_value_size = a
-                .max_value_size
-                .map(|n| {
-                    u32::try_from(n)
-                        .map_err(|_| anyhow::anyhow!("--max-value-size {n} is above 4 GiB"))
-                })
-                .transpose()?;
+            let max_value_size = a.max_value_size.map(value_size).transpose()?;
             let config = KvConfig {
                 bucket: a.bucket,
                 description: a.description,
@@ -238,10 +306,41 @@ async fn run_on(global: &Global, bus: &Bus, command: KvCommand) -> anyhow::Resul
                     Storage::File => StorageType::File,
                     Storage::Memory => StorageType::Memory,
                 },
-                replicas: a.replicas,
+                replicas: usize::try_from(a.replicas).unwrap_or(1),
             };
-            let kv = bus.create_kv(config).await?;
+            let bucket = config.bucket.clone();
+            let kv = match bus.create_kv(config).await {
+                Ok(kv) => kv,
+                Err(durabus::Error::StreamNameInUse { .. }) => anyhow::bail!(
+                    "cannot add KV bucket {bucket}: it exists with different settings; \
+                     change them with `durabus kv edit {bucket} ...` (see `durabus kv info {bucket}`)"
+                ),
+                Err(e) => return Err(e.into()),
+            };
+            note_ephemeral(global, "the bucket");
             print_status(global, &kv.status().await?)
+        }
+        KvCommand::Edit(a) => {
+            let current = bus.kv(&a.bucket).await?.status().await?;
+            let config = a.apply(current.config.clone())?;
+            if config == current.config {
+                if global.json {
+                    return print_json(&status_json(&current)).map_err(Into::into);
+                }
+                return print_text(&format!(
+                    "KV bucket {} already has these settings; nothing changed",
+                    a.bucket
+                ))
+                .map_err(Into::into);
+            }
+            bus.update_stream(config.stream_config()?)
+                .await
+                .with_context(|| format!("cannot edit KV bucket {}", a.bucket))?;
+            let status = bus.kv(&a.bucket).await?.status().await?;
+            if !global.json {
+                print_text(&format!("updated KV bucket {}\n", a.bucket))?;
+            }
+            print_status(global, &status)
         }
         KvCommand::Ls => {
             let buckets = bus.list_kv().await?;
@@ -449,9 +548,9 @@ fn status_json(s: &KvStatus) -> Value {
         "bucket": s.config.bucket,
         "description": s.config.description,
         "history": s.config.history,
-        "ttl_ns": s.config.ttl.map(duration_nanos),
-        "max_value_size": s.config.max_value_size,
-        "max_bytes": s.config.max_bytes,
+        "ttl_ns": age_json(s.config.ttl),
+        "max_value_size": limit_json(s.config.max_value_size),
+        "max_bytes": limit_json(s.config.max_bytes),
         "storage": match s.config.storage { StorageType::File => "file", StorageType::Memory => "memory" },
         "replicas": s.config.replicas,
         "entries": s.values,
@@ -478,7 +577,16 @@ fn print_status(global: &Global, s: &KvStatus) -> anyhow::Result<()> {
             c.max_value_size
                 .map_or_else(|| "unlimited".into(), |n| bytes_human(u64::from(n)))
         ),
+        format!(
+            "max bytes:      {}",
+            c.max_bytes.map_or_else(|| "unlimited".into(), bytes_human)
+        ),
         format!("storage:        {:?}", c.storage).to_lowercase(),
+        format!("replicas:       {}", c.replicas),
     ];
+    let mut lines = lines.to_vec();
+    if let Some(d) = &c.description {
+        lines.push(format!("description:    {d}"));
+    }
     print_text(&lines.join("\n")).map_err(Into::into)
 }

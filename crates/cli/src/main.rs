@@ -14,6 +14,7 @@ mod confirm;
 mod consumer;
 mod dlq;
 mod dump;
+mod exit;
 mod hint;
 mod kv;
 mod output;
@@ -36,16 +37,27 @@ use clap::{Parser, Subcommand};
 #[command(name = "durabus", version)]
 struct Cli {
     /// Backend: file:<dir>[?durability=always|none|periodic:100ms] (embedded,
-    /// on disk), memory: (embedded, this process only) or nats://host:4222
-    /// (NATS JetStream) [default: file:./data]
+    /// on disk), memory: (embedded, gone when the command ends),
+    /// nats://host:4222 or tls://host:4222 (a NATS server with JetStream, or
+    /// `durabus serve`; several separated by commas) [env: DURABUS_URL, then
+    /// NATS_URL] [default: file:./data]
+    #[arg(long, global = true, value_name = "URL", display_order = 1000)]
+    url: Option<String>,
+
+    /// The NATS server(s), as natscli takes them: --url for a server,
+    /// nats:// when no scheme is given (localhost:4222).
     #[arg(
+        short = 's',
         long,
         global = true,
-        env = "DURABUS_URL",
         value_name = "URL",
+        conflicts_with = "url",
         display_order = 1000
     )]
-    url: Option<String>,
+    server: Option<String>,
+
+    #[command(flatten)]
+    conn: session::ConnFlags,
 
     /// Machine-readable output: one JSON object per result, JSON lines for
     /// message streams.
@@ -140,26 +152,43 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let global = session::Global {
-        url: cli.url,
-        json: cli.json,
+/// The backend URL the flags and the environment name, in this order:
+/// `--url`, `-s`/`--server`, `DURABUS_URL`, `NATS_URL` (as `-s`); `None`
+/// for the default. The connection flags are applied to it.
+fn resolve_url(cli: &Cli) -> anyhow::Result<Option<String>> {
+    let env = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v: &String| !v.trim().is_empty())
     };
-    match cli.command {
-        Command::Pub(args) => publish::run_pub(&global, args).await,
-        Command::Sub(args) => publish::run_sub(&global, args).await,
-        Command::Req(args) => request::run_req(&global, args).await,
-        Command::Reply(args) => request::run_reply(&global, args).await,
-        Command::Replay(args) => replay::run(&global, args).await,
-        Command::Stream(cmd) => stream::run(&global, cmd).await,
-        Command::Consumer(cmd) => consumer::run(&global, cmd).await,
-        Command::Dlq(cmd) => dlq::run(&global, cmd).await,
-        Command::Kv(cmd) => kv::run(&global, cmd).await,
-        Command::Dump(args) => dump::run(&global, args),
-        Command::Verify(args) => dump::run_verify(&global, args),
-        Command::Repair(args) => repair::run(&global, args),
-        Command::Bench(args) => bench::run(&global, args).await,
-        Command::Serve(args) => serve::run(&global, args).await,
+    let url = cli
+        .url
+        .clone()
+        .or_else(|| cli.server.as_deref().map(session::server_url))
+        .or_else(|| env("DURABUS_URL"))
+        .or_else(|| env("NATS_URL").map(|u| session::server_url(&u)));
+    let with_flags =
+        session::apply_flags(url.as_deref().unwrap_or(durabus::DEFAULT_URL), &cli.conn)?;
+    Ok(url.map(|_| with_flags))
+}
+
+async fn run(global: session::Global, command: Command) -> anyhow::Result<()> {
+    let global = &global;
+    match command {
+        Command::Pub(args) => publish::run_pub(global, args).await,
+        Command::Sub(args) => publish::run_sub(global, args).await,
+        Command::Req(args) => request::run_req(global, args).await,
+        Command::Reply(args) => request::run_reply(global, args).await,
+        Command::Replay(args) => replay::run(global, args).await,
+        Command::Stream(cmd) => stream::run(global, cmd).await,
+        Command::Consumer(cmd) => consumer::run(global, cmd).await,
+        Command::Dlq(cmd) => dlq::run(global, cmd).await,
+        Command::Kv(cmd) => kv::run(global, cmd).await,
+        Command::Dump(args) => dump::run(global, args),
+        Command::Verify(args) => dump::run_verify(global, args),
+        Command::Repair(args) => repair::run(global, args),
+        Command::Bench(args) => bench::run(global, args).await,
+        Command::Serve(args) => serve::run(global, args).await,
     }
 }
 
@@ -193,10 +222,6 @@ fn render(err: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let url = cli
-        .url
-        .clone()
-        .unwrap_or_else(|| durabus::DEFAULT_URL.to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -217,30 +242,43 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let (global, url) = match resolve_url(&cli) {
+        Ok(url) => {
+            let global = session::Global { url, json };
+            let shown = global.url().to_owned();
+            (global, shown)
+        }
+        Err(err) => return report(&err, durabus::DEFAULT_URL, json),
+    };
+    let result = runtime.block_on(run(global, cli.command));
     // Engine threads (fsync, readers) must not keep a finished command alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
-        Err(err) => {
-            let hint = hint::hint(&err, &url);
-            let text = render(&err);
-            if json {
-                let mut report = serde_json::json!({ "error": text });
-                if let Some(hint) = hint {
-                    report["hint"] = serde_json::Value::String(hint);
-                }
-                eprintln!("{report}");
-            } else {
-                eprintln!("error: {text}");
-                if let Some(hint) = hint {
-                    eprintln!("hint: {hint}");
-                }
-            }
-            ExitCode::FAILURE
+        Err(err) => report(&err, &url, json),
+    }
+}
+
+/// Prints `err` (with the hint naming the command that fixes it) on
+/// stderr, as text or as the JSON error object, and returns its exit code
+/// (see [`exit`]).
+fn report(err: &anyhow::Error, url: &str, json: bool) -> ExitCode {
+    let hint = hint::hint(err, url);
+    let text = render(err);
+    if json {
+        eprintln!("{}", exit::json(err, &text, hint.as_deref()));
+    } else {
+        if exit::plain(err) {
+            eprintln!("{text}");
+        } else {
+            eprintln!("error: {text}");
+        }
+        if let Some(hint) = hint {
+            eprintln!("hint: {hint}");
         }
     }
+    ExitCode::from(exit::code(err))
 }
 
 #[cfg(test)]

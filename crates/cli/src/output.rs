@@ -101,6 +101,21 @@ pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// A count or size limit as JetStream's JSON API writes it: the value, or
+/// `-1` for unlimited.
+pub(crate) fn limit_json<T: Into<u64>>(limit: Option<T>) -> Value {
+    match limit {
+        Some(n) => json!(n.into()),
+        None => json!(-1),
+    }
+}
+
+/// An age limit as JetStream's JSON API writes it: nanoseconds, `0` for
+/// unlimited.
+pub(crate) fn age_json(limit: Option<Duration>) -> u64 {
+    limit.map_or(0, duration_nanos)
+}
+
 /// Adds the payload to a JSON object: `payload` as a string when it is
 /// UTF-8, otherwise `payload_base64`. Exactly one of the two is present.
 pub(crate) fn insert_payload(object: &mut Map<String, Value>, payload: &[u8]) {

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::confirm::confirm;
 use crate::output::{
-    bytes_human, duration_human, duration_nanos, listing, print_json, print_text, rfc3339,
-    rfc3339_nanos, rfc3339_or_dash, stored_human, stored_json,
+    age_json, bytes_human, duration_human, duration_nanos, limit_json, listing, print_json,
+    print_text, rfc3339, rfc3339_nanos, rfc3339_or_dash, stored_human, stored_json,
 };
 use crate::parse;
 use crate::session::{finish, open_bus, Access, Global};
@@ -176,6 +176,13 @@ pub(crate) struct AddArgs {
     #[arg(long, value_enum, default_value = "file")]
     storage: Storage,
 
+    /// Copies the servers of a NATS cluster keep (1 to 5; JetStream
+    /// elects a leader among them). An embedded store keeps one copy and
+    /// refuses more.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=5))]
+    replicas: u64,
+
     /// Honour Nats-Rollup headers.
     #[arg(long)]
     allow_rollup: bool,
@@ -199,6 +206,7 @@ impl AddArgs {
             .discard_new_per_subject(self.discard_new_per_subject)
             .duplicate_window(self.dupe_window)
             .storage(self.storage.into())
+            .replicas(usize::try_from(self.replicas).unwrap_or(1))
             .allow_rollup(self.allow_rollup)
             .deny_delete(self.deny_delete)
             .deny_purge(self.deny_purge);
@@ -273,6 +281,10 @@ pub(crate) struct EditArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     dupe_window: Option<Duration>,
 
+    /// Copies the servers of a NATS cluster keep (1 to 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=5))]
+    replicas: Option<u64>,
+
     /// Honour Nats-Rollup headers.
     #[arg(long, value_name = "BOOL")]
     allow_rollup: Option<bool>,
@@ -324,6 +336,9 @@ impl EditArgs {
         }
         if let Some(window) = self.dupe_window {
             config.duplicate_window = window;
+        }
+        if let Some(n) = self.replicas {
+            config.replicas = usize::try_from(n).unwrap_or(1);
         }
         if let Some(b) = self.allow_rollup {
             config.allow_rollup = b;
@@ -382,12 +397,15 @@ pub(crate) async fn run(global: &Global, command: StreamCommand) -> anyhow::Resu
     // Check what can be checked before touching the store.
     let access = match &command {
         StreamCommand::Add(args) => {
-            args.config()?;
+            crate::session::check_replicas(global, args.config()?.replicas)?;
             Access::Create
         }
         StreamCommand::Ls => Access::ReadOnly,
         StreamCommand::Edit(args) => {
             validate_stream_name(&args.name)?;
+            if let Some(n) = args.replicas {
+                crate::session::check_replicas(global, usize::try_from(n).unwrap_or(1))?;
+            }
             Access::Existing
         }
         StreamCommand::Info { name } => {
@@ -522,6 +540,7 @@ async fn add(global: &Global, bus: &Bus, args: &AddArgs) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot add stream {}", args.name)),
     };
+    crate::session::note_ephemeral(global, "the stream");
     if global.json {
         return Ok(print_json(&info_json(&info))?);
     }
@@ -722,7 +741,8 @@ fn show_info(global: &Global, info: &StreamInfo) -> anyhow::Result<()> {
 }
 
 /// A stream as JSON, with JetStream's field names: durations in
-/// nanoseconds, times in RFC 3339, `null` for unlimited.
+/// nanoseconds, times in RFC 3339, unlimited as JetStream writes it (`-1`,
+/// `0` for `max_age`).
 pub(crate) fn info_json(info: &StreamInfo) -> Value {
     let c = &info.config;
     let s = &info.state;
@@ -732,11 +752,11 @@ pub(crate) fn info_json(info: &StreamInfo) -> Value {
             "description": c.description,
             "subjects": c.effective_subjects(),
             "retention": serde_name(&c.retention),
-            "max_age": c.max_age.map(duration_nanos),
-            "max_bytes": c.max_bytes,
-            "max_msgs": c.max_msgs,
-            "max_msgs_per_subject": c.max_msgs_per_subject,
-            "max_msg_size": c.max_msg_size,
+            "max_age": age_json(c.max_age),
+            "max_bytes": limit_json(c.max_bytes),
+            "max_msgs": limit_json(c.max_msgs),
+            "max_msgs_per_subject": limit_json(c.max_msgs_per_subject),
+            "max_msg_size": limit_json(c.max_msg_size),
             "discard": serde_name(&c.discard),
             "discard_new_per_subject": c.discard_new_per_subject,
             "duplicate_window": duration_nanos(c.duplicate_window),

@@ -8,8 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 mod common;
 use common::{bench, durabus, json, json_lines, BenchRun, Cli};
 
@@ -143,7 +141,10 @@ fn errors_under_json_are_json_on_stderr() {
     let stderr = store.fail(&["--json", "pub", "a..b", "x"]);
     let error = json(stderr.trim());
     assert!(
-        error["error"].as_str().unwrap().contains("token 2"),
+        error["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("token 2"),
         "{error}"
     );
 }
@@ -182,6 +183,7 @@ fn count_publishes_numbered_copies_and_msg_ids_deduplicate() {
         "3",
         "--msg-id",
         "id-{{i}}",
+        "--verbose",
     ]));
     let seqs: Vec<_> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);
@@ -414,11 +416,11 @@ fn unknown_consumers_and_buckets_say_how_to_create_one() {
     // Under --json the hint is a field of the one error object.
     let error = json(&store.fail(&["--json", "consumer", "info", "ORDERS", "nobody"]));
     assert_eq!(
-        error["hint"],
+        error["error"]["hint"],
         "create it with `durabus consumer add ORDERS nobody`"
     );
     assert!(
-        error["error"]
+        error["error"]["description"]
             .as_str()
             .unwrap()
             .starts_with("consumer \"nobody\" not found on stream \"ORDERS\""),
@@ -536,7 +538,8 @@ fn edit_changes_only_the_options_given() {
         "--deny-delete",
         "true",
     ]));
-    assert_eq!(edited["config"]["max_msgs"], Value::Null);
+    // Unlimited, as the JetStream API writes it.
+    assert_eq!(edited["config"]["max_msgs"], -1);
     assert_eq!(edited["config"]["deny_delete"], true);
     assert_eq!(edited["config"]["max_age"], 3_600_000_000_000u64);
     assert_eq!(
@@ -640,7 +643,10 @@ fn consumer_commands_add_list_fetch_ack_and_remove() {
         "1s,10s",
     ]);
     let e = store.fail(&["consumer", "add", "ORDERS", "billing", "--max-deliver", "9"]);
-    assert!(e.contains("update_consumer"), "{e}");
+    assert!(
+        e.contains("`durabus consumer edit ORDERS billing ...`") && !e.contains("update_consumer"),
+        "{e}"
+    );
 
     let got = json_lines(&store.ok(&[
         "--json", "consumer", "next", "ORDERS", "billing", "--count", "2",
@@ -676,8 +682,6 @@ fn invalid_consumer_options_are_refused_before_touching_the_store() {
     assert!(e.contains("max deliver"), "{e}");
     let e = store.fail(&["consumer", "add", "ORDERS", "bad.name"]);
     assert!(e.contains("bad.name"), "{e}");
-    let e = store.fail(&["dlq", "ls"]);
-    assert!(e.contains("DLQ"), "no dead-letter stream yet: {e}");
 }
 
 #[test]
@@ -1147,4 +1151,224 @@ fn redrive_after_the_dlq_stream_was_removed_and_added_again_keeps_every_letter()
     );
     let ls = store.ok(&["dlq", "ls"]);
     assert!(ls.contains("no dead letters"), "{ls}");
+}
+
+// ------------------------------------------------------ natscli's habits
+
+#[test]
+fn unlimited_limits_are_minus_one_in_json_as_jetstream_writes_them() {
+    let store = Store::new();
+    let info = store.json(&["stream", "add", "LIMITS", "--subjects", "limits.>"]);
+    let c = &info["config"];
+    for field in [
+        "max_bytes",
+        "max_msgs",
+        "max_msgs_per_subject",
+        "max_msg_size",
+    ] {
+        assert_eq!(c[field], -1, "{field}: {c}");
+    }
+    assert_eq!(c["max_age"], 0, "{c}");
+    let consumer = store.json(&["consumer", "add", "LIMITS", "c"]);
+    assert_eq!(consumer["config"]["max_deliver"], -1, "{consumer}");
+    let bucket = store.json(&["kv", "add", "lim"]);
+    assert_eq!(bucket["max_bytes"], -1, "{bucket}");
+    assert_eq!(bucket["max_value_size"], -1, "{bucket}");
+}
+
+#[test]
+fn errors_under_json_have_a_kind_and_a_description() {
+    let store = Store::new().with_orders_stream();
+    let output = store.run(&["--json", "stream", "info", "NOPE"]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = json(&String::from_utf8(output.stderr).unwrap());
+    assert_eq!(error["error"]["kind"], "stream_not_found", "{error}");
+    assert!(
+        error["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("NOPE"),
+        "{error}"
+    );
+    assert_eq!(
+        error["error"]["hint"],
+        "create it with `durabus stream add NOPE --subjects ...`"
+    );
+    let output = durabus()
+        .args(["--json", "--url", "htp://x", "stream", "ls"])
+        .output()
+        .unwrap();
+    let error = json(&String::from_utf8(output.stderr).unwrap());
+    assert_eq!(error["error"]["kind"], "invalid_url", "{error}");
+}
+
+#[test]
+fn consumer_next_with_nothing_to_fetch_exits_3_and_says_so() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["consumer", "add", "ORDERS", "idle"]);
+    let args = ["consumer", "next", "ORDERS", "idle", "--wait", "50ms"];
+    let output = store.run(&args);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("no message for consumer idle of stream ORDERS within 50ms"),
+        "{stderr}"
+    );
+    let mut json_args = vec!["--json"];
+    json_args.extend(args);
+    let output = store.run(&json_args);
+    assert_eq!(output.status.code(), Some(3));
+    let error = json(&String::from_utf8(output.stderr).unwrap());
+    assert_eq!(error["error"]["kind"], "no_message", "{error}");
+    // With a message there, exit 0.
+    store.ok(&["pub", "orders.x", "m"]);
+    store.ok(&args);
+}
+
+#[test]
+fn dlq_ls_before_any_dead_letter_says_there_are_none_and_exits_0() {
+    let store = Store::new().with_orders_stream();
+    let out = store.ok(&["dlq", "ls"]);
+    assert!(out.contains("no dead letters"), "{out}");
+    assert!(!out.contains("stream add"), "{out}");
+    assert_eq!(store.ok(&["--json", "dlq", "ls"]), "");
+}
+
+#[test]
+fn consumer_edit_changes_only_the_settings_given() {
+    let store = Store::new().with_orders_stream();
+    store.ok(&["consumer", "add", "ORDERS", "ed", "--ack-wait", "10s"]);
+    let edited = store.json(&[
+        "consumer",
+        "edit",
+        "ORDERS",
+        "ed",
+        "--max-deliver",
+        "4",
+        "--description",
+        "edited",
+    ]);
+    let c = &edited["config"];
+    assert_eq!(c["max_deliver"], 4, "{c}");
+    assert_eq!(c["description"], "edited");
+    assert_eq!(c["ack_wait"], 10_000_000_000u64, "untouched: {c}");
+    let info = store.json(&["consumer", "info", "ORDERS", "ed"]);
+    assert_eq!(info["config"]["max_deliver"], 4);
+    let again = store.ok(&["consumer", "edit", "ORDERS", "ed", "--max-deliver", "4"]);
+    assert!(again.contains("nothing changed"), "{again}");
+}
+
+#[test]
+fn kv_edit_changes_a_setting_and_kv_add_over_it_names_kv_edit() {
+    let store = Store::new();
+    store.ok(&["kv", "add", "cfg"]);
+    let edited = store.json(&["kv", "edit", "cfg", "--history", "5"]);
+    assert_eq!(edited["history"], 5, "{edited}");
+    assert_eq!(store.json(&["kv", "info", "cfg"])["history"], 5);
+    // The history setting is in force: five revisions are kept.
+    for v in ["1", "2", "3", "4", "5", "6"] {
+        store.ok(&["kv", "put", "cfg", "k", v]);
+    }
+    assert_eq!(store.json_lines(&["kv", "history", "cfg", "k"]).len(), 5);
+    let e = store.fail(&["kv", "add", "cfg", "--history", "2"]);
+    assert!(e.contains("`durabus kv edit cfg ...`"), "{e}");
+    assert!(!e.contains("KV_cfg") && !e.contains("update_stream"), "{e}");
+}
+
+#[test]
+fn replicas_above_one_are_refused_on_an_embedded_store() {
+    let store = Store::new();
+    let e = store.fail(&["stream", "add", "R3", "--replicas", "3"]);
+    assert!(e.contains("--replicas 3") && e.contains("one copy"), "{e}");
+    let info = store.json(&["stream", "add", "R1", "--replicas", "1"]);
+    assert_eq!(info["config"]["num_replicas"], 1);
+    let e = store.fail(&["kv", "add", "r3", "--replicas", "3"]);
+    assert!(e.contains("one copy"), "{e}");
+}
+
+#[test]
+fn pub_count_prints_one_summary_line() {
+    let store = Store::new().with_orders_stream();
+    let out = store.ok(&["pub", "orders.{{i}}", "m{{i}}", "--count", "500"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("published 500 messages in ")
+            && out.contains("msg/s): 500 stored, 0 duplicates"),
+        "{out}"
+    );
+    let summary = store.json(&[
+        "pub",
+        "orders.{{i}}",
+        "x",
+        "--count",
+        "300",
+        "--msg-id",
+        "id{{i}}",
+    ]);
+    assert_eq!(summary["published"], 300);
+    assert_eq!(summary["stored"], 300);
+    // The same msg ids again: all duplicates, nothing stored twice.
+    let summary = store.json(&[
+        "pub",
+        "orders.{{i}}",
+        "x",
+        "--count",
+        "300",
+        "--msg-id",
+        "id{{i}}",
+    ]);
+    assert_eq!(summary["duplicates"], 300, "{summary}");
+    let info = store.json(&["stream", "info", "ORDERS"]);
+    assert_eq!(info["state"]["messages"], 800);
+    // Every message has a msg id, so a retry is deduplicated; and the
+    // stream keeps the order of the numbers.
+    let replayed = store.json_lines(&["replay", "ORDERS", "--count", "500"]);
+    for (n, m) in replayed.iter().enumerate() {
+        assert_eq!(m["subject"], format!("orders.{}", n + 1));
+        let headers = m["headers"].as_array().unwrap();
+        assert!(headers.iter().any(|h| h[0] == "Nats-Msg-Id"), "{m}");
+    }
+    // --verbose: a line per message, the summary on stderr.
+    let output = store.run(&["pub", "orders.{{i}}", "x", "--count", "3", "--verbose"]);
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 3);
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("published 3 messages"));
+}
+
+#[test]
+fn memory_urls_say_they_last_one_command_when_something_is_created() {
+    let output = durabus()
+        .args(["--url", "memory:", "stream", "add", "EPHEMERAL"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("memory: lasts one command"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_scheme_lists_only_the_schemes_that_work() {
+    let output = durabus()
+        .args(["--url", "htp://x", "stream", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("expected file:, memory:, nats:// or tls://"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ws://"), "{stderr}");
+}
+
+#[test]
+fn connection_flags_on_a_file_store_are_refused_saying_why() {
+    let store = Store::new();
+    let e = store.fail(&["--user", "bob", "--password", "pw", "stream", "ls"]);
+    assert!(
+        e.contains("--user, --password apply only to a NATS server"),
+        "{e}"
+    );
 }

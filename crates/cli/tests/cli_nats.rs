@@ -442,7 +442,7 @@ fn edit_changes_only_the_options_given() {
         "true",
     ]);
     let c = &edited["config"];
-    assert_eq!(c["max_msgs"], Value::Null);
+    assert_eq!(c["max_msgs"], -1);
     assert_eq!(c["max_bytes"], 2 << 20);
     assert_eq!(c["deny_delete"], true);
     // Untouched:
@@ -468,7 +468,7 @@ fn edit_changes_only_the_options_given() {
     let c = &edited["config"];
     assert_eq!(c["subjects"], serde_json::json!(["edit.>", "edit2.>"]));
     assert_eq!(c["description"], "after");
-    assert_eq!(c["max_age"], Value::Null);
+    assert_eq!(c["max_age"], 0);
     assert_eq!(c["duplicate_window"], 60_000_000_000u64);
     assert_eq!(c["max_bytes"], 2 << 20);
     assert_eq!(c["deny_delete"], true);
@@ -716,6 +716,7 @@ fn count_publishes_numbered_copies_and_msg_ids_deduplicate() {
         "id-{{i}}",
         "-H",
         "Copy:{{i}}",
+        "--verbose",
     ]);
     let seqs: Vec<_> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);
@@ -1231,20 +1232,23 @@ fn errors_under_json_are_json_on_stderr() {
     let stderr = nats.fail_cleanly(&["--json", "pub", "a..b", "x"]);
     let error = json(&stderr);
     assert!(
-        error["error"].as_str().unwrap().contains("token 2"),
+        error["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("token 2"),
         "{error}"
     );
     let stderr = nats.fail_cleanly(&["--json", "stream", "info", "NOPE_JSON"]);
     let error = json(&stderr);
     assert!(
-        error["error"]
+        error["error"]["description"]
             .as_str()
             .unwrap()
             .contains("\"NOPE_JSON\" not found"),
         "{error}"
     );
     assert_eq!(
-        error["hint"],
+        error["error"]["hint"],
         "create it with `durabus stream add NOPE_JSON --subjects ...`"
     );
 }
@@ -1328,7 +1332,10 @@ fn dump_and_verify_refuse_a_nats_url_saying_what_to_use() {
         // --json: the error is JSON too.
         let error = json(&nats.fail_cleanly(&["--json", verb]));
         assert!(
-            error["error"].as_str().unwrap().contains("NATS server"),
+            error["error"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("NATS server"),
             "{error}"
         );
     }
@@ -1421,4 +1428,193 @@ fn kv_watch_in_one_process_sees_puts_from_another() {
         ]
     );
     nats.ok(&["kv", "rm", "cli_watch", "--force"]);
+}
+
+// ------------------------------------------------------ natscli's habits
+
+#[test]
+fn dash_s_and_nats_url_name_the_server_as_natscli_takes_them() {
+    let nats = Nats::shared();
+    nats.add("DASH_S", "dash_s.>");
+    let port = NatsServer::shared().port();
+    // -s without a scheme is nats://.
+    let out = durabus()
+        .args([
+            "-s",
+            &format!("127.0.0.1:{port}"),
+            "stream",
+            "info",
+            "DASH_S",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // NATS_URL when neither --url, -s nor DURABUS_URL is given.
+    let out = durabus()
+        .env("NATS_URL", &nats.url)
+        .args(["--json", "stream", "info", "DASH_S"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        json(&String::from_utf8(out.stdout).unwrap())["config"]["name"],
+        "DASH_S"
+    );
+    // --url wins over NATS_URL.
+    let out = durabus()
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .args(["--url", &nats.url, "stream", "info", "DASH_S"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn user_and_password_flags_reach_a_server_with_auth() {
+    let server = NatsServer::builder()
+        .user_password("bob", "s3:cr@t")
+        .start()
+        .unwrap();
+    let nats = Nats::on(&server);
+    let stderr = nats.fail_cleanly(&["stream", "ls"]);
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("hint: pass the credentials with --user"),
+        "{stderr}"
+    );
+    let stderr = nats.fail_cleanly(&["--user", "bob", "--password", "wrong", "stream", "ls"]);
+    assert!(!stderr.contains("wrong"), "no password is shown: {stderr}");
+    nats.ok(&[
+        "--user",
+        "bob",
+        "--password",
+        "s3:cr@t",
+        "stream",
+        "add",
+        "AUTHED",
+        "--subjects",
+        "authed.>",
+    ]);
+    let out = nats.ok(&[
+        "--user",
+        "bob",
+        "--password",
+        "s3:cr@t",
+        "pub",
+        "authed.x",
+        "hi",
+    ]);
+    assert!(out.contains("stored in stream AUTHED seq 1"), "{out}");
+}
+
+#[test]
+fn replicas_on_a_single_server_give_the_servers_answer_and_one_is_accepted() {
+    let nats = Nats::shared();
+    let stderr = nats.fail_cleanly(&["stream", "add", "REPL3", "--replicas", "3"]);
+    assert!(
+        stderr.starts_with("error: cannot add stream REPL3: ") && stderr.contains("replicas"),
+        "{stderr}"
+    );
+    let info = nats.json(&["stream", "add", "REPL1", "--replicas", "1"]);
+    assert_eq!(info["config"]["num_replicas"], 1);
+}
+
+#[test]
+fn pub_to_a_server_without_jetstream_publishes_core_nats_with_a_note() {
+    let server = NatsServer::builder().jetstream(false).start().unwrap();
+    let nats = Nats::on(&server);
+    let output = nats.run(&["pub", "core.x", "hello"]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stdout.contains("core.x: published as core NATS"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("has no JetStream: published as core NATS"),
+        "{stderr}"
+    );
+    let summary = nats.json(&["pub", "core.{{i}}", "x", "--count", "5"]);
+    assert_eq!(summary["published"], 5, "{summary}");
+    assert_eq!(summary["core"], true, "{summary}");
+    // Expectations need a stream: refused, nothing sent.
+    let stderr = nats.fail_cleanly(&["pub", "core.x", "y", "--expect-last-seq", "1"]);
+    assert!(stderr.contains("no JetStream"), "{stderr}");
+}
+
+#[test]
+fn pub_count_sends_unconfirmed_messages_again_with_the_same_msg_id() {
+    let server = NatsServer::start().unwrap();
+    let nats = Nats::on(&server);
+    nats.add("RETRY", "retry.>");
+    // Short request timeout: the pause below makes acks time out.
+    let url = format!("{}?request_timeout=300ms", server.url());
+    let mut running = Nats { url }.spawn(
+        &[
+            "--json",
+            "pub",
+            "retry.{{i}}",
+            "m{{i}}",
+            "--count",
+            "2000",
+            "--window",
+            "20",
+            "--verbose",
+            "--timeout",
+            "30s",
+        ],
+        "",
+    );
+    running.stdout_lines(1);
+    server.stop().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.resume().unwrap();
+    let status = running.child.0.wait().unwrap();
+    running.stderr_seen.extend(running.stderr.iter());
+    let stderr = running.stderr_seen.join("\n");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("sending again with the same msg id"),
+        "{stderr}"
+    );
+    let summary = json(running.stderr_seen.last().unwrap());
+    assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["unconfirmed"], 0, "{summary}");
+    // Stored exactly once each, whatever the pause did to the first tries.
+    let info = nats.json(&["stream", "info", "RETRY"]);
+    assert_eq!(info["state"]["messages"], 2000, "{info}");
+}
+
+#[test]
+fn pub_count_stops_after_its_timeout_saying_what_is_unconfirmed() {
+    let server = NatsServer::start().unwrap();
+    let nats = Nats::on(&server);
+    nats.add("GIVEUP", "giveup.>");
+    let url = format!("{}?request_timeout=200ms", server.url());
+    let mut running = Nats { url }.spawn(
+        &[
+            "pub",
+            "giveup.{{i}}",
+            "m",
+            "--count",
+            "100000",
+            "--window",
+            "10",
+            "--verbose",
+            "--timeout",
+            "1s",
+        ],
+        "",
+    );
+    running.stdout_lines(1);
+    server.stop().unwrap();
+    let status = running.child.0.wait().unwrap();
+    server.resume().unwrap();
+    running.stderr_seen.extend(running.stderr.iter());
+    let stderr = running.stderr_seen.join("\n");
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("unconfirmed: "), "{stderr}");
+    assert!(stderr.contains("not sent: "), "{stderr}");
+    assert!(stderr.contains("msg ids durabus-pub-"), "{stderr}");
 }

@@ -411,7 +411,7 @@ pub enum Error {
     /// The circuit breaker is open after consecutive connection failures:
     /// calls fail fast instead of waiting for timeouts. A probe runs when
     /// `retry_in` has passed; the circuit closes when it succeeds.
-    #[error("circuit open after {failures} consecutive connection failures; failing fast, next probe in {retry_in:?}")]
+    #[error("circuit open after {failures} consecutive connection failures; failing fast, {}", next_probe(*retry_in))]
     CircuitOpen {
         /// Consecutive failures that opened (or kept open) the circuit.
         failures: u32,
@@ -566,6 +566,16 @@ fn redact_one(url: &str) -> String {
     match query {
         Some(q) => format!("{redacted}?{q}"),
         None => redacted,
+    }
+}
+
+/// When the circuit breaker probes next: "next probe in 750ms", or "a
+/// probe is due now" once the wait is over (half-open).
+fn next_probe(retry_in: Duration) -> String {
+    if retry_in.is_zero() {
+        "a probe is due now (the next call tries the connection)".to_owned()
+    } else {
+        format!("next probe in {}ms", retry_in.as_millis().max(1))
     }
 }
 

@@ -58,7 +58,7 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
     let (scheme, rest) = url.split_once(':').ok_or_else(|| {
         bad(
             url,
-            "no scheme; expected file:<dir>, memory: or nats://host",
+            "no scheme; expected file:<dir>, memory:, nats://host or tls://host",
         )
     })?;
     if matches!(scheme, "nats" | "tls") {
@@ -96,12 +96,12 @@ pub fn parse_url(url: &str) -> Result<BackendUrl> {
         "ws" | "wss" => Err(bad(
             url,
             format!(
-                "the {scheme}: backend is not available in this build yet; use file: or memory:"
+                "the {scheme}: backend is not available in this build yet; use file:, memory:, nats:// or tls://"
             ),
         )),
         other => Err(bad(
             url,
-            format!("unknown scheme {other:?}; expected file:, memory:, nats://, ws:// or wss://"),
+            format!("unknown scheme {other:?}; expected file:, memory:, nats:// or tls://"),
         )),
     }
 }
@@ -234,6 +234,8 @@ mod tests {
         assert!(e.contains("color"), "{e}");
         let e = parse_url("ftp://x").unwrap_err().to_string();
         assert!(e.contains("ftp"), "{e}");
+        // Only the schemes that work are offered.
+        assert!(e.contains("tls://") && !e.contains("ws://"), "{e}");
     }
 
     #[cfg(feature = "nats")]

@@ -63,10 +63,14 @@ pub(crate) trait Cli {
     }
 }
 
-/// The binary, without a `DURABUS_URL` or `RUST_LOG` from the environment.
+/// The binary, without a `DURABUS_URL`, `NATS_URL` or `RUST_LOG` from the
+/// environment.
 pub(crate) fn durabus() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_durabus"));
-    command.env_remove("DURABUS_URL").env_remove("RUST_LOG");
+    command
+        .env_remove("DURABUS_URL")
+        .env_remove("NATS_URL")
+        .env_remove("RUST_LOG");
     command
 }
 

@@ -100,6 +100,40 @@ impl NatsBackend {
         Ok(backend)
     }
 
+    /// Connects as [`NatsBackend::connect`] does (same URL, options and
+    /// errors) without asking for JetStream: for publishing core NATS to a
+    /// server that has none ([`NatsBackend::publish_core`]), as `nats pub`
+    /// does. Calls that need JetStream fail with
+    /// [`Error::JetStreamNotEnabled`] on such a server.
+    pub async fn connect_core(url: &str, options: NatsOptions) -> Result<Self> {
+        let mut options = options;
+        let list = options.apply_url(url)?;
+        options.validate()?;
+        let shown = list.display();
+        let secrets = options.secrets();
+        let (events, _) = broadcast::channel(256);
+        let client = open(&list, &options, events.clone())
+            .await
+            .map_err(|e| connect_error(&shown, &secrets, e, options.connect_timeout))?;
+        let (close_tx, _) = watch::channel(false);
+        let backend = Self {
+            inner: Arc::new(Inner {
+                client,
+                url: shown,
+                request_timeout: options.request_timeout,
+                drain_timeout: options.drain_timeout,
+                closed: AtomicBool::new(false),
+                link_lost: AtomicBool::new(false),
+                close_tx,
+                events,
+                routes: RouteCache::default(),
+            }),
+        };
+        backend.watch_link();
+        drop(options);
+        Ok(backend)
+    }
+
     /// Marks the connection lost when async-nats gives up reconnecting.
     fn watch_link(&self) {
         let weak = Arc::downgrade(&self.inner);

@@ -12,6 +12,22 @@ use super::wire::{from_nats_message, to_nats_headers};
 use super::NatsBackend;
 
 impl NatsBackend {
+    /// Publishes `message` as core NATS: to live subscribers only, no
+    /// stream consulted, no ack (see [`NatsBackend::connect_core`]). Call
+    /// [`NatsBackend::flush`] to know the server has it.
+    pub async fn publish_core(&self, message: Message) -> Result<()> {
+        self.check()?;
+        subject::validate_publish(&message.subject)?;
+        self.core_publish(message).await
+    }
+
+    /// Waits until everything published so far has been written to the
+    /// server.
+    pub async fn flush(&self) -> Result<()> {
+        self.check()?;
+        self.client().flush().await.map_err(|e| self.closed_or(e))
+    }
+
     /// A core NATS publish (no stream captures the subject).
     pub(super) async fn core_publish(&self, m: Message) -> Result<()> {
         m.headers.validate()?;
