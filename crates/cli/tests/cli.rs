@@ -445,9 +445,12 @@ impl Drop for KillOnDrop {
 /// Starts `durabus sub orders.>` on `store` and returns once it holds the
 /// store open (it says "listening on ..." on stderr), with its later stderr lines.
 fn spawn_listening_sub(store: &Store) -> (KillOnDrop, mpsc::Receiver<String>) {
+    spawn_listening(store.command(&["sub", "orders.>"]))
+}
+
+fn spawn_listening(mut command: Command) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = KillOnDrop(
-        store
-            .command(&["sub", "orders.>"])
+        command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -473,13 +476,19 @@ fn spawn_listening_sub(store: &Store) -> (KillOnDrop, mpsc::Receiver<String>) {
 }
 
 #[test]
-fn a_second_process_on_a_locked_dir_fails_naming_the_holder_pid() {
+fn a_second_process_on_a_holder_that_does_not_share_fails_naming_its_pid() {
     let store = Store::new().with_orders_stream();
-    let (mut child, _stderr) = spawn_listening_sub(&store);
+    let mut holder = durabus();
+    holder
+        .arg("--url")
+        .arg(format!("{}?share=false", store.url()))
+        .args(["sub", "orders.>"]);
+    let (mut child, _stderr) = spawn_listening(holder);
     let pid = child.0.id();
 
     let stderr = store.fail(&["pub", "orders.1", "x"]);
     assert!(stderr.contains("locked"), "{stderr}");
+    assert!(stderr.contains("share=true"), "{stderr}");
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
     // Reading verbs open read-only: they work beside the holder.
     let list = store.ok(&["stream", "ls"]);
