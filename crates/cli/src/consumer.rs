@@ -278,7 +278,11 @@ pub(crate) async fn run(global: &Global, command: ConsumerCommand) -> anyhow::Re
             validate_consumer_name(name)?;
         }
     }
-    let bus = open_bus(global.url(), Access::Existing).await?;
+    let access = match &command {
+        ConsumerCommand::Ls { .. } | ConsumerCommand::Info { .. } => Access::ReadOnly,
+        _ => Access::Existing,
+    };
+    let bus = open_bus(global.url(), access).await?;
     let result = match command {
         ConsumerCommand::Add(args) => add(global, &bus, &args).await,
         ConsumerCommand::Edit(args) => edit(global, &bus, &args).await,

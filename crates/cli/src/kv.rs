@@ -238,12 +238,11 @@ pub(crate) struct WatchArgs {
 pub(crate) async fn run(global: &Global, command: KvCommand) -> anyhow::Result<()> {
     let access = match &command {
         KvCommand::Ls
-        | KvCommand::Edit(_)
         | KvCommand::Info { .. }
-        | KvCommand::Rm { .. }
         | KvCommand::Get(_)
         | KvCommand::History(_)
-        | KvCommand::Keys { .. } => Access::Existing,
+        | KvCommand::Keys { .. } => Access::ReadOnly,
+        KvCommand::Edit(_) | KvCommand::Rm { .. } => Access::Existing,
         _ => Access::Create,
     };
     if let Some(bucket) = command.bucket() {

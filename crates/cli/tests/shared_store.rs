@@ -141,6 +141,8 @@ fn a_sub_and_a_pub_in_two_processes_share_one_store() {
     assert_eq!(sub.next()["subject"], "orders.us.created");
     let info = store.json(&["stream", "info", "ORDERS"]);
     assert_eq!(info["state"]["messages"], 2, "{info}");
+    // The share record is no part of the store to check.
+    store.ok(&["verify"]);
     sub.signal(Signal::SIGINT);
     assert!(sub.wait().success());
     assert!(!store.record().exists(), "the holder removes its record");
@@ -202,6 +204,9 @@ fn a_holder_that_does_not_share_keeps_writers_out_and_readers_in() {
     let store = Store::new();
     store.ok(&["stream", "add", "ORDERS", "--subjects", "orders.>"]);
     store.ok(&["pub", "orders.1", "x"]);
+    store.ok(&["consumer", "add", "ORDERS", "billing"]);
+    store.ok(&["kv", "add", "config"]);
+    store.ok(&["kv", "put", "config", "color", "blue"]);
     let url = format!("{}?share=false", store.url());
     let _holder = Running::start_url(&url, &["sub", ">"]);
     // Until the holder is up, a writer opens the store itself; then it is
@@ -224,4 +229,19 @@ fn a_holder_that_does_not_share_keeps_writers_out_and_readers_in() {
     // Readers need no lock.
     let info = store.json(&["stream", "info", "ORDERS"]);
     assert_eq!(info["state"]["messages"], 1, "{info}");
+    for verb in [
+        &["stream", "ls"][..],
+        &["stream", "get", "ORDERS", "1"],
+        &["replay", "ORDERS"],
+        &["consumer", "ls", "ORDERS"],
+        &["consumer", "info", "ORDERS", "billing"],
+        &["kv", "ls"],
+        &["kv", "get", "config", "color"],
+        &["kv", "history", "config", "color"],
+        &["kv", "keys", "config"],
+        &["verify"],
+        &["dump"],
+    ] {
+        store.ok(verb);
+    }
 }
