@@ -1,10 +1,10 @@
-//! Several `durabus` processes on one `file:` store, as two shells use it:
-//! the first command holds the store and shares it (the CLI's default), the
-//! others join it. A `sub` and a `pub`; a bulk `pub --count` and a
-//! `consumer next` beside a holder; a holder killed with SIGKILL while
-//! another process is joined (the next command opens the store itself); a
-//! holder that does not share (`share=false`) keeps writers out, saying how
-//! to share, and lets read-only verbs in.
+//! Several `durabus` processes on one `file:` store, as two shells use it
+//! (invariant 33 of docs/design.md): the first command holds the store and
+//! shares it (the CLI's default), the others join it. A `sub` and a `pub`;
+//! a bulk `pub --count` and a `consumer next` beside a holder; a holder
+//! killed with SIGKILL while another process is joined (the next command
+//! opens the store itself); a holder that does not share (`share=false`)
+//! keeps writers out, saying how to share, and lets read-only verbs in.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,6 +1,7 @@
-//! A `file:` store shared between handles that cannot both open it: the
-//! second `connect` finds the directory locked and joins the first over
-//! its loopback hub (`share=true`). The CLI's tests run the same across
+//! A `file:` store shared between handles that cannot both open it
+//! (invariant 33 of docs/design.md): the second `connect` finds the
+//! directory locked and joins the first over its loopback hub
+//! (`share=true`). The CLI's tests run the same across
 //! real processes (`crates/cli/tests/shared_store.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
