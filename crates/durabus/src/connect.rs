@@ -80,7 +80,10 @@ impl ConnectOptions {
 
     /// Opens the store in `dir`, sharing it when asked; joins the process
     /// that holds it when that one shares it (see the `share` module).
-    #[cfg_attr(not(feature = "nats"), allow(unused_mut, unused_variables))]
+    #[cfg_attr(
+        not(feature = "nats"),
+        allow(unused_mut, unused_variables, clippy::never_loop)
+    )]
     async fn open_file(
         self,
         dir: PathBuf,
