@@ -64,6 +64,15 @@ pub(crate) async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> 
     // Installed before the store opens: a signal during startup is not lost.
     let stop = session::shutdown_signal();
     let bus = session::open_bus(&with_hub_buffer(&url), Access::Create).await?;
+    // A hub serves the store it holds (and shares it with local commands);
+    // one held by another process is served by that one.
+    if Kind::of(&url) == Some(Kind::File) && !bus.is_shared() {
+        let _ = bus.close().await;
+        anyhow::bail!(
+            "{} is held by another durabus process: stop it and serve again, or connect to what it shares",
+            durabus::redact(&url)
+        );
+    }
     let options = ServerOptions::default()
         .name(args.name)
         .max_payload(args.max_payload)

@@ -138,6 +138,9 @@ fn a_sub_and_a_pub_in_two_processes_share_one_store() {
     assert_eq!(got["subject"], "orders.eu.created", "{got}");
     // A second writer beside them, and a reader.
     store.ok(&["pub", "orders.us.created", "again"]);
+    // A hub serves what it holds; this store is held by the `sub`.
+    let err = store.fail(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("held by another durabus process"), "{err}");
     assert_eq!(sub.next()["subject"], "orders.us.created");
     let info = store.json(&["stream", "info", "ORDERS"]);
     assert_eq!(info["state"]["messages"], 2, "{info}");

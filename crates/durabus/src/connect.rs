@@ -100,7 +100,7 @@ impl ConnectOptions {
             match opened {
                 Ok(store) => break Arc::new(store),
                 #[cfg(feature = "nats")]
-                Err(locked @ Error::Locked { .. }) if !read_only => {
+                Err(locked @ Error::Locked { .. }) if share && !read_only => {
                     attempts += 1;
                     let Some((url, token)) = crate::share::find(&dir).await else {
                         return Err(locked);

@@ -69,6 +69,11 @@ async fn the_same_program_works_first_and_second_on_one_store() {
         assert_eq!(got, [&b"from first"[..], &b"from second"[..]]);
     }
 
+    // Only a program that takes part in sharing joins.
+    let url = format!("file:{}", dir.path().display());
+    let err = durabus::connect(&url).await.unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+
     second.close().await.unwrap();
     first.close().await.unwrap();
     assert!(
