@@ -121,8 +121,9 @@ pub use url::{parse_url, redact, BackendUrl, DEFAULT_URL};
 /// crates that need it.
 pub mod embedded {
     pub use durabus_log::{
-        check_files, check_store, dump, repair, DumpRecord, Durability, FileProblem, Options,
-        RecoveryReport, RewrittenSegment, Store, StreamRepair, TornTail, FORMAT_VERSION,
+        check_files, check_store, dump, dump_with_progress, repair, repair_with_progress,
+        segment_bytes, DumpRecord, Durability, FileProblem, Options, Progress, RecoveryReport,
+        RewrittenSegment, Store, StreamRepair, TornTail, FORMAT_VERSION,
     };
 }
 

@@ -1,6 +1,7 @@
 //! `durabus dump`: every record of a data directory, read-only and without
 //! the lock, so the log stays as inspectable as a text file.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, HeaderCheck, ScanEnd, SEGMENT_HEADER};
 use crate::storage::{FsStorage, ReadOnlyStorage, Storage};
 use crate::stream::scan_error;
-use crate::{DumpRecord, FileProblem, TornTail};
+use crate::{DumpRecord, FileProblem, Progress, TornTail};
 
 /// The file system, opened `O_RDONLY` and refusing writes: dump and the
 /// checks work on a read-only file system and can change nothing.
@@ -85,33 +86,142 @@ pub(crate) fn check_store(dir: &Path) -> Result<Vec<FileProblem>> {
     Ok(out)
 }
 
-/// See [`crate::dump`].
-pub(crate) fn dump(
-    dir: &Path,
-    stream: Option<&str>,
-    f: &mut dyn FnMut(DumpRecord),
-) -> Result<Vec<TornTail>> {
-    let storage = read_only_fs();
+/// The streams [`dump`] reads: `stream`, or every directory of `streams/`.
+fn dumped_streams(storage: &dyn Storage, dir: &Path, stream: Option<&str>) -> Result<Vec<String>> {
     let streams_dir = dir.join("streams");
     let names: Vec<String> = storage
         .list_dir(&streams_dir)
         .map_err(|e| Error::io(format!("listing {}", streams_dir.display()), e))?
         .into_iter()
         .filter(|n| !n.starts_with('.') && storage.is_dir(&streams_dir.join(n)).unwrap_or(false))
+        .filter(|n| stream.is_none_or(|s| s == n.as_str()))
         .collect();
-    if let Some(s) = stream {
-        if !names.iter().any(|n| n == s) {
-            return Err(Error::StreamNotFound { name: s.to_owned() });
+    match stream {
+        Some(s) if names.is_empty() => Err(Error::StreamNotFound { name: s.to_owned() }),
+        _ => Ok(names),
+    }
+}
+
+/// The segment files of a stream directory, oldest first.
+fn segment_files(storage: &dyn Storage, stream_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let segdir = stream_dir.join("segments");
+    let mut bases: Vec<u64> = storage
+        .list_dir(&segdir)
+        .map_err(|e| Error::io(format!("listing {}", segdir.display()), e))?
+        .iter()
+        .filter_map(|n| segment::parse_log_name(n))
+        .collect();
+    bases.sort_unstable();
+    Ok(bases
+        .into_iter()
+        .map(|b| (b, segdir.join(segment::log_name(b))))
+        .collect())
+}
+
+/// See [`crate::segment_bytes`].
+pub(crate) fn segment_bytes(dir: &Path, stream: Option<&str>) -> Result<u64> {
+    let storage = read_only_fs();
+    let mut total = 0u64;
+    for name in dumped_streams(&storage, dir, stream)? {
+        let stream_dir = dir.join("streams").join(name);
+        if !storage
+            .exists(&stream_dir.join("segments"))
+            .unwrap_or(false)
+        {
+            continue; // holds nothing (dump reports why)
+        }
+        for (_, path) in segment_files(&storage, &stream_dir)? {
+            match storage.open(&path).and_then(|f| f.len()) {
+                Ok(len) => total += len,
+                // Removed since the listing (retention on a live store).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            }
         }
     }
+    Ok(total)
+}
+
+/// Counts segment bytes read against a total fixed up front and reports
+/// [`Progress`]: `done` only ever grows and stops at the total.
+pub(crate) struct Tracker<'a> {
+    total: u64,
+    /// Bytes of the segments begun so far, each counted whole.
+    consumed: Cell<u64>,
+    /// The last `done` reported.
+    reported: Cell<Option<u64>>,
+    report: &'a dyn Fn(Progress),
+}
+
+impl<'a> Tracker<'a> {
+    pub(crate) fn new(total: u64, report: &'a dyn Fn(Progress)) -> Self {
+        Self {
+            total,
+            consumed: Cell::new(0),
+            reported: Cell::new(None),
+            report,
+        }
+    }
+
+    /// Reports `done` (at most the total) when it is past the last report.
+    fn at(&self, done: u64) {
+        let done = done.min(self.total);
+        if self.reported.get().is_none_or(|r| done > r) {
+            self.reported.set(Some(done));
+            (self.report)(Progress {
+                done,
+                total: self.total,
+            });
+        }
+    }
+
+    /// Begins a segment of `len` bytes: the segments before it are done.
+    /// Returns where it starts in the count.
+    fn begin(&self, len: u64) -> u64 {
+        let start = self.consumed.get();
+        self.at(start);
+        self.consumed.set(start + len);
+        start
+    }
+
+    /// A segment of `len` bytes was read whole.
+    pub(crate) fn add(&self, len: u64) {
+        let start = self.begin(len);
+        self.at(start + len);
+    }
+
+    /// The end: reports `done == total` (once).
+    pub(crate) fn finish(&self) {
+        self.at(self.total);
+    }
+}
+
+/// See [`crate::dump`] and [`crate::dump_with_progress`].
+pub(crate) fn dump(
+    dir: &Path,
+    stream: Option<&str>,
+    f: &mut dyn FnMut(DumpRecord),
+    progress: Option<&dyn Fn(Progress)>,
+) -> Result<Vec<TornTail>> {
+    let storage = read_only_fs();
+    let names = dumped_streams(&storage, dir, stream)?;
+    let tracker = match progress {
+        Some(report) => Some(Tracker::new(segment_bytes(dir, stream)?, report)),
+        None => None,
+    };
+    let streams_dir = dir.join("streams");
     let lock = dir.join("LOCK");
     let mut first_err = None;
     let mut torn = Vec::new();
-    for name in names
-        .iter()
-        .filter(|n| stream.is_none_or(|s| s == n.as_str()))
-    {
-        match dump_stream(&storage, &streams_dir.join(name), name, &lock, f) {
+    for name in &names {
+        match dump_stream(
+            &storage,
+            &streams_dir.join(name),
+            name,
+            &lock,
+            f,
+            tracker.as_ref(),
+        ) {
             Ok(t) => torn.extend(t),
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -120,7 +230,12 @@ pub(crate) fn dump(
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(torn),
+        None => {
+            if let Some(t) = &tracker {
+                t.finish();
+            }
+            Ok(torn)
+        }
     }
 }
 
@@ -166,19 +281,13 @@ fn dump_stream(
     name: &str,
     lock: &Path,
     f: &mut dyn FnMut(DumpRecord),
+    tracker: Option<&Tracker<'_>>,
 ) -> Result<Option<TornTail>> {
-    let segdir = dir.join("segments");
-    let mut bases: Vec<u64> = storage
-        .list_dir(&segdir)
-        .map_err(|e| Error::io(format!("listing {}", segdir.display()), e))?
-        .iter()
-        .filter_map(|n| segment::parse_log_name(n))
-        .collect();
-    bases.sort_unstable();
-    for (i, base) in bases.iter().enumerate() {
-        let is_last = i + 1 == bases.len();
+    let segments = segment_files(storage, dir)?;
+    for (i, (base, path)) in segments.iter().enumerate() {
+        let is_last = i + 1 == segments.len();
         let seg_name = segment::log_name(*base);
-        let path = segdir.join(&seg_name);
+        let path = path.clone();
         let file = match storage.open(&path) {
             Ok(file) => file,
             // Retention removed it after the listing: nothing lost that
@@ -190,6 +299,7 @@ fn dump_stream(
         let len = file
             .len()
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let counted_from = tracker.map(|t| t.begin(len));
         let mut h = [0u8; 16];
         let n = segment::read_full(&*file, &mut h, 0)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -208,6 +318,9 @@ fn dump_stream(
             }
         }
         let mut emit = |off: u64, r: &record::RecordRef<'_>| {
+            if let (Some(t), Some(from)) = (tracker, counted_from) {
+                t.at(from + off + r.size as u64);
+            }
             let msg = r.kind == Kind::Message;
             f(DumpRecord {
                 stream: name.to_owned(),

@@ -275,7 +275,45 @@ pub fn dump(
     stream: Option<&str>,
     f: &mut dyn FnMut(DumpRecord),
 ) -> Result<Vec<TornTail>> {
-    dump::dump(dir.as_ref(), stream, f)
+    dump::dump(dir.as_ref(), stream, f, None)
+}
+
+/// How far [`dump_with_progress`] or [`repair_with_progress`] has come, in
+/// bytes of segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Bytes of segment files read so far; never decreases, never above
+    /// `total`.
+    pub done: u64,
+    /// Bytes of the segment files there were to read when the call began
+    /// ([`segment_bytes`]).
+    pub total: u64,
+}
+
+/// [`dump`], calling `progress` as it reads: after each record and each
+/// segment, with `done` increasing, and last (when the call succeeds) with
+/// `done == total`. On a live store, bytes appended after the call began
+/// are read but not counted. `progress` runs on the calling thread, between
+/// calls of `f`.
+pub fn dump_with_progress(
+    dir: impl AsRef<Path>,
+    stream: Option<&str>,
+    f: &mut dyn FnMut(DumpRecord),
+    progress: &dyn Fn(Progress),
+) -> Result<Vec<TornTail>> {
+    dump::dump(dir.as_ref(), stream, f, Some(progress))
+}
+
+/// The bytes of the segment files of `stream` (or of every stream) in a
+/// data directory: what [`dump`] reads. Read-only, without the lock.
+///
+/// # Errors
+///
+/// [`durabus_core::Error::StreamNotFound`] for an unknown `stream`; I/O
+/// errors listing or opening the files.
+pub fn segment_bytes(dir: impl AsRef<Path>, stream: Option<&str>) -> Result<u64> {
+    dump::segment_bytes(dir.as_ref(), stream)
 }
 
 /// Repairs the damaged segments of `stream` (or of every stream) in the
@@ -295,17 +333,48 @@ pub fn dump(
 /// open; I/O errors; [`durabus_core::Error::StreamNotFound`] for an
 /// unknown `stream`.
 pub fn repair(dir: impl AsRef<Path>, stream: Option<&str>) -> Result<Vec<StreamRepair>> {
-    let dir = dir.as_ref();
+    repair_inner(dir.as_ref(), stream, None)
+}
+
+/// [`repair`], calling `progress` as the scan of every stream's records
+/// (the slow part) goes: after each segment, with `done` increasing, and
+/// last (when the call succeeds, after the rewrite and the reopen) with
+/// `done == total`. The total is the segment bytes of every stream
+/// ([`segment_bytes`]): the scan reads them all, whatever `stream` is.
+pub fn repair_with_progress(
+    dir: impl AsRef<Path>,
+    stream: Option<&str>,
+    progress: &dyn Fn(Progress),
+) -> Result<Vec<StreamRepair>> {
+    repair_inner(dir.as_ref(), stream, Some(progress))
+}
+
+fn repair_inner(
+    dir: &Path,
+    stream: Option<&str>,
+    progress: Option<&dyn Fn(Progress)>,
+) -> Result<Vec<StreamRepair>> {
     let options = Options {
         full_scan: true,
         ..Options::default()
     };
-    let store = Store::open(dir, options.clone())?;
+    // Progress is advice: what cannot be listed here, the open reports.
+    let tracker = progress
+        .map(|report| dump::Tracker::new(dump::segment_bytes(dir, None).unwrap_or(0), report));
+    let scanned = |bytes: u64| {
+        if let Some(t) = &tracker {
+            t.add(bytes);
+        }
+    };
+    let store = Store::open_scanning(dir, options.clone(), &scanned)?;
     let done = store.repair_streams(stream);
     drop(store);
     let done = done?;
     // The reopen rebuilds indexes and checkpoints from the rewritten files.
     drop(Store::open(dir, options)?);
+    if let Some(t) = &tracker {
+        t.finish();
+    }
     Ok(done)
 }
 

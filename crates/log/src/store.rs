@@ -128,7 +128,26 @@ impl Store {
         storage: Arc<dyn Storage>,
         options: Options,
     ) -> Result<Store> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), storage, options, &|_| {})
+    }
+
+    /// [`Store::open`] that calls `scanned` with the length of each
+    /// segment file recovery has scanned ([`crate::repair_with_progress`]).
+    pub(crate) fn open_scanning(
+        dir: &Path,
+        options: Options,
+        scanned: &dyn Fn(u64),
+    ) -> Result<Store> {
+        Self::open_inner(dir, Arc::new(FsStorage::new()), options, scanned)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        storage: Arc<dyn Storage>,
+        options: Options,
+        scanned: &dyn Fn(u64),
+    ) -> Result<Store> {
+        let dir = dir.to_path_buf();
         let read_only = options.read_only;
         let storage: Arc<dyn Storage> = if read_only && !storage.is_read_only() {
             Arc::new(ReadOnlyStorage::new(storage))
@@ -156,7 +175,7 @@ impl Store {
             Err(e) => return Err(Error::io(format!("reading {}", marker.display()), e)),
         };
         if read_only {
-            return Self::open_read_only(dir, storage, options);
+            return Self::open_read_only(dir, storage, options, scanned);
         }
         if !st.exists(&dir).unwrap_or(false) {
             st.create_dir_all(&dir)
@@ -197,20 +216,25 @@ impl Store {
             crate::storage::write_atomic(st, &marker, &body)
                 .map_err(io(format!("writing {}", marker.display())))?;
         }
-        Self::finish_open(dir, storage, options, Some(lock))
+        Self::finish_open(dir, storage, options, Some(lock), scanned)
     }
 
     /// A read-only open (`Options::read_only`): no lock (a live owner may
     /// hold it: this store sees what was on disk when it opened), no marker,
     /// nothing created, repaired or removed.
-    fn open_read_only(dir: PathBuf, storage: Arc<dyn Storage>, options: Options) -> Result<Store> {
+    fn open_read_only(
+        dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        options: Options,
+        scanned: &dyn Fn(u64),
+    ) -> Result<Store> {
         if !storage.is_dir(&dir).unwrap_or(false) {
             return Err(Error::io(
                 format!("opening data directory {} read-only", dir.display()),
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
             ));
         }
-        Self::finish_open(dir, storage, options, None)
+        Self::finish_open(dir, storage, options, None, scanned)
     }
 
     /// Rules 3-7 for every stream, then the background threads.
@@ -219,6 +243,7 @@ impl Store {
         storage: Arc<dyn Storage>,
         options: Options,
         lock: Option<Box<dyn StorageLock>>,
+        scanned: &dyn Fn(u64),
     ) -> Result<Store> {
         let st: &dyn Storage = &*storage;
         let read_only = st.is_read_only();
@@ -298,7 +323,7 @@ impl Store {
             // A stream whose config cannot be read stays unavailable; the
             // others open (its directory is left as it is).
             let opened = recovery::read_config(st, &path, &name)
-                .and_then(|_| recovery::open(env.clone(), path, &name))
+                .and_then(|_| recovery::open(env.clone(), path, &name, scanned))
                 .and_then(|(stream, truncated)| {
                     let stream = StreamConsumers::new(stream);
                     // Invariant 19: durable consumers resume exactly (one

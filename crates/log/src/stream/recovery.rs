@@ -180,10 +180,13 @@ pub(crate) fn read_config(storage: &dyn Storage, dir: &Path, name: &str) -> Resu
 }
 
 /// Opens (recovers) the stream in `dir`. On error nothing on disk was changed.
+/// `scanned` is called with the length of each segment file once its scan
+/// is done (for [`crate::repair_with_progress`]).
 pub(crate) fn open(
     env: Arc<Env>,
     dir: PathBuf,
     name: &str,
+    scanned: &dyn Fn(u64),
 ) -> Result<(Arc<Stream>, Option<Truncation>)> {
     let storage: &dyn Storage = &*env.storage;
     let cf = read_config(storage, &dir, name)?;
@@ -613,6 +616,7 @@ pub(crate) fn open(
             g.active.size = written;
             g.flushed = written;
         }
+        scanned(len);
     }
 
     // Rule 3a: sequences a checkpoint saw durable are never reused, even
