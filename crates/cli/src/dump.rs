@@ -3,7 +3,7 @@
 //! Reads the files directly, without the lock and without changing
 //! anything, so it works beside a running process and on a damaged store.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -14,6 +14,7 @@ use durabus::{validate_stream_name, BackendUrl};
 use serde::Serialize;
 
 use crate::output::{count, print_json, print_text, rfc3339_nanos, time_from_unix_nanos};
+use crate::progress::{self, Unit};
 use crate::session::Global;
 
 /// Arguments of `durabus dump`.
@@ -181,11 +182,22 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
             print_text(&text)?;
         }
     }
+    // Bytes of segment files read, over every stream verified.
+    let bar = progress::bar(0, Unit::Bytes, true);
+    if !bar.is_hidden() {
+        let total = names
+            .iter()
+            .map(|n| durabus::embedded::segment_bytes(&dir, Some(n)).unwrap_or(0))
+            .sum();
+        bar.set_length(total);
+    }
+    // Bytes of the streams verified before this one.
+    let mut before = 0u64;
     let mut verdicts = Vec::with_capacity(names.len());
     for name in names {
         let (mut records, mut messages) = (0u64, 0u64);
         let mut segments = std::collections::BTreeSet::new();
-        let result = durabus::embedded::dump(&dir, Some(&name), &mut |record| {
+        let mut count_record = |record: DumpRecord| {
             records += 1;
             if record.kind == "msg" {
                 messages += 1;
@@ -193,7 +205,20 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
             if !segments.contains(&record.segment) {
                 segments.insert(record.segment);
             }
-        });
+        };
+        let result = if bar.is_hidden() {
+            durabus::embedded::dump(&dir, Some(&name), &mut count_record)
+        } else {
+            bar.set_message(name.clone());
+            let stream_total = std::cell::Cell::new(0);
+            let result =
+                durabus::embedded::dump_with_progress(&dir, Some(&name), &mut count_record, &|p| {
+                    stream_total.set(p.total);
+                    bar.set_position(before + p.done);
+                });
+            before += stream_total.get();
+            result
+        };
         let (result, tail) = match result {
             Ok(mut torn) => (Ok(()), torn.pop()),
             Err(e) => (Err(e), None),
@@ -230,6 +255,7 @@ pub(crate) fn run_verify(global: &Global, args: VerifyArgs) -> anyhow::Result<()
             }),
         });
     }
+    bar.finish_and_clear();
     if global.json {
         for verdict in &verdicts {
             print_json(&serde_json::to_value(verdict).context("cannot encode the result")?)?;
@@ -358,10 +384,13 @@ pub(crate) fn run(global: &Global, args: DumpArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    // Records on a terminal show their own progress; a bar would be drawn
+    // through them.
+    let bar = progress::bar(0, Unit::Bytes, !io::stdout().is_terminal());
     let mut out = BufWriter::new(io::stdout().lock());
     let mut write_error: Option<io::Error> = None;
     let mut records = 0u64;
-    let dumped = durabus::embedded::dump(&dir, args.stream.as_deref(), &mut |record| {
+    let mut write = |record: DumpRecord| {
         if write_error.is_some() {
             return;
         }
@@ -373,11 +402,20 @@ pub(crate) fn run(global: &Global, args: DumpArgs) -> anyhow::Result<()> {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 // The reader has gone (`dump | head`): nothing more to do, and
                 // dump changes nothing, so stopping here is safe.
+                bar.finish_and_clear();
                 std::process::exit(0);
             }
             write_error = Some(e);
         }
-    });
+    };
+    let dumped = if bar.is_hidden() {
+        durabus::embedded::dump(&dir, args.stream.as_deref(), &mut write)
+    } else {
+        durabus::embedded::dump_with_progress(&dir, args.stream.as_deref(), &mut write, &|p| {
+            progress::show(&bar, p);
+        })
+    };
+    bar.finish_and_clear();
     let flushed = out.flush();
     if let Some(e) = write_error {
         return Err(e).context("cannot write to stdout");

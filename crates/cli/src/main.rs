@@ -19,6 +19,7 @@ mod hint;
 mod kv;
 mod output;
 mod parse;
+mod progress;
 mod publish;
 mod repair;
 mod replay;
@@ -112,6 +113,8 @@ enum Command {
     ///
     /// Reads the files of an embedded file: store. A nats:// server keeps its
     /// own files: read its streams with `replay` and `stream info` instead.
+    /// With stdout redirected and stderr a terminal, a progress bar (bytes
+    /// of segment files) is drawn on stderr.
     Dump(dump::DumpArgs),
     /// Check every record of a data directory (CRC and framing), its
     /// segment manifest, indexes, checkpoints, stream configs and consumer
@@ -123,6 +126,8 @@ enum Command {
     /// corruption. Works beside a process that has the store open (the
     /// record being written is named, not counted as damage). Reads the
     /// files of an embedded file: store; a nats:// server checks its own.
+    /// On a terminal, a progress bar (bytes of segment files) is drawn on
+    /// stderr.
     Verify(dump::VerifyArgs),
     /// Repair the damaged segments of a data directory: the explicit,
     /// opt-in fix after `verify` or a read reported corruption.
@@ -131,7 +136,8 @@ enum Command {
     /// rewritten without its unreadable bytes; every lost sequence range
     /// becomes a gap (deleted, never assigned again); missing segments are
     /// dropped from the manifest. Prints what was lost. Needs the store
-    /// closed everywhere (it takes the lock).
+    /// closed everywhere (it takes the lock). On a terminal, a progress bar
+    /// (bytes of segment files scanned) is drawn on stderr.
     Repair(repair::RepairArgs),
     /// Measure publish, group commit, replay and consume throughput,
     /// latency, memory with a stalled consumer and open time (W1-W7). Runs
@@ -229,7 +235,7 @@ fn main() -> ExitCode {
                 // async-nats traces the CONNECT line, credentials included.
                 .add_directive(durabus::LOG_DIRECTIVE.parse().unwrap_or_default()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,7 @@ use durabus::{
     subject, Message, PublishAck, NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
     NATS_EXPECTED_STREAM,
 };
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::exit::Exit;
@@ -485,16 +485,8 @@ fn ranges(numbers: &[u64]) -> String {
 /// The progress bar of a --count run: on a terminal, without --verbose
 /// or --json.
 fn progress(global: &Global, args: &PubArgs) -> ProgressBar {
-    if args.count == 1 || args.verbose || global.json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(args.count);
-    if let Ok(style) =
-        ProgressStyle::with_template("[{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
+    let show = args.count > 1 && !args.verbose && !global.json;
+    crate::progress::bar(args.count, crate::progress::Unit::Messages, show)
 }
 
 /// Whether `err` says the NATS server has no JetStream.

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::dump::data_dir;
 use crate::output::{count, print_json};
+use crate::progress::{self, Unit};
 use crate::session::Global;
 
 /// Arguments of `durabus repair`.
@@ -39,8 +40,17 @@ pub(crate) fn run(global: &Global, args: RepairArgs) -> anyhow::Result<()> {
     if !dir.is_dir() {
         anyhow::bail!("no data directory at {}", dir.display());
     }
-    let done = durabus::embedded::repair(&dir, args.stream.as_deref())
-        .with_context(|| format!("cannot repair {}", dir.display()))?;
+    // Bytes of segment files scanned: the slow part (every stream is read).
+    let bar = progress::bar(0, Unit::Bytes, true);
+    let done = if bar.is_hidden() {
+        durabus::embedded::repair(&dir, args.stream.as_deref())
+    } else {
+        durabus::embedded::repair_with_progress(&dir, args.stream.as_deref(), &|p| {
+            progress::show(&bar, p);
+        })
+    };
+    bar.finish_and_clear();
+    let done = done.with_context(|| format!("cannot repair {}", dir.display()))?;
     if global.json {
         let streams: Vec<_> = done
             .iter()
