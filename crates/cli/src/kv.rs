@@ -81,8 +81,9 @@ pub(crate) enum KvCommand {
     },
     /// Print the newest entry of each key, then every change, until Ctrl-C.
     ///
-    /// On nats:// every client's changes arrive; an embedded store lives in
-    /// one process, so there only its own changes can.
+    /// Every client's changes arrive: on nats://, and on a file: store
+    /// shared by the command holding it with the commands run beside it; a
+    /// memory: store lives in one process, so there only its own can.
     Watch(WatchArgs),
 }
 

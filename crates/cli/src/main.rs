@@ -76,16 +76,18 @@ enum Command {
     Pub(publish::PubArgs),
     /// Print live messages on subjects matching a filter.
     ///
-    /// On nats:// every client's publishes arrive. An embedded file: or
-    /// memory: store lives inside one process (a file: directory is locked by
-    /// it), so there `sub` can only see publishes of its own process.
+    /// Every publisher's messages arrive: on nats://, and on a file: store,
+    /// which the first command holding it shares with the commands run
+    /// beside it (`durabus pub` in another shell). A memory: store lives
+    /// inside one process, so there `sub` sees only its own publishes.
     Sub(publish::SubArgs),
     /// Send a request and print the reply (or, with --replies, every reply
     /// that arrives in time); retries with --retries.
     ///
-    /// An embedded file: or memory: store lives inside one process, so
-    /// there only responders of this same process could answer: use a
-    /// nats:// URL to reach `durabus reply` or other services.
+    /// A `durabus reply` (or any responder) on the same file: store in
+    /// another shell answers: the first command holding the store shares
+    /// it. A memory: store lives inside one process, so there only
+    /// responders of this same process could answer.
     Req(request::ReqArgs),
     /// Answer requests on a subject with a fixed payload, their own
     /// payload (--echo) or an error (--error), printing each request.

@@ -183,7 +183,8 @@ impl Global {
 /// Which kind of backend a URL names, for wording messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// `file:`: the embedded engine on disk, locked by one process.
+    /// `file:`: the embedded engine on disk, opened by one process (the
+    /// others join it when it shares it).
     File,
     /// `memory:`: the embedded engine in this process's memory.
     Memory,
