@@ -76,3 +76,16 @@ impl Hub {
         let _ = self.store.close().await;
     }
 }
+
+/// Runs `check` with the URL of a fresh real nats-server, then of a fresh
+/// hub over `file:`: a check a real nats-server is the oracle for runs
+/// unchanged against both. Panics, saying how to install it, when
+/// nats-server is missing.
+pub async fn against_nats_server_and_hub(check: impl AsyncFn(&str)) {
+    let nats =
+        crate::nats::NatsServer::start().unwrap_or_else(|e| panic!("starting nats-server: {e:#}"));
+    check(&nats.url()).await;
+    let hub = Hub::file().await;
+    check(&hub.url()).await;
+    hub.stop().await;
+}

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use durabus_testkit::hub::Hub;
+use durabus_testkit::hub::{against_nats_server_and_hub, Hub};
 use durabus_testkit::nats::NatsServer;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
@@ -105,14 +105,6 @@ fn err_code(answer: &Answer) -> Option<u64> {
     body["error"]["err_code"].as_u64()
 }
 
-async fn each_server(check: impl AsyncFn(&str)) {
-    let nats = NatsServer::start().unwrap_or_else(|e| panic!("starting nats-server: {e:#}"));
-    check(&nats.url()).await;
-    let hub = Hub::file().await;
-    check(&hub.url()).await;
-    hub.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_violations_are_answered_as_nats_server_answers_them() {
     let nats = NatsServer::start().unwrap_or_else(|e| panic!("starting nats-server: {e:#}"));
@@ -152,7 +144,7 @@ async fn protocol_violations_are_answered_as_nats_server_answers_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_line_that_never_ends_is_cut_off_at_the_limit() {
-    each_server(async |url: &str| {
+    against_nats_server_and_hub(async |url: &str| {
         let mut c = Raw::connect(url).await;
         c.send(b"PUB ").await;
         let chunk = vec![b'a'; 64 * 1024];

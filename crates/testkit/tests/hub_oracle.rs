@@ -10,19 +10,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::push, stream};
-use durabus_testkit::hub::Hub;
-use durabus_testkit::nats::NatsServer;
+use durabus_testkit::hub::against_nats_server_and_hub;
 use futures::StreamExt as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
-
-async fn each_server(check: impl AsyncFn(&str)) {
-    let nats = NatsServer::start().unwrap_or_else(|e| panic!("starting nats-server: {e:#}"));
-    check(&nats.url()).await;
-    let hub = Hub::file().await;
-    check(&hub.url()).await;
-    hub.stop().await;
-}
 
 /// Returns once the server has run everything `client` sent before: a
 /// request's answer comes after them (async-nats's `flush` only writes).
@@ -50,7 +41,7 @@ fn payloads(msgs: &[async_nats::Message]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_echo_never_gets_its_own_publishes() {
-    each_server(async |url: &str| {
+    against_nats_server_and_hub(async |url: &str| {
         let quiet = async_nats::ConnectOptions::new()
             .no_echo()
             .connect(url)
@@ -95,7 +86,7 @@ async fn a_connection_without_echo_never_gets_its_own_publishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deliver_group_gives_each_message_to_one_member_with_its_own_subject() {
-    each_server(async |url: &str| {
+    against_nats_server_and_hub(async |url: &str| {
         let client = async_nats::connect(url).await.unwrap();
         let js = jetstream::new(client.clone());
         let s = js
@@ -223,7 +214,7 @@ impl Raw {
 async fn flow_control_stalls_at_a_full_window_until_the_subscriber_answers() {
     const MESSAGES: usize = 40;
     const SIZE: usize = 100 * 1024;
-    each_server(async |url: &str| {
+    against_nats_server_and_hub(async |url: &str| {
         let client = async_nats::connect(url).await.unwrap();
         let js = jetstream::new(client.clone());
         let s = js

@@ -66,33 +66,7 @@ impl NatsBackend {
     /// server answers; [`Error::AuthFailed`]; [`Error::Tls`];
     /// [`Error::JetStreamNotEnabled`]. No credential appears in any of them.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Self> {
-        let mut options = options;
-        let list = options.apply_url(url)?;
-        options.validate()?;
-        let shown = list.display();
-        let secrets = options.secrets();
-        let (events, _) = broadcast::channel(256);
-        let client = open(&list, &options, events.clone())
-            .await
-            .map_err(|e| connect_error(&shown, &secrets, e, options.connect_timeout))?;
-        let (close_tx, _) = watch::channel(false);
-        let backend = Self {
-            inner: Arc::new(Inner {
-                client,
-                url: shown,
-                request_timeout: options.request_timeout,
-                drain_timeout: options.drain_timeout,
-                closed: AtomicBool::new(false),
-                link_lost: AtomicBool::new(false),
-                close_tx,
-                events,
-                routes: RouteCache::default(),
-            }),
-        };
-        backend.watch_link();
-        // IMPORTANT: the options (and the secrets in them) are dropped, and
-        // zeroed, here; async-nats holds the only copy from now on.
-        drop(options);
+        let backend = Self::connect_core(url, options).await?;
         if let Err(e) = backend.nats_ping().await {
             let _ = backend.nats_close().await;
             return Err(e);
@@ -130,6 +104,8 @@ impl NatsBackend {
             }),
         };
         backend.watch_link();
+        // IMPORTANT: the options (and the secrets in them) are dropped, and
+        // zeroed, here; async-nats holds the only copy from now on.
         drop(options);
         Ok(backend)
     }
