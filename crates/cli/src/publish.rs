@@ -408,7 +408,7 @@ impl Run<'_> {
             "published {} in {:.2}s ({} msg/s)",
             crate::output::count(confirmed, "message"),
             elapsed.as_secs_f64(),
-            thousands(rate)
+            durabus_workloads::measure::thousands(rate)
         );
         if core {
             line.push_str(" as core NATS: no JetStream, so no stream captured them");
@@ -445,20 +445,6 @@ impl Run<'_> {
         }
         Ok(print_text(&line)?)
     }
-}
-
-/// A rate with thousands separators: `12,345`.
-fn thousands(value: f64) -> String {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // display only
-    let digits = (value.round().max(0.0) as u64).to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Sorted numbers as ranges: `3, 7..=9`.

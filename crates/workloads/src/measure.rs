@@ -189,18 +189,10 @@ pub fn tick(bar: &ProgressBar, done: u64) {
     }
 }
 
-/// A rate with thousands separators: `1,234,567`.
-fn thousands(value: f64) -> String {
+/// A count or rate with thousands separators: `1,234,567`.
+pub fn thousands(value: f64) -> String {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // display only
-    let digits = (value.round().max(0.0) as u64).to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    indicatif::HumanCount(value.round().max(0.0) as u64).to_string()
 }
 
 /// The result table for people: `results` as rows of `table`, which the
