@@ -78,8 +78,8 @@ impl ConnectOptions {
         Ok(stamped(bus, self.propagation, self.service))
     }
 
-    /// Opens the store in `dir`, sharing it when asked; joins the process
-    /// that holds it when that one shares it (see the `share` module).
+    /// Opens the store in `dir`; with `share`, shares it, or joins the
+    /// process that holds and shares it (see the `share` module).
     #[cfg_attr(
         not(feature = "nats"),
         allow(unused_mut, unused_variables, clippy::never_loop)
@@ -145,14 +145,15 @@ impl ConnectOptions {
         self.supervise(Arc::new(backend))
     }
 
-    /// Shares a `file:` store this process holds with other local
-    /// processes (off by default; the URL option `share=true|false` takes
-    /// precedence). While it is open, another process that connects to the
-    /// same directory, which the lock keeps it from opening, joins this one
-    /// over a loopback port with a token only the directory's readers can
-    /// read, and uses the same store through the same API. It is off by
-    /// default because it opens a listening port in the application; the
-    /// `durabus` CLI turns it on.
+    /// Takes part in sharing a `file:` store with other local processes
+    /// (off by default; the URL option `share=true|false` takes
+    /// precedence): a process that opens the store shares it while it holds
+    /// it, and one that finds it held by a sharing process joins that one
+    /// (over a loopback port, with a token in a file only the store's owner
+    /// can read) and uses the same store through the same API. Off, a
+    /// process neither shares nor joins. It is off by default because it
+    /// opens a listening port in the application; the `durabus` CLI turns
+    /// it on.
     pub fn share(mut self, share: bool) -> Self {
         self.share = share;
         self

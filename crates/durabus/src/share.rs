@@ -4,14 +4,15 @@
 //! sharing on (`file:DIR?share=true`, [`crate::ConnectOptions::share`]; the
 //! `durabus` CLI turns it on), that process also serves the store with the
 //! hub on a loopback port, and records the port and a fresh random token in
-//! `DIR/share.json`, readable by its owner only. A process that then finds
-//! the directory locked reads the record and connects there with the NATS
-//! backend: the same [`crate::Bus`] API, the same store. Whoever may read
-//! the data directory may use the store, no one else.
+//! `DIR/share.json`, readable by its owner only. A process with sharing on
+//! that then finds the directory locked reads the record and connects there with the NATS
+//! backend: the same [`crate::Bus`] API, the same store. Only the user who
+//! can read the record (the store's owner) can use the store this way.
 //!
 //! Why a loopback port and not a Unix socket: async-nats, the client the
-//! NATS backend is built on, connects over TCP only; the token gives the
-//! port the access rule a socket file in the directory would have.
+//! NATS backend is built on, connects over TCP only; the token in an
+//! owner-only file gives the port the access rule a socket file with
+//! owner-only permissions would have.
 //!
 //! A record whose holder is gone (killed) is stale: the next process that
 //! takes the lock removes it, opens the store and shares it anew.
