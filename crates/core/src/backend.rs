@@ -194,8 +194,15 @@ pub enum Event {
 /// with the backlog. Dropping the subscription unsubscribes.
 pub struct Subscription {
     filter: String,
-    inner: BoxStream<'static, Message>,
+    inner: Messages,
     dropped: Arc<AtomicU64>,
+}
+
+/// A subscription's messages: the subscriber's own, or one copy shared by
+/// every subscriber a message reached (the embedded router's).
+enum Messages {
+    Owned(BoxStream<'static, Message>),
+    Shared(BoxStream<'static, Arc<Message>>),
 }
 
 impl Subscription {
@@ -208,14 +215,39 @@ impl Subscription {
     ) -> Self {
         Self {
             filter: filter.into(),
-            inner,
+            inner: Messages::Owned(inner),
             dropped,
+        }
+    }
+
+    /// As [`Subscription::new`], for a backend that hands every subscriber
+    /// the same copy of a message: it is copied only for a subscriber that
+    /// takes it as its own ([`Subscription::next`]), never for one that
+    /// reads it shared ([`Subscription::poll_next_shared`]).
+    pub fn new_shared(
+        filter: impl Into<String>,
+        inner: BoxStream<'static, Arc<Message>>,
+        dropped: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            filter: filter.into(),
+            inner: Messages::Shared(inner),
+            dropped,
+        }
+    }
+
+    /// The next message, possibly shared with other subscribers: no copy
+    /// is made (a hub writes it to each of its clients from one copy).
+    pub fn poll_next_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Message>>> {
+        match &mut self.inner {
+            Messages::Owned(s) => s.poll_next_unpin(cx).map(|m| m.map(Arc::new)),
+            Messages::Shared(s) => s.poll_next_unpin(cx),
         }
     }
 
     /// The next message; `None` once the backend is closed.
     pub async fn next(&mut self) -> Option<Message> {
-        self.inner.next().await
+        StreamExt::next(self).await
     }
 
     /// The filter this subscription was made with.
@@ -232,7 +264,10 @@ impl Subscription {
 impl Stream for Subscription {
     type Item = Message;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.inner.poll_next_unpin(cx)
+        match &mut self.inner {
+            Messages::Owned(s) => s.poll_next_unpin(cx),
+            Messages::Shared(s) => s.poll_next_unpin(cx).map(|m| m.map(Arc::unwrap_or_clone)),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ struct Sub {
     queue: Option<String>,
     /// Messages this origin publishes are not delivered here.
     origin: Option<Origin>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Arc<Message>>,
     dropped: Arc<AtomicU64>,
     last_event: Mutex<Option<Instant>>,
 }
@@ -133,7 +133,7 @@ impl Router {
             let m = rx.recv().await?;
             Some((m, (rx, guard)))
         });
-        Ok(Subscription::new(filter, Box::pin(stream), dropped))
+        Ok(Subscription::new_shared(filter, Box::pin(stream), dropped))
     }
 
     /// Delivers `msg`, published by `origin` if it has one, to the
@@ -151,13 +151,15 @@ impl Router {
         }
         let mut matched = 0;
         let mut closed: Vec<Arc<Sub>> = Vec::new();
+        // One copy for every subscriber, made when the first takes it.
+        let mut shared: Option<Arc<Message>> = None;
         {
             let t = self.table.read().unwrap_or_else(|e| e.into_inner());
             let mut groups: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
             let mut each = for_table(&t, |sub| match &sub.queue {
                 _ if origin.is_some() && sub.origin == origin => {}
                 None => {
-                    if self.send(sub, msg) {
+                    if self.send(sub, msg, &mut shared) {
                         matched += 1;
                     } else {
                         closed.push(sub.clone());
@@ -179,7 +181,7 @@ impl Router {
                 // One member per group, round-robin; skip members that are gone.
                 for k in 0..members.len() {
                     let sub = members[(start + k) % members.len()];
-                    if self.send(sub, msg) {
+                    if self.send(sub, msg, &mut shared) {
                         matched += 1;
                         break;
                     }
@@ -194,8 +196,9 @@ impl Router {
     }
 
     /// false when the subscriber is gone.
-    fn send(&self, sub: &Sub, msg: &Message) -> bool {
-        match sub.tx.try_send(msg.clone()) {
+    fn send(&self, sub: &Sub, msg: &Message, shared: &mut Option<Arc<Message>>) -> bool {
+        let m = shared.get_or_insert_with(|| Arc::new(msg.clone())).clone();
+        match sub.tx.try_send(m) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;

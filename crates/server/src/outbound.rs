@@ -16,7 +16,7 @@ use durabus_core::{subject, Message, Subscription};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::Stream as _;
+use futures::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, StreamMap};
@@ -235,6 +235,17 @@ async fn socket_loop<W: AsyncWrite + Unpin>(
     }
 }
 
+/// A subscription read without copying its messages: the store's router
+/// hands every subscriber the same copy, written from it to each client.
+struct Shared(Subscription);
+
+impl Stream for Shared {
+    type Item = Arc<Message>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<Message>>> {
+        self.0.poll_next_shared(cx)
+    }
+}
+
 /// Most items gathered into one chunk.
 const BATCH: usize = 1024;
 /// Most bytes gathered into one chunk.
@@ -257,7 +268,7 @@ struct Writer {
     /// The client understands headers (CONNECT `headers`).
     headers: Arc<std::sync::atomic::AtomicBool>,
     pending: Arc<AtomicUsize>,
-    streams: StreamMap<Bytes, Subscription>,
+    streams: StreamMap<Bytes, Shared>,
     buf: BytesMut,
     closed: CancellationToken,
 }
@@ -271,7 +282,7 @@ enum Step {
 enum First {
     Closed,
     Out(Out),
-    Msg(Bytes, Message),
+    Msg(Bytes, Arc<Message>),
 }
 
 impl Writer {
@@ -345,7 +356,7 @@ impl Writer {
     }
 
     /// The next ready message of a subscription, if any.
-    fn ready_message(&mut self, cx: &mut Context<'_>) -> Option<(Bytes, Message)> {
+    fn ready_message(&mut self, cx: &mut Context<'_>) -> Option<(Bytes, Arc<Message>)> {
         if self.streams.is_empty() {
             return None;
         }
@@ -414,7 +425,7 @@ impl Writer {
                 }
             }
             Out::Sub { sid, sub } => {
-                self.streams.insert(sid, sub);
+                self.streams.insert(sid, Shared(sub));
             }
             Out::Unsub { sid } => {
                 self.streams.remove(&sid);
