@@ -156,7 +156,9 @@ enum Command {
     /// Any NATS client connects to it (nats-py, nats.js, the nats CLI), and
     /// so does durabus with --url nats://HOST:PORT. Ctrl-C or SIGTERM stops
     /// it gracefully: no new connections, every publish already received
-    /// is stored and acknowledged, then the store is closed.
+    /// is stored and acknowledged, then the store is closed. Like every
+    /// command holding a file: store, it shares it with the durabus
+    /// commands run beside it; a store another process holds is refused.
     Serve(serve::ServeArgs),
 }
 
