@@ -5,14 +5,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::segment::IndexEntry;
+use crate::stream::SubjectsCkpt;
 
 /// Magic of checkpoint files.
 pub(crate) const CHECKPOINT_MAGIC: &[u8; 8] = b"DBUSCKP\0";
 /// Checkpoint format version. 2 (issue #15): the covered segment's index
 /// is `covered_index`; segments carry none (sealed ones have `.idx` files).
-/// A version-1 checkpoint is not used (the open scans the segments), but
+/// 3 (issue #26): subjects are 24-byte keyed-hash entries, not names.
+/// A checkpoint of an earlier version is not used (the open scans the segments), but
 /// its `last_seq` still counts for rule 3a ([`Checkpoint::durable_last_seq`]).
-pub(crate) const CHECKPOINT_VERSION: u32 = 2;
+pub(crate) const CHECKPOINT_VERSION: u32 = 3;
 /// File name inside the stream directory.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 
@@ -27,15 +29,6 @@ pub(crate) struct SegCkpt {
     pub(crate) last_seq: u64,
     pub(crate) first_time: i64,
     pub(crate) last_time: i64,
-}
-
-/// Per-subject state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct SubjCkpt {
-    pub(crate) subject: String,
-    pub(crate) count: u64,
-    pub(crate) last: u64,
-    pub(crate) seqs: Option<Vec<u64>>,
 }
 
 /// A stream's derived state at a covered position.
@@ -54,8 +47,8 @@ pub(crate) struct Checkpoint {
     /// sealed segments' indexes are in their `.idx` files only.
     pub(crate) covered_index: Vec<IndexEntry>,
     pub(crate) deleted: Vec<(u64, u64)>,
-    pub(crate) subjects: Vec<SubjCkpt>,
-    pub(crate) track_subject_seqs: bool,
+    /// Per-subject keys, counts and newest seqs (names stay in the log).
+    pub(crate) subjects: SubjectsCkpt,
     /// (msg id, seq, time) inside the duplicate window.
     pub(crate) dedup: Vec<(String, u64, i64)>,
 }
@@ -103,9 +96,6 @@ impl Checkpoint {
         if !(1..=CHECKPOINT_VERSION).contains(&version) {
             return None;
         }
-        if version == CHECKPOINT_VERSION {
-            return Self::decode(b).map(|c| c.last_seq);
-        }
         let (prefix, _): (Prefix, _) = postcard::take_from_bytes(body).ok()?;
         Some(prefix.last_seq)
     }
@@ -149,13 +139,12 @@ mod tests {
                 offset: 16,
             }],
             deleted: vec![(2, 2)],
-            subjects: vec![SubjCkpt {
-                subject: "a".into(),
-                count: 2,
-                last: 3,
-                seqs: Some(vec![1, 3]),
-            }],
-            track_subject_seqs: true,
+            subjects: SubjectsCkpt {
+                sip: (7, 9),
+                table: (0..24).collect(),
+                big: vec![],
+                older: Some(vec![(1, 2, vec![1])]),
+            },
             dedup: vec![("id".into(), 1, 1)],
         };
         let b = c.encode().unwrap();
@@ -189,7 +178,7 @@ mod tests {
         d[14] ^= 1;
         assert_eq!(Checkpoint::durable_last_seq(&d), None);
         // A future version is not read at all.
-        b[8] = 3;
+        b[8] = (CHECKPOINT_VERSION + 1) as u8;
         let n = b.len() - 4;
         let crc = crc32c::crc32c(&b[..n]);
         b[n..].copy_from_slice(&crc.to_le_bytes());

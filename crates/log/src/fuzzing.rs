@@ -307,6 +307,12 @@ fn check_checkpoint_once(data: &[u8]) -> Check {
     if Checkpoint::decode(&b).as_ref() != Some(&c) {
         return fail(format!("checkpoint changed in a round trip: {c:?}"));
     }
+    // Its subject table is taken or refused, never a panic.
+    if let Some(s) = crate::stream::Subjects::from_ckpt(&c.subjects) {
+        if s.len() * crate::stream::SUBJECT_ENTRY_BYTES != c.subjects.table.len() {
+            return fail("a subject table loaded with another number of entries".to_owned());
+        }
+    }
     Ok(())
 }
 
@@ -522,9 +528,10 @@ pub fn check_corpus(dir: &Path, check: fn(&[u8]) -> Check) -> Result<usize, Stri
 /// Seed inputs for the corpus of each target, built with the engine's own
 /// encoders: `(target, file name, bytes)`.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
-    use crate::checkpoint::{SegCkpt, SubjCkpt};
+    use crate::checkpoint::SegCkpt;
     use crate::consumer::Pending;
     use crate::segment::IndexEntry;
+    use crate::stream::SubjectsCkpt;
     use durabus_core::{DeliverPolicy, HeaderMap, SequencePair};
 
     let mut out = Vec::new();
@@ -590,21 +597,22 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         }],
         covered_index: entries[..2].to_vec(),
         deleted: vec![(5, 5)],
-        subjects: vec![
-            SubjCkpt {
-                subject: "orders.eu".into(),
-                count: 40,
-                last: 60,
-                seqs: None,
-            },
-            SubjCkpt {
-                subject: "orders.us".into(),
-                count: 19,
-                last: 59,
-                seqs: Some(vec![2, 3, 59]),
-            },
-        ],
-        track_subject_seqs: true,
+        subjects: {
+            // Two entries: (hi, lo, count, last) as 24 little-endian bytes.
+            let mut table = Vec::new();
+            for (hi, lo, count, last) in [(11u64, 1u32, 40u32, 60u64), (12, 2, 19, 59)] {
+                table.extend_from_slice(&hi.to_le_bytes());
+                table.extend_from_slice(&lo.to_le_bytes());
+                table.extend_from_slice(&count.to_le_bytes());
+                table.extend_from_slice(&last.to_le_bytes());
+            }
+            SubjectsCkpt {
+                sip: (3, 4),
+                table,
+                big: Vec::new(),
+                older: Some(vec![(12, 2, vec![2, 3])]),
+            }
+        },
         dedup: vec![("m-1".into(), 60, 1_700_000_000_000_000_000)],
     };
     if let Ok(b) = ckpt.encode() {
@@ -613,9 +621,13 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let empty = Checkpoint {
         segments: Vec::new(),
         deleted: Vec::new(),
-        subjects: Vec::new(),
+        subjects: SubjectsCkpt {
+            sip: (0, 0),
+            table: Vec::new(),
+            big: Vec::new(),
+            older: None,
+        },
         dedup: Vec::new(),
-        track_subject_seqs: false,
         ..ckpt
     };
     if let Ok(b) = empty.encode() {

@@ -80,8 +80,7 @@ pub(crate) fn start(stream: Arc<Stream>, options: ReplayOptions) -> Result<Repla
     let last = {
         let mut g = stream.lock();
         if options.start == ReplayStart::LastPerSubject {
-            let subjects = g.matching_subjects(&filters);
-            firsts = g.last_per_subject(stream.storage(), &subjects)?;
+            firsts = g.last_seqs_matching(stream.storage(), &filters)?.into();
         }
         g.last_seq()
     };

@@ -31,7 +31,6 @@ impl StreamConsumers {
         let mut g = self.lock();
         let st = self.storage();
         let filters = &cfg.filter_subjects;
-        let matching = g.matching_subjects(filters);
         let next_new = g.last_seq() + 1;
         Ok(match cfg.deliver_policy {
             DeliverPolicy::All => (g.first_seq().max(1), VecDeque::new()),
@@ -46,13 +45,10 @@ impl StreamConsumers {
                 (s, VecDeque::new())
             }
             DeliverPolicy::Last => {
-                let mut last = 0;
-                for s in &matching {
-                    last = last.max(g.subject_last_seq(st, s)?);
-                }
-                (if last == 0 { next_new } else { last }, VecDeque::new())
+                let last = g.last_seqs_matching(st, filters)?.last().copied();
+                (last.unwrap_or(next_new), VecDeque::new())
             }
-            DeliverPolicy::LastPerSubject => (next_new, g.last_per_subject(st, &matching)?),
+            DeliverPolicy::LastPerSubject => (next_new, g.last_seqs_matching(st, filters)?.into()),
             DeliverPolicy::ByStartTime(_) => (next_new, VecDeque::new()),
         })
     }
@@ -254,7 +250,11 @@ impl StreamConsumers {
             return Ok(queued + g.live_from(from));
         }
         if from == g.first_seq() {
-            return Ok(queued + g.count_matching(&filters));
+            // Literal filters are counted from the subject table; a
+            // wildcard needs the names, which the scan below reads.
+            if let Some(n) = g.count_literal(&filters) {
+                return Ok(queued + n);
+            }
         }
         // A filtered consumer inside the stream: extend the cached count by
         // the appended tail when nothing at or above its base was removed

@@ -282,9 +282,9 @@ impl Stream {
             // (the subject is at max_msgs_per_subject, which evicts under
             // either policy) does not grow the stream, so max_msgs lets it in.
             let replaces = !g.config.discard_new_per_subject
-                && g.config.max_msgs_per_subject.is_some_and(|max| {
-                    g.subjects.get(msg.subject.as_str()).map_or(0, |s| s.count) >= max
-                });
+                && g.config
+                    .max_msgs_per_subject
+                    .is_some_and(|max| g.subjects.count(g.subjects.key(&msg.subject)) >= max);
             if let Some(max) = g.config.max_msgs {
                 if g.messages >= max && !replaces {
                     return Err(self.full(format!("max_msgs {max}")));
@@ -299,7 +299,7 @@ impl Stream {
             // with `discard_new_per_subject`; otherwise the subject's oldest goes.
             if let Some(max) = g.config.max_msgs_per_subject {
                 if g.config.discard_new_per_subject
-                    && g.subjects.get(msg.subject.as_str()).map_or(0, |s| s.count) >= max
+                    && g.subjects.count(g.subjects.key(&msg.subject)) >= max
                 {
                     return Err(self.full(format!("max_msgs_per_subject {max}")));
                 }

@@ -26,6 +26,7 @@ pub(crate) mod recovery;
 mod repair;
 mod retention;
 mod state;
+mod subjects;
 mod time;
 
 use std::path::{Path, PathBuf};
@@ -49,7 +50,10 @@ use commit::Durable;
 pub(crate) use dedup::Dedup;
 pub(crate) use reads::{ChunkPlan, Planned};
 pub use repair::{RewrittenSegment, StreamRepair};
-pub(crate) use state::{Inner, SubjState};
+pub(crate) use state::Inner;
+#[cfg(feature = "internals")]
+pub(crate) use subjects::ENTRY_BYTES as SUBJECT_ENTRY_BYTES;
+pub(crate) use subjects::{Subjects, SubjectsCkpt};
 pub(crate) use time::{from_system_time, now_ns, to_system_time};
 
 /// What every stream of a store shares.
@@ -206,7 +210,7 @@ impl Stream {
 
     fn after_change(&self, g: &mut Inner) {
         g.remove_doomed(self.storage());
-        if g.ckpt_needed {
+        if g.checkpoint_due() {
             g.ckpt_needed = false;
             self.env.bg.request_checkpoint(&self.name);
         }

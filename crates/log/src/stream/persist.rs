@@ -2,7 +2,7 @@
 
 use durabus_core::{Error, Result};
 
-use crate::checkpoint::{Checkpoint, SegCkpt, SubjCkpt, CHECKPOINT_FILE};
+use crate::checkpoint::{Checkpoint, SegCkpt, CHECKPOINT_FILE};
 use crate::segment::{self, SegmentMeta};
 
 use super::state::Inner;
@@ -32,17 +32,7 @@ impl Inner {
             segments,
             covered_index: self.active.index.clone(),
             deleted: self.deleted.ranges().collect(),
-            subjects: self
-                .subjects
-                .iter()
-                .map(|(k, v)| SubjCkpt {
-                    subject: k.clone(),
-                    count: v.count,
-                    last: v.last,
-                    seqs: v.seqs.as_ref().map(|q| q.iter().copied().collect()),
-                })
-                .collect(),
-            track_subject_seqs: self.track_subject_seqs,
+            subjects: self.subjects.to_ckpt(),
             dedup: self
                 .dedup
                 .order
@@ -81,6 +71,8 @@ impl Stream {
                 .checkpoint()
                 .encode()
                 .map_err(|e| Error::internal(format!("encoding checkpoint: {e}")))?;
+            g.ckpt_at = g.appended;
+            g.ckpt_len = bytes.len() as u64;
             (bytes, g.active.file.clone(), to_index)
         };
         let segdir = self.dir.join("segments");

@@ -1,7 +1,6 @@
 //! Reads under the lock (live-record scans, per-subject lookups) and
 //! single-message reads (`get`, `get_last`, `seq_for_time`).
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,8 +9,10 @@ use durabus_core::{subject, Error, Result, StoredMessage};
 use crate::record::{self, Kind};
 use crate::segment::{self, Damage, ScanEnd, SEGMENT_HEADER};
 use crate::storage::{Storage, StorageFile};
+use crate::HashMap;
 
 use super::state::Inner;
+use super::subjects::{Key, Subjects};
 use super::{scan_error, stored_from, Stream};
 
 impl Inner {
@@ -22,6 +23,18 @@ impl Inner {
         &mut self,
         storage: &dyn Storage,
         from_seq: u64,
+        f: &mut dyn FnMut(&record::RecordRef<'_>) -> bool,
+    ) -> Result<()> {
+        self.for_each_live_reading(storage, from_seq, segment::CHUNK, f)
+    }
+
+    /// [`Inner::for_each_live`] reading `chunk` bytes first: small for a
+    /// visit that stops at the first record (the index is within 4 KiB).
+    fn for_each_live_reading(
+        &mut self,
+        storage: &dyn Storage,
+        from_seq: u64,
+        chunk: usize,
         f: &mut dyn FnMut(&record::RecordRef<'_>) -> bool,
     ) -> Result<()> {
         let from = from_seq.max(self.first_seq);
@@ -52,26 +65,19 @@ impl Inner {
             let deleted = &self.deleted;
             let (first, last) = (self.first_seq, self.last_seq);
             let mut stop = false;
-            let end = segment::scan_skipping(
-                &*file,
-                start,
-                limit,
-                segment::CHUNK,
-                &skips,
-                &mut |_, r| {
-                    if r.kind == Kind::Message
-                        && r.seq >= from
-                        && r.seq >= first
-                        && r.seq <= last
-                        && !deleted.contains(r.seq)
-                        && !f(r)
-                    {
-                        stop = true;
-                        return Ok(false);
-                    }
-                    Ok(true)
-                },
-            )
+            let end = segment::scan_skipping(&*file, start, limit, chunk, &skips, &mut |_, r| {
+                if r.kind == Kind::Message
+                    && r.seq >= from
+                    && r.seq >= first
+                    && r.seq <= last
+                    && !deleted.contains(r.seq)
+                    && !f(r)
+                {
+                    stop = true;
+                    return Ok(false);
+                }
+                Ok(true)
+            })
             .map_err(|e| scan_error(&path, e))?;
             if stop {
                 return Ok(());
@@ -100,7 +106,7 @@ impl Inner {
         seq: u64,
     ) -> Result<(String, u64)> {
         let mut found = None;
-        self.for_each_live(storage, seq, &mut |r| {
+        self.for_each_live_reading(storage, seq, LOOKUP_READ as usize, &mut |r| {
             if r.seq == seq {
                 found = Some((r.subject.to_owned(), r.size as u64));
             }
@@ -112,39 +118,105 @@ impl Inner {
         })
     }
 
-    /// The newest live seq of `subject` (0 when none), scanning if unknown.
-    /// The newest live sequence of each of `subjects`, ascending.
-    pub(crate) fn last_per_subject(
+    /// The newest live seq of each subject that matches one of `filters`
+    /// (every subject when empty), ascending. Literal filters are looked
+    /// up; with a wildcard the names come from the log: the newest message
+    /// of each subject is read, or the log is scanned once when that reads
+    /// less (or a newest seq is unknown).
+    pub(crate) fn last_seqs_matching(
         &mut self,
         storage: &dyn Storage,
-        subjects: &[String],
-    ) -> Result<VecDeque<u64>> {
-        let mut q = Vec::with_capacity(subjects.len());
-        for s in subjects {
-            let l = self.subject_last_seq(storage, s)?;
-            if l > 0 {
-                q.push(l);
+        filters: &[String],
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        if !filters.is_empty() && !filters.iter().any(|f| subject::has_wildcards(f)) {
+            let mut unique: Vec<&String> = filters.iter().collect();
+            unique.sort_unstable();
+            unique.dedup();
+            for f in unique {
+                let l = self.subject_last_seq(storage, f)?;
+                if l > 0 {
+                    out.push(l);
+                }
+            }
+            out.sort_unstable();
+            return Ok(out);
+        }
+        let wanted = |s: &str| filters.is_empty() || filters.iter().any(|f| subject::matches(f, s));
+        let mut lasts: Vec<u64> = Vec::with_capacity(self.subjects.len());
+        let mut unknown = false;
+        for (_, _, last) in self.subjects.iter() {
+            unknown |= last == 0;
+            lasts.push(last);
+        }
+        let per_subject = lasts.len() as u64 * LOOKUP_READ;
+        if !unknown && per_subject < self.log_bytes() {
+            lasts.sort_unstable();
+            for seq in lasts {
+                if let Some(subj) = self.subject_at(storage, seq)? {
+                    if wanted(&subj) {
+                        out.push(seq);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        // One pass: a record is its subject's newest when the table says
+        // so; for subjects whose newest is unknown the pass finds it.
+        let subjects = std::mem::replace(&mut self.subjects, Subjects::new(false));
+        let mut found: HashMap<Key, u64> = HashMap::default();
+        let scanned = self.for_each_live(storage, 0, &mut |r| {
+            let k = subjects.key(r.subject);
+            match subjects.last(k) {
+                Some(0) => {
+                    found.insert(k, r.seq);
+                }
+                Some(l) if l == r.seq && wanted(r.subject) => out.push(r.seq),
+                _ => {}
+            }
+            true
+        });
+        self.subjects = subjects;
+        scanned?;
+        // Record what the pass found, then take the wanted ones: their
+        // subject is read back (one read each, only for unknown newest).
+        for (k, seq) in found {
+            self.subjects.set_last(k, seq);
+            if let Some(subj) = self.subject_at(storage, seq)? {
+                if wanted(&subj) {
+                    out.push(seq);
+                }
             }
         }
-        q.sort_unstable();
-        Ok(q.into())
+        out.sort_unstable();
+        Ok(out)
     }
 
-    /// Subjects with live messages that match one of `filters` (all when empty).
-    pub(crate) fn matching_subjects(&self, filters: &[String]) -> Vec<String> {
-        self.subjects
-            .keys()
-            .filter(|s| filters.is_empty() || filters.iter().any(|f| subject::matches(f, s)))
-            .cloned()
-            .collect()
+    /// Bytes of the log's segments (what a full scan reads).
+    fn log_bytes(&self) -> u64 {
+        self.sealed.iter().map(|s| s.size).sum::<u64>() + self.active.size
     }
 
+    /// The subject of the live message `seq`, read with a small first read.
+    fn subject_at(&mut self, storage: &dyn Storage, seq: u64) -> Result<Option<String>> {
+        let mut found = None;
+        self.for_each_live_reading(storage, seq, LOOKUP_READ as usize, &mut |r| {
+            if r.seq == seq {
+                found = Some(r.subject.to_owned());
+            }
+            false
+        })?;
+        Ok(found)
+    }
+
+    /// The newest live seq of the literal `subject` (0 when none), scanning
+    /// if unknown.
     pub(crate) fn subject_last_seq(&mut self, storage: &dyn Storage, subject: &str) -> Result<u64> {
-        let Some(st) = self.subjects.get(subject) else {
-            return Ok(0);
-        };
-        if st.last != 0 {
-            return Ok(st.last);
+        let k = self.subjects.key(subject);
+        match self.subjects.last(k) {
+            None => return Ok(0),
+            Some(0) => {}
+            Some(last) => return Ok(last),
         }
         let mut last = 0;
         self.for_each_live(storage, 0, &mut |r| {
@@ -153,31 +225,28 @@ impl Inner {
             }
             true
         })?;
-        if let Some(st) = self.subjects.get_mut(subject) {
-            st.last = last;
-        }
+        self.subjects.set_last(k, last);
         Ok(last)
     }
 
-    /// Builds per-subject seq lists (when `max_msgs_per_subject` becomes set).
+    /// Keeps each subject's older seqs (when `max_msgs_per_subject` becomes set).
     pub(super) fn rebuild_subject_seqs(&mut self, storage: &dyn Storage) -> Result<()> {
-        for st in self.subjects.values_mut() {
-            st.seqs = Some(VecDeque::new());
-        }
-        let mut pairs: Vec<(String, u64)> = Vec::new();
-        self.for_each_live(storage, 0, &mut |r| {
-            pairs.push((r.subject.to_owned(), r.seq));
+        let mut live = Vec::new();
+        let subjects = std::mem::replace(&mut self.subjects, Subjects::new(false));
+        let scanned = self.for_each_live(storage, 0, &mut |r| {
+            live.push((subjects.key(r.subject), r.seq));
             true
-        })?;
-        for (s, seq) in pairs {
-            if let Some(q) = self.subjects.get_mut(&s).and_then(|st| st.seqs.as_mut()) {
-                q.push_back(seq);
-            }
-        }
-        self.track_subject_seqs = true;
+        });
+        self.subjects = subjects;
+        scanned?;
+        self.subjects.start_tracking(live);
         Ok(())
     }
 }
+
+/// Bytes a lookup of one message by seq reads first (the sparse index has
+/// an entry every 4 KiB of log).
+const LOOKUP_READ: u64 = 8 * 1024;
 
 /// What an ordered read does next (see [`Stream::plan_chunk`]).
 #[derive(Debug)]
@@ -298,13 +367,30 @@ impl Stream {
             let mut g = self.lock();
             g.subject_last_seq(self.storage(), subj)?
         };
+        let not_found = || Error::MessageNotFound {
+            stream: self.name.clone(),
+            what: format!("for subject {subj:?}"),
+        };
         if seq == 0 {
-            return Err(Error::MessageNotFound {
-                stream: self.name.clone(),
-                what: format!("for subject {subj:?}"),
-            });
+            return Err(not_found());
         }
-        self.get(seq)
+        let m = self.get(seq)?;
+        if &*m.subject == subj {
+            return Ok(m);
+        }
+        // Two subjects share a 96-bit key (docs/design.md, "Per-subject
+        // state"): the log itself says which message is this subject's.
+        let mut own = 0;
+        self.lock().for_each_live(self.storage(), 0, &mut |r| {
+            if r.subject == subj {
+                own = r.seq;
+            }
+            true
+        })?;
+        if own == 0 {
+            return Err(not_found());
+        }
+        self.get(own)
     }
 
     /// The first seq whose message time is >= `t` (last_seq + 1 when none).

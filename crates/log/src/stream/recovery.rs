@@ -1,7 +1,6 @@
 //! Opening a stream: docs/design.md "Recovery rules" 3-7, and creating a new
 //! stream's files.
 
-use crate::HashMap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::index::{check_header, load_index, rebuild_index, warn_damage};
 use super::state::Loss;
 use super::{
-    damage, from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, SubjState,
+    damage, from_system_time, scan_error, to_system_time, Dedup, Env, Inner, Stream, Subjects,
 };
 use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::manifest;
@@ -114,13 +113,14 @@ pub(crate) fn create(
     Ok(Stream::new(name, dir, env, inner))
 }
 
-/// Loads a checkpoint if it matches the segments on disk (else `None`: full scan).
+/// Loads a checkpoint if it matches the segments on disk and its subject
+/// table adds up (else `None`: full scan).
 fn load_checkpoint(
     storage: &dyn Storage,
     bytes: &[u8],
     segdir: &Path,
     bases: &[u64],
-) -> Option<Checkpoint> {
+) -> Option<(Checkpoint, Subjects)> {
     let c = Checkpoint::decode(bytes)?;
     let n = c.segments.len();
     if n == 0 || bases.len() < n || c.segments[n - 1].base != c.covered_base {
@@ -144,7 +144,8 @@ fn load_checkpoint(
             return None;
         }
     }
-    Some(c)
+    let subjects = Subjects::from_ckpt(&c.subjects)?;
+    Some((c, subjects))
 }
 
 /// Reads and checks a stream's `config.json` (recovery rule 3): missing,
@@ -289,8 +290,8 @@ pub(crate) fn open(
     let mut damaged: Vec<(u64, Vec<Damage>)> = Vec::new();
 
     // Build the starting state and the scan plan: (segment index in `bases`, start offset).
-    let (mut g, first_scan) = match &ckpt {
-        Some(c) => {
+    let (mut g, first_scan) = match ckpt {
+        Some((c, subjects)) => {
             let n = c.segments.len();
             let mut sealed = VecDeque::with_capacity(n);
             for s in &c.segments[..n - 1] {
@@ -349,21 +350,7 @@ pub(crate) fn open(
                 deleted.insert_range(lo, hi);
             }
             g.deleted = deleted;
-            g.track_subject_seqs = c.track_subject_seqs;
-            g.subjects = c
-                .subjects
-                .iter()
-                .map(|s| {
-                    (
-                        s.subject.clone(),
-                        SubjState {
-                            count: s.count,
-                            last: s.last,
-                            seqs: s.seqs.as_ref().map(|v| v.iter().copied().collect()),
-                        },
-                    )
-                })
-                .collect::<HashMap<_, _>>();
+            g.subjects = subjects;
             let mut dedup = Dedup::default();
             for (id, seq, t) in &c.dedup {
                 if *t >= window_cutoff {
@@ -739,7 +726,9 @@ pub(crate) fn open(
         // Rule 6: the indexes rebuilt (in memory until now) are written.
         g.write_pinned_indexes(name, storage);
     }
-    if g.config.max_msgs_per_subject.is_some() && !g.track_subject_seqs {
+    if g.config.max_msgs_per_subject.is_none() {
+        g.subjects.stop_tracking();
+    } else if !g.subjects.is_tracking() {
         g.rebuild_subject_seqs(storage)?;
     }
     // Rule 7: limits again (max_age included) after the scan.

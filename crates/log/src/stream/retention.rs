@@ -9,6 +9,7 @@ use crate::record;
 use crate::storage::Storage;
 
 use super::state::Inner;
+use super::subjects::Key;
 use super::time::dur_ns;
 use super::Stream;
 
@@ -78,26 +79,26 @@ impl Inner {
         storage: &dyn Storage,
         subject: &str,
     ) -> Result<()> {
+        let k = self.subjects.key(subject);
+        self.enforce_key_limit(stream, storage, k)
+    }
+
+    fn enforce_key_limit(&mut self, stream: &str, storage: &dyn Storage, k: Key) -> Result<()> {
         let Some(max) = self.config.max_msgs_per_subject else {
             return Ok(());
         };
-        loop {
-            let Some(st) = self.subjects.get(subject) else {
-                return Ok(());
-            };
-            if st.count <= max {
-                return Ok(());
-            }
-            let Some(oldest) = st.seqs.as_ref().and_then(|q| q.front().copied()) else {
+        while self.subjects.count(k) > max {
+            let Some(oldest) = self.subjects.oldest(k) else {
                 return Ok(());
             };
             if oldest == self.first_seq {
                 self.evict_head(stream, storage)?;
             } else {
-                let size = self.read_info(stream, storage, oldest)?.1;
-                self.remove_msg(oldest, subject, size);
+                let (subject, size) = self.read_info(stream, storage, oldest)?;
+                self.remove_msg(oldest, &subject, size);
             }
         }
+        Ok(())
     }
 
     /// Re-applies every limit (after recovery or an update).
@@ -107,15 +108,9 @@ impl Inner {
         storage: &dyn Storage,
         now: i64,
     ) -> Result<()> {
-        if self.config.max_msgs_per_subject.is_some() {
-            let over: Vec<String> = self
-                .subjects
-                .iter()
-                .filter(|(_, s)| Some(s.count) > self.config.max_msgs_per_subject)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for s in over {
-                self.enforce_subject_limit(stream, storage, &s)?;
+        if let Some(max) = self.config.max_msgs_per_subject {
+            for k in self.subjects.over(max) {
+                self.enforce_key_limit(stream, storage, k)?;
             }
         }
         self.enforce_limits(stream, storage)?;
@@ -147,17 +142,11 @@ impl Inner {
             }
             return Ok(before - self.messages);
         }
-        let literal = !subject::has_wildcards(filter);
-        let total = if bound > self.last_seq {
-            if literal {
-                self.subjects.get(filter).map_or(0, |s| s.count)
-            } else {
-                self.subjects
-                    .iter()
-                    .filter(|(s, _)| subject::matches(filter, s))
-                    .map(|(_, st)| st.count)
-                    .sum()
-            }
+        let literal = (bound > self.last_seq)
+            .then(|| self.count_literal(&[filter.to_owned()]))
+            .flatten();
+        let total = if let Some(n) = literal {
+            n
         } else {
             let mut n = 0;
             self.for_each_live(storage, 0, &mut |r| {
@@ -259,13 +248,10 @@ impl Stream {
         let track = config.max_msgs_per_subject.is_some();
         on_config(&config);
         g.config = config;
-        if track && !g.track_subject_seqs {
+        if track && !g.subjects.is_tracking() {
             g.rebuild_subject_seqs(storage)?;
-        } else if !track && g.track_subject_seqs {
-            g.track_subject_seqs = false;
-            for st in g.subjects.values_mut() {
-                st.seqs = None;
-            }
+        } else if !track {
+            g.subjects.stop_tracking();
         }
         g.enforce_all(&self.name, storage, self.now())?;
         // Evictions are not logged (rule 7); a checkpoint records them.

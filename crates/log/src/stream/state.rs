@@ -13,12 +13,15 @@ use crate::manifest::{self, Manifest};
 use crate::rangeset::RangeSet;
 use crate::segment::{self, SegmentMeta, SEGMENT_HEADER};
 use crate::storage::{Storage, StorageFile};
-use crate::HashMap;
 
 use super::commit::Gather;
 use super::dedup::Dedup;
 use super::io_err;
+use super::subjects::Subjects;
 use super::time::to_system_time;
+
+/// Checkpoints up to this size are written whenever asked for.
+const CKPT_DEFER_FLOOR: u64 = 1024 * 1024;
 
 /// The segment size reservations assume until the store sets its own.
 const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
@@ -31,15 +34,6 @@ pub(crate) struct Loss {
     pub(crate) segment: PathBuf,
     pub(crate) offset: u64,
     pub(crate) reason: String,
-}
-
-/// Per-subject state. `seqs` only when `max_msgs_per_subject` is set.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SubjState {
-    pub(super) count: u64,
-    /// Newest live seq; 0 = unknown (its newest was deleted), found by a scan on demand.
-    pub(super) last: u64,
-    pub(super) seqs: Option<VecDeque<u64>>,
 }
 
 /// The mutable state of a stream, behind the stream lock.
@@ -77,8 +71,8 @@ pub(crate) struct Inner {
     pub(super) reserved: u64,
     /// How far a reservation reaches past a new segment's base.
     pub(super) reserve_step: u64,
-    pub(super) subjects: HashMap<String, SubjState>,
-    pub(super) track_subject_seqs: bool,
+    /// Per-subject counts and newest seqs (names stay in the log).
+    pub(super) subjects: Subjects,
     pub(super) dedup: Dedup,
     pub(super) poisoned: Option<String>,
     /// Incremented by each write to the OS; the group-commit unit.
@@ -99,6 +93,13 @@ pub(crate) struct Inner {
     pub(super) doomed: Vec<PathBuf>,
     /// A checkpoint should be written (segments sealed or removed).
     pub(super) ckpt_needed: bool,
+    /// Message bytes ever accounted (publish and recovery alike), and their
+    /// total and the checkpoint's size when the last checkpoint was taken:
+    /// a large checkpoint waits for as many new bytes (see
+    /// [`Inner::checkpoint_due`]).
+    pub(super) appended: u64,
+    pub(super) ckpt_at: u64,
+    pub(super) ckpt_len: u64,
     /// Where sealed segments' decoded indexes are cached (the store's),
     /// and this stream's key in it.
     pub(super) indexes: Arc<IndexCache>,
@@ -142,8 +143,7 @@ impl Inner {
             gaps: Vec::new(),
             reserved: base.saturating_sub(1),
             reserve_step: manifest::reservation(DEFAULT_SEGMENT_SIZE),
-            subjects: HashMap::default(),
-            track_subject_seqs: track,
+            subjects: Subjects::new(track),
             dedup: Dedup::default(),
             poisoned: None,
             write_gen: 0,
@@ -157,6 +157,9 @@ impl Inner {
             recovering: false,
             doomed: Vec::new(),
             ckpt_needed: false,
+            appended: 0,
+            ckpt_at: 0,
+            ckpt_len: 0,
             indexes,
             cache_id: index_cache::next_stream_id(),
         }
@@ -182,6 +185,18 @@ impl Inner {
         self.config.retention
     }
 
+    /// Whether an asked-for checkpoint should be written now. One larger
+    /// than [`CKPT_DEFER_FLOOR`] (a stream with millions of subjects) waits
+    /// until the log grew by its size since the last one: checkpoints then
+    /// write at most as many bytes as the log, and recovery reads at most
+    /// that much of the log beyond it (the checkpoint is never the truth,
+    /// so waiting loses nothing).
+    pub(super) fn checkpoint_due(&self) -> bool {
+        self.ckpt_needed
+            && (self.ckpt_len <= CKPT_DEFER_FLOOR
+                || self.appended.saturating_sub(self.ckpt_at) >= self.ckpt_len)
+    }
+
     /// Asks for a checkpoint after the change under way (removals that are
     /// not logged, rule 7, are recorded by it).
     pub(crate) fn request_checkpoint(&mut self) {
@@ -197,13 +212,22 @@ impl Inner {
         (self.last_seq - f + 1).saturating_sub(self.deleted.count_in(f, self.last_seq))
     }
 
-    /// Stored messages whose subject matches one of `filters`.
-    pub(crate) fn count_matching(&self, filters: &[String]) -> u64 {
-        self.subjects
-            .iter()
-            .filter(|(s, _)| filters.iter().any(|f| subject::matches(f, s)))
-            .map(|(_, st)| st.count)
-            .sum()
+    /// Stored messages on the literal subjects `filters` (each counted
+    /// once); `None` when one is a wildcard (that needs the names, which
+    /// only the log holds).
+    pub(crate) fn count_literal(&self, filters: &[String]) -> Option<u64> {
+        if filters.iter().any(|f| subject::has_wildcards(f)) {
+            return None;
+        }
+        let mut unique: Vec<&String> = filters.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        Some(
+            unique
+                .into_iter()
+                .map(|f| self.subjects.count(self.subjects.key(f)))
+                .sum(),
+        )
     }
 
     /// Whether `seq` is a stored message.
@@ -336,26 +360,9 @@ impl Inner {
         self.messages += 1;
         self.bytes += size;
         self.active.note_message(seq, time, offset, size);
-        let track = self.track_subject_seqs;
-        match self.subjects.get_mut(subject) {
-            Some(st) => {
-                st.count += 1;
-                st.last = seq;
-                if let Some(q) = &mut st.seqs {
-                    q.push_back(seq);
-                }
-            }
-            None => {
-                self.subjects.insert(
-                    subject.to_owned(),
-                    SubjState {
-                        count: 1,
-                        last: seq,
-                        seqs: track.then(|| VecDeque::from([seq])),
-                    },
-                );
-            }
-        }
+        let k = self.subjects.key(subject);
+        self.subjects.add(k, seq);
+        self.appended += size;
         if let Some(id) = msg_id {
             self.dedup.insert(id, seq, time);
         }
@@ -368,29 +375,8 @@ impl Inner {
         let seg = self.seg_for_seq_mut(seq);
         seg.msgs = seg.msgs.saturating_sub(1);
         seg.bytes = seg.bytes.saturating_sub(size);
-        let mut gone = false;
-        if let Some(st) = self.subjects.get_mut(subject) {
-            st.count = st.count.saturating_sub(1);
-            if let Some(q) = &mut st.seqs {
-                if q.front() == Some(&seq) {
-                    q.pop_front();
-                } else if let Ok(i) = q.binary_search(&seq) {
-                    q.remove(i);
-                }
-            }
-            if st.count == 0 {
-                gone = true;
-            } else if st.last == seq {
-                st.last = st
-                    .seqs
-                    .as_ref()
-                    .and_then(|q| q.back().copied())
-                    .unwrap_or(0);
-            }
-        }
-        if gone {
-            self.subjects.remove(subject);
-        }
+        let k = self.subjects.key(subject);
+        self.subjects.remove(k, seq);
         self.head_cache = None;
         if self.messages == 0 {
             self.first_seq = self.last_seq + 1;
