@@ -569,14 +569,24 @@ pub(crate) fn check_files(dir: &Path, stream: &str) -> Result<Vec<FileProblem>> 
     if storage.exists(&ckpt).unwrap_or(false) {
         use crate::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
         let bytes = read(&ckpt)?.unwrap_or_default();
-        if Checkpoint::decode(&bytes).is_none() {
-            let what = match Checkpoint::frame(&bytes) {
-                Some((v, _)) if v < CHECKPOINT_VERSION => format!(
-                    "checkpoint of an older format (version {v}); the next open scans the segments instead and writes a new one"
-                ),
-                _ => "unreadable checkpoint; the next open scans the segments instead".to_owned(),
-            };
-            problem(ckpt, what, false);
+        match Checkpoint::decode(&bytes) {
+            None => {
+                let what = match Checkpoint::frame(&bytes) {
+                    Some((v, _)) if v < CHECKPOINT_VERSION => format!(
+                        "checkpoint of an older format (version {v}); the next open scans the segments instead and writes a new one"
+                    ),
+                    _ => "unreadable checkpoint; the next open scans the segments instead"
+                        .to_owned(),
+                };
+                problem(ckpt, what, false);
+            }
+            Some(c) if crate::stream::Subjects::from_ckpt(&c.subjects).is_none() => problem(
+                ckpt,
+                "checkpoint's subject table does not add up; the next open scans the segments instead"
+                    .to_owned(),
+                false,
+            ),
+            Some(_) => {}
         }
     }
     // Consumer state: not derived; the store refuses to open over damage.
