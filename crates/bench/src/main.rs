@@ -48,6 +48,7 @@ struct Cli {
 
 /// The verbs.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Measure publish, group commit, replay and consume throughput,
     /// latency, memory with a stalled consumer, open time and costs as the store grows (W1-W8). Runs

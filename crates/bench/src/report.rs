@@ -76,7 +76,7 @@ impl Point {
     /// The value for a table: `12.3 ms`, `41.0 MiB`, `57 B`.
     fn cell(&self) -> String {
         match self.unit.as_str() {
-            "B" => format!("{:.0} B", self.value),
+            "B" | "files" => format!("{:.0} {}", self.value, self.unit),
             "ms" if self.value >= 100.0 => format!("{:.0} ms", self.value),
             unit => format!("{:.1} {unit}", self.value),
         }
@@ -482,26 +482,28 @@ fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, charts: Charts<
     // W8's points have a section of their own.
     let figures: Vec<Row> = rows
         .iter()
-        .filter(|r| r.growth.is_none())
+        .filter(|r| r.growth.is_none() && r.workload != "W8")
         .cloned()
         .collect();
-    let cols = columns(&figures);
-    let _ = writeln!(
-        md,
-        "## Figures\n\nMedians; msg/s unless the row says otherwise (W5: latency p50 / p99 / p99.9, W6: memory growth, W7: open time).\n"
-    );
-    let _ = writeln!(md, "| workload | what | {} |", cols.join(" | "));
-    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(cols.len()));
-    for (w, n) in lines(&figures) {
-        let cells: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                rows.iter()
-                    .find(|r| r.column == *c && r.workload == w && r.name == n)
-                    .map_or_else(|| "".into(), cell)
-            })
-            .collect();
-        let _ = writeln!(md, "| {w} | {n} | {} |", cells.join(" | "));
+    if !figures.is_empty() {
+        let cols = columns(&figures);
+        let _ = writeln!(
+            md,
+            "## Figures\n\nMedians; msg/s unless the row says otherwise (W5: latency p50 / p99 / p99.9, W6: memory growth, W7: open time).\n"
+        );
+        let _ = writeln!(md, "| workload | what | {} |", cols.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---:|".repeat(cols.len()));
+        for (w, n) in lines(&figures) {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    rows.iter()
+                        .find(|r| r.column == *c && r.workload == w && r.name == n)
+                        .map_or_else(|| "".into(), cell)
+                })
+                .collect();
+            let _ = writeln!(md, "| {w} | {n} | {} |", cells.join(" | "));
+        }
     }
     let _ = writeln!(md, "\n## Targets (docs/performance.md)\n");
     let _ = writeln!(md, "| target | measured | holds |\n|---|---|---|");
@@ -872,10 +874,21 @@ fn w8_section(md: &mut String, rows: &[Row], svg: Option<&str>) {
         .into_iter()
         .filter(|c| c.name != W6_CURVE)
         .collect();
-    if w8.is_empty() {
+    // A part that failed says where it stopped.
+    let stopped: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.workload == "W8" && r.growth.is_none())
+        .collect();
+    if w8.is_empty() && stopped.is_empty() {
         return;
     }
     let _ = writeln!(md, "\n## W8: costs as the store grows\n\n{W8_ABOUT}\n");
+    for r in &stopped {
+        let _ = writeln!(md, "- **{}**: {}: {}", r.column, r.name, r.notes);
+    }
+    if !stopped.is_empty() {
+        md.push('\n');
+    }
     if let Some(svg) = svg {
         let _ = writeln!(md, "![W8: cost against size, log x axis]({svg})\n");
     }

@@ -64,6 +64,13 @@ fn rss_of(pid: u32) -> anyhow::Result<u64> {
     parse_vmrss(&text).with_context(|| format!("{path} has no VmRSS line"))
 }
 
+/// Open file descriptors of process `pid` (`/proc/<pid>/fd`).
+fn fds_of(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/fd");
+    let dir = std::fs::read_dir(&path).with_context(|| format!("cannot read {path}"))?;
+    Ok(dir.count() as u64)
+}
+
 /// The `VmRSS:  1234 kB` line of a `/proc/<pid>/status`, in bytes.
 fn parse_vmrss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -453,6 +460,7 @@ async fn streams(plan: &Plan, site: &Site) -> anyhow::Result<Vec<Measurement>> {
         server = next;
         client = next_client;
         let rss = server.rss()?;
+        let fds = fds_of(server.pid()?)?;
         let js = jetstream::new(client.clone());
         let start = Instant::now();
         let listed = count_all(js.streams()).await;
@@ -480,6 +488,11 @@ async fn streams(plan: &Plan, site: &Site) -> anyhow::Result<Vec<Measurement>> {
         rows.push(
             Measurement::point(names::STREAMS_RSS_OPEN, "streams", stop, mib(rss), "MiB")
                 .note("nats-server's VmRSS right after the recovery"),
+        );
+        #[allow(clippy::cast_precision_loss)]
+        rows.push(
+            Measurement::point(names::STREAMS_FILES, "streams", stop, fds as f64, "files")
+                .note("nats-server's file descriptors right after the recovery"),
         );
     }
     bar.finish_and_clear();

@@ -71,6 +71,8 @@ pub mod names {
     pub const STREAMS_OPEN: &str = "streams: open time";
     /// As [`SUBJECTS_START`]; nats-server: until STREAM.NAMES lists them all.
     pub const STREAMS_START: &str = "streams: open time from process start";
+    /// Open file descriptors after the open (nats-server: its own).
+    pub const STREAMS_FILES: &str = "streams: open files after open";
     /// `list_streams` (nats-server: STREAM.LIST, every page) after the open.
     pub const STREAMS_LIST: &str = "streams: list time";
     /// As [`SUBJECTS_RSS_OPEN`].
@@ -81,6 +83,8 @@ pub mod names {
     pub const CONSUMERS_OPEN: &str = "consumers: open time";
     /// As [`SUBJECTS_START`].
     pub const CONSUMERS_START: &str = "consumers: open time from process start";
+    /// As [`STREAMS_FILES`].
+    pub const CONSUMERS_FILES: &str = "consumers: open files after open";
     /// As [`SUBJECTS_RSS_OPEN`].
     pub const CONSUMERS_RSS_OPEN: &str = "consumers: RSS after open";
 }
@@ -110,6 +114,14 @@ struct ProbeLine {
     rss_before: u64,
     /// Its resident bytes now.
     rss: u64,
+    /// Its open file descriptors now.
+    #[serde(default)]
+    fds: u64,
+}
+
+/// Open file descriptors of this process (`/proc/self/fd`).
+fn fd_count() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 
 /// Bytes as MiB.
@@ -148,6 +160,7 @@ pub async fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
         count: info.state.messages,
         rss_before,
         rss: rss_bytes().unwrap_or(0),
+        fds: fd_count(),
     })?;
     if args.list {
         let start = Instant::now();
@@ -158,6 +171,7 @@ pub async fn probe(args: &ProbeArgs) -> anyhow::Result<()> {
             count: streams.len() as u64,
             rss_before,
             rss: rss_bytes().unwrap_or(0),
+            fds: fd_count(),
         })?;
     }
     bus.close().await?;
@@ -247,14 +261,33 @@ pub(crate) async fn run(plan: &Plan, url: &str) -> anyhow::Result<Vec<Measuremen
     let parts: [(&str, u8); 3] = [("subjects", 0), ("streams", 1), ("consumers", 2)];
     for (part, which) in parts {
         let dir = base.join(part);
+        let mut measured = Vec::new();
         let result = match which {
-            0 => subjects(plan, &probe, &dir).await,
-            1 => streams(plan, &probe, &dir).await,
-            _ => consumers(plan, &probe, &dir).await,
+            0 => subjects(plan, &probe, &dir, &mut measured).await,
+            1 => streams(plan, &probe, &dir, &mut measured).await,
+            _ => consumers(plan, &probe, &dir, &mut measured).await,
         };
         let removed = std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove the W8 store {}", dir.display()));
-        rows.extend(result?);
+        // A part that fails (the store refuses more streams, the process
+        // runs out of file descriptors) is a finding: keep what it
+        // measured, say where it stopped, and go on with the next part.
+        if let Err(e) = result {
+            let last = measured
+                .iter()
+                .filter_map(|m| m.growth.as_ref().map(|g| g.size))
+                .max();
+            let after = last.map_or_else(
+                || "before its first step".to_owned(),
+                |n| format!("after {} {part}", count(n)),
+            );
+            eprintln!("W8 {part} stopped {after}: {e:#}");
+            measured.push(
+                Measurement::new("W8", &format!("{part}: stopped"), 0, 0, Duration::ZERO)
+                    .note(format!("stopped {after}: {e:#}")),
+            );
+        }
+        rows.extend(measured);
         removed?;
     }
     std::fs::remove_dir_all(&base).ok();
@@ -278,10 +311,14 @@ async fn publish_all(bus: &Bus, messages: Vec<Message>) -> anyhow::Result<()> {
 
 /// The subjects part: fill, and at each step measure the fill's memory and a
 /// fresh process's open.
-async fn subjects(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<Measurement>> {
-    let mut rows = Vec::new();
+async fn subjects(
+    plan: &Plan,
+    probe: &Path,
+    dir: &Path,
+    rows: &mut Vec<Measurement>,
+) -> anyhow::Result<()> {
     let Some(&last) = plan.w8.subjects.last() else {
-        return Ok(rows);
+        return Ok(());
     };
     let url = store_url(dir);
     let payload = Bytes::from_static(PAYLOAD);
@@ -339,6 +376,7 @@ async fn subjects(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<M
                 names::SUBJECTS_START,
                 names::SUBJECTS_RSS_OPEN,
             ],
+            None,
             "subjects",
             stop,
             &probed,
@@ -347,13 +385,20 @@ async fn subjects(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<M
     }
     bar.finish_and_clear();
     bus.close().await?;
-    Ok(rows)
+    Ok(())
 }
 
-/// The open rows of a probe: open time, open time from process start, RSS.
-fn open_rows(names: [&str; 3], axis: &str, size: u64, probed: &Probed) -> Vec<Measurement> {
+/// The open rows of a probe: open time, open time from process start,
+/// RSS, and open files when `files` names that row.
+fn open_rows(
+    names: [&str; 3],
+    files: Option<&str>,
+    axis: &str,
+    size: u64,
+    probed: &Probed,
+) -> Vec<Measurement> {
     let [open, start, rss] = names;
-    vec![
+    let mut rows = vec![
         Measurement::point(open, axis, size, probed.open.ms, "ms")
             .note("a fresh process: durabus::connect until the stream's info answers"),
         Measurement::point(start, axis, size, ms(probed.from_start), "ms")
@@ -362,7 +407,16 @@ fn open_rows(names: [&str; 3], axis: &str, size: u64, probed: &Probed) -> Vec<Me
             "a fresh process after the open; +{:.1} MiB over before connect",
             mib(probed.open.rss.saturating_sub(probed.open.rss_before))
         )),
-    ]
+    ];
+    if let Some(files) = files {
+        #[allow(clippy::cast_precision_loss)]
+        let fds = probed.open.fds as f64;
+        rows.push(
+            Measurement::point(files, axis, size, fds, "files")
+                .note("file descriptors of the fresh process after the open (/proc/self/fd)"),
+        );
+    }
+    rows
 }
 
 /// Creates streams `W8_<prefix><i>` for `i` in `from..to`, capturing
@@ -421,10 +475,14 @@ async fn time_cli_ls(cli: &Path, url: &str, streams: u64) -> anyhow::Result<Dura
 
 /// The streams part: at each step, a fresh process's open and
 /// `list_streams`, and `durabus stream ls`.
-async fn streams(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<Measurement>> {
-    let mut rows = Vec::new();
+async fn streams(
+    plan: &Plan,
+    probe: &Path,
+    dir: &Path,
+    rows: &mut Vec<Measurement>,
+) -> anyhow::Result<()> {
     let Some(&last) = plan.w8.streams.last() else {
-        return Ok(rows);
+        return Ok(());
     };
     let url = store_url(dir);
     let bar = plan.progress.bar("W8 streams", last);
@@ -444,6 +502,7 @@ async fn streams(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<Me
                 names::STREAMS_START,
                 names::STREAMS_RSS_OPEN,
             ],
+            Some(names::STREAMS_FILES),
             "streams",
             stop,
             &probed,
@@ -473,15 +532,19 @@ async fn streams(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<Me
         }
     }
     bar.finish_and_clear();
-    Ok(rows)
+    Ok(())
 }
 
 /// The consumers part: durable consumers spread over the streams, a fresh
 /// process's open at each step.
-async fn consumers(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<Measurement>> {
-    let mut rows = Vec::new();
+async fn consumers(
+    plan: &Plan,
+    probe: &Path,
+    dir: &Path,
+    rows: &mut Vec<Measurement>,
+) -> anyhow::Result<()> {
     let Some(&last) = plan.w8.consumers.last() else {
-        return Ok(rows);
+        return Ok(());
     };
     let url = store_url(dir);
     let spread = plan.w8.consumer_streams.max(1);
@@ -520,6 +583,7 @@ async fn consumers(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<
                 names::CONSUMERS_START,
                 names::CONSUMERS_RSS_OPEN,
             ],
+            Some(names::CONSUMERS_FILES),
             "consumers",
             stop,
             &probed,
@@ -530,7 +594,7 @@ async fn consumers(plan: &Plan, probe: &Path, dir: &Path) -> anyhow::Result<Vec<
         rows.extend(open);
     }
     bar.finish_and_clear();
-    Ok(rows)
+    Ok(())
 }
 
 #[cfg(test)]

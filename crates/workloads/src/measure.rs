@@ -69,7 +69,7 @@ impl Growth {
     /// `12.3 ms`, `41.0 MiB`, `57 B` for tables.
     pub fn cell(&self) -> String {
         match self.unit.as_str() {
-            "B" => format!("{:.0} B", self.value),
+            "B" | "files" => format!("{:.0} {}", self.value, self.unit),
             "ms" if self.value >= 100.0 => format!("{:.0} ms", self.value),
             unit => format!("{:.1} {unit}", self.value),
         }

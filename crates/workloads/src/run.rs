@@ -307,11 +307,26 @@ impl Bench {
             } else {
                 ""
             };
+            let what = if self.plan.workloads.iter().eq([&Workload::W8]) {
+                let w8 = &self.plan.w8;
+                let list = |v: &[u64]| {
+                    v.iter()
+                        .map(|n| system::count(*n))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                format!(
+                    "W8 at {} subjects, {} streams, {} consumers",
+                    list(&w8.subjects),
+                    list(&w8.streams),
+                    list(&w8.consumers)
+                )
+            } else {
+                format!("{} messages of {} bytes", self.plan.msgs, self.args.size)
+            };
             eprintln!(
-                "{peer} bench on {}{which}: {} messages of {} bytes",
-                durabus::redact(&self.url),
-                self.plan.msgs,
-                self.args.size
+                "{peer} bench on {}{which}: {what}",
+                durabus::redact(&self.url)
             );
         }
     }
