@@ -1342,4 +1342,27 @@ mod tests {
         assert_eq!(t[2].measured.as_ref().map(|m| m.1), Some(false));
         assert!(w8_targets(&[]).iter().all(|t| t.measured.is_none()));
     }
+
+    #[test]
+    fn a_w8_part_that_stopped_is_reported_with_its_reason() {
+        let mut stopped = row("durabus", "W8", "consumers: stopped", 0.0);
+        stopped.notes = "stopped after 10k consumers: Too many open files".into();
+        let rows = vec![
+            point(
+                "durabus",
+                "consumers: open time",
+                "consumers",
+                10_000,
+                50.0,
+                "ms",
+            ),
+            stopped,
+        ];
+        let md = markdown(&rows, &[], None, Charts::default());
+        assert!(
+            md.contains("- **durabus**: consumers: stopped: stopped after 10k consumers: Too many open files"),
+            "{md}"
+        );
+        assert!(!md.contains("## Figures"), "{md}");
+    }
 }
