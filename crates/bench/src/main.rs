@@ -1,12 +1,12 @@
 //! `durabus-bench`: the benchmark harness of docs/performance.md. `bench`
-//! runs W1-W7 on a durabus backend or on a peer (raw async-nats, Redis
+//! runs W1-W8 on a durabus backend or on a peer (raw async-nats, Redis
 //! Streams); `report` turns the JSON of several runs into one Markdown
 //! report with the targets checked and an SVG chart (`bench/compare` runs
 //! both). The workloads themselves are the `durabus-workloads` crate, which
 //! the product CLI's `durabus bench` runs too.
 //!
 //! Modules: [`run`] drives a bench over the peers of [`pair`], [`raw`],
-//! [`hub`] (with [`fanout`]) and [`redis`]; [`report`] reads results back
+//! [`hub`] (with [`fanout`]), [`redis`] and [`w8`] (nats-server's W8); [`report`] reads results back
 //! and imports none of them.
 
 mod fanout;
@@ -16,6 +16,7 @@ mod raw;
 mod redis;
 mod report;
 mod run;
+mod w8;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -47,9 +48,10 @@ struct Cli {
 
 /// The verbs.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Measure publish, group commit, replay and consume throughput,
-    /// latency, memory with a stalled consumer and open time (W1-W7). Runs
+    /// latency, memory with a stalled consumer, open time and costs as the store grows (W1-W8). Runs
     /// on a fresh temporary store unless --url or DURABUS_URL names one; on
     /// nats:// W3 and W6 are skipped, and --peer async-nats measures raw
     /// async-nats, --peer redis Redis Streams.
@@ -58,12 +60,17 @@ enum Command {
     /// into one Markdown table with the docs/performance.md targets checked,
     /// and an SVG chart (`bench/compare` runs it).
     Report(report::ReportArgs),
+    /// W8: open a store in a fresh process and report the open time and
+    /// memory as JSON lines (run by `bench --workloads w8` itself).
+    #[command(name = "w8-probe", hide = true)]
+    W8Probe(durabus_workloads::ProbeArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => run::run(cli.url.as_deref(), cli.json, args).await,
         Command::Report(args) => report::run(args),
+        Command::W8Probe(args) => durabus_workloads::probe(&args).await,
     }
 }
 

@@ -33,6 +33,10 @@ pub(crate) struct ReportArgs {
     /// Also draw the throughput chart as SVG here.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Also draw W8's curves (each cost against the store's size, durabus
+    /// and nats-server, and W6's memory samples) as SVG here.
+    #[arg(long, value_name = "FILE")]
+    w8_svg: Option<PathBuf>,
     /// A line about the machine and the run, put under the title.
     #[arg(long, value_name = "TEXT")]
     about: Option<String>,
@@ -54,7 +58,29 @@ struct Row {
     rss_mib: Option<f64>,
     /// W6: (messages so far, RSS growth in MiB) along the run.
     rss_samples: Vec<(u64, f64)>,
+    /// W8: the point of a curve.
+    growth: Option<Point>,
     notes: String,
+}
+
+/// One point of a W8 curve, as read back.
+#[derive(Debug, Clone, PartialEq)]
+struct Point {
+    axis: String,
+    size: u64,
+    value: f64,
+    unit: String,
+}
+
+impl Point {
+    /// The value for a table: `12.3 ms`, `41.0 MiB`, `57 B`.
+    fn cell(&self) -> String {
+        match self.unit.as_str() {
+            "B" | "files" => format!("{:.0} {}", self.value, self.unit),
+            "ms" if self.value >= 100.0 => format!("{:.0} ms", self.value),
+            unit => format!("{:.1} {unit}", self.value),
+        }
+    }
 }
 
 /// A comparison of a `--peer durabus,async-nats` run.
@@ -110,6 +136,15 @@ fn read(inputs: &[String]) -> anyhow::Result<(Vec<Row>, Vec<Ratio>)> {
                     .flatten()
                     .filter_map(|s| Some((s["messages"].as_u64()?, s["rss_growth_mib"].as_f64()?)))
                     .collect(),
+                growth: (|| {
+                    let g = &r["growth"];
+                    Some(Point {
+                        axis: g["axis"].as_str()?.to_owned(),
+                        size: g["size"].as_u64()?,
+                        value: g["value"].as_f64()?,
+                        unit: g["unit"].as_str().unwrap_or_default().to_owned(),
+                    })
+                })(),
                 notes: r["notes"].as_str().unwrap_or_default().to_owned(),
             });
         }
@@ -426,31 +461,49 @@ fn targets(rows: &[Row], ratios: &[Ratio]) -> Vec<Target> {
         }),
         missing: "needs nats (--peer durabus,async-nats)",
     });
+    t.extend(w8_targets(rows));
     t
 }
 
-fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, svg: Option<&str>) -> String {
+/// The SVG files a report links to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Charts<'a> {
+    /// The throughput chart.
+    throughput: Option<&'a str>,
+    /// W8's curves.
+    w8: Option<&'a str>,
+}
+
+fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, charts: Charts<'_>) -> String {
     let mut md = String::from("# durabus benchmarks\n\n");
     if let Some(a) = about {
         let _ = writeln!(md, "{a}\n");
     }
-    let cols = columns(rows);
-    let _ = writeln!(
-        md,
-        "## Figures\n\nMedians; msg/s unless the row says otherwise (W5: latency p50 / p99 / p99.9, W6: memory growth, W7: open time).\n"
-    );
-    let _ = writeln!(md, "| workload | what | {} |", cols.join(" | "));
-    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(cols.len()));
-    for (w, n) in lines(rows) {
-        let cells: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                rows.iter()
-                    .find(|r| r.column == *c && r.workload == w && r.name == n)
-                    .map_or_else(|| "".into(), cell)
-            })
-            .collect();
-        let _ = writeln!(md, "| {w} | {n} | {} |", cells.join(" | "));
+    // W8's points have a section of their own.
+    let figures: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.growth.is_none() && r.workload != "W8")
+        .cloned()
+        .collect();
+    if !figures.is_empty() {
+        let cols = columns(&figures);
+        let _ = writeln!(
+            md,
+            "## Figures\n\nMedians; msg/s unless the row says otherwise (W5: latency p50 / p99 / p99.9, W6: memory growth, W7: open time).\n"
+        );
+        let _ = writeln!(md, "| workload | what | {} |", cols.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---:|".repeat(cols.len()));
+        for (w, n) in lines(&figures) {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    rows.iter()
+                        .find(|r| r.column == *c && r.workload == w && r.name == n)
+                        .map_or_else(|| "".into(), cell)
+                })
+                .collect();
+            let _ = writeln!(md, "| {w} | {n} | {} |", cells.join(" | "));
+        }
     }
     let _ = writeln!(md, "\n## Targets (docs/performance.md)\n");
     let _ = writeln!(md, "| target | measured | holds |\n|---|---|---|");
@@ -480,7 +533,8 @@ fn markdown(rows: &[Row], ratios: &[Ratio], about: Option<&str>, svg: Option<&st
             }
         }
     }
-    if let Some(svg) = svg {
+    w8_section(&mut md, rows, charts.w8);
+    if let Some(svg) = charts.throughput {
         let _ = writeln!(md, "\n![throughput, msg/s, log scale]({svg})");
     }
     md
@@ -629,18 +683,343 @@ fn chart(rows: &[Row], path: &std::path::Path) -> anyhow::Result<()> {
     draw().map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
 }
 
+/// The curve of W6's memory samples in W8's chart.
+const W6_CURVE: &str = "W6: RSS growth with a stalled consumer";
+
+/// The nats-server column of W8 (`durabus-bench bench --peer nats-server`).
+const W8_NATS: &str = "nats-server";
+
+/// One panel of W8's chart: a cost against a size, one line per column.
+#[derive(Debug, Clone, PartialEq)]
+struct Curve {
+    /// The measure (a row's name).
+    name: String,
+    /// What the size counts: subjects, streams, consumers, messages.
+    axis: String,
+    /// The cost's unit.
+    unit: String,
+    /// Per column, its points (size, cost) by size.
+    lines: Vec<(String, Vec<(u64, f64)>)>,
+}
+
+/// W8's points (and W6's memory samples) as curves, in the order first seen,
+/// W6 last.
+fn curves(rows: &[Row]) -> Vec<Curve> {
+    let mut out: Vec<Curve> = Vec::new();
+    let mut add = |name: &str, axis: &str, unit: &str, column: &str, point: (u64, f64)| {
+        let i = match out.iter().position(|c| c.name == name) {
+            Some(i) => i,
+            None => {
+                out.push(Curve {
+                    name: name.to_owned(),
+                    axis: axis.to_owned(),
+                    unit: unit.to_owned(),
+                    lines: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let curve = &mut out[i];
+        match curve.lines.iter_mut().find(|(c, _)| c == column) {
+            Some((_, points)) => points.push(point),
+            None => curve.lines.push((column.to_owned(), vec![point])),
+        }
+    };
+    for r in rows {
+        if let Some(p) = &r.growth {
+            add(&r.name, &p.axis, &p.unit, &r.column, (p.size, p.value));
+        }
+    }
+    for r in rows.iter().filter(|r| r.workload == "W6") {
+        for &(n, mib) in &r.rss_samples {
+            add(W6_CURVE, "messages", "MiB", &r.column, (n, mib));
+        }
+    }
+    for c in &mut out {
+        for (_, points) in &mut c.lines {
+            points.sort_by_key(|p| p.0);
+        }
+    }
+    out
+}
+
+/// A log axis holding sizes `min..=max`: from the power of ten at or
+/// below the smallest to the one at or above the largest, one decade at
+/// least.
+fn decades(min: u64, max: u64) -> (f64, f64) {
+    #[allow(clippy::cast_precision_loss)]
+    let (lo, hi) = (min.max(1) as f64, max.max(1) as f64);
+    let low = 10f64.powf(lo.log10().floor());
+    let high = 10f64.powf(hi.log10().ceil()).max(low * 10.0);
+    (low, high)
+}
+
+/// The top of a linear axis from 0 holding `max`: a round number (1, 1.5,
+/// 2, 3, 5 or 7.5 times a power of ten) at least 10% above it.
+fn y_top(max: f64) -> f64 {
+    let want = (max * 1.1).max(f64::MIN_POSITIVE);
+    if !want.is_finite() || max <= 0.0 {
+        return 1.0;
+    }
+    let power = 10f64.powf(want.log10().floor());
+    [1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|top| *top >= want)
+        .unwrap_or(10.0 * power)
+}
+
+/// A size for an axis or a table: 1, 100, 10k, 1M, 2.5M.
+fn short(n: f64) -> String {
+    let (v, unit) = if n >= 1e6 {
+        (n / 1e6, "M")
+    } else if n >= 1e3 {
+        (n / 1e3, "k")
+    } else {
+        (n, "")
+    };
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}{unit}")
+    } else {
+        format!("{v:.1}{unit}")
+    }
+}
+
+/// The column of durabus's W8 points: the first with any that is not
+/// nats-server's.
+fn w8_column(rows: &[Row]) -> Option<&str> {
+    rows.iter()
+        .find(|r| r.growth.is_some() && r.column != W8_NATS)
+        .map(|r| r.column.as_str())
+}
+
+/// The point of measure `name` in `column` at the largest size measured,
+/// or at `size` when given.
+fn w8_point<'a>(rows: &'a [Row], column: &str, name: &str, size: Option<u64>) -> Option<&'a Point> {
+    rows.iter()
+        .filter(|r| r.column == column && r.name == name)
+        .filter_map(|r| r.growth.as_ref())
+        .filter(|p| size.is_none_or(|s| p.size == s))
+        .max_by_key(|p| p.size)
+}
+
+/// W8's targets of docs/performance.md.
+fn w8_targets(rows: &[Row]) -> Vec<Target> {
+    use durabus_workloads::growth::names;
+    let col = w8_column(rows).unwrap_or_default();
+    let point = |name, size| w8_point(rows, col, name, size);
+    let per_subject = point(names::SUBJECTS_BYTES, None);
+    let base = point(names::STREAMS_OPEN, Some(1));
+    let streams = point(names::STREAMS_OPEN, None);
+    let consumers = point(names::CONSUMERS_OPEN, None);
+    let list = point(names::STREAMS_LIST, None);
+    let times = |p: &Point, b: &Point| p.value / b.value.max(1e-9);
+    vec![
+        Target {
+            what: "W8 per-subject state <= 64 B resident per subject",
+            measured: per_subject.map(|p| {
+                (
+                    format!("{} ({} subjects, {col})", p.cell(), short_u(p.size)),
+                    p.value <= 64.0,
+                )
+            }),
+            missing: "needs a run with --workloads w8",
+        },
+        Target {
+            what: "W8 open with 10k streams and 100k consumers within 2x of a store with one",
+            measured: base.zip(streams).zip(consumers).map(|((b, s), c)| {
+                let (xs, xc) = (times(s, b), times(c, b));
+                (
+                    format!(
+                        "{} streams {xs:.1}x ({}), {} consumers {xc:.1}x ({}); one stream {}",
+                        short_u(s.size),
+                        s.cell(),
+                        short_u(c.size),
+                        c.cell(),
+                        b.cell()
+                    ),
+                    xs <= 2.0 && xc <= 2.0 && s.size >= 10_000 && c.size >= 100_000,
+                )
+            }),
+            missing: "needs a run with --workloads w8 whose --w8-streams starts at 1",
+        },
+        Target {
+            what: "W8 stream ls (list_streams) < 100 ms at 10k streams",
+            measured: list.map(|p| {
+                (
+                    format!("{} ({} streams)", p.cell(), short_u(p.size)),
+                    p.value < 100.0 && p.size >= 10_000,
+                )
+            }),
+            missing: "needs a run with --workloads w8",
+        },
+    ]
+}
+
+/// [`short`] of a count.
+fn short_u(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    short(n as f64)
+}
+
+/// What W8's section says before its table.
+const W8_ABOUT: &str = "Each cost against the size of the store (docs/performance.md \
+    \"W8\"): durabus opens its stores in a fresh process; nats-server is stopped \
+    (SIGTERM) and started again on its store, timed from the new process's start. \
+    Memory is resident memory (durabus: of the process; nats-server: its VmRSS).";
+
+/// W8: a table of every curve's points, a column per peer.
+fn w8_section(md: &mut String, rows: &[Row], svg: Option<&str>) {
+    let w8: Vec<Curve> = curves(rows)
+        .into_iter()
+        .filter(|c| c.name != W6_CURVE)
+        .collect();
+    // A part that failed says where it stopped.
+    let stopped: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.workload == "W8" && r.growth.is_none())
+        .collect();
+    if w8.is_empty() && stopped.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n## W8: costs as the store grows\n\n{W8_ABOUT}\n");
+    for r in &stopped {
+        let _ = writeln!(md, "- **{}**: {}: {}", r.column, r.name, r.notes);
+    }
+    if !stopped.is_empty() {
+        md.push('\n');
+    }
+    if let Some(svg) = svg {
+        let _ = writeln!(md, "![W8: cost against size, log x axis]({svg})\n");
+    }
+    let mut cols: Vec<&str> = Vec::new();
+    for c in &w8 {
+        for (col, _) in &c.lines {
+            if !cols.contains(&col.as_str()) {
+                cols.push(col);
+            }
+        }
+    }
+    let _ = writeln!(md, "| measure | size | {} |", cols.join(" | "));
+    let _ = writeln!(md, "|---|---:|{}", "---:|".repeat(cols.len()));
+    for c in &w8 {
+        let mut sizes: Vec<u64> = c
+            .lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.0))
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|col| {
+                    w8_point(rows, col, &c.name, Some(size)).map_or_else(String::new, Point::cell)
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} {} | {} |",
+                c.name,
+                short_u(size),
+                c.axis,
+                cells.join(" | ")
+            );
+        }
+    }
+}
+
+/// W8's curves (and W6's memory samples): a panel per measure, cost
+/// against size on a log x axis, a line per column (durabus, nats-server).
+fn w8_chart(rows: &[Row], path: &std::path::Path) -> anyhow::Result<()> {
+    let all = curves(rows);
+    if all.is_empty() {
+        bail!("no W8 points (or W6 samples) to draw");
+    }
+    let mut cols: Vec<String> = Vec::new();
+    for c in &all {
+        for (col, _) in &c.lines {
+            if !cols.contains(col) {
+                cols.push(col.clone());
+            }
+        }
+    }
+    let panels_down = all.len().div_ceil(2);
+    let height = u32::try_from(panels_down * 300).unwrap_or(6000);
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let areas = root.split_evenly((panels_down, 2));
+        for (curve, area) in all.iter().zip(areas.iter()) {
+            let sizes = curve.lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.0));
+            let (min, max) = sizes.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+            let (x0, x1) = decades(min, max);
+            let top = y_top(
+                curve
+                    .lines
+                    .iter()
+                    .flat_map(|(_, p)| p.iter().map(|p| p.1))
+                    .fold(0.0, f64::max),
+            );
+            let mut c = ChartBuilder::on(area)
+                .caption(&curve.name, ("sans-serif", 15))
+                .margin(12)
+                .x_label_area_size(32)
+                .y_label_area_size(55)
+                .build_cartesian_2d((x0..x1).log_scale(), 0f64..top)?;
+            c.configure_mesh()
+                .x_desc(format!("{} (log scale)", curve.axis))
+                .y_desc(curve.unit.as_str())
+                .x_label_formatter(&|v| short(*v))
+                .draw()?;
+            for (col, points) in &curve.lines {
+                let ci = cols.iter().position(|c| c == col).unwrap_or(0);
+                let color = Palette99::pick(ci).to_rgba();
+                #[allow(clippy::cast_precision_loss)]
+                let xy: Vec<(f64, f64)> = points.iter().map(|&(n, v)| (n as f64, v)).collect();
+                c.draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?
+                    .label(col.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+                    });
+                c.draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            }
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
+}
+
 /// Runs `durabus-bench report`.
 pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
     let (rows, ratios) = read(&args.inputs)?;
-    if let Some(svg) = &args.svg {
+    // A report of W8 alone has no throughput to chart.
+    let throughput = args.svg.as_ref().filter(|_| {
+        rows.iter()
+            .any(|r| r.growth.is_none() && r.msgs_per_sec > 0.0 && r.workload != "W6")
+    });
+    if let Some(svg) = throughput {
         chart(&rows, svg)?;
     }
-    let svg_name = args
-        .svg
-        .as_ref()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned());
-    let md = markdown(&rows, &ratios, args.about.as_deref(), svg_name.as_deref());
+    if let Some(svg) = &args.w8_svg {
+        w8_chart(&rows, svg)?;
+    }
+    let name = |p: Option<&PathBuf>| {
+        p.and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    let (svg_name, w8_name) = (name(throughput), name(args.w8_svg.as_ref()));
+    let charts = Charts {
+        throughput: svg_name.as_deref(),
+        w8: w8_name.as_deref(),
+    };
+    let md = markdown(&rows, &ratios, args.about.as_deref(), charts);
     match &args.out {
         Some(path) => {
             std::fs::write(path, md).with_context(|| format!("cannot write {}", path.display()))?
@@ -672,6 +1051,7 @@ mod tests {
             latency: None,
             rss_mib: None,
             rss_samples: Vec::new(),
+            growth: None,
             notes: String::new(),
         }
     }
@@ -693,7 +1073,7 @@ mod tests {
             .find(|t| t.what.contains("Redis pipelined"))
             .unwrap();
         assert!(redis.measured.is_none());
-        let md = markdown(&rows, &[], Some("test machine"), None);
+        let md = markdown(&rows, &[], Some("test machine"), Charts::default());
         assert!(md.contains("| W1 | publish | 1.00M | 10.0k |"), "{md}");
         assert!(
             md.contains("not measured (needs file-none and a redis run)"),
@@ -735,7 +1115,7 @@ mod tests {
             w6.measured,
             Some(("+2.5 MiB (10.00M messages)".to_owned(), true))
         );
-        let md = markdown(&[r], &[], None, None);
+        let md = markdown(&[r], &[], None, Charts::default());
         assert!(md.contains("| file-none | 100.00M | +70.0 MiB |"), "{md}");
         assert!(md.contains("| file-none | 10.00M | +2.5 MiB |"), "{md}");
     }
@@ -811,7 +1191,7 @@ mod tests {
             "{text}"
         );
         assert!(measured("hub W4 >= 3x nats-server, ordered").is_none());
-        let md = markdown(&rows, &[], None, None);
+        let md = markdown(&rows, &[], None, Charts::default());
         assert!(md.contains("## Hub vs nats-server"), "{md}");
         assert!(
             md.contains("| workload | what | nats-server | async-nats/hub-none | / nats-server | async-nats/hub-always | / nats-server | target |"),
@@ -827,5 +1207,162 @@ mod tests {
             md.contains("| pubsub | core fan-out, 1 publisher -> 4 subscribers | 1.00M | 900.0k (5% dropped) | 0.90x | | | >= 0.8x, no drops |"),
             "{md}"
         );
+    }
+
+    fn point(column: &str, name: &str, axis: &str, size: u64, value: f64, unit: &str) -> Row {
+        let mut r = row(column, "W8", name, 0.0);
+        r.messages = size;
+        r.growth = Some(Point {
+            axis: axis.into(),
+            size,
+            value,
+            unit: unit.into(),
+        });
+        r
+    }
+
+    #[test]
+    fn w8_log_axes_span_whole_decades_around_the_sizes() {
+        assert_eq!(decades(1, 10_000), (1.0, 10_000.0));
+        assert_eq!(decades(10_000, 1_000_000), (10_000.0, 1_000_000.0));
+        assert_eq!(decades(100, 3_000_000), (100.0, 10_000_000.0));
+        // One size still gets a decade to sit in.
+        assert_eq!(decades(1000, 1000), (1000.0, 10_000.0));
+        assert_eq!(decades(0, 0), (1.0, 10.0));
+    }
+
+    #[test]
+    fn w8_value_axes_end_at_a_round_number_above_the_largest_cost() {
+        assert_eq!(y_top(45.0), 50.0);
+        assert_eq!(y_top(50.0), 75.0);
+        assert_eq!(y_top(0.9), 1.0);
+        assert_eq!(y_top(130.0), 150.0);
+        assert_eq!(y_top(0.0), 1.0);
+        for max in [0.013, 7.0, 99.0, 1234.5, 9e6] {
+            let top = y_top(max);
+            assert!(top >= max * 1.1 && top <= max * 11.0, "{max} -> {top}");
+        }
+    }
+
+    #[test]
+    fn w8_curves_put_both_peers_on_one_panel_per_measure_sorted_by_size() {
+        let open = "subjects: open time from process start";
+        let mut w6 = row("file-none", "W6", "publish with a stalled consumer", 1e6);
+        w6.rss_samples = vec![(1_000_000, 1.0), (10_000_000, 2.0)];
+        let rows = vec![
+            point("durabus", open, "subjects", 100_000, 30.0, "ms"),
+            point("durabus", open, "subjects", 10_000, 20.0, "ms"),
+            point("nats-server", open, "subjects", 10_000, 90.0, "ms"),
+            point("durabus", "streams: list time", "streams", 1, 0.1, "ms"),
+            w6,
+        ];
+        let c = curves(&rows);
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [open, "streams: list time", W6_CURVE]);
+        assert_eq!(
+            c[0].lines,
+            vec![
+                ("durabus".to_owned(), vec![(10_000, 20.0), (100_000, 30.0)]),
+                ("nats-server".to_owned(), vec![(10_000, 90.0)]),
+            ]
+        );
+        assert_eq!(c[2].axis, "messages");
+        let md = markdown(&rows, &[], None, Charts::default());
+        assert!(
+            md.contains("| measure | size | durabus | nats-server |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("| {open} | 10k subjects | 20.0 ms | 90.0 ms |")),
+            "{md}"
+        );
+        // W8's points stay out of the throughput table.
+        assert!(!md.contains("| W8 |"), "{md}");
+    }
+
+    #[test]
+    fn w8_targets_judge_the_largest_store_against_the_one_with_one_stream() {
+        use durabus_workloads::growth::names;
+        let rows = vec![
+            point(
+                "durabus",
+                names::SUBJECTS_BYTES,
+                "subjects",
+                100_000,
+                120.0,
+                "B",
+            ),
+            point(
+                "durabus",
+                names::SUBJECTS_BYTES,
+                "subjects",
+                1_000_000,
+                48.0,
+                "B",
+            ),
+            point(
+                "nats-server",
+                names::SUBJECTS_BYTES,
+                "subjects",
+                1_000_000,
+                300.0,
+                "B",
+            ),
+            point("durabus", names::STREAMS_OPEN, "streams", 1, 10.0, "ms"),
+            point(
+                "durabus",
+                names::STREAMS_OPEN,
+                "streams",
+                10_000,
+                15.0,
+                "ms",
+            ),
+            point(
+                "durabus",
+                names::CONSUMERS_OPEN,
+                "consumers",
+                100_000,
+                45.0,
+                "ms",
+            ),
+            point("durabus", names::STREAMS_LIST, "streams", 1000, 5.0, "ms"),
+        ];
+        let t = w8_targets(&rows);
+        assert_eq!(
+            t[0].measured,
+            Some(("48 B (1M subjects, durabus)".to_owned(), true))
+        );
+        let (text, holds) = t[1].measured.clone().unwrap();
+        assert!(!holds, "{text}");
+        assert!(
+            text.contains("10k streams 1.5x") && text.contains("100k consumers 4.5x"),
+            "{text}"
+        );
+        // Fast, but not measured at 10k streams: the target is not met.
+        assert_eq!(t[2].measured.as_ref().map(|m| m.1), Some(false));
+        assert!(w8_targets(&[]).iter().all(|t| t.measured.is_none()));
+    }
+
+    #[test]
+    fn a_w8_part_that_stopped_is_reported_with_its_reason() {
+        let mut stopped = row("durabus", "W8", "consumers: stopped", 0.0);
+        stopped.notes = "stopped after 10k consumers: Too many open files".into();
+        let rows = vec![
+            point(
+                "durabus",
+                "consumers: open time",
+                "consumers",
+                10_000,
+                50.0,
+                "ms",
+            ),
+            stopped,
+        ];
+        let md = markdown(&rows, &[], None, Charts::default());
+        assert!(
+            md.contains("- **durabus**: consumers: stopped: stopped after 10k consumers: Too many open files"),
+            "{md}"
+        );
+        assert!(!md.contains("## Figures"), "{md}");
     }
 }

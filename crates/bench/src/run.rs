@@ -6,7 +6,9 @@
 //! `--peer redis --redis-url redis://host:port` measures W1-W4 on Redis
 //! Streams (see [`redis`]); `--peer async-nats,hub` measures the hub
 //! (`durabus serve`, started by the bench) beside the nats-server of --url
-//! with the same raw async-nats client, interleaved (see [`hub`]). Every run
+//! with the same raw async-nats client, interleaved (see [`hub`]);
+//! `--peer nats-server --workloads w8` measures W8 on a nats-server the
+//! bench starts and restarts (see [`w8`]). Every run
 //! uses streams, subjects and keys of its own and deletes them afterwards.
 
 use std::path::PathBuf;
@@ -14,10 +16,10 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use comfy_table::{modifiers, presets, Table};
-use durabus_workloads::{Bench, Where};
+use durabus_workloads::{Bench, Where, Workload};
 
 use crate::hub::{self, HubProcess};
-use crate::{pair, raw, redis};
+use crate::{pair, raw, redis, w8};
 
 /// Who runs the workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,6 +35,9 @@ pub(crate) enum Peer {
     /// core pub/sub fan-out; with async-nats, the nats-server of --url
     /// beside it, interleaved.
     Hub,
+    /// W8 alone, on a nats-server the bench starts (and restarts) itself
+    /// over a fresh store (--nats-server-bin), through raw async-nats.
+    NatsServer,
 }
 
 /// Arguments of `durabus-bench bench`.
@@ -84,6 +89,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "URL", conflicts_with_all = ["hub_bin", "hub_durability"])]
     hub_url: Option<String>,
 
+    /// With --peer nats-server: the nats-server binary [default:
+    /// nats-server on PATH, else /usr/sbin/nats-server].
+    #[arg(long, value_name = "PATH")]
+    nats_server_bin: Option<PathBuf>,
+
     /// With --peer hub: W2's JetStream acks in flight (a sliding window).
     #[arg(long, default_value_t = 256, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -115,6 +125,9 @@ pub(crate) async fn run(url: Option<&str>, json: bool, args: RunArgs) -> anyhow:
     if args.peers.contains(&Peer::Hub) {
         return run_hub(url, json, args).await;
     }
+    if args.peers.contains(&Peer::NatsServer) {
+        return run_nats_w8(json, args).await;
+    }
     let at = match redis_url {
         Some(url) => Where::Server {
             url,
@@ -123,6 +136,9 @@ pub(crate) async fn run(url: Option<&str>, json: bool, args: RunArgs) -> anyhow:
         None => Where::Bus(url),
     };
     let mut bench = Bench::new(&args.common, at, json)?;
+    // W8 times `durabus stream ls` with the binary next to this one.
+    let cli = args.hub_bin.clone().unwrap_or_else(hub::default_bin);
+    bench.plan.w8.cli = cli.is_file().then_some(cli);
     let mut peers: Vec<Peer> = Vec::new();
     for p in &args.peers {
         if !peers.contains(p) {
@@ -163,6 +179,42 @@ pub(crate) async fn run(url: Option<&str>, json: bool, args: RunArgs) -> anyhow:
         bench.end_run(results);
     }
     bench.finish(Some((pair::DURABUS, pair::RAW)), table())
+}
+
+/// The nats-server binary: `--nats-server-bin`, else the one on PATH, else
+/// Debian's.
+fn nats_server_bin(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+    })
+}
+
+/// `--peer nats-server --workloads w8`: W8 on a nats-server of the bench's own.
+async fn run_nats_w8(json: bool, args: RunArgs) -> anyhow::Result<()> {
+    if args.peers.len() != 1 {
+        bail!("--peer nats-server runs alone (W8 on a nats-server the bench starts)");
+    }
+    if args.common.workloads != [Workload::W8] {
+        bail!("--peer nats-server measures W8 only: give --workloads w8");
+    }
+    let bin = nats_server_bin(args.nats_server_bin.clone());
+    let at = Where::Server {
+        url: "nats-server (started by the bench)",
+        backend: w8::NATS_SERVER,
+    };
+    let mut bench = Bench::new(&args.common, at, json)?;
+    bench.announce(w8::NATS_SERVER);
+    for run in 1..=bench.runs() {
+        bench.begin_run(run);
+        let results = w8::run(&bench.plan, &bin).await?;
+        bench.end_run(results);
+    }
+    bench.finish(None, table())
 }
 
 /// `--peer hub` (the hubs alone) or `--peer async-nats,hub` (beside the

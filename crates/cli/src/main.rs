@@ -142,7 +142,7 @@ enum Command {
     /// (bytes of segment files scanned) is drawn on stderr.
     Repair(repair::RepairArgs),
     /// Measure publish, group commit, replay and consume throughput,
-    /// latency, memory with a stalled consumer and open time (W1-W7). Runs
+    /// latency, memory with a stalled consumer, open time and costs as the store grows (W1-W8). Runs
     /// on a fresh temporary store unless --url or DURABUS_URL names one; on
     /// nats:// W3 and W6 are skipped.
     ///
@@ -160,6 +160,10 @@ enum Command {
     /// command holding a file: store, it shares it with the durabus
     /// commands run beside it; a store another process holds is refused.
     Serve(serve::ServeArgs),
+    /// W8 of `durabus bench`: open a store in a fresh process and report
+    /// the open time and memory as JSON lines (run by the bench itself).
+    #[command(name = "w8-probe", hide = true)]
+    W8Probe(durabus_workloads::ProbeArgs),
 }
 
 /// The backend URL the flags and the environment name, in this order:
@@ -199,6 +203,7 @@ async fn run(global: session::Global, command: Command) -> anyhow::Result<()> {
         Command::Repair(args) => repair::run(global, args),
         Command::Bench(args) => bench::run(global, args).await,
         Command::Serve(args) => serve::run(global, args).await,
+        Command::W8Probe(args) => durabus_workloads::probe(&args).await,
     }
 }
 

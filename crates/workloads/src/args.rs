@@ -25,6 +25,11 @@ pub enum Workload {
     /// Time to open a stream of --open-size bytes after a clean close
     /// (embedded file: only; not in the default set, as it writes that much).
     W7,
+    /// Costs that must not grow with the store: memory per distinct
+    /// subject, open and list time with many streams and consumers
+    /// (embedded file: only; not in the default set, as it fills stores of
+    /// millions of subjects and thousands of streams).
+    W8,
 }
 
 /// The arguments of a bench run that do not name a peer.
@@ -75,6 +80,32 @@ pub struct BenchArgs {
     #[arg(long, default_value = "1GiB", value_name = "BYTES", value_parser = size)]
     pub open_size: u64,
 
+    /// W8: distinct subjects at which to measure memory and open time,
+    /// comma-separated, ascending (one stream fills up to the last) [10M:
+    /// about 1 GB of disk].
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000",
+          value_name = "N,...", value_parser = clap::value_parser!(u64).range(1..))]
+    pub w8_subjects: Vec<u64>,
+
+    /// W8: stream counts at which to measure open and list time,
+    /// comma-separated, ascending (one message each; 1 is the baseline the
+    /// targets compare with).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000",
+          value_name = "N,...", value_parser = clap::value_parser!(u64).range(1..))]
+    pub w8_streams: Vec<u64>,
+
+    /// W8: durable consumer counts at which to measure open time,
+    /// comma-separated, ascending, spread evenly over --w8-consumer-streams
+    /// streams.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000",
+          value_name = "N,...", value_parser = clap::value_parser!(u64).range(1..))]
+    pub w8_consumers: Vec<u64>,
+
+    /// W8: the streams the consumers of --w8-consumers are spread over.
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub w8_consumer_streams: u64,
+
     /// Repeat the workloads this many times and report each one's median run.
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -115,6 +146,46 @@ pub fn size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(multiplier)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// The sizes W8 measures at, and the executables it runs.
+#[derive(Debug, Clone, Default)]
+pub struct W8Plan {
+    /// Distinct subjects, ascending.
+    pub subjects: Vec<u64>,
+    /// Stream counts, ascending.
+    pub streams: Vec<u64>,
+    /// Durable consumer counts, ascending.
+    pub consumers: Vec<u64>,
+    /// The streams the consumers are spread over.
+    pub consumer_streams: u64,
+    /// An executable with the hidden `w8-probe` subcommand (`durabus` or
+    /// `durabus-bench`): this one, unless told.
+    pub probe: Option<PathBuf>,
+    /// The `durabus` binary whose `stream ls` is timed end to end (none:
+    /// no such row).
+    pub cli: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// W8's sizes, each list sorted and without repeats; no executables
+    /// named (the caller sets them).
+    pub fn w8_plan(&self) -> W8Plan {
+        let sorted = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        W8Plan {
+            subjects: sorted(&self.w8_subjects),
+            streams: sorted(&self.w8_streams),
+            consumers: sorted(&self.w8_consumers),
+            consumer_streams: self.w8_consumer_streams,
+            probe: None,
+            cli: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use durabus::embedded::Durability;
 use durabus::{BackendUrl, Bus, Message, ReplayOptions, StreamConfig};
 use indicatif::ProgressBar;
 
-use crate::args::Workload;
+use crate::args::{W8Plan, Workload};
 use crate::measure::{tick, Measurement, Progress};
 
 /// Concurrent publishers in the second half of W3.
@@ -44,6 +44,8 @@ pub struct Plan {
     pub payload: Bytes,
     /// The payload of W6's messages.
     pub stall_payload: Bytes,
+    /// W8's sizes and executables.
+    pub w8: W8Plan,
     /// Where progress bars go.
     pub progress: Progress,
     /// Unique per run (process id, start time, run number), so runs on one

@@ -1,4 +1,4 @@
-//! The workloads W1-W7 of `docs/performance.md`, measured on any durabus
+//! The workloads W1-W8 of `docs/performance.md`, measured on any durabus
 //! backend, and the run that repeats them and reports the medians.
 //!
 //! The workloads are functions over [`durabus::Bus`], so every backend (the
@@ -14,18 +14,21 @@
 //!
 //! Modules import one way: [`args`] (the command line) and [`measure`] (the
 //! rows) know no other module; [`bus`] (W1-W4) and [`system`] (W5-W7) build
-//! on them; [`run`] drives them all.
+//! on them, and [`growth`] (W8) on [`bus`] and [`system`]; [`run`] drives
+//! them all.
 
 pub mod args;
 pub mod bus;
+pub mod growth;
 pub mod measure;
 pub mod run;
 pub mod system;
 
-pub use args::{BenchArgs, Workload};
+pub use args::{BenchArgs, W8Plan, Workload};
 pub use bus::{
     clean_up, consume_all, open_with_stream, publish_batched, publish_each, replay_all, Plan,
     W3_GROUP_FACTOR,
 };
-pub use measure::{tick, Latency, Measurement, Progress, RssSample};
+pub use growth::{probe, ProbeArgs};
+pub use measure::{tick, Growth, Latency, Measurement, Progress, RssSample};
 pub use run::{compare, Bench, Comparison, Where};

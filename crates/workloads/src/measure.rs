@@ -44,8 +44,36 @@ pub struct Measurement {
     /// `messages`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rss_samples: Vec<RssSample>,
+    /// W8: one point of a cost-against-size curve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth: Option<Growth>,
     /// Context: durability, ratio to the fdatasync baseline, ...
     pub notes: String,
+}
+
+/// One point of a W8 curve: what a cost was (`value` in `unit`) when
+/// the store held `size` of `axis` (subjects, streams, consumers).
+#[derive(Debug, Clone, Serialize)]
+pub struct Growth {
+    /// What grows: `subjects`, `streams` or `consumers`.
+    pub axis: String,
+    /// How many of them the store held.
+    pub size: u64,
+    /// The cost measured.
+    pub value: f64,
+    /// Its unit: `ms`, `MiB` or `B`.
+    pub unit: String,
+}
+
+impl Growth {
+    /// `12.3 ms`, `41.0 MiB`, `57 B` for tables.
+    pub fn cell(&self) -> String {
+        match self.unit.as_str() {
+            "B" | "files" => format!("{:.0} {}", self.value, self.unit),
+            "ms" if self.value >= 100.0 => format!("{:.0} ms", self.value),
+            unit => format!("{:.1} {unit}", self.value),
+        }
+    }
 }
 
 /// Resident memory growth after so many messages (W6).
@@ -84,6 +112,7 @@ impl Measurement {
             latency: None,
             rss_growth_mib: None,
             rss_samples: Vec::new(),
+            growth: None,
             notes: String::new(),
         }
     }
@@ -93,6 +122,27 @@ impl Measurement {
     pub fn note(mut self, note: impl Into<String>) -> Self {
         self.notes = note.into();
         self
+    }
+
+    /// A W8 row: the cost `name` was `value` `unit` at `size` of `axis`
+    /// (`messages` is the size; the rates are 0).
+    pub fn point(name: &str, axis: &str, size: u64, value: f64, unit: &str) -> Self {
+        let mut m = Self::new("W8", name, size, 0, Duration::ZERO);
+        m.seconds = 0.0;
+        m.msgs_per_sec = 0.0;
+        m.growth = Some(Growth {
+            axis: axis.to_owned(),
+            size,
+            value,
+            unit: unit.to_owned(),
+        });
+        m
+    }
+
+    /// What the median of several runs is taken over: the cost of a W8
+    /// point, the rate of the others.
+    pub(crate) fn median_key(&self) -> f64 {
+        self.growth.as_ref().map_or(self.msgs_per_sec, |g| g.value)
     }
 
     /// Sort key: the workload order of `docs/performance.md`, baseline before W3.
@@ -105,7 +155,8 @@ impl Measurement {
             "W4" => 5,
             "W5" => 6,
             "W6" => 7,
-            _ => 8,
+            "W7" => 8,
+            _ => 9,
         }
     }
 }
@@ -212,6 +263,22 @@ pub(crate) fn table(results: &[Measurement], mut table: Table) -> Table {
     for m in results {
         #[allow(clippy::cast_precision_loss)] // display only
         let messages = m.messages as f64;
+        if let Some(g) = &m.growth {
+            #[allow(clippy::cast_precision_loss)] // display only
+            let size = g.size as f64;
+            table.add_row([
+                m.workload.clone(),
+                m.peer.clone(),
+                m.name.clone(),
+                format!("{} {}", thousands(size), g.axis),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                format!("{}; {}", g.cell(), m.notes),
+            ]);
+            continue;
+        }
         table.add_row([
             m.workload.clone(),
             m.peer.clone(),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::args::{BenchArgs, Workload};
 use crate::bus::{run_async_workloads, run_sync_workloads, with_durability, Plan};
 use crate::measure::{self, Measurement, Progress};
-use crate::system;
+use crate::{growth, system};
 
 /// Where a bench runs.
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +145,7 @@ fn medians(runs: Vec<Vec<Measurement>>) -> Vec<Measurement> {
     columns
         .into_iter()
         .filter_map(|mut column| {
-            column.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+            column.sort_by(|a, b| a.median_key().total_cmp(&b.median_key()));
             let middle = column.len() / 2;
             let mut m = column.into_iter().nth(middle)?;
             if count > 1 {
@@ -198,6 +198,7 @@ impl Bench {
             batch: args.batch,
             payload: Bytes::from(vec![b'x'; args.size]),
             stall_payload: Bytes::from(vec![b'x'; args.stall_size.unwrap_or(args.size)]),
+            w8: args.w8_plan(),
             progress: Progress::new(visible),
             tag: process.clone(),
         };
@@ -289,17 +290,43 @@ impl Bench {
                 reason: "only on file: W7 measures opening an embedded store from disk",
             });
         }
+        // A nats-server the bench starts itself measures W8 (its peer).
+        if backend != "file"
+            && backend != "nats-server"
+            && self.plan.workloads.remove(&Workload::W8)
+        {
+            self.skipped.push(Skipped {
+                workload: "W8",
+                reason: "only on file: W8 measures embedded stores as they grow (durabus-bench \
+                         --peer nats-server measures nats-server)",
+            });
+        }
         if !self.json {
             let which = if self.temp.is_some() {
                 " (temporary, removed afterwards)"
             } else {
                 ""
             };
+            let what = if self.plan.workloads.iter().eq([&Workload::W8]) {
+                let w8 = &self.plan.w8;
+                let list = |v: &[u64]| {
+                    v.iter()
+                        .map(|n| system::count(*n))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                format!(
+                    "W8 at {} subjects, {} streams, {} consumers",
+                    list(&w8.subjects),
+                    list(&w8.streams),
+                    list(&w8.consumers)
+                )
+            } else {
+                format!("{} messages of {} bytes", self.plan.msgs, self.args.size)
+            };
             eprintln!(
-                "{peer} bench on {}{which}: {} messages of {} bytes",
-                durabus::redact(&self.url),
-                self.plan.msgs,
-                self.args.size
+                "{peer} bench on {}{which}: {what}",
+                durabus::redact(&self.url)
             );
         }
     }
@@ -311,7 +338,7 @@ impl Bench {
 
     /// One run's rows, measured by durabus: W1, W2 and W4 by `peers` instead
     /// when given (a peer's rows, on [`Bench::async_url`]); W3 by durabus;
-    /// W5-W7 by durabus when no peer measured.
+    /// W5-W8 by durabus when no peer measured.
     pub async fn measure<F>(&self, peers: Option<F>) -> anyhow::Result<Vec<Measurement>>
     where
         F: std::future::Future<Output = anyhow::Result<Vec<Measurement>>>,
@@ -330,7 +357,7 @@ impl Bench {
             let url = with_durability(&self.url, "always", true);
             results.extend(run_sync_workloads(plan, &url).await?);
         }
-        // W5-W7 are durabus's alone (no peer runs them).
+        // W5-W8 are durabus's alone (no peer runs them here).
         if alone {
             let url = self.async_url();
             if plan.workloads.contains(&Workload::W5) {
@@ -341,6 +368,9 @@ impl Bench {
             }
             if plan.workloads.contains(&Workload::W7) {
                 results.push(system::open_time(plan, &url, self.args.open_size).await?);
+            }
+            if plan.workloads.contains(&Workload::W8) {
+                results.extend(growth::run(plan, &url).await?);
             }
         }
         Ok(results)

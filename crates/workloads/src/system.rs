@@ -70,14 +70,14 @@ pub(crate) async fn latency(plan: &Plan, url: &str) -> anyhow::Result<Measuremen
 }
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`).
-fn rss_bytes() -> Option<u64> {
+pub(crate) fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
 
 /// `n` as 10M, 500k or 1234.
-fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     if n >= 1_000_000 && n % 1_000_000 == 0 {
         format!("{}M", n / 1_000_000)
     } else if n >= 1000 && n % 1000 == 0 {
