@@ -59,8 +59,7 @@ impl Checkpoint {
         let mut out = Vec::new();
         out.extend_from_slice(CHECKPOINT_MAGIC);
         out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-        let body = postcard::to_stdvec(self)?;
-        out.extend_from_slice(&body);
+        let mut out = postcard::to_extend(self, out)?;
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)

@@ -54,7 +54,7 @@ impl Stream {
             // Read-only stores write no derived files.
             return Ok(());
         }
-        let (bytes, file, to_index) = {
+        let (ckpt, file, to_index) = {
             let mut g = self.lock();
             if g.poisoned.is_some() {
                 return Ok(());
@@ -67,14 +67,16 @@ impl Stream {
                 .filter(|s| !s.indexed)
                 .map(|s| (s.base, s.index.clone()))
                 .collect();
-            let bytes = g
-                .checkpoint()
-                .encode()
-                .map_err(|e| Error::internal(format!("encoding checkpoint: {e}")))?;
             g.ckpt_at = g.appended;
-            g.ckpt_len = bytes.len() as u64;
-            (bytes, g.active.file.clone(), to_index)
+            (g.checkpoint(), g.active.file.clone(), to_index)
         };
+        // Encoded outside the lock: a table of millions of subjects takes
+        // a while.
+        let bytes = ckpt
+            .encode()
+            .map_err(|e| Error::internal(format!("encoding checkpoint: {e}")))?;
+        drop(ckpt);
+        self.lock().ckpt_len = bytes.len() as u64;
         let segdir = self.dir.join("segments");
         for (base, index) in &to_index {
             match segment::write_index(storage, &segdir, *base, index) {
