@@ -59,6 +59,7 @@
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod bench;
+mod catalog;
 mod checkpoint;
 mod clock;
 mod consumer;
@@ -76,6 +77,7 @@ mod record;
 mod replay;
 mod router;
 mod segment;
+mod slot;
 mod storage;
 mod store;
 mod stream;
