@@ -120,7 +120,10 @@ impl Slot {
 
     /// Whether one of its subjects matches the publish subject `subj`.
     pub(crate) fn captures(&self, subj: &str) -> bool {
-        self.meta().subjects.iter().any(|f| subject::matches(f, subj))
+        self.meta()
+            .subjects
+            .iter()
+            .any(|f| subject::matches(f, subj))
     }
 
     /// Its effective subjects.

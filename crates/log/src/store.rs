@@ -21,8 +21,8 @@ use crate::catalog;
 use crate::consumer::StreamConsumers;
 use crate::index_cache::IndexCache;
 use crate::router::Router;
-use crate::storage::{FsStorage, LockOutcome, MemStorage, ReadOnlyStorage, Storage, StorageLock};
 use crate::slot::Slot;
+use crate::storage::{FsStorage, LockOutcome, MemStorage, ReadOnlyStorage, Storage, StorageLock};
 use crate::stream::{from_system_time, now_ns, recovery, to_system_time, Env};
 use crate::sync::{Background, MaintWork};
 use crate::{Durability, Options, RecoveryReport};
@@ -915,7 +915,12 @@ impl StoreInner {
     /// Recovers the stream in `path` (rules 3-7) with its consumers,
     /// re-applies interest and work-queue retention, and notes what it
     /// found in the report.
-    fn recover(&self, path: PathBuf, name: &str, scanned: &dyn Fn(u64)) -> Result<Arc<StreamConsumers>> {
+    fn recover(
+        &self,
+        path: PathBuf,
+        name: &str,
+        scanned: &dyn Fn(u64),
+    ) -> Result<Arc<StreamConsumers>> {
         let st = &*self.env.storage;
         let (stream, truncated) = recovery::read_config(st, &path, name)
             .and_then(|_| recovery::open(self.env.clone(), path, name, scanned))?;
@@ -1121,7 +1126,10 @@ impl StoreInner {
     fn forget_slot(&self, slot: &Arc<Slot>) {
         {
             let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
-            if streams.get(&slot.name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            if streams
+                .get(&slot.name)
+                .is_some_and(|s| Arc::ptr_eq(s, slot))
+            {
                 streams.remove(&slot.name);
             }
         }
@@ -1187,7 +1195,10 @@ impl StoreInner {
                 self.note_unavailable(&slot.name, &e);
                 {
                     let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
-                    if streams.get(&slot.name).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                    if streams
+                        .get(&slot.name)
+                        .is_some_and(|s| Arc::ptr_eq(s, slot))
+                    {
                         streams.remove(&slot.name);
                     }
                 }
@@ -1365,8 +1376,7 @@ impl Backend for Store {
             // Invariant 34: in the catalog before its directory exists (a
             // crash in between leaves an entry without a directory: absent).
             let entry = crate::slot::new_entry(&config, created_ns)?;
-            self.inner
-                .catalog_append(&[catalog::Change::Put(entry)])?;
+            self.inner.catalog_append(&[catalog::Change::Put(entry)])?;
         }
         let stream = match recovery::create(env, &root, config, to_system_time(created_ns)) {
             Ok(s) => StreamConsumers::new(s),
@@ -1472,7 +1482,11 @@ impl Backend for Store {
         // No recovery of it starts or runs while it goes.
         let _one = slot.opening();
         {
-            let mut streams = self.inner.streams.write().unwrap_or_else(|e| e.into_inner());
+            let mut streams = self
+                .inner
+                .streams
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
             if !streams.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
                 return Err(Error::StreamNotFound {
                     name: name.to_owned(),
@@ -1487,7 +1501,10 @@ impl Backend for Store {
                 s.mark_closed();
                 (s.env.storage.clone(), s.dir.clone())
             }
-            None => (self.inner.env.storage.clone(), self.inner.streams_dir.join(name)),
+            None => (
+                self.inner.env.storage.clone(),
+                self.inner.streams_dir.join(name),
+            ),
         };
         let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
         let tomb = parent.join(format!(".deleted-{name}-{}", now_ns()));
