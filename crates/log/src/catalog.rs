@@ -360,6 +360,11 @@ impl Writer {
         Ok(())
     }
 
+    /// Whether the journal holds entries (changes the snapshot lacks).
+    pub(crate) fn has_changes(&self) -> bool {
+        self.end > JOURNAL_HEADER
+    }
+
     /// Whether the journal has grown enough to be folded into a snapshot.
     pub(crate) fn wants_compaction(&self) -> bool {
         self.end > COMPACT_AT.max(self.snapshot_len)

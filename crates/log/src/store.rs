@@ -880,14 +880,17 @@ impl StoreInner {
             }
         }
         // Invariant 34: summaries only of streams that closed cleanly.
+        let slots = self.slots();
+        let any_open = slots.iter().any(|s| s.file && s.get().is_some());
         if let Some(w) = self
             .catalog
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
+            // Nothing opened and nothing appended: the snapshot is current.
+            .filter(|w| any_open || w.has_changes())
         {
-            let entries = self
-                .slots()
+            let entries = slots
                 .iter()
                 .filter(|slot| slot.file)
                 .map(|slot| {
@@ -1025,11 +1028,12 @@ impl StoreInner {
     }
 
     /// Takes the streams of a catalog `catalog::load` read: none is opened.
-    fn load_catalog(&self, loaded: catalog::Loaded) -> Result<()> {
+    fn load_catalog(&self, mut loaded: catalog::Loaded) -> Result<()> {
         let st = &*self.env.storage;
         let mut fixes = Vec::new();
         let mut slots = BTreeMap::new();
-        for (name, mut entry) in loaded.entries.clone() {
+        let entries = std::mem::take(&mut loaded.entries);
+        for (name, mut entry) in entries {
             let updating = loaded.updating.contains(&name);
             if updating {
                 // Its config.json was being replaced: the file is the truth.
