@@ -7,7 +7,8 @@
 //!
 //! `build` creates `STREAMS` streams (`S0`, `S1`, ... capturing `s0.>`,
 //! `s1.>`, ...), publishes three messages to each, and spreads `CONSUMERS`
-//! durable consumers over them (build on a tmpfs: every create fsyncs).
+//! durable consumers over them (build on a tmpfs: every create fsyncs), a
+//! thousand streams per open.
 //! `measure` times, `ROUNDS` times each (median printed): a writable open
 //! and close (not with `ro`), a read-only open, `list_streams` on it, and
 //! its close.
@@ -25,27 +26,36 @@ fn opts() -> Options {
 }
 
 async fn build(dir: &Path, streams: usize, consumers: usize) {
-    let store = Store::open(dir, opts()).unwrap();
-    for i in 0..streams {
-        store
-            .create_stream(StreamConfig::new(format!("S{i}")).subjects([format!("s{i}.>")]))
-            .await
-            .unwrap();
-        for k in 0..3 {
+    // In chunks of 1,000 streams, each chunk's store closed before the
+    // next: an open stream holds a descriptor, an open durable consumer one
+    // more (its journal).
+    let per_stream = consumers.div_ceil(streams.max(1));
+    let mut c = 0;
+    for chunk in (0..streams).step_by(1000) {
+        let store = Store::open(dir, opts()).unwrap();
+        for i in chunk..(chunk + 1000).min(streams) {
             store
-                .publish(Message::new(format!("s{i}.{k}"), "payload"))
+                .create_stream(StreamConfig::new(format!("S{i}")).subjects([format!("s{i}.>")]))
                 .await
                 .unwrap();
+            for k in 0..3 {
+                store
+                    .publish(Message::new(format!("s{i}.{k}"), "payload"))
+                    .await
+                    .unwrap();
+            }
+            for _ in 0..per_stream {
+                if c < consumers {
+                    store
+                        .create_consumer(&format!("S{i}"), ConsumerConfig::durable(format!("C{c}")))
+                        .await
+                        .unwrap();
+                    c += 1;
+                }
+            }
         }
+        store.close().await.unwrap();
     }
-    for c in 0..consumers {
-        let s = c % streams.max(1);
-        store
-            .create_consumer(&format!("S{s}"), ConsumerConfig::durable(format!("C{c}")))
-            .await
-            .unwrap();
-    }
-    store.close().await.unwrap();
 }
 
 fn median(mut v: Vec<Duration>) -> Option<Duration> {

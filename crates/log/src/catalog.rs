@@ -389,7 +389,7 @@ mod tests {
             subjects: vec![format!("{name}.>")],
             created_ns: 7,
             config: br#"{"name":"x"}"#.to_vec(),
-            summary: summary.then(|| Summary {
+            summary: summary.then_some(Summary {
                 messages: 3,
                 bytes: 99,
                 first_seq: 1,
