@@ -125,8 +125,10 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl Store {
-    /// Opens (creating if needed) the data directory `dir`, locking it and
-    /// recovering every stream.
+    /// Opens (creating if needed) the data directory `dir` and locks it.
+    /// Streams are taken from the catalog and recovered on first use
+    /// (docs/design.md, "Catalog"); without a usable catalog every stream
+    /// is recovered now and a catalog written.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         Self::open_with_storage(dir, Arc::new(FsStorage::new()), options)
     }
