@@ -34,7 +34,8 @@
 //! Dependencies between modules point one way, downwards in this list; a
 //! module uses only modules below it (and the crate root's plain types):
 //!
-//! 1. `store`, `dump`, `fuzzing`, `bench`: the entry points.
+//! 1. `store`, `dump`, `fuzzing`, `bench`: the entry points; `slot` (a
+//!    stream of the store, opened or not, with its catalog entry).
 //! 2. `router` (core pub/sub; uses `sublist`).
 //! 3. `consumer`: a stream's consumers, and `StreamConsumers`, a stream with
 //!    its consumers (what the store holds). Uses `replay`'s `Cursor` and
@@ -48,8 +49,8 @@
 //!    its methods. Uses `sync` only through the `GroupSync` trait, which the
 //!    stream implements.
 //! 6. `sync`: group commit and maintenance queues; knows no stream.
-//! 7. `checkpoint`, `segment`, `record`, `rangeset`, `sublist`, `storage`,
-//!    `clock`: formats and leaves.
+//! 7. `catalog`, `checkpoint`, `segment`, `record`, `rangeset`, `sublist`,
+//!    `storage`, `clock`: formats and leaves.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -59,6 +60,7 @@
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod bench;
+mod catalog;
 mod checkpoint;
 mod clock;
 mod consumer;
@@ -76,6 +78,7 @@ mod record;
 mod replay;
 mod router;
 mod segment;
+mod slot;
 mod storage;
 mod store;
 mod stream;

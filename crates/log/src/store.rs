@@ -17,16 +17,21 @@ use durabus_core::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::catalog;
 use crate::consumer::StreamConsumers;
 use crate::index_cache::IndexCache;
 use crate::router::Router;
+use crate::slot::Slot;
 use crate::storage::{FsStorage, LockOutcome, MemStorage, ReadOnlyStorage, Storage, StorageLock};
-use crate::stream::{now_ns, recovery, Env};
+use crate::stream::{from_system_time, now_ns, recovery, to_system_time, Env};
 use crate::sync::{Background, MaintWork};
 use crate::{Durability, Options, RecoveryReport};
 
-/// On-disk format version of the data directory (`durabus.json`).
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format version of the data directory (`durabus.json`): 2 since
+/// the catalog (a directory of format 1 is upgraded at its first writable
+/// open; a build that knows only format 1 refuses it, as it would not keep
+/// the catalog true).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -65,21 +70,31 @@ const CAPTURE_CACHE_MAX: usize = 65_536;
 
 pub(crate) struct StoreInner {
     dir: PathBuf,
+    /// `dir/streams`.
+    streams_dir: PathBuf,
     env: Arc<Env>,
     /// Where streams with `StorageType::Memory` live.
     mem_env: Arc<Env>,
     mem_root: PathBuf,
     closed: AtomicBool,
-    streams: RwLock<BTreeMap<String, Arc<StreamConsumers>>>,
+    /// Every stream, opened or not (docs/design.md, "Catalog").
+    streams: RwLock<BTreeMap<String, Arc<Slot>>>,
     capture: RwLock<HashMap<String, Option<Arc<StreamConsumers>>>>,
     router: Arc<Router>,
     events: broadcast::Sender<Event>,
-    report: RecoveryReport,
+    /// What recovery found, filled as streams are recovered.
+    report: Mutex<RecoveryReport>,
     /// Opened with `Options::read_only`: every write is refused.
     read_only: bool,
     /// Streams that could not be opened, with why (their directories stay
     /// as they are).
     unavailable: RwLock<BTreeMap<String, String>>,
+    /// The catalog's writer (writable file stores).
+    catalog: Mutex<Option<catalog::Writer>>,
+    /// `streams/` was listed and matched with the catalog (once a store).
+    reconciled: AtomicBool,
+    /// Opened to repair (`Options::full_scan`): no summary is written.
+    full_scan: bool,
     lock: Mutex<Option<Box<dyn StorageLock>>>,
     bg: Arc<Background>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -110,8 +125,10 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl Store {
-    /// Opens (creating if needed) the data directory `dir`, locking it and
-    /// recovering every stream.
+    /// Opens (creating if needed) the data directory `dir` and locks it.
+    /// Streams are taken from the catalog and recovered on first use
+    /// (docs/design.md, "Catalog"); without a usable catalog every stream
+    /// is recovered now and a catalog written.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         Self::open_with_storage(dir, Arc::new(FsStorage::new()), options)
     }
@@ -157,7 +174,7 @@ impl Store {
         let st: &dyn Storage = &*storage;
         // Rule 1: refuse a newer format before writing anything.
         let marker = dir.join("durabus.json");
-        let need_marker = match st.read_file(&marker) {
+        let found = match st.read_file(&marker) {
             Ok(b) => {
                 let m: Marker = serde_json::from_slice(&b).map_err(|e| {
                     Error::corrupt(&marker, 0, format!("format marker is not valid JSON: {e}"))
@@ -169,13 +186,13 @@ impl Store {
                         supported: FORMAT_VERSION,
                     });
                 }
-                false
+                Some(m.format)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(format!("reading {}", marker.display()), e)),
         };
         if read_only {
-            return Self::open_read_only(dir, storage, options, scanned);
+            return Self::open_read_only(dir, storage, options, scanned, found);
         }
         if !st.exists(&dir).unwrap_or(false) {
             st.create_dir_all(&dir)
@@ -208,15 +225,7 @@ impl Store {
             LockOutcome::Acquired(l) => l,
             LockOutcome::Held { pid } => return Err(Error::Locked { path: dir, pid }),
         };
-        if need_marker {
-            let body = serde_json::to_vec(&Marker {
-                format: FORMAT_VERSION,
-            })
-            .map_err(|e| Error::internal(format!("encoding format marker: {e}")))?;
-            crate::storage::write_atomic(st, &marker, &body)
-                .map_err(io(format!("writing {}", marker.display())))?;
-        }
-        Self::finish_open(dir, storage, options, Some(lock), scanned)
+        Self::finish_open(dir, storage, options, Some(lock), scanned, found)
     }
 
     /// A read-only open (`Options::read_only`): no lock (a live owner may
@@ -227,6 +236,7 @@ impl Store {
         storage: Arc<dyn Storage>,
         options: Options,
         scanned: &dyn Fn(u64),
+        format: Option<u32>,
     ) -> Result<Store> {
         if !storage.is_dir(&dir).unwrap_or(false) {
             return Err(Error::io(
@@ -234,19 +244,23 @@ impl Store {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
             ));
         }
-        Self::finish_open(dir, storage, options, None, scanned)
+        Self::finish_open(dir, storage, options, None, scanned, format)
     }
 
-    /// Rules 3-7 for every stream, then the background threads.
+    /// The catalog (or, without a usable one, rules 3-7 for every stream
+    /// and a new catalog), then the background threads. `format` is the
+    /// marker's (`None`: no marker yet).
     fn finish_open(
         dir: PathBuf,
         storage: Arc<dyn Storage>,
         options: Options,
         lock: Option<Box<dyn StorageLock>>,
         scanned: &dyn Fn(u64),
+        format: Option<u32>,
     ) -> Result<Store> {
         let st: &dyn Storage = &*storage;
         let read_only = st.is_read_only();
+        let volatile = st.is_volatile();
         let bg = Arc::new(Background::default());
         let indexes = Arc::new(IndexCache::new(options.index_cache_bytes));
         let env = Arc::new(Env {
@@ -258,7 +272,7 @@ impl Store {
             clock: options.clock.clone(),
             full_scan: options.full_scan,
         });
-        let mem_env = if storage.is_volatile() {
+        let mem_env = if volatile {
             env.clone()
         } else {
             Arc::new(Env {
@@ -271,7 +285,7 @@ impl Store {
                 full_scan: false,
             })
         };
-        let mem_root = if storage.is_volatile() {
+        let mem_root = if volatile {
             dir.join("streams")
         } else {
             PathBuf::from("/memory-streams")
@@ -280,14 +294,8 @@ impl Store {
             .storage
             .create_dir_all(&mem_root)
             .map_err(io("creating the memory stream root".into()))?;
-        // Rule 3: every stream.
         let streams_dir = dir.join("streams");
-        let mut streams = BTreeMap::new();
-        let mut report = RecoveryReport::default();
-        let mut unavailable = BTreeMap::new();
-        if read_only && !st.exists(&streams_dir).unwrap_or(false) {
-            // Nothing stored yet; nothing to create.
-        } else if !st.exists(&streams_dir).unwrap_or(false) {
+        if !read_only && !st.exists(&streams_dir).unwrap_or(false) {
             st.create_dir_all(&streams_dir)
                 .map_err(io(format!("creating {}", streams_dir.display())))?;
             // IMPORTANT: found by the power-loss test (R2): without this
@@ -296,103 +304,81 @@ impl Store {
             st.sync_dir(&dir)
                 .map_err(io(format!("syncing {}", dir.display())))?;
         }
-        let names = if st.exists(&streams_dir).unwrap_or(false) {
-            st.list_dir(&streams_dir)
-                .map_err(io(format!("listing {}", streams_dir.display())))?
+        // The catalog is trusted only in a directory of this format: a
+        // build from before it would not have kept it true.
+        let loaded = if volatile || options.full_scan || format != Some(FORMAT_VERSION) {
+            None
         } else {
-            Vec::new()
+            match catalog::load(st, &dir) {
+                Ok(l) => l,
+                Err(reason) => {
+                    tracing::warn!(dir = %dir.display(), %reason,
+                        "the catalog cannot be used: every stream is recovered to rebuild it");
+                    None
+                }
+            }
         };
-        for name in names {
-            let path = streams_dir.join(&name);
-            if name.starts_with(".creating-") || name.starts_with(".deleted-") {
-                // An interrupted create or delete: finish it (a read-only
-                // store leaves it to the next writable open).
-                if !read_only {
-                    st.remove_dir_all(&path)
-                        .map_err(io(format!("removing {}", path.display())))?;
-                }
-                continue;
-            }
-            if !st.is_dir(&path).unwrap_or(false)
-                || durabus_core::validate_stream_name(&name).is_err()
-            {
-                tracing::warn!(entry = %path.display(),
-                    "ignoring an entry of streams/ that is not a stream directory");
-                continue;
-            }
-            // A stream whose config cannot be read stays unavailable; the
-            // others open (its directory is left as it is).
-            let opened = recovery::read_config(st, &path, &name)
-                .and_then(|_| recovery::open(env.clone(), path, &name, scanned))
-                .and_then(|(stream, truncated)| {
-                    let stream = StreamConsumers::new(stream);
-                    // Invariant 19: durable consumers resume exactly (one
-                    // that cannot be loaded is unavailable on its own).
-                    stream.load_consumers()?;
-                    Ok((stream, truncated))
-                });
-            let (stream, truncated) = match opened {
-                Ok(x) => x,
-                Err(e) if stream_local(&e) => {
-                    tracing::warn!(stream = %name, error = %e,
-                        "stream unavailable: it could not be opened; the other streams work");
-                    report.unavailable.push(durabus_core::Unavailable::new(
-                        name.clone(),
-                        None,
-                        e.to_string(),
-                    ));
-                    unavailable.insert(name, e.to_string());
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            // Acknowledged messages of interest/work-queue streams are
-            // removed again (invariant 21).
-            stream.apply_retention();
-            stream.forget_unstored_ids();
-            if !st.is_volatile() && !read_only {
-                if let Err(e) = stream.write_checkpoint() {
-                    tracing::warn!(stream = %name, error = %e, "could not write checkpoint after recovery");
-                }
-            }
-            if let Some((seg, dropped)) = truncated {
-                if read_only {
-                    report.torn_kept.push((name.clone(), seg, dropped));
-                } else {
-                    report.truncated.push((name.clone(), seg, dropped));
-                }
-            }
-            for (consumer, reason) in stream.consumers.unavailable() {
-                report.unavailable.push(durabus_core::Unavailable::new(
-                    name.clone(),
-                    Some(consumer),
-                    reason,
-                ));
-            }
-            streams.insert(name, stream);
-        }
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(StoreInner {
-            dir,
+            dir: dir.clone(),
+            streams_dir,
             env,
             mem_env,
             mem_root,
             closed: AtomicBool::new(false),
-            streams: RwLock::new(streams),
+            streams: RwLock::new(BTreeMap::new()),
             capture: RwLock::new(HashMap::default()),
             router: Arc::new(Router::new(options.subscriber_buffer, events.clone())),
             events,
-            report,
+            report: Mutex::new(RecoveryReport::default()),
             read_only,
-            unavailable: RwLock::new(unavailable),
+            unavailable: RwLock::new(BTreeMap::new()),
+            catalog: Mutex::new(None),
+            reconciled: AtomicBool::new(false),
+            full_scan: options.full_scan,
             lock: Mutex::new(lock),
             bg: bg.clone(),
             threads: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
             inbox_counter: AtomicU64::new(0),
         });
+        let opened = match loaded {
+            Some(l) => inner.load_catalog(l),
+            None => inner.recover_every_stream(scanned).and_then(|()| {
+                if read_only || volatile {
+                    return Ok(());
+                }
+                // A new catalog, every stream marked (none has a summary
+                // until it closes cleanly). Its generation starts above
+                // any a damaged one could have used.
+                let gen = u64::try_from(inner.env.clock.now_ns()).unwrap_or(1).max(1);
+                let w = catalog::Writer::create(st, &dir, gen, inner.catalog_entries())
+                    .map_err(io(format!("writing the catalog of {}", dir.display())))?;
+                *inner.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+                Ok(())
+            }),
+        }
+        .and_then(|()| {
+            if read_only || format == Some(FORMAT_VERSION) {
+                return Ok(());
+            }
+            // Only now that the catalog is whole: a crash before this
+            // leaves the old format, and the next open rebuilds it.
+            let body = serde_json::to_vec(&Marker {
+                format: FORMAT_VERSION,
+            })
+            .map_err(|e| Error::internal(format!("encoding format marker: {e}")))?;
+            let marker = dir.join("durabus.json");
+            crate::storage::write_atomic(st, &marker, &body)
+                .map_err(io(format!("writing {}", marker.display())))
+        });
+        if let Err(e) = opened {
+            // Nothing to close cleanly: the store never opened.
+            inner.closed.store(true, Ordering::Release);
+            return Err(e);
+        }
         let mut threads = Vec::new();
-        if options.durability == Durability::Always && !storage.is_volatile() && !read_only {
+        if options.durability == Durability::Always && !volatile && !read_only {
             let b = bg.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -413,14 +399,34 @@ impl Store {
         Ok(Store { inner })
     }
 
-    /// What recovery found at open.
+    /// What recovery found: torn tails cut (or, read-only, kept) and
+    /// streams and consumers that could not be opened. Streams are
+    /// recovered when first used (docs/design.md, "Catalog"), so this
+    /// first recovers every stream not recovered yet (what opening the
+    /// store cost before the catalog), then reports for all of them.
     pub fn recovery_report(&self) -> RecoveryReport {
-        self.inner.report.clone()
+        if let Err(e) = self.inner.recover_all() {
+            tracing::warn!(error = %e, "recovery report: not every stream could be recovered");
+        }
+        self.inner
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Streams and durable consumers that could not be opened, each with
-    /// why (see [`Backend::unavailable`]).
+    /// why (see [`Backend::unavailable`]). Complete for everything the
+    /// store wrote itself: it lists `streams/` once (directories the
+    /// catalog does not know) and recovers every stream the catalog cannot
+    /// vouch for (one that did not close cleanly, or closed with a
+    /// problem). A file damaged by hand in a stream that closed cleanly
+    /// shows when that stream is opened (any operation on it, or
+    /// [`Store::recovery_report`]); `durabus verify` reads every file.
     pub fn unavailable(&self) -> Vec<durabus_core::Unavailable> {
+        if let Err(e) = self.inner.recover_untrusted() {
+            tracing::warn!(error = %e, "unavailable: not every stream could be recovered");
+        }
         let mut out: Vec<durabus_core::Unavailable> = self
             .inner
             .unavailable
@@ -511,30 +517,27 @@ impl Store {
         }
     }
 
+    /// The stream `name`, recovered on first use.
     fn stream(&self, name: &str) -> Result<Arc<StreamConsumers>> {
         self.check_open()?;
-        self.inner
-            .streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-            .map_or_else(
-                || {
-                    self.check_available(name)?;
-                    // A name no stream can have is refused as on NATS (which
-                    // checks before asking the server).
-                    durabus_core::validate_stream_name(name)?;
-                    Err(Error::StreamNotFound {
-                        name: name.to_owned(),
-                    })
-                },
-                Ok,
-            )
+        match self.inner.find_slot(name)? {
+            Some(slot) => self.inner.open_slot(&slot),
+            None => {
+                self.check_available(name)?;
+                // A name no stream can have is refused as on NATS (which
+                // checks before asking the server).
+                durabus_core::validate_stream_name(name)?;
+                Err(Error::StreamNotFound {
+                    name: name.to_owned(),
+                })
+            }
+        }
     }
 
-    /// The stream capturing `subject` (cached).
-    fn capture(&self, subj: &str) -> Option<Arc<StreamConsumers>> {
+    /// The stream capturing `subj` (cached), recovered on first use. A
+    /// stream that cannot be opened captures nothing (as one unavailable
+    /// at open); any other error opening it is the publish's.
+    fn capture(&self, subj: &str) -> Result<Option<Arc<StreamConsumers>>> {
         if let Some(hit) = self
             .inner
             .capture
@@ -542,19 +545,19 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .get(subj)
         {
-            return hit.clone();
+            return Ok(hit.clone());
         }
-        let found = {
+        let slot = {
             let streams = self.inner.streams.read().unwrap_or_else(|e| e.into_inner());
-            streams
-                .values()
-                .find(|s| {
-                    s.config()
-                        .effective_subjects()
-                        .iter()
-                        .any(|f| subject::matches(f, subj))
-                })
-                .cloned()
+            streams.values().find(|s| s.captures(subj)).cloned()
+        };
+        let found = match slot {
+            None => None,
+            Some(slot) => match self.inner.open_slot(&slot) {
+                Ok(s) => Some(s),
+                Err(Error::StreamUnavailable { .. } | Error::StreamNotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
         };
         let mut cache = self
             .inner
@@ -565,15 +568,11 @@ impl Store {
             cache.clear();
         }
         cache.insert(subj.to_owned(), found.clone());
-        found
+        Ok(found)
     }
 
     fn clear_capture(&self) {
-        self.inner
-            .capture
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.inner.clear_capture();
     }
 
     fn check_overlaps(&self, config: &StreamConfig) -> Result<()> {
@@ -583,7 +582,7 @@ impl Store {
             if *name == config.name {
                 continue;
             }
-            for other in s.config().effective_subjects() {
+            for other in s.subjects() {
                 if let Some(subj) = mine.iter().find(|m| subject::overlaps(m, &other)) {
                     return Err(Error::SubjectsOverlap {
                         subject: subj.clone(),
@@ -622,7 +621,7 @@ impl Store {
         // As NATS: a header that would break the wire framing is refused
         // before anyone sees the message.
         message.headers.validate()?;
-        let captured = self.capture(&message.subject);
+        let captured = self.capture(&message.subject)?;
         if captured.is_some() {
             self.check_writable("publish")?;
         }
@@ -659,15 +658,22 @@ impl Store {
                 out.push(Some(Err(e)));
                 continue;
             }
-            self.inner.router.deliver(m, origin);
             let captured = match &memo {
                 Some((subj, hit)) if *subj == m.subject => hit.clone(),
-                _ => {
-                    let hit = self.capture(&m.subject);
-                    memo = Some((m.subject.as_str(), hit.clone()));
-                    hit
-                }
+                _ => match self.capture(&m.subject) {
+                    Ok(hit) => {
+                        memo = Some((m.subject.as_str(), hit.clone()));
+                        hit
+                    }
+                    Err(e) => {
+                        // Its stream could not be opened: neither stored
+                        // nor delivered.
+                        out.push(Some(Err(e)));
+                        continue;
+                    }
+                },
             };
+            self.inner.router.deliver(m, origin);
             match captured {
                 None => out.push(Some(Ok(None))),
                 Some(s) => {
@@ -714,13 +720,20 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
         _ => Duration::from_millis(100),
     };
     let mut last_sync = Instant::now();
+    let mut last_catalog: Option<Instant> = None;
     loop {
         let names = match bg.next_maint(tick) {
             MaintWork::Shutdown => return,
             MaintWork::Tick(names) => names,
         };
         let streams: Vec<Arc<StreamConsumers>> = match store.upgrade() {
-            Some(s) => s.snapshot(),
+            Some(s) => {
+                if last_catalog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    last_catalog = Some(Instant::now());
+                    s.catalog_tick();
+                }
+                s.snapshot()
+            }
             None => return,
         };
         for name in names {
@@ -769,6 +782,9 @@ impl Store {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        // The catalog may still list it (it became unavailable when opened).
+        self.inner
+            .catalog_append(&[catalog::Change::Delete(name.to_owned())])?;
         if let Err(e) = storage.remove_dir_all(&tomb) {
             tracing::warn!(stream = name, error = %e, "could not remove deleted stream files; removed at next open");
         }
@@ -808,25 +824,51 @@ impl StoreInner {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .filter_map(|s| s.get().cloned())
+            .collect()
+    }
+
+    /// Every stream, opened or not.
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
             .cloned()
             .collect()
     }
 
-    /// Flushes, fsyncs and checkpoints every stream, ends subscriptions and
-    /// replays, stops the threads, releases the lock.
+    fn clear_capture(&self) {
+        self.capture
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Flushes, fsyncs and checkpoints every open stream, ends
+    /// subscriptions and replays, stops the threads, writes the catalog
+    /// with the summaries of the streams that closed cleanly, releases the
+    /// lock.
     fn shutdown(&self, join: bool) -> Result<()> {
         self.router.close();
         let streams: Vec<Arc<StreamConsumers>> = self.snapshot();
         let mut first_err = None;
+        let mut closed_cleanly = std::collections::BTreeSet::new();
         for s in streams {
+            let mut clean = true;
             // Invariant 18: a clean close writes every consumer's state.
             if let Err(e) = s.persist_consumers(true) {
                 tracing::warn!(stream = %s.name, error = %e, "close: consumer state not written");
                 first_err.get_or_insert(e);
+                clean = false;
             }
             if let Err(e) = s.shutdown() {
                 tracing::warn!(stream = %s.name, error = %e, "close: stream did not shut down cleanly");
                 first_err.get_or_insert(e);
+                clean = false;
+            }
+            if clean {
+                closed_cleanly.insert(s.name.clone());
             }
         }
         self.bg.shutdown();
@@ -839,11 +881,460 @@ impl StoreInner {
                 }
             }
         }
+        // Invariant 34: summaries only of streams that closed cleanly.
+        let slots = self.slots();
+        let any_open = slots.iter().any(|s| s.file && s.get().is_some());
+        if let Some(w) = self
+            .catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            // Nothing opened and nothing appended: the snapshot is current.
+            .filter(|w| any_open || w.has_changes())
+        {
+            let entries = slots
+                .iter()
+                .filter(|slot| slot.file)
+                .map(|slot| {
+                    let summary = slot
+                        .get()
+                        .filter(|s| !self.full_scan && closed_cleanly.contains(&s.name))
+                        .and_then(|s| crate::slot::summary_at_close(s));
+                    slot.entry_at_close(summary)
+                })
+                .collect();
+            if let Err(e) = w.compact(&*self.env.storage, entries) {
+                // The marks stay in the journal: the next open recovers
+                // those streams instead of trusting a summary.
+                tracing::warn!(error = %e, "close: the catalog's summaries were not written");
+            }
+        }
         // Invariant 13: the lock goes with the store.
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Recovers the stream in `path` (rules 3-7) with its consumers,
+    /// re-applies interest and work-queue retention, and notes what it
+    /// found in the report.
+    fn recover(
+        &self,
+        path: PathBuf,
+        name: &str,
+        scanned: &dyn Fn(u64),
+    ) -> Result<Arc<StreamConsumers>> {
+        let st = &*self.env.storage;
+        let (stream, truncated) = recovery::read_config(st, &path, name)
+            .and_then(|_| recovery::open(self.env.clone(), path, name, scanned))?;
+        let stream = StreamConsumers::new(stream);
+        // Invariant 19: durable consumers resume exactly (one that cannot
+        // be loaded is unavailable on its own).
+        stream.load_consumers()?;
+        // Acknowledged messages of interest/work-queue streams are removed
+        // again (invariant 21).
+        stream.apply_retention();
+        stream.forget_unstored_ids();
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seg, dropped)) = truncated {
+            if self.read_only {
+                report.torn_kept.push((name.to_owned(), seg, dropped));
+            } else {
+                report.truncated.push((name.to_owned(), seg, dropped));
+            }
+        }
+        for (consumer, reason) in stream.consumers.unavailable() {
+            report.unavailable.push(durabus_core::Unavailable::new(
+                name.to_owned(),
+                Some(consumer),
+                reason,
+            ));
+        }
+        Ok(stream)
+    }
+
+    /// Records a stream that could not be opened (invariant 24).
+    fn note_unavailable(&self, name: &str, e: &Error) {
+        tracing::warn!(stream = %name, error = %e,
+            "stream unavailable: it could not be opened; the other streams work");
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unavailable
+            .push(durabus_core::Unavailable::new(
+                name.to_owned(),
+                None,
+                e.to_string(),
+            ));
+        self.unavailable
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), e.to_string());
+    }
+
+    /// Rules 3-7 for every directory of `streams/` (no usable catalog, a
+    /// repair, a `memory:` store): every stream is opened now.
+    fn recover_every_stream(&self, scanned: &dyn Fn(u64)) -> Result<()> {
+        let st = &*self.env.storage;
+        let names = if st.exists(&self.streams_dir).unwrap_or(false) {
+            st.list_dir(&self.streams_dir)
+                .map_err(io(format!("listing {}", self.streams_dir.display())))?
+        } else {
+            Vec::new()
+        };
+        let mut opened = BTreeMap::new();
+        for name in names {
+            let path = self.streams_dir.join(&name);
+            if !self.stream_dir_entry(&name, &path) {
+                continue;
+            }
+            // A stream whose config cannot be read stays unavailable; the
+            // others open (its directory is left as it is).
+            match self.recover(path, &name, scanned) {
+                Ok(s) => {
+                    opened.insert(name, Arc::new(Slot::opened(s, true)?));
+                }
+                Err(e) if stream_local(&e) => self.note_unavailable(&name, &e),
+                Err(e) => return Err(e),
+            }
+        }
+        *self.streams.write().unwrap_or_else(|e| e.into_inner()) = opened;
+        self.reconciled.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the entry `name` of `streams/` is a stream directory;
+    /// finishes an interrupted create or delete (writable stores) and warns
+    /// of stray entries.
+    fn stream_dir_entry(&self, name: &str, path: &Path) -> bool {
+        let st = &*self.env.storage;
+        if name.starts_with(".creating-") || name.starts_with(".deleted-") {
+            // An interrupted create or delete: finish it (a read-only
+            // store leaves it to the next writable open).
+            if !self.read_only {
+                if let Err(e) = st.remove_dir_all(path) {
+                    tracing::warn!(entry = %path.display(), error = %e,
+                        "could not remove what an interrupted create or delete left");
+                }
+            }
+            return false;
+        }
+        if !st.is_dir(path).unwrap_or(false) || durabus_core::validate_stream_name(name).is_err() {
+            tracing::warn!(entry = %path.display(),
+                "ignoring an entry of streams/ that is not a stream directory");
+            return false;
+        }
+        true
+    }
+
+    /// Takes the streams of a catalog `catalog::load` read: none is opened.
+    fn load_catalog(&self, mut loaded: catalog::Loaded) -> Result<()> {
+        let st = &*self.env.storage;
+        let mut fixes = Vec::new();
+        let mut slots = BTreeMap::new();
+        let entries = std::mem::take(&mut loaded.entries);
+        for (name, mut entry) in entries {
+            let updating = loaded.updating.contains(&name);
+            if updating {
+                // Its config.json was being replaced: the file is the truth.
+                if let Ok(cf) = recovery::read_config(st, &self.streams_dir.join(&name), &name) {
+                    entry = crate::slot::new_entry(&cf.config, cf.created_ns)?;
+                    fixes.push(catalog::Change::Put(entry.clone()));
+                }
+            }
+            let dirty = updating || loaded.dirty.contains(&name);
+            slots.insert(name, Arc::new(Slot::from_entry(entry, dirty)));
+        }
+        *self.streams.write().unwrap_or_else(|e| e.into_inner()) = slots;
+        if !self.read_only {
+            let mut w = catalog::Writer::resume(st, &self.dir, &loaded)
+                .map_err(io(format!("opening the catalog of {}", self.dir.display())))?;
+            if !fixes.is_empty() {
+                w.append(&fixes)
+                    .map_err(io(format!("writing the catalog of {}", self.dir.display())))?;
+            }
+            *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        }
+        Ok(())
+    }
+
+    /// The catalog's entries as they are to be written now.
+    fn catalog_entries(&self) -> Vec<catalog::Entry> {
+        self.slots()
+            .iter()
+            .filter(|s| s.file)
+            .map(|s| s.entry())
+            .collect()
+    }
+
+    /// Appends `changes` to the catalog's journal, durably (nothing for a
+    /// read-only or volatile store).
+    fn catalog_append(&self, changes: &[catalog::Change]) -> Result<()> {
+        match self
+            .catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(w) => w
+                .append(changes)
+                .map_err(io(format!("writing the catalog of {}", self.dir.display()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Folds a long journal into a new snapshot. The caller holds the
+    /// admin lock (no create or delete is half done).
+    fn maybe_compact(&self) {
+        let mut guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = guard.as_mut().filter(|w| w.wants_compaction()) {
+            let entries = self.catalog_entries();
+            if let Err(e) = w.compact(&*self.env.storage, entries) {
+                tracing::warn!(error = %e, "could not fold the catalog's journal into a new snapshot");
+            }
+        }
+    }
+
+    /// The slot of `name`; a directory of that name the catalog does not
+    /// know (made by hand, copied in) is first matched with it.
+    fn find_slot(&self, name: &str) -> Result<Option<Arc<Slot>>> {
+        if let Some(s) = self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(Some(s.clone()));
+        }
+        if self.reconciled.load(Ordering::Acquire)
+            || durabus_core::validate_stream_name(name).is_err()
+            || !self
+                .env
+                .storage
+                .is_dir(&self.streams_dir.join(name))
+                .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        self.reconcile()?;
+        Ok(self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned())
+    }
+
+    /// Drops a slot whose directory is gone: a create or delete that did
+    /// not finish (or a directory removed by hand).
+    fn forget_slot(&self, slot: &Arc<Slot>) {
+        {
+            let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+            if streams
+                .get(&slot.name)
+                .is_some_and(|s| Arc::ptr_eq(s, slot))
+            {
+                streams.remove(&slot.name);
+            }
+        }
+        self.clear_capture();
+        if let Err(e) = self.catalog_append(&[catalog::Change::Delete(slot.name.clone())]) {
+            tracing::warn!(stream = %slot.name, error = %e, "could not drop a stream without a directory from the catalog");
+        }
+    }
+
+    /// The stream of `slot`, recovered now if it was not yet (exactly
+    /// once). A writable store marks it in the catalog first (invariant
+    /// 34). A stream that cannot be opened becomes unavailable
+    /// (`StreamUnavailable`, invariant 24); one whose directory is gone,
+    /// absent (`StreamNotFound`).
+    fn open_slot(&self, slot: &Arc<Slot>) -> Result<Arc<StreamConsumers>> {
+        if let Some(s) = slot.get() {
+            return Ok(s.clone());
+        }
+        let _one = slot.opening();
+        if let Some(s) = slot.get() {
+            return Ok(s.clone());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let not_found = || Error::StreamNotFound {
+            name: slot.name.clone(),
+        };
+        if !self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&slot.name)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            // Deleted (or dropped) while this caller waited.
+            return Err(not_found());
+        }
+        let path = self.streams_dir.join(&slot.name);
+        if !self.env.storage.is_dir(&path).unwrap_or(false) {
+            self.forget_slot(slot);
+            return Err(not_found());
+        }
+        if !self.read_only && !slot.is_dirty() {
+            self.catalog_append(&[catalog::Change::Dirty(slot.name.clone())])?;
+            slot.set_dirty();
+        }
+        match self.recover(path, &slot.name, &|_| {}) {
+            Ok(s) => {
+                let config = s.config();
+                if slot.config().ok().as_ref() != Some(&config) {
+                    // The catalog did not have the config the stream opened
+                    // with: the file is the truth.
+                    let created = from_system_time(s.info().created);
+                    slot.set_config(&config, created)?;
+                    self.catalog_append(&[catalog::Change::Put(slot.entry())])?;
+                    self.clear_capture();
+                }
+                slot.set(s.clone());
+                Ok(s)
+            }
+            Err(e) if stream_local(&e) => {
+                self.note_unavailable(&slot.name, &e);
+                {
+                    let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+                    if streams
+                        .get(&slot.name)
+                        .is_some_and(|s| Arc::ptr_eq(s, slot))
+                    {
+                        streams.remove(&slot.name);
+                    }
+                }
+                self.clear_capture();
+                Err(Error::StreamUnavailable {
+                    name: slot.name.clone(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists `streams/` once and matches it with the catalog: a directory
+    /// it does not list is recovered and added (or unavailable), a listed
+    /// stream without a directory is dropped, and what interrupted creates
+    /// and deletes left is removed.
+    fn reconcile(&self) -> Result<()> {
+        if self.reconciled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.reconciled.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let st = &*self.env.storage;
+        let names: Vec<String> = if st.exists(&self.streams_dir).unwrap_or(false) {
+            st.list_dir(&self.streams_dir)
+                .map_err(io(format!("listing {}", self.streams_dir.display())))?
+        } else {
+            Vec::new()
+        };
+        let mut present = std::collections::BTreeSet::new();
+        for name in names {
+            let path = self.streams_dir.join(&name);
+            if !self.stream_dir_entry(&name, &path) {
+                continue;
+            }
+            present.insert(name.clone());
+            let known = self
+                .streams
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&name)
+                || self
+                    .unavailable
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&name);
+            if known {
+                continue;
+            }
+            match self.recover(path, &name, &|_| {}) {
+                Ok(s) => {
+                    let slot = Arc::new(Slot::opened(s, true)?);
+                    self.catalog_append(&[catalog::Change::Put(slot.entry())])?;
+                    self.streams
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name, slot);
+                    self.clear_capture();
+                }
+                Err(e) => self.note_unavailable(&name, &e),
+            }
+        }
+        for slot in self.slots() {
+            if slot.file && !present.contains(&slot.name) && slot.get().is_none() {
+                self.forget_slot(&slot);
+            }
+        }
+        self.reconciled.store(true, Ordering::Release);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Recovers every stream not recovered yet.
+    fn recover_all(&self) -> Result<()> {
+        self.reconcile()?;
+        for slot in self.slots() {
+            match self.open_slot(&slot) {
+                Ok(_) | Err(Error::StreamUnavailable { .. } | Error::StreamNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovers every stream the catalog cannot vouch for (no summary, or
+    /// marked): the ones that may have a problem to report.
+    fn recover_untrusted(&self) -> Result<()> {
+        self.reconcile()?;
+        for slot in self.slots() {
+            if slot.get().is_some() || slot.trusted_info(i64::MIN / 2).is_some() {
+                continue;
+            }
+            match self.open_slot(&slot) {
+                Ok(_) | Err(Error::StreamUnavailable { .. } | Error::StreamNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Maintenance, once a second (writable file stores): the first time,
+    /// matches `streams/` with the catalog (removing what interrupted
+    /// creates and deletes left); then opens streams whose messages may
+    /// have expired, and folds a long catalog journal.
+    fn catalog_tick(&self) {
+        if self.read_only || self.env.storage.is_volatile() || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.reconcile() {
+            tracing::warn!(error = %e, "could not match streams/ with the catalog");
+        }
+        self.open_expiring();
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        self.maybe_compact();
+    }
+
+    /// Opens the streams not open yet whose messages may have reached
+    /// their `max_age` (opening removes them, rule 7; the maintenance
+    /// thread then keeps expiring them).
+    fn open_expiring(&self) {
+        let now = self.env.clock.now_ns();
+        for slot in self.slots() {
+            if slot.expiry_due(now) {
+                if let Err(e) = self.open_slot(&slot) {
+                    tracing::warn!(stream = %slot.name, error = %e, "could not open a stream to expire its messages");
+                }
+            }
         }
     }
 }
@@ -863,19 +1354,21 @@ impl Backend for Store {
         config.validate()?;
         self.check_writable("create_stream")?;
         // Never build over the directory of a stream that did not open.
+        let existing = self.inner.find_slot(&config.name)?;
         self.check_available(&config.name)?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let existing = self
-            .inner
-            .streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&config.name)
-            .cloned();
-        if let Some(s) = existing {
+        let existing = existing.or_else(|| {
+            self.inner
+                .streams
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&config.name)
+                .cloned()
+        });
+        if let Some(slot) = existing {
             // Create-if-absent, never a silent update.
-            if s.config() == config {
-                return Ok(s.info());
+            if slot.config()? == config {
+                return Ok(self.inner.open_slot(&slot)?.info());
             }
             return Err(Error::StreamNameInUse { name: config.name });
         }
@@ -883,14 +1376,34 @@ impl Backend for Store {
         // Interest and WorkQueue retention act through consumers (`consumer`).
         let (env, root) = self.env_for(config.storage);
         let name = config.name.clone();
-        let stream = StreamConsumers::new(recovery::create(env, &root, config)?);
+        let file = config.storage == StorageType::File;
+        let created_ns = env.clock.now_ns();
+        if file {
+            // Invariant 34: in the catalog before its directory exists (a
+            // crash in between leaves an entry without a directory: absent).
+            let entry = crate::slot::new_entry(&config, created_ns)?;
+            self.inner.catalog_append(&[catalog::Change::Put(entry)])?;
+        }
+        let stream = match recovery::create(env, &root, config, to_system_time(created_ns)) {
+            Ok(s) => StreamConsumers::new(s),
+            Err(e) => {
+                if file {
+                    let _ = self
+                        .inner
+                        .catalog_append(&[catalog::Change::Delete(name.clone())]);
+                }
+                return Err(e);
+            }
+        };
         let info = stream.info();
+        let slot = Arc::new(Slot::opened(stream, file)?);
         self.inner
             .streams
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name, stream);
+            .insert(name, slot);
         self.clear_capture();
+        self.inner.maybe_compact();
         Ok(info)
     }
 
@@ -903,10 +1416,32 @@ impl Backend for Store {
         config.validate_update(&old)?;
         self.check_overlaps(&config)?;
         if old != config {
+            let slot = self
+                .inner
+                .streams
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&config.name)
+                .cloned()
+                .filter(|slot| slot.get().is_some_and(|o| Arc::ptr_eq(o, &s)))
+                .ok_or_else(|| Error::StreamNotFound {
+                    name: config.name.clone(),
+                })?;
             let created = s.info().created;
+            if slot.file {
+                // Invariant 34: until the `Put` below, config.json is the truth.
+                self.inner
+                    .catalog_append(&[catalog::Change::Updating(slot.name.clone())])?;
+            }
             recovery::write_config(s.storage(), &s.dir, &config, created)?;
-            s.update(config)?;
+            s.update(config.clone())?;
+            slot.set_config(&config, from_system_time(created))?;
+            if slot.file {
+                self.inner
+                    .catalog_append(&[catalog::Change::Put(slot.entry())])?;
+            }
             self.clear_capture();
+            self.inner.maybe_compact();
         }
         Ok(s.info())
     }
@@ -917,39 +1452,95 @@ impl Backend for Store {
 
     async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         self.check_open()?;
-        let streams: Vec<Arc<StreamConsumers>> = self.inner.snapshot();
-        Ok(streams.iter().map(|s| s.info()).collect())
+        self.inner.reconcile()?;
+        let now = self.inner.env.clock.now_ns();
+        let mut out = Vec::new();
+        for slot in self.inner.slots() {
+            // A stream not open is listed from its summary while the
+            // catalog vouches for it (invariant 34); else it is recovered.
+            if slot.get().is_none() {
+                if let Some(info) = slot.trusted_info(now) {
+                    out.push(info);
+                    continue;
+                }
+            }
+            match self.inner.open_slot(&slot) {
+                Ok(s) => out.push(s.info()),
+                Err(Error::StreamUnavailable { .. } | Error::StreamNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     async fn delete_stream(&self, name: &str) -> Result<()> {
         self.check_open()?;
         self.check_writable("delete_stream")?;
+        let found = self.inner.find_slot(name)?;
         if self.check_available(name).is_err() {
             return self.delete_unavailable_stream(name);
         }
-        let s = self.stream(name)?;
+        let Some(slot) = found else {
+            // The error a lookup gives (a name no stream can have, ...).
+            return self.stream(name).map(|_| ());
+        };
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        self.inner
-            .streams
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        // No recovery of it starts or runs while it goes.
+        let _one = slot.opening();
+        {
+            let mut streams = self
+                .inner
+                .streams
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if !streams.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                return Err(Error::StreamNotFound {
+                    name: name.to_owned(),
+                });
+            }
+            streams.remove(name);
+        }
         self.clear_capture();
-        s.mark_closed();
-        let storage = s.storage();
-        let parent = s.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        // A stream never opened in this store is deleted without recovering it.
+        let (storage, dir) = match slot.get() {
+            Some(s) => {
+                s.mark_closed();
+                (s.env.storage.clone(), s.dir.clone())
+            }
+            None => (
+                self.inner.env.storage.clone(),
+                self.inner.streams_dir.join(name),
+            ),
+        };
+        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
         let tomb = parent.join(format!(".deleted-{name}-{}", now_ns()));
         // Rename first so a crash never leaves a half-deleted stream.
-        storage
-            .rename(&s.dir, &tomb)
-            .map_err(io(format!("deleting stream {name}")))?;
+        match storage.rename(&dir, &tomb) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && slot.get().is_none() => {
+                // Its create or delete never finished: it was not there.
+                let _ = self
+                    .inner
+                    .catalog_append(&[catalog::Change::Delete(name.to_owned())]);
+                return Err(Error::StreamNotFound {
+                    name: name.to_owned(),
+                });
+            }
+            r => r.map_err(io(format!("deleting stream {name}")))?,
+        }
         // IMPORTANT: fsync the directory after rename.
         storage
             .sync_dir(&parent)
             .map_err(io(format!("deleting stream {name}")))?;
+        if slot.file {
+            // Invariant 34: after the rename (a crash in between leaves an
+            // entry without a directory: absent).
+            self.inner
+                .catalog_append(&[catalog::Change::Delete(name.to_owned())])?;
+        }
         if let Err(e) = storage.remove_dir_all(&tomb) {
             tracing::warn!(stream = name, error = %e, "could not remove deleted stream files; removed at next open");
         }
+        self.inner.maybe_compact();
         Ok(())
     }
 

@@ -600,6 +600,10 @@ async fn an_unloadable_consumer_of_an_interest_stream_keeps_every_message() {
         std::fs::create_dir(&path).unwrap();
         {
             let s = open(&dir);
+            // Damage done by hand to a stream that closed cleanly is found
+            // when the stream is recovered, on its first use
+            // (docs/design.md, "Catalog").
+            s.stream_info("R").await.unwrap();
             assert_eq!(s.unavailable().len(), 1, "{name}");
             // a acknowledges everything it has; b's messages (and, with b
             // unknown, a's too) stay: b might still need any of them.

@@ -43,8 +43,11 @@ fn a_symlinked_lock_file_is_refused_and_its_target_is_untouched() {
         .is_symlink());
 }
 
-/// A store file replaced by a symbolic link (here a segment) fails the open
-/// with `Error::Symlink` naming it; the link's target is not changed.
+/// A store file replaced by a symbolic link (here a segment) fails the
+/// stream's recovery with `Error::Symlink` naming it; the link's target is
+/// not changed. Streams are recovered when first used (docs/design.md,
+/// "Catalog"), so the store opens and the first operation on the stream
+/// fails.
 ///
 /// Checks invariant 25 (docs/design.md).
 #[tokio::test]
@@ -69,10 +72,17 @@ async fn a_symlinked_store_file_is_refused_and_its_target_is_untouched() {
     let before = std::fs::read(&elsewhere).unwrap();
     symlink(&elsewhere, &log).unwrap();
 
-    match Store::open(&dir, opts()) {
+    let s = Store::open(&dir, opts()).unwrap();
+    match s.stream_info("S").await {
         Err(Error::Symlink { path }) => assert_eq!(path, log),
         other => panic!("expected Error::Symlink, got {:?}", other.map(|_| ())),
     }
+    // A publish it captures fails the same way (never a silent drop).
+    assert!(matches!(
+        s.publish(Message::new("a", "y")).await,
+        Err(Error::Symlink { .. })
+    ));
+    s.close().await.unwrap();
     assert_eq!(std::fs::read(&elsewhere).unwrap(), before);
 }
 

@@ -276,6 +276,10 @@ async fn a_stream_with_a_broken_config_is_reported_and_the_others_open() {
         }
         let before = files(&dir.join("streams/T"));
         let s = open(dir);
+        // Damage done by hand to a stream that closed cleanly is found when
+        // the stream is recovered, on its first use (docs/design.md,
+        // "Catalog"): here a publish it would capture.
+        assert_eq!(s.publish(Message::new("t", "x")).await.unwrap(), None);
         // The other stream works.
         assert_eq!(
             s.stream_info("S").await.unwrap().state.messages,
@@ -417,6 +421,9 @@ async fn an_immutable_consumer_file_makes_only_that_consumer_unavailable() {
     );
     let before = std::fs::read(&file).unwrap();
     let s = open(dir);
+    // Found when the stream is recovered, on its first use (docs/design.md,
+    // "Catalog").
+    s.stream_info("S").await.unwrap();
     let u = s.unavailable();
     assert_eq!(u.len(), 1, "{u:?}");
     assert_eq!(u[0].consumer.as_deref(), Some("c"));
@@ -430,6 +437,7 @@ async fn an_immutable_consumer_file_makes_only_that_consumer_unavailable() {
     assert_eq!(std::fs::read(&file).unwrap(), before);
     // Read-only, the same file loads: nothing is written anyway.
     let s = Store::open(dir, ro()).unwrap();
+    s.stream_info("S").await.unwrap();
     assert!(s.unavailable().is_empty());
     assert_eq!(s.consumer_info("S", "c").await.unwrap().num_ack_pending, 10);
     s.close().await.unwrap();

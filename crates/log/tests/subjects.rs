@@ -2,7 +2,7 @@
 //! (docs/design.md, "Per-subject state"): whatever path answers a question
 //! about subjects (a lookup, the newest message of each subject read one by
 //! one, or one scan of the log), the answer is what a brute-force reading
-//! of every stored message gives, before and after a reopen.
+//! of every stored message gives, before and after a reopen (invariant 35).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -62,6 +62,13 @@ impl ConsumerSet {
         self.lock().len() as u64
     }
 
+    /// (durable, ephemeral) consumers.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let map = self.lock();
+        let durable = map.values().filter(|c| c.is_durable()).count() as u64;
+        (durable, map.len() as u64 - durable)
+    }
+
     pub(crate) fn broken(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
         self.broken.lock().unwrap_or_else(|e| e.into_inner())
     }

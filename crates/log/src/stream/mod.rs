@@ -197,6 +197,11 @@ impl Stream {
         self.lock().config.clone()
     }
 
+    /// Whether a failed write or fsync poisoned the stream (invariant 5).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.lock().poisoned.is_some()
+    }
+
     /// The stream's retention policy.
     pub(crate) fn retention(&self) -> RetentionPolicy {
         self.lock().retention()

@@ -57,11 +57,13 @@ pub(crate) fn write_config(
 }
 
 /// Creates a new stream's directory atomically: built under
-/// `streams/.creating-<name>`, then renamed into place.
+/// `streams/.creating-<name>`, then renamed into place. `created` is the
+/// time its catalog entry already holds.
 pub(crate) fn create(
     env: Arc<Env>,
     streams_dir: &Path,
     config: StreamConfig,
+    created: SystemTime,
 ) -> Result<Arc<Stream>> {
     let storage = &*env.storage;
     let name = config.name.clone();
@@ -77,7 +79,6 @@ pub(crate) fn create(
     storage
         .create_dir_all(&segdir)
         .map_err(io(ctx("creating directories")))?;
-    let created = to_system_time(env.clock.now_ns());
     write_config(storage, &staging, &config, created)?;
     let reserve_step = manifest::reservation(env.segment_size);
     let first = manifest::Manifest {
