@@ -167,6 +167,13 @@ impl Cursor {
         }
     }
 
+    /// Closes the segment file it reads (an idle consumer holds no
+    /// descriptor); the next [`Cursor::fill`] finds its place again from
+    /// `next_seq` through the index.
+    pub(crate) fn close_file(&mut self) {
+        self.pos = None;
+    }
+
     /// Reads one chunk into the queue, or says there is nothing new. Holds
     /// the stream lock only to plan the chunk and to drop deleted
     /// sequences (invariant 11).

@@ -4,7 +4,7 @@
 //! without rewriting the state file. Replayed at open on top of the state
 //! file; folded into it (compaction) when it grows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use durabus_core::SequencePair;
@@ -105,13 +105,21 @@ pub(crate) fn decode(b: &[u8]) -> Read {
     r
 }
 
-/// A durable consumer's open journal and the changes not yet in it.
+/// A durable consumer's journal and the changes not yet in it. Its file is
+/// opened when something is written and closed again once the consumer
+/// was idle for a maintenance tick ([`Journal::close_if_idle`]), so idle
+/// consumers hold no file descriptor (100,000 consumers fit in any
+/// descriptor limit).
 #[derive(Default)]
 pub(crate) struct Journal {
     /// Encoded entries not yet written.
     pub(super) buf: Vec<u8>,
-    /// The journal file (durable consumers of a store that persists).
+    /// The journal's path (durable consumers of a store that persists).
+    pub(super) path: Option<PathBuf>,
+    /// Its open file, while the consumer is active.
     pub(super) file: Option<Arc<dyn StorageFile>>,
+    /// Written to since the last maintenance tick.
+    pub(super) recent: bool,
     /// Where the next entry is written.
     pub(super) len: u64,
     /// Its generation: the state file's `journal_gen`.
@@ -128,23 +136,36 @@ impl std::fmt::Debug for Journal {
             .field("len", &self.len)
             .field("gen", &self.gen)
             .field("buffered", &self.buf.len())
+            .field("open", &self.file.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Journal {
     /// Writes the buffered entries; fsyncs too when `sync` (and something
-    /// was written since the last fsync).
-    pub(crate) fn flush(&mut self, sync: bool) -> std::io::Result<()> {
-        let Some(file) = self.file.clone() else {
+    /// was written since the last fsync). Opens the file if it is closed.
+    pub(crate) fn flush(&mut self, storage: &dyn Storage, sync: bool) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
             self.buf.clear();
             return Ok(());
+        };
+        if self.buf.is_empty() && !(sync && self.unsynced) {
+            return Ok(());
+        }
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => {
+                let f = storage.open(path)?;
+                self.file = Some(f.clone());
+                f
+            }
         };
         if !self.buf.is_empty() {
             file.write_all_at(&self.buf, self.len)?;
             self.len += self.buf.len() as u64;
             self.buf.clear();
             self.unsynced = true;
+            self.recent = true;
         }
         if sync && self.unsynced {
             file.sync_data()?;
@@ -152,24 +173,33 @@ impl Journal {
         }
         Ok(())
     }
+
+    /// Closes the file of a journal nothing was written to since the last
+    /// call (what was written is with the OS; under `always` and
+    /// `periodic` it was fsynced first by the same tick's flush).
+    pub(crate) fn close_if_idle(&mut self) {
+        if !self.recent && self.buf.is_empty() {
+            self.file = None;
+        }
+        self.recent = false;
+    }
 }
 
 /// Creates (replacing) the journal at `path` as an empty one of `gen`,
-/// durably, and opens it for appends.
+/// durably (it is opened for appends when written to).
 pub(crate) fn create(
     storage: &dyn Storage,
     dir: &Path,
     path: &Path,
     gen: u64,
-) -> std::io::Result<Arc<dyn StorageFile>> {
+) -> std::io::Result<()> {
     if !storage.exists(dir).unwrap_or(false) {
         storage.create_dir_all(dir)?;
         if let Some(parent) = dir.parent() {
             storage.sync_dir(parent)?;
         }
     }
-    crate::storage::write_atomic(storage, path, &header(gen))?;
-    storage.open(path)
+    crate::storage::write_atomic(storage, path, &header(gen))
 }
 
 #[cfg(test)]

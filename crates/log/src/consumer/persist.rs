@@ -19,6 +19,10 @@ pub(super) fn corrupt_file(path: &Path, reason: impl Into<String>) -> Error {
     Error::corrupt(path, 0, reason)
 }
 
+/// A consumer that fetched nothing for this long closes the segment file
+/// its cursor reads.
+const IDLE_CLOSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl StreamConsumers {
     pub(super) fn consumer_dir(&self) -> PathBuf {
         self.dir.join(CONSUMERS_DIR)
@@ -161,16 +165,16 @@ impl StreamConsumers {
                         .and_then(|()| file.sync_data())
                         .map_err(|e| Error::io(format!("truncating {}", jpath.display()), e))?;
                 }
-                c.journal.file = Some(file);
+                drop(file);
                 c.journal.len = read.end;
             } else {
                 // None yet (a store from before journals), or one the state
                 // file already holds: start this generation's.
-                let file = journal::create(st, &jdir, &jpath, c.journal.gen)
+                journal::create(st, &jdir, &jpath, c.journal.gen)
                     .map_err(|e| Error::io(format!("creating {}", jpath.display()), e))?;
-                c.journal.file = Some(file);
                 c.journal.len = journal::HEADER;
             }
+            c.journal.path = Some(jpath);
         }
         Ok(c)
     }
@@ -187,9 +191,12 @@ impl StreamConsumers {
         let bytes = c.to_file().encode()?;
         self.write_consumer_file(name, &bytes)?;
         let jdir = self.journal_dir();
-        let file = journal::create(self.storage(), &jdir, &jdir.join(name), c.journal.gen)
+        let jpath = jdir.join(name);
+        // The old generation's file closes; the new one opens when written to.
+        c.journal.file = None;
+        journal::create(self.storage(), &jdir, &jpath, c.journal.gen)
             .map_err(|e| Error::io(format!("starting the journal of consumer {name:?}"), e))?;
-        c.journal.file = Some(file);
+        c.journal.path = Some(jpath);
         c.journal.len = journal::HEADER;
         c.journal.unsynced = false;
         Ok(())
@@ -200,7 +207,7 @@ impl StreamConsumers {
     pub(super) fn flush_journal(&self, c: &mut Consumer) -> Result<()> {
         c.journal_entry();
         let sync = self.journal_syncs();
-        c.journal.flush(sync).map_err(|e| {
+        c.journal.flush(self.storage(), sync).map_err(|e| {
             Error::io(
                 format!("writing the journal of a consumer of stream {}", self.name),
                 e,
@@ -243,7 +250,9 @@ impl StreamConsumers {
 
     /// Writes buffered journal entries of every durable consumer (fsynced
     /// when `sync`), and folds journals into state files: every changed one
-    /// when `force` (clean close), else those past [`journal::COMPACT_AT`].
+    /// when `force` (clean close), else those past [`journal::COMPACT_AT`];
+    /// closes the files of consumers idle since the last call (journals
+    /// written to nothing, cursors that fetched nothing for [`IDLE_CLOSE`]).
     pub(crate) fn persist_consumers(&self, force: bool) -> Result<()> {
         if !self.persists() || self.is_closed() {
             return Ok(());
@@ -253,6 +262,11 @@ impl StreamConsumers {
         let mut map = self.consumers.lock();
         let mut first = None;
         for (n, c) in map.iter_mut() {
+            if c.waiting == 0 && c.last_active.elapsed() >= IDLE_CLOSE {
+                if let Some(cur) = &mut c.cursor {
+                    cur.close_file();
+                }
+            }
             if !c.is_durable() {
                 continue;
             }
@@ -262,9 +276,14 @@ impl StreamConsumers {
                 self.compact(n, c)
             } else {
                 c.journal_entry();
-                c.journal
-                    .flush(sync)
-                    .map_err(|e| Error::io(format!("writing the journal of consumer {n:?}"), e))
+                let r = c
+                    .journal
+                    .flush(self.storage(), sync)
+                    .map_err(|e| Error::io(format!("writing the journal of consumer {n:?}"), e));
+                if !force {
+                    c.journal.close_if_idle();
+                }
+                r
             };
             if let Err(e) = r {
                 first.get_or_insert(e);

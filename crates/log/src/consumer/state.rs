@@ -98,7 +98,7 @@ impl Consumer {
             start_queue: queue_changed.then(|| self.start_queue.iter().copied().collect()),
         };
         self.journal.last = Some(mark);
-        if self.journal.file.is_some() {
+        if self.journal.path.is_some() {
             journal::encode(&entry, &mut self.journal.buf);
         }
     }
