@@ -59,7 +59,9 @@ pub(crate) struct Entry {
     /// Unix nanoseconds, as in its `config.json`.
     pub(crate) created_ns: i64,
     /// Its `StreamConfig` as JSON (self-describing, as `config.json`, so a
-    /// config field added later reads back with its default).
+    /// config field added later reads back with its default). Bytes on the
+    /// wire as postcard writes any `[u8]`; decoded as one copy.
+    #[serde(with = "serde_bytes")]
     pub(crate) config: Vec<u8>,
     /// Its state when it last closed cleanly; `None`: unknown without
     /// recovering it.

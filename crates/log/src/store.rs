@@ -1239,11 +1239,6 @@ impl StoreInner {
         };
         let mut present = std::collections::BTreeSet::new();
         for name in names {
-            let path = self.streams_dir.join(&name);
-            if !self.stream_dir_entry(&name, &path) {
-                continue;
-            }
-            present.insert(name.clone());
             let known = self
                 .streams
                 .read()
@@ -1255,8 +1250,16 @@ impl StoreInner {
                     .unwrap_or_else(|e| e.into_inner())
                     .contains_key(&name);
             if known {
+                // Listed: its directory is checked when it is recovered
+                // (no stat per stream here).
+                present.insert(name);
                 continue;
             }
+            let path = self.streams_dir.join(&name);
+            if !self.stream_dir_entry(&name, &path) {
+                continue;
+            }
+            present.insert(name.clone());
             match self.recover(path, &name, &|_| {}) {
                 Ok(s) => {
                     let slot = Arc::new(Slot::opened(s, true)?);
