@@ -808,7 +808,7 @@ fn w8_targets(rows: &[Row]) -> Vec<Target> {
     use durabus_workloads::growth::names;
     let col = w8_column(rows).unwrap_or_default();
     let point = |name, size| w8_point(rows, col, name, size);
-    let per_subject = point(names::SUBJECTS_BYTES, None);
+    let per_subject = point(names::SUBJECTS_BYTES_OPEN, None);
     let base = point(names::STREAMS_OPEN, Some(1));
     let streams = point(names::STREAMS_OPEN, None);
     let consumers = point(names::CONSUMERS_OPEN, None);
@@ -1286,7 +1286,7 @@ mod tests {
         let rows = vec![
             point(
                 "durabus",
-                names::SUBJECTS_BYTES,
+                names::SUBJECTS_BYTES_OPEN,
                 "subjects",
                 100_000,
                 120.0,
@@ -1294,7 +1294,7 @@ mod tests {
             ),
             point(
                 "durabus",
-                names::SUBJECTS_BYTES,
+                names::SUBJECTS_BYTES_OPEN,
                 "subjects",
                 1_000_000,
                 48.0,
@@ -1302,7 +1302,7 @@ mod tests {
             ),
             point(
                 "nats-server",
-                names::SUBJECTS_BYTES,
+                names::SUBJECTS_BYTES_OPEN,
                 "subjects",
                 1_000_000,
                 300.0,

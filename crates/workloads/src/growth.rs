@@ -67,6 +67,10 @@ pub mod names {
     pub const SUBJECTS_START: &str = "subjects: open time from process start";
     /// RSS of the fresh process (nats-server: after its recovery).
     pub const SUBJECTS_RSS_OPEN: &str = "subjects: RSS after open";
+    /// The fresh process's RSS growth over its open, per subject: what the
+    /// per-subject state costs resident (the target's row), without what
+    /// the publishing process's allocator kept of transient buffers.
+    pub const SUBJECTS_BYTES_OPEN: &str = "subjects: resident bytes per subject after open";
     /// As [`SUBJECTS_OPEN`], with N streams.
     pub const STREAMS_OPEN: &str = "streams: open time";
     /// As [`SUBJECTS_START`]; nats-server: until STREAM.NAMES lists them all.
@@ -358,7 +362,7 @@ async fn subjects(
         );
         rows.push(
             Measurement::point(names::SUBJECTS_BYTES, "subjects", stop, per, "B").note(format!(
-                "RSS growth from {from} to {} over the subjects added (bar: <= 64 B)",
+                "RSS growth from {from} to {} over the subjects added (with what the allocator kept of transient buffers)",
                 count(stop)
             )),
         );
@@ -381,6 +385,13 @@ async fn subjects(
             stop,
             &probed,
         ));
+        #[allow(clippy::cast_precision_loss)]
+        let per_open =
+            probed.open.rss.saturating_sub(probed.open.rss_before) as f64 / stop.max(1) as f64;
+        rows.push(
+            Measurement::point(names::SUBJECTS_BYTES_OPEN, "subjects", stop, per_open, "B")
+                .note("a fresh process: RSS growth over the open, per subject (bar: <= 64 B)"),
+        );
         bus = open_bus(&url).await?;
     }
     bar.finish_and_clear();

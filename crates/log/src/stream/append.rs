@@ -281,10 +281,17 @@ impl Stream {
             // As nats-server: a message that replaces its subject's oldest
             // (the subject is at max_msgs_per_subject, which evicts under
             // either policy) does not grow the stream, so max_msgs lets it in.
+            let subject_count = match g.config.max_msgs_per_subject {
+                Some(_) => {
+                    let k = g.subjects.key_cached(&msg.subject);
+                    g.subjects.count(k)
+                }
+                None => 0,
+            };
             let replaces = !g.config.discard_new_per_subject
                 && g.config
                     .max_msgs_per_subject
-                    .is_some_and(|max| g.subjects.count(g.subjects.key(&msg.subject)) >= max);
+                    .is_some_and(|max| subject_count >= max);
             if let Some(max) = g.config.max_msgs {
                 if g.messages >= max && !replaces {
                     return Err(self.full(format!("max_msgs {max}")));
@@ -298,9 +305,7 @@ impl Stream {
             // As JetStream: `discard new` governs the per-subject limit only
             // with `discard_new_per_subject`; otherwise the subject's oldest goes.
             if let Some(max) = g.config.max_msgs_per_subject {
-                if g.config.discard_new_per_subject
-                    && g.subjects.count(g.subjects.key(&msg.subject)) >= max
-                {
+                if g.config.discard_new_per_subject && subject_count >= max {
                     return Err(self.full(format!("max_msgs_per_subject {max}")));
                 }
             }

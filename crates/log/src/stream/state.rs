@@ -360,7 +360,7 @@ impl Inner {
         self.messages += 1;
         self.bytes += size;
         self.active.note_message(seq, time, offset, size);
-        let k = self.subjects.key(subject);
+        let k = self.subjects.key_cached(subject);
         self.subjects.add(k, seq);
         self.appended += size;
         if let Some(id) = msg_id {
@@ -375,7 +375,7 @@ impl Inner {
         let seg = self.seg_for_seq_mut(seq);
         seg.msgs = seg.msgs.saturating_sub(1);
         seg.bytes = seg.bytes.saturating_sub(size);
-        let k = self.subjects.key(subject);
+        let k = self.subjects.key_cached(subject);
         self.subjects.remove(k, seq);
         self.head_cache = None;
         if self.messages == 0 {

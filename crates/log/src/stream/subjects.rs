@@ -59,6 +59,11 @@ pub(crate) struct Subjects {
     /// newest, oldest first (what eviction takes). Empty for a subject
     /// with one message, so a limit of 1 keeps nothing here at rest.
     older: Option<HashMap<Key, VecDeque<u64>>>,
+    /// The last subject [`Subjects::key_cached`] hashed, and its key:
+    /// publishes mostly repeat a subject, and comparing costs less than
+    /// hashing.
+    last_name: String,
+    last_key: Key,
 }
 
 impl Subjects {
@@ -70,12 +75,16 @@ impl Subjects {
     }
 
     fn with_key(sip: (u64, u64), tracking: bool) -> Self {
-        Subjects {
+        let mut s = Subjects {
             sip,
             table: HashTable::new(),
             big: HashMap::default(),
             older: tracking.then(HashMap::default),
-        }
+            last_name: String::new(),
+            last_key: Key { hi: 0, lo: 0 },
+        };
+        s.last_key = s.key("");
+        s
     }
 
     /// The key of `subject`.
@@ -85,6 +94,16 @@ impl Subjects {
             hi: h.h1,
             lo: h.h2 as u32,
         }
+    }
+
+    /// The key of `subject`, remembering it for the next call.
+    pub(crate) fn key_cached(&mut self, subject: &str) -> Key {
+        if self.last_name != subject {
+            self.last_key = self.key(subject);
+            self.last_name.clear();
+            self.last_name.push_str(subject);
+        }
+        self.last_key
     }
 
     fn find(&self, k: Key) -> Option<&Entry> {
