@@ -1001,7 +1001,10 @@ fn spawn_live_publisher(store: &Store, segment_size: u64, payload: &str) -> Kill
     let child = KillOnDrop(
         durabus()
             .args(["--url", &url, "pub", "live.{{i}}", payload])
-            .args(["--count", "1000000"])
+            // One publish (and fsync) at a time, more than it can publish
+            // while the test runs: the store grows slowly and is live to
+            // the end (the child is killed).
+            .args(["--count", "100000000", "--window", "1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
