@@ -103,21 +103,13 @@ pub(crate) struct Loaded {
     pub(crate) journal_end: Option<u64>,
 }
 
-fn put(out: &mut Vec<u8>, body: &[u8]) {
-    // Bodies are bounded by MAX_ENTRY when read; a larger one is refused
-    // when written (`encode_change`).
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    out.extend_from_slice(body);
-}
-
 fn encode_change(c: &Change) -> std::io::Result<Vec<u8>> {
     let body = postcard::to_stdvec(c).map_err(std::io::Error::other)?;
     if body.len() > MAX_ENTRY {
         return Err(std::io::Error::other("catalog entry too large"));
     }
     let mut out = Vec::with_capacity(body.len() + 8);
-    put(&mut out, &body);
+    crate::framed::put(&mut out, &body);
     Ok(out)
 }
 
@@ -174,24 +166,7 @@ fn decode_journal(b: &[u8]) -> (Option<u64>, Vec<Change>, u64) {
     let mut g = [0u8; 8];
     g.copy_from_slice(&b[12..20]);
     let gen = u64::from_le_bytes(g);
-    let mut out = Vec::new();
-    let mut at = JOURNAL_HEADER as usize;
-    while at + 8 <= b.len() {
-        let len = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]);
-        if len > MAX_ENTRY || at + 8 + len > b.len() {
-            break;
-        }
-        let body = &b[at + 8..at + 8 + len];
-        if crc32c::crc32c(body) != crc {
-            break;
-        }
-        let Ok(c) = postcard::from_bytes::<Change>(body) else {
-            break;
-        };
-        out.push(c);
-        at += 8 + len;
-    }
+    let (out, at) = crate::framed::read::<Change>(b, JOURNAL_HEADER as usize, MAX_ENTRY);
     (Some(gen), out, at as u64)
 }
 

@@ -65,6 +65,7 @@ mod checkpoint;
 mod clock;
 mod consumer;
 mod dump;
+mod framed;
 /// Check functions of the fuzz targets (`fuzz/`). Not part of the API; for
 /// the fuzz targets and benches (feature `internals`). Also built for this
 /// crate's unit tests, which replay the committed fuzz corpus.

@@ -54,12 +54,10 @@ pub(crate) fn encode(e: &Entry, out: &mut Vec<u8>) {
     let Ok(body) = postcard::to_stdvec(e) else {
         return;
     };
-    let Ok(len) = u32::try_from(body.len()) else {
+    if u32::try_from(body.len()).is_err() {
         return;
-    };
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    }
+    crate::framed::put(out, &body);
 }
 
 /// What reading a journal found.
@@ -84,23 +82,8 @@ pub(crate) fn decode(b: &[u8]) -> Read {
     let mut g = [0u8; 8];
     g.copy_from_slice(&b[12..20]);
     r.gen = Some(u64::from_le_bytes(g));
-    let mut at = HEADER as usize;
-    while at + 8 <= b.len() {
-        let len = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]);
-        if len > MAX_ENTRY || at + 8 + len > b.len() {
-            break;
-        }
-        let body = &b[at + 8..at + 8 + len];
-        if crc32c::crc32c(body) != crc {
-            break;
-        }
-        let Ok(e) = postcard::from_bytes::<Entry>(body) else {
-            break;
-        };
-        r.entries.push(e);
-        at += 8 + len;
-    }
+    let (entries, at) = crate::framed::read::<Entry>(b, HEADER as usize, MAX_ENTRY);
+    r.entries = entries;
     r.end = at as u64;
     r
 }
