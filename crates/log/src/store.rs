@@ -1127,9 +1127,9 @@ impl StoreInner {
             .cloned())
     }
 
-    /// Drops a slot whose directory is gone: a create or delete that did
-    /// not finish (or a directory removed by hand).
-    fn forget_slot(&self, slot: &Arc<Slot>) {
+    /// Removes `slot` from the streams (unless another took its name
+    /// meanwhile) and from the capture cache.
+    fn unlist_slot(&self, slot: &Arc<Slot>) {
         {
             let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
             if streams
@@ -1140,6 +1140,12 @@ impl StoreInner {
             }
         }
         self.clear_capture();
+    }
+
+    /// Drops a slot whose directory is gone: a create or delete that did
+    /// not finish (or a directory removed by hand).
+    fn forget_slot(&self, slot: &Arc<Slot>) {
+        self.unlist_slot(slot);
         if let Err(e) = self.catalog_append(&[catalog::Change::Delete(slot.name.clone())]) {
             tracing::warn!(stream = %slot.name, error = %e, "could not drop a stream without a directory from the catalog");
         }
@@ -1199,16 +1205,7 @@ impl StoreInner {
             }
             Err(e) if stream_local(&e) => {
                 self.note_unavailable(&slot.name, &e);
-                {
-                    let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
-                    if streams
-                        .get(&slot.name)
-                        .is_some_and(|s| Arc::ptr_eq(s, slot))
-                    {
-                        streams.remove(&slot.name);
-                    }
-                }
-                self.clear_capture();
+                self.unlist_slot(slot);
                 Err(Error::StreamUnavailable {
                     name: slot.name.clone(),
                     reason: e.to_string(),
