@@ -34,3 +34,12 @@ pub(crate) fn read<T: DeserializeOwned>(b: &[u8], mut at: usize, max: usize) -> 
     }
     (out, at)
 }
+
+/// The body of `b` when `b` is exactly one entry that verifies (its
+/// length and CRC; the body is not decoded).
+pub(crate) fn one(b: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?);
+    let body = b.get(8..)?;
+    (body.len() == len && crc32c::crc32c(body) == crc).then_some(body)
+}

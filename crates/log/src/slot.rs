@@ -229,6 +229,27 @@ impl Slot {
         })
     }
 
+    /// From when `max_age` may make the summary of `entry` (this stream's)
+    /// untrue: the catalog index's hint, so the maintenance thread need
+    /// not read an untaken entry to know whether to open it.
+    pub(crate) fn due_ns(&self, entry: &Entry) -> i64 {
+        let Ok(config) = self.config() else {
+            return i64::MIN;
+        };
+        let Some(age) = config.max_age else {
+            return i64::MAX;
+        };
+        match &entry.summary {
+            None => i64::MIN,
+            Some(s) if s.messages == 0 => i64::MAX,
+            Some(s) => s.first_time_ns.map_or(i64::MIN, |first| {
+                let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+                // The margin `trusted_info` gives.
+                first.saturating_add(age).saturating_sub(1_000_000_000)
+            }),
+        }
+    }
+
     /// Whether the summary may have expired messages by `now_ns` (the
     /// stream is to be opened so max_age removes them).
     pub(crate) fn expiry_due(&self, now_ns: i64) -> bool {

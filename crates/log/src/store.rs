@@ -2,7 +2,7 @@
 //! threads, and the [`Backend`] implementation.
 
 use crate::HashMap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -77,8 +77,12 @@ pub(crate) struct StoreInner {
     mem_env: Arc<Env>,
     mem_root: PathBuf,
     closed: AtomicBool,
-    /// Every stream, opened or not (docs/design.md, "Catalog").
+    /// Every stream taken from the catalog or created, opened or not
+    /// (docs/design.md, "Catalog"); the rest are in `lazy`.
     streams: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// The catalog snapshot's streams not taken into `streams` yet. Lock
+    /// order: the catalog writer, then this, then `streams`.
+    lazy: Mutex<Lazy>,
     capture: RwLock<HashMap<String, Option<Arc<StreamConsumers>>>>,
     router: Arc<Router>,
     events: broadcast::Sender<Event>,
@@ -100,6 +104,36 @@ pub(crate) struct StoreInner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     admin: Mutex<()>,
     inbox_counter: AtomicU64,
+}
+
+/// The streams of the catalog snapshot read at open, each taken into the
+/// store's `streams` on first use (named, or all of them for what needs
+/// every stream: routing, overlap checks, listing).
+#[derive(Debug, Default)]
+struct Lazy {
+    snapshot: Option<catalog::Snapshot>,
+    /// Per snapshot entry: taken (into `streams`, or dropped: the journal
+    /// has a newer word on it, its directory is gone, or it is damaged).
+    taken: Vec<bool>,
+    /// Entries not taken yet.
+    left: usize,
+    /// Streams the journal marked (their summaries do not hold).
+    dirty: BTreeSet<String>,
+}
+
+impl Lazy {
+    /// The untaken entry of `name`.
+    fn find(&self, name: &str) -> Option<usize> {
+        let i = self.snapshot.as_ref()?.find(name)?;
+        (!self.taken[i]).then_some(i)
+    }
+
+    /// Marks entry `i` taken.
+    fn take(&mut self, i: usize) {
+        if !std::mem::replace(&mut self.taken[i], true) {
+            self.left -= 1;
+        }
+    }
 }
 
 /// The embedded store: a data directory (or memory image) of streams.
@@ -327,6 +361,7 @@ impl Store {
             mem_root,
             closed: AtomicBool::new(false),
             streams: RwLock::new(BTreeMap::new()),
+            lazy: Mutex::new(Lazy::default()),
             capture: RwLock::new(HashMap::default()),
             router: Arc::new(Router::new(options.subscriber_buffer, events.clone())),
             events,
@@ -352,7 +387,9 @@ impl Store {
                 // until it closes cleanly). Its generation starts above
                 // any a damaged one could have used.
                 let gen = u64::try_from(inner.env.clock.now_ns()).unwrap_or(1).max(1);
-                let w = catalog::Writer::create(st, &dir, gen, inner.catalog_entries())
+                let w = inner
+                    .catalog_items(&BTreeMap::new())
+                    .and_then(|items| catalog::Writer::create(st, &dir, gen, items))
                     .map_err(io(format!("writing the catalog of {}", dir.display())))?;
                 *inner.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
                 Ok(())
@@ -547,6 +584,7 @@ impl Store {
         {
             return Ok(hit.clone());
         }
+        self.inner.take_all();
         let slot = {
             let streams = self.inner.streams.read().unwrap_or_else(|e| e.into_inner());
             streams.values().find(|s| s.captures(subj)).cloned()
@@ -576,6 +614,7 @@ impl Store {
     }
 
     fn check_overlaps(&self, config: &StreamConfig) -> Result<()> {
+        self.inner.take_all();
         let streams = self.inner.streams.read().unwrap_or_else(|e| e.into_inner());
         let mine = config.effective_subjects();
         for (name, s) in streams.iter() {
@@ -828,8 +867,14 @@ impl StoreInner {
             .collect()
     }
 
-    /// Every stream, opened or not.
+    /// Every stream, opened or not (taking the catalog's untaken ones).
     fn slots(&self) -> Vec<Arc<Slot>> {
+        self.take_all();
+        self.listed()
+    }
+
+    /// The streams taken so far (created, or taken from the catalog).
+    fn listed(&self) -> Vec<Arc<Slot>> {
         self.streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -882,33 +927,44 @@ impl StoreInner {
             }
         }
         // Invariant 34: summaries only of streams that closed cleanly.
-        let slots = self.slots();
-        let any_open = slots.iter().any(|s| s.file && s.get().is_some());
-        if let Some(w) = self
-            .catalog
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            // Nothing opened and nothing appended: the snapshot is current.
-            .filter(|w| any_open || w.has_changes())
-        {
-            let entries = slots
+        let summaries: BTreeMap<String, catalog::Summary> = self
+            .listed()
+            .iter()
+            .filter(|slot| slot.file && !self.full_scan)
+            .filter_map(|slot| {
+                let s = slot.get().filter(|s| closed_cleanly.contains(&s.name))?;
+                Some((slot.name.clone(), crate::slot::summary_at_close(s)?))
+            })
+            .collect();
+        let mut writer = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = writer.as_mut() {
+            let closed: Vec<catalog::Change> = self
+                .listed()
                 .iter()
-                .filter(|slot| slot.file)
-                .map(|slot| {
-                    let summary = slot
-                        .get()
-                        .filter(|s| !self.full_scan && closed_cleanly.contains(&s.name))
-                        .and_then(|s| crate::slot::summary_at_close(s));
-                    slot.entry_at_close(summary)
+                .filter_map(|slot| {
+                    let summary = summaries.get(&slot.name)?.clone();
+                    Some(catalog::Change::Closed(slot.entry_at_close(Some(summary))))
                 })
                 .collect();
-            if let Err(e) = w.compact(&*self.env.storage, entries) {
+            let written = if closed.is_empty() {
+                Ok(())
+            } else {
+                w.append(&closed)
+            };
+            let folded = written.and_then(|()| {
+                if !w.wants_compaction(true) {
+                    return Ok(());
+                }
+                let items = self.catalog_items(&summaries)?;
+                w.compact(&*self.env.storage, items)
+            });
+            if let Err(e) = folded {
                 // The marks stay in the journal: the next open recovers
                 // those streams instead of trusting a summary.
                 tracing::warn!(error = %e, "close: the catalog's summaries were not written");
             }
         }
+        drop(writer);
         // Invariant 13: the lock goes with the store.
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first_err {
@@ -1029,14 +1085,54 @@ impl StoreInner {
         true
     }
 
-    /// Takes the streams of a catalog `catalog::load` read: none is opened.
-    fn load_catalog(&self, mut loaded: catalog::Loaded) -> Result<()> {
+    /// Takes the streams of a catalog `catalog::load` read: none is opened,
+    /// and only those the journal names are read now (the snapshot's are
+    /// read on first use).
+    fn load_catalog(&self, loaded: catalog::Loaded) -> Result<()> {
         let st = &*self.env.storage;
+        let writer = if self.read_only {
+            None
+        } else {
+            Some(
+                catalog::Writer::resume(st, &self.dir, &loaded)
+                    .map_err(io(format!("opening the catalog of {}", self.dir.display())))?,
+            )
+        };
+        let catalog::Loaded {
+            snapshot,
+            journal,
+            dirty,
+            updating,
+            ..
+        } = loaded;
+        let mut lazy = Lazy {
+            taken: vec![false; snapshot.len()],
+            left: snapshot.len(),
+            snapshot: Some(snapshot),
+            dirty,
+        };
+        let mut entries = BTreeMap::new();
+        for (name, entry) in journal {
+            if let Some(i) = lazy.find(&name) {
+                lazy.take(i);
+            }
+            if let Some(e) = entry {
+                entries.insert(name, e);
+            }
+        }
+        for name in &updating {
+            if let (Some(i), Some(snap)) = (lazy.find(name), lazy.snapshot.as_ref()) {
+                // (a damaged entry is left to the listing of `streams/`)
+                if let Ok(e) = snap.entry(i) {
+                    entries.insert(name.clone(), e);
+                }
+                lazy.take(i);
+            }
+        }
         let mut fixes = Vec::new();
         let mut slots = BTreeMap::new();
-        let entries = std::mem::take(&mut loaded.entries);
         for (name, mut entry) in entries {
-            let updating = loaded.updating.contains(&name);
+            let updating = updating.contains(&name);
             if updating {
                 // Its config.json was being replaced: the file is the truth.
                 if let Ok(cf) = recovery::read_config(st, &self.streams_dir.join(&name), &name) {
@@ -1044,13 +1140,12 @@ impl StoreInner {
                     fixes.push(catalog::Change::Put(entry.clone()));
                 }
             }
-            let dirty = updating || loaded.dirty.contains(&name);
+            let dirty = updating || lazy.dirty.contains(&name);
             slots.insert(name, Arc::new(Slot::from_entry(entry, dirty)));
         }
         *self.streams.write().unwrap_or_else(|e| e.into_inner()) = slots;
-        if !self.read_only {
-            let mut w = catalog::Writer::resume(st, &self.dir, &loaded)
-                .map_err(io(format!("opening the catalog of {}", self.dir.display())))?;
+        *self.lazy.lock().unwrap_or_else(|e| e.into_inner()) = lazy;
+        if let Some(mut w) = writer {
             if !fixes.is_empty() {
                 w.append(&fixes)
                     .map_err(io(format!("writing the catalog of {}", self.dir.display())))?;
@@ -1060,13 +1155,101 @@ impl StoreInner {
         Ok(())
     }
 
-    /// The catalog's entries as they are to be written now.
-    fn catalog_entries(&self) -> Vec<catalog::Entry> {
-        self.slots()
-            .iter()
-            .filter(|s| s.file)
-            .map(|s| s.entry())
-            .collect()
+    /// Takes the snapshot's entry of `name` into `streams` (its first
+    /// use): the slot, or `None` when the snapshot has no untaken entry of
+    /// that name or its entry is damaged (then its directory is found by
+    /// the next listing of `streams/`).
+    fn take_lazy(&self, name: &str) -> Option<Arc<Slot>> {
+        let mut lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+        if lazy.left == 0 {
+            return None;
+        }
+        if let Some(s) = self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            // Taken by another caller meanwhile.
+            return Some(s.clone());
+        }
+        let i = lazy.find(name)?;
+        lazy.take(i);
+        let read = lazy.snapshot.as_ref().map(|snap| snap.entry(i))?;
+        let slot = self.slot_of(read, &lazy.dirty)?;
+        self.streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), slot.clone());
+        Some(slot)
+    }
+
+    /// Takes every untaken entry of the snapshot into `streams`.
+    fn take_all(&self) {
+        let mut lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+        if lazy.left == 0 {
+            return;
+        }
+        let Some(snap) = lazy.snapshot.take() else {
+            return;
+        };
+        let mut taken = Vec::with_capacity(lazy.left);
+        for i in 0..snap.len() {
+            if !lazy.taken[i] {
+                if let Some(slot) = self.slot_of(snap.entry(i), &lazy.dirty) {
+                    taken.push(slot);
+                }
+            }
+        }
+        lazy.taken.iter_mut().for_each(|t| *t = true);
+        lazy.left = 0;
+        lazy.snapshot = Some(snap);
+        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        for slot in taken {
+            streams.insert(slot.name.clone(), slot);
+        }
+    }
+
+    /// The slot of an entry read from the snapshot; `None` when it did not
+    /// verify (warned, and `streams/` is to be listed again so its
+    /// directory is recovered as one the catalog does not know).
+    fn slot_of(
+        &self,
+        read: std::result::Result<catalog::Entry, String>,
+        dirty: &BTreeSet<String>,
+    ) -> Option<Arc<Slot>> {
+        match read {
+            Ok(e) => {
+                let dirty = dirty.contains(&e.name);
+                Some(Arc::new(Slot::from_entry(e, dirty)))
+            }
+            Err(reason) => {
+                tracing::warn!(dir = %self.dir.display(), %reason,
+                    "a catalog entry cannot be used: its stream is recovered from its directory");
+                self.reconciled.store(false, Ordering::Release);
+                None
+            }
+        }
+    }
+
+    /// The catalog as a new snapshot would hold it now: every taken file
+    /// stream (an open one with its summary from `summaries`, or none) and
+    /// the untaken entries of the snapshot, copied.
+    fn catalog_items(
+        &self,
+        summaries: &BTreeMap<String, catalog::Summary>,
+    ) -> std::io::Result<Vec<catalog::Item>> {
+        let lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut items = match (&lazy.snapshot, lazy.left) {
+            (Some(snap), 1..) => snap.items(|i| !lazy.taken[i])?,
+            _ => Vec::new(),
+        };
+        drop(lazy);
+        for slot in self.listed().iter().filter(|s| s.file) {
+            let entry = slot.entry_at_close(summaries.get(&slot.name).cloned());
+            items.push(catalog::Item::new(&entry, slot.due_ns(&entry))?);
+        }
+        Ok(items)
     }
 
     /// Appends `changes` to the catalog's journal, durably (nothing for a
@@ -1089,9 +1272,11 @@ impl StoreInner {
     /// admin lock (no create or delete is half done).
     fn maybe_compact(&self) {
         let mut guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = guard.as_mut().filter(|w| w.wants_compaction()) {
-            let entries = self.catalog_entries();
-            if let Err(e) = w.compact(&*self.env.storage, entries) {
+        if let Some(w) = guard.as_mut().filter(|w| w.wants_compaction(false)) {
+            let folded = self
+                .catalog_items(&BTreeMap::new())
+                .and_then(|items| w.compact(&*self.env.storage, items));
+            if let Err(e) = folded {
                 tracing::warn!(error = %e, "could not fold the catalog's journal into a new snapshot");
             }
         }
@@ -1107,6 +1292,9 @@ impl StoreInner {
             .get(name)
         {
             return Ok(Some(s.clone()));
+        }
+        if let Some(s) = self.take_lazy(name) {
+            return Ok(Some(s));
         }
         if self.reconciled.load(Ordering::Acquire)
             || durabus_core::validate_stream_name(name).is_err()
@@ -1242,6 +1430,12 @@ impl StoreInner {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(&name)
                 || self
+                    .lazy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .find(&name)
+                    .is_some()
+                || self
                     .unavailable
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
@@ -1270,9 +1464,32 @@ impl StoreInner {
                 Err(e) => self.note_unavailable(&name, &e),
             }
         }
-        for slot in self.slots() {
+        for slot in self.listed() {
             if slot.file && !present.contains(&slot.name) && slot.get().is_none() {
                 self.forget_slot(&slot);
+            }
+        }
+        // Untaken entries without a directory: dropped without reading them.
+        let gone: Vec<String> = {
+            let mut lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+            let names: Vec<(usize, String)> = match &lazy.snapshot {
+                Some(snap) if lazy.left > 0 => (0..snap.len())
+                    .filter(|&i| !lazy.taken[i] && !present.contains(snap.name(i)))
+                    .map(|i| (i, snap.name(i).to_owned()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            names
+                .into_iter()
+                .map(|(i, name)| {
+                    lazy.take(i);
+                    name
+                })
+                .collect()
+        };
+        for name in gone {
+            if let Err(e) = self.catalog_append(&[catalog::Change::Delete(name.clone())]) {
+                tracing::warn!(stream = %name, error = %e, "could not drop a stream without a directory from the catalog");
             }
         }
         self.reconciled.store(true, Ordering::Release);
@@ -1329,7 +1546,21 @@ impl StoreInner {
     /// thread then keeps expiring them).
     fn open_expiring(&self) {
         let now = self.env.clock.now_ns();
-        for slot in self.slots() {
+        // Untaken entries whose summary `max_age` may have made untrue.
+        let due: Vec<String> = {
+            let lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+            match &lazy.snapshot {
+                Some(snap) if lazy.left > 0 => (0..snap.len())
+                    .filter(|&i| !lazy.taken[i] && snap.due_ns(i) <= now)
+                    .map(|i| snap.name(i).to_owned())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        for name in due {
+            self.take_lazy(&name);
+        }
+        for slot in self.listed() {
             if slot.expiry_due(now) {
                 if let Err(e) = self.open_slot(&slot) {
                     tracing::warn!(stream = %slot.name, error = %e, "could not open a stream to expire its messages");

@@ -180,6 +180,15 @@ async fn a_missing_or_damaged_catalog_is_rebuilt_and_nothing_is_lost() {
                 std::fs::write(d.join("catalog"), b).unwrap();
             })
         }),
+        ("catalog index flipped", {
+            let c = catalog.clone();
+            Box::new(move |d| {
+                let mut b = c.clone();
+                let i = b.len() - 12;
+                b[i] ^= 0x01;
+                std::fs::write(d.join("catalog"), b).unwrap();
+            })
+        }),
         (
             "journal garbage",
             Box::new(|d| std::fs::write(d.join("catalog.journal"), b"garbage").unwrap()),
@@ -413,6 +422,127 @@ async fn lazily_opened_streams_apply_retention_and_age_limits_on_first_use() {
             "{name}"
         );
     }
+    s.close().await.unwrap();
+}
+
+/// The catalog journal's length.
+fn journal_len(dir: &Path) -> usize {
+    std::fs::read(dir.join("catalog.journal")).unwrap().len()
+}
+
+/// Whether the catalog journal of `dir` names `stream` past byte `from`
+/// (a mark or an entry: the stream was recovered or changed since).
+fn journal_names(dir: &Path, from: usize, stream: &str) -> bool {
+    let j = std::fs::read(dir.join("catalog.journal")).unwrap();
+    let j = &j[from.min(j.len())..];
+    let mut needle = vec![u8::try_from(stream.len()).unwrap()];
+    needle.extend_from_slice(stream.as_bytes());
+    j.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Checks invariant 34 (docs/design.md): opening reads no stream's entry;
+/// the maintenance thread opens, unnamed, only a stream whose messages
+/// may have reached `max_age` (the index's hint).
+#[tokio::test]
+async fn unnamed_streams_stay_unopened_except_those_whose_max_age_passed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock = Arc::new(ManualClock::new());
+    let o = || {
+        Options::default()
+            .durability(Durability::None)
+            .clock(clock.clone())
+    };
+    let s = Store::open(dir, o()).unwrap();
+    stream(
+        &s,
+        StreamConfig::new("AGE")
+            .subjects(["age"])
+            .max_age(Duration::from_secs(60))
+            .duplicate_window(Duration::from_secs(10)),
+    )
+    .await;
+    stream(&s, StreamConfig::new("KEEP").subjects(["keep"])).await;
+    for i in 0..30 {
+        stream(
+            &s,
+            StreamConfig::new(format!("F{i}")).subjects([format!("f.{i}")]),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        publish(&s, "age", "old").await;
+        publish(&s, "keep", "kept").await;
+    }
+    s.close().await.unwrap();
+    clock.advance(Duration::from_secs(30));
+    let from = journal_len(dir);
+    let s = Store::open(dir, o()).unwrap();
+    // Within max_age: nothing is opened by the maintenance thread.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(journal_len(dir), from);
+    clock.advance(Duration::from_secs(90));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !journal_names(dir, from, "AGE") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "AGE was not opened to expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!journal_names(dir, from, "KEEP"));
+    assert!((0..30).all(|i| !journal_names(dir, from, &format!("F{i}"))));
+    assert_eq!(s.stream_info("AGE").await.unwrap().state.messages, 0);
+    assert_eq!(s.stream_info("KEEP").await.unwrap().state.messages, 3);
+    assert!(journal_names(dir, from, "KEEP"));
+    s.close().await.unwrap();
+}
+
+/// Checks invariant 34 (docs/design.md): a session that uses some streams,
+/// deletes one it never named before and folds the catalog at its close
+/// keeps every other stream, the ones it never read copied as they were.
+#[tokio::test]
+async fn a_folded_catalog_keeps_the_streams_a_session_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = open(dir);
+    for i in 0..300 {
+        stream(
+            &s,
+            StreamConfig::new(format!("S{i}")).subjects([format!("s.{i}")]),
+        )
+        .await;
+        for _ in 0..i % 4 {
+            publish(&s, &format!("s.{i}"), "x").await;
+        }
+    }
+    s.close().await.unwrap();
+    let before = std::fs::read(dir.join("catalog")).unwrap();
+    let s = open(dir);
+    // Enough first uses that the journal passes what a close folds.
+    for i in 0..200 {
+        s.stream_info(&format!("S{i}")).await.unwrap();
+    }
+    s.delete_stream("S250").await.unwrap();
+    s.close().await.unwrap();
+    assert_ne!(
+        std::fs::read(dir.join("catalog")).unwrap(),
+        before,
+        "not folded"
+    );
+    let want = full_recovery_list(dir).await;
+    assert_eq!(want.len(), 299);
+    assert!(want.iter().all(|i| i.config.name != "S250"));
+    let s = Store::open(dir, opts().read_only(true)).unwrap();
+    assert_eq!(s.list_streams().await.unwrap(), want);
+    assert_eq!(s.stream_info("S299").await.unwrap().state.messages, 3);
+    s.close().await.unwrap();
+    // Listed from the folded catalog: no stream is recovered (which
+    // would mark it) or found only in `streams/` (which would add it).
+    let from = journal_len(dir);
+    let s = open(dir);
+    assert_eq!(s.list_streams().await.unwrap(), want);
+    assert_eq!(journal_len(dir), from);
     s.close().await.unwrap();
 }
 
