@@ -445,11 +445,25 @@ impl Store {
         if let Err(e) = self.inner.recover_all() {
             tracing::warn!(error = %e, "recovery report: not every stream could be recovered");
         }
-        self.inner
-            .report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        // Consumers are loaded on first use (docs/design.md): the rest load
+        // now, so every consumer file that does not load is reported.
+        let consumers: Vec<durabus_core::Unavailable> = self
+            .inner
+            .snapshot()
+            .iter()
+            .flat_map(|s| {
+                s.unavailable_consumers()
+                    .into_iter()
+                    .map(|(c, r)| durabus_core::Unavailable::new(s.name.clone(), Some(c), r))
+            })
+            .collect();
+        let mut report = self.inner.report.lock().unwrap_or_else(|e| e.into_inner());
+        for u in consumers {
+            if !report.unavailable.contains(&u) {
+                report.unavailable.push(u);
+            }
+        }
+        report.clone()
     }
 
     /// Streams and durable consumers that could not be opened, each with
@@ -473,7 +487,7 @@ impl Store {
             .map(|(n, r)| durabus_core::Unavailable::new(n.clone(), None, r.clone()))
             .collect();
         for s in self.inner.snapshot() {
-            for (c, r) in s.consumers.unavailable() {
+            for (c, r) in s.unavailable_consumers() {
                 out.push(durabus_core::Unavailable::new(s.name.clone(), Some(c), r));
             }
         }

@@ -5,15 +5,15 @@ use std::time::Duration;
 use durabus_core::{AckKind, AckPolicy, AckRef, Result, SequencePair};
 
 use super::fetch::ns_after;
-use super::{consumer_not_found, StreamConsumers};
+use super::StreamConsumers;
 
 impl StreamConsumers {
     /// Settles a delivery. Unknown or already settled deliveries are a no-op.
     pub(crate) fn ack(&self, r: &AckRef, kind: AckKind) -> Result<()> {
         let mut removed: Vec<u64> = Vec::new();
         {
-            let mut map = self.consumers.lock();
-            let Some(c) = map.get_mut(&*r.consumer) else {
+            let mut map = self.lock_with(&r.consumer);
+            let Some(c) = map.loaded.get_mut(&*r.consumer) else {
                 tracing::debug!(stream = %self.name, consumer = %r.consumer, "ack for an unknown consumer ignored");
                 return Ok(());
             };
@@ -87,12 +87,16 @@ impl StreamConsumers {
     /// Returns once the ack is recorded: written to the consumer's journal,
     /// and fsynced under `always` (invariant 18).
     pub(crate) fn ack_confirmed(&self, r: &AckRef, kind: AckKind) -> Result<()> {
-        if !self.consumers.lock().contains_key(&*r.consumer) {
-            return Err(consumer_not_found(&self.name, &r.consumer));
+        if !self
+            .lock_with(&r.consumer)
+            .loaded
+            .contains_key(&*r.consumer)
+        {
+            return Err(self.missing(&r.consumer));
         }
         self.ack(r, kind)?;
         let mut map = self.consumers.lock();
-        match map.get_mut(&*r.consumer) {
+        match map.loaded.get_mut(&*r.consumer) {
             Some(c) if c.is_durable() => self.flush_journal(c),
             _ => Ok(()),
         }

@@ -91,10 +91,19 @@ impl StreamConsumers {
     pub(crate) fn create_consumer(&self, cfg: ConsumerConfig) -> Result<ConsumerInfo> {
         let cfg = backoff_sets_ack_wait(cfg);
         let name = {
-            let mut map = self.consumers.lock();
+            // A durable consumer of that name is loaded first: an
+            // idempotent create compares with its stored config.
+            let mut map = match &cfg.durable_name {
+                Some(n) => self.lock_with(n),
+                None => self.consumers.lock(),
+            };
             let name = match &cfg.durable_name {
                 Some(n) => {
-                    if let Some(c) = map.get_mut(n) {
+                    if let Some(reason) = self.consumers.broken().get(n) {
+                        // Its file did not load: a new one would replace it.
+                        return Err(self.unavailable_error(n, reason));
+                    }
+                    if let Some(c) = map.loaded.get_mut(n) {
                         if *c.config() == cfg {
                             c.last_active = Instant::now();
                             let n = n.clone();
@@ -110,12 +119,12 @@ impl StreamConsumers {
                 }
                 None => loop {
                     let n = self.consumers.ephemeral_name();
-                    if !map.contains_key(&n) {
+                    if !map.loaded.contains_key(&n) {
                         break n;
                     }
                 },
             };
-            self.check_work_queue(&map, &cfg, None)?;
+            self.check_work_queue(&map.loaded, &cfg, None)?;
             let (next_seq, start_queue) = self.start_of(&cfg)?;
             let first = start_queue.front().copied().unwrap_or(next_seq);
             let delivered = SequencePair {
@@ -134,7 +143,7 @@ impl StreamConsumers {
                 journal_gen: 0,
             });
             c.start_queue = start_queue;
-            map.insert(name.clone(), c);
+            map.loaded.insert(name.clone(), c);
             name
         };
         if self.consumers.ack_retention.load(Ordering::Acquire) {
@@ -143,7 +152,7 @@ impl StreamConsumers {
             self.sync_now();
         }
         if let Err(e) = self.persist_one(&name) {
-            self.consumers.lock().remove(&name);
+            self.consumers.lock().loaded.remove(&name);
             return Err(e);
         }
         self.consumer_info(&name)
@@ -156,15 +165,15 @@ impl StreamConsumers {
             return Err(Error::invalid_config(ConfigError::UpdateNeedsDurableName));
         };
         {
-            let mut map = self.consumers.lock();
-            let Some(c) = map.get_mut(&name) else {
-                return Err(consumer_not_found(&self.name, &name));
+            let mut map = self.lock_with(&name);
+            let Some(c) = map.loaded.get_mut(&name) else {
+                return Err(self.missing(&name));
             };
             cfg.validate_update(c.config())?;
             if cfg.filter_subjects != c.config().filter_subjects {
-                self.check_work_queue(&map, &cfg, Some(&name))?;
+                self.check_work_queue(&map.loaded, &cfg, Some(&name))?;
             }
-            let Some(c) = map.get_mut(&name) else {
+            let Some(c) = map.loaded.get_mut(&name) else {
                 return Err(consumer_not_found(&self.name, &name));
             };
             c.state.config = cfg;
@@ -177,16 +186,23 @@ impl StreamConsumers {
         self.consumer_info(&name)
     }
 
-    /// Deletes a consumer and its file.
+    /// Deletes a consumer and its file. One not loaded yet is not loaded:
+    /// its name goes (under the map's lock, so no load can bring it back),
+    /// then its files.
     pub(crate) fn delete_consumer(&self, name: &str) -> Result<()> {
         let _io = self.consumers.io();
-        // A consumer whose file could not be loaded: deleting it removes
-        // the file, which lifts its hold on retention.
-        let was_broken = self.persists() && self.consumers.broken().contains_key(name);
-        let durable = match self.consumers.lock().remove(name) {
-            Some(c) => c.is_durable(),
-            None if was_broken => true,
-            None => return Err(consumer_not_found(&self.name, name)),
+        let (durable, was_broken) = {
+            let mut map = self.consumers.lock();
+            // A consumer whose file could not be loaded: deleting it
+            // removes the file, which lifts its hold on retention.
+            let was_broken = self.persists() && self.consumers.broken().contains_key(name);
+            let durable = match map.loaded.remove(name) {
+                Some(c) => c.is_durable(),
+                None if map.unloaded.remove(name) => true,
+                None if was_broken => true,
+                None => return Err(consumer_not_found(&self.name, name)),
+            };
+            (durable, was_broken)
         };
         if durable && self.persists() && !self.is_closed() {
             let st = self.storage();
@@ -290,19 +306,23 @@ impl StreamConsumers {
 
     /// A consumer's configuration and state.
     pub(crate) fn consumer_info(&self, name: &str) -> Result<ConsumerInfo> {
-        let mut map = self.consumers.lock();
-        let c = map
-            .get_mut(name)
-            .ok_or_else(|| consumer_not_found(&self.name, name))?;
+        let mut map = self.lock_with(name);
+        let Some(c) = map.loaded.get_mut(name) else {
+            return Err(self.missing(name));
+        };
         let mut g = self.lock();
         self.info_of(&mut g, c)
     }
 
-    /// Every consumer, ordered by name.
+    /// Every consumer, ordered by name (all loaded first; one that does
+    /// not load is left out, as `Store::unavailable` lists it).
     pub(crate) fn list_consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        let mut map = self.consumers.lock();
+        let mut map = self.lock_all();
         let mut g = self.lock();
-        map.values_mut().map(|c| self.info_of(&mut g, c)).collect()
+        map.loaded
+            .values_mut()
+            .map(|c| self.info_of(&mut g, c))
+            .collect()
     }
 }
 

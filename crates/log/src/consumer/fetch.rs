@@ -10,7 +10,7 @@ use crate::replay::{Cursor, Progress};
 
 use super::file::Pending;
 use super::state::Consumer;
-use super::{consumer_not_found, StreamConsumers};
+use super::StreamConsumers;
 
 /// Counts a fetch in progress on a consumer for as long as it lives (also
 /// when its future is dropped), then marks the consumer active.
@@ -21,7 +21,7 @@ pub(super) struct Waiting<'a> {
 
 impl<'a> Waiting<'a> {
     pub(super) fn new(stream: &'a StreamConsumers, consumer: &'a str) -> Waiting<'a> {
-        if let Some(c) = stream.consumers.lock().get_mut(consumer) {
+        if let Some(c) = stream.lock_with(consumer).loaded.get_mut(consumer) {
             c.waiting += 1;
         }
         Waiting { stream, consumer }
@@ -30,7 +30,7 @@ impl<'a> Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.stream.consumers.lock().get_mut(self.consumer) {
+        if let Some(c) = self.stream.consumers.lock().loaded.get_mut(self.consumer) {
             c.waiting = c.waiting.saturating_sub(1);
             c.last_active = Instant::now();
         }
@@ -49,10 +49,10 @@ impl StreamConsumers {
         name: &str,
         batch: usize,
     ) -> Result<(Vec<Delivery>, Option<i64>)> {
-        let mut map = self.consumers.lock();
-        let c = map
-            .get_mut(name)
-            .ok_or_else(|| consumer_not_found(&self.name, name))?;
+        let mut map = self.lock_with(name);
+        let Some(c) = map.loaded.get_mut(name) else {
+            return Err(self.missing(name));
+        };
         c.last_active = Instant::now();
         let now = self.now();
         {

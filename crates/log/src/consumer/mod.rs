@@ -6,8 +6,18 @@
 //! delete, info), `fetch`, `ack` and `retention` (interest and work-queue
 //! retention).
 //!
+//! Durable consumers of a limits stream are loaded on first use
+//! (docs/design.md, "Consumers loaded on first use"): recovery lists
+//! `consumers/` and keeps the names ([`ConsumerMap::unloaded`]); a consumer
+//! is loaded, under the consumer map's lock and so exactly once, by the
+//! first operation that names it ([`StreamConsumers::lock_with`]), and
+//! all of them by an operation over every consumer
+//! ([`StreamConsumers::lock_all`]). Interest and work-queue streams load
+//! every consumer at recovery (retention needs each one's position).
+//!
 //! Lock order: a stream's consumer map, then its `Inner` (never the other
-//! way round). The consumer-file I/O lock is taken before either.
+//! way round). The consumer-file I/O lock is taken before either. The
+//! `broken` map is taken last (after the consumer map, never before it).
 
 mod ack;
 mod admin;
@@ -19,9 +29,10 @@ mod persist;
 mod retention;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use durabus_core::{Error, Message, PublishAck, Result, RetentionPolicy, StreamConfig, StreamInfo};
 
@@ -35,22 +46,50 @@ pub(crate) use file::{Pending, CONSUMER_VERSION};
 pub(crate) use journal::{decode as decode_journal, JOURNALS_DIR};
 pub(crate) use persist::CONSUMERS_DIR;
 
-/// A stream's consumers.
+/// A stream's consumers in memory: those loaded, and the durable ones
+/// found in `consumers/` at recovery and not loaded yet. A name is in at
+/// most one of `loaded`, `unloaded` and [`ConsumerSet::broken`].
 #[derive(Debug, Default)]
+pub(crate) struct ConsumerMap {
+    /// Consumers in memory, by name.
+    pub(super) loaded: BTreeMap<String, Consumer>,
+    /// Durable consumers whose files were not read yet (limits streams):
+    /// nothing of them is in memory, and nothing is written for them.
+    pub(super) unloaded: BTreeSet<String>,
+}
+
+/// A stream's consumers.
+#[derive(Debug)]
 pub(crate) struct ConsumerSet {
-    map: Mutex<BTreeMap<String, Consumer>>,
+    map: Mutex<ConsumerMap>,
     /// Serialises consumer-file writes so a newer state is never overwritten
     /// by an older one.
     io: Mutex<()>,
     counter: AtomicU64,
     ack_retention: AtomicBool,
-    /// Durable consumers whose state file could not be loaded at open, with
-    /// why: they refuse every operation but delete, and hold retention.
+    /// Durable consumers whose state file could not be loaded, with why:
+    /// they refuse every operation but delete, and hold retention.
     broken: Mutex<BTreeMap<String, String>>,
+    /// When the stream was opened: where the inactivity clock of a
+    /// consumer loaded later starts (it was idle, unloaded, since then).
+    opened: Instant,
 }
 
 impl ConsumerSet {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Consumer>> {
+    fn new() -> ConsumerSet {
+        ConsumerSet {
+            map: Mutex::default(),
+            io: Mutex::default(),
+            counter: AtomicU64::default(),
+            ack_retention: AtomicBool::default(),
+            broken: Mutex::default(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// The consumer map as it is: a consumer not loaded yet stays so (see
+    /// [`StreamConsumers::lock_with`] and [`StreamConsumers::lock_all`]).
+    fn lock(&self) -> MutexGuard<'_, ConsumerMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -58,22 +97,28 @@ impl ConsumerSet {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Consumers, loaded or not (nothing is loaded to count them).
     pub(crate) fn count(&self) -> u64 {
-        self.lock().len() as u64
+        let map = self.lock();
+        (map.loaded.len() + map.unloaded.len()) as u64
     }
 
-    /// (durable, ephemeral) consumers.
+    /// (durable, ephemeral) consumers. One not loaded yet is durable: only
+    /// durable consumers have files to load.
     pub(crate) fn counts(&self) -> (u64, u64) {
         let map = self.lock();
-        let durable = map.values().filter(|c| c.is_durable()).count() as u64;
-        (durable, map.len() as u64 - durable)
+        let durable = map.loaded.values().filter(|c| c.is_durable()).count() as u64;
+        let ephemeral = map.loaded.len() as u64 - durable;
+        (durable + map.unloaded.len() as u64, ephemeral)
     }
 
     pub(crate) fn broken(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
         self.broken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Consumers that could not be loaded, with why.
+    /// Consumers found unloadable so far, with why. Loads nothing: a
+    /// consumer not loaded yet is not known to be unavailable (for every
+    /// one, [`StreamConsumers::unavailable_consumers`]).
     pub(crate) fn unavailable(&self) -> Vec<(String, String)> {
         self.broken()
             .iter()
@@ -131,7 +176,7 @@ impl std::ops::Deref for StreamConsumers {
 impl StreamConsumers {
     /// `stream` with no consumers yet (they are loaded or created later).
     pub(crate) fn new(stream: Arc<Stream>) -> Arc<StreamConsumers> {
-        let consumers = ConsumerSet::default();
+        let consumers = ConsumerSet::new();
         consumers.set_ack_retention(stream.config().retention != RetentionPolicy::Limits);
         Arc::new(StreamConsumers { stream, consumers })
     }
@@ -146,8 +191,12 @@ impl StreamConsumers {
 
     /// Changes the stream's limits and options (the caller validated the
     /// config); acknowledgements remove messages from now on if its
-    /// retention says so.
+    /// retention says so. Interest and work-queue retention need every
+    /// consumer's position: they are all loaded first.
     pub(crate) fn update(&self, config: StreamConfig) -> Result<()> {
+        if config.retention != RetentionPolicy::Limits {
+            drop(self.lock_all());
+        }
         self.stream.update(config, |c| {
             self.consumers
                 .set_ack_retention(c.retention != RetentionPolicy::Limits);
@@ -164,7 +213,7 @@ impl StreamConsumers {
             match &interest {
                 Some(map) => {
                     let mut drop = |g: &mut Inner, seq: u64, subj: &str| {
-                        self.drop_unmatched(map, g, seq, subj);
+                        self.drop_unmatched(&map.loaded, g, seq, subj);
                     };
                     self.stream.append_batch(msgs, Some(&mut drop))
                 }
@@ -176,15 +225,62 @@ impl StreamConsumers {
 }
 
 impl StreamConsumers {
-    /// `ConsumerUnavailable` when `name` could not be loaded at open.
+    /// The consumer map, with `name` loaded first if it was not yet (its
+    /// first use). The load runs under the map's lock, so a consumer is
+    /// loaded once however many threads use it first, and a delete (which
+    /// takes the name out under the same lock) cannot be undone by a load.
+    /// A consumer that does not load is [`ConsumerSet::broken`].
+    pub(super) fn lock_with(&self, name: &str) -> MutexGuard<'_, ConsumerMap> {
+        let mut map = self.consumers.lock();
+        if map.unloaded.remove(name) {
+            self.load_into(&mut map, name);
+        }
+        map
+    }
+
+    /// The consumer map with every consumer loaded (what lists or checks
+    /// all of them uses).
+    pub(super) fn lock_all(&self) -> MutexGuard<'_, ConsumerMap> {
+        let mut map = self.consumers.lock();
+        for name in std::mem::take(&mut map.unloaded) {
+            self.load_into(&mut map, &name);
+        }
+        map
+    }
+
+    /// Every consumer that could not be loaded, with why, every consumer
+    /// not loaded yet being loaded first (`Store::unavailable` and
+    /// `Store::recovery_report` promise a full list).
+    pub(crate) fn unavailable_consumers(&self) -> Vec<(String, String)> {
+        drop(self.lock_all());
+        self.consumers.unavailable()
+    }
+
+    /// Loads `name` and makes `ConsumerUnavailable` of a consumer that did
+    /// not load (at open or now).
     pub(crate) fn check_consumer(&self, name: &str) -> Result<()> {
+        drop(self.lock_with(name));
         match self.consumers.broken().get(name) {
-            Some(reason) => Err(Error::ConsumerUnavailable {
-                stream: self.name.clone(),
-                name: name.to_owned(),
-                reason: reason.clone(),
-            }),
+            Some(reason) => Err(self.unavailable_error(name, reason)),
             None => Ok(()),
+        }
+    }
+
+    fn unavailable_error(&self, name: &str, reason: &str) -> Error {
+        Error::ConsumerUnavailable {
+            stream: self.name.clone(),
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// The error for `name` missing from the loaded consumers (with the
+    /// map locked): `ConsumerUnavailable` when its file did not load, else
+    /// as [`consumer_not_found`].
+    pub(super) fn missing(&self, name: &str) -> Error {
+        match self.consumers.broken().get(name) {
+            Some(reason) => self.unavailable_error(name, reason),
+            None => consumer_not_found(&self.name, name),
         }
     }
 }

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use durabus_core::{Error, Result};
+use durabus_core::{Error, Result, RetentionPolicy};
 
 use crate::Durability;
 
 use super::file::{ConsumerFile, DecodedConsumer, CONSUMER_VERSION};
 use super::journal;
 use super::state::Consumer;
-use super::StreamConsumers;
+use super::{ConsumerMap, StreamConsumers};
 
 /// Directory of consumer files inside a stream directory.
 pub(crate) const CONSUMERS_DIR: &str = "consumers";
@@ -41,14 +41,14 @@ impl StreamConsumers {
         !self.env.storage.is_volatile() && !self.env.storage.is_read_only()
     }
 
-    /// Restores durable consumers from `consumers/` (invariant 19). A file
-    /// that cannot be read or decoded (or, on a writable store, cannot be
-    /// opened for writing: an immutable file) makes that consumer
-    /// unavailable, named with the reason; the stream and its other
-    /// consumers work, and nothing is changed on disk for it. While one is
-    /// unavailable, interest and work-queue retention remove nothing
-    /// (invariant 21: it may still need every message). An error here is
-    /// only a consumers directory that cannot be listed.
+    /// Finds the durable consumers in `consumers/` (invariant 19): one
+    /// listing, and leftover `*.tmp` files removed. On a limits stream they
+    /// are loaded on first use (docs/design.md, "Consumers loaded on first
+    /// use": [`StreamConsumers::lock_with`]); interest and work-queue
+    /// retention need every consumer's position, so their consumers are
+    /// loaded now. An error here is only a consumers directory that cannot
+    /// be listed; a consumer that does not load is unavailable on its own
+    /// ([`StreamConsumers::load_into`]).
     pub(crate) fn load_consumers(&self) -> Result<()> {
         let st = self.storage();
         let dir = self.consumer_dir();
@@ -58,29 +58,56 @@ impl StreamConsumers {
         let names = st
             .list_dir(&dir)
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        let mut map = self.consumers.lock();
-        let mut broken = self.consumers.broken();
-        for n in names {
-            let path = dir.join(&n);
-            if n.ends_with(".tmp") {
-                // An interrupted atomic write: the previous file is the truth.
-                if !st.is_read_only() {
-                    let _ = st.remove_file(&path);
+        {
+            let mut map = self.consumers.lock();
+            for n in names {
+                if n.ends_with(".tmp") {
+                    // An interrupted atomic write: the previous file is the truth.
+                    if !st.is_read_only() {
+                        let _ = st.remove_file(&dir.join(&n));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            match self.load_one(&path, &n) {
-                Ok(c) => {
-                    map.insert(n, c);
-                }
-                Err(e) => {
-                    tracing::warn!(stream = %self.name, consumer = %n, error = %e,
-                        "consumer unavailable: its state file could not be loaded; the stream and its other consumers work");
-                    broken.insert(n, e.to_string());
+                if !map.loaded.contains_key(&n) {
+                    map.unloaded.insert(n);
                 }
             }
         }
+        if self.config().retention != RetentionPolicy::Limits {
+            drop(self.lock_all());
+        }
         Ok(())
+    }
+
+    /// Loads consumer `n` (taken out of `unloaded` by the caller, who holds
+    /// the map) into `map`. A file that cannot be read or decoded (or, on a
+    /// writable store, cannot be opened for writing: an immutable file)
+    /// makes that consumer unavailable, named with the reason; the stream
+    /// and its other consumers work, and nothing is changed on disk for
+    /// it. While one is unavailable, interest and work-queue retention
+    /// remove nothing (invariant 21: it may still need every message).
+    /// A closed stream (the store closed, or the stream deleted) loads
+    /// nothing: a load may write (a journal cut or started), and the
+    /// directory is no longer this store's to change.
+    pub(super) fn load_into(&self, map: &mut ConsumerMap, n: &str) {
+        if self.is_closed() {
+            map.unloaded.insert(n.to_owned());
+            return;
+        }
+        let path = self.consumer_dir().join(n);
+        match self.load_one(&path, n) {
+            Ok(mut c) => {
+                // Its inactivity clock started when the stream was opened:
+                // nothing used it since (see `consumer_tick`).
+                c.last_active = self.consumers.opened;
+                map.loaded.insert(n.to_owned(), c);
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name, consumer = %n, error = %e,
+                    "consumer unavailable: its state file could not be loaded; the stream and its other consumers work");
+                self.consumers.broken().insert(n.to_owned(), e.to_string());
+            }
+        }
     }
 
     fn load_one(&self, path: &Path, n: &str) -> Result<Consumer> {
@@ -222,7 +249,7 @@ impl StreamConsumers {
         }
         let _io = self.consumers.io();
         let mut map = self.consumers.lock();
-        let Some(c) = map.get_mut(name) else {
+        let Some(c) = map.loaded.get_mut(name) else {
             return Ok(());
         };
         if !c.is_durable() {
@@ -248,11 +275,13 @@ impl StreamConsumers {
         })
     }
 
-    /// Writes buffered journal entries of every durable consumer (fsynced
-    /// when `sync`), and folds journals into state files: every changed one
-    /// when `force` (clean close), else those past [`journal::COMPACT_AT`];
-    /// closes the files of consumers idle since the last call (journals
-    /// written to nothing, cursors that fetched nothing for [`IDLE_CLOSE`]).
+    /// Writes buffered journal entries of every loaded durable consumer
+    /// (fsynced when `sync`), and folds journals into state files: every
+    /// changed one when `force` (clean close), else those past
+    /// [`journal::COMPACT_AT`]; closes the files of consumers idle since the
+    /// last call (journals written to nothing, cursors that fetched nothing
+    /// for [`IDLE_CLOSE`]). A consumer not loaded has nothing to write: its
+    /// files are left as they are.
     pub(crate) fn persist_consumers(&self, force: bool) -> Result<()> {
         if !self.persists() || self.is_closed() {
             return Ok(());
@@ -261,7 +290,7 @@ impl StreamConsumers {
         let sync = force || !matches!(self.env.durability, Durability::None);
         let mut map = self.consumers.lock();
         let mut first = None;
-        for (n, c) in map.iter_mut() {
+        for (n, c) in map.loaded.iter_mut() {
             if c.waiting == 0 && c.last_active.elapsed() >= IDLE_CLOSE {
                 if let Some(cur) = &mut c.cursor {
                     cur.close_file();
@@ -294,6 +323,14 @@ impl StreamConsumers {
 
     /// Maintenance: removes consumers inactive past their threshold, then
     /// writes changed state.
+    ///
+    /// Only loaded consumers are looked at: whether a consumer not loaded
+    /// yet has an `inactive_threshold` is in its file, and reading every
+    /// file is what loading on first use avoids. Its inactivity clock
+    /// starts when the stream was opened (as for a loaded one: nothing used
+    /// it in this process), so the first tick after anything loads it (a
+    /// use by name, a list, `Store::unavailable`) removes it if its
+    /// threshold has passed; one nothing loads stays on disk, idle.
     pub(crate) fn consumer_tick(&self) {
         if self.storage().is_read_only() {
             // Nothing is removed or written on a read-only store.
@@ -302,6 +339,7 @@ impl StreamConsumers {
         let expired: Vec<String> = self
             .consumers
             .lock()
+            .loaded
             .iter()
             .filter(|(_, c)| {
                 c.config()

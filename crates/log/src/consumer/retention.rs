@@ -9,7 +9,7 @@ use durabus_core::RetentionPolicy;
 use crate::stream::Inner;
 
 use super::state::Consumer;
-use super::StreamConsumers;
+use super::{ConsumerMap, StreamConsumers};
 
 impl StreamConsumers {
     /// Interest and work-queue retention (invariant 21): removes stored
@@ -23,8 +23,13 @@ impl StreamConsumers {
             return;
         }
         let map = self.consumers.lock();
+        if !map.unloaded.is_empty() {
+            // Cannot happen (these retentions load every consumer); a
+            // consumer not loaded may still need any message.
+            return;
+        }
         let mut g = self.lock();
-        if g.messages() == 0 || (map.is_empty() && retention == RetentionPolicy::WorkQueue) {
+        if g.messages() == 0 || (map.loaded.is_empty() && retention == RetentionPolicy::WorkQueue) {
             // A work queue without consumers keeps everything.
             return;
         }
@@ -34,7 +39,7 @@ impl StreamConsumers {
         // those below the lowest position: above it sit messages no
         // consumer's filter matches (interest drops them at publish) and
         // messages a consumer further ahead settled.
-        let views: Vec<&Consumer> = map.values().collect();
+        let views: Vec<&Consumer> = map.loaded.values().collect();
         let first = g.first_seq();
         let mut doomed: Vec<(u64, String, u64, bool)> = Vec::new();
         let res = g.for_each_live(self.storage(), first, &mut |r| {
@@ -77,6 +82,9 @@ impl StreamConsumers {
             return;
         }
         let map = self.consumers.lock();
+        if !map.unloaded.is_empty() {
+            return;
+        }
         let mut g = self.lock();
         let mut changed = false;
         for &seq in seqs {
@@ -90,7 +98,11 @@ impl StreamConsumers {
                     continue;
                 }
             };
-            if !map.values().any(|c| Self::still_needs(c, seq, &subj)) {
+            if !map
+                .loaded
+                .values()
+                .any(|c| Self::still_needs(c, seq, &subj))
+            {
                 g.remove_msg(seq, &subj, size);
                 changed = true;
             }
@@ -106,11 +118,11 @@ impl StreamConsumers {
     /// before the stream lock (lock order), so each message no consumer's
     /// filter matches can be dropped right after its append
     /// ([`StreamConsumers::drop_unmatched`]). `None` for other retentions.
-    pub(crate) fn interest_consumers(&self) -> Option<MutexGuard<'_, BTreeMap<String, Consumer>>> {
+    pub(crate) fn interest_consumers(&self) -> Option<MutexGuard<'_, ConsumerMap>> {
         if !self.consumers.retains_on_ack() || self.retention() != RetentionPolicy::Interest {
             return None;
         }
-        Some(self.consumers.lock())
+        Some(self.consumers.lock()).filter(|map| map.unloaded.is_empty())
     }
 
     /// Interest retention inside a batch, under the stream lock: drops
@@ -143,10 +155,13 @@ impl StreamConsumers {
             return;
         }
         let map = self.consumers.lock();
+        if !map.unloaded.is_empty() {
+            return;
+        }
         let mut g = self.lock();
         if g.retention() != RetentionPolicy::Interest
             || !g.is_live(seq)
-            || map.values().any(|c| c.matches(subj))
+            || map.loaded.values().any(|c| c.matches(subj))
         {
             return;
         }
