@@ -289,12 +289,18 @@ impl Snapshot {
     /// when it does not verify.
     pub(crate) fn entry(&self, i: usize) -> Result<Entry, String> {
         let r = self.record(i);
-        let (off, len) = (u64_at(r, 0), u32_at(r, 8) as usize);
-        let mut b = vec![0u8; len];
+        let mut b = vec![0u8; u32_at(r, 8) as usize];
         self.file
-            .read_exact_at(&mut b, off)
+            .read_exact_at(&mut b, u64_at(r, 0))
             .map_err(|e| format!("reading the catalog: {e}"))?;
-        let e = crate::framed::one(&b).and_then(|body| postcard::from_bytes::<Entry>(body).ok());
+        self.decode(i, Some(&b))
+    }
+
+    /// Entry `i` from its framed bytes `b` (`None`: not found).
+    fn decode(&self, i: usize, b: Option<&[u8]>) -> Result<Entry, String> {
+        let e = b
+            .and_then(crate::framed::one)
+            .and_then(|body| postcard::from_bytes::<Entry>(body).ok());
         match e {
             Some(e) if e.name == self.name(i) => Ok(e),
             _ => Err(format!(
@@ -304,12 +310,31 @@ impl Snapshot {
         }
     }
 
+    /// The entries (every byte before the index), in one read.
+    fn region(&self) -> std::io::Result<Vec<u8>> {
+        let mut region = vec![0u8; usize::try_from(self.index_off).unwrap_or(0)];
+        self.file.read_exact_at(&mut region, 0)?;
+        Ok(region)
+    }
+
+    /// Every entry `keep` selects, read in one go, each checked as
+    /// [`Snapshot::entry`] checks it.
+    pub(crate) fn entries(&self, keep: impl Fn(usize) -> bool) -> Vec<Result<Entry, String>> {
+        let region = self.region();
+        (0..self.count)
+            .filter(|&i| keep(i))
+            .map(|i| match &region {
+                Ok(region) => self.decode(i, self.framed_in(region, i)),
+                Err(e) => Err(format!("reading the catalog: {e}")),
+            })
+            .collect()
+    }
+
     /// The entries `keep` selects, as items of a new snapshot, copied
     /// without decoding (one read; an entry that does not verify is left
     /// out: its directory is found when `streams/` is listed).
     pub(crate) fn items(&self, keep: impl Fn(usize) -> bool) -> std::io::Result<Vec<Item>> {
-        let mut region = vec![0u8; usize::try_from(self.index_off).unwrap_or(0)];
-        self.file.read_exact_at(&mut region, 0)?;
+        let region = self.region()?;
         let mut out = Vec::new();
         for i in (0..self.count).filter(|&i| keep(i)) {
             match self.framed_in(&region, i) {

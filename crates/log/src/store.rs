@@ -1207,14 +1207,11 @@ impl StoreInner {
         let Some(snap) = lazy.snapshot.take() else {
             return;
         };
-        let mut taken = Vec::with_capacity(lazy.left);
-        for i in 0..snap.len() {
-            if !lazy.taken[i] {
-                if let Some(slot) = self.slot_of(snap.entry(i), &lazy.dirty) {
-                    taken.push(slot);
-                }
-            }
-        }
+        let taken: Vec<Arc<Slot>> = snap
+            .entries(|i| !lazy.taken[i])
+            .into_iter()
+            .filter_map(|e| self.slot_of(e, &lazy.dirty))
+            .collect();
         lazy.taken.iter_mut().for_each(|t| *t = true);
         lazy.left = 0;
         lazy.snapshot = Some(snap);
