@@ -773,7 +773,10 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
         _ => Duration::from_millis(100),
     };
     let mut last_sync = Instant::now();
-    let mut last_catalog: Option<Instant> = None;
+    // The first catalog tick (listing `streams/`) a second after the
+    // open, not during it: at 10,000 streams it would compete with the
+    // open's first requests for both cores and the catalog's locks.
+    let mut last_catalog = Instant::now();
     loop {
         let names = match bg.next_maint(tick) {
             MaintWork::Shutdown => return,
@@ -781,8 +784,8 @@ fn maintenance(store: Weak<StoreInner>, bg: Arc<Background>, durability: Durabil
         };
         let streams: Vec<Arc<StreamConsumers>> = match store.upgrade() {
             Some(s) => {
-                if last_catalog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    last_catalog = Some(Instant::now());
+                if last_catalog.elapsed() >= Duration::from_secs(1) {
+                    last_catalog = Instant::now();
                     s.catalog_tick();
                 }
                 s.snapshot()

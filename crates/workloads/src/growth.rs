@@ -18,7 +18,8 @@
 //!   measurements.
 //!
 //! The fresh process is this executable run again with the hidden
-//! `w8-probe` subcommand ([`probe`]), which both `durabus` and
+//! `w8-probe` subcommand ([`probe`]), [`PROBES`] times at each step (the
+//! run with the median open time is reported, and the median list time), which both `durabus` and
 //! `durabus-bench` have: reopening in the process that filled the store
 //! would measure the memory its allocator kept from the fill. Everything
 //! goes through the public API (`durabus::connect`, `stream_info`,
@@ -53,6 +54,10 @@ const SUBJECTS_STREAM: &str = "W8_SUBJECTS";
 
 /// How long a probe may take before W8 gives up.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Fresh processes probed at each step: one open of a few milliseconds
+/// is at the mercy of the scheduler on a shared machine.
+pub const PROBES: usize = 5;
 
 /// Measure names, shared with the nats-server peer of `durabus-bench` so
 /// that the report draws both on one curve.
@@ -190,8 +195,23 @@ struct Probed {
     list: Option<ProbeLine>,
 }
 
-/// Runs `exe w8-probe` on `url` and reads its lines.
+/// Runs [`probe_once`] [`PROBES`] times: the run with the median open
+/// time, with the median list time.
 async fn run_probe(exe: &Path, url: &str, stream: &str, list: bool) -> anyhow::Result<Probed> {
+    let mut runs = Vec::with_capacity(PROBES);
+    for _ in 0..PROBES {
+        runs.push(probe_once(exe, url, stream, list).await?);
+    }
+    let mut lists: Vec<ProbeLine> = runs.iter().filter_map(|r| r.list.clone()).collect();
+    lists.sort_by(|a, b| a.ms.total_cmp(&b.ms));
+    runs.sort_by(|a, b| a.open.ms.total_cmp(&b.open.ms));
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.list = lists.get(lists.len() / 2).cloned();
+    Ok(median)
+}
+
+/// Runs `exe w8-probe` on `url` and reads its lines.
+async fn probe_once(exe: &Path, url: &str, stream: &str, list: bool) -> anyhow::Result<Probed> {
     let mut command = tokio::process::Command::new(exe);
     command
         .args(["w8-probe", "--store", url, "--stream", stream])
