@@ -992,12 +992,15 @@ impl StoreInner {
 
     /// Recovers the stream in `path` (rules 3-7) with its consumers,
     /// re-applies interest and work-queue retention, and notes what it
-    /// found in the report.
+    /// found in the report. `consumers`: the durable consumers a trusted
+    /// catalog summary counts (a limits stream then lists them on first
+    /// use).
     fn recover(
         &self,
         path: PathBuf,
         name: &str,
         scanned: &dyn Fn(u64),
+        consumers: Option<u64>,
     ) -> Result<Arc<StreamConsumers>> {
         let st = &*self.env.storage;
         let (stream, truncated) = recovery::read_config(st, &path, name)
@@ -1005,7 +1008,7 @@ impl StoreInner {
         let stream = StreamConsumers::new(stream);
         // Invariant 19: durable consumers resume exactly (one that cannot
         // be loaded is unavailable on its own).
-        stream.load_consumers()?;
+        stream.load_consumers(consumers)?;
         // Acknowledged messages of interest/work-queue streams are removed
         // again (invariant 21).
         stream.apply_retention();
@@ -1065,7 +1068,7 @@ impl StoreInner {
             }
             // A stream whose config cannot be read stays unavailable; the
             // others open (its directory is left as it is).
-            match self.recover(path, &name, scanned) {
+            match self.recover(path, &name, scanned, None) {
                 Ok(s) => {
                     opened.insert(name, Arc::new(Slot::opened(s, true)?));
                 }
@@ -1387,11 +1390,15 @@ impl StoreInner {
             self.forget_slot(slot);
             return Err(not_found());
         }
+        // Read before the mark drops the summary.
+        let consumers = slot
+            .trusted_info(self.env.clock.now_ns())
+            .map(|i| i.state.consumer_count);
         if !self.read_only && !slot.is_dirty() {
             self.catalog_append(&[catalog::Change::Dirty(slot.name.clone())])?;
             slot.set_dirty();
         }
-        match self.recover(path, &slot.name, &|_| {}) {
+        match self.recover(path, &slot.name, &|_| {}, consumers) {
             Ok(s) => {
                 let config = s.config();
                 if slot.config().ok().as_ref() != Some(&config) {
@@ -1465,7 +1472,7 @@ impl StoreInner {
                 continue;
             }
             present.insert(name.clone());
-            match self.recover(path, &name, &|_| {}) {
+            match self.recover(path, &name, &|_| {}, None) {
                 Ok(s) => {
                     let slot = Arc::new(Slot::opened(s, true)?);
                     self.catalog_append(&[catalog::Change::Put(slot.entry())])?;

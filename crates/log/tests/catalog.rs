@@ -340,26 +340,34 @@ async fn a_store_opened_read_only_beside_a_writable_holder_lists_correct_counts(
     assert_eq!(reader_list(dir).await, want);
 }
 
-/// Checks invariants 21 and 34 (docs/design.md).
-#[tokio::test]
-async fn lazily_opened_streams_apply_retention_and_age_limits_on_first_use() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let clock = Arc::new(ManualClock::new());
-    let o = || {
-        Options::default()
-            .durability(Durability::None)
-            .clock(clock.clone())
-    };
-    let live = Store::open(dir, o()).unwrap();
+/// A store's options on `clock` (durability none).
+fn clocked(clock: &Arc<ManualClock>) -> Options {
+    Options::default()
+        .durability(Durability::None)
+        .clock(clock.clone())
+}
+
+/// Creates `AGE`, capturing `age`, its messages kept 60 s.
+async fn age_stream(s: &Store) {
     stream(
-        &live,
+        s,
         StreamConfig::new("AGE")
             .subjects(["age"])
             .max_age(Duration::from_secs(60))
             .duplicate_window(Duration::from_secs(10)),
     )
     .await;
+}
+
+/// Checks invariants 21 and 34 (docs/design.md).
+#[tokio::test]
+async fn lazily_opened_streams_apply_retention_and_age_limits_on_first_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock = Arc::new(ManualClock::new());
+    let o = || clocked(&clock);
+    let live = Store::open(dir, o()).unwrap();
+    age_stream(&live).await;
     for (name, retention) in [
         ("INT", RetentionPolicy::Interest),
         ("WQ", RetentionPolicy::WorkQueue),
@@ -448,20 +456,9 @@ async fn unnamed_streams_stay_unopened_except_those_whose_max_age_passed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let clock = Arc::new(ManualClock::new());
-    let o = || {
-        Options::default()
-            .durability(Durability::None)
-            .clock(clock.clone())
-    };
+    let o = || clocked(&clock);
     let s = Store::open(dir, o()).unwrap();
-    stream(
-        &s,
-        StreamConfig::new("AGE")
-            .subjects(["age"])
-            .max_age(Duration::from_secs(60))
-            .duplicate_window(Duration::from_secs(10)),
-    )
-    .await;
+    age_stream(&s).await;
     stream(&s, StreamConfig::new("KEEP").subjects(["keep"])).await;
     for i in 0..30 {
         stream(

@@ -692,3 +692,90 @@ async fn an_unloaded_durable_with_an_inactive_threshold_goes_once_loaded_after_i
     assert!(!state_file(dir, "S", "idle").exists());
     s.close().await.unwrap();
 }
+
+/// Whether `consumers/` of `stream` still holds the stray `zz.tmp` (a
+/// listing of it by a writable store removes it).
+fn unlisted(dir: &Path, stream: &str) -> bool {
+    state_file(dir, stream, "zz.tmp").exists()
+}
+
+/// Checks invariant 19 (docs/design.md): a limits stream whose catalog
+/// summary is trusted counts its consumers from it and lists `consumers/`
+/// only when a consumer is first used; one marked (a crash image) lists
+/// it when it opens. Either way every operation finds what it would have.
+#[tokio::test]
+async fn consumers_are_listed_on_first_use_when_the_catalog_counts_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let s = open(dir);
+        stream(&s, StreamConfig::new("S").subjects(["s.>"])).await;
+        publish(&s, "s.1", "x").await;
+        for c in ["a", "b", "c"] {
+            s.create_consumer("S", ConsumerConfig::durable(c))
+                .await
+                .unwrap();
+        }
+        s.close().await.unwrap();
+    }
+    std::fs::write(state_file(dir, "S", "zz.tmp"), b"left by a cut write").unwrap();
+    // A crash image: the stream was marked, so its open lists consumers/.
+    let crash = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir);
+        s.stream_info("S").await.unwrap();
+        copy_dir(dir, crash.path());
+        std::fs::remove_file(crash.path().join("LOCK")).unwrap();
+        // The live store counted from the summary: nothing listed.
+        assert!(unlisted(dir, "S"));
+        drop(s);
+    }
+    let s = open(crash.path());
+    assert_eq!(s.stream_info("S").await.unwrap().state.consumer_count, 3);
+    assert!(!unlisted(crash.path(), "S"));
+    s.close().await.unwrap();
+    // A clean close: counted from the summary until a consumer is named.
+    std::fs::remove_file(dir.join("LOCK")).ok();
+    for first in ["info", "delete", "create", "list"] {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(dir, work.path());
+        let s = open(work.path());
+        assert_eq!(s.stream_info("S").await.unwrap().state.consumer_count, 3);
+        assert!(unlisted(work.path(), "S"), "{first}");
+        let want = match first {
+            "info" => {
+                assert_eq!(s.consumer_info("S", "b").await.unwrap().name, "b");
+                3
+            }
+            "delete" => {
+                s.delete_consumer("S", "b").await.unwrap();
+                assert!(matches!(
+                    s.consumer_info("S", "b").await,
+                    Err(Error::ConsumerNotFound { .. })
+                ));
+                2
+            }
+            "create" => {
+                s.create_consumer("S", ConsumerConfig::durable("d"))
+                    .await
+                    .unwrap();
+                4
+            }
+            _ => {
+                let all = s.list_consumers("S").await.unwrap();
+                assert_eq!(names(&all), ["a", "b", "c"]);
+                3
+            }
+        };
+        assert!(!unlisted(work.path(), "S"), "{first}");
+        assert_eq!(s.stream_info("S").await.unwrap().state.consumer_count, want);
+        s.close().await.unwrap();
+        let s = open(work.path());
+        assert_eq!(
+            s.list_consumers("S").await.unwrap().len() as u64,
+            want,
+            "{first}"
+        );
+        s.close().await.unwrap();
+    }
+}

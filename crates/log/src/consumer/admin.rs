@@ -192,7 +192,7 @@ impl StreamConsumers {
     pub(crate) fn delete_consumer(&self, name: &str) -> Result<()> {
         let _io = self.consumers.io();
         let (durable, was_broken) = {
-            let mut map = self.consumers.lock();
+            let mut map = self.lock_listed();
             // A consumer whose file could not be loaded: deleting it
             // removes the file, which lifts its hold on retention.
             let was_broken = self.persists() && self.consumers.broken().contains_key(name);

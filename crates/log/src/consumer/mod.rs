@@ -56,6 +56,10 @@ pub(crate) struct ConsumerMap {
     /// Durable consumers whose files were not read yet (limits streams):
     /// nothing of them is in memory, and nothing is written for them.
     pub(super) unloaded: BTreeSet<String>,
+    /// `consumers/` not listed yet: the durable consumers the catalog's
+    /// trusted summary counts there (`unloaded` is then empty). Listed by
+    /// the first use of any consumer ([`StreamConsumers::listed`]).
+    pub(super) unlisted: Option<u64>,
 }
 
 /// A stream's consumers.
@@ -97,10 +101,11 @@ impl ConsumerSet {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Consumers, loaded or not (nothing is loaded to count them).
+    /// Consumers, loaded or not (nothing is loaded, or listed, to count
+    /// them).
     pub(crate) fn count(&self) -> u64 {
         let map = self.lock();
-        (map.loaded.len() + map.unloaded.len()) as u64
+        (map.loaded.len() + map.unloaded.len()) as u64 + map.unlisted.unwrap_or(0)
     }
 
     /// (durable, ephemeral) consumers. One not loaded yet is durable: only
@@ -109,7 +114,8 @@ impl ConsumerSet {
         let map = self.lock();
         let durable = map.loaded.values().filter(|c| c.is_durable()).count() as u64;
         let ephemeral = map.loaded.len() as u64 - durable;
-        (durable + map.unloaded.len() as u64, ephemeral)
+        let unread = map.unloaded.len() as u64 + map.unlisted.unwrap_or(0);
+        (durable + unread, ephemeral)
     }
 
     pub(crate) fn broken(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
@@ -231,7 +237,7 @@ impl StreamConsumers {
     /// takes the name out under the same lock) cannot be undone by a load.
     /// A consumer that does not load is [`ConsumerSet::broken`].
     pub(super) fn lock_with(&self, name: &str) -> MutexGuard<'_, ConsumerMap> {
-        let mut map = self.consumers.lock();
+        let mut map = self.lock_listed();
         if map.unloaded.remove(name) {
             self.load_into(&mut map, name);
         }
@@ -241,7 +247,7 @@ impl StreamConsumers {
     /// The consumer map with every consumer loaded (what lists or checks
     /// all of them uses).
     pub(super) fn lock_all(&self) -> MutexGuard<'_, ConsumerMap> {
-        let mut map = self.consumers.lock();
+        let mut map = self.lock_listed();
         for name in std::mem::take(&mut map.unloaded) {
             self.load_into(&mut map, &name);
         }

@@ -2,6 +2,7 @@
 //! (invariants 18 and 19).
 
 use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 
 use durabus_core::{Error, Result, RetentionPolicy};
 
@@ -46,23 +47,49 @@ impl StreamConsumers {
     /// are loaded on first use (docs/design.md, "Consumers loaded on first
     /// use": [`StreamConsumers::lock_with`]); interest and work-queue
     /// retention need every consumer's position, so their consumers are
-    /// loaded now. An error here is only a consumers directory that cannot
-    /// be listed; a consumer that does not load is unavailable on its own
-    /// ([`StreamConsumers::load_into`]).
-    pub(crate) fn load_consumers(&self) -> Result<()> {
+    /// loaded now. `known`: how many durable consumers the catalog's
+    /// trusted summary counts (the stream closed cleanly and nothing
+    /// changed it since): a limits stream then lists `consumers/` only
+    /// when a consumer is first used. An error here is only a consumers
+    /// directory that cannot be listed; a consumer that does not load is
+    /// unavailable on its own ([`StreamConsumers::load_into`]).
+    pub(crate) fn load_consumers(&self, known: Option<u64>) -> Result<()> {
+        let limits = self.config().retention == RetentionPolicy::Limits;
+        let mut map = self.consumers.lock();
+        match known {
+            Some(n) if limits => map.unlisted = Some(n),
+            _ => self.list_into(&mut map)?,
+        }
+        drop(map);
+        if !limits {
+            drop(self.lock_all());
+        }
+        Ok(())
+    }
+
+    /// The consumer map, `consumers/` listed first if it was not yet.
+    pub(super) fn lock_listed(&self) -> MutexGuard<'_, ConsumerMap> {
+        let mut map = self.consumers.lock();
+        if map.unlisted.is_some() {
+            if let Err(e) = self.list_into(&mut map) {
+                // Tried again by the next use; until then none is found.
+                tracing::warn!(stream = %self.name, error = %e, "could not list the stream's consumers");
+            }
+        }
+        map
+    }
+
+    /// Lists `consumers/` into `map.unloaded` (removing leftover `*.tmp`
+    /// files, interrupted atomic writes whose previous file is the truth).
+    fn list_into(&self, map: &mut ConsumerMap) -> Result<()> {
         let st = self.storage();
         let dir = self.consumer_dir();
-        if !st.exists(&dir).unwrap_or(false) {
-            return Ok(());
-        }
-        let names = st
-            .list_dir(&dir)
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-        {
-            let mut map = self.consumers.lock();
+        if st.exists(&dir).unwrap_or(false) {
+            let names = st
+                .list_dir(&dir)
+                .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
             for n in names {
                 if n.ends_with(".tmp") {
-                    // An interrupted atomic write: the previous file is the truth.
                     if !st.is_read_only() {
                         let _ = st.remove_file(&dir.join(&n));
                     }
@@ -73,9 +100,7 @@ impl StreamConsumers {
                 }
             }
         }
-        if self.config().retention != RetentionPolicy::Limits {
-            drop(self.lock_all());
-        }
+        map.unlisted = None;
         Ok(())
     }
 
