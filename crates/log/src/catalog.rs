@@ -116,16 +116,10 @@ pub(crate) struct Item {
 impl Item {
     /// `e`, encoded.
     pub(crate) fn new(e: &Entry, due_ns: i64) -> std::io::Result<Item> {
-        let body = postcard::to_stdvec(e).map_err(std::io::Error::other)?;
-        if body.len() > MAX_ENTRY {
-            return Err(std::io::Error::other("catalog entry too large"));
-        }
-        let mut framed = Vec::with_capacity(body.len() + 8);
-        crate::framed::put(&mut framed, &body);
         Ok(Item {
             name: e.name.clone(),
             due_ns,
-            framed,
+            framed: encode_framed(e)?,
         })
     }
 }
@@ -136,7 +130,7 @@ impl Item {
 pub(crate) struct Snapshot {
     file: Arc<dyn StorageFile>,
     /// Its size in bytes.
-    len: u64,
+    size: u64,
     /// Where the entries end and the index starts.
     index_off: u64,
     /// The records, then the names (the CRC stripped).
@@ -148,7 +142,7 @@ impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("catalog::Snapshot")
             .field("count", &self.count)
-            .field("len", &self.len)
+            .field("size", &self.size)
             .finish_non_exhaustive()
     }
 }
@@ -210,7 +204,7 @@ impl Snapshot {
         }
         let snap = Snapshot {
             file,
-            len,
+            size: len,
             index_off,
             index,
             count,
@@ -370,8 +364,9 @@ pub(crate) struct Loaded {
     pub(crate) journal_end: Option<u64>,
 }
 
-fn encode_change(c: &Change) -> std::io::Result<Vec<u8>> {
-    let body = postcard::to_stdvec(c).map_err(std::io::Error::other)?;
+/// `v` encoded and framed (a journal change, a snapshot entry).
+fn encode_framed<T: Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
+    let body = postcard::to_stdvec(v).map_err(std::io::Error::other)?;
     if body.len() > MAX_ENTRY {
         return Err(std::io::Error::other("catalog entry too large"));
     }
@@ -602,7 +597,7 @@ impl Writer {
             gen: loaded.gen,
             journal,
             end,
-            snapshot_len: loaded.snapshot.len,
+            snapshot_len: loaded.snapshot.size,
         })
     }
 
@@ -610,7 +605,7 @@ impl Writer {
     pub(crate) fn append(&mut self, changes: &[Change]) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for c in changes {
-            buf.extend_from_slice(&encode_change(c)?);
+            buf.extend_from_slice(&encode_framed(c)?);
         }
         self.journal.write_all_at(&buf, self.end)?;
         self.journal.sync_data()?;

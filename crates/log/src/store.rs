@@ -944,8 +944,8 @@ impl StoreInner {
             }
         }
         // Invariant 34: summaries only of streams that closed cleanly.
-        let summaries: BTreeMap<String, catalog::Summary> = self
-            .listed()
+        let listed = self.listed();
+        let summaries: BTreeMap<String, catalog::Summary> = listed
             .iter()
             .filter(|slot| slot.file && !self.full_scan)
             .filter_map(|slot| {
@@ -955,8 +955,7 @@ impl StoreInner {
             .collect();
         let mut writer = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = writer.as_mut() {
-            let closed: Vec<catalog::Change> = self
-                .listed()
+            let closed: Vec<catalog::Change> = listed
                 .iter()
                 .filter_map(|slot| {
                     let summary = summaries.get(&slot.name)?.clone();

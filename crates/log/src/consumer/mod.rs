@@ -58,7 +58,7 @@ pub(crate) struct ConsumerMap {
     pub(super) unloaded: BTreeSet<String>,
     /// `consumers/` not listed yet: the durable consumers the catalog's
     /// trusted summary counts there (`unloaded` is then empty). Listed by
-    /// the first use of any consumer ([`StreamConsumers::listed`]).
+    /// the first use of any consumer ([`StreamConsumers::lock_listed`]).
     pub(super) unlisted: Option<u64>,
 }
 
@@ -104,8 +104,8 @@ impl ConsumerSet {
     /// Consumers, loaded or not (nothing is loaded, or listed, to count
     /// them).
     pub(crate) fn count(&self) -> u64 {
-        let map = self.lock();
-        (map.loaded.len() + map.unloaded.len()) as u64 + map.unlisted.unwrap_or(0)
+        let (durable, ephemeral) = self.counts();
+        durable + ephemeral
     }
 
     /// (durable, ephemeral) consumers. One not loaded yet is durable: only
