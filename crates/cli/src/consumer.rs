@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::confirm::confirm;
 use crate::output::{
-    age_json, duration_human, duration_nanos, limit_json, listing, print_json, print_text, rfc3339,
-    rfc3339_nanos, stored_human, stored_json, table_text,
+    age_json, duration_human, duration_nanos, limit_json, print_json, print_text, rfc3339,
+    rfc3339_nanos, stored_human, stored_json, Listing,
 };
 use crate::parse;
 use crate::session::{finish, open_bus, Access, Global};
@@ -360,7 +360,7 @@ async fn ls(global: &Global, bus: &durabus::Bus, stream: &str) -> anyhow::Result
         ))?;
         return Ok(());
     }
-    let mut table = listing(
+    let mut table = Listing::new(
         [
             "consumer",
             "filter",
@@ -381,7 +381,7 @@ async fn ls(global: &Global, bus: &durabus::Bus, stream: &str) -> anyhow::Result
             c.ack_floor.stream_seq.to_string(),
         ]);
     }
-    print_text(&table_text(&table))?;
+    print_text(&table.text())?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use durabus::{validate_stream_name, ReplayOptions};
 use serde_json::json;
 
 use crate::confirm::confirm;
-use crate::output::{listing, print_json, print_text, stored_json, table_text};
+use crate::output::{print_json, print_text, stored_json, Listing};
 use crate::session::{finish, open_bus, Access, Global};
 
 /// The `dlq` verbs.
@@ -88,7 +88,7 @@ async fn ls(global: &Global, bus: &durabus::Bus, which: &Which) -> anyhow::Resul
         }
         Err(e) => return Err(e.into()),
     };
-    let mut table = listing(
+    let mut table = Listing::new(
         [
             "seq",
             "origin",
@@ -121,7 +121,7 @@ async fn ls(global: &Global, bus: &durabus::Bus, which: &Which) -> anyhow::Resul
         if n == 0 {
             print_text(&format!("no dead letters in {}", which.stream))?;
         } else {
-            print_text(&table_text(&table))?;
+            print_text(&table.text())?;
         }
     }
     Ok(())

@@ -9,8 +9,8 @@ use durabus::{Bus, StorageType};
 use serde_json::{json, Map, Value};
 
 use crate::output::{
-    age_json, bytes_human, duration_human, insert_payload, limit_json, listing, print_json,
-    print_raw, print_text, rfc3339, rfc3339_nanos, table_text,
+    age_json, bytes_human, duration_human, insert_payload, limit_json, print_json, print_raw,
+    print_text, rfc3339, rfc3339_nanos, Listing,
 };
 use crate::parse;
 use crate::publish::read_payload;
@@ -351,7 +351,7 @@ async fn run_on(global: &Global, bus: &Bus, command: KvCommand) -> anyhow::Resul
             if buckets.is_empty() {
                 return print_text("no KV buckets").map_err(Into::into);
             }
-            let mut table = listing(["bucket", "entries", "size", "history", "ttl"], 1..4);
+            let mut table = Listing::new(["bucket", "entries", "size", "history", "ttl"], 1..4);
             for s in &buckets {
                 table.add_row([
                     s.config.bucket.clone(),
@@ -361,7 +361,7 @@ async fn run_on(global: &Global, bus: &Bus, command: KvCommand) -> anyhow::Resul
                     s.config.ttl.map_or_else(|| "-".into(), duration_human),
                 ]);
             }
-            print_text(&table_text(&table)).map_err(Into::into)
+            print_text(&table.text()).map_err(Into::into)
         }
         KvCommand::Info { bucket } => print_status(global, &bus.kv(&bucket).await?.status().await?),
         KvCommand::Rm { bucket, .. } => {

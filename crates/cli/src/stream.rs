@@ -8,12 +8,13 @@ use durabus::{
     subject, validate_stream_name, Bus, DiscardPolicy, PurgeRequest, RetentionPolicy, StorageType,
     StreamConfig, StreamInfo, DEFAULT_DUPLICATE_WINDOW,
 };
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::confirm::confirm;
 use crate::output::{
-    age_json, bytes_human, duration_human, duration_nanos, limit_json, listing, print_json,
-    print_text, rfc3339, rfc3339_nanos, rfc3339_or_dash, stored_human, stored_json,
+    age_json, bytes_human, duration_human, duration_nanos, limit_json, print_json, print_text,
+    rfc3339, rfc3339_nanos, rfc3339_or_dash, stored_human, stored_json, JsonLimit, Listing,
 };
 use crate::parse;
 use crate::session::{finish, open_bus, Access, Global};
@@ -561,10 +562,16 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
     // Streams (and consumers) whose files could not be opened: the rest works.
     let unavailable = bus.unavailable();
     if global.json {
-        let list: Vec<Value> = streams.iter().map(info_json).collect();
-        return Ok(print_json(
-            &json!({ "streams": list, "unavailable": unavailable }),
-        )?);
+        #[derive(Serialize)]
+        struct Streams<'a> {
+            streams: Vec<StreamJson<'a>>,
+            unavailable: Vec<durabus::Unavailable>,
+        }
+        let streams = streams.iter().map(info_json).collect();
+        return Ok(print_json(&Streams {
+            streams,
+            unavailable,
+        })?);
     }
     for u in &unavailable {
         let what = match &u.consumer {
@@ -583,7 +590,7 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
         ))?;
         return Ok(());
     }
-    let mut table = listing(
+    let mut table = Listing::new(
         [
             "stream",
             "subjects",
@@ -607,7 +614,7 @@ async fn list(global: &Global, bus: &Bus) -> anyhow::Result<()> {
             rfc3339_or_dash(s.last_time),
         ]);
     }
-    print_text(&crate::output::table_text(&table))?;
+    print_text(&table.text())?;
     Ok(())
 }
 
@@ -743,41 +750,85 @@ fn show_info(global: &Global, info: &StreamInfo) -> anyhow::Result<()> {
 /// A stream as JSON, with JetStream's field names: durations in
 /// nanoseconds, times in RFC 3339, unlimited as JetStream writes it (`-1`,
 /// `0` for `max_age`).
-pub(crate) fn info_json(info: &StreamInfo) -> Value {
+pub(crate) fn info_json(info: &StreamInfo) -> StreamJson<'_> {
     let c = &info.config;
     let s = &info.state;
-    json!({
-        "config": {
-            "name": c.name,
-            "description": c.description,
-            "subjects": c.effective_subjects(),
-            "retention": serde_name(&c.retention),
-            "max_age": age_json(c.max_age),
-            "max_bytes": limit_json(c.max_bytes),
-            "max_msgs": limit_json(c.max_msgs),
-            "max_msgs_per_subject": limit_json(c.max_msgs_per_subject),
-            "max_msg_size": limit_json(c.max_msg_size),
-            "discard": serde_name(&c.discard),
-            "discard_new_per_subject": c.discard_new_per_subject,
-            "duplicate_window": duration_nanos(c.duplicate_window),
-            "storage": serde_name(&c.storage),
-            "num_replicas": c.replicas,
-            "allow_rollup_hdrs": c.allow_rollup,
-            "deny_delete": c.deny_delete,
-            "deny_purge": c.deny_purge,
+    StreamJson {
+        config: ConfigJson {
+            name: &c.name,
+            description: c.description.as_deref(),
+            subjects: c.effective_subjects(),
+            retention: &c.retention,
+            max_age: age_json(c.max_age),
+            max_bytes: limit_json(c.max_bytes),
+            max_msgs: limit_json(c.max_msgs),
+            max_msgs_per_subject: limit_json(c.max_msgs_per_subject),
+            max_msg_size: limit_json(c.max_msg_size),
+            discard: &c.discard,
+            discard_new_per_subject: c.discard_new_per_subject,
+            duplicate_window: duration_nanos(c.duplicate_window),
+            storage: &c.storage,
+            num_replicas: c.replicas,
+            allow_rollup_hdrs: c.allow_rollup,
+            deny_delete: c.deny_delete,
+            deny_purge: c.deny_purge,
         },
-        "created": rfc3339_nanos(info.created),
-        "state": {
-            "messages": s.messages,
-            "bytes": s.bytes,
-            "first_seq": s.first_seq,
-            "first_ts": s.first_time.map(rfc3339_nanos),
-            "last_seq": s.last_seq,
-            "last_ts": s.last_time.map(rfc3339_nanos),
-            "num_deleted": s.num_deleted,
-            "num_lost": s.num_lost,
-            "num_subjects": s.num_subjects,
-            "consumer_count": s.consumer_count,
+        created: rfc3339_nanos(info.created),
+        state: StateJson {
+            messages: s.messages,
+            bytes: s.bytes,
+            first_seq: s.first_seq,
+            first_ts: s.first_time.map(rfc3339_nanos),
+            last_seq: s.last_seq,
+            last_ts: s.last_time.map(rfc3339_nanos),
+            num_deleted: s.num_deleted,
+            num_lost: s.num_lost,
+            num_subjects: s.num_subjects,
+            consumer_count: s.consumer_count,
         },
-    })
+    }
+}
+
+/// What [`info_json`] writes: serialized as it is, with no JSON tree built
+/// (`stream ls` writes 10,000 of them).
+#[derive(Serialize)]
+pub(crate) struct StreamJson<'a> {
+    config: ConfigJson<'a>,
+    created: String,
+    state: StateJson,
+}
+
+#[derive(Serialize)]
+struct ConfigJson<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    subjects: Vec<String>,
+    retention: &'a RetentionPolicy,
+    max_age: u64,
+    max_bytes: JsonLimit,
+    max_msgs: JsonLimit,
+    max_msgs_per_subject: JsonLimit,
+    max_msg_size: JsonLimit,
+    discard: &'a DiscardPolicy,
+    discard_new_per_subject: bool,
+    duplicate_window: u64,
+    storage: &'a StorageType,
+    num_replicas: usize,
+    allow_rollup_hdrs: bool,
+    deny_delete: bool,
+    deny_purge: bool,
+}
+
+#[derive(Serialize)]
+struct StateJson {
+    messages: u64,
+    bytes: u64,
+    first_seq: u64,
+    first_ts: Option<String>,
+    last_seq: u64,
+    last_ts: Option<String>,
+    num_deleted: u64,
+    num_lost: u64,
+    num_subjects: u64,
+    consumer_count: u64,
 }

@@ -2,7 +2,7 @@
 //! threads, and the [`Backend`] implementation.
 
 use crate::HashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -1442,30 +1442,25 @@ impl StoreInner {
         } else {
             Vec::new()
         };
-        let mut present = std::collections::BTreeSet::new();
-        for name in names {
-            let known = self
-                .streams
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&name)
-                || self
-                    .lazy
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .find(&name)
-                    .is_some()
-                || self
-                    .unavailable
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(&name);
-            if known {
-                // Listed: its directory is checked when it is recovered
-                // (no stat per stream here).
-                present.insert(name);
-                continue;
-            }
+        // The directories the store knows (taken, untaken or unavailable),
+        // each map locked once: their directories are checked when they
+        // are recovered (no stat per stream here).
+        let (known, rest): (Vec<String>, Vec<String>) = {
+            let streams = self.streams.read().unwrap_or_else(|e| e.into_inner());
+            names.into_iter().partition(|n| streams.contains_key(n))
+        };
+        let mut present: HashSet<String> = known.into_iter().collect();
+        let (known, rest): (Vec<String>, Vec<String>) = {
+            let lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+            rest.into_iter().partition(|n| lazy.find(n).is_some())
+        };
+        present.extend(known);
+        let (known, unknown): (Vec<String>, Vec<String>) = {
+            let unavailable = self.unavailable.read().unwrap_or_else(|e| e.into_inner());
+            rest.into_iter().partition(|n| unavailable.contains_key(n))
+        };
+        present.extend(known);
+        for name in unknown {
             let path = self.streams_dir.join(&name);
             if !self.stream_dir_entry(&name, &path) {
                 continue;
