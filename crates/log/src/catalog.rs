@@ -312,16 +312,14 @@ impl Snapshot {
     }
 
     /// Every entry `keep` selects, read in one go, each checked as
-    /// [`Snapshot::entry`] checks it.
+    /// [`Snapshot::entry`] checks it (decoded on every core).
     pub(crate) fn entries(&self, keep: impl Fn(usize) -> bool) -> Vec<Result<Entry, String>> {
         let region = self.region();
-        (0..self.count)
-            .filter(|&i| keep(i))
-            .map(|i| match &region {
-                Ok(region) => self.decode(i, self.framed_in(region, i)),
-                Err(e) => Err(format!("reading the catalog: {e}")),
-            })
-            .collect()
+        let kept: Vec<usize> = (0..self.count).filter(|&i| keep(i)).collect();
+        crate::parallel::map(&kept, |&i| match &region {
+            Ok(region) => self.decode(i, self.framed_in(region, i)),
+            Err(e) => Err(format!("reading the catalog: {e}")),
+        })
     }
 
     /// The entries `keep` selects, as items of a new snapshot, copied

@@ -74,6 +74,7 @@ mod framed;
 pub mod fuzzing;
 mod index_cache;
 mod manifest;
+mod parallel;
 mod rangeset;
 mod record;
 mod replay;

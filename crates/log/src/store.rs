@@ -1700,17 +1700,23 @@ impl Backend for Store {
         self.check_open()?;
         self.inner.reconcile()?;
         let now = self.inner.env.clock.now_ns();
-        let mut out = Vec::new();
-        for slot in self.inner.slots() {
-            // A stream not open is listed from its summary while the
-            // catalog vouches for it (invariant 34); else it is recovered.
-            if slot.get().is_none() {
-                if let Some(info) = slot.trusted_info(now) {
-                    out.push(info);
-                    continue;
-                }
+        let slots = self.inner.slots();
+        // A stream not open is listed from its summary while the catalog
+        // vouches for it (invariant 34: its config decoded on every core);
+        // else it is recovered.
+        let trusted = crate::parallel::map(&slots, |slot| {
+            slot.get()
+                .is_none()
+                .then(|| slot.trusted_info(now))
+                .flatten()
+        });
+        let mut out = Vec::with_capacity(slots.len());
+        for (slot, trusted) in slots.iter().zip(trusted) {
+            if let Some(info) = trusted {
+                out.push(info);
+                continue;
             }
-            match self.inner.open_slot(&slot) {
+            match self.inner.open_slot(slot) {
                 Ok(s) => out.push(s.info()),
                 Err(Error::StreamUnavailable { .. } | Error::StreamNotFound { .. }) => {}
                 Err(e) => return Err(e),
