@@ -59,8 +59,8 @@ pub(crate) fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// An empty table in the one style of every listing (`stream ls`,
-/// `consumer ls`, `dlq ls`, `kv ls`, `bench`).
+/// An empty comfy-table in the one style of every table (`bench`; the
+/// listings draw the same style with [`Listing`]).
 pub(crate) fn table() -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);

@@ -194,22 +194,7 @@ impl Slot {
     /// closed cleanly, nothing marked it since, and no message of it has
     /// reached its `max_age` by `now_ns`).
     pub(crate) fn trusted_info(&self, now_ns: i64) -> Option<StreamInfo> {
-        if self.is_dirty() {
-            return None;
-        }
-        let summary = self.meta().summary.clone()?;
-        let config = self.config().ok()?;
-        if let Some(age) = config.max_age {
-            if summary.messages > 0 {
-                let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
-                // A second of margin: the open re-applies max_age by its
-                // own clock reading.
-                let first = summary.first_time_ns?;
-                if first.saturating_add(age) <= now_ns.saturating_add(1_000_000_000) {
-                    return None;
-                }
-            }
-        }
+        let (summary, config) = self.trusted(now_ns)?;
         let created = to_system_time(self.meta().created_ns);
         Some(StreamInfo {
             config,
@@ -227,6 +212,28 @@ impl Slot {
                 consumer_count: summary.consumer_count,
             },
         })
+    }
+
+    /// The summary and config behind [`Slot::trusted_info`], when the
+    /// summary can be trusted.
+    pub(crate) fn trusted(&self, now_ns: i64) -> Option<(Summary, StreamConfig)> {
+        if self.is_dirty() {
+            return None;
+        }
+        let summary = self.meta().summary.clone()?;
+        let config = self.config().ok()?;
+        if let Some(age) = config.max_age {
+            if summary.messages > 0 {
+                let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+                // A second of margin: the open re-applies max_age by its
+                // own clock reading.
+                let first = summary.first_time_ns?;
+                if first.saturating_add(age) <= now_ns.saturating_add(1_000_000_000) {
+                    return None;
+                }
+            }
+        }
+        Some((summary, config))
     }
 
     /// From when `max_age` may make the summary of `entry` (this stream's)

@@ -1391,8 +1391,8 @@ impl StoreInner {
         }
         // Read before the mark drops the summary.
         let consumers = slot
-            .trusted_info(self.env.clock.now_ns())
-            .map(|i| i.state.consumer_count);
+            .trusted(self.env.clock.now_ns())
+            .map(|(summary, _)| summary.consumer_count);
         if !self.read_only && !slot.is_dirty() {
             self.catalog_append(&[catalog::Change::Dirty(slot.name.clone())])?;
             slot.set_dirty();
