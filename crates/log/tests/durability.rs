@@ -154,25 +154,34 @@ async fn concurrent_publishers_share_fsyncs_under_always() {
 /// Without the gather step, the publishers an fsync wakes miss the next one
 /// (it starts at once with those already waiting): the group splits into two
 /// halves taking turns, 32 publishes per fsync. With it a group is whole
-/// (about 64); the bound, 40, leaves room for a straggler the other tests of
-/// this binary delay on 2 cores (43 was seen in a full CI run).
+/// (about 64); the bound, 40, leaves room for a straggler. On a loaded
+/// 2-core machine a run can still split a group (37-39 per fsync seen, 43
+/// in a full CI run), so the test takes the best of three runs: without
+/// the gather no run gets above 32.
 ///
 /// Checks invariant 4 (docs/design.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_woken_by_an_fsync_join_the_next_one_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (s, f) = faulty(tmp.path(), Durability::Always);
-    f.sync_micros.store(2_000, Ordering::SeqCst);
-    stream(&s, StreamConfig::new("S").subjects(["a"])).await;
     let per = 30;
-    let syncs = publish_from_64_tasks(&s, &f, per).await;
     let total = 64 * per;
+    let mut fewest = u64::MAX;
+    for _ in 0..3 {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, f) = faulty(tmp.path(), Durability::Always);
+        f.sync_micros.store(2_000, Ordering::SeqCst);
+        stream(&s, StreamConfig::new("S").subjects(["a"])).await;
+        let syncs = publish_from_64_tasks(&s, &f, per).await;
+        assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
+        fewest = fewest.min(syncs);
+        if syncs * 40 <= total {
+            break;
+        }
+    }
     assert!(
-        syncs * 40 <= total,
-        "{syncs} fsyncs for {total} publishes by 64 publishers: {} per fsync, not 40 or more",
-        total / syncs
+        fewest * 40 <= total,
+        "best of 3 runs: {fewest} fsyncs for {total} publishes by 64 publishers: {} per fsync, not 40 or more",
+        total / fewest
     );
-    assert_eq!(s.stream_info("S").await.unwrap().state.messages, total);
 }
 
 /// Checks invariant 3 (docs/design.md).
