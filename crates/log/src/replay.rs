@@ -249,7 +249,9 @@ impl Cursor {
         }
         let chunk = Bytes::from(buf);
         let mut at = 0usize;
-        let mut out: Vec<StoredMessage> = Vec::new();
+        // Decoded straight into the queue (a chunk holds thousands of
+        // messages: a vector of its own would be grown, then copied).
+        let queued = self.queue.len();
         let mut last_seen = None;
         let target = self.next_seq;
         let mut hit_end = false;
@@ -266,7 +268,8 @@ impl Cursor {
                             && (self.filters.is_empty()
                                 || self.filters.iter().any(|f| subject::matches(f, r.subject)));
                         if wanted {
-                            out.push(stored_from(&stream.label, &r, Some(&chunk)));
+                            self.queue
+                                .push_back(stored_from(&stream.label, &r, Some(&chunk)));
                         }
                     }
                     at += r.size;
@@ -287,11 +290,8 @@ impl Cursor {
         if hit_end {
             self.done = true;
         }
-        if !out.is_empty() {
-            // Drop what was deleted or expired meanwhile.
-            stream.retain_live(&mut out);
-        }
-        self.queue.extend(out);
+        // Drop what was deleted or expired meanwhile.
+        stream.retain_live(&mut self.queue, queued);
         Ok(Progress::More)
     }
 

@@ -308,6 +308,34 @@ async fn max_ack_pending_holds_delivery_until_acks() {
 }
 
 #[tokio::test]
+async fn a_waiting_fetch_gets_a_nakd_delivery_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (kind, s) in both(tmp.path()) {
+        setup(&s, 1).await;
+        let cfg = ConsumerConfig::durable("c").ack_wait(Duration::from_secs(60));
+        s.create_consumer("S", cfg).await.unwrap();
+        let d = fetch(&s, "c", 1).await;
+        let s2 = s.clone();
+        let a = d[0].ack.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s2.ack(&a, AckKind::Nak(None)).await.unwrap();
+        });
+        // Without a wake-up it would sleep out its 30 s: nothing else is due
+        // before the ack wait.
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            s.fetch("S", "c", 1, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{kind}: the nak did not wake the fetch"))
+        .unwrap();
+        assert_eq!(seqs(&r), vec![1], "{kind}");
+        assert_eq!(r[0].delivered(), 2, "{kind}");
+    }
+}
+
+#[tokio::test]
 async fn in_progress_restarts_ack_wait() {
     let tmp = tempfile::tempdir().unwrap();
     for (kind, s) in both(tmp.path()) {

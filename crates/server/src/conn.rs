@@ -286,6 +286,7 @@ impl ConnCtx {
 /// publishes go to the store as one batch (one group commit); `$JS.API`
 /// requests and `$JS.ACK` acks are run in place.
 async fn publisher(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<Work>) {
+    let mut names = crate::jetstream::AckNames::default();
     while let Some(work) = rx.recv().await {
         let batch = match work {
             Work::Publish(batch) => batch,
@@ -306,7 +307,7 @@ async fn publisher(ctx: Arc<ConnCtx>, mut rx: mpsc::Receiver<Work>) {
         for item in batch {
             if item.subject.starts_with("$JS.") && crate::jetstream::is_api(&item.subject) {
                 publish_run(&ctx, std::mem::take(&mut run)).await;
-                crate::jetstream::handle(&ctx, item).await;
+                crate::jetstream::handle(&ctx, item, &mut names).await;
             } else {
                 run.push(item);
             }
@@ -329,8 +330,8 @@ async fn publish_run(ctx: &ConnCtx, run: Vec<PubItem>) {
         .map(|p| {
             answers.push((p.subject.clone(), p.reply.clone()));
             Message {
-                subject: p.subject,
-                reply: p.reply,
+                subject: p.subject.to_string(),
+                reply: p.reply.map(|r| r.to_string()),
                 headers: p.headers,
                 payload: p.payload,
             }
@@ -383,7 +384,7 @@ async fn publish_run(ctx: &ConnCtx, run: Vec<PubItem>) {
                     .await;
             }
             (Err(e), None) => {
-                tracing::debug!(subject = subj, error = %e, "a publish without reply failed");
+                tracing::debug!(subject = &*subj, error = %e, "a publish without reply failed");
             }
         }
     }

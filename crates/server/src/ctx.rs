@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use durabus_core::jsapi::ConsumerConfigJson;
-use durabus_core::{Backend, HeaderMap, Message, Origin};
+use durabus_core::{Backend, ByteString, HeaderMap, Message, Origin};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -120,8 +120,8 @@ impl PushConsumers {
 
 /// One publish as the publisher gets it.
 pub(crate) struct PubItem {
-    pub(crate) subject: String,
-    pub(crate) reply: Option<String>,
+    pub(crate) subject: ByteString,
+    pub(crate) reply: Option<ByteString>,
     pub(crate) headers: HeaderMap,
     pub(crate) payload: Bytes,
 }
@@ -129,7 +129,7 @@ pub(crate) struct PubItem {
 /// A consumer's delivery as it goes out: the message's subject, its ack
 /// subject, its header block and payload.
 pub(crate) struct Delivered {
-    pub(crate) subject: String,
+    pub(crate) subject: ByteString,
     pub(crate) ack: String,
     pub(crate) headers: Option<Bytes>,
     pub(crate) payload: Bytes,
@@ -230,7 +230,7 @@ impl ConnCtx {
         let (sids, limited) = self.subs.matching_unlimited(to);
         if sids.is_empty() || limited {
             for d in items {
-                self.deliver(to, Some(&d.subject), Some(&d.ack), d.headers, d.payload)
+                self.deliver(to, Some(&*d.subject), Some(&d.ack), d.headers, d.payload)
                     .await;
             }
             return;
@@ -262,7 +262,7 @@ impl ConnCtx {
     /// connection's subscriptions included).
     pub(crate) async fn deliver_routed(&self, to: &str, items: Vec<Delivered>) {
         for d in items {
-            self.route(to, Some(&d.subject), Some(&d.ack), d.headers, d.payload)
+            self.route(to, Some(&*d.subject), Some(&d.ack), d.headers, d.payload)
                 .await;
         }
     }

@@ -5,7 +5,7 @@
 //! on its own (`fuzz/fuzz_targets/server_proto.rs`).
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use durabus_core::{jsapi, HeaderMap};
+use durabus_core::{jsapi, ByteString, HeaderMap};
 use serde::{Deserialize, Serialize};
 
 /// nats-server's default longest control line (an operation and its
@@ -78,10 +78,10 @@ pub enum ClientOp {
 /// A `PUB` or `HPUB`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pub {
-    /// The subject.
-    pub subject: String,
+    /// The subject (a slice of the bytes read).
+    pub subject: ByteString,
     /// The reply subject.
-    pub reply: Option<String>,
+    pub reply: Option<ByteString>,
     /// The raw header block (`NATS/1.0\r\n...\r\n\r\n`) of an `HPUB`.
     pub headers: Option<Bytes>,
     /// The payload.
@@ -137,8 +137,8 @@ impl Default for Limits {
 /// A `PUB`/`HPUB` whose control line was read and whose payload is awaited.
 #[derive(Debug)]
 struct Awaiting {
-    subject: String,
-    reply: Option<String>,
+    subject: ByteString,
+    reply: Option<ByteString>,
     /// Header bytes (`HPUB`), included in `total`.
     header_len: Option<usize>,
     total: usize,
@@ -195,13 +195,12 @@ impl Parser {
             if nl > self.limits.max_control_line {
                 return Err(ProtoError::MaxControlLine);
             }
-            let line = buf.split_to(nl + 1);
-            let line = trim_eol(&line);
+            let line = buf.split_to(nl + 1).freeze();
             if line.iter().all(u8::is_ascii_whitespace) {
                 // nats-server ignores empty lines.
                 continue;
             }
-            match self.control(line)? {
+            match self.control(&line)? {
                 Some(op) => return Ok(Some(op)),
                 // A PUB/HPUB: read its payload.
                 None => continue,
@@ -211,10 +210,19 @@ impl Parser {
 
     /// Parses one control line; `None` for a `PUB`/`HPUB`, whose payload is
     /// then awaited.
-    fn control(&mut self, line: &[u8]) -> Result<Option<ClientOp>, ProtoError> {
+    fn control(&mut self, full: &Bytes) -> Result<Option<ClientOp>, ProtoError> {
+        let line = trim_eol(full);
         let (op, rest) = split_op(line);
-        let op = op.to_ascii_uppercase();
-        match op.as_slice() {
+        // Operation names are short: upper-cased on the stack.
+        let mut upper = [0u8; 8];
+        let Some(op) = upper.get_mut(..op.len()).map(|dst| {
+            dst.copy_from_slice(op);
+            dst.make_ascii_uppercase();
+            &*dst
+        }) else {
+            return Err(ProtoError::UnknownOperation);
+        };
+        match op {
             b"PUB" => {
                 let args = args(rest)?;
                 let (subject, reply, size) = match args.as_slice() {
@@ -223,7 +231,7 @@ impl Parser {
                     _ => return Err(ProtoError::Parse),
                 };
                 let total = size_arg(size)?;
-                self.await_payload(subject, reply.copied(), None, total)?;
+                self.await_payload(full, subject, reply.copied(), None, total)?;
                 Ok(None)
             }
             b"HPUB" => {
@@ -238,7 +246,7 @@ impl Parser {
                 if header_len > total {
                     return Err(ProtoError::Parse);
                 }
-                self.await_payload(subject, reply.copied(), Some(header_len), total)?;
+                self.await_payload(full, subject, reply.copied(), Some(header_len), total)?;
                 Ok(None)
             }
             b"SUB" => {
@@ -277,8 +285,11 @@ impl Parser {
         }
     }
 
+    /// Awaits the payload of a publish whose `subject` and `reply` are
+    /// slices of `line`.
     fn await_payload(
         &mut self,
+        line: &Bytes,
         subject: &[u8],
         reply: Option<&[u8]>,
         header_len: Option<usize>,
@@ -288,8 +299,8 @@ impl Parser {
             return Err(ProtoError::MaxPayload);
         }
         self.awaiting = Some(Awaiting {
-            subject: text(subject)?,
-            reply: reply.map(text).transpose()?,
+            subject: shared_text(line, subject)?,
+            reply: reply.map(|r| shared_text(line, r)).transpose()?,
             header_len,
             total,
         });
@@ -321,14 +332,30 @@ fn trim_start(s: &[u8]) -> &[u8] {
     &s[start..]
 }
 
+/// A control line's arguments, on the stack.
+struct Args<'a> {
+    items: [&'a [u8]; 5],
+    len: usize,
+}
+
+impl<'a> Args<'a> {
+    fn as_slice(&self) -> &[&'a [u8]] {
+        &self.items[..self.len]
+    }
+}
+
 /// Blank-separated arguments (at most five: more is a parse error).
-fn args(rest: &[u8]) -> Result<Vec<&[u8]>, ProtoError> {
-    let out: Vec<&[u8]> = rest
+fn args(rest: &[u8]) -> Result<Args<'_>, ProtoError> {
+    let mut out = Args {
+        items: [&[]; 5],
+        len: 0,
+    };
+    for a in rest
         .split(|b| *b == b' ' || *b == b'\t')
         .filter(|a| !a.is_empty())
-        .collect();
-    if out.len() > 5 {
-        return Err(ProtoError::Parse);
+    {
+        *out.items.get_mut(out.len).ok_or(ProtoError::Parse)? = a;
+        out.len += 1;
     }
     Ok(out)
 }
@@ -348,6 +375,11 @@ fn size_arg(s: &[u8]) -> Result<usize, ProtoError> {
 
 fn text(s: &[u8]) -> Result<String, ProtoError> {
     String::from_utf8(s.to_vec()).map_err(|_| ProtoError::Parse)
+}
+
+/// `s`, a slice of `line`, as text sharing `line`'s bytes.
+fn shared_text(line: &Bytes, s: &[u8]) -> Result<ByteString, ProtoError> {
+    ByteString::try_from(line.slice_ref(s)).map_err(|_| ProtoError::Parse)
 }
 
 /// What the server says about itself in `INFO`.
@@ -537,7 +569,7 @@ PUB a.b r.1 0\r\n\r\nHPUB a.b 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
             }
         );
         let ClientOp::Pub(p) = &ops[7] else { panic!() };
-        assert_eq!((p.subject.as_str(), &p.payload[..]), ("a.b", &b"hello"[..]));
+        assert_eq!((&*p.subject, &p.payload[..]), ("a.b", &b"hello"[..]));
         let ClientOp::Pub(p) = &ops[8] else { panic!() };
         assert_eq!(p.reply.as_deref(), Some("r.1"));
         assert!(p.payload.is_empty());

@@ -77,16 +77,25 @@ impl<'a> AckSubject<'a> {
 
     /// The v1 subject, as nats-server 2.9 writes it.
     pub fn to_subject(&self) -> String {
-        format!(
-            "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
-            self.stream,
-            self.consumer,
+        let mut s = String::with_capacity(
+            "$JS.ACK...".len() + self.stream.len() + self.consumer.len() + 5 * 21,
+        );
+        s.push_str("$JS.ACK.");
+        s.push_str(self.stream);
+        s.push('.');
+        s.push_str(self.consumer);
+        let mut n = itoa::Buffer::new();
+        for v in [
             self.delivered,
             self.stream_seq,
             self.consumer_seq,
             self.time_nanos,
-            self.pending
-        )
+            self.pending,
+        ] {
+            s.push('.');
+            s.push_str(n.format(v));
+        }
+        s
     }
 }
 

@@ -11,6 +11,9 @@ impl StreamConsumers {
     /// Settles a delivery. Unknown or already settled deliveries are a no-op.
     pub(crate) fn ack(&self, r: &AckRef, kind: AckKind) -> Result<()> {
         let mut removed: Vec<u64> = Vec::new();
+        // Whether a waiting fetch may now get something: room under
+        // max_ack_pending, or a redelivery due sooner.
+        let wake;
         {
             let mut map = self.lock_with(&r.consumer);
             let Some(c) = map.loaded.get_mut(&*r.consumer) else {
@@ -20,6 +23,10 @@ impl StreamConsumers {
             let seq = r.stream_seq;
             let now = self.now();
             let current = c.pending.get(&seq).copied();
+            let was_full = c
+                .config()
+                .max_ack_pending
+                .is_some_and(|m| c.pending.len() as u64 >= m);
             match (kind, current) {
                 (AckKind::Ack, _) if c.config().ack_policy == AckPolicy::All => {
                     // As nats-server: everything up to it, and the floor
@@ -76,8 +83,12 @@ impl StreamConsumers {
                 }
             }
             c.dirty = true;
+            wake = c.waiting > 0
+                && (matches!(kind, AckKind::Nak(_)) || (was_full && !removed.is_empty()));
         }
-        self.notify_consumers();
+        if wake {
+            self.notify_consumers();
+        }
         self.retain_settled(&removed);
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Reads under the lock (live-record scans, per-subject lookups) and
 //! single-message reads (`get`, `get_last`, `seq_for_time`).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -306,17 +307,24 @@ impl Stream {
         Ok((target, Planned::Read(plan)))
     }
 
-    /// Drops from `msgs` (read in ascending order) what was deleted or
-    /// expired since it was read.
-    pub(crate) fn retain_live(&self, msgs: &mut Vec<StoredMessage>) {
-        let (Some(lo), Some(hi)) = (msgs.first().map(|m| m.seq), msgs.last().map(|m| m.seq)) else {
+    /// Drops from `msgs[from..]` (read in ascending order) what was
+    /// deleted or expired since it was read.
+    pub(crate) fn retain_live(&self, msgs: &mut VecDeque<StoredMessage>, from: usize) {
+        let (Some(lo), Some(hi)) = (msgs.get(from).map(|m| m.seq), msgs.back().map(|m| m.seq))
+        else {
             return;
         };
         let g = self.lock();
         let any_deleted = g.deleted.count_in(lo, hi) > 0;
         let first = g.first_seq;
-        msgs.retain(|m| m.seq >= first && !(any_deleted && g.deleted.contains(m.seq)));
+        if !any_deleted && lo >= first {
+            return;
+        }
+        let mut tail = msgs.split_off(from);
+        tail.retain(|m| m.seq >= first && !(any_deleted && g.deleted.contains(m.seq)));
+        msgs.append(&mut tail);
     }
+
     pub(super) fn not_found(&self, seq: u64) -> Error {
         Error::MessageNotFound {
             stream: self.name.clone(),

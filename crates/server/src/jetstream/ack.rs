@@ -10,22 +10,47 @@ use durabus_core::{AckKind, AckRef, ByteString, Error, HeaderMap};
 
 use crate::ctx::ConnCtx;
 
+/// The stream and consumer names of a connection's last ack: a consumer's
+/// acks come in runs, and each would otherwise allocate both names again.
+#[derive(Default)]
+pub(crate) struct AckNames(Option<(Arc<str>, Arc<str>)>);
+
+impl AckNames {
+    fn get(&mut self, stream: &str, consumer: &str) -> (Arc<str>, Arc<str>) {
+        match &self.0 {
+            Some((s, c)) if **s == *stream && **c == *consumer => (s.clone(), c.clone()),
+            _ => {
+                let names = (Arc::<str>::from(stream), Arc::<str>::from(consumer));
+                self.0 = Some(names.clone());
+                names
+            }
+        }
+    }
+}
+
 /// Settles the delivery `subject` names; with a reply, answers once the
 /// backend has applied it (an empty message), or 503 when there is no
 /// such consumer (nobody listens on its ack subjects). Unreadable acks
 /// are dropped, as nats-server drops them.
-pub(crate) async fn handle(ctx: &Arc<ConnCtx>, subject: &str, reply: Option<&str>, body: &[u8]) {
-    let (Some(ack), Some(request)) = (AckSubject::parse(subject), parse_ack_payload(body)) else {
-        tracing::debug!(subject, "an unreadable ack was ignored");
+pub(crate) async fn handle(
+    ctx: &Arc<ConnCtx>,
+    subject: ByteString,
+    reply: Option<&str>,
+    body: &[u8],
+    names: &mut AckNames,
+) {
+    let (Some(ack), Some(request)) = (AckSubject::parse(&subject), parse_ack_payload(body)) else {
+        tracing::debug!(subject = &*subject, "an unreadable ack was ignored");
         return;
     };
+    let (stream, consumer) = names.get(ack.stream, ack.consumer);
     let r = AckRef {
-        stream: Arc::from(ack.stream),
-        consumer: Arc::from(ack.consumer),
+        stream,
+        consumer,
         stream_seq: ack.stream_seq,
         consumer_seq: ack.consumer_seq,
         delivered: ack.delivered,
-        token: Some(ByteString::from(subject)),
+        token: Some(subject),
     };
     let backend = &ctx.shared.backend;
     let (settle, next) = match request {
@@ -40,7 +65,7 @@ pub(crate) async fn handle(ctx: &Arc<ConnCtx>, subject: &str, reply: Option<&str
     match (result, reply) {
         (Ok(()), Some(reply)) => match next {
             Some(body) => {
-                let names = format!("{}.{}", ack.stream, ack.consumer);
+                let names = format!("{}.{}", r.stream, r.consumer);
                 super::pull::handle(ctx, &names, Some(reply.to_owned()), body);
             }
             None => ctx.answer(reply, Vec::new()).await,

@@ -9,6 +9,8 @@ mod push;
 
 use std::sync::Arc;
 
+pub(crate) use ack::AckNames;
+
 use crate::ctx::{ConnCtx, PubItem};
 
 /// Whether a publish to `subject` is for JetStream itself rather than a
@@ -18,16 +20,17 @@ pub(crate) fn is_api(subject: &str) -> bool {
 }
 
 /// Runs a JetStream request or ack (`is_api(item.subject)`).
-pub(crate) async fn handle(ctx: &Arc<ConnCtx>, item: PubItem) {
+pub(crate) async fn handle(ctx: &Arc<ConnCtx>, item: PubItem, names: &mut AckNames) {
     if item.subject.starts_with("$JS.ACK.") {
-        ack::handle(ctx, &item.subject, item.reply.as_deref(), &item.payload).await;
+        let reply = item.reply.as_deref();
+        ack::handle(ctx, item.subject, reply, &item.payload, names).await;
         return;
     }
     let Some(what) = item.subject.strip_prefix("$JS.API.") else {
         return;
     };
     if let Some(names) = what.strip_prefix("CONSUMER.MSG.NEXT.") {
-        pull::handle(ctx, names, item.reply, &item.payload);
+        pull::handle(ctx, names, item.reply.map(String::from), &item.payload);
         return;
     }
     api::handle(ctx, what, item.reply.as_deref(), &item.payload).await;
