@@ -1,7 +1,6 @@
-//! Pull requests larger than one read round of the hub (it reads a large
-//! batch in rounds, so the first deliveries go out while the rest are
-//! read): every message once, in order, with the counts nats-server puts
-//! in the ack subjects.
+//! Large pull requests through the hub: every message once, in order, with
+//! the counts nats-server puts in the ack subjects, and a no-wait request
+//! that ends after what is there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

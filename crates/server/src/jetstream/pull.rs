@@ -17,10 +17,6 @@ use crate::proto;
 /// How long one fetch waits when nothing else bounds it, so the request
 /// notices a client that went away.
 const ROUND: Duration = Duration::from_secs(1);
-/// Most deliveries read per round: the first of a large batch go out while
-/// the rest are read (with a whole batch at once, the client would wait
-/// for all of it before it could start, then the server for its acks).
-const ROUND_BATCH: usize = 128;
 
 struct Request {
     batch: usize,
@@ -94,10 +90,7 @@ async fn serve(ctx: &ConnCtx, stream: &str, consumer: &str, reply: &str, r: Requ
         if let Some(hb) = r.heartbeat {
             wait = wait.min((last_sent + hb).saturating_duration_since(now));
         }
-        let got = match backend
-            .fetch(stream, consumer, left.min(ROUND_BATCH), wait.min(ROUND))
-            .await
-        {
+        let got = match backend.fetch(stream, consumer, left, wait.min(ROUND)).await {
             Ok(got) => got,
             Err(e) => {
                 end_with_error(ctx, reply, &e, delivered).await;
