@@ -4,19 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::hub;
 use durabus_server::{Server, ServerOptions};
 use futures::StreamExt as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
-
-async fn hub(options: ServerOptions) -> Server {
-    let store = durabus_log::Store::memory(durabus_log::Options::default()).unwrap();
-    let backend: Arc<dyn durabus_core::Backend> = Arc::new(store);
-    Server::bind(backend, "127.0.0.1:0", options).await.unwrap()
-}
 
 /// A raw connection: reads INFO, then speaks bytes.
 struct Raw {

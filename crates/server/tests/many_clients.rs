@@ -6,15 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use durabus_server::{Server, ServerOptions};
 use futures::StreamExt as _;
 
 async fn hub() -> Server {
-    let store = durabus_log::Store::memory(durabus_log::Options::default()).unwrap();
-    let backend: Arc<dyn durabus_core::Backend> = Arc::new(store);
-    Server::bind(backend, "127.0.0.1:0", ServerOptions::default())
-        .await
-        .unwrap()
+    common::hub(ServerOptions::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,22 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
 use durabus_server::{Server, ServerOptions};
 use futures::StreamExt as _;
 
-async fn hub() -> Server {
-    let store = durabus_log::Store::memory(durabus_log::Options::default()).unwrap();
-    let backend: Arc<dyn durabus_core::Backend> = Arc::new(store);
-    Server::bind(backend, "127.0.0.1:0", ServerOptions::default())
-        .await
-        .unwrap()
-}
-
-async fn stream_of(js: &jetstream::Context, n: u64) -> stream::Stream {
+/// A hub with the stream `S` of `n` messages (payloads "0", "1", ...) and
+/// a durable pull consumer on it.
+async fn durable_on(n: u64) -> (Server, jetstream::consumer::PullConsumer) {
+    let server = common::hub(ServerOptions::default()).await;
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let s = js
         .create_stream(stream::Config {
             name: "S".into(),
@@ -39,15 +36,6 @@ async fn stream_of(js: &jetstream::Context, n: u64) -> stream::Stream {
     for a in acks {
         a.await.unwrap();
     }
-    s
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_a_thousand_arrives_whole_and_in_order() {
-    let server = hub().await;
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let s = stream_of(&js, 1000).await;
     let c = s
         .create_consumer(pull::Config {
             durable_name: Some("c".into()),
@@ -55,6 +43,12 @@ async fn a_batch_of_a_thousand_arrives_whole_and_in_order() {
         })
         .await
         .unwrap();
+    (server, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_a_thousand_arrives_whole_and_in_order() {
+    let (server, mut c) = durable_on(1000).await;
     let mut got = c.fetch().max_messages(1000).messages().await.unwrap();
     let mut n = 0u64;
     while let Some(m) = got.next().await {
@@ -69,9 +63,9 @@ async fn a_batch_of_a_thousand_arrives_whole_and_in_order() {
         m.ack().await.unwrap();
     }
     assert_eq!(n, 1000);
-    // Every ack was applied before the next request (a connection's
+    // Every ack was applied before the info request (a connection's
     // operations run in order).
-    let info = c.clone().info().await.unwrap().clone();
+    let info = c.info().await.unwrap();
     assert_eq!(
         (info.num_ack_pending, info.ack_floor.stream_sequence),
         (0, 1000)
@@ -81,17 +75,7 @@ async fn a_batch_of_a_thousand_arrives_whole_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_wait_batch_larger_than_the_stream_ends_after_what_is_there() {
-    let server = hub().await;
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let s = stream_of(&js, 300).await;
-    let c = s
-        .create_consumer(pull::Config {
-            durable_name: Some("c".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (server, c) = durable_on(300).await;
     // async-nats' fetch is a no-wait request: it ends with the 404 or 408
     // status once nothing more is there.
     let mut got = c.fetch().max_messages(1000).messages().await.unwrap();
