@@ -42,6 +42,41 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// What a run measures.
+#[derive(Clone, Copy)]
+enum Workload {
+    /// Publish with this many acks in flight (W1: 1, W2: 256).
+    Publish(usize),
+    Replay,
+    Consume,
+}
+
+/// Publishes `n` messages with up to `window` acks in flight, awaiting
+/// each ack in order.
+async fn publish(
+    js: &jetstream::Context,
+    payload: &bytes::Bytes,
+    n: u64,
+    window: usize,
+) -> anyhow::Result<()> {
+    let mut in_flight = std::collections::VecDeque::with_capacity(window);
+    for i in 0..n {
+        if in_flight.len() >= window {
+            if let Some(ack) = in_flight.pop_front() {
+                ack.await?;
+            }
+        }
+        in_flight.push_back(
+            js.publish(format!("probe.{}", i % 16), payload.clone())
+                .await?,
+        );
+    }
+    for ack in in_flight {
+        ack.await?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,9 +86,13 @@ async fn main() -> anyhow::Result<()> {
     let pid: u32 = pid.parse().context("server pid")?;
     let n: u64 = n.parse().context("messages")?;
     let runs: u32 = runs.parse().context("runs")?;
-    if !["w1", "w2", "replay", "consume"].contains(&mode.as_str()) {
-        bail!("the workload must be w1, w2, replay or consume, not {mode}");
-    }
+    let workload = match mode.as_str() {
+        "w1" => Workload::Publish(1),
+        "w2" => Workload::Publish(256),
+        "replay" => Workload::Replay,
+        "consume" => Workload::Consume,
+        _ => bail!("the workload must be w1, w2, replay or consume, not {mode}"),
+    };
     let client = async_nats::connect(url.as_str()).await?;
     let js = jetstream::new(client.clone());
     let stream = js
@@ -63,89 +102,58 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let stored = stream.cached_info().state.messages;
     let payload = bytes::Bytes::from(vec![b'x'; 128]);
-    let mut acks = Vec::new();
-    for i in stored..n {
-        acks.push(
-            js.publish(format!("probe.{}", i % 16), payload.clone())
-                .await?,
-        );
-        if acks.len() >= 1000 {
-            for a in acks.drain(..) {
-                a.await?;
-            }
-        }
-    }
-    for a in acks {
-        a.await?;
-    }
+    let stored = stream.cached_info().state.messages;
+    publish(&js, &payload, n.saturating_sub(stored), 1000).await?;
     let me = std::process::id();
     for run in 0..runs {
         let (client0, server0, start) = (cpu_seconds(me)?, cpu_seconds(pid)?, Instant::now());
         let mut count = 0u64;
-        if mode == "w1" {
-            for i in 0..n {
-                js.publish(format!("probe.{}", i % 16), payload.clone())
-                    .await?
+        match workload {
+            Workload::Publish(window) => {
+                publish(&js, &payload, n, window).await?;
+                count = n;
+            }
+            Workload::Replay => {
+                let consumer = stream
+                    .create_consumer(push::OrderedConfig {
+                        deliver_subject: client.new_inbox(),
+                        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 1 },
+                        ..Default::default()
+                    })
                     .await?;
-            }
-            count = n;
-        } else if mode == "w2" {
-            let mut window = std::collections::VecDeque::new();
-            for i in 0..n {
-                if window.len() >= 256 {
-                    if let Some(ack) = window.pop_front() {
-                        ack.await?;
+                let mut messages = consumer.messages().await?;
+                while count < n {
+                    match messages.next().await {
+                        Some(m) => drop(m?),
+                        None => bail!("the replay ended after {count}"),
                     }
-                }
-                window.push_back(
-                    js.publish(format!("probe.{}", i % 16), payload.clone())
-                        .await?,
-                );
-            }
-            for ack in window {
-                ack.await?;
-            }
-            count = n;
-        } else if mode == "replay" {
-            let consumer = stream
-                .create_consumer(push::OrderedConfig {
-                    deliver_subject: client.new_inbox(),
-                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 1 },
-                    ..Default::default()
-                })
-                .await?;
-            let mut messages = consumer.messages().await?;
-            while count < n {
-                match messages.next().await {
-                    Some(m) => drop(m?),
-                    None => bail!("the replay ended after {count}"),
-                }
-                count += 1;
-            }
-        } else {
-            let name = format!("probe{run}");
-            let consumer = stream
-                .create_consumer(pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(60),
-                    max_ack_pending: -1,
-                    ..Default::default()
-                })
-                .await?;
-            while count < n {
-                let mut batch = consumer.fetch().max_messages(1000).messages().await?;
-                while let Some(m) = batch.next().await {
-                    m.map_err(|e| anyhow::anyhow!("{e}"))?
-                        .ack()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     count += 1;
                 }
             }
-            stream.delete_consumer(&name).await?;
+            Workload::Consume => {
+                let name = format!("probe{run}");
+                let consumer = stream
+                    .create_consumer(pull::Config {
+                        durable_name: Some(name.clone()),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: Duration::from_secs(60),
+                        max_ack_pending: -1,
+                        ..Default::default()
+                    })
+                    .await?;
+                while count < n {
+                    let mut batch = consumer.fetch().max_messages(1000).messages().await?;
+                    while let Some(m) = batch.next().await {
+                        m.map_err(|e| anyhow::anyhow!("{e}"))?
+                            .ack()
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        count += 1;
+                    }
+                }
+                stream.delete_consumer(&name).await?;
+            }
         }
         let secs = start.elapsed().as_secs_f64();
         let per = |cpu: f64| cpu * 1e6 / count as f64;
