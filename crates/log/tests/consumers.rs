@@ -285,6 +285,16 @@ async fn max_deliver_stops_redelivery() {
     }
 }
 
+/// Settles `d` from another task 20 ms from now, while the caller waits
+/// in a fetch.
+fn settle_soon(s: &Store, d: &Delivery, kind: AckKind) {
+    let (s, ack) = (s.clone(), d.ack.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.ack(&ack, kind).await.unwrap();
+    });
+}
+
 #[tokio::test]
 async fn max_ack_pending_holds_delivery_until_acks() {
     let tmp = tempfile::tempdir().unwrap();
@@ -296,12 +306,7 @@ async fn max_ack_pending_holds_delivery_until_acks() {
         assert_eq!(seqs(&d), vec![1, 2], "{kind}");
         assert!(fetch(&s, "c", 10).await.is_empty(), "{kind}");
         // A waiting fetch is woken by the ack that frees room.
-        let s2 = s.clone();
-        let a = d[0].ack.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            s2.ack(&a, AckKind::Ack).await.unwrap();
-        });
+        settle_soon(&s, &d[0], AckKind::Ack);
         let r = s.fetch("S", "c", 10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(seqs(&r), vec![3], "{kind}");
     }
@@ -315,12 +320,7 @@ async fn a_waiting_fetch_gets_a_nakd_delivery_at_once() {
         let cfg = ConsumerConfig::durable("c").ack_wait(Duration::from_secs(60));
         s.create_consumer("S", cfg).await.unwrap();
         let d = fetch(&s, "c", 1).await;
-        let s2 = s.clone();
-        let a = d[0].ack.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            s2.ack(&a, AckKind::Nak(None)).await.unwrap();
-        });
+        settle_soon(&s, &d[0], AckKind::Nak(None));
         // Without a wake-up it would sleep out its 30 s: nothing else is due
         // before the ack wait.
         let r = tokio::time::timeout(
